@@ -1,0 +1,57 @@
+"""Careloop event contracts: envelope, versioned event models, topics, generated schemas.
+
+Importing the package imports every event module, so the registry is complete.
+"""
+
+from careloop_contracts.audit import AccessRecorded, AuditCheckpointSigned
+from careloop_contracts.base import (
+    Event,
+    UnknownEventType,
+    event_class,
+    isolated_registry,
+    parse,
+    registry,
+)
+from careloop_contracts.envelope import (
+    PLATFORM_ORG_ID,
+    Envelope,
+    EnvelopeError,
+    from_headers,
+    to_headers,
+)
+from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_contracts.topics import (
+    TOPICS,
+    TopicSpec,
+    checkpoint_record_key,
+    dead_letter_spec,
+    dead_letter_topic,
+    prefixed,
+    service_topic,
+)
+
+__all__ = [
+    "PLATFORM_ORG_ID",
+    "TOPICS",
+    "AccessRecorded",
+    "AuditCheckpointSigned",
+    "Envelope",
+    "EnvelopeError",
+    "Event",
+    "PatientMerged",
+    "PatientRegistered",
+    "PatientUpdated",
+    "TopicSpec",
+    "UnknownEventType",
+    "checkpoint_record_key",
+    "dead_letter_spec",
+    "dead_letter_topic",
+    "event_class",
+    "from_headers",
+    "isolated_registry",
+    "parse",
+    "prefixed",
+    "registry",
+    "service_topic",
+    "to_headers",
+]

@@ -1,0 +1,1 @@
+"""Careloop platform kit: what every service shares."""

@@ -1,0 +1,145 @@
+"""The Kafka topic catalogue, in one place.
+
+Services create and subscribe to topics by these names; tests isolate themselves by
+prefixing the names (``prefixed``). Event streams are keyed by patient id so one
+patient's events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One Kafka topic and the settings it is created with."""
+
+    name: str
+    partitions: int
+    retention_ms: int
+    """``-1`` keeps records forever."""
+    cleanup_policy: Literal["delete", "compact"]
+    description: str
+    owner: str
+    """The only service that publishes to the topic."""
+    kind: Literal["events", "records"] = "events"
+    """``events``: CloudEvents-enveloped ``Event`` models. ``records``: a keyed record
+    stream with its own key and value format (see the description)."""
+    key: str = "The patient id, so one patient's events stay in order."
+    value_type: str | None = None
+    """For ``records`` topics: the event type whose JSON schema the record value follows."""
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration for the Kafka admin client."""
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec(
+            name="careloop.patients",
+            partitions=6,
+            retention_ms=7 * DAY_MS,
+            cleanup_policy="delete",
+            owner="patients",
+            description=(
+                "Patient record lifecycle (registered, updated, merged) and the access "
+                "records of the patients service."
+            ),
+        ),
+        TopicSpec(
+            name="careloop.audit",
+            partitions=3,
+            # Longer than the service streams: the audit consumer falling behind must
+            # never cost an access record.
+            retention_ms=30 * DAY_MS,
+            cleanup_policy="delete",
+            owner="audit",
+            key=(
+                "Per event: access records by patient id (org id when no patient); "
+                "checkpoints by one constant key, so they stay in order."
+            ),
+            description=(
+                "Signed audit checkpoints and the access records of the audit service "
+                "itself (exports, accounting of disclosures)."
+            ),
+        ),
+        TopicSpec(
+            name="careloop.audit.checkpoints",
+            partitions=1,
+            retention_ms=-1,
+            cleanup_policy="compact",
+            owner="audit",
+            kind="records",
+            value_type="careloop.audit.checkpoint.signed.v1",
+            key=(
+                "The checkpoint's tree size as a 20-digit zero-padded decimal "
+                "(checkpoint_record_key), so keys sort in log order and compaction, "
+                "which keeps the latest value per key, never drops a checkpoint."
+            ),
+            description=(
+                "External anchor for signed audit checkpoints. Not an event stream: a "
+                "compacted, keyed record stream with no CloudEvents headers, whose value "
+                "is the JSON of the signed checkpoint (same fields as "
+                "careloop.audit.checkpoint.signed.v1). Kept forever, in one partition, "
+                "outside the audit database, so a rewritten audit log can be detected "
+                "by comparing its recomputed roots with the anchored ones. Re-publishing "
+                "a checkpoint is idempotent."
+            ),
+        ),
+    )
+}
+
+DEAD_LETTER_PREFIX = "careloop.dlq."
+DEAD_LETTER_RETENTION_MS = 30 * DAY_MS
+
+
+def _check_name(name: str) -> str:
+    if not _TOPIC_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a legal Kafka topic name ([A-Za-z0-9._-], <= 249)")
+    return name
+
+
+def dead_letter_topic(group_id: str) -> str:
+    """The dead-letter topic of consumer group ``group_id``: ``careloop.dlq.<group_id>``."""
+    return _check_name(f"{DEAD_LETTER_PREFIX}{group_id}")
+
+
+def dead_letter_spec(group_id: str) -> TopicSpec:
+    """Settings for a consumer group's dead-letter topic (records keep their original
+    key, value and headers, plus failure headers added by the consumer)."""
+    return TopicSpec(
+        name=dead_letter_topic(group_id),
+        partitions=1,
+        retention_ms=DEAD_LETTER_RETENTION_MS,
+        cleanup_policy="delete",
+        owner=group_id,
+        description=f"Events consumer group {group_id!r} gave up on after its retries.",
+        key="The original record's key.",
+    )
+
+
+def prefixed(name: str, prefix: str | None) -> str:
+    """``<prefix>.<name>``, or ``name`` when there is no prefix (tests isolate topics)."""
+    if not prefix:
+        return name
+    return _check_name(f"{prefix.rstrip('.')}.{name}")
+
+
+def checkpoint_record_key(tree_size: int) -> str:
+    """The record key of a checkpoint on ``careloop.audit.checkpoints``."""
+    if tree_size < 0:
+        raise ValueError("tree_size must be >= 0")
+    return f"{tree_size:020d}"
+
+
+def service_topic(service: str) -> str:
+    """The event stream of ``service``: ``careloop.<service>``."""
+    return _check_name(f"careloop.{service}")

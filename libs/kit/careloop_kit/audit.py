@@ -1,0 +1,144 @@
+"""Audit hooks: one call records a PHI access or change as an audit event.
+
+On success the event is staged in the caller's transaction (through the
+outbox), so the change and its audit record commit together. When the work
+fails, the caller's transaction rolls back, so the failure is recorded in a
+transaction of its own: the trail is honest about denials and errors too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from uuid import uuid4
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careloop_contracts import AccessRecorded
+from careloop_kit.auth import Principal
+from careloop_kit.bus.outbox import Outbox
+from careloop_kit.clock import Clock, SystemClock
+from careloop_kit.problems import ProblemError
+
+
+@dataclass
+class AuditEntry:
+    """What the audited operation touched; filled in as the work learns it."""
+
+    action: str
+    resource_type: str
+    phi_categories: list[str]
+    patient_id: str | None = None
+    resource_id: str | None = None
+    query_fingerprint: str | None = None
+    extra_patient_ids: list[str] = field(default_factory=list)
+
+
+def fingerprint_query(keys: list[str]) -> str:
+    """Which search keys a query used (never their values)."""
+    return "+".join(sorted(keys)) or "none"
+
+
+class AuditRecorder:
+    """Records PHI accesses of one service."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._sessionmaker = sessionmaker
+        self._clock = clock or SystemClock()
+
+    async def record(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        entry: AuditEntry,
+        *,
+        outcome: str = "success",
+        outcome_detail: str | None = None,
+        request_id: str | None = None,
+        source_ip: str | None = None,
+    ) -> None:
+        """Stage one audit event per patient touched in `session`'s transaction."""
+        patients = [entry.patient_id, *entry.extra_patient_ids]
+        for patient_id in patients:
+            event = AccessRecorded(
+                audit_id=str(uuid4()),
+                occurred_at=self._clock.now(),
+                org_id=principal.org_id,
+                actor_id=principal.actor_id,
+                actor_type=principal.actor_type,
+                action=entry.action,
+                outcome=outcome,
+                outcome_detail=outcome_detail,
+                patient_id=patient_id,
+                resource_type=entry.resource_type,
+                resource_id=entry.resource_id if patient_id == entry.patient_id else patient_id,
+                phi_categories=entry.phi_categories,
+                purpose_of_use=principal.purpose_of_use,
+                source_service=self._outbox.service,
+                source_ip=source_ip,
+                request_id=request_id,
+                query_fingerprint=entry.query_fingerprint,
+            )
+            # Key by patient so one patient's trail stays in order; queries without a
+            # patient are keyed by actor.
+            key = patient_id or _actor_key(principal)
+            await self._outbox.add(session, event, key=key, org_id=principal.org_id)
+
+    @asynccontextmanager
+    async def scope(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        entry: AuditEntry,
+        *,
+        request_id: str | None = None,
+        source_ip: str | None = None,
+    ) -> AsyncIterator[AuditEntry]:
+        """Audit the enclosed work: success in its transaction, failure in a new one."""
+        try:
+            yield entry
+        except ProblemError as exc:
+            outcome = "denied" if exc.status in (401, 403) else "error"
+            await self._record_failure(
+                principal, entry, outcome, str(exc.status), request_id, source_ip
+            )
+            raise
+        except Exception as exc:
+            await self._record_failure(
+                principal, entry, "error", type(exc).__name__, request_id, source_ip
+            )
+            raise
+        await self.record(session, principal, entry, request_id=request_id, source_ip=source_ip)
+
+    async def _record_failure(
+        self,
+        principal: Principal,
+        entry: AuditEntry,
+        outcome: str,
+        detail: str,
+        request_id: str | None,
+        source_ip: str | None,
+    ) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await self.record(
+                session,
+                principal,
+                entry,
+                outcome=outcome,
+                outcome_detail=detail,
+                request_id=request_id,
+                source_ip=source_ip,
+            )
+
+
+def _actor_key(principal: Principal) -> str:
+    return "actor-" + hashlib.sha256(principal.actor_id.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Kafka: client configuration, the transactional outbox, idempotent consumers, dead letters."""

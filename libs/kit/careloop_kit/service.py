@@ -1,0 +1,352 @@
+"""One call gives every service its runtime: database, Vault, Kafka relay and
+consumers, telemetry, problem+json, request ids, `/healthz` and `/readyz`.
+
+Nothing is built at import time: `create_service_app` returns an app whose
+lifespan builds the runtime, so tests and processes each get their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from uuid import uuid4
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from opentelemetry import propagate, trace
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from careloop_contracts import dead_letter_topic
+from careloop_kit.bus.consumer import EventConsumer, Handler
+from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
+from careloop_kit.bus.outbox import Outbox, OutboxRelay
+from careloop_kit.clock import Clock, SystemClock
+from careloop_kit.db import PlatformTables, make_engine, make_sessionmaker
+from careloop_kit.problems import install_problem_handlers, problem_response
+from careloop_kit.settings import KitSettings
+from careloop_kit.telemetry import setup_telemetry
+from careloop_kit.vault import Vault
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("careloop.http")
+
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group of this service: its topics and its handlers by event type."""
+
+    name: str
+    topics: Sequence[str]
+    handlers: Callable[[Runtime], Mapping[str, Handler]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes a service: its name, tables, routers, consumers and start-up hook."""
+
+    name: str
+    metadata: MetaData
+    tables: PlatformTables
+    routers: Sequence[APIRouter]
+    consumers: Sequence[ConsumerSpec] = ()
+    on_startup: Callable[[Runtime], Awaitable[None]] | None = None
+    on_shutdown: Callable[[Runtime], Awaitable[None]] | None = None
+    background: Sequence[Callable[[Runtime, asyncio.Event], Awaitable[None]]] = ()
+    description: str = ""
+
+
+@dataclass
+class Readiness:
+    database: bool = False
+    broker: bool = False
+    vault: bool = False
+    checked_at: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.database and self.broker and self.vault
+
+
+@dataclass
+class Runtime:
+    """The live I/O of one service process, built in the lifespan."""
+
+    spec: ServiceSpec
+    settings: KitSettings
+    clock: Clock
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    vault: Vault
+    producer: AIOKafkaProducer
+    outbox: Outbox
+    relay: OutboxRelay
+    consumers: list[EventConsumer] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=Readiness)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        """Physical name of a logical topic."""
+        return topic_name(self.settings, name)
+
+
+async def _check_readiness(runtime: Runtime) -> None:
+    status = runtime.readiness
+    errors: dict[str, str] = {}
+    try:
+        async with runtime.engine.connect() as connection:
+            await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=3)
+        status.database = True
+    except Exception as exc:
+        status.database, errors["database"] = False, f"{type(exc).__name__}: {exc}"[:300]
+    try:
+        await asyncio.wait_for(runtime.producer.client.fetch_all_metadata(), timeout=3)
+        status.broker = True
+    except Exception as exc:
+        status.broker, errors["broker"] = False, f"{type(exc).__name__}: {exc}"[:300]
+    status.vault = await runtime.vault.healthy()
+    if not status.vault:
+        errors["vault"] = "Vault unreachable, sealed, or token invalid"
+    status.errors = errors
+    status.checked_at = time.time()
+
+
+async def _readiness_loop(runtime: Runtime, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=runtime.settings.readiness_interval_s)
+        except TimeoutError:
+            await _check_readiness(runtime)
+
+
+async def _supervise(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Keep a background loop alive through transient failures until shutdown."""
+    while not stop.is_set():
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s crashed; restarting in 1s", name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1)
+
+
+class _RequestContextMiddleware(BaseHTTPMiddleware):
+    """Request ids, a server span per request, and refusal while not ready."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid4())
+        request.state.request_id = request_id
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        if (
+            runtime is not None
+            and request.url.path not in HEALTH_PATHS
+            and not runtime.readiness.ready
+        ):
+            failing = ", ".join(sorted(runtime.readiness.errors)) or "start-up checks"
+            response: Response = problem_response(
+                503,
+                "Service unavailable",
+                "dependency-unavailable",
+                f"Not ready ({failing} failing); retry shortly. See /readyz.",
+                request.url.path,
+            )
+        else:
+            ctx = propagate.extract(dict(request.headers))
+            route = request.url.path
+            with tracer.start_as_current_span(
+                f"{request.method} {route}", context=ctx, kind=trace.SpanKind.SERVER
+            ) as span:
+                span.set_attribute("http.request.method", request.method)
+                span.set_attribute("careloop.request_id", request_id)
+                response = await call_next(request)
+                span.set_attribute("http.response.status_code", response.status_code)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+
+def create_service_app(
+    spec: ServiceSpec,
+    settings: KitSettings,
+    *,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the FastAPI app of a service; its lifespan owns every connection."""
+    setup_telemetry(spec.name, level=settings.log_level, json_logs=settings.log_json)
+    the_clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        )
+        sessionmaker = make_sessionmaker(engine)
+        vault = Vault(
+            settings.vault_addr,
+            settings.vault_token.get_secret_value(),
+            ca_cert=settings.vault_ca_cert,
+        )
+        producer = make_producer(settings, client_id=f"careloop-{spec.name}")
+        await producer.start()
+        outbox = Outbox(
+            spec.tables, service=spec.name, topic_prefix=settings.topic_prefix, clock=the_clock
+        )
+        relay = OutboxRelay(
+            sessionmaker,
+            spec.tables,
+            producer,
+            service=spec.name,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            clock=the_clock,
+        )
+        runtime = Runtime(
+            spec=spec,
+            settings=settings,
+            clock=the_clock,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            vault=vault,
+            producer=producer,
+            outbox=outbox,
+            relay=relay,
+        )
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        kafka_consumers = []
+        try:
+            await ensure_topics(settings, [outbox.own_topic])
+            await _check_readiness(runtime)
+            if spec.on_startup is not None:
+                await spec.on_startup(runtime)
+            for consumer_spec in spec.consumers:
+                logical_group = f"careloop.{spec.name}.{consumer_spec.name}"
+                group_id = topic_name(settings, logical_group)
+                dlq_topic = topic_name(settings, dead_letter_topic(logical_group))
+                await ensure_topics(
+                    settings,
+                    [*(topic_name(settings, t) for t in consumer_spec.topics), dlq_topic],
+                )
+                kafka_consumer = make_consumer(
+                    settings,
+                    *(topic_name(settings, t) for t in consumer_spec.topics),
+                    group_id=group_id,
+                    client_id=f"careloop-{spec.name}-{consumer_spec.name}",
+                )
+                await kafka_consumer.start()
+                kafka_consumers.append(kafka_consumer)
+                consumer = EventConsumer(
+                    kafka_consumer,
+                    producer,
+                    sessionmaker,
+                    spec.tables,
+                    group_id=group_id,
+                    handlers=consumer_spec.handlers(runtime),
+                    dlq_topic=dlq_topic,
+                    max_retries=settings.consumer_max_retries,
+                    retry_backoff_s=settings.consumer_retry_backoff_s,
+                    clock=the_clock,
+                )
+                runtime.consumers.append(consumer)
+                tasks.append(
+                    asyncio.create_task(
+                        _supervise(group_id, lambda c=consumer: c.run(stop), stop)  # type: ignore[misc]
+                    )
+                )
+            tasks.append(
+                asyncio.create_task(_supervise("outbox relay", lambda: relay.run(stop), stop))
+            )
+            tasks.append(asyncio.create_task(_readiness_loop(runtime, stop)))
+            for job in spec.background:
+                tasks.append(
+                    asyncio.create_task(
+                        _supervise(job.__name__, lambda j=job: j(runtime, stop), stop)  # type: ignore[misc]
+                    )
+                )
+            app.state.runtime = runtime
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                try:
+                    await asyncio.wait_for(task, timeout=10)
+                except (TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+            if spec.on_shutdown is not None:
+                await spec.on_shutdown(runtime)
+            for kafka_consumer in kafka_consumers:
+                await kafka_consumer.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title=f"Careloop {spec.name}",
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(_RequestContextMiddleware)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process is up."""
+        return {"status": "alive", "service": spec.name}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> Response:
+        """Readiness: database, broker and Vault all reachable."""
+        runtime: Runtime = request.app.state.runtime
+        await _check_readiness(runtime)
+        status = runtime.readiness
+        body = {
+            "service": spec.name,
+            "ready": status.ready,
+            "checks": {"database": status.database, "broker": status.broker, "vault": status.vault},
+            "errors": status.errors,
+            "outbox_published": runtime.relay.published,
+        }
+        if not status.ready:
+            return problem_response(
+                503,
+                "Not ready",
+                "not-ready",
+                "A dependency is unreachable: " + ", ".join(sorted(status.errors)),
+                "/readyz",
+                **body,
+            )
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse(body)
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime of the app handling this request."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def transactional_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, before the response."""
+    runtime = get_runtime(request)
+    async with runtime.sessionmaker() as session, session.begin():
+        yield session
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SessionDep = Annotated[AsyncSession, Depends(transactional_session, scope="function")]

@@ -1,0 +1,94 @@
+"""Settings shared by every service.
+
+Every setting has a documented default suitable for local development; the
+defaults that are secrets are marked as placeholders and production settings
+refuse them, as they refuse any non-TLS URL.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that only ever make sense on a developer's machine. Production refuses them.
+LOCAL_DEVELOPMENT_PLACEHOLDER = "local-development-only"
+
+
+class KitSettings(BaseSettings):
+    """Settings every Careloop service reads (environment prefix `CARELOOP_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELOOP_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development",
+        description="Deployment environment; `production` enforces TLS and real secrets.",
+    )
+    http_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
+    http_port: int = Field(8000, description="Port the HTTP API listens on.")
+    database_url: SecretStr = Field(
+        SecretStr(
+            f"postgresql+asyncpg://careloop:{LOCAL_DEVELOPMENT_PLACEHOLDER}@127.0.0.1:5432/careloop"
+        ),
+        description="SQLAlchemy URL of this service's own database (asyncpg driver).",
+    )
+    database_pool_size: int = Field(10, description="Connections kept open to the database.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol; production requires SSL or SASL_SSL."
+    )
+    kafka_replication_factor: int = Field(
+        1, description="Replication factor of topics the services create (3 on a real cluster)."
+    )
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for Kafka TLS.")
+    topic_prefix: str = Field(
+        "", description="Prefix added to every topic name (isolates tests and shared clusters)."
+    )
+    vault_addr: str = Field("http://127.0.0.1:8200", description="OpenBao / Vault API address.")
+    vault_token: SecretStr = Field(
+        SecretStr(LOCAL_DEVELOPMENT_PLACEHOLDER),
+        description="Token for this service's Vault policy.",
+    )
+    vault_ca_cert: str | None = Field(None, description="CA bundle for Vault TLS.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="Structured JSON logs with trace ids.")
+    outbox_batch_size: int = Field(500, description="Outbox rows the relay publishes per batch.")
+    outbox_poll_interval_s: float = Field(
+        0.05, description="Relay sleep when the outbox is empty, in seconds."
+    )
+    consumer_max_retries: int = Field(
+        3, description="Attempts of a failing event before it goes to the dead-letter topic."
+    )
+    consumer_retry_backoff_s: float = Field(
+        0.2, description="First retry delay in seconds; doubles on each retry."
+    )
+    readiness_interval_s: float = Field(
+        2.0, description="How often database, broker and Vault reachability is re-checked."
+    )
+
+    @model_validator(mode="after")
+    def _production_is_locked_down(self) -> KitSettings:
+        if self.environment != "production":
+            return self
+        problems: list[str] = []
+        for name in ("database_url", "vault_token"):
+            value = getattr(self, name).get_secret_value()
+            if LOCAL_DEVELOPMENT_PLACEHOLDER in value:
+                problems.append(f"{name} still holds the local-development placeholder")
+        if not self.vault_addr.startswith("https://"):
+            problems.append("vault_addr must use https:// in production")
+        if self.kafka_security_protocol == "PLAINTEXT":
+            problems.append("kafka_security_protocol must be SSL or SASL_SSL in production")
+        if not _database_url_requires_tls(self.database_url.get_secret_value()):
+            problems.append("database_url must require TLS (ssl=require or sslmode=verify-full)")
+        if problems:
+            raise ValueError("production settings refused: " + "; ".join(problems))
+        return self
+
+
+def _database_url_requires_tls(url: str) -> bool:
+    query = parse_qs(urlsplit(url).query)
+    wanted = {"require", "verify-ca", "verify-full"}
+    return bool(wanted & set(query.get("ssl", []) + query.get("sslmode", [])))

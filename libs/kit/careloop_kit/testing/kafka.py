@@ -1,0 +1,71 @@
+"""Read topics to the end, for tests that check what reached Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, timeout_s: float = 5.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` up to its current end offsets (no consumer group)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while partitions is None and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            await asyncio.sleep(0.1)
+        if not partitions:
+            return []
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        remaining = {tp for tp in assigned if ends[tp] > 0}
+        while remaining and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=200)
+            for tp, items in batch.items():
+                records.extend(items)
+                if items and items[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_records(
+    bootstrap: str,
+    topic: str,
+    predicate: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    *,
+    timeout_s: float = 20.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Re-read `topic` until `predicate` holds over its records, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    while time.monotonic() < deadline:
+        records = await read_topic(bootstrap, topic)
+        if predicate(records):
+            return records
+        await asyncio.sleep(0.2)
+    raise AssertionError(
+        f"condition not met on {topic} within {timeout_s}s ({len(records)} records)"
+    )
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """One header of a record, decoded."""
+    for key, value in record.headers:
+        if key == name:
+            return bytes(value).decode()
+    return None

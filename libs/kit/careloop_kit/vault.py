@@ -1,0 +1,108 @@
+"""Secrets and keys from a Vault API (OpenBao or HashiCorp Vault) through hvac.
+
+hvac is synchronous, so every call runs in a worker thread. Any failure to
+reach Vault surfaces as `VaultUnavailable`, which callers turn into a 503:
+PHI operations fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import hvac
+import requests
+
+from careloop_kit.problems import DependencyUnavailable
+
+
+class VaultUnavailable(DependencyUnavailable):
+    """Vault could not be reached or refused the call."""
+
+
+class Vault:
+    """The calls Careloop services make to Vault, with the service's own token."""
+
+    def __init__(
+        self,
+        addr: str,
+        token: str,
+        *,
+        ca_cert: str | None = None,
+        timeout_s: float = 5.0,
+        kv_mount: str = "secret",
+        transit_mount: str = "transit",
+    ) -> None:
+        self._client = hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout_s)
+        self._kv_mount = kv_mount
+        self._transit_mount = transit_mount
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            raise VaultUnavailable(f"Vault call failed: {type(exc).__name__}: {exc}") from exc
+
+    async def read_secret(self, path: str) -> dict[str, Any]:
+        """Read a KV v2 secret's data."""
+        response = await self._call(
+            self._client.secrets.kv.v2.read_secret_version,
+            path=path,
+            mount_point=self._kv_mount,
+            raise_on_deleted_version=True,
+        )
+        return dict(response["data"]["data"])
+
+    async def new_data_key(self, key_name: str) -> tuple[bytes, str]:
+        """A fresh 256-bit data key: (plaintext, ciphertext wrapped by the transit key)."""
+        response = await self._call(
+            self._client.secrets.transit.generate_data_key,
+            name=key_name,
+            key_type="plaintext",
+            bits=256,
+            mount_point=self._transit_mount,
+        )
+        data = response["data"]
+        return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
+
+    async def unwrap_data_key(self, key_name: str, ciphertext: str) -> bytes:
+        """Decrypt a wrapped data key with the transit key."""
+        response = await self._call(
+            self._client.secrets.transit.decrypt_data,
+            name=key_name,
+            ciphertext=ciphertext,
+            mount_point=self._transit_mount,
+        )
+        return base64.b64decode(response["data"]["plaintext"])
+
+    async def sign(self, key_name: str, message: bytes) -> tuple[str, int]:
+        """Sign `message` with a transit key; returns (signature, key version)."""
+        response = await self._call(
+            self._client.secrets.transit.sign_data,
+            name=key_name,
+            hash_input=base64.b64encode(message).decode(),
+            mount_point=self._transit_mount,
+        )
+        signature = str(response["data"]["signature"])
+        version = int(signature.split(":")[1].removeprefix("v"))
+        return signature, version
+
+    async def verify(self, key_name: str, message: bytes, signature: str) -> bool:
+        """Check a transit signature over `message`."""
+        response = await self._call(
+            self._client.secrets.transit.verify_signed_data,
+            name=key_name,
+            hash_input=base64.b64encode(message).decode(),
+            signature=signature,
+            mount_point=self._transit_mount,
+        )
+        return bool(response["data"]["valid"])
+
+    async def healthy(self) -> bool:
+        """True when Vault answers, is unsealed, and our token is valid."""
+        try:
+            await self._call(self._client.auth.token.lookup_self)
+        except VaultUnavailable:
+            return False
+        return True

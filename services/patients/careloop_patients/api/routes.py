@@ -1,0 +1,408 @@
+"""Register, read, update, search and merge patients. Every call is audited."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+
+from careloop_contracts import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_kit.audit import AuditEntry, AuditRecorder, fingerprint_query
+from careloop_kit.auth import PrincipalDep
+from careloop_kit.crypto import BlindIndexer, KeyRing
+from careloop_kit.problems import Conflict, NotFound, ProblemError
+from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_patients.api.schemas import (
+    AddressIn,
+    ContactPreferencesIn,
+    NameIn,
+    PatientCreate,
+    PatientMerge,
+    PatientPage,
+    PatientRead,
+    PatientUpdate,
+)
+from careloop_patients.domain.patient import (
+    ALL_CATEGORIES,
+    Address,
+    ContactPreferences,
+    HumanName,
+    InvalidPatient,
+    PatientDetails,
+    PatientStatus,
+    SearchKey,
+    apply_changes,
+    categories_of,
+    merge_details,
+    name_birth_key,
+    normalize_email,
+    normalize_phone,
+    validate,
+)
+from careloop_patients.store.repository import PatientRepository, StaleVersion, StoredPatient
+
+router = APIRouter(prefix="/patients", tags=["patients"])
+
+RESOURCE = "Patient"
+MAX_PAGE = 50
+
+
+class InvalidPatientProblem(ProblemError):
+    status, title, slug = 422, "Invalid patient", "invalid-patient"
+
+
+def _repository(runtime: RuntimeDep, session: SessionDep) -> PatientRepository:
+    keys: KeyRing = runtime.state["keys"]
+    indexer: BlindIndexer = runtime.state["indexer"]
+    return PatientRepository(session, keys, indexer)
+
+
+def _audit(runtime: RuntimeDep) -> AuditRecorder:
+    recorder: AuditRecorder = runtime.state["audit"]
+    return recorder
+
+
+def _request_meta(request: Request) -> dict[str, Any]:
+    return {
+        "request_id": getattr(request.state, "request_id", None),
+        "source_ip": request.client.host if request.client else None,
+    }
+
+
+def _name(n: NameIn) -> HumanName:
+    return HumanName(family=n.family.strip(), given=tuple(g.strip() for g in n.given))
+
+
+def _address(a: AddressIn | None) -> Address | None:
+    if a is None:
+        return None
+    return Address(
+        line=tuple(a.line), city=a.city, state=a.state, postal_code=a.postal_code, country=a.country
+    )
+
+
+def _preferences(p: ContactPreferencesIn) -> ContactPreferences:
+    return ContactPreferences(
+        allowed_channels=tuple(p.allowed_channels),
+        preferred_channel=p.preferred_channel,
+        allow_automated_messages=p.allow_automated_messages,
+    )
+
+
+def _read(stored: StoredPatient) -> PatientRead:
+    d = stored.details
+    return PatientRead.model_validate(
+        {
+            "id": stored.id,
+            "org_id": stored.org_id,
+            "location_id": stored.location_id,
+            "status": stored.status,
+            "merged_into_id": stored.merged_into_id,
+            "version": stored.version,
+            "name": {"family": d.name.family, "given": list(d.name.given)},
+            "birth_date": d.birth_date,
+            "sex": d.sex,
+            "phones": list(d.phones),
+            "emails": list(d.emails),
+            "address": None
+            if d.address is None
+            else {
+                "line": list(d.address.line),
+                "city": d.address.city,
+                "state": d.address.state,
+                "postal_code": d.address.postal_code,
+                "country": d.address.country,
+            },
+            "preferred_language": d.preferred_language,
+            "preferences": {
+                "allowed_channels": list(d.preferences.allowed_channels),
+                "preferred_channel": d.preferences.preferred_channel,
+                "allow_automated_messages": d.preferences.allow_automated_messages,
+            },
+            "created_at": stored.created_at,
+            "updated_at": stored.updated_at,
+        }
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
+async def register_patient(
+    body: PatientCreate,
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientRead:
+    """Register a patient."""
+    repo = _repository(runtime, session)
+    entry = AuditEntry(action="create", resource_type=RESOURCE, phi_categories=ALL_CATEGORIES)
+    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        details = PatientDetails(
+            name=_name(body.name),
+            birth_date=body.birth_date,
+            sex=body.sex,
+            phones=tuple(body.phones),
+            emails=tuple(str(e) for e in body.emails),
+            address=_address(body.address),
+            preferred_language=body.preferred_language,
+            preferences=_preferences(body.preferences),
+        )
+        try:
+            validate(details)
+        except InvalidPatient as exc:
+            raise InvalidPatientProblem(str(exc)) from exc
+        stored = await repo.add(
+            org_id=principal.org_id,
+            location_id=body.location_id,
+            details=details,
+            now=runtime.clock.now(),
+        )
+        entry.patient_id = entry.resource_id = stored.id
+        await runtime.outbox.add(
+            session,
+            PatientRegistered(
+                patient_id=stored.id,
+                org_id=stored.org_id,
+                location_id=stored.location_id,
+                registered_at=stored.created_at,
+            ),
+            key=stored.id,
+            org_id=stored.org_id,
+            location_id=stored.location_id,
+            correlation_id=entry_request_id(request),
+        )
+    return _read(stored)
+
+
+def entry_request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+async def _load(
+    repo: PatientRepository, org_id: str, patient_id: str, *, for_update: bool = False
+) -> StoredPatient:
+    stored = await repo.get(org_id, patient_id, for_update=for_update)
+    if stored is None:
+        # Another tenant's patient is indistinguishable from a missing one.
+        raise NotFound(f"No patient {patient_id} in this organization.")
+    return stored
+
+
+@router.get("/{patient_id}", response_model=PatientRead)
+async def read_patient(
+    patient_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientRead:
+    """Read one patient."""
+    repo = _repository(runtime, session)
+    entry = AuditEntry(
+        action="read",
+        resource_type=RESOURCE,
+        phi_categories=ALL_CATEGORIES,
+        patient_id=patient_id,
+        resource_id=patient_id,
+    )
+    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        stored = await _load(repo, principal.org_id, patient_id)
+    return _read(stored)
+
+
+@router.patch("/{patient_id}", response_model=PatientRead)
+async def update_patient(
+    patient_id: str,
+    body: PatientUpdate,
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientRead:
+    """Change fields of a patient (send the version you read)."""
+    repo = _repository(runtime, session)
+    fields = body.model_dump(exclude_unset=True, exclude={"version"})
+    entry = AuditEntry(
+        action="update",
+        resource_type=RESOURCE,
+        phi_categories=categories_of(list(fields)) or ALL_CATEGORIES,
+        patient_id=patient_id,
+        resource_id=patient_id,
+    )
+    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        current = await _load(repo, principal.org_id, patient_id, for_update=True)
+        if current.status is not PatientStatus.ACTIVE:
+            raise Conflict(
+                f"Patient {patient_id} was merged into {current.merged_into_id}; "
+                "update that record."
+            )
+        if current.version != body.version:
+            raise Conflict(
+                f"Version {body.version} is stale; the record is at version {current.version}. "
+                "Read it again and re-apply your change.",
+                current_version=current.version,
+            )
+        changes: dict[str, object] = {}
+        if body.name is not None:
+            changes["name"] = _name(body.name)
+        if body.birth_date is not None:
+            changes["birth_date"] = body.birth_date
+        if body.sex is not None:
+            changes["sex"] = body.sex
+        if body.phones is not None:
+            changes["phones"] = tuple(body.phones)
+        if body.emails is not None:
+            changes["emails"] = tuple(str(e) for e in body.emails)
+        if "address" in fields:
+            changes["address"] = _address(body.address)
+        if "preferred_language" in fields:
+            changes["preferred_language"] = body.preferred_language
+        if body.preferences is not None:
+            changes["preferences"] = _preferences(body.preferences)
+        try:
+            details, changed = apply_changes(current.details, changes)
+        except InvalidPatient as exc:
+            raise InvalidPatientProblem(str(exc)) from exc
+        if not changed:
+            return _read(current)
+        try:
+            stored = await repo.update(
+                current, details, expected_version=body.version, now=runtime.clock.now()
+            )
+        except StaleVersion as exc:
+            raise Conflict("The record changed meanwhile; read it again.") from exc
+        await runtime.outbox.add(
+            session,
+            PatientUpdated(
+                patient_id=stored.id,
+                org_id=stored.org_id,
+                changed_fields=changed,
+                version=stored.version,
+                updated_at=stored.updated_at,
+            ),
+            key=stored.id,
+            org_id=stored.org_id,
+            location_id=stored.location_id,
+            correlation_id=entry_request_id(request),
+        )
+    return _read(stored)
+
+
+@router.get("", response_model=PatientPage)
+async def search_patients(
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    family: Annotated[str | None, Query(max_length=100)] = None,
+    given: Annotated[str | None, Query(max_length=100)] = None,
+    birth_date: date | None = None,
+    phone: Annotated[str | None, Query(max_length=40)] = None,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> PatientPage:
+    """Find patients by exact name + birth date, phone or email."""
+    keys: list[SearchKey] = []
+    used: list[str] = []
+    if family is not None and given is not None and birth_date is not None:
+        keys.append(name_birth_key(family, given, birth_date))
+        used.append("name+birth_date")
+    elif family is not None or given is not None or birth_date is not None:
+        raise InvalidPatientProblem(
+            "Searching by name needs family, given and birth_date together."
+        )
+    if phone is not None:
+        keys.append(SearchKey("phone", normalize_phone(phone)))
+        used.append("phone")
+    if email is not None:
+        keys.append(SearchKey("email", normalize_email(email)))
+        used.append("email")
+    if not keys:
+        raise InvalidPatientProblem(
+            "Give at least one search key: family+given+birth_date, phone, or email."
+        )
+    repo = _repository(runtime, session)
+    entry = AuditEntry(
+        action="query",
+        resource_type=RESOURCE,
+        phi_categories=ALL_CATEGORIES,
+        query_fingerprint=fingerprint_query(used),
+    )
+    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        found = await repo.find(principal.org_id, keys, limit=limit)
+        # The trail must say whose records a query disclosed.
+        if found:
+            entry.patient_id = found[0].id
+            entry.resource_id = found[0].id
+            entry.extra_patient_ids = [p.id for p in found[1:]]
+    return PatientPage(items=[_read(p) for p in found], count=len(found))
+
+
+@router.post("/{patient_id}/merge", response_model=PatientRead)
+async def merge_patient(
+    patient_id: str,
+    body: PatientMerge,
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientRead:
+    """Merge a duplicate record into this patient."""
+    if body.merged_patient_id == patient_id:
+        raise InvalidPatientProblem("A patient cannot be merged into itself.")
+    repo = _repository(runtime, session)
+    entry = AuditEntry(
+        action="merge",
+        resource_type=RESOURCE,
+        phi_categories=ALL_CATEGORIES,
+        patient_id=patient_id,
+        resource_id=patient_id,
+        extra_patient_ids=[body.merged_patient_id],
+    )
+    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        # Lock both rows in a fixed order so concurrent merges cannot deadlock.
+        first, second = sorted([patient_id, body.merged_patient_id])
+        locked = {
+            pid: await _load(repo, principal.org_id, pid, for_update=True)
+            for pid in (first, second)
+        }
+        surviving, merged = locked[patient_id], locked[body.merged_patient_id]
+        for record in (surviving, merged):
+            if record.status is not PatientStatus.ACTIVE:
+                raise Conflict(
+                    f"Patient {record.id} is already merged into {record.merged_into_id}."
+                )
+        if surviving.version != body.version:
+            raise Conflict(
+                f"Version {body.version} is stale; the record is at version {surviving.version}.",
+                current_version=surviving.version,
+            )
+        now = runtime.clock.now()
+        stored = await repo.update(
+            surviving,
+            merge_details(surviving.details, merged.details),
+            expected_version=surviving.version,
+            now=now,
+        )
+        await repo.update(
+            merged,
+            merged.details,
+            expected_version=merged.version,
+            now=now,
+            status=PatientStatus.MERGED,
+            merged_into_id=surviving.id,
+        )
+        await runtime.outbox.add(
+            session,
+            PatientMerged(
+                surviving_patient_id=surviving.id,
+                merged_patient_id=merged.id,
+                org_id=principal.org_id,
+                merged_at=now,
+            ),
+            key=surviving.id,
+            org_id=principal.org_id,
+            correlation_id=entry_request_id(request),
+        )
+    return _read(stored)

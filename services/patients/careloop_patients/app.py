@@ -1,0 +1,49 @@
+"""Composition root of the patients service."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from careloop_kit.audit import AuditRecorder
+from careloop_kit.clock import Clock
+from careloop_kit.crypto import BlindIndexer, KeyRing
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_patients.api.routes import router
+from careloop_patients.settings import PatientsSettings
+from careloop_patients.store.tables import metadata, platform
+
+SERVICE = "patients"
+
+
+def build_spec(settings: PatientsSettings) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        secret = await runtime.vault.read_secret(settings.blind_index_secret_path)
+        runtime.state["indexer"] = BlindIndexer(base64.b64decode(secret["key"]))
+        runtime.state["keys"] = KeyRing(
+            runtime.vault,
+            settings.phi_transit_key,
+            ttl=timedelta(seconds=settings.data_key_cache_ttl_s),
+            max_entries=settings.data_key_cache_size,
+            clock=runtime.clock,
+        )
+        runtime.state["audit"] = AuditRecorder(
+            runtime.outbox, runtime.sessionmaker, clock=runtime.clock
+        )
+
+    return ServiceSpec(
+        name=SERVICE,
+        description="The unified patient record across locations; PHI encrypted at rest.",
+        metadata=metadata,
+        tables=platform,
+        routers=[router],
+        on_startup=on_startup,
+    )
+
+
+def create_app(settings: PatientsSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The patients API with its runtime lifespan."""
+    settings = settings or PatientsSettings()
+    return create_service_app(build_spec(settings), settings, clock=clock)

@@ -1,0 +1,1 @@
+"""Event subscribers of the patients service (none yet: it only publishes)."""

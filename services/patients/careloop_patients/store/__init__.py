@@ -1,0 +1,1 @@
+"""Patient tables and the repository that owns every query on them."""

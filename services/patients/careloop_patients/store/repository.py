@@ -1,0 +1,245 @@
+"""Every query on patient tables; encrypts on the way in, decrypts on the way out.
+
+Repositories never commit: the request boundary does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import uuid4
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_kit.crypto import (
+    BlindIndexer,
+    FieldContext,
+    KeyRing,
+    WrappedKey,
+    decrypt_field,
+    encrypt_field,
+)
+from careloop_patients.domain.patient import PatientDetails, PatientStatus, SearchKey, search_keys
+from careloop_patients.store.codec import decode_fields, encode_fields
+from careloop_patients.store.tables import ENCRYPTED_COLUMNS, patient, patient_key, patient_lookup
+
+
+@dataclass(frozen=True)
+class StoredPatient:
+    id: str
+    org_id: str
+    location_id: str | None
+    status: PatientStatus
+    merged_into_id: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    details: PatientDetails
+
+
+class StaleVersion(Exception):
+    """The record changed since the caller read it."""
+
+
+class PatientRepository:
+    def __init__(self, session: AsyncSession, keys: KeyRing, indexer: BlindIndexer) -> None:
+        self._session = session
+        self._keys = keys
+        self._indexer = indexer
+
+    async def add(
+        self,
+        *,
+        org_id: str,
+        location_id: str | None,
+        details: PatientDetails,
+        now: datetime,
+    ) -> StoredPatient:
+        patient_id = str(uuid4())
+        dek_id = str(uuid4())
+        key, wrapped = await self._keys.new_key(dek_id)
+        await self._session.execute(
+            insert(patient_key).values(
+                dek_id=dek_id,
+                org_id=org_id,
+                kek_name=self._keys.kek_name,
+                wrapped=wrapped.wrapped,
+                created_at=now,
+            )
+        )
+        await self._session.execute(
+            insert(patient).values(
+                id=patient_id,
+                org_id=org_id,
+                location_id=location_id,
+                status=PatientStatus.ACTIVE.value,
+                merged_into_id=None,
+                version=1,
+                dek_id=dek_id,
+                created_at=now,
+                updated_at=now,
+                **self._encrypt(key, org_id, patient_id, dek_id, details),
+            )
+        )
+        await self._write_lookups(org_id, patient_id, details)
+        return StoredPatient(
+            id=patient_id,
+            org_id=org_id,
+            location_id=location_id,
+            status=PatientStatus.ACTIVE,
+            merged_into_id=None,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            details=details,
+        )
+
+    async def get(
+        self, org_id: str, patient_id: str, *, for_update: bool = False
+    ) -> StoredPatient | None:
+        query = (
+            select(patient, patient_key.c.wrapped)
+            .join(patient_key, patient_key.c.dek_id == patient.c.dek_id)
+            .where(patient.c.org_id == org_id, patient.c.id == patient_id)
+        )
+        if for_update:
+            query = query.with_for_update(of=patient)
+        row = (await self._session.execute(query)).first()
+        return None if row is None else await self._decrypt_row(row)
+
+    async def find(self, org_id: str, keys: list[SearchKey], *, limit: int) -> list[StoredPatient]:
+        """Patients matching every key (exact match through blind indexes)."""
+        query = select(patient, patient_key.c.wrapped).join(
+            patient_key, patient_key.c.dek_id == patient.c.dek_id
+        )
+        conditions = [patient.c.org_id == org_id, patient.c.status == PatientStatus.ACTIVE.value]
+        for key in keys:
+            matching = select(patient_lookup.c.patient_id).where(
+                and_(
+                    patient_lookup.c.org_id == org_id,
+                    patient_lookup.c.kind == key.kind,
+                    patient_lookup.c.token == self._token(org_id, key),
+                )
+            )
+            conditions.append(patient.c.id.in_(matching))
+        query = query.where(*conditions).order_by(patient.c.created_at, patient.c.id).limit(limit)
+        rows = (await self._session.execute(query)).all()
+        return [await self._decrypt_row(row) for row in rows]
+
+    async def update(
+        self,
+        current: StoredPatient,
+        details: PatientDetails,
+        *,
+        expected_version: int,
+        now: datetime,
+        status: PatientStatus | None = None,
+        merged_into_id: str | None = None,
+    ) -> StoredPatient:
+        dek_id, key = await self._key_of(current)
+        values = self._encrypt(key, current.org_id, current.id, dek_id, details)
+        result = await self._session.execute(
+            update(patient)
+            .where(
+                patient.c.id == current.id,
+                patient.c.org_id == current.org_id,
+                patient.c.version == expected_version,
+            )
+            .values(
+                version=expected_version + 1,
+                updated_at=now,
+                status=(status or current.status).value,
+                merged_into_id=merged_into_id or current.merged_into_id,
+                **values,
+            )
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise StaleVersion(current.id)
+        await self._session.execute(
+            delete(patient_lookup).where(patient_lookup.c.patient_id == current.id)
+        )
+        if (status or current.status) is PatientStatus.ACTIVE:
+            await self._write_lookups(current.org_id, current.id, details)
+        return StoredPatient(
+            id=current.id,
+            org_id=current.org_id,
+            location_id=current.location_id,
+            status=status or current.status,
+            merged_into_id=merged_into_id or current.merged_into_id,
+            version=expected_version + 1,
+            created_at=current.created_at,
+            updated_at=now,
+            details=details,
+        )
+
+    # --- internals ------------------------------------------------------------
+
+    def _token(self, org_id: str, key: SearchKey) -> str:
+        return self._indexer.token(key.kind, org_id, key.value)
+
+    async def _write_lookups(self, org_id: str, patient_id: str, details: PatientDetails) -> None:
+        rows = [
+            {
+                "org_id": org_id,
+                "patient_id": patient_id,
+                "kind": key.kind,
+                "token": self._token(org_id, key),
+                "index_version": self._indexer.version,
+            }
+            for key in search_keys(details)
+        ]
+        if rows:
+            await self._session.execute(insert(patient_lookup), rows)
+
+    @staticmethod
+    def _encrypt(
+        key: bytes, org_id: str, patient_id: str, dek_id: str, details: PatientDetails
+    ) -> dict[str, bytes | None]:
+        plain = encode_fields(details)
+        return {
+            f"{column}_ct": None
+            if plain[column] is None
+            else encrypt_field(
+                key,
+                plain[column] or "",
+                FieldContext(org_id, "patient", column, patient_id, dek_id),
+            )
+            for column in ENCRYPTED_COLUMNS
+        }
+
+    async def _key_of(self, stored: StoredPatient) -> tuple[str, bytes]:
+        row = (
+            await self._session.execute(
+                select(patient_key.c.dek_id, patient_key.c.wrapped)
+                .join(patient, patient.c.dek_id == patient_key.c.dek_id)
+                .where(patient.c.id == stored.id)
+            )
+        ).one()
+        return row.dek_id, await self._keys.key_for(WrappedKey(row.dek_id, row.wrapped))
+
+    async def _decrypt_row(self, row: Row[tuple[object, ...]]) -> StoredPatient:
+        m = row._mapping
+        key = await self._keys.key_for(WrappedKey(m["dek_id"], m["wrapped"]))
+        plain: dict[str, str | None] = {}
+        for column in ENCRYPTED_COLUMNS:
+            blob = m[f"{column}_ct"]
+            plain[column] = (
+                None
+                if blob is None
+                else decrypt_field(
+                    key, blob, FieldContext(m["org_id"], "patient", column, m["id"], m["dek_id"])
+                )
+            )
+        return StoredPatient(
+            id=m["id"],
+            org_id=m["org_id"],
+            location_id=m["location_id"],
+            status=PatientStatus(m["status"]),
+            merged_into_id=m["merged_into_id"],
+            version=m["version"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+            details=decode_fields(plain),
+        )

@@ -1,0 +1,82 @@
+"""Tables of the patients database. PHI columns hold only ciphertext."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from careloop_kit.db import add_platform_tables
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+platform = add_platform_tables(metadata)
+
+# Columns encrypted with the patient's data key (associated data binds each to its row).
+ENCRYPTED_COLUMNS = (
+    "name",
+    "birth_date",
+    "sex",
+    "phones",
+    "emails",
+    "address",
+    "preferred_language",
+    "preferences",
+)
+
+patient_key = Table(
+    "patient_key",
+    metadata,
+    Column("dek_id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("kek_name", String(100), nullable=False),
+    Column("wrapped", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+patient = Table(
+    "patient",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False, index=True),
+    Column("location_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("merged_into_id", String(64), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("dek_id", String(64), ForeignKey("patient_key.dek_id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    *(Column(f"{name}_ct", LargeBinary, nullable=True) for name in ENCRYPTED_COLUMNS),
+)
+
+patient_lookup = Table(
+    "patient_lookup",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), ForeignKey("patient.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("index_version", Integer, nullable=False),
+)
+Index(
+    "ix_patient_lookup_token",
+    patient_lookup.c.org_id,
+    patient_lookup.c.kind,
+    patient_lookup.c.token,
+)

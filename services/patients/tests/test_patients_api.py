@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_patients.settings import PatientsSettings
+
+pytestmark = pytest.mark.service
+
+ACCESS = "careloop.audit.access.recorded.v1"
+new_patient: Callable[..., dict[str, object]]
+
+
+@pytest.fixture(autouse=True)
+def _bodies(patient_body: Callable[..., dict[str, object]]) -> None:
+    global new_patient
+    new_patient = patient_body
+
+
+async def register(
+    client: httpx.AsyncClient, org: dict[str, str], marker: str, **kw: object
+) -> dict:
+    response = await client.post("/patients", json=new_patient(marker, **kw), headers=org)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_register_then_read_returns_the_same_record(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    created = await register(patients, org, unique_id)
+    assert created["version"] == 1
+    assert created["phones"] == ["(555) 201-3344"]
+
+    read = await patients.get(f"/patients/{created['id']}", headers=org)
+
+    assert read.status_code == 200
+    assert read.json() == created
+
+
+async def test_search_by_name_birth_date_phone_or_email_through_blind_indexes(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    created = await register(patients, org, unique_id)
+    await register(patients, org, unique_id + "x", phones=["555 999 0000"])
+    queries = [
+        {
+            "family": f"FAM{unique_id}".upper(),
+            "given": f"giv{unique_id}",
+            "birth_date": "1980-04-02",
+        },
+        {"phone": "+1 555-201-3344"},
+        {"email": f"{unique_id.upper()}@EXAMPLE.org"},
+    ]
+    for params in queries:
+        found = await patients.get("/patients", params=params, headers=org)
+        assert found.status_code == 200, found.text
+        assert [p["id"] for p in found.json()["items"]] == [created["id"]], params
+
+    other_org = {**org, "X-Organization-Id": org["X-Organization-Id"] + "-other"}
+    elsewhere = await patients.get("/patients", params=queries[1], headers=other_org)
+    assert elsewhere.json()["items"] == []
+
+
+async def test_another_tenant_cannot_read_the_record(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    created = await register(patients, org, unique_id)
+    other_org = {**org, "X-Organization-Id": org["X-Organization-Id"] + "-other"}
+
+    response = await patients.get(f"/patients/{created['id']}", headers=other_org)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_update_bumps_version_and_refuses_stale_writes(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    created = await register(patients, org, unique_id)
+    url = f"/patients/{created['id']}"
+
+    updated = await patients.patch(
+        url, json={"version": 1, "emails": ["new@example.org"]}, headers=org
+    )
+    stale = await patients.patch(url, json={"version": 1, "phones": ["555 111 2222"]}, headers=org)
+
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["version"] == 2
+    assert updated.json()["emails"] == ["new@example.org"]
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 2
+    old_email = await patients.get(
+        "/patients", params={"email": f"{unique_id}@example.org"}, headers=org
+    )
+    assert old_email.json()["items"] == []
+
+
+async def test_invalid_requests_get_field_level_problems(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    bad = new_patient(unique_id, birth_date="not-a-date", phones=["call me"], emails=["nope"])
+
+    response = await patients.post("/patients", json=bad, headers=org)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert {"body.birth_date", "body.phones", "body.emails.0"} <= fields
+
+
+async def test_future_birth_date_and_bad_search_are_problems_not_500s(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    future = await patients.post(
+        "/patients", json=new_patient(unique_id, birth_date="2999-01-01"), headers=org
+    )
+    half_name = await patients.get("/patients", params={"family": "x"}, headers=org)
+    no_keys = await patients.get("/patients", headers=org)
+
+    assert future.status_code == 422
+    assert "future" in future.json()["detail"]
+    assert half_name.status_code == 422
+    assert no_keys.status_code == 422
+
+
+async def test_requests_without_an_organization_are_refused(patients: httpx.AsyncClient) -> None:
+    response = await patients.get("/patients/abc")
+
+    assert response.status_code == 401
+    assert "X-Organization-Id" in response.json()["detail"]
+
+
+async def test_merge_moves_contacts_and_retires_the_duplicate(
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+) -> None:
+    survivor = await register(patients, org, unique_id)
+    duplicate = await register(patients, org, unique_id + "d", phones=["555 777 8888"])
+
+    merged = await patients.post(
+        f"/patients/{survivor['id']}/merge",
+        json={"merged_patient_id": duplicate["id"], "version": 1},
+        headers=org,
+    )
+    retired = await patients.get(f"/patients/{duplicate['id']}", headers=org)
+    again = await patients.post(
+        f"/patients/{survivor['id']}/merge",
+        json={"merged_patient_id": duplicate["id"], "version": 2},
+        headers=org,
+    )
+
+    assert merged.status_code == 200, merged.text
+    assert "555 777 8888" in merged.json()["phones"]
+    assert retired.json()["status"] == "merged"
+    assert retired.json()["merged_into_id"] == survivor["id"]
+    assert again.status_code == 409
+
+
+async def test_every_request_is_audited_once_with_its_outcome_and_events_flow(
+    patients: httpx.AsyncClient,
+    patients_settings: PatientsSettings,
+    org: dict[str, str],
+    unique_id: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    created = await register(patients, org, unique_id)
+    await patients.get(f"/patients/{created['id']}", headers=org)
+    await patients.get("/patients/no-such-patient", headers=org)
+    await patients.get("/patients", params={"phone": "555 201 3344"}, headers=org)
+    topic = f"{topic_prefix}careloop.patients"
+
+    def complete(records: list) -> bool:
+        return sum(header(r, "ce_type") == ACCESS for r in records) >= 4
+
+    records = await wait_for_records(kafka_bootstrap, topic, complete)
+
+    # Records of different patients sit on different partitions: order by time.
+    accesses = sorted(
+        (json.loads(r.value) for r in records if header(r, "ce_type") == ACCESS),
+        key=lambda a: a["occurred_at"],
+    )
+    summary = [(a["action"], a["outcome"], a["patient_id"]) for a in accesses]
+    assert summary == [
+        ("create", "success", created["id"]),
+        ("read", "success", created["id"]),
+        ("read", "error", "no-such-patient"),
+        ("query", "success", created["id"]),
+    ]
+    assert {a["actor_id"] for a in accesses} == {org["X-Actor-Id"]}
+    assert accesses[3]["query_fingerprint"] == "phone"
+    registered = [
+        r for r in records if header(r, "ce_type") == "careloop.patients.patient.registered.v1"
+    ]
+    assert len(registered) == 1
+    assert registered[0].key.decode() == created["id"]
+    assert json.loads(registered[0].value)["patient_id"] == created["id"]
+    assert header(registered[0], "ce_source") == "/careloop/patients"
+    assert header(registered[0], "traceparent") is not None
