@@ -1,0 +1,50 @@
+# Careloop: the only entry points a newcomer needs.
+#   make run    the whole platform on this machine (Kafka, PostgreSQL, OpenBao, services)
+#   make test   everything the tests need, then lint, types and every test tier
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+RUN := $(UV) run --frozen
+
+.PHONY: help setup kafka-jars run test lint typecheck contracts unit service e2e bench clean
+
+help:
+	@echo "make run    start the platform (Ctrl-C stops it)"
+	@echo "make test   install what is missing, then lint, type-check and run every test"
+	@echo "make bench  measure throughput and latency (see docs/benchmarks.md)"
+
+$(UV):
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+setup: $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+
+kafka-jars: setup
+	$(RUN) careloop dev fetch-kafka
+
+run: setup kafka-jars
+	$(RUN) careloop dev up
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) python -m careloop_contracts.generate --check
+
+typecheck: setup
+	$(RUN) mypy libs/kit/careloop_kit contracts/careloop_contracts
+
+test: setup kafka-jars lint typecheck
+	$(RUN) pytest
+
+unit: setup
+	$(RUN) pytest -m unit
+
+bench: setup kafka-jars
+	$(RUN) python tests/bench/run_bench.py
+
+clean:
+	rm -rf .venv $(TOOLS) .careloop/kafka

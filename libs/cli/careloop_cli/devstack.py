@@ -1,0 +1,320 @@
+"""`careloop dev up`: the whole platform on one machine, no Docker.
+
+Starts an embedded PostgreSQL (one database and role per service), an OpenBao
+server with persistent raft storage (initialised and unsealed locally, engines,
+keys, per-service policies and tokens), Apache Kafka in KRaft mode from its
+Maven jars, then every service as its own process with prefixed logs. It waits
+until each service is ready, writes `.careloop/endpoints.json`, seeds a
+synthetic demo practice once, and stops everything cleanly on Ctrl-C. Data
+lives under `.careloop/data/` and survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+
+from careloop_cli.envfiles import state_dir, write_env_file
+from careloop_cli.registry import SERVICES, ServiceEntry
+from careloop_contracts import TOPICS
+from careloop_kit.db.migrate import upgrade
+from careloop_kit.infra.kafka import KafkaServer, create_topics, ensure_kafka_jars, run_sync
+from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
+from careloop_kit.infra.ports import port_is_open
+from careloop_kit.infra.postgres import PostgresServer
+
+console = Console(stderr=True, highlight=False)
+COLORS = ["cyan", "magenta", "green", "yellow", "blue", "red"]
+
+
+class DevStackSettings(BaseSettings):
+    """Ports and limits of the local stack (environment prefix `CARELOOP_DEV_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELOOP_DEV_", extra="ignore")
+
+    kafka_port: int = Field(9092, description="Kafka client listener.")
+    kafka_controller_port: int = Field(9093, description="Kafka KRaft controller listener.")
+    openbao_port: int = Field(8200, description="OpenBao API (cluster port is this + 1).")
+    service_port_base: int = Field(
+        0, description="If set, service i listens on base + i instead of its default port."
+    )
+    ready_timeout_s: float = Field(
+        90, description="How long to wait for every service to be ready."
+    )
+    seed_demo: bool = Field(True, description="Seed the synthetic demo practice on first start.")
+
+
+@dataclass
+class RunningService:
+    entry: ServiceEntry
+    port: int
+    process: subprocess.Popen[bytes]
+    pumps: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGTERM if `careloop dev up` dies, so nothing is orphaned.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)
+
+
+def _pump(stream: IO[bytes], prefix: str, color: str) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        console.print(f"[{color}]{prefix:>9} |[/] {line}", markup=True, soft_wrap=True)
+
+
+def _secret(path: Path) -> str:
+    """A generated local-development secret, created once and kept owner-only."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    value = secrets.token_urlsafe(24)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+class DevStack:
+    def __init__(self, settings: DevStackSettings | None = None) -> None:
+        self.settings = settings or DevStackSettings()
+        self.root = state_dir()
+        self.data = self.root / "data"
+        self.postgres: PostgresServer | None = None
+        self.openbao: OpenBaoServer | None = None
+        self.kafka: KafkaServer | None = None
+        self.services: list[RunningService] = []
+        self._stopping = threading.Event()
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.root / "endpoints.json"
+
+    def service_port(self, index: int, entry: ServiceEntry) -> int:
+        base = self.settings.service_port_base
+        return base + index if base else entry.default_port
+
+    def _check_ports(self) -> None:
+        wanted = {
+            "Kafka": self.settings.kafka_port,
+            "Kafka controller": self.settings.kafka_controller_port,
+            "OpenBao": self.settings.openbao_port,
+            **{e.name: self.service_port(i, e) for i, e in enumerate(SERVICES.values())},
+        }
+        busy = [f"{name} port {port}" for name, port in wanted.items() if port_is_open(port)]
+        if busy:
+            raise SystemExit(
+                "cannot start: "
+                + ", ".join(busy)
+                + " already in use. Is another `make run` running? Stop it, or choose other "
+                "ports with CARELOOP_DEV_KAFKA_PORT, CARELOOP_DEV_OPENBAO_PORT, "
+                "CARELOOP_DEV_SERVICE_PORT_BASE (see docs/configuration.md)."
+            )
+
+    # --- infrastructure ---------------------------------------------------------------
+
+    def start_infrastructure(self) -> dict[str, str]:
+        self._check_ports()
+        self.data.mkdir(parents=True, exist_ok=True)
+        console.print("[bold]careloop[/] starting PostgreSQL, OpenBao and Kafka ...")
+        libs = ensure_kafka_jars()
+        self.postgres = PostgresServer(self.data / "postgres")
+        self.postgres.start()
+        self.openbao = OpenBaoServer.persistent(self.data / "openbao", self.settings.openbao_port)
+        self.openbao.start()
+        tokens = bootstrap_vault(self.openbao.addr, self.openbao.root_token, list(SERVICES))
+        self.kafka = KafkaServer(
+            self.data / "kafka",
+            self.settings.kafka_port,
+            self.settings.kafka_controller_port,
+            libs,
+        )
+        self.kafka.start(timeout=120)
+        for spec in TOPICS.values():
+            run_sync(
+                lambda s=spec: create_topics(  # type: ignore[misc]
+                    self.kafka.bootstrap_servers,  # type: ignore[union-attr]
+                    [s.name],
+                    partitions=s.partitions,
+                    config=s.config(),
+                )
+            )
+        console.print(
+            f"[bold]careloop[/] infrastructure up: Kafka {self.kafka.bootstrap_servers}, "
+            f"OpenBao {self.openbao.addr}, PostgreSQL {self.postgres.socket_dir}"
+        )
+        return tokens
+
+    def prepare_service(self, entry: ServiceEntry, port: int, vault_token: str) -> dict[str, str]:
+        assert self.postgres and self.openbao and self.kafka
+        role = database = f"careloop_{entry.name}"
+        password = _secret(self.root / "secrets" / f"db-{entry.name}")
+
+        async def create() -> None:
+            assert self.postgres
+            if not await self.postgres.database_exists(database):
+                await self.postgres.create_database(database, owner=role, password=password)
+
+        asyncio.run(create())
+        env = {
+            "CARELOOP_ENVIRONMENT": "development",
+            "CARELOOP_LOG_JSON": "false",
+            "CARELOOP_HTTP_HOST": "127.0.0.1",
+            "CARELOOP_HTTP_PORT": str(port),
+            "CARELOOP_DATABASE_URL": self.postgres.dsn_for(database, role, password),
+            "CARELOOP_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
+            "CARELOOP_VAULT_ADDR": self.openbao.addr,
+            "CARELOOP_VAULT_TOKEN": vault_token,
+        }
+        write_env_file(entry.name, env)
+        upgrade(entry.migrations, env["CARELOOP_DATABASE_URL"])
+        return env
+
+    # --- services ---------------------------------------------------------------------
+
+    def start_services(self, tokens: dict[str, str]) -> None:
+        for index, entry in enumerate(SERVICES.values()):
+            port = self.service_port(index, entry)
+            env = {**os.environ, **self.prepare_service(entry, port, tokens[entry.name])}
+            process = subprocess.Popen(
+                [sys.executable, "-m", "careloop_cli.main", "serve", entry.name],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent,
+            )
+            running = RunningService(entry, port, process)
+            color = COLORS[index % len(COLORS)]
+            for stream in (process.stdout, process.stderr):
+                assert stream is not None
+                pump = threading.Thread(target=_pump, args=(stream, entry.name, color), daemon=True)
+                pump.start()
+                running.pumps.append(pump)
+            self.services.append(running)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout_s
+        pending = {s.entry.name: s for s in self.services}
+        with httpx.Client(timeout=3) as client:
+            while pending:
+                for name, running in list(pending.items()):
+                    if running.process.poll() is not None:
+                        raise SystemExit(
+                            f"service {name} exited with {running.process.returncode} during "
+                            "start-up; its log lines above say why."
+                        )
+                    try:
+                        if client.get(running.url + "/readyz").status_code == 200:
+                            console.print(f"[bold]careloop[/] {name} ready at {running.url}")
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"not ready after {self.settings.ready_timeout_s:.0f}s: "
+                        + ", ".join(pending)
+                        + " (see their /readyz and log lines above)"
+                    )
+                time.sleep(0.5)
+
+    def write_endpoints(self) -> dict[str, Any]:
+        assert self.postgres and self.openbao and self.kafka
+        endpoints: dict[str, Any] = {
+            "services": {s.entry.name: {"url": s.url, "pid": s.process.pid} for s in self.services},
+            "kafka": {"bootstrap": self.kafka.bootstrap_servers, "pid": self.kafka.pid},
+            "openbao": {"url": self.openbao.addr},
+            "postgres": {"socket_dir": str(self.postgres.socket_dir)},
+            "started_at": time.time(),
+            "pid": os.getpid(),
+        }
+        self.endpoints_file.write_text(json.dumps(endpoints, indent=2))
+        return endpoints
+
+    def seed_demo(self) -> None:
+        """Register a few synthetic patients once (clearly fake, for trying the API)."""
+        marker = self.root / "seeded"
+        if not self.settings.seed_demo or marker.exists():
+            return
+        from careloop_cli.demo import DEMO_ACTOR, DEMO_ORG, demo_patients
+
+        patients = next(s for s in self.services if s.entry.name == "patients")
+        headers = {"X-Organization-Id": DEMO_ORG, "X-Actor-Id": DEMO_ACTOR}
+        with httpx.Client(base_url=patients.url, timeout=10) as client:
+            for body in demo_patients():
+                client.post("/patients", json=body, headers=headers).raise_for_status()
+        marker.write_text("synthetic demo practice seeded\n")
+        console.print(f"[bold]careloop[/] seeded synthetic demo patients for org {DEMO_ORG}")
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start everything, then block until Ctrl-C or a service dies."""
+        previous = {
+            sig: signal.signal(sig, lambda *_: self._stopping.set())
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            tokens = self.start_infrastructure()
+            self.start_services(tokens)
+            self.wait_ready()
+            endpoints = self.write_endpoints()
+            self.seed_demo()
+            console.print("\n[bold green]Careloop is running[/] (Ctrl-C stops everything)")
+            for name, info in endpoints["services"].items():
+                console.print(f"  {name:<10} {info['url']}   docs: {info['url']}/docs")
+            console.print(f"  {'kafka':<10} {endpoints['kafka']['bootstrap']}")
+            console.print(f"  {'openbao':<10} {endpoints['openbao']['url']}")
+            console.print(f"  endpoints written to {self.endpoints_file}\n")
+            while not self._stopping.wait(1):
+                dead = [s for s in self.services if s.process.poll() is not None]
+                if dead:
+                    console.print(
+                        f"[bold red]careloop[/] {dead[0].entry.name} exited "
+                        f"({dead[0].process.returncode}); stopping the stack"
+                    )
+                    break
+        finally:
+            self.down()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def down(self) -> None:
+        console.print("[bold]careloop[/] stopping ...")
+        self.endpoints_file.unlink(missing_ok=True)
+        for running in self.services:
+            if running.process.poll() is None:
+                running.process.terminate()
+        for running in self.services:
+            try:
+                running.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait()
+        for server in (self.kafka, self.openbao, self.postgres):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception as exc:  # keep stopping the others
+                    console.print(f"[red]careloop[/] could not stop {type(server).__name__}: {exc}")
+        console.print("[bold]careloop[/] stopped")
