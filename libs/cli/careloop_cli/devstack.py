@@ -143,7 +143,9 @@ class DevStack:
         self.postgres.start()
         self.openbao = OpenBaoServer.persistent(self.data / "openbao", self.settings.openbao_port)
         self.openbao.start()
-        tokens = bootstrap_vault(self.openbao.addr, self.openbao.root_token, list(SERVICES))
+        tokens: dict[str, str] = bootstrap_vault(
+            self.openbao.addr, self.openbao.root_token, list(SERVICES)
+        )
         self.kafka = KafkaServer(
             self.data / "kafka",
             self.settings.kafka_port,
@@ -151,13 +153,11 @@ class DevStack:
             libs,
         )
         self.kafka.start(timeout=120)
+        bootstrap = self.kafka.bootstrap_servers
         for spec in TOPICS.values():
             run_sync(
-                lambda s=spec: create_topics(  # type: ignore[misc]
-                    self.kafka.bootstrap_servers,  # type: ignore[union-attr]
-                    [s.name],
-                    partitions=s.partitions,
-                    config=s.config(),
+                lambda s=spec: create_topics(
+                    bootstrap, [s.name], partitions=s.partitions, config=s.config()
                 )
             )
         console.print(
@@ -167,7 +167,8 @@ class DevStack:
         return tokens
 
     def prepare_service(self, entry: ServiceEntry, port: int, vault_token: str) -> dict[str, str]:
-        assert self.postgres and self.openbao and self.kafka
+        if self.postgres is None or self.openbao is None or self.kafka is None:
+            raise RuntimeError("start the infrastructure first")
         role = database = f"careloop_{entry.name}"
         password = _secret(self.root / "secrets" / f"db-{entry.name}")
 
@@ -239,7 +240,8 @@ class DevStack:
                 time.sleep(0.5)
 
     def write_endpoints(self) -> dict[str, Any]:
-        assert self.postgres and self.openbao and self.kafka
+        if self.postgres is None or self.openbao is None or self.kafka is None:
+            raise RuntimeError("start the infrastructure first")
         endpoints: dict[str, Any] = {
             "services": {s.entry.name: {"url": s.url, "pid": s.process.pid} for s in self.services},
             "kafka": {"bootstrap": self.kafka.bootstrap_servers, "pid": self.kafka.pid},

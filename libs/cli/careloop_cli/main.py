@@ -12,6 +12,7 @@ from rich.table import Table
 
 from careloop_cli.envfiles import apply_env_file
 from careloop_cli.registry import SERVICES, service
+from careloop_kit.settings import KitSettings
 
 app = typer.Typer(help="Careloop: run, operate and inspect the platform.", no_args_is_help=True)
 dev = typer.Typer(help="The local stack on one machine.", no_args_is_help=True)
@@ -96,9 +97,7 @@ def audit_verify(
     raise typer.Exit(0 if data.get("ok") else 1)
 
 
-def _kit_settings(service_name: str) -> object:
-    from careloop_kit.settings import KitSettings
-
+def _kit_settings(service_name: str) -> KitSettings:
     apply_env_file(service_name)
     return KitSettings()
 
@@ -111,7 +110,7 @@ def dlq_list(
     from careloop_kit.bus.dlq import list_dead_letters
 
     settings = _kit_settings(group.split(".")[1] if group.count(".") >= 2 else "audit")
-    letters = asyncio.run(list_dead_letters(settings, group))  # type: ignore[arg-type]
+    letters = asyncio.run(list_dead_letters(settings, group))
     table = Table(title=f"Dead letters of {group} ({len(letters)})")
     for column in ("offset", "event id", "type", "reason", "original", "failed at", "error"):
         table.add_column(column)
@@ -140,7 +139,7 @@ def dlq_replay(
 
     settings = _kit_settings(group.split(".")[1] if group.count(".") >= 2 else "audit")
     count = asyncio.run(
-        replay_dead_letters(settings, group, event_ids=set(event_id) if event_id else None)  # type: ignore[arg-type]
+        replay_dead_letters(settings, group, event_ids=set(event_id) if event_id else None)
     )
     console.print(f"replayed {count} record(s) of {group}")
 
