@@ -1,0 +1,144 @@
+"""`careloop dev up` (what `make run` runs): up, use, down cleanly, and up again with the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from careloop_kit.infra.ports import free_port, free_port_pair, port_is_open
+
+pytestmark = pytest.mark.e2e
+
+ORG = {"X-Organization-Id": "e2e-devstack", "X-Actor-Id": "e2e-tester"}
+
+
+@pytest.fixture
+def stack_env() -> Iterator[dict[str, str]]:
+    # Not pytest's tmp_path: PostgreSQL runs as its own system user and needs to traverse it.
+    state = Path(tempfile.mkdtemp(prefix="careloop-devstack-"))
+    state.chmod(0o755)
+    base = free_port()
+    env = {
+        **os.environ,
+        "CARELOOP_STATE_DIR": str(state),
+        "CARELOOP_DEV_KAFKA_PORT": str(free_port()),
+        "CARELOOP_DEV_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "CARELOOP_DEV_OPENBAO_PORT": str(free_port_pair()),
+        "CARELOOP_DEV_SERVICE_PORT_BASE": str(base if base < 60000 else 20000),
+    }
+    yield env
+    shutil.rmtree(state, ignore_errors=True)
+
+
+class StackProcess:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.state = Path(env["CARELOOP_STATE_DIR"])
+        self.log = (self.state / "devstack.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "careloop_cli.main", "dev", "up"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_endpoints(self, timeout_s: float = 180) -> dict:
+        path = self.state / "endpoints.json"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dev up exited early:\n{self.tail()}")
+            if path.exists():
+                return json.loads(path.read_text())
+            time.sleep(0.5)
+        raise AssertionError(f"no endpoints.json after {timeout_s}s:\n{self.tail()}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=90)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.log.close()
+
+    def tail(self) -> str:
+        return (self.state / "devstack.log").read_text(errors="replace")[-4000:]
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_for_trail(audit_url: str, patient_id: str, action: str) -> list[dict]:
+    deadline = time.monotonic() + 30
+    items: list[dict] = []
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{audit_url}/audit/patients/{patient_id}/trail", headers=ORG)
+        items = response.json().get("items", []) if response.status_code == 200 else []
+        if any(i.get("action") == action for i in items):
+            return items
+        time.sleep(0.5)
+    raise AssertionError(f"{action} of {patient_id} not in the audit trail: {items}")
+
+
+def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, str]) -> None:
+    first = StackProcess(stack_env)
+    try:
+        endpoints = first.wait_endpoints()
+        patients_url = endpoints["services"]["patients"]["url"]
+        audit_url = endpoints["services"]["audit"]["url"]
+        registered = httpx.post(
+            f"{patients_url}/patients",
+            json={
+                "name": {"family": "Synthetic", "given": ["Devstack"]},
+                "birth_date": "1970-01-01",
+            },
+            headers=ORG,
+        )
+        assert registered.status_code == 201, registered.text
+        patient_id = registered.json()["id"]
+
+        trail = _wait_for_trail(audit_url, patient_id, "create")
+
+        assert trail[0]["actor_id"] == ORG["X-Actor-Id"]
+        spawned = _children(first.process.pid)
+        assert spawned, "dev up should run services and servers as child processes"
+    finally:
+        code = first.stop()
+    assert code == 0, first.tail()
+    time.sleep(1)
+    survivors = [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert survivors == [], f"orphans after Ctrl-C: {survivors}"
+    used = [int(stack_env[k]) for k in ("CARELOOP_DEV_KAFKA_PORT", "CARELOOP_DEV_OPENBAO_PORT")] + [
+        int(stack_env["CARELOOP_DEV_SERVICE_PORT_BASE"]) + i for i in range(2)
+    ]
+    assert [p for p in used if port_is_open(p)] == []
+    assert not (Path(stack_env["CARELOOP_STATE_DIR"]) / "endpoints.json").exists()
+
+    second = StackProcess(stack_env)
+    try:
+        endpoints = second.wait_endpoints()
+        again = httpx.get(
+            f"{endpoints['services']['patients']['url']}/patients/{patient_id}", headers=ORG
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["name"]["given"] == ["Devstack"]
+        _wait_for_trail(endpoints["services"]["audit"]["url"], patient_id, "read")
+    finally:
+        assert second.stop() == 0, second.tail()
