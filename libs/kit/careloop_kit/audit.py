@@ -8,7 +8,6 @@ transaction of its own: the trail is honest about denials and errors too.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -88,10 +87,9 @@ class AuditRecorder:
                 request_id=request_id,
                 query_fingerprint=entry.query_fingerprint,
             )
-            # Key by patient so one patient's trail stays in order; queries without a
-            # patient are keyed by actor.
-            key = patient_id or _actor_key(principal)
-            await self._outbox.add(session, event, key=key, org_id=principal.org_id)
+            # Keyed by patient (or by tenant when no patient was touched), so one
+            # patient's trail stays in order.
+            await self._outbox.add(session, event, org_id=principal.org_id)
 
     @asynccontextmanager
     async def scope(
@@ -138,7 +136,3 @@ class AuditRecorder:
                 request_id=request_id,
                 source_ip=source_ip,
             )
-
-
-def _actor_key(principal: Principal) -> str:
-    return "actor-" + hashlib.sha256(principal.actor_id.encode()).hexdigest()[:16]

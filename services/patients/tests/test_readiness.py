@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import hvac
 import pytest
+
 from careloop_kit.infra.openbao import policy_name
 from careloop_kit.testing.apps import running_app
 from careloop_patients.app import create_app

@@ -61,14 +61,19 @@ class Outbox:
         session: AsyncSession,
         event: Event,
         *,
-        key: str,
         org_id: str,
+        key: str | None = None,
         subject: str | None = None,
         location_id: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
     ) -> Envelope:
-        """Stage `event` for publication in the caller's transaction; returns its envelope."""
+        """Stage `event` for publication in the caller's transaction; returns its envelope.
+
+        The key defaults to the event's partition key (the patient id for patient events).
+        """
+        key = key if key is not None else event.partition_key()
+        topic = f"{self._prefix}{event.topic_for(self.service)}"
         envelope = Envelope(
             id=str(uuid4()),
             type=event.event_type,
@@ -85,7 +90,7 @@ class Outbox:
             self._table.insert().values(
                 event_id=envelope.id,
                 event_type=envelope.type,
-                topic=self.own_topic,
+                topic=topic,
                 key=key,
                 headers=[[k, v.decode()] for k, v in to_headers(envelope)],
                 payload=event.model_dump_json().encode(),

@@ -167,7 +167,6 @@ async def register_patient(
                 location_id=stored.location_id,
                 registered_at=stored.created_at,
             ),
-            key=stored.id,
             org_id=stored.org_id,
             location_id=stored.location_id,
             correlation_id=entry_request_id(request),
@@ -281,7 +280,6 @@ async def update_patient(
                 version=stored.version,
                 updated_at=stored.updated_at,
             ),
-            key=stored.id,
             org_id=stored.org_id,
             location_id=stored.location_id,
             correlation_id=entry_request_id(request),
@@ -401,7 +399,6 @@ async def merge_patient(
                 org_id=principal.org_id,
                 merged_at=now,
             ),
-            key=surviving.id,
             org_id=principal.org_id,
             correlation_id=entry_request_id(request),
         )
