@@ -33,6 +33,7 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) python -m careloop_contracts.generate --check
+	$(RUN) python -m careloop_cli.settings_doc --check
 
 typecheck: setup
 	$(RUN) mypy libs/kit/careloop_kit contracts/careloop_contracts
