@@ -93,6 +93,14 @@ class CareloopStack:
             "postgres": self._start_postgres,
             "openbao": self._start_openbao,
         }
+        # Import the server modules here, in one thread: CPython 3.11.7 can fail with
+        # "SystemError: AST constructor recursion depth mismatch" when several threads
+        # compile modules at the same time.
+        import careloop_kit.infra.kafka
+        import careloop_kit.infra.openbao
+        import careloop_kit.infra.ports
+        import careloop_kit.infra.postgres  # noqa: F401
+
         with self._lock:
             for name in sorted(names):
                 if name in self._futures:

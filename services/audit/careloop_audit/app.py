@@ -1,0 +1,57 @@
+"""Composition root of the audit service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from careloop_audit.api.routes import router
+from careloop_audit.handlers.checkpoints import CheckpointSigner, checkpoint_job
+from careloop_audit.handlers.trail import TRAIL_CONSUMER
+from careloop_audit.settings import AuditSettings
+from careloop_audit.store.checkpoints import CheckpointStore
+from careloop_audit.store.tables import metadata, platform
+from careloop_kit.audit import AuditRecorder
+from careloop_kit.clock import Clock
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+
+SERVICE = "audit"
+
+
+def build_spec(settings: AuditSettings) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        store = CheckpointStore(
+            settings,
+            runtime.vault,
+            key_name=settings.checkpoint_signing_key,
+            read_timeout_s=settings.checkpoint_read_timeout_s,
+        )
+        await store.ensure_topic()
+        runtime.state["checkpoints"] = store
+        runtime.state["signer"] = CheckpointSigner(
+            store,
+            every_records=settings.checkpoint_every_records,
+            interval_s=settings.checkpoint_interval_s,
+        )
+        runtime.state["audit"] = AuditRecorder(
+            runtime.outbox, runtime.sessionmaker, clock=runtime.clock
+        )
+
+    return ServiceSpec(
+        name=SERVICE,
+        description=(
+            "The tamper-evident, hash-chained log of every PHI access and change: "
+            "accounting of disclosures, FHIR AuditEvent export, integrity verification."
+        ),
+        metadata=metadata,
+        tables=platform,
+        routers=[router],
+        consumers=[TRAIL_CONSUMER],
+        on_startup=on_startup,
+        background=[checkpoint_job],
+    )
+
+
+def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The audit API with its runtime lifespan."""
+    settings = settings or AuditSettings()
+    return create_service_app(build_spec(settings), settings, clock=clock)

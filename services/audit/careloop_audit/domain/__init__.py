@@ -1,0 +1,1 @@
+"""Pure logic of the audit log: canonical records, hashes, Merkle roots, verification."""
