@@ -114,45 +114,65 @@ class EventConsumer:
                 await self._consumer.commit({partition: records[-1].offset + 1})
 
     async def _process_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Apply a partition's records in order, in one transaction with a savepoint each.
+        """Apply a partition's records in order, normally in one transaction.
 
-        One commit per batch instead of per event is what makes the consumer fast; a
-        record that cannot be applied ends the transaction (what came before it is
-        committed), takes the slow path with retries and dead-lettering on its own, and
-        the batch resumes after it, so per-partition order is kept.
+        The fast path records every event id in the inbox with one statement and runs
+        the handlers of the new ones in a single transaction: one commit per batch
+        instead of per event. If anything in the batch is poison or fails, that
+        transaction rolls back and the batch is replayed one event at a time (each
+        with its own transaction, retries and dead-lettering), in order.
         """
-        index = 0
-        while index < len(records):
-            failed_at: int | None = None
-            applied = duplicates = skipped = 0
-            async with self._sessionmaker() as session, session.begin():
-                while index < len(records):
-                    try:
-                        envelope, event = self._decode(records[index])
-                    except PoisonEvent:
-                        failed_at = index
-                        break
-                    handler = self._handlers.get(envelope.type)
-                    if handler is None:
-                        skipped += 1
-                        index += 1
-                        continue
-                    try:
-                        async with session.begin_nested():
-                            if await self._apply_in(session, envelope, event, handler):
-                                applied += 1
-                            else:
-                                duplicates += 1
-                    except Exception:
-                        failed_at = index
-                        break
-                    index += 1
-            self.stats.applied += applied
-            self.stats.duplicates += duplicates
-            self.stats.skipped += skipped
-            if failed_at is not None:
-                await self._process(records[failed_at])
-                index = failed_at + 1
+        try:
+            decoded = [self._decode(record) for record in records]
+        except PoisonEvent:
+            decoded = []
+        if decoded:
+            try:
+                applied, duplicates, skipped = await self._apply_all(decoded)
+            except Exception as exc:
+                log.info("batch of %d fell back to one-by-one: %r", len(records), exc)
+            else:
+                self.stats.applied += applied
+                self.stats.duplicates += duplicates
+                self.stats.skipped += skipped
+                return
+        for record in records:
+            await self._process(record)
+
+    async def _apply_all(self, decoded: list[tuple[Envelope, Event]]) -> tuple[int, int, int]:
+        wanted = [(env, event) for env, event in decoded if env.type in self._handlers]
+        skipped = len(decoded) - len(wanted)
+        if not wanted:
+            return 0, 0, skipped
+        now = self._clock.now()
+        async with self._sessionmaker() as session, session.begin():
+            fresh = set(
+                await session.scalars(
+                    insert(self._inbox)
+                    .values(
+                        [
+                            {
+                                "consumer_group": self.group_id,
+                                "event_id": env.id,
+                                "event_type": env.type,
+                                "processed_at": now,
+                            }
+                            for env, _ in wanted
+                        ]
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(self._inbox.c.event_id)
+                )
+            )
+            applied = 0
+            for env, event in wanted:
+                # An id repeated within the batch is applied once.
+                if env.id not in fresh:
+                    continue
+                fresh.discard(env.id)
+                await self._run_handler(session, env, event, self._handlers[env.type])
+                applied += 1
+        return applied, len(wanted) - applied, skipped
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -214,6 +234,26 @@ class EventConsumer:
         self, session: AsyncSession, envelope: Envelope, event: Event, handler: Handler
     ) -> bool:
         """Record the event in the inbox and apply it; False if it was applied before."""
+        first_time = await session.scalar(
+            insert(self._inbox)
+            .values(
+                consumer_group=self.group_id,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                processed_at=self._clock.now(),
+            )
+            .on_conflict_do_nothing()
+            .returning(self._inbox.c.event_id)
+        )
+        if first_time is None:
+            return False
+        await self._run_handler(session, envelope, event, handler)
+        return True
+
+    async def _run_handler(
+        self, session: AsyncSession, envelope: Envelope, event: Event, handler: Handler
+    ) -> None:
+        """Run one handler inside the trace its producer started."""
         parent = propagate.extract({"traceparent": envelope.traceparent or ""})
         token = otel_context.attach(parent)
         try:
@@ -222,21 +262,7 @@ class EventConsumer:
                 kind=trace.SpanKind.CONSUMER,
                 attributes={"messaging.system": "kafka", "messaging.message.id": envelope.id},
             ):
-                first_time = await session.scalar(
-                    insert(self._inbox)
-                    .values(
-                        consumer_group=self.group_id,
-                        event_id=envelope.id,
-                        event_type=envelope.type,
-                        processed_at=self._clock.now(),
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(self._inbox.c.event_id)
-                )
-                if first_time is None:
-                    return False
                 await handler(session, envelope, event)
-                return True
         finally:
             otel_context.detach(token)
 
