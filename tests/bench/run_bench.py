@@ -1,0 +1,1061 @@
+"""Careloop benchmarks: event pipeline throughput and latency, and the patients API.
+
+One run starts its own Kafka broker, PostgreSQL server and OpenBao dev server (the same
+infrastructure modules the test suite uses) in a temporary directory, measures, prints a
+table, writes ``.careloop/bench/results.json`` and stops everything it started.
+
+    uv run python tests/bench/run_bench.py            # full run (about 2-3 minutes)
+    uv run python tests/bench/run_bench.py --quick    # smaller numbers, for a smoke check
+
+Measurements:
+
+1. ``pipeline``: N ``PatientRegistered`` events staged in a service outbox are relayed to
+   Kafka (``OutboxRelay``) and applied by an idempotent ``EventConsumer`` (inbox row plus
+   one effect row per event, in one transaction). Timed from relay start until all N are
+   applied.
+2. ``raw``: the same number of records of the same size produced with a plain
+   ``AIOKafkaProducer`` (acks=all, idempotent) and consumed with a plain
+   ``AIOKafkaConsumer`` that only counts them; no database.
+3. ``latency``: events committed to the outbox one transaction each at a fixed rate
+   (open loop), relay and consumer running; latency from the outbox commit to the commit
+   of the consumer's transaction that applied the event.
+4. ``api``: the patients service under uvicorn in its own process (real HTTP on a free
+   port), driven by 32 concurrent httpx workers: register (POST) then read (GET).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from sqlalchemy import Column, DateTime, MetaData, String, func, select
+from sqlalchemy import Table as SqlTable
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+import careloop_patients
+from careloop_contracts import Envelope, Event, PatientRegistered
+from careloop_kit.bus.consumer import EventConsumer
+from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer
+from careloop_kit.bus.outbox import Outbox, OutboxRelay
+from careloop_kit.db import PlatformTables, add_platform_tables, make_engine, make_sessionmaker
+from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
+from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
+from careloop_kit.infra.ports import free_port
+from careloop_kit.infra.postgres import PostgresServer
+from careloop_kit.settings import KitSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
+DEFAULT_OUTPUT = ROOT / ".careloop" / "bench" / "results.json"
+DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
+ORG = "org-bench"
+
+console = Console()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of already sorted values, linear interpolation."""
+    if not sorted_values:
+        return float("nan")
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    rank = (len(sorted_values) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def summarize_ms(seconds: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max/mean of durations given in seconds, in milliseconds."""
+    values = sorted(s * 1000 for s in seconds)
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "p50_ms": round(percentile(values, 50), 2),
+        "p95_ms": round(percentile(values, 95), 2),
+        "p99_ms": round(percentile(values, 99), 2),
+        "max_ms": round(values[-1], 2),
+        "mean_ms": round(sum(values) / len(values), 2),
+    }
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def registered(patient_id: str) -> PatientRegistered:
+    return PatientRegistered(
+        patient_id=patient_id,
+        org_id=ORG,
+        location_id="loc-north",
+        registered_at=datetime.now(UTC),
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    ram_gib: float | None = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    kafka_version = "unknown"
+    with contextlib.suppress(OSError):
+        found = re.search(
+            r"<kafka\.version>([^<]+)</kafka\.version>",
+            (ROOT / "deploy" / "kafka" / "pom.xml").read_text(),
+        )
+        if found:
+            kafka_version = found.group(1)
+    commit = "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if proc.returncode == 0:
+            commit = proc.stdout.strip()
+    versions: dict[str, str] = {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("aiokafka", "asyncpg", "sqlalchemy", "fastapi", "uvicorn", "httpx"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return {
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "ram_gib": ram_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "kafka": kafka_version,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": commit,
+        "packages": versions,
+    }
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    """Kafka, PostgreSQL and OpenBao started in parallel threads in one temp directory."""
+
+    base: Path
+    kafka: KafkaServer | None = None
+    postgres: PostgresServer | None = None
+    openbao: OpenBaoServer | None = None
+    startup_s: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        def timed(name: str, starter: Callable[[], Any]) -> Any:
+            began = time.monotonic()
+            server = starter()
+            self.startup_s[name] = round(time.monotonic() - began, 1)
+            return server
+
+        def start_kafka() -> KafkaServer:
+            libs = ensure_kafka_jars()
+            server = KafkaServer(self.base / "kafka", free_port(), free_port(), libs)
+            server.start(timeout=120)
+            return server
+
+        def start_postgres() -> PostgresServer:
+            server = PostgresServer(self.base / "pg")
+            server.start()
+            return server
+
+        def start_openbao() -> OpenBaoServer:
+            server = OpenBaoServer.dev(data_dir=self.base / "openbao")
+            server.start()
+            return server
+
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="bench-start") as pool:
+            futures: dict[str, Future[Any]] = {
+                "kafka": pool.submit(timed, "kafka", start_kafka),
+                "postgres": pool.submit(timed, "postgres", start_postgres),
+                "openbao": pool.submit(timed, "openbao", start_openbao),
+            }
+            errors = []
+            for name, future in futures.items():
+                try:
+                    setattr(self, name, future.result())
+                except Exception as exc:
+                    errors.append(f"{name}: {exc}")
+            if errors:
+                raise RuntimeError("infrastructure failed to start:\n" + "\n".join(errors))
+
+    def stop(self) -> None:
+        for name in ("kafka", "postgres", "openbao"):
+            server = getattr(self, name)
+            if server is None:
+                continue
+            try:
+                server.stop()
+            except Exception as exc:
+                console.print(f"[yellow]stopping {name} failed: {exc!r}")
+            setattr(self, name, None)
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.kafka is not None
+        return self.kafka.bootstrap_servers
+
+    async def database(self, name: str) -> str:
+        """Create database ``name`` owned by a login role of the same name; its DSN."""
+        assert self.postgres is not None
+        password = uuid.uuid4().hex
+        await self.postgres.create_database(name, owner=name, password=password)
+        return self.postgres.dsn_for(name, name, password)
+
+
+# --------------------------------------------------------------------------- event pipeline
+
+
+@dataclass
+class PipelineDbs:
+    """A producing service's database (outbox) and a consuming one (inbox + effect)."""
+
+    out_engine: AsyncEngine
+    out_sm: async_sessionmaker[AsyncSession]
+    out_tables: PlatformTables
+    in_engine: AsyncEngine
+    in_sm: async_sessionmaker[AsyncSession]
+    in_tables: PlatformTables
+    effect: SqlTable
+
+    async def dispose(self) -> None:
+        await self.out_engine.dispose()
+        await self.in_engine.dispose()
+
+
+async def pipeline_databases(stack: Stack) -> PipelineDbs:
+    out_meta = MetaData()
+    out_tables = add_platform_tables(out_meta)
+    in_meta = MetaData()
+    in_tables = add_platform_tables(in_meta)
+    effect = SqlTable(
+        "bench_effect",
+        in_meta,
+        Column("event_id", String(64), primary_key=True),
+        Column("patient_id", String(64), nullable=False),
+        Column("applied_at", DateTime(timezone=True), nullable=False),
+    )
+    out_engine = make_engine(await stack.database("bench_producer"))
+    in_engine = make_engine(await stack.database("bench_consumer"))
+    async with out_engine.begin() as conn:
+        await conn.run_sync(out_meta.create_all)
+    async with in_engine.begin() as conn:
+        await conn.run_sync(in_meta.create_all)
+    return PipelineDbs(
+        out_engine=out_engine,
+        out_sm=make_sessionmaker(out_engine),
+        out_tables=out_tables,
+        in_engine=in_engine,
+        in_sm=make_sessionmaker(in_engine),
+        in_tables=in_tables,
+        effect=effect,
+    )
+
+
+def kit_settings(stack: Stack, prefix: str) -> KitSettings:
+    assert stack.openbao is not None
+    return KitSettings(
+        environment="test",
+        kafka_bootstrap=stack.bootstrap,
+        vault_addr=stack.openbao.addr,
+        topic_prefix=prefix,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    settings: KitSettings,
+    dbs: PipelineDbs,
+    topic: str,
+    on_apply: Callable[[AsyncSession, Envelope, Event], None] | None = None,
+) -> Any:
+    """An ``EventConsumer`` whose handler inserts one effect row per event, assigned."""
+    effect = dbs.effect
+
+    async def handler(session: AsyncSession, envelope: Envelope, event: Event) -> None:
+        assert isinstance(event, PatientRegistered)
+        await session.execute(
+            effect.insert().values(
+                event_id=envelope.id, patient_id=event.patient_id, applied_at=func.now()
+            )
+        )
+        if on_apply is not None:
+            on_apply(session, envelope, event)
+
+    group = f"{settings.topic_prefix}careloop.bench.effects"
+    kafka_consumer = make_consumer(settings, topic, group_id=group, client_id="bench-consumer")
+    dlq_producer = make_producer(settings, client_id="bench-consumer-dlq")
+    await dlq_producer.start()
+    await kafka_consumer.start()
+    consumer = EventConsumer(
+        kafka_consumer,
+        dlq_producer,
+        dbs.in_sm,
+        dbs.in_tables,
+        group_id=group,
+        handlers={PatientRegistered.event_type: handler},
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        deadline = time.monotonic() + 60
+        while not kafka_consumer.assignment():
+            if task.done():
+                task.result()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the consumer got no partitions within 60 s")
+            await asyncio.sleep(0.05)
+        yield consumer
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=10)
+        await kafka_consumer.stop()
+        await dlq_producer.stop()
+
+
+async def stage_outbox(
+    dbs: PipelineDbs, outbox: Outbox, n: int, progress: Progress, task: TaskID
+) -> None:
+    """Add ``n`` events to the outbox, 1,000 per transaction (untimed set-up)."""
+    done = 0
+    while done < n:
+        size = min(1000, n - done)
+        async with dbs.out_sm() as session, session.begin():
+            for _ in range(size):
+                patient_id = new_id("pat")
+                await outbox.add(session, registered(patient_id), key=patient_id, org_id=ORG)
+        done += size
+        progress.update(task, completed=done)
+
+
+async def bench_pipeline(
+    stack: Stack, dbs: PipelineDbs, n: int, progress: Progress
+) -> dict[str, Any]:
+    settings = kit_settings(stack, "bench-tput.")
+    outbox = Outbox(dbs.out_tables, service="patients", topic_prefix=settings.topic_prefix)
+    await ensure_topics(settings, [outbox.own_topic])
+    staging = progress.add_task("1/4 staging outbox rows (untimed)", total=n)
+    began = time.perf_counter()
+    await stage_outbox(dbs, outbox, n, progress, staging)
+    staging_s = time.perf_counter() - began
+    progress.remove_task(staging)
+
+    running = progress.add_task("1/4 outbox → Kafka → idempotent consumer", total=n)
+    producer = make_producer(settings, client_id="bench-relay")
+    await producer.start()
+    try:
+        async with running_consumer(settings, dbs, outbox.own_topic) as consumer:
+            relay = OutboxRelay(
+                dbs.out_sm,
+                dbs.out_tables,
+                producer,
+                service="patients",
+                batch_size=settings.outbox_batch_size,
+                poll_interval_s=settings.outbox_poll_interval_s,
+            )
+            stop = asyncio.Event()
+            t0 = time.perf_counter()
+            relay_task = asyncio.create_task(relay.run(stop))
+            published_at: float | None = None
+            deadline = t0 + 600
+            while consumer.stats.applied < n:
+                if published_at is None and relay.published >= n:
+                    published_at = time.perf_counter()
+                if relay_task.done():
+                    relay_task.result()
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"only {consumer.stats.applied}/{n} applied in 600 s")
+                progress.update(running, completed=consumer.stats.applied)
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - t0
+            if published_at is None:
+                published_at = time.perf_counter()
+            progress.update(running, completed=n)
+            stop.set()
+            await asyncio.wait_for(relay_task, timeout=10)
+            stats = consumer.stats
+    finally:
+        await producer.stop()
+    progress.remove_task(running)
+
+    async with dbs.in_sm() as session:
+        effects = await session.scalar(select(func.count()).select_from(dbs.effect))
+        inbox = await session.scalar(select(func.count()).select_from(dbs.in_tables.inbox))
+    if effects != n or inbox != n:
+        raise RuntimeError(f"expected {n} effect and inbox rows, found {effects} and {inbox}")
+    return {
+        "events": n,
+        "staging_seconds": round(staging_s, 2),
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(n / elapsed, 1),
+        "relay_publish_seconds": round(published_at - t0, 3),
+        "relay_publish_events_per_s": round(n / (published_at - t0), 1),
+        "duplicates": stats.duplicates,
+        "dead_lettered": stats.dead_lettered,
+        "retries": stats.retries,
+        "effect_rows": effects,
+        "relay_batch_size": settings.outbox_batch_size,
+        "partitions": 6,
+    }
+
+
+async def bench_raw(stack: Stack, dbs: PipelineDbs, n: int, progress: Progress) -> dict[str, Any]:
+    """Plain aiokafka produce + consume of ``n`` records shaped like the outbox rows."""
+    settings = kit_settings(stack, "bench-raw.")
+    topic = f"{settings.topic_prefix}careloop.patients"
+    await ensure_topics(settings, [topic])
+    table = dbs.out_tables.outbox
+    async with dbs.out_sm() as session:
+        sample = (await session.execute(select(table.c.headers, table.c.payload).limit(1))).one()
+    value: bytes = sample.payload
+    headers = [(k, v.encode()) for k, v in sample.headers]
+    record_bytes = len(value) + sum(len(k) + len(v) for k, v in headers) + 20
+    keys = [new_id("pat").encode() for _ in range(n)]
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}raw-counter",
+        client_id="bench-raw-consumer",
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    producer = make_producer(settings, client_id="bench-raw-producer")
+    await consumer.start()
+    await producer.start()
+    task = progress.add_task("2/4 raw aiokafka produce + consume", total=n)
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise RuntimeError("raw consumer got no partitions within 60 s")
+            await consumer.getmany(timeout_ms=100)
+        received = 0
+
+        async def consume() -> float:
+            nonlocal received
+            while received < n:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                for records in batches.values():
+                    received += len(records)
+                progress.update(task, completed=received)
+            return time.perf_counter()
+
+        t0 = time.perf_counter()
+        consuming = asyncio.create_task(consume())
+        futures = [
+            await producer.send(topic, value=value, key=key, headers=headers) for key in keys
+        ]
+        await asyncio.gather(*futures)
+        produced_at = time.perf_counter()
+        consumed_at = await asyncio.wait_for(consuming, timeout=600)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        progress.remove_task(task)
+    elapsed = consumed_at - t0
+    return {
+        "events": n,
+        "record_bytes_approx": record_bytes,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(n / elapsed, 1),
+        "produce_seconds": round(produced_at - t0, 3),
+        "produce_events_per_s": round(n / (produced_at - t0), 1),
+        "received": received,
+    }
+
+
+async def bench_latency(
+    stack: Stack, dbs: PipelineDbs, rate: float, duration: float, progress: Progress
+) -> dict[str, Any]:
+    """Open-loop fixed-rate outbox commits; commit → consumer commit latency."""
+    settings = kit_settings(stack, "bench-lat.")
+    outbox = Outbox(dbs.out_tables, service="patients", topic_prefix=settings.topic_prefix)
+    await ensure_topics(settings, [outbox.own_topic])
+    total = int(rate * duration)
+    committed: dict[str, float] = {}
+    applied: dict[str, float] = {}
+
+    def on_apply(session: AsyncSession, envelope: Envelope, _event: Event) -> None:
+        def after_commit(_session: Any) -> None:
+            applied[envelope.id] = time.perf_counter()
+
+        sa_event.listen(session.sync_session, "after_commit", after_commit, once=True)
+
+    async def insert_one() -> None:
+        patient_id = new_id("pat")
+        async with dbs.out_sm() as session:
+            async with session.begin():
+                envelope = await outbox.add(
+                    session, registered(patient_id), key=patient_id, org_id=ORG
+                )
+            committed[envelope.id] = time.perf_counter()
+
+    task = progress.add_task(f"3/4 latency at {rate:g}/s for {duration:g}s", total=total)
+    producer = make_producer(settings, client_id="bench-lat-relay")
+    await producer.start()
+    try:
+        async with running_consumer(settings, dbs, outbox.own_topic, on_apply):
+            relay = OutboxRelay(
+                dbs.out_sm,
+                dbs.out_tables,
+                producer,
+                service="patients",
+                batch_size=settings.outbox_batch_size,
+                poll_interval_s=settings.outbox_poll_interval_s,
+            )
+            stop = asyncio.Event()
+            relay_task = asyncio.create_task(relay.run(stop))
+            inserts: list[asyncio.Task[None]] = []
+            t0 = time.perf_counter()
+            late = 0
+            for i in range(total):
+                delay = t0 + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.005:
+                    late += 1
+                inserts.append(asyncio.create_task(insert_one()))
+                if i % 50 == 0:
+                    progress.update(task, completed=len(applied))
+            await asyncio.gather(*inserts)
+            offered_s = time.perf_counter() - t0
+            deadline = time.perf_counter() + 60
+            while len(applied) < total and time.perf_counter() < deadline:
+                progress.update(task, completed=len(applied))
+                await asyncio.sleep(0.02)
+            progress.update(task, completed=len(applied))
+            stop.set()
+            await asyncio.wait_for(relay_task, timeout=10)
+    finally:
+        await producer.stop()
+        progress.remove_task(task)
+    latencies = [applied[k] - committed[k] for k in committed if k in applied]
+    return {
+        "rate_per_s": rate,
+        "duration_s": duration,
+        "events": total,
+        "achieved_rate_per_s": round(total / offered_s, 1),
+        "late_starts": late,
+        "applied": len(latencies),
+        "missing": total - len(latencies),
+        "relay_poll_interval_s": settings.outbox_poll_interval_s,
+        **summarize_ms(latencies),
+    }
+
+
+# --------------------------------------------------------------------------- patients API
+
+
+def patient_body(marker: str) -> dict[str, Any]:
+    return {
+        "location_id": "loc-north",
+        "name": {"family": f"Fam{marker}", "given": [f"Giv{marker}"]},
+        "birth_date": "1980-04-02",
+        "sex": "female",
+        "phones": ["(555) 201-3344"],
+        "emails": [f"{marker}@example.org"],
+        "preferred_language": "es",
+    }
+
+
+@contextlib.contextmanager
+def patients_server(stack: Stack, dsn: str, token: str, log_file: Path) -> Iterator[str]:
+    """The patients service under uvicorn in a child process; yields its base URL."""
+    assert stack.openbao is not None
+    port = free_port()
+    env = {
+        **os.environ,
+        "CARELOOP_ENVIRONMENT": "test",
+        "CARELOOP_DATABASE_URL": dsn,
+        "CARELOOP_KAFKA_BOOTSTRAP": stack.bootstrap,
+        "CARELOOP_VAULT_ADDR": stack.openbao.addr,
+        "CARELOOP_VAULT_TOKEN": token,
+        "CARELOOP_TOPIC_PREFIX": "bench-api.",
+        "CARELOOP_LOG_LEVEL": "WARNING",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "careloop_patients.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+async def wait_ready(client: httpx.AsyncClient, within_s: float = 90) -> None:
+    deadline = time.monotonic() + within_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = await client.get("/readyz")
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the patients service did not become ready: {last}")
+
+
+async def load_phase(
+    client: httpx.AsyncClient,
+    seconds: float,
+    workers: int,
+    request: Callable[[httpx.AsyncClient, int], Any],
+    expected_status: int,
+    progress: Progress,
+    task: TaskID,
+) -> tuple[dict[str, Any], list[httpx.Response]]:
+    """``workers`` closed-loop workers sending ``request`` for ``seconds``."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    keep: list[httpx.Response] = []
+    t0 = time.perf_counter()
+    end = t0 + seconds
+
+    async def worker(number: int) -> None:
+        count = 0
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            try:
+                response = await request(client, number * 1_000_000 + count)
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            finished = time.perf_counter()
+            count += 1
+            if response.status_code == expected_status:
+                latencies.append(finished - began)
+                keep.append(response)
+            else:
+                key = str(response.status_code)
+                errors[key] = errors.get(key, 0) + 1
+
+    async def ticker() -> None:
+        while time.perf_counter() < end:
+            progress.update(task, completed=min(seconds, time.perf_counter() - t0))
+            await asyncio.sleep(0.25)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(worker(i) for i in range(workers)))
+    elapsed = time.perf_counter() - t0
+    tick.cancel()
+    progress.update(task, completed=seconds)
+    return {
+        "seconds": round(elapsed, 2),
+        "requests_ok": len(latencies),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **summarize_ms(latencies),
+    }, keep
+
+
+async def bench_api(
+    stack: Stack, seconds: float, workers: int, progress: Progress, log_file: Path
+) -> dict[str, Any]:
+    assert stack.openbao is not None
+    dsn = await stack.database("bench_patients")
+    await upgrade_async(PATIENTS_MIGRATIONS, dsn)
+    tokens = await asyncio.to_thread(
+        bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["patients", "audit"]
+    )
+    headers = {"X-Organization-Id": ORG, "X-Actor-Id": "user-bench"}
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    setup = progress.add_task("4/4 starting the patients service", total=None)
+    with patients_server(stack, dsn, tokens["patients"], log_file) as url:
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=30
+        ) as client:
+            await wait_ready(client)
+            # Warm-up: connections, the first data keys from Vault, SQL statement caches.
+            warm = [client.post("/patients", json=patient_body(f"w{i}")) for i in range(workers)]
+            for response in await asyncio.gather(*warm):
+                if response.status_code != 201:
+                    raise RuntimeError(f"warm-up POST failed: {response.status_code}")
+            progress.remove_task(setup)
+
+            task = progress.add_task(f"4/4 POST /patients, {workers} workers", total=seconds)
+
+            def post(c: httpx.AsyncClient, n: int) -> Any:
+                return c.post("/patients", json=patient_body(f"b{n}"))
+
+            write, created = await load_phase(client, seconds, workers, post, 201, progress, task)
+            progress.remove_task(task)
+            ids = [r.json()["id"] for r in created]
+            if not ids:
+                raise RuntimeError("no patient was registered; see " + str(log_file))
+
+            task = progress.add_task(f"4/4 GET /patients/{{id}}, {workers} workers", total=seconds)
+
+            def get(c: httpx.AsyncClient, _n: int) -> Any:
+                return c.get(f"/patients/{random.choice(ids)}")
+
+            read, _ = await load_phase(client, seconds, workers, get, 200, progress, task)
+            progress.remove_task(task)
+    return {"workers": workers, "post": write, "get": read, "server_log": str(log_file)}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
+    rows: list[tuple[str, float | str, str]] = []
+    p = results.get("pipeline")
+    r = results.get("raw")
+    if p:
+        rows.append(("outbox → Kafka → idempotent consumer", p["events_per_s"], "events/s"))
+        rows.append(("  outbox relay publish only", p["relay_publish_events_per_s"], "events/s"))
+    if r:
+        rows.append(("raw aiokafka produce + consume", r["events_per_s"], "events/s"))
+        rows.append(("  raw aiokafka produce only", r["produce_events_per_s"], "events/s"))
+    if p and r:
+        rows.append(("ratio careloop / raw", round(p["events_per_s"] / r["events_per_s"], 3), "x"))
+    lat = results.get("latency")
+    if lat and lat.get("count"):
+        label = f"latency commit → applied @ {lat['rate_per_s']:g}/s"
+        for q in ("p50", "p95", "p99"):
+            rows.append((f"{label} {q}", lat[f"{q}_ms"], "ms"))
+    api = results.get("api")
+    if api:
+        for name, label in (("post", "POST /patients"), ("get", "GET /patients/{id}")):
+            phase = api[name]
+            rows.append((label, phase["requests_per_s"], "req/s"))
+            if phase.get("count"):
+                rows.append((f"  {label} p50", phase["p50_ms"], "ms"))
+                rows.append((f"  {label} p99", phase["p99_ms"], "ms"))
+            if phase["errors"]:
+                rows.append((f"  {label} errors", json.dumps(phase["errors"]), ""))
+    return rows
+
+
+def print_results(data: dict[str, Any]) -> None:
+    m = data["machine"]
+    console.print(
+        f"\n[bold]Machine:[/] {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
+        f"{m['os']}; Python {m['python']}; Kafka {m['kafka']}; "
+        f"PostgreSQL {data.get('postgres_version', '?')}; "
+        f"load average at start {m['load_average_at_start']}"
+    )
+    table = Table(title="Careloop benchmarks", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for metric, value, unit in metric_rows(data["results"]):
+        shown = f"{value:,.1f}" if isinstance(value, float) and unit != "x" else str(value)
+        table.add_row(metric, shown, unit)
+    console.print(table)
+    console.print(
+        "[dim]Everything (broker, database, Vault, service and load generator) shares the "
+        f"same {m['cores']} cores; the API client and server compete for CPU.[/]"
+    )
+    loads = ", ".join(
+        f"{name} {phase['load_average_after'][0]:.2f}"
+        for name, phase in data["results"].items()
+        if "load_average_after" in phase
+    )
+    if loads:
+        console.print(f"[dim]1-minute load average after each phase: {loads}[/]")
+    console.print(f"Total run time {data['runtime_s']:.0f} s")
+
+
+def throughput_svg(results: dict[str, Any]) -> str:
+    """A small horizontal bar chart of events/s (hand-written SVG)."""
+    p, r = results["pipeline"], results["raw"]
+    bars = [
+        ("Careloop: outbox → Kafka → idempotent consumer", p["events_per_s"], "#2f6fb0"),
+        ("Careloop: outbox relay publish only", p["relay_publish_events_per_s"], "#7fa8d6"),
+        ("Raw aiokafka: produce + consume", r["events_per_s"], "#d07a2b"),
+        ("Raw aiokafka: produce only", r["produce_events_per_s"], "#ebb27f"),
+    ]
+    width, left, right, bar_h, gap, top = 760, 20, 110, 26, 34, 58
+    scale = (width - left - right) / max(v for _, v, _ in bars)
+    height = top + len(bars) * (bar_h + gap) + 10
+    ratio = p["events_per_s"] / r["events_per_s"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="{left}" y="24" font-size="16" font-weight="bold">'
+        f"Event throughput, {p['events']:,} events, one broker (events/s)</text>",
+        f'<text x="{left}" y="44" font-size="12" fill="#555">careloop / raw = {ratio:.3f}; '
+        "higher is better</text>",
+    ]
+    for i, (label, value, colour) in enumerate(bars):
+        y = top + i * (bar_h + gap)
+        w = max(1.0, value * scale)
+        parts.append(f'<text x="{left}" y="{y + 12}" font-size="12">{label}</text>')
+        parts.append(
+            f'<rect x="{left}" y="{y + 16}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>'
+        )
+        parts.append(
+            f'<text x="{left + w + 6:.1f}" y="{y + 16 + bar_h * 0.7:.1f}" font-size="12">'
+            f"{value:,.0f}</text>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace, stack: Stack, base: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    assert stack.postgres is not None
+    conn = await stack.postgres._connect()
+    try:
+        postgres_version = await conn.fetchval("SHOW server_version")
+        postgres_settings = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")
+        }
+    finally:
+        await conn.close()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        dbs = await pipeline_databases(stack)
+        try:
+            if "pipeline" in args.only:
+                results["pipeline"] = with_load(
+                    await bench_pipeline(stack, dbs, args.events, progress)
+                )
+                console.print(
+                    f"pipeline: {results['pipeline']['events_per_s']:,.0f} events/s "
+                    f"({args.events:,} in {results['pipeline']['seconds']:.1f} s)"
+                )
+            if "raw" in args.only:
+                results["raw"] = with_load(await bench_raw(stack, dbs, args.events, progress))
+                console.print(f"raw aiokafka: {results['raw']['events_per_s']:,.0f} events/s")
+            if "latency" in args.only:
+                results["latency"] = with_load(
+                    await bench_latency(stack, dbs, args.rate, args.duration, progress)
+                )
+                lat = results["latency"]
+                console.print(
+                    f"latency: p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, "
+                    f"p99 {lat.get('p99_ms')} ms"
+                )
+        finally:
+            await dbs.dispose()
+        if "api" in args.only:
+            results["api"] = with_load(
+                await bench_api(
+                    stack, args.api_seconds, args.workers, progress, base / "patients-service.log"
+                )
+            )
+            api = results["api"]
+            console.print(
+                f"api: POST {api['post']['requests_per_s']:,.0f} req/s, "
+                f"GET {api['get']['requests_per_s']:,.0f} req/s"
+            )
+    return {
+        "postgres_version": postgres_version,
+        "postgres_settings": postgres_settings,
+        "results": results,
+    }
+
+
+def with_load(result: dict[str, Any]) -> dict[str, Any]:
+    """Stamp a phase's result with the load average at its end (the machine may be shared)."""
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def wait_for_idle(limit_s: float) -> None:
+    """Wait (at most ``limit_s``) until the 1-minute load average drops below 1."""
+    deadline = time.monotonic() + limit_s
+    with console.status("waiting for the machine to go quiet ...") as status:
+        while time.monotonic() < deadline:
+            load = os.getloadavg()[0]
+            if load < 1.0:
+                return
+            status.update(f"waiting for the machine to go quiet (load average {load:.2f}) ...")
+            time.sleep(5)
+    console.print(f"[yellow]machine still busy (load average {os.getloadavg()[0]:.2f}); going on")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events for 1 and 2")
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s for 3")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds for 3")
+    parser.add_argument("--api-seconds", type=float, default=10.0, help="seconds per API phase")
+    parser.add_argument("--workers", type=int, default=32, help="concurrent API workers")
+    parser.add_argument(
+        "--only",
+        default="pipeline,raw,latency,api",
+        help="comma-separated subset of pipeline,raw,latency,api",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON")
+    parser.add_argument("--svg", type=Path, default=DEFAULT_SVG, help="throughput chart (SVG)")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop below 1",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the server data and logs directory"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.duration, args.api_seconds = 2_000, 3.0, 3.0
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    unknown = args.only - {"pipeline", "raw", "latency", "api"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # A fresh broker answers the first group join with a transient "coordinator not
+    # available"; the client retries. Every run checks its counts, so nothing hides here.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
+    if args.wait_idle > 0:
+        wait_for_idle(args.wait_idle)
+    began = time.monotonic()
+    machine = machine_info()
+    base = Path(tempfile.mkdtemp(prefix="careloop-bench-"))
+    stack = Stack(base)
+    failed = True
+    try:
+        with console.status("starting Kafka, PostgreSQL and OpenBao ..."):
+            stack.start()
+        console.print(f"infrastructure ready: {stack.startup_s} (seconds)")
+        outcome = asyncio.run(run(args, stack, base))
+        failed = False
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted")
+        return 130
+    finally:
+        with console.status("stopping the infrastructure ..."):
+            stack.stop()
+        if failed or args.keep:
+            console.print(f"server data and logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    data = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "postgres_version": outcome["postgres_version"],
+        "postgres_settings": outcome["postgres_settings"],
+        "infrastructure_startup_s": stack.startup_s,
+        "config": {
+            "events": args.events,
+            "rate_per_s": args.rate,
+            "duration_s": args.duration,
+            "api_seconds": args.api_seconds,
+            "workers": args.workers,
+            "benchmarks": sorted(args.only),
+        },
+        "results": outcome["results"],
+        "runtime_s": round(time.monotonic() - began, 1),
+        "note": "broker, database, Vault, service and load generator share the same cores",
+    }
+    data["metrics"] = [
+        {"metric": m.strip(), "value": v, "unit": u} for m, v, u in metric_rows(data["results"])
+    ]
+    if "api" in data["results"]:
+        data["results"]["api"].pop("server_log", None)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(data, indent=2) + "\n")
+    if "pipeline" in data["results"] and "raw" in data["results"]:
+        args.svg.parent.mkdir(parents=True, exist_ok=True)
+        args.svg.write_text(throughput_svg(data["results"]))
+    print_results(data)
+    console.print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
