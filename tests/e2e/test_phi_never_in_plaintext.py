@@ -7,11 +7,12 @@ import random
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import careloop_audit
-import careloop_patients
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+
+import careloop_audit
+import careloop_patients
 from careloop_audit.app import create_app as create_audit
 from careloop_audit.settings import AuditSettings
 from careloop_kit.db.migrate import upgrade_async
