@@ -1,0 +1,194 @@
+"""Durable timers: reminders, SLA follow-ups and outreach steps as database rows.
+
+A timer is scheduled in the caller's transaction (so it exists exactly when the
+state change that wants it commits). Workers claim due timers with
+`FOR UPDATE SKIP LOCKED`, so several replicas share the work without firing a
+timer twice; a timer's handler runs in the same transaction that marks it
+fired, so a crash either leaves it due (it fires later) or fired with its
+effect committed. Time comes from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careloop_kit.clock import Clock, SystemClock
+from careloop_kit.db.tables import PlatformTables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: int
+    kind: str
+    due_at: datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+TimerHandler = Callable[[AsyncSession, DueTimer], Awaitable[None]]
+
+
+class Timers:
+    """Schedules and cancels timers in the caller's transaction."""
+
+    def __init__(self, tables: PlatformTables, *, clock: Clock | None = None) -> None:
+        self._table = tables.timer
+        self._clock = clock or SystemClock()
+
+    async def schedule(
+        self,
+        session: AsyncSession,
+        kind: str,
+        due_at: datetime,
+        payload: dict[str, Any],
+        *,
+        dedup_key: str | None = None,
+    ) -> int | None:
+        """Schedule a timer; with `dedup_key`, scheduling it twice keeps the first (None)."""
+        if due_at.tzinfo is None:
+            raise ValueError("due_at must be timezone-aware")
+        statement = insert(self._table).values(
+            kind=kind,
+            due_at=due_at,
+            payload=payload,
+            dedup_key=dedup_key,
+            created_at=self._clock.now(),
+        )
+        if dedup_key is not None:
+            statement = statement.on_conflict_do_nothing(index_elements=["dedup_key"])
+        timer_id: int | None = await session.scalar(statement.returning(self._table.c.id))
+        return timer_id
+
+    async def cancel(self, session: AsyncSession, dedup_key: str) -> bool:
+        """Cancel a pending timer by its dedup key; False if none was pending."""
+        table = self._table
+        result = await session.execute(
+            update(table)
+            .where(
+                table.c.dedup_key == dedup_key,
+                table.c.fired_at.is_(None),
+                table.c.cancelled_at.is_(None),
+            )
+            .values(cancelled_at=self._clock.now())
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def reschedule(self, session: AsyncSession, dedup_key: str, due_at: datetime) -> bool:
+        """Move a pending timer; False if none was pending."""
+        table = self._table
+        result = await session.execute(
+            update(table)
+            .where(
+                table.c.dedup_key == dedup_key,
+                table.c.fired_at.is_(None),
+                table.c.cancelled_at.is_(None),
+            )
+            .values(due_at=due_at)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+class TimerWorker:
+    """Fires due timers; run one per replica, they share the work."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        tables: PlatformTables,
+        handlers: Mapping[str, TimerHandler],
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+        poll_interval_s: float = 0.5,
+        max_attempts: int = 5,
+        retry_delay: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._table = tables.timer
+        self._handlers = dict(handlers)
+        self._clock = clock or SystemClock()
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self.fired = 0
+        self.failed = 0
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now, one transaction each; returns how many fired."""
+        fired = 0
+        while True:
+            progressed = await self._fire_one()
+            if progressed is None:
+                return fired
+            fired += progressed
+
+    async def _fire_one(self) -> int | None:
+        table = self._table
+        now = self._clock.now()
+        async with self._sessionmaker() as session, session.begin():
+            row = (
+                await session.execute(
+                    select(table)
+                    .where(
+                        table.c.due_at <= now,
+                        table.c.fired_at.is_(None),
+                        table.c.cancelled_at.is_(None),
+                        table.c.kind.in_(list(self._handlers)),
+                    )
+                    .order_by(table.c.due_at, table.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if row is None:
+                return None
+            timer = DueTimer(row.id, row.kind, row.due_at, dict(row.payload), row.attempts)
+            try:
+                async with session.begin_nested():
+                    await self._handlers[timer.kind](session, timer)
+            except Exception as exc:
+                self.failed += 1
+                attempts = timer.attempts + 1
+                giving_up = attempts >= self._max_attempts
+                log.warning(
+                    "timer %s (%s) failed, attempt %d: %r", timer.id, timer.kind, attempts, exc
+                )
+                await session.execute(
+                    update(table)
+                    .where(table.c.id == timer.id)
+                    .values(
+                        attempts=attempts,
+                        last_error=repr(exc)[:2000],
+                        # A timer that keeps failing is parked (cancelled) with its error kept.
+                        cancelled_at=now if giving_up else None,
+                        due_at=timer.due_at if giving_up else now + self._retry_delay * attempts,
+                    )
+                )
+                return 0
+            await session.execute(
+                update(table)
+                .where(table.c.id == timer.id)
+                .values(fired_at=now, attempts=timer.attempts + 1)
+            )
+        self.fired += 1
+        return 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire due timers until `stop` is set."""
+        while not stop.is_set():
+            await self.fire_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._poll_interval_s)
