@@ -86,9 +86,9 @@ def audit_verify(
 
     apply_env_file("audit")
     report = asyncio.run(verify_trail(AuditSettings()))
-    data = report.as_dict() if hasattr(report, "as_dict") else dict(vars(report))
+    data = report.model_dump(mode="json")
     if as_json:
-        console.print_json(json.dumps(data, default=str))
+        print(json.dumps(data, indent=2))
     else:
         table = Table(title="Audit log verification", show_header=False)
         for key, value in data.items():
