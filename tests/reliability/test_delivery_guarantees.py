@@ -251,7 +251,7 @@ def report(capsys: pytest.CaptureFixture[str], message: str) -> None:
 async def test_relay_and_consumer_crashes_apply_every_event_exactly_once(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    total, waves, kills_each = 5000, 5, 4
+    total, waves, kills_each = 10_000, 5, 4
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     began = time.monotonic()
@@ -259,7 +259,8 @@ async def test_relay_and_consumer_crashes_apply_every_event_exactly_once(
 
     ids = await stage(env, total // waves)
     consumer = rig.consumer()
-    relay = rig.relay(batch_size=200)
+    # Small batches keep the relay busy long enough to be killed mid-stream.
+    relay = rig.relay(batch_size=50)
     await asyncio.gather(rig.ready(consumer), rig.ready(relay))
 
     relay_kills: list[int] = []  # unsent rows at each kill
@@ -269,12 +270,17 @@ async def test_relay_and_consumer_crashes_apply_every_event_exactly_once(
         nonlocal relay
         for _ in range(kills_each):
             # A fresh wave of committed rows, then a kill while the relay works through it.
-            ids.extend(await stage(env, total // waves))
-            await asyncio.sleep(rng.uniform(0.0, 0.25))
+            wave = total // waves
+            ids.extend(await stage(env, wave))
+            # Kill it mid-wave: once it has started publishing this wave, at a random point.
+            deadline = time.monotonic() + 10
+            while await env.unsent() >= wave and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(rng.uniform(0.0, 0.03))
             relay_kills.append(await env.unsent())
             rig.kill(relay)
             await asyncio.sleep(rng.uniform(0.0, 0.3))
-            relay = rig.relay(batch_size=200)
+            relay = rig.relay(batch_size=50)
             await rig.ready(relay)
 
     async def crash_consumer() -> None:
@@ -287,7 +293,7 @@ async def test_relay_and_consumer_crashes_apply_every_event_exactly_once(
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(rng.uniform(0.0, 0.8))
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
             consumer_kills.append((await env.effects())[0])
             rig.kill(consumer)
             consumer = rig.consumer()
@@ -324,6 +330,9 @@ async def test_relay_and_consumer_crashes_apply_every_event_exactly_once(
     )
     assert len(relay_kills) >= 4
     assert len(consumer_kills) >= 4
+    # The kills really happened mid-stream, not after the work was done.
+    assert sum(1 for unsent in relay_kills if unsent > 0) >= 3, relay_kills
+    assert sum(1 for applied in consumer_kills if applied < total) >= 3, consumer_kills
 
 
 async def test_events_committed_while_no_relay_runs_are_delivered_once_one_starts(

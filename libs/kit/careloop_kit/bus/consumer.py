@@ -107,14 +107,18 @@ class EventConsumer:
         """Consume until `stop` is set."""
         while not stop.is_set():
             batches = await self._consumer.getmany(timeout_ms=200, max_records=500)
-            for partition, records in batches.items():
-                await self._process_batch(records)
-                # Only after the effects are committed (or dead-lettered) does Kafka learn
-                # that these records are done.
-                await self._consumer.commit({partition: records[-1].offset + 1})
+            if not batches:
+                continue
+            # Every partition's records in one pass (one commit), each partition in order.
+            await self._process_batch([r for records in batches.values() for r in records])
+            # Only after the effects are committed (or dead-lettered) does Kafka learn
+            # that these records are done.
+            await self._consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in batches.items()}
+            )
 
     async def _process_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Apply a partition's records in order, normally in one transaction.
+        """Apply records in order (per partition), normally in one transaction.
 
         The fast path records every event id in the inbox with one statement and runs
         the handlers of the new ones in a single transaction: one commit per batch
