@@ -19,10 +19,10 @@ from uuid import uuid4
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop_contracts import dead_letter_topic
 from careloop_kit.bus.consumer import EventConsumer, Handler
@@ -142,38 +142,45 @@ async def _supervise(name: str, work: Callable[[], Awaitable[None]], stop: async
                 await asyncio.wait_for(stop.wait(), timeout=1)
 
 
-class _RequestContextMiddleware(BaseHTTPMiddleware):
-    """Request ids, a server span per request, and refusal while not ready."""
+class _RequestContextMiddleware:
+    """Request ids and refusal while not ready (pure ASGI).
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid4())
-        request.state.request_id = request_id
-        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        if (
-            runtime is not None
-            and request.url.path not in HEALTH_PATHS
-            and not runtime.readiness.ready
-        ):
+    FastAPI itself opens the server span of each request (continuing an incoming
+    `traceparent`), so the outbox stamps that trace onto the events it stages.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or str(uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        path: str = scope["path"]
+        runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        if runtime is not None and path not in HEALTH_PATHS and not runtime.readiness.ready:
             failing = ", ".join(sorted(runtime.readiness.errors)) or "start-up checks"
-            response: Response = problem_response(
+            response = problem_response(
                 503,
                 "Service unavailable",
                 "dependency-unavailable",
                 f"Not ready ({failing} failing); retry shortly. See /readyz.",
-                request.url.path,
+                path,
             )
-        else:
-            ctx = propagate.extract(dict(request.headers))
-            route = request.url.path
-            with tracer.start_as_current_span(
-                f"{request.method} {route}", context=ctx, kind=trace.SpanKind.SERVER
-            ) as span:
-                span.set_attribute("http.request.method", request.method)
-                span.set_attribute("careloop.request_id", request_id)
-                response = await call_next(request)
-                span.set_attribute("http.response.status_code", response.status_code)
-        response.headers["X-Request-Id"] = request_id
-        return response
+            response.headers["X-Request-Id"] = request_id
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send_with_id)
 
 
 def create_service_app(

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import hvac
 import pytest
 
 from careloop_kit.infra.openbao import policy_name
+from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.testing.apps import running_app
 from careloop_patients.app import create_app
 from careloop_patients.settings import PatientsSettings
@@ -51,3 +53,22 @@ async def test_healthz_is_alive_without_dependencies(patients_settings: Patients
         response = await client.get("/healthz")
 
     assert response.json() == {"status": "alive", "service": "patients"}
+
+
+async def test_losing_the_database_fails_readiness_and_refuses_work(
+    patients_settings: PatientsSettings,
+    postgres_server: PostgresServer,
+    org: dict[str, str],
+) -> None:
+    database = urlsplit(patients_settings.database_url.get_secret_value()).path.lstrip("/")
+    async with running_app(create_app(patients_settings)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+
+        await postgres_server.drop_database(database)
+        ready = await client.get("/readyz")
+        refused = await client.get("/patients/any", headers=org)
+
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] is False
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
