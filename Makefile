@@ -36,7 +36,8 @@ lint: setup
 	$(RUN) python -m careloop_cli.settings_doc --check
 
 typecheck: setup
-	$(RUN) mypy libs/kit/careloop_kit contracts/careloop_contracts
+	$(RUN) mypy libs/kit/careloop_kit libs/cli/careloop_cli contracts/careloop_contracts \
+		services/patients/careloop_patients services/audit/careloop_audit
 
 test: setup kafka-jars lint typecheck
 	$(RUN) pytest

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,8 +157,12 @@ class DevStack:
         bootstrap = self.kafka.bootstrap_servers
         for spec in TOPICS.values():
             run_sync(
-                lambda s=spec: create_topics(
-                    bootstrap, [s.name], partitions=s.partitions, config=s.config()
+                partial(
+                    create_topics,
+                    bootstrap,
+                    [spec.name],
+                    partitions=spec.partitions,
+                    config=spec.config(),
                 )
             )
         console.print(
