@@ -34,6 +34,7 @@ lint: setup
 	$(RUN) ruff format --check .
 	$(RUN) python -m careloop_contracts.generate --check
 	$(RUN) python -m careloop_cli.settings_doc --check
+	$(RUN) python -m careloop_kit.auth.permissions_doc --check
 
 typecheck: setup
 	$(RUN) mypy libs/kit/careloop_kit libs/cli/careloop_cli contracts/careloop_contracts \

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop_contracts import dead_letter_topic
+from careloop_kit.auth.dependencies import install_auth_handlers
 from careloop_kit.bus.consumer import EventConsumer, Handler
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
 from careloop_kit.bus.outbox import Outbox, OutboxRelay
@@ -304,6 +305,7 @@ def create_service_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_auth_handlers(app)
     app.add_middleware(_RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"])

@@ -1,0 +1,97 @@
+"""Authentication and authorization shared by every service.
+
+- `tokens`: `TokenVerifier` checks identity's EdDSA access tokens.
+- `jwks`: where the public keys come from (`HttpJwksSource`, `StaticJwksSource`).
+- `revocation`: `RevokedSessions`, fed by the session-revoked event.
+- `permissions`: THE PERMISSION TABLE (roles x permissions x PHI categories).
+- `dependencies`: `require(permission)` for FastAPI routes.
+- `principal`: `Principal`, `AuthenticatedPrincipal` and the temporary header seam.
+"""
+
+from careloop_kit.auth.dependencies import (
+    TOKEN_VERIFIER_KEY,
+    AuthNotConfigured,
+    authenticate,
+    bearer_token,
+    ensure_token_verifier,
+    install_auth_handlers,
+    permits,
+    principal_from_claims,
+    require,
+    token_verifier_of,
+    visible_categories,
+)
+from careloop_kit.auth.jwks import (
+    HttpJwksSource,
+    JwksError,
+    JwksSource,
+    StaticJwksSource,
+    parse_jwks,
+    public_jwk,
+)
+from careloop_kit.auth.permissions import (
+    PERMISSION_TABLE,
+    PERMISSIONS,
+    PHI_CATEGORIES,
+    ROLES,
+    allowed,
+    phi_categories,
+    requires_mfa,
+    roles_with,
+)
+from careloop_kit.auth.principal import (
+    ALL_LOCATIONS,
+    ActorType,
+    AuthenticatedPrincipal,
+    Principal,
+    PrincipalDep,
+    resolve_principal,
+)
+from careloop_kit.auth.revocation import RevokedSessions
+from careloop_kit.auth.tokens import (
+    ACCESS_TOKEN_TYPE,
+    SIGNING_KEY_NAME,
+    Claims,
+    InvalidToken,
+    TokenVerifier,
+)
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "ALL_LOCATIONS",
+    "PERMISSIONS",
+    "PERMISSION_TABLE",
+    "PHI_CATEGORIES",
+    "ROLES",
+    "SIGNING_KEY_NAME",
+    "TOKEN_VERIFIER_KEY",
+    "ActorType",
+    "AuthNotConfigured",
+    "AuthenticatedPrincipal",
+    "Claims",
+    "HttpJwksSource",
+    "InvalidToken",
+    "JwksError",
+    "JwksSource",
+    "Principal",
+    "PrincipalDep",
+    "RevokedSessions",
+    "StaticJwksSource",
+    "TokenVerifier",
+    "allowed",
+    "authenticate",
+    "bearer_token",
+    "ensure_token_verifier",
+    "install_auth_handlers",
+    "parse_jwks",
+    "permits",
+    "phi_categories",
+    "principal_from_claims",
+    "public_jwk",
+    "require",
+    "requires_mfa",
+    "resolve_principal",
+    "roles_with",
+    "token_verifier_of",
+    "visible_categories",
+]

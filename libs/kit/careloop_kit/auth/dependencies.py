@@ -1,0 +1,148 @@
+"""FastAPI dependencies that enforce the permission table inside each service.
+
+    @router.get("/patients/{patient_id}")
+    async def read(patient_id: str, principal: Annotated[AuthenticatedPrincipal,
+                   Depends(require("patients:read"))]) -> ...:
+        record = await load(principal.org_id, patient_id)        # tenant: own org only
+        principal.can_access_patient(record.id, record.location_id)  # 403 otherwise
+
+`require(permission)` takes the bearer token, verifies it with the app's
+`TokenVerifier` (`runtime.state["token_verifier"]`), checks the permission
+against the token's roles (a partner: against its scopes) and returns the
+principal. A service without a verifier fails closed with a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from careloop_kit.auth.permissions import PERMISSIONS, any_allowed, categories_for
+from careloop_kit.auth.principal import AuthenticatedPrincipal
+from careloop_kit.auth.tokens import Claims, InvalidToken, TokenVerifier
+from careloop_kit.problems import Forbidden, ProblemError, problem_response
+
+TOKEN_VERIFIER_KEY = "token_verifier"  # noqa: S105 - a state key, not a secret
+
+
+class AuthNotConfigured(ProblemError):
+    """The service has no token verifier: refuse every request rather than allow."""
+
+    status, title, slug = 500, "Authentication not configured", "auth-not-configured"
+
+
+def token_verifier_of(app: Any) -> TokenVerifier:
+    """The verifier of an app: `app.state.runtime.state["token_verifier"]`
+    (or `app.state.token_verifier` for apps without a runtime)."""
+    runtime = getattr(app.state, "runtime", None)
+    verifier = None
+    if runtime is not None:
+        verifier = getattr(runtime, "state", {}).get(TOKEN_VERIFIER_KEY)
+    if verifier is None:
+        verifier = getattr(app.state, TOKEN_VERIFIER_KEY, None)
+    if not isinstance(verifier, TokenVerifier):
+        raise AuthNotConfigured(
+            "This service has no token verifier; set runtime.state['token_verifier'] "
+            "in its start-up hook."
+        )
+    return verifier
+
+
+def ensure_token_verifier(runtime: Any) -> TokenVerifier:
+    """Call from a service's start-up hook: fail start-up without a verifier."""
+    verifier = getattr(runtime, "state", {}).get(TOKEN_VERIFIER_KEY)
+    if not isinstance(verifier, TokenVerifier):
+        raise RuntimeError(
+            "runtime.state['token_verifier'] must hold a TokenVerifier before serving requests"
+        )
+    return verifier
+
+
+def bearer_token(request: Request) -> str:
+    """The token of an `Authorization: Bearer ...` header, or `InvalidToken`."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise InvalidToken("Send an access token: Authorization: Bearer <token>.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise InvalidToken("Use the Bearer scheme: Authorization: Bearer <token>.")
+    return token
+
+
+def principal_from_claims(claims: Claims) -> AuthenticatedPrincipal:
+    """The principal a verified token speaks for."""
+    return AuthenticatedPrincipal(
+        actor_id=claims.sub,
+        actor_type=claims.act,
+        org_id=claims.org,
+        purpose_of_use="TREAT",
+        roles=claims.roles,
+        locations=claims.loc,
+        patient_id=claims.pat,
+        session_id=claims.sid,
+        scopes=claims.scopes,
+        token_id=claims.jti,
+    )
+
+
+def permits(principal: AuthenticatedPrincipal, permission: str) -> bool:
+    """Whether the principal holds `permission`: partners through their scopes,
+    everyone else through their roles."""
+    if principal.actor_type == "partner":
+        return permission in principal.scopes
+    return any_allowed(principal.roles, permission)
+
+
+def visible_categories(principal: AuthenticatedPrincipal, permission: str) -> frozenset[str]:
+    """PHI categories the principal may see through `permission` (from its roles;
+    a partner's scopes grant operations, and the categories of its roles)."""
+    if not permits(principal, permission):
+        return frozenset()
+    return categories_for(principal.roles, permission)
+
+
+async def authenticate(request: Request) -> AuthenticatedPrincipal:
+    """Verify the bearer token of a request; no permission check."""
+    verifier = token_verifier_of(request.app)
+    token = bearer_token(request)
+    principal = principal_from_claims(await verifier.verify(token))
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: str) -> Callable[[Request], Awaitable[AuthenticatedPrincipal]]:
+    """A dependency: a verified principal holding `permission`, or 401/403."""
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}; add it to the permission table")
+
+    async def dependency(request: Request) -> AuthenticatedPrincipal:
+        principal = await authenticate(request)
+        if not permits(principal, permission):
+            raise Forbidden(f"Your role does not allow {permission}.")
+        return principal
+
+    dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    dependency.required_permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+def install_auth_handlers(app: FastAPI) -> None:
+    """Answer `InvalidToken` with 401 problem+json plus `WWW-Authenticate: Bearer`
+    (RFC 6750). Call after `install_problem_handlers`."""
+
+    async def on_invalid_token(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidToken)
+        response = problem_response(
+            exc.status, exc.title, exc.slug, exc.detail, request.url.path, **exc.extra
+        )
+        if request.headers.get("authorization"):
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        else:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    app.add_exception_handler(InvalidToken, on_invalid_token)

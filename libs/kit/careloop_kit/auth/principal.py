@@ -1,0 +1,125 @@
+"""Who is calling: the principal of a request.
+
+`Principal` is what audit records and services see. `AuthenticatedPrincipal`
+is the principal of a verified access token (see `careloop_kit.auth.dependencies`):
+it adds roles, location scopes, the patient a portal account is linked to and
+the session, plus the object-level checks every service applies.
+
+THE TEMPORARY SEAM: `resolve_principal` still accepts a request that names its
+organization in `X-Organization-Id` and its actor in `X-Actor-Id`; both are
+validated, and nothing else in a service reads them. Routes move off it to
+`require(permission)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Header
+
+from careloop_kit.problems import Forbidden, Unauthorized
+
+ActorType = Literal["user", "service", "partner", "patient", "system"]
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller and the tenant it acts in."""
+
+    actor_id: str
+    actor_type: ActorType
+    org_id: str
+    purpose_of_use: str = "TREAT"
+
+
+async def resolve_principal(
+    x_organization_id: Annotated[str | None, Header()] = None,
+    x_actor_id: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """Resolve the caller; replace with JWT verification when identity lands."""
+    if not x_organization_id or not _ID.match(x_organization_id):
+        raise Unauthorized(
+            "Send the organization id in the X-Organization-Id header "
+            "(letters, digits, '.', '_', ':' or '-', at most 64)."
+        )
+    actor = x_actor_id or "anonymous"
+    if not _ID.match(actor):
+        raise Unauthorized("X-Actor-Id must be an id of at most 64 safe characters.")
+    return Principal(actor_id=actor, actor_type="user", org_id=x_organization_id)
+
+
+PrincipalDep = Annotated[Principal, Depends(resolve_principal)]
+
+ALL_LOCATIONS = "*"
+
+
+@dataclass(frozen=True)
+class AuthenticatedPrincipal(Principal):
+    """The caller of a verified access token.
+
+    `actor_id` is the token's `sub`, `actor_type` its `act`, `org_id` its `org`.
+    The `can_*` checks return True or raise `Forbidden`, so a forgotten `if`
+    still denies; `allows_*` are the plain predicates for filtering lists.
+    """
+
+    roles: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()
+    patient_id: str | None = None
+    session_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+    token_id: str | None = None
+
+    @property
+    def is_patient(self) -> bool:
+        """A portal account: it may only ever reach its own record."""
+        return self.actor_type == "patient" or "patient" in self.roles
+
+    def allows_org(self, org_id: str) -> bool:
+        """Whether `org_id` is the caller's own tenant."""
+        return org_id == self.org_id
+
+    def allows_location(self, location_id: str | None) -> bool:
+        """Whether a location is inside the caller's scope (a patient has none)."""
+        if self.is_patient:
+            return False
+        if ALL_LOCATIONS in self.locations:
+            return True
+        return location_id is not None and location_id in self.locations
+
+    def allows_patient(
+        self, patient_id: str, location_id: str | None, *, org_id: str | None = None
+    ) -> bool:
+        """Whether the caller may reach this patient's record."""
+        if org_id is not None and not self.allows_org(org_id):
+            return False
+        if self.is_patient:
+            return self.patient_id is not None and patient_id == self.patient_id
+        return self.allows_location(location_id)
+
+    def can_access_org(self, org_id: str) -> bool:
+        """True, or `Forbidden` for another tenant's resource."""
+        if not self.allows_org(org_id):
+            raise Forbidden("This resource belongs to another organization.")
+        return True
+
+    def can_access_location(self, location_id: str | None) -> bool:
+        """True, or `Forbidden` when the location is outside the caller's scope."""
+        if not self.allows_location(location_id):
+            raise Forbidden("This location is outside your access scope.")
+        return True
+
+    def can_access_patient(
+        self, patient_id: str, location_id: str | None, *, org_id: str | None = None
+    ) -> bool:
+        """True, or `Forbidden`: patients reach only their own record; staff only
+        patients of a location in their scope (or every location with `*`)."""
+        if org_id is not None:
+            self.can_access_org(org_id)
+        if not self.allows_patient(patient_id, location_id):
+            if self.is_patient:
+                raise Forbidden("A patient account may only access its own record.")
+            raise Forbidden("This patient is outside your location scope.")
+        return True

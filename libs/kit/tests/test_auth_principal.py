@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from careloop_kit.auth import AuthenticatedPrincipal, RevokedSessions
+from careloop_kit.clock import FrozenClock
+from careloop_kit.problems import Forbidden
+
+pytestmark = pytest.mark.unit
+
+
+def staff(*locations: str) -> AuthenticatedPrincipal:
+    return AuthenticatedPrincipal(
+        actor_id="u-1", actor_type="user", org_id="org-1", roles=("provider",), locations=locations
+    )
+
+
+PATIENT = AuthenticatedPrincipal(
+    actor_id="portal-1", actor_type="patient", org_id="org-1", roles=("patient",), patient_id="p-1"
+)
+
+
+def test_staff_location_scope() -> None:
+    assert staff("loc-1").can_access_location("loc-1")
+    assert staff("*").can_access_location("anywhere")
+    with pytest.raises(Forbidden):
+        staff("loc-1").can_access_location("loc-2")
+    with pytest.raises(Forbidden):
+        staff("loc-1").can_access_location(None)
+    with pytest.raises(Forbidden):
+        staff().can_access_location("loc-1")
+    assert staff("*").can_access_location(None)
+
+
+def test_patient_own_record_only() -> None:
+    assert PATIENT.can_access_patient("p-1", "loc-7")
+    assert PATIENT.can_access_patient("p-1", None)
+    with pytest.raises(Forbidden):
+        PATIENT.can_access_patient("p-2", "loc-7")
+    with pytest.raises(Forbidden):
+        PATIENT.can_access_location("loc-7")
+
+
+def test_patient_role_without_patient_id_reaches_nothing() -> None:
+    broken = AuthenticatedPrincipal(
+        actor_id="x", actor_type="user", org_id="org-1", roles=("patient",), locations=("*",)
+    )
+    assert not broken.allows_patient("p-1", "loc-1")
+
+
+def test_other_tenant_is_forbidden() -> None:
+    assert staff("*").can_access_patient("p-1", "loc-1", org_id="org-1")
+    with pytest.raises(Forbidden):
+        staff("*").can_access_patient("p-1", "loc-1", org_id="org-2")
+    with pytest.raises(Forbidden):
+        PATIENT.can_access_patient("p-1", None, org_id="org-2")
+    with pytest.raises(Forbidden):
+        staff("*").can_access_org("org-2")
+
+
+@dataclass
+class SessionRevoked:
+    session_id: str
+
+
+async def test_revocation_handler_takes_event_objects_and_expires() -> None:
+    clock = FrozenClock()
+    revoked = RevokedSessions(ttl_s=600, clock=clock)
+    handler = revoked.handler()
+
+    await handler(None, None, SessionRevoked("s-1"))
+    await handler(None, None, {"session_id": ""})
+    await handler(None, None, {"other": "field"})
+
+    assert revoked.is_revoked("s-1")
+    assert len(revoked) == 1
+    clock.advance(timedelta(seconds=599))
+    assert revoked.is_revoked("s-1")
+    clock.advance(timedelta(seconds=2))
+    assert not revoked.is_revoked("s-1")
+
+
+def test_revocation_ttl_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        RevokedSessions(ttl_s=0)
