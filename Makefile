@@ -38,7 +38,8 @@ lint: setup
 
 typecheck: setup
 	$(RUN) mypy libs/kit/careloop_kit libs/cli/careloop_cli contracts/careloop_contracts \
-		services/patients/careloop_patients services/audit/careloop_audit
+		services/patients/careloop_patients services/audit/careloop_audit \
+		services/identity/careloop_identity services/gateway/careloop_gateway
 
 test: setup kafka-jars lint typecheck
 	$(RUN) pytest

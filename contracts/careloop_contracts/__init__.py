@@ -19,6 +19,7 @@ from careloop_contracts.envelope import (
     from_headers,
     to_headers,
 )
+from careloop_contracts.identity import SessionRevoked
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_contracts.topics import (
     TOPICS,
@@ -41,6 +42,7 @@ __all__ = [
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",
+    "SessionRevoked",
     "TopicSpec",
     "UnknownEventType",
     "checkpoint_record_key",

@@ -55,6 +55,22 @@ TOPICS: dict[str, TopicSpec] = {
             ),
         ),
         TopicSpec(
+            name="careloop.identity",
+            partitions=3,
+            retention_ms=7 * DAY_MS,
+            cleanup_policy="delete",
+            owner="identity",
+            key=(
+                "Per event: session events by user id; access records by patient id "
+                "(org id when no patient)."
+            ),
+            description=(
+                "Session revocations (logout, refresh-token reuse), which every service "
+                "that verifies access tokens consumes, and the access records of the "
+                "identity service (logins, failures, lockouts, MFA changes)."
+            ),
+        ),
+        TopicSpec(
             name="careloop.audit",
             partitions=3,
             # Longer than the service streams: the audit consumer falling behind must

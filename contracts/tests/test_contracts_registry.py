@@ -14,6 +14,7 @@ from careloop_contracts import (
     PatientMerged,
     PatientRegistered,
     PatientUpdated,
+    SessionRevoked,
     UnknownEventType,
     isolated_registry,
     parse,
@@ -29,6 +30,7 @@ def test_registry_holds_every_event_by_type() -> None:
     assert registry() == {
         "careloop.audit.access.recorded.v1": AccessRecorded,
         "careloop.audit.checkpoint.signed.v1": AuditCheckpointSigned,
+        "careloop.identity.session.revoked.v1": SessionRevoked,
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,
         "careloop.patients.patient.updated.v1": PatientUpdated,

@@ -101,10 +101,11 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
     first = StackProcess(stack_env)
     try:
         endpoints = first.wait_endpoints()
-        patients_url = endpoints["services"]["patients"]["url"]
+        gateway_url = endpoints["services"]["gateway"]["url"]
         audit_url = endpoints["services"]["audit"]["url"]
+        # Through the gateway, as a practice's integration would.
         registered = httpx.post(
-            f"{patients_url}/patients",
+            f"{gateway_url}/api/v1/patients/patients",
             json={
                 "name": {"family": "Synthetic", "given": ["Devstack"]},
                 "birth_date": "1970-01-01",
@@ -117,6 +118,18 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         trail = _wait_for_trail(audit_url, patient_id, "create")
 
         assert trail[0]["actor_id"] == ORG["X-Actor-Id"]
+        logins = json.loads((first.state / "demo-logins.json").read_text())
+        assert {u["role"] for u in logins["users"]} >= {"org_admin", "front_desk", "auditor"}
+        login = httpx.post(
+            f"{gateway_url}/api/v1/identity/auth/login",
+            json={
+                "org_id": logins["org_id"],
+                "email": next(u for u in logins["users"] if u["role"] == "billing")["email"],
+                "password": next(u for u in logins["users"] if u["role"] == "billing")["password"],
+            },
+        )
+        assert login.status_code == 200, login.text
+        assert login.json()["token_type"] == "Bearer"
         spawned = _children(first.process.pid)
         assert spawned, "dev up should run services and servers as child processes"
     finally:

@@ -5,15 +5,89 @@ Every value here is invented for demonstration and marked as synthetic.
 
 from __future__ import annotations
 
-DEMO_ORG = "demo-group"
+import secrets
+from typing import Any
+
+import httpx
+
 DEMO_ACTOR = "demo-seeder"
+DEMO_EMAIL_DOMAIN = "demo-group.example.org"
+
+# (name, IANA time zone, sensitive): two time zones, one behavioral-health location.
+DEMO_LOCATIONS = [
+    ("North Clinic (synthetic)", "America/Chicago", False),
+    ("South Behavioral Health (synthetic)", "America/Chicago", True),
+    ("West Clinic (synthetic)", "America/Los_Angeles", False),
+]
+# The location manager runs the North clinic and the front desk works at the West one;
+# everyone else sees every location.
+SINGLE_LOCATION_ROLES = {"location_manager": 0, "front_desk": 2}
+STAFF_ROLES = [
+    "org_admin",
+    "location_manager",
+    "provider",
+    "care_coordinator",
+    "front_desk",
+    "billing",
+    "auditor",
+]
+
+
+def _password() -> str:
+    # Generated per machine: never a fixed credential in the repository.
+    return secrets.token_urlsafe(12) + "-Aa1"
+
+
+def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
+    """Create the demo organization, its locations and one staff login per role."""
+    headers = {"X-Bootstrap-Token": bootstrap_token}
+    with httpx.Client(base_url=identity_url, timeout=30, headers=headers) as client:
+        org = client.post("/organizations", json={"name": "Demo Medical Group (synthetic)"})
+        org.raise_for_status()
+        org_id = str(org.json()["id"])
+        locations = []
+        for name, time_zone, sensitive in DEMO_LOCATIONS:
+            created = client.post(
+                f"/organizations/{org_id}/locations",
+                json={"name": name, "time_zone": time_zone, "sensitive": sensitive},
+            )
+            created.raise_for_status()
+            locations.append({"id": created.json()["id"], "name": name, "time_zone": time_zone})
+        users = []
+        for index, role in enumerate(STAFF_ROLES):
+            # Location managers and front desk work at one clinic; the rest see all.
+            scope: list[str] | str = (
+                [locations[index % 2 * 2]["id"]]
+                if role in ("location_manager", "front_desk")
+                else "*"
+            )
+            email = f"{role.replace('_', '.')}@{DEMO_EMAIL_DOMAIN}"
+            password = _password()
+            created = client.post(
+                f"/organizations/{org_id}/users",
+                json={
+                    "email": email,
+                    "display_name": f"Demo {role.replace('_', ' ').title()} (synthetic)",
+                    "password": password,
+                    "roles": [role],
+                    "locations": scope,
+                },
+            )
+            created.raise_for_status()
+            users.append({"role": role, "email": email, "password": password, "locations": scope})
+    return {
+        "note": "Synthetic demo accounts for local development only.",
+        "org_id": org_id,
+        "locations": locations,
+        "users": users,
+    }
 
 
 def demo_patients() -> list[dict[str, object]]:
     """Registration bodies of fictional patients (SYNTHETIC DATA, not real people)."""
     return [
         {
-            "location_id": "demo-north-clinic",
+            "location_id": None,
             "name": {"family": "Synthetic-Ortega", "given": ["Demo"]},
             "birth_date": "1961-02-03",
             "sex": "female",
@@ -22,7 +96,7 @@ def demo_patients() -> list[dict[str, object]]:
             "preferred_language": "es",
         },
         {
-            "location_id": "demo-north-clinic",
+            "location_id": None,
             "name": {"family": "Synthetic-Nakamura", "given": ["Demo"]},
             "birth_date": "1984-07-19",
             "sex": "male",
@@ -31,7 +105,7 @@ def demo_patients() -> list[dict[str, object]]:
             "preferred_language": "en",
         },
         {
-            "location_id": "demo-south-behavioral",
+            "location_id": None,
             "name": {"family": "Synthetic-Okafor", "given": ["Demo"]},
             "birth_date": "1999-11-30",
             "sex": "other",

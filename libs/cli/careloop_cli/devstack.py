@@ -73,6 +73,20 @@ class RunningService:
         return f"http://127.0.0.1:{self.port}"
 
 
+def seed_patients(patients_url: str, org_id: str, actor: str) -> list[str]:
+    """Register the synthetic demo patients; returns their ids."""
+    from careloop_cli.demo import demo_patients
+
+    headers = {"X-Organization-Id": org_id, "X-Actor-Id": actor}
+    ids = []
+    with httpx.Client(base_url=patients_url, timeout=10) as client:
+        for body in demo_patients():
+            response = client.post("/patients", json=body, headers=headers)
+            response.raise_for_status()
+            ids.append(str(response.json()["id"]))
+    return ids
+
+
 def _die_with_parent() -> None:
     # Linux: the child gets SIGTERM if `careloop dev up` dies, so nothing is orphaned.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -171,7 +185,9 @@ class DevStack:
         )
         return tokens
 
-    def prepare_service(self, entry: ServiceEntry, port: int, vault_token: str) -> dict[str, str]:
+    def prepare_service(
+        self, entry: ServiceEntry, port: int, vault_token: str, ports: dict[str, int]
+    ) -> dict[str, str]:
         if self.postgres is None or self.openbao is None or self.kafka is None:
             raise RuntimeError("start the infrastructure first")
         role = database = f"careloop_{entry.name}"
@@ -193,6 +209,12 @@ class DevStack:
             "CARELOOP_VAULT_ADDR": self.openbao.addr,
             "CARELOOP_VAULT_TOKEN": vault_token,
         }
+        if entry.name == "gateway":
+            env["CARELOOP_ROUTES"] = json.dumps(
+                {name: f"http://127.0.0.1:{p}" for name, p in ports.items() if name != "gateway"}
+            )
+        if entry.name == "identity":
+            env["CARELOOP_BOOTSTRAP_TOKEN"] = _secret(self.root / "secrets" / "identity-bootstrap")
         write_env_file(entry.name, env)
         upgrade(entry.migrations, env["CARELOOP_DATABASE_URL"])
         return env
@@ -200,9 +222,13 @@ class DevStack:
     # --- services ---------------------------------------------------------------------
 
     def start_services(self, tokens: dict[str, str]) -> None:
-        for index, entry in enumerate(SERVICES.values()):
-            port = self.service_port(index, entry)
-            env = {**os.environ, **self.prepare_service(entry, port, tokens[entry.name])}
+        ports = {e.name: self.service_port(i, e) for i, e in enumerate(SERVICES.values())}
+        for entry in SERVICES.values():
+            port = ports[entry.name]
+            env = {
+                **os.environ,
+                **self.prepare_service(entry, port, tokens[entry.name], ports),
+            }
             process = subprocess.Popen(
                 [sys.executable, "-m", "careloop_cli.main", "serve", entry.name],
                 env=env,
@@ -211,7 +237,7 @@ class DevStack:
                 preexec_fn=_die_with_parent,
             )
             running = RunningService(entry, port, process)
-            color = COLORS[index % len(COLORS)]
+            color = COLORS[len(self.services) % len(COLORS)]
             for stream in (process.stdout, process.stderr):
                 assert stream is not None
                 pump = threading.Thread(target=_pump, args=(stream, entry.name, color), daemon=True)
@@ -259,19 +285,29 @@ class DevStack:
         return endpoints
 
     def seed_demo(self) -> None:
-        """Register a few synthetic patients once (clearly fake, for trying the API)."""
+        """Seed the synthetic demo group once: organization, locations, one login per
+        role (written to `.careloop/demo-logins.json`) and a few patients."""
         marker = self.root / "seeded"
         if not self.settings.seed_demo or marker.exists():
             return
-        from careloop_cli.demo import DEMO_ACTOR, DEMO_ORG, demo_patients
+        from careloop_cli.demo import DEMO_ACTOR, seed_identity
 
-        patients = next(s for s in self.services if s.entry.name == "patients")
-        headers = {"X-Organization-Id": DEMO_ORG, "X-Actor-Id": DEMO_ACTOR}
-        with httpx.Client(base_url=patients.url, timeout=10) as client:
-            for body in demo_patients():
-                client.post("/patients", json=body, headers=headers).raise_for_status()
+        urls = {s.entry.name: s.url for s in self.services}
+        bootstrap = _secret(self.root / "secrets" / "identity-bootstrap")
+        logins = seed_identity(urls["identity"], bootstrap)
+        patients = seed_patients(urls["patients"], logins["org_id"], DEMO_ACTOR)
+        logins_file = self.root / "demo-logins.json"
+        logins_file.write_text(json.dumps({**logins, "patient_ids": patients}, indent=2))
+        logins_file.chmod(0o600)
         marker.write_text("synthetic demo practice seeded\n")
-        console.print(f"[bold]careloop[/] seeded synthetic demo patients for org {DEMO_ORG}")
+        console.print(
+            f"[bold]careloop[/] seeded the synthetic demo group {logins['org_id']}: "
+            f"{len(logins['locations'])} locations, {len(logins['users'])} logins, "
+            f"{len(patients)} patients"
+        )
+        for user in logins["users"]:
+            console.print(f"  {user['role']:<17} {user['email']:<40} {user['password']}")
+        console.print(f"  (also in {logins_file}; synthetic, local development only)")
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -285,8 +321,9 @@ class DevStack:
             tokens = self.start_infrastructure()
             self.start_services(tokens)
             self.wait_ready()
-            endpoints = self.write_endpoints()
+            # Seed first: endpoints.json appearing means the stack is ready to use.
             self.seed_demo()
+            endpoints = self.write_endpoints()
             console.print("\n[bold green]Careloop is running[/] (Ctrl-C stops everything)")
             for name, info in endpoints["services"].items():
                 console.print(f"  {name:<10} {info['url']}   docs: {info['url']}/docs")

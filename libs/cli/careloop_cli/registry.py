@@ -42,12 +42,14 @@ class ServiceEntry:
         return factory
 
 
-# Start order matters only for readability of the logs; services never call each other.
+# Services never call each other; the gateway (last) routes to the others.
 SERVICES: dict[str, ServiceEntry] = {
     entry.name: entry
     for entry in (
         ServiceEntry("patients", "careloop_patients", 8101),
         ServiceEntry("audit", "careloop_audit", 8102),
+        ServiceEntry("identity", "careloop_identity", 8103),
+        ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }
 

@@ -33,7 +33,9 @@ from careloop_kit.infra.ports import free_port_pair
 
 PHI_KEY = "careloop-phi"
 AUDIT_CHECKPOINT_KEY = "careloop-audit-checkpoint"
+IDENTITY_SIGNING_KEY = "careloop-identity-signing"
 BLIND_INDEX_PATH = "careloop/patients/blind-index"
+TOTP_KEY_PATH = "careloop/identity/totp-key"
 TOKEN_PERIOD = "768h"  # noqa: S105 (a duration, not a secret)
 
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -379,6 +381,16 @@ path "transit/keys/{AUDIT_CHECKPOINT_KEY}" {{
   capabilities = ["read"]
 }}
 """,
+    "identity": f"""\
+# Access tokens: sign with the identity key and publish its public keys (JWKS).
+# Rotating the key is an operator's action, not the service's.
+path "transit/sign/{IDENTITY_SIGNING_KEY}" {{
+  capabilities = ["update"]
+}}
+path "transit/keys/{IDENTITY_SIGNING_KEY}" {{
+  capabilities = ["read"]
+}}
+""",
 }
 """Per-service additions to the base policy (which every service gets)."""
 
@@ -401,10 +413,10 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
     """Idempotently set up engines, keys, secrets and policies; return a new token per service.
 
     * kv-v2 at ``secret/`` and transit at ``transit/`` (enabled if missing);
-    * transit keys ``careloop-phi`` (aes256-gcm96) and ``careloop-audit-checkpoint``
-      (ed25519);
-    * KV secret ``careloop/patients/blind-index`` (field ``key``: 32 random bytes, base64),
-      created once and never overwritten;
+    * transit keys ``careloop-phi`` (aes256-gcm96), ``careloop-audit-checkpoint`` and
+      ``careloop-identity-signing`` (both ed25519);
+    * KV secrets ``careloop/patients/blind-index`` and ``careloop/identity/totp-key``
+      (field ``key``: 32 random bytes, base64), created once and never overwritten;
     * a policy ``careloop-<service>`` and a periodic, renewable token per service.
     """
     import hvac
@@ -421,22 +433,27 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
     if "transit/" not in mounts:
         client.sys.enable_secrets_engine("transit", path="transit")
 
-    for name, key_type in ((PHI_KEY, "aes256-gcm96"), (AUDIT_CHECKPOINT_KEY, "ed25519")):
+    for name, key_type in (
+        (PHI_KEY, "aes256-gcm96"),
+        (AUDIT_CHECKPOINT_KEY, "ed25519"),
+        (IDENTITY_SIGNING_KEY, "ed25519"),
+    ):
         try:
             client.secrets.transit.read_key(name=name)
         except InvalidPath:
             client.secrets.transit.create_key(name=name, key_type=key_type)
 
-    try:
-        client.secrets.kv.v2.read_secret_version(
-            path=BLIND_INDEX_PATH, mount_point="secret", raise_on_deleted_version=True
-        )
-    except InvalidPath:
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        # cas=0: write only if the secret does not exist yet (no overwrite under a race).
-        client.secrets.kv.v2.create_or_update_secret(
-            path=BLIND_INDEX_PATH, secret={"key": key}, cas=0, mount_point="secret"
-        )
+    for path in (BLIND_INDEX_PATH, TOTP_KEY_PATH):
+        try:
+            client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point="secret", raise_on_deleted_version=True
+            )
+        except InvalidPath:
+            key = base64.b64encode(secrets.token_bytes(32)).decode()
+            # cas=0: write only if the secret does not exist yet (no overwrite under a race).
+            client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret={"key": key}, cas=0, mount_point="secret"
+            )
 
     tokens: dict[str, str] = {}
     for service in services:

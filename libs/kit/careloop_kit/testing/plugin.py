@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from careloop_kit.infra.openbao import OpenBaoServer
     from careloop_kit.infra.postgres import PostgresServer
 
-VAULT_SERVICES = ["patients", "audit"]
+VAULT_SERVICES = ["patients", "audit", "identity"]
 """Services that ``vault_tokens`` holds a token for."""
 
 # Which server each fixture needs (directly or through another fixture).

@@ -1,0 +1,1 @@
+"""Careloop gateway: the single public entry in front of every service."""

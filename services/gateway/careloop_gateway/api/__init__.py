@@ -1,0 +1,1 @@
+"""HTTP doors of the gateway: the proxy and the merged API documentation."""

@@ -1,0 +1,37 @@
+"""The gateway's live objects, built in the lifespan and kept in `runtime.state`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from careloop_gateway.domain.ratelimit import RateLimiter
+from careloop_gateway.settings import GatewaySettings
+from careloop_kit.service import Runtime
+
+STATE_KEY = "gateway"
+
+
+@dataclass
+class OpenApiCache:
+    document: dict[str, Any] | None = None
+    built_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    http: httpx.AsyncClient
+    limiter: RateLimiter
+    openapi: OpenApiCache = field(default_factory=OpenApiCache)
+
+
+def get_runtime_and_gateway(request: Request) -> tuple[Runtime, Gateway]:
+    runtime: Runtime = request.app.state.runtime
+    gateway: Gateway = runtime.state[STATE_KEY]
+    return runtime, gateway

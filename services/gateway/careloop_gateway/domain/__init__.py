@@ -1,0 +1,1 @@
+"""Pure logic of the gateway: rate limits, header rules, idempotency, OpenAPI merge."""

@@ -1,0 +1,1 @@
+"""Event subscribers of the gateway (none: it consumes and publishes no events)."""

@@ -1,0 +1,189 @@
+"""Fixtures: the real patients service in its own process, the gateway in-process.
+
+The patients service is started with the `careloop` command, as in production, so this
+package never imports another service's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+import careloop_gateway
+from careloop_gateway.app import create_app
+from careloop_gateway.settings import GatewaySettings
+from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.infra.ports import free_port
+from careloop_kit.testing.apps import running_app
+
+if TYPE_CHECKING:
+    from careloop_kit.infra.postgres import PostgresServer
+
+MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
+
+
+@asynccontextmanager
+async def serve_in_task(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app under uvicorn on a free port in this event loop; yield its URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn exited before it started")
+        if time.monotonic() > deadline:
+            raise TimeoutError("uvicorn did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+def gateway_vault_token(vault_addr: str, vault_root_token: str) -> str:
+    """A Vault token under the gateway's own policy."""
+    from careloop_kit.infra.openbao import bootstrap_vault
+
+    return bootstrap_vault(vault_addr, vault_root_token, ["gateway"])["gateway"]
+
+
+def _careloop(*args: str) -> list[str]:
+    """The `careloop` command line, run with this interpreter."""
+    return [sys.executable, "-m", "careloop_cli.main", *args]
+
+
+@pytest.fixture(scope="module")
+async def patients_url(
+    postgres_server: PostgresServer,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    vault_tokens: dict[str, str],
+) -> AsyncIterator[str]:
+    """The real patients service as its own process, migrated, on a free port."""
+    suffix = uuid.uuid4().hex[:10]
+    name = f"patients_gw_{suffix}"
+    password = uuid.uuid4().hex
+    await postgres_server.create_database(name, owner=name, password=password)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CARELOOP_STATE_DIR": tempfile.mkdtemp(prefix="careloop-gateway-test-"),
+        "CARELOOP_ENVIRONMENT": "test",
+        "CARELOOP_DATABASE_URL": postgres_server.dsn_for(name, name, password),
+        "CARELOOP_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CARELOOP_VAULT_ADDR": vault_addr,
+        "CARELOOP_VAULT_TOKEN": vault_tokens["patients"],
+        "CARELOOP_TOPIC_PREFIX": f"t{suffix}.",
+        "CARELOOP_HTTP_PORT": str(port),
+        "CARELOOP_LOG_JSON": "false",
+        "CARELOOP_LOG_LEVEL": "WARNING",
+    }
+    migrate = await asyncio.create_subprocess_exec(
+        *_careloop("migrate", "patients"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(migrate.communicate(), timeout=120)
+    assert migrate.returncode == 0, output.decode()
+    log = tempfile.NamedTemporaryFile(prefix="patients-", suffix=".log", delete=False)  # noqa: SIM115
+    process = await asyncio.create_subprocess_exec(
+        *_careloop("serve", "patients"), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.returncode is None, _read(log.name)
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, _read(log.name)
+                await asyncio.sleep(0.2)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(errors="replace")
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def make_gateway(
+    make_database: Callable[[str], Any],
+    kafka_bootstrap: str,
+    vault_addr: str,
+    gateway_vault_token: str,
+    topic_prefix: str,
+) -> GatewayFactory:
+    """`async with make_gateway(routes={...}, **settings) as client:` a running gateway."""
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        dsn = await make_database("gateway")
+        await upgrade_async(MIGRATIONS, dsn)
+        settings = GatewaySettings(
+            environment="test",
+            database_url=dsn,
+            kafka_bootstrap=kafka_bootstrap,
+            vault_addr=vault_addr,
+            vault_token=gateway_vault_token,
+            topic_prefix=topic_prefix,
+            log_json=False,
+            **overrides,
+        )
+        app: FastAPI = create_app(settings)
+        async with running_app(app) as client:
+            yield client
+
+    return factory
+
+
+@pytest.fixture
+def org(unique_id: str) -> dict[str, str]:
+    return {"X-Organization-Id": f"org-{unique_id}", "X-Actor-Id": f"user-{unique_id}"}
+
+
+def new_patient(marker: str, **overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "location_id": "loc-north",
+        "name": {"family": f"Fam{marker}", "given": [f"Giv{marker}"]},
+        "birth_date": "1980-04-02",
+        "sex": "female",
+        "phones": ["(555) 201-3344"],
+        "emails": [f"{marker}@example.org"],
+    }
+    body.update(overrides)
+    return body

@@ -1,0 +1,295 @@
+"""The gateway in front of the real patients service (its own process, real infrastructure)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from careloop_gateway.domain.openapi import iter_refs, resolve_ref
+from careloop_kit.infra.ports import free_port
+
+from .conftest import GatewayFactory, new_patient, serve_in_task
+
+pytestmark = pytest.mark.service
+
+PATIENTS = "/api/v1/patients/patients"
+
+
+async def test_a_patient_is_registered_and_read_through_the_gateway(
+    make_gateway: GatewayFactory, patients_url: str, org: dict[str, str], unique_id: str
+) -> None:
+    async with make_gateway(routes={"patients": patients_url}) as gateway:
+        created = await gateway.post(PATIENTS, json=new_patient(unique_id), headers=org)
+        assert created.status_code == 201, created.text
+        patient = created.json()
+
+        read = await gateway.get(f"{PATIENTS}/{patient['id']}", headers=org)
+        found = await gateway.get(
+            PATIENTS, params={"email": f"{unique_id}@example.org"}, headers=org
+        )
+
+    assert read.status_code == 200
+    assert read.json() == patient
+    assert [p["id"] for p in found.json()["items"]] == [patient["id"]]
+    assert read.headers["ratelimit-limit"] == "100"
+    assert int(read.headers["ratelimit-remaining"]) >= 0
+
+
+async def test_the_request_id_is_forwarded_and_echoed_once(
+    make_gateway: GatewayFactory, unique_id: str
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def echo(request: Request) -> JSONResponse:
+        seen.update(request.headers)
+        seen["path"] = request.url.path
+        seen["query"] = request.url.query
+        return JSONResponse({"ok": True}, headers={"X-Request-Id": "upstream-own"})
+
+    upstream = Starlette(routes=[Route("/{rest:path}", echo, methods=["GET"])])
+    async with serve_in_task(upstream) as url, make_gateway(routes={"echo": url}) as gateway:
+        given = await gateway.get(
+            "/api/v1/echo/a/b%20c",
+            params={"q": "1"},
+            headers={
+                "X-Request-Id": f"req-{unique_id}",
+                "Idempotency-Key": "not-forwarded",
+                "X-Internal": "not-forwarded",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            },
+        )
+        generated = await gateway.get("/api/v1/echo/x")
+
+    assert given.status_code == 200
+    assert given.headers.get_list("x-request-id") == [f"req-{unique_id}"]
+    assert seen["x-request-id"] != ""
+    assert generated.headers["x-request-id"] == seen["x-request-id"]
+    assert seen["path"] == "/x"
+    assert "idempotency-key" not in seen
+    assert "x-internal" not in seen
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_the_path_and_query_reach_the_upstream(make_gateway: GatewayFactory) -> None:
+    seen: dict[str, Any] = {}
+
+    async def echo(request: Request) -> JSONResponse:
+        seen["path"] = request.url.path
+        seen["query"] = request.url.query
+        seen["traceparent"] = request.headers.get("traceparent")
+        return JSONResponse({})
+
+    upstream = Starlette(routes=[Route("/{rest:path}", echo, methods=["GET"])])
+    async with serve_in_task(upstream) as url, make_gateway(routes={"echo": url}) as gateway:
+        response = await gateway.get(
+            "/api/v1/echo/a/b%20c?q=1&q=2",
+            headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+
+    assert response.status_code == 200
+    assert seen["path"] == "/a/b c"
+    assert seen["query"] == "q=1&q=2"
+    # Same trace, continued by the gateway's own span.
+    assert seen["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_an_unknown_service_is_a_404_problem(make_gateway: GatewayFactory) -> None:
+    async with make_gateway(routes={}) as gateway:
+        response = await gateway.get("/api/v1/nowhere/things")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/unknown-service")
+
+
+async def test_an_unreachable_service_is_a_502_problem(make_gateway: GatewayFactory) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    async with make_gateway(routes={"patients": down}) as gateway:
+        response = await gateway.get(PATIENTS)
+
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 502
+
+
+async def test_a_slow_service_is_a_504_problem(make_gateway: GatewayFactory) -> None:
+    async def slow(request: Request) -> JSONResponse:
+        await asyncio.sleep(3)
+        return JSONResponse({})
+
+    upstream = Starlette(routes=[Route("/slow", slow)])
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(routes={"slow": url}, upstream_timeout_s=0.3) as gateway,
+    ):
+        response = await gateway.get("/api/v1/slow/slow")
+
+    assert response.status_code == 504
+    assert response.json()["type"].endswith("/upstream-timeout")
+
+
+async def test_a_body_over_the_limit_is_a_413_problem(
+    make_gateway: GatewayFactory, patients_url: str, org: dict[str, str]
+) -> None:
+    async with make_gateway(routes={"patients": patients_url}, max_body_bytes=1000) as gateway:
+        declared = await gateway.post(PATIENTS, content=b"x" * 1001, headers=org)
+
+        async def chunks() -> Any:
+            for _ in range(5):
+                yield b"y" * 300
+
+        streamed = await gateway.post(PATIENTS, content=chunks(), headers=org)
+
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == "application/problem+json"
+    assert streamed.status_code == 413
+
+
+async def test_over_the_rate_limit_is_a_429_problem_with_retry_after(
+    make_gateway: GatewayFactory, patients_url: str, org: dict[str, str]
+) -> None:
+    async with make_gateway(
+        routes={"patients": patients_url}, rate_limit_per_minute=6, rate_limit_burst=2
+    ) as gateway:
+        statuses = []
+        last = None
+        for _ in range(3):
+            last = await gateway.get(PATIENTS, params={"email": "no@example.org"}, headers=org)
+            statuses.append(last.status_code)
+        other = await gateway.get(
+            PATIENTS, params={"email": "no@example.org"}, headers={**org, "X-Actor-Id": "other"}
+        )
+
+    assert statuses == [200, 200, 429]
+    assert last is not None
+    assert last.headers["content-type"] == "application/problem+json"
+    assert int(last.headers["retry-after"]) >= 1
+    assert last.headers["ratelimit-limit"] == "2"
+    assert last.headers["ratelimit-remaining"] == "0"
+    assert other.status_code == 200
+
+
+async def test_an_idempotent_post_is_applied_once_and_replayed(
+    make_gateway: GatewayFactory, patients_url: str, org: dict[str, str], unique_id: str
+) -> None:
+    body = new_patient(unique_id)
+    key = {"Idempotency-Key": f"key-{unique_id}"}
+    async with make_gateway(routes={"patients": patients_url}) as gateway:
+        first = await gateway.post(PATIENTS, json=body, headers={**org, **key})
+        again = await gateway.post(PATIENTS, json=body, headers={**org, **key})
+        changed = await gateway.post(
+            PATIENTS, json=new_patient(unique_id + "z"), headers={**org, **key}
+        )
+        too_long = await gateway.post(
+            PATIENTS, json=body, headers={**org, "Idempotency-Key": "k" * 256}
+        )
+        found = await gateway.get(
+            PATIENTS, params={"email": f"{unique_id}@example.org"}, headers=org
+        )
+
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert changed.status_code == 422
+    assert changed.json()["type"].endswith("/idempotency-key-reused")
+    assert too_long.status_code == 400
+    assert found.json()["count"] == 1
+
+
+async def test_a_key_in_progress_is_a_409_and_5xx_answers_are_not_kept(
+    make_gateway: GatewayFactory, unique_id: str
+) -> None:
+    calls: list[bytes] = []
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def create(request: Request) -> JSONResponse:
+        calls.append(await request.body())
+        arrived.set()
+        if len(calls) == 1:
+            await release.wait()
+            return JSONResponse({"n": 1}, status_code=201)
+        if len(calls) == 2:
+            return JSONResponse({"error": "boom"}, status_code=503)
+        return JSONResponse({"n": len(calls)}, status_code=201)
+
+    upstream = Starlette(routes=[Route("/things", create, methods=["POST"])])
+    headers = {"X-Organization-Id": f"org-{unique_id}", "Idempotency-Key": "k1"}
+    async with serve_in_task(upstream) as url, make_gateway(routes={"t": url}) as gateway:
+        first = asyncio.create_task(gateway.post("/api/v1/t/things", json={}, headers=headers))
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+        during = await gateway.post("/api/v1/t/things", json={}, headers=headers)
+        release.set()
+        assert (await first).status_code == 201
+
+        key2 = {**headers, "Idempotency-Key": "k2"}
+        failed = await gateway.post("/api/v1/t/things", json={}, headers=key2)
+        retried = await gateway.post("/api/v1/t/things", json={}, headers=key2)
+        replayed = await gateway.post("/api/v1/t/things", json={}, headers=key2)
+
+    assert during.status_code == 409
+    assert during.json()["type"].endswith("/idempotency-in-progress")
+    assert failed.status_code == 503
+    assert retried.status_code == 201
+    assert retried.json() == {"n": 3}
+    assert replayed.json() == {"n": 3}
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert len(calls) == 3
+
+
+async def test_the_merged_openapi_document_covers_the_services_and_its_refs_resolve(
+    make_gateway: GatewayFactory, patients_url: str
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    async with make_gateway(routes={"patients": patients_url, "audit": down}) as gateway:
+        response = await gateway.get("/api/v1/openapi.json")
+        docs = await gateway.get("/api/v1/docs")
+
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    assert document["info"]["title"] == "Careloop API"
+    assert "/api/v1/patients/patients" in document["paths"]
+    assert "/api/v1/patients/patients/{patient_id}" in document["paths"]
+    assert document["x-careloop-unavailable"] == ["audit"]
+    assert any(name.startswith("patients_") for name in document["components"]["schemas"])
+    refs = list(iter_refs(document))
+    assert refs
+    for ref in refs:
+        resolve_ref(document, ref)
+    assert docs.status_code == 200
+    assert "/api/v1/openapi.json" in docs.text
+    json.dumps(document)
+
+
+async def test_cors_headers_only_for_allowed_origins(make_gateway: GatewayFactory) -> None:
+    async with make_gateway(routes={}, cors_allowed_origins=["https://app.example"]) as gateway:
+        preflight = await gateway.options(
+            "/api/v1/patients/patients",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+            },
+        )
+        foreign = await gateway.get("/healthz", headers={"Origin": "https://evil.example"})
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in foreign.headers
+
+
+async def test_no_cors_headers_by_default(make_gateway: GatewayFactory) -> None:
+    async with make_gateway(routes={}) as gateway:
+        response = await gateway.get("/healthz", headers={"Origin": "https://app.example"})
+
+    assert "access-control-allow-origin" not in response.headers

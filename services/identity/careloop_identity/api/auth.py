@@ -1,0 +1,507 @@
+"""Login, refresh, logout, TOTP enrollment and the JWKS.
+
+Failures that must stick (failed-attempt counters, lockouts, reuse detection and
+their audit events) are committed before the error response goes out, so these
+routes manage their transaction themselves instead of using `SessionDep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+from uuid import uuid4
+
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import APIRouter, Header, Request, Response, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_contracts import SessionRevoked
+from careloop_contracts.identity import RevocationReason
+from careloop_identity.api.common import (
+    ActorKind,
+    InvalidCredentials,
+    Locked,
+    actor,
+    audit,
+    bearer_token,
+    hasher_of,
+    problem,
+    settings_of,
+    signer_of,
+    verifier_of,
+)
+from careloop_identity.api.schemas import (
+    LoginRequest,
+    LogoutRequest,
+    MfaEnrollment,
+    MfaStatus,
+    MfaVerify,
+    RefreshRequest,
+    TokenResponse,
+)
+from careloop_identity.domain import totp
+from careloop_identity.domain.lockout import (
+    CLEAN,
+    FailureState,
+    LockoutPolicy,
+    after_failure,
+)
+from careloop_identity.domain.roles import make_assignment
+from careloop_identity.domain.session import SessionLimits, SessionState, refusal
+from careloop_identity.domain.tokens import AccessGrant
+from careloop_identity.store.repository import IdentityRepository, StoredSession, StoredUser
+from careloop_kit.auth import Principal
+from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field
+from careloop_kit.problems import Conflict, ProblemError, Unauthorized
+from careloop_kit.service import Runtime, RuntimeDep
+
+router = APIRouter(tags=["authentication"])
+
+TOTP_KEY_ID = "totp-key"
+WRONG_CREDENTIALS = "The email, password or one-time code is not correct."
+
+
+class InvalidOtp(ProblemError):
+    status, title, slug = 422, "Invalid one-time code", "invalid-otp"
+
+
+@dataclass
+class Failure:
+    """A refused attempt whose state change and audit are committed before answering."""
+
+    error: ProblemError
+    headers: dict[str, str] | None = None
+
+
+def _hash_refresh(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _totp_context(user: StoredUser) -> FieldContext:
+    return FieldContext(user.org_id, "user_account", "totp_secret", user.id, TOTP_KEY_ID)
+
+
+def _totp_secret(runtime: Runtime, user: StoredUser) -> bytes | None:
+    if user.totp_secret_ct is None:
+        return None
+    key: bytes = runtime.state["totp_key"]
+    return totp.from_base32(decrypt_field(key, user.totp_secret_ct, _totp_context(user)))
+
+
+def _kind(user: StoredUser | None) -> ActorKind:
+    return "patient" if user is not None and "patient" in user.roles else "user"
+
+
+async def _session_actor(repo: IdentityRepository, login: StoredSession) -> Principal:
+    user = await repo.get_user(login.org_id, login.user_id)
+    return actor(login.user_id, login.org_id, _kind(user))
+
+
+def _grant(user: StoredUser, login: StoredSession) -> AccessGrant:
+    assignment = make_assignment(user.roles, list(user.locations), user.patient_id)
+    return AccessGrant(
+        user_id=user.id,
+        org_id=user.org_id,
+        session_id=login.id,
+        actor_type=assignment.actor_type,
+        roles=assignment.roles,
+        locations=assignment.locations,
+        patient_id=assignment.patient_id,
+        amr=login.amr,
+    )
+
+
+async def _tokens(
+    runtime: Runtime,
+    repo: IdentityRepository,
+    user: StoredUser,
+    login: StoredSession,
+    *,
+    mfa_enrollment_required: bool = False,
+) -> TokenResponse:
+    refresh = secrets.token_urlsafe(32)
+    await repo.add_refresh_token(_hash_refresh(refresh), login.id, runtime.clock.now())
+    signer = signer_of(runtime)
+    return TokenResponse(
+        access_token=await signer.issue(_grant(user, login)),
+        refresh_token=refresh,
+        expires_in=int(signer.ttl.total_seconds()),
+        mfa_enrollment_required=mfa_enrollment_required,
+    )
+
+
+async def _password_matches(runtime: Runtime, password_hash: str, password: str) -> bool:
+    try:
+        return await asyncio.to_thread(hasher_of(runtime).verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def _revoke(
+    runtime: Runtime, session: AsyncSession, login: StoredSession, reason: RevocationReason
+) -> bool:
+    """Revoke `login` and announce it; False when it already was revoked."""
+    now = runtime.clock.now()
+    if not await IdentityRepository(session).revoke_session(login.id, reason, now):
+        return False
+    await runtime.outbox.add(
+        session,
+        SessionRevoked(
+            session_id=login.id,
+            org_id=login.org_id,
+            user_id=login.user_id,
+            revoked_at=now,
+            reason=reason,
+        ),
+        org_id=login.org_id,
+    )
+    return True
+
+
+# --- login ---------------------------------------------------------------------------
+
+
+async def _login(
+    runtime: Runtime, session: AsyncSession, request: Request, body: LoginRequest
+) -> TokenResponse | Failure:
+    settings = settings_of(runtime)
+    repo = IdentityRepository(session)
+    now = runtime.clock.now()
+    email = body.email.strip().lower()
+    user = await repo.find_user_by_email(body.org_id, email)
+
+    async def record(outcome: str, detail: str | None, resource_id: str | None = None) -> None:
+        await audit(
+            runtime,
+            session,
+            request,
+            actor(user.id, body.org_id, _kind(user)) if user else actor(None, body.org_id),
+            action="create",
+            resource_type="Session",
+            resource_id=resource_id,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    if user is None:
+        # Same work and same answer as a wrong password: no account enumeration.
+        await _password_matches(runtime, runtime.state["dummy_hash"], body.password)
+        await record("denied", "401 unknown account")
+        return Failure(InvalidCredentials(WRONG_CREDENTIALS))
+
+    policy = LockoutPolicy(
+        threshold=settings.lockout_threshold,
+        duration=timedelta(seconds=settings.lockout_duration_s),
+    )
+    state = FailureState(user.failed_attempts, user.locked_until)
+    if state.locked_at(now):
+        await record("denied", "423 account locked")
+        return _locked(state, now)
+
+    async def failed(reason: str) -> Failure:
+        new_state = after_failure(state, now, policy)
+        await repo.set_failures(user.id, new_state.failed_attempts, new_state.locked_until, now)
+        if new_state.locked_at(now):
+            await record(
+                "denied", f"423 locked after {policy.threshold} consecutive failures ({reason})"
+            )
+            return _locked(new_state, now)
+        await record("denied", f"401 {reason}")
+        return Failure(InvalidCredentials(WRONG_CREDENTIALS))
+
+    if not await _password_matches(runtime, user.password_hash, body.password):
+        return await failed("wrong password")
+
+    amr: tuple[str, ...] = ("pwd",)
+    if user.totp_enabled:
+        if body.otp is None:
+            await record("denied", "401 one-time code required")
+            return Failure(
+                InvalidCredentials(
+                    "This account uses two-step verification: send the current code as `otp`.",
+                    mfa_required=True,
+                )
+            )
+        secret = _totp_secret(runtime, user)
+        step = (
+            None
+            if secret is None
+            else totp.verify(secret, body.otp, now, last_used_step=user.totp_last_step)
+        )
+        if step is None:
+            return await failed("wrong one-time code")
+        await repo.set_totp_last_step(user.id, step)
+        amr = ("pwd", "otp")
+
+    await repo.set_failures(user.id, CLEAN.failed_attempts, CLEAN.locked_until, now)
+    hasher = hasher_of(runtime)
+    if hasher.check_needs_rehash(user.password_hash):
+        new_hash = await asyncio.to_thread(hasher.hash, body.password)
+        await repo.set_password_hash(user.id, new_hash, now)
+    login = await repo.add_session(str(uuid4()), user.org_id, user.id, amr, now)
+    requires_mfa = make_assignment(user.roles, list(user.locations), user.patient_id).requires_mfa
+    tokens = await _tokens(
+        runtime,
+        repo,
+        user,
+        login,
+        mfa_enrollment_required=requires_mfa and not user.totp_enabled,
+    )
+    await record("success", None, resource_id=login.id)
+    return tokens
+
+
+def _locked(state: FailureState, now: datetime) -> Failure:
+    retry_after = state.retry_after_s(now)
+    return Failure(
+        Locked(
+            "Too many failed sign-in attempts; the account is locked for now.",
+            retry_after_s=retry_after,
+        ),
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+@router.post(
+    "/auth/login",
+    response_model=TokenResponse,
+    responses={401: {"description": "Wrong credentials"}, 423: {"description": "Locked"}},
+)
+async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> Any:
+    """Sign in with email and password (and a TOTP code once enrolled)."""
+    async with runtime.sessionmaker() as session, session.begin():
+        outcome = await _login(runtime, session, request, body)
+    if isinstance(outcome, Failure):
+        return problem(request, outcome.error, outcome.headers)
+    return outcome
+
+
+# --- refresh -------------------------------------------------------------------------
+
+
+async def _refresh(
+    runtime: Runtime, session: AsyncSession, request: Request, token: str
+) -> TokenResponse | Failure:
+    settings = settings_of(runtime)
+    repo = IdentityRepository(session)
+    now = runtime.clock.now()
+    stored = await repo.get_refresh_token(_hash_refresh(token))
+    if stored is None:
+        return Failure(Unauthorized("Unknown refresh token; sign in again."))
+    login = await repo.get_session(stored.session_id, for_update=True)
+    assert login is not None  # a foreign key guarantees it
+    if stored.used_at is not None:
+        # A refresh token works once: a second use means it was copied. End the session
+        # for every holder, the legitimate user included.
+        if await _revoke(runtime, session, login, "refresh_token_reuse"):
+            await audit(
+                runtime,
+                session,
+                request,
+                await _session_actor(repo, login),
+                action="update",
+                resource_type="Session",
+                resource_id=login.id,
+                outcome="denied",
+                detail="401 refresh token reuse: session revoked",
+            )
+        return Failure(Unauthorized("This refresh token was already used; sign in again."))
+    limits = SessionLimits(
+        idle=timedelta(seconds=settings.session_idle_timeout_s),
+        absolute=timedelta(seconds=settings.session_absolute_timeout_s),
+    )
+    why = refusal(
+        SessionState(login.created_at, login.last_active_at, login.revoked_at), now, limits
+    )
+    if why is not None:
+        messages = {
+            "revoked": "The session was ended; sign in again.",
+            "idle": "The session expired after inactivity; sign in again.",
+            "absolute": "The session reached its maximum length; sign in again.",
+        }
+        return Failure(Unauthorized(messages[why], reason=why))
+    user = await repo.get_user(login.org_id, login.user_id)
+    assert user is not None
+    await repo.mark_refresh_token_used(stored.token_hash, now)
+    await repo.touch_session(login.id, now)
+    return await _tokens(runtime, repo, user, login)
+
+
+@router.post("/auth/refresh", response_model=TokenResponse, responses={401: {}})
+async def refresh(body: RefreshRequest, request: Request, runtime: RuntimeDep) -> Any:
+    """Exchange a refresh token for new tokens (the old refresh token stops working)."""
+    async with runtime.sessionmaker() as session, session.begin():
+        outcome = await _refresh(runtime, session, request, body.refresh_token)
+    if isinstance(outcome, Failure):
+        return problem(request, outcome.error, outcome.headers)
+    return outcome
+
+
+# --- logout --------------------------------------------------------------------------
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses={401: {}})
+async def logout(
+    request: Request,
+    runtime: RuntimeDep,
+    body: LogoutRequest | None = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """End the session of a bearer access token or of a refresh token."""
+    access = bearer_token(authorization)
+    async with runtime.sessionmaker() as session, session.begin():
+        repo = IdentityRepository(session)
+        session_id: str | None = None
+        if access is not None:
+            claims = await verifier_of(runtime).verify(access)
+            session_id = str(claims["sid"])
+        elif body is not None and body.refresh_token is not None:
+            stored = await repo.get_refresh_token(_hash_refresh(body.refresh_token))
+            session_id = stored.session_id if stored is not None else None
+        else:
+            raise Unauthorized("Send a bearer access token or the refresh token to log out.")
+        login = None if session_id is None else await repo.get_session(session_id, for_update=True)
+        if login is None:
+            raise Unauthorized("Unknown session.")
+        if await _revoke(runtime, session, login, "logout"):
+            await audit(
+                runtime,
+                session,
+                request,
+                await _session_actor(repo, login),
+                action="delete",
+                resource_type="Session",
+                resource_id=login.id,
+            )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- MFA -----------------------------------------------------------------------------
+
+
+async def _current_user(
+    runtime: Runtime, repo: IdentityRepository, authorization: str | None
+) -> StoredUser:
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
+    claims = await verifier_of(runtime).verify(token)
+    login = await repo.get_session(str(claims["sid"]))
+    if login is None or login.revoked_at is not None:
+        raise Unauthorized("The session of this access token has ended.")
+    user = await repo.get_user(str(claims["org"]), str(claims["sub"]), for_update=True)
+    if user is None:
+        raise Unauthorized("The user of this access token no longer exists.")
+    return user
+
+
+@router.post("/auth/mfa/enroll", response_model=MfaEnrollment, responses={401: {}, 409: {}})
+async def enroll_mfa(
+    request: Request,
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> MfaEnrollment:
+    """Start TOTP enrollment: returns the secret to add to an authenticator app."""
+    settings = settings_of(runtime)
+    async with runtime.sessionmaker() as session, session.begin():
+        repo = IdentityRepository(session)
+        user = await _current_user(runtime, repo, authorization)
+        if user.totp_enabled:
+            raise Conflict("Two-step verification is already active for this account.")
+        secret = totp.new_secret()
+        key: bytes = runtime.state["totp_key"]
+        sealed = encrypt_field(key, totp.to_base32(secret), _totp_context(user))
+        await repo.set_totp(
+            user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
+        )
+        await audit(
+            runtime,
+            session,
+            request,
+            actor(user.id, user.org_id, _kind(user)),
+            action="update",
+            resource_type="User",
+            resource_id=user.id,
+            detail="mfa enrollment started",
+        )
+    return MfaEnrollment(
+        secret=totp.to_base32(secret),
+        otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=settings.totp_issuer),
+    )
+
+
+async def _verify_mfa(
+    runtime: Runtime,
+    session: AsyncSession,
+    request: Request,
+    authorization: str | None,
+    code: str,
+) -> MfaStatus | Failure:
+    repo = IdentityRepository(session)
+    user = await _current_user(runtime, repo, authorization)
+    if user.totp_enabled:
+        raise Conflict("Two-step verification is already active for this account.")
+    secret = _totp_secret(runtime, user)
+    if secret is None:
+        raise Conflict("Start with POST /auth/mfa/enroll.")
+    now = runtime.clock.now()
+    step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
+    who = actor(user.id, user.org_id, _kind(user))
+    if step is None:
+        await audit(
+            runtime,
+            session,
+            request,
+            who,
+            action="update",
+            resource_type="User",
+            resource_id=user.id,
+            outcome="denied",
+            detail="mfa verification failed",
+        )
+        return Failure(InvalidOtp("The code does not match; check the device clock and retry."))
+    await repo.set_totp(
+        user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=step, now=now
+    )
+    await audit(
+        runtime,
+        session,
+        request,
+        who,
+        action="update",
+        resource_type="User",
+        resource_id=user.id,
+        detail="mfa activated",
+    )
+    return MfaStatus(mfa_enabled=True)
+
+
+@router.post("/auth/mfa/verify", response_model=MfaStatus, responses={401: {}, 422: {}})
+async def verify_mfa(
+    body: MfaVerify,
+    request: Request,
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Confirm enrollment with a current code; from then on login needs a code too."""
+    async with runtime.sessionmaker() as session, session.begin():
+        outcome = await _verify_mfa(runtime, session, request, authorization, body.code)
+    if isinstance(outcome, Failure):
+        return problem(request, outcome.error, outcome.headers)
+    return outcome
+
+
+# --- JWKS ----------------------------------------------------------------------------
+
+
+@router.get("/.well-known/jwks.json", tags=["keys"])
+async def jwks(runtime: RuntimeDep) -> JSONResponse:
+    """Public keys that verify access tokens (every key version still valid)."""
+    body = await signer_of(runtime).jwks()
+    # Short cache: verifiers refetch on an unknown kid anyway, so rotation is quick.
+    return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})

@@ -1,0 +1,126 @@
+"""What the identity routers share: runtime state accessors, audit helpers, problems."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from argon2 import PasswordHasher
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_identity.settings import IdentitySettings
+from careloop_identity.signing import AccessTokenVerifier, TokenSigner
+from careloop_kit.audit import AuditEntry, AuditRecorder
+from careloop_kit.auth import Principal
+from careloop_kit.problems import ProblemError, Unauthorized, problem_response
+from careloop_kit.service import Runtime, RuntimeDep
+
+UNKNOWN_ACTOR = "unknown"
+ActorKind = Literal["user", "patient"]
+BOOTSTRAP_ACTOR = "bootstrap"
+
+
+class Locked(ProblemError):
+    status, title, slug = 423, "Locked", "account-locked"
+
+
+class InvalidCredentials(ProblemError):
+    status, title, slug = 401, "Unauthorized", "invalid-credentials"
+
+
+class Invalid(ProblemError):
+    status, title, slug = 422, "Invalid request", "invalid-request"
+
+
+def settings_of(runtime: Runtime) -> IdentitySettings:
+    settings: IdentitySettings = runtime.state["settings"]
+    return settings
+
+
+def signer_of(runtime: Runtime) -> TokenSigner:
+    signer: TokenSigner = runtime.state["signer"]
+    return signer
+
+
+def verifier_of(runtime: Runtime) -> AccessTokenVerifier:
+    verifier: AccessTokenVerifier = runtime.state["verifier"]
+    return verifier
+
+
+def hasher_of(runtime: Runtime) -> PasswordHasher:
+    hasher: PasswordHasher = runtime.state["hasher"]
+    return hasher
+
+
+def recorder_of(runtime: Runtime) -> AuditRecorder:
+    recorder: AuditRecorder = runtime.state["audit"]
+    return recorder
+
+
+def request_meta(request: Request) -> dict[str, Any]:
+    return {
+        "request_id": getattr(request.state, "request_id", None),
+        "source_ip": request.client.host if request.client else None,
+    }
+
+
+def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> Principal:
+    """The audit actor: a user id, never an email (unknown accounts are `unknown`)."""
+    return Principal(actor_id=user_id or UNKNOWN_ACTOR, actor_type=actor_type, org_id=org_id)
+
+
+async def audit(
+    runtime: Runtime,
+    session: AsyncSession,
+    request: Request,
+    who: Principal,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    outcome: str = "success",
+    detail: str | None = None,
+) -> None:
+    """Stage one auth audit event (no PHI touched) in `session`'s transaction."""
+    entry = AuditEntry(
+        action=action, resource_type=resource_type, phi_categories=[], resource_id=resource_id
+    )
+    await recorder_of(runtime).record(
+        session, who, entry, outcome=outcome, outcome_detail=detail, **request_meta(request)
+    )
+
+
+def problem(
+    request: Request, exc: ProblemError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A problem+json response for an outcome already committed (failures that must stick)."""
+    response = problem_response(
+        exc.status, exc.title, exc.slug, exc.detail, request.url.path, **exc.extra
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send the access token as `Authorization: Bearer <token>`.")
+    return token.strip()
+
+
+async def require_bootstrap_token(
+    runtime: RuntimeDep,
+    x_bootstrap_token: Annotated[str | None, Header()] = None,
+) -> None:
+    """Administration endpoints need the bootstrap token until admin tokens are enforced."""
+    expected = settings_of(runtime).bootstrap_token.get_secret_value().encode()
+    if x_bootstrap_token is None or not hmac.compare_digest(x_bootstrap_token.encode(), expected):
+        raise Unauthorized("Send the bootstrap token in the X-Bootstrap-Token header.")
+
+
+BootstrapDep = Annotated[None, Depends(require_bootstrap_token)]

@@ -1,0 +1,145 @@
+"""Request and response bodies of the identity API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+FeatureName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrganizationCreate(_In):
+    name: Name
+
+
+class OrganizationRead(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class OrganizationPage(BaseModel):
+    items: list[OrganizationRead]
+
+
+class AddressIn(_In):
+    line: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=list, max_length=4
+    )
+    city: str | None = Field(default=None, max_length=100)
+    state: str | None = Field(default=None, max_length=100)
+    postal_code: str | None = Field(default=None, max_length=20)
+    country: str | None = Field(default=None, max_length=2)
+
+
+class LocationCreate(_In):
+    name: Name
+    address: AddressIn | None = None
+    time_zone: str = Field(description="IANA time zone, e.g. `America/Chicago`.", max_length=64)
+    sensitive: bool = Field(
+        default=False,
+        description="Behavioral health and similar: neutral sender names, stricter access.",
+    )
+    features: dict[FeatureName, bool] = Field(
+        default_factory=dict,
+        description='Feature switches, e.g. `{"reminders": true, "referrals": false}`.',
+    )
+
+
+class LocationRead(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    address: dict[str, object] | None
+    time_zone: str
+    sensitive: bool
+    features: dict[str, bool]
+    created_at: datetime
+
+
+class LocationPage(BaseModel):
+    items: list[LocationRead]
+
+
+Role = Literal[
+    "org_admin",
+    "location_manager",
+    "provider",
+    "care_coordinator",
+    "front_desk",
+    "billing",
+    "auditor",
+    "patient",
+]
+
+
+class UserCreate(_In):
+    email: EmailStr
+    display_name: Name
+    password: str = Field(min_length=1, max_length=256)
+    roles: list[Role] = Field(min_length=1, max_length=8)
+    locations: list[Ref] | Literal["*"] = Field(
+        description='Location ids the user works at, or "*" for every location.'
+    )
+    patient_id: Ref | None = Field(
+        default=None, description="For the patient role: the linked patient record."
+    )
+
+
+class UserRead(BaseModel):
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    roles: list[str]
+    locations: list[str]
+    patient_id: str | None
+    mfa_enabled: bool
+    created_at: datetime
+
+
+class LoginRequest(_In):
+    org_id: Ref
+    email: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+    password: str = Field(min_length=1, max_length=256)
+    otp: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+    mfa_enrollment_required: bool = Field(
+        default=False,
+        description="The user's role requires TOTP and none is enrolled yet: enroll now.",
+    )
+
+
+class RefreshRequest(_In):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class LogoutRequest(_In):
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class MfaEnrollment(BaseModel):
+    secret: str = Field(description="The TOTP secret, base32, for manual entry.")
+    otpauth_uri: str = Field(description="`otpauth://` URI to show as a QR code.")
+
+
+class MfaVerify(_In):
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class MfaStatus(BaseModel):
+    mfa_enabled: bool

@@ -1,0 +1,70 @@
+"""Composition root of the identity service."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+
+from careloop_identity.api.admin import router as admin_router
+from careloop_identity.api.auth import router as auth_router
+from careloop_identity.settings import IdentitySettings
+from careloop_identity.signing import AccessTokenVerifier, TokenSigner, TransitKeys
+from careloop_identity.store.tables import metadata, platform
+from careloop_kit.audit import AuditRecorder
+from careloop_kit.clock import Clock
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+
+SERVICE = "identity"
+
+
+def build_spec(settings: IdentitySettings) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        secret = await runtime.vault.read_secret(settings.totp_key_secret_path)
+        totp_key = base64.b64decode(secret["key"])
+        if len(totp_key) != 32:
+            raise RuntimeError(f"{settings.totp_key_secret_path} must hold a 32-byte key")
+        hasher = PasswordHasher()
+        signer = TokenSigner(
+            runtime.vault,
+            TransitKeys(
+                settings.vault_addr,
+                settings.vault_token.get_secret_value(),
+                ca_cert=settings.vault_ca_cert,
+            ),
+            key_name=settings.signing_key,
+            issuer=settings.token_issuer,
+            ttl=timedelta(seconds=settings.access_token_ttl_s),
+            clock=runtime.clock,
+        )
+        runtime.state.update(
+            settings=settings,
+            totp_key=totp_key,
+            hasher=hasher,
+            # Unknown accounts are checked against this, so they cost as much as a real one.
+            dummy_hash=hasher.hash(secrets.token_urlsafe(16)),
+            signer=signer,
+            verifier=AccessTokenVerifier(signer, clock=runtime.clock),
+            audit=AuditRecorder(runtime.outbox, runtime.sessionmaker, clock=runtime.clock),
+        )
+
+    return ServiceSpec(
+        name=SERVICE,
+        description=(
+            "Organizations, locations, users and roles; sign-in with argon2id passwords, "
+            "lockout and TOTP; EdDSA access tokens signed in OpenBao, published as JWKS."
+        ),
+        metadata=metadata,
+        tables=platform,
+        routers=[admin_router, auth_router],
+        on_startup=on_startup,
+    )
+
+
+def create_app(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The identity API with its runtime lifespan."""
+    settings = settings or IdentitySettings()
+    return create_service_app(build_spec(settings), settings, clock=clock)

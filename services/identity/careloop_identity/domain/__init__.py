@@ -1,0 +1,1 @@
+"""Pure identity logic: roles, password policy, lockout, TOTP, sessions, token shapes. No I/O."""

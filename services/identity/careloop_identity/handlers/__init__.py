@@ -1,0 +1,1 @@
+"""Event subscribers of the identity service (none yet: it only publishes)."""

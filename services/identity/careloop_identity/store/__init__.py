@@ -1,0 +1,1 @@
+"""Identity tables and the repository that owns every query on them."""

@@ -1,0 +1,329 @@
+"""Every query of the identity service. Repositories never commit: the caller's
+transaction boundary does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_identity.store.tables import (
+    location,
+    login_session,
+    organization,
+    refresh_token,
+    user_account,
+)
+
+
+class DuplicateEmail(Exception):
+    """An account with this email already exists in the organization."""
+
+
+@dataclass(frozen=True)
+class StoredOrganization:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredLocation:
+    id: str
+    org_id: str
+    name: str
+    address: dict[str, Any] | None
+    time_zone: str
+    sensitive: bool
+    features: dict[str, bool]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    id: str
+    org_id: str
+    email: str
+    display_name: str
+    password_hash: str
+    roles: tuple[str, ...]
+    locations: tuple[str, ...]
+    patient_id: str | None
+    failed_attempts: int
+    locked_until: datetime | None
+    totp_secret_ct: bytes | None
+    totp_enabled: bool
+    totp_last_step: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    id: str
+    org_id: str
+    user_id: str
+    amr: tuple[str, ...]
+    created_at: datetime
+    last_active_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredRefreshToken:
+    token_hash: str
+    session_id: str
+    used_at: datetime | None
+
+
+def _user(m: Any) -> StoredUser:
+    return StoredUser(
+        id=m["id"],
+        org_id=m["org_id"],
+        email=m["email"],
+        display_name=m["display_name"],
+        password_hash=m["password_hash"],
+        roles=tuple(m["roles"]),
+        locations=tuple(m["locations"]),
+        patient_id=m["patient_id"],
+        failed_attempts=m["failed_attempts"],
+        locked_until=m["locked_until"],
+        totp_secret_ct=m["totp_secret_ct"],
+        totp_enabled=m["totp_enabled"],
+        totp_last_step=m["totp_last_step"],
+        created_at=m["created_at"],
+    )
+
+
+def _session(m: Any) -> StoredSession:
+    return StoredSession(
+        id=m["id"],
+        org_id=m["org_id"],
+        user_id=m["user_id"],
+        amr=tuple(m["amr"]),
+        created_at=m["created_at"],
+        last_active_at=m["last_active_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+def _location(m: Any) -> StoredLocation:
+    return StoredLocation(
+        id=m["id"],
+        org_id=m["org_id"],
+        name=m["name"],
+        address=m["address"],
+        time_zone=m["time_zone"],
+        sensitive=m["sensitive"],
+        features=dict(m["features"]),
+        created_at=m["created_at"],
+    )
+
+
+class IdentityRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # --- organizations and locations -------------------------------------------
+
+    async def add_organization(self, org_id: str, name: str, now: datetime) -> StoredOrganization:
+        await self._session.execute(
+            insert(organization).values(id=org_id, name=name, created_at=now)
+        )
+        return StoredOrganization(id=org_id, name=name, created_at=now)
+
+    async def get_organization(self, org_id: str) -> StoredOrganization | None:
+        row = (
+            await self._session.execute(select(organization).where(organization.c.id == org_id))
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredOrganization(id=row.id, name=row.name, created_at=row.created_at)
+
+    async def list_organizations(self, limit: int) -> list[StoredOrganization]:
+        rows = await self._session.execute(
+            select(organization).order_by(organization.c.created_at, organization.c.id).limit(limit)
+        )
+        return [StoredOrganization(id=r.id, name=r.name, created_at=r.created_at) for r in rows]
+
+    async def add_location(self, stored: StoredLocation) -> StoredLocation:
+        await self._session.execute(
+            insert(location).values(
+                id=stored.id,
+                org_id=stored.org_id,
+                name=stored.name,
+                address=stored.address,
+                time_zone=stored.time_zone,
+                sensitive=stored.sensitive,
+                features=stored.features,
+                created_at=stored.created_at,
+            )
+        )
+        return stored
+
+    async def list_locations(self, org_id: str) -> list[StoredLocation]:
+        rows = await self._session.execute(
+            select(location)
+            .where(location.c.org_id == org_id)
+            .order_by(location.c.created_at, location.c.id)
+        )
+        return [_location(r._mapping) for r in rows]
+
+    async def location_ids(self, org_id: str) -> set[str]:
+        rows = await self._session.execute(select(location.c.id).where(location.c.org_id == org_id))
+        return {r.id for r in rows}
+
+    # --- users -----------------------------------------------------------------
+
+    async def add_user(self, values: dict[str, Any]) -> StoredUser:
+        try:
+            async with self._session.begin_nested():
+                await self._session.execute(insert(user_account).values(**values))
+        except IntegrityError as exc:
+            raise DuplicateEmail(values["email"]) from exc
+        user = await self.get_user(values["org_id"], values["id"])
+        assert user is not None
+        return user
+
+    async def get_user(
+        self, org_id: str, user_id: str, *, for_update: bool = False
+    ) -> StoredUser | None:
+        query = select(user_account).where(
+            user_account.c.org_id == org_id, user_account.c.id == user_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _user(row._mapping)
+
+    async def find_user_by_email(self, org_id: str, email: str) -> StoredUser | None:
+        """Locks the row: concurrent logins of one account count failures one at a time."""
+        row = (
+            await self._session.execute(
+                select(user_account)
+                .where(user_account.c.org_id == org_id, user_account.c.email == email)
+                .with_for_update()
+            )
+        ).one_or_none()
+        return None if row is None else _user(row._mapping)
+
+    async def set_failures(
+        self, user_id: str, failed_attempts: int, locked_until: datetime | None, now: datetime
+    ) -> None:
+        await self._session.execute(
+            update(user_account)
+            .where(user_account.c.id == user_id)
+            .values(failed_attempts=failed_attempts, locked_until=locked_until, updated_at=now)
+        )
+
+    async def set_password_hash(self, user_id: str, password_hash: str, now: datetime) -> None:
+        await self._session.execute(
+            update(user_account)
+            .where(user_account.c.id == user_id)
+            .values(password_hash=password_hash, updated_at=now)
+        )
+
+    async def set_totp(
+        self,
+        user_id: str,
+        *,
+        secret_ct: bytes | None,
+        enabled: bool,
+        last_step: int | None,
+        now: datetime,
+    ) -> None:
+        await self._session.execute(
+            update(user_account)
+            .where(user_account.c.id == user_id)
+            .values(
+                totp_secret_ct=secret_ct,
+                totp_enabled=enabled,
+                totp_last_step=last_step,
+                updated_at=now,
+            )
+        )
+
+    async def set_totp_last_step(self, user_id: str, step: int) -> None:
+        await self._session.execute(
+            update(user_account).where(user_account.c.id == user_id).values(totp_last_step=step)
+        )
+
+    # --- sessions and refresh tokens -------------------------------------------
+
+    async def add_session(
+        self, session_id: str, org_id: str, user_id: str, amr: tuple[str, ...], now: datetime
+    ) -> StoredSession:
+        await self._session.execute(
+            insert(login_session).values(
+                id=session_id,
+                org_id=org_id,
+                user_id=user_id,
+                amr=list(amr),
+                created_at=now,
+                last_active_at=now,
+            )
+        )
+        return StoredSession(
+            id=session_id,
+            org_id=org_id,
+            user_id=user_id,
+            amr=amr,
+            created_at=now,
+            last_active_at=now,
+            revoked_at=None,
+        )
+
+    async def get_session(
+        self, session_id: str, *, for_update: bool = False
+    ) -> StoredSession | None:
+        query = select(login_session).where(login_session.c.id == session_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _session(row._mapping)
+
+    async def touch_session(self, session_id: str, now: datetime) -> None:
+        await self._session.execute(
+            update(login_session).where(login_session.c.id == session_id).values(last_active_at=now)
+        )
+
+    async def revoke_session(self, session_id: str, reason: str, now: datetime) -> bool:
+        """Mark the session revoked; False when it already was."""
+        result = await self._session.execute(
+            update(login_session)
+            .where(login_session.c.id == session_id, login_session.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason=reason)
+            .returning(login_session.c.id)
+        )
+        return result.one_or_none() is not None
+
+    async def add_refresh_token(self, token_hash: str, session_id: str, now: datetime) -> None:
+        await self._session.execute(
+            insert(refresh_token).values(
+                token_hash=token_hash, session_id=session_id, issued_at=now
+            )
+        )
+
+    async def get_refresh_token(self, token_hash: str) -> StoredRefreshToken | None:
+        row = (
+            await self._session.execute(
+                select(refresh_token)
+                .where(refresh_token.c.token_hash == token_hash)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return StoredRefreshToken(
+            token_hash=row.token_hash, session_id=row.session_id, used_at=row.used_at
+        )
+
+    async def mark_refresh_token_used(self, token_hash: str, now: datetime) -> None:
+        await self._session.execute(
+            update(refresh_token)
+            .where(refresh_token.c.token_hash == token_hash)
+            .values(used_at=now)
+        )
