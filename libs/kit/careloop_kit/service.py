@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -25,7 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop_contracts import dead_letter_topic
-from careloop_kit.auth.dependencies import install_auth_handlers
+from careloop_kit.auth.dependencies import TOKEN_VERIFIER_KEY, install_auth_handlers
+from careloop_kit.auth.feed import follow_revocations
+from careloop_kit.auth.jwks import HttpJwksSource, JwksSource
+from careloop_kit.auth.revocation import RevokedSessions
+from careloop_kit.auth.tokens import TokenVerifier
 from careloop_kit.bus.consumer import EventConsumer, Handler
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
 from careloop_kit.bus.outbox import Outbox, OutboxRelay
@@ -64,6 +69,8 @@ class ServiceSpec:
     on_shutdown: Callable[[Runtime], Awaitable[None]] | None = None
     background: Sequence[Callable[[Runtime, asyncio.Event], Awaitable[None]]] = ()
     description: str = ""
+    verifies_tokens: bool = False
+    """Verify identity's access tokens (`careloop_kit.auth.require`) and follow logouts."""
 
 
 @dataclass
@@ -189,8 +196,12 @@ def create_service_app(
     settings: KitSettings,
     *,
     clock: Clock | None = None,
+    jwks: JwksSource | None = None,
 ) -> FastAPI:
-    """Build the FastAPI app of a service; its lifespan owns every connection."""
+    """Build the FastAPI app of a service; its lifespan owns every connection.
+
+    `jwks` replaces identity's published keys (tests sign their own tokens).
+    """
     setup_telemetry(spec.name, level=settings.log_level, json_logs=settings.log_json)
     the_clock = clock or SystemClock()
 
@@ -235,6 +246,8 @@ def create_service_app(
         kafka_consumers = []
         try:
             await ensure_topics(settings, [outbox.own_topic])
+            if spec.verifies_tokens:
+                _install_token_verifier(runtime, jwks, stop, tasks)
             await _check_readiness(runtime)
             if spec.on_startup is not None:
                 await spec.on_startup(runtime)
@@ -342,6 +355,33 @@ def create_service_app(
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _install_token_verifier(
+    runtime: Runtime,
+    jwks: JwksSource | None,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    settings = runtime.settings
+    revoked = RevokedSessions(clock=runtime.clock)
+    source = jwks or HttpJwksSource(
+        settings.auth_jwks_url, ttl_s=settings.auth_jwks_ttl_s, clock=runtime.clock
+    )
+    runtime.state[TOKEN_VERIFIER_KEY] = TokenVerifier(
+        source,
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        clock=runtime.clock,
+        revoked=revoked,
+    )
+    runtime.state["revoked_sessions"] = revoked
+    lookback = timedelta(seconds=revoked.ttl_s)
+
+    async def follow() -> None:
+        await follow_revocations(settings, revoked, stop, clock=runtime.clock, lookback=lookback)
+
+    tasks.append(asyncio.create_task(_supervise("revocation feed", follow, stop)))
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -52,6 +52,13 @@ class KitSettings(BaseSettings):
         description="Token for this service's Vault policy.",
     )
     vault_ca_cert: str | None = Field(None, description="CA bundle for Vault TLS.")
+    auth_jwks_url: str = Field(
+        "http://127.0.0.1:8103/.well-known/jwks.json",
+        description="Identity's JWKS document, used to verify access tokens.",
+    )
+    auth_issuer: str = Field("careloop-identity", description="Expected `iss` of access tokens.")
+    auth_audience: str = Field("careloop", description="Expected `aud` of access tokens.")
+    auth_jwks_ttl_s: int = Field(300, description="Seconds the JWKS document is cached.")
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs with trace ids.")
     outbox_batch_size: int = Field(500, description="Outbox rows the relay publishes per batch.")
@@ -77,6 +84,8 @@ class KitSettings(BaseSettings):
             value = getattr(self, name).get_secret_value()
             if LOCAL_DEVELOPMENT_PLACEHOLDER in value:
                 problems.append(f"{name} still holds the local-development placeholder")
+        if not self.auth_jwks_url.startswith("https://"):
+            problems.append("auth_jwks_url must use https:// in production")
         if not self.vault_addr.startswith("https://"):
             problems.append("vault_addr must use https:// in production")
         if self.kafka_security_protocol == "PLAINTEXT":

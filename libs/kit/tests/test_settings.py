@@ -13,6 +13,7 @@ TLS = {
     "vault_addr": "https://vault.internal:8200",
     "vault_token": "hvs.real-token",
     "kafka_security_protocol": "SSL",
+    "auth_jwks_url": "https://identity.internal/.well-known/jwks.json",
 }
 
 
@@ -38,6 +39,7 @@ def test_production_accepts_tls_everywhere_and_real_secrets() -> None:
             "placeholder",
         ),
         ({"vault_addr": "http://vault.internal:8200"}, "https"),
+        ({"auth_jwks_url": "http://identity.internal/.well-known/jwks.json"}, "auth_jwks_url"),
         ({"kafka_security_protocol": "PLAINTEXT"}, "kafka_security_protocol"),
         ({"database_url": "postgresql+asyncpg://svc:s3cret@db.internal/patients"}, "TLS"),
     ],
