@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import (
@@ -65,12 +66,17 @@ from sqlalchemy import Column, DateTime, MetaData, String, func, select
 from sqlalchemy import Table as SqlTable
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import careloop_patients
 from careloop_contracts import Envelope, Event, PatientRegistered
+from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.bus.consumer import EventConsumer
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer
 from careloop_kit.bus.outbox import Outbox, OutboxRelay
+from careloop_kit.clock import SystemClock
 from careloop_kit.db import PlatformTables, add_platform_tables, make_engine, make_sessionmaker
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
@@ -615,7 +621,9 @@ def patient_body(marker: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def patients_server(stack: Stack, dsn: str, token: str, log_file: Path) -> Iterator[str]:
+def patients_server(
+    stack: Stack, dsn: str, token: str, log_file: Path, jwks_url: str
+) -> Iterator[str]:
     """The patients service under uvicorn in a child process; yields its base URL."""
     assert stack.openbao is not None
     port = free_port()
@@ -628,6 +636,7 @@ def patients_server(stack: Stack, dsn: str, token: str, log_file: Path) -> Itera
         "CARELOOP_VAULT_TOKEN": token,
         "CARELOOP_TOPIC_PREFIX": "bench-api.",
         "CARELOOP_LOG_LEVEL": "WARNING",
+        "CARELOOP_AUTH_JWKS_URL": jwks_url,
     }
     command = [
         sys.executable,
@@ -738,10 +747,72 @@ async def bench_api(
     tokens = await asyncio.to_thread(
         bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["patients", "audit"]
     )
-    headers = {"X-Organization-Id": ORG, "X-Actor-Id": "user-bench"}
+    # A front-desk user's access token, signed like identity signs them; the service
+    # verifies it on every request against the JWKS served below.
+    issuer = TestTokenIssuer(SystemClock())
+    access = issuer.mint(
+        org=ORG, sub="user-bench", roles=["front_desk"], loc=["*"], exp=int(time.time()) + 3000
+    )
+    headers = {"Authorization": f"Bearer {access}"}
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     setup = progress.add_task("4/4 starting the patients service", total=None)
-    with patients_server(stack, dsn, tokens["patients"], log_file) as url:
+    async with serve_jwks(issuer.jwks_document()) as jwks_url:
+        return await _api_phases(
+            stack,
+            dsn,
+            tokens,
+            jwks_url,
+            headers,
+            limits,
+            seconds,
+            workers,
+            progress,
+            setup,
+            log_file,
+        )
+
+
+@contextlib.asynccontextmanager
+async def serve_jwks(document: dict[str, Any]) -> AsyncIterator[str]:
+    """Serve a JWKS document over HTTP from this process; yields its URL."""
+
+    async def jwks(request: Any) -> JSONResponse:
+        return JSONResponse(document)
+
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/.well-known/jwks.json", jwks)]),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _api_phases(
+    stack: Stack,
+    dsn: str,
+    tokens: dict[str, str],
+    jwks_url: str,
+    headers: dict[str, str],
+    limits: httpx.Limits,
+    seconds: float,
+    workers: int,
+    progress: Progress,
+    setup: TaskID,
+    log_file: Path,
+) -> dict[str, Any]:
+    with patients_server(stack, dsn, tokens["patients"], log_file, jwks_url) as url:
         async with httpx.AsyncClient(
             base_url=url, headers=headers, limits=limits, timeout=30
         ) as client:

@@ -14,6 +14,9 @@ import careloop_audit
 import careloop_patients
 from careloop_audit.app import create_app as create_audit
 from careloop_audit.settings import AuditSettings
+from careloop_kit.auth.jwks import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
 from careloop_patients.app import create_app as create_patients
@@ -29,6 +32,9 @@ class Slice:
     patients_settings: PatientsSettings
     audit_settings: AuditSettings
     org: dict[str, str]
+    """Headers of an org-wide administrator (MFA done) of this test's organization."""
+    auditor: dict[str, str]
+    """Headers of an auditor of the same organization."""
 
     @property
     def patients_database(self) -> str:
@@ -58,7 +64,9 @@ class Slice:
 
         body: dict[str, list[dict[str, object]]] = {"items": []}
         for _ in range(150):
-            response = await self.audit.get(f"/audit/patients/{patient_id}/trail", headers=self.org)
+            response = await self.audit.get(
+                f"/audit/patients/{patient_id}/trail", headers=self.auditor
+            )
             if response.status_code == 200:
                 body = response.json()
                 if len(body["items"]) >= expected:
@@ -96,12 +104,26 @@ async def slice_apps(
         checkpoint_interval_s=0.5,
         **common,
     )
-    org = {"X-Organization-Id": f"org-{unique_id}", "X-Actor-Id": "clerk-1"}
+    issuer = TestTokenIssuer(SystemClock())
+    org_id = f"org-{unique_id}"
+
+    def headers(subject: str, role: str) -> dict[str, str]:
+        token = issuer.mint(org=org_id, sub=subject, roles=[role], loc=["*"], amr=["pwd", "otp"])
+        return {"Authorization": f"Bearer {token}"}
+
+    jwks = StaticJwksSource(issuer.jwks_document())
     async with (
-        running_app(create_patients(patients_settings)) as patients,
-        running_app(create_audit(audit_settings)) as audit,
+        running_app(create_patients(patients_settings, jwks=jwks)) as patients,
+        running_app(create_audit(audit_settings, jwks=jwks)) as audit,
     ):
-        yield Slice(patients, audit, patients_settings, audit_settings, org)
+        yield Slice(
+            patients,
+            audit,
+            patients_settings,
+            audit_settings,
+            headers("clerk-1", "org_admin"),
+            headers("auditor-1", "auditor"),
+        )
 
 
 @pytest.fixture

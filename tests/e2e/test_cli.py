@@ -50,7 +50,7 @@ async def test_audit_verify_command_passes_then_names_the_first_tampered_record(
     for patient_id in ids:
         await slice_apps.wait_for_trail(patient_id, expected=1)
     for _ in range(100):
-        report = (await slice_apps.audit.post("/audit/verify", headers=slice_apps.org)).json()
+        report = (await slice_apps.audit.post("/audit/verify", headers=slice_apps.auditor)).json()
         if report["checkpoint"] and report["checkpoint"]["tree_size"] >= 3:
             break
         await asyncio.sleep(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -20,8 +21,6 @@ import pytest
 from careloop_kit.infra.ports import free_port, free_port_pair, port_is_open
 
 pytestmark = pytest.mark.e2e
-
-ORG = {"X-Organization-Id": "e2e-devstack", "X-Actor-Id": "e2e-tester"}
 
 
 @pytest.fixture
@@ -78,6 +77,12 @@ class StackProcess:
         return (self.state / "devstack.log").read_text(errors="replace")[-4000:]
 
 
+def _subject(headers: dict[str, str]) -> str:
+    """The `sub` claim of a bearer token (read without verifying: the services did)."""
+    payload = headers["Authorization"].split()[1].split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -85,11 +90,13 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _wait_for_trail(audit_url: str, patient_id: str, action: str) -> list[dict]:
+def _wait_for_trail(
+    audit_url: str, patient_id: str, action: str, headers: dict[str, str]
+) -> list[dict]:
     deadline = time.monotonic() + 30
     items: list[dict] = []
     while time.monotonic() < deadline:
-        response = httpx.get(f"{audit_url}/audit/patients/{patient_id}/trail", headers=ORG)
+        response = httpx.get(f"{audit_url}/audit/patients/{patient_id}/trail", headers=headers)
         items = response.json().get("items", []) if response.status_code == 200 else []
         if any(i.get("action") == action for i in items):
             return items
@@ -97,39 +104,47 @@ def _wait_for_trail(audit_url: str, patient_id: str, action: str) -> list[dict]:
     raise AssertionError(f"{action} of {patient_id} not in the audit trail: {items}")
 
 
+def _sign_in(gateway_url: str, logins: dict, role: str) -> dict[str, str]:
+    """Headers of a demo user signed in through the gateway."""
+    user = next(u for u in logins["users"] if u["role"] == role)
+    response = httpx.post(
+        f"{gateway_url}/api/v1/identity/auth/login",
+        json={"org_id": logins["org_id"], "email": user["email"], "password": user["password"]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "Bearer"
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
 def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, str]) -> None:
     first = StackProcess(stack_env)
     try:
         endpoints = first.wait_endpoints()
         gateway_url = endpoints["services"]["gateway"]["url"]
-        audit_url = endpoints["services"]["audit"]["url"]
+        logins = json.loads((first.state / "demo-logins.json").read_text())
+        assert {u["role"] for u in logins["users"]} >= {"org_admin", "front_desk", "auditor"}
+        assert len(logins["patient_ids"]) == 3
+        desk = _sign_in(gateway_url, logins, "front_desk")
+        auditor = _sign_in(gateway_url, logins, "auditor")
+        home = next(u for u in logins["users"] if u["role"] == "front_desk")["locations"][0]
         # Through the gateway, as a practice's integration would.
         registered = httpx.post(
             f"{gateway_url}/api/v1/patients/patients",
             json={
+                "location_id": home,
                 "name": {"family": "Synthetic", "given": ["Devstack"]},
                 "birth_date": "1970-01-01",
             },
-            headers=ORG,
+            headers=desk,
         )
         assert registered.status_code == 201, registered.text
         patient_id = registered.json()["id"]
+        anonymous = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}")
+        assert anonymous.status_code == 401
 
-        trail = _wait_for_trail(audit_url, patient_id, "create")
+        trail = _wait_for_trail(gateway_url + "/api/v1/audit", patient_id, "create", auditor)
 
-        assert trail[0]["actor_id"] == ORG["X-Actor-Id"]
-        logins = json.loads((first.state / "demo-logins.json").read_text())
-        assert {u["role"] for u in logins["users"]} >= {"org_admin", "front_desk", "auditor"}
-        login = httpx.post(
-            f"{gateway_url}/api/v1/identity/auth/login",
-            json={
-                "org_id": logins["org_id"],
-                "email": next(u for u in logins["users"] if u["role"] == "billing")["email"],
-                "password": next(u for u in logins["users"] if u["role"] == "billing")["password"],
-            },
-        )
-        assert login.status_code == 200, login.text
-        assert login.json()["token_type"] == "Bearer"
+        assert trail[0]["actor_id"] == _subject(desk)
         spawned = _children(first.process.pid)
         assert spawned, "dev up should run services and servers as child processes"
     finally:
@@ -147,11 +162,12 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
     second = StackProcess(stack_env)
     try:
         endpoints = second.wait_endpoints()
-        again = httpx.get(
-            f"{endpoints['services']['patients']['url']}/patients/{patient_id}", headers=ORG
-        )
+        gateway_url = endpoints["services"]["gateway"]["url"]
+        desk = _sign_in(gateway_url, logins, "front_desk")
+        again = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=desk)
         assert again.status_code == 200, again.text
         assert again.json()["name"]["given"] == ["Devstack"]
-        _wait_for_trail(endpoints["services"]["audit"]["url"], patient_id, "read")
+        auditor = _sign_in(gateway_url, logins, "auditor")
+        _wait_for_trail(gateway_url + "/api/v1/audit", patient_id, "read", auditor)
     finally:
         assert second.stop() == 0, second.tail()

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 
-DEMO_ACTOR = "demo-seeder"
 DEMO_EMAIL_DOMAIN = "demo-group.example.org"
 
 # (name, IANA time zone, sensitive): two time zones, one behavioral-health location.
@@ -87,7 +86,6 @@ def demo_patients() -> list[dict[str, object]]:
     """Registration bodies of fictional patients (SYNTHETIC DATA, not real people)."""
     return [
         {
-            "location_id": None,
             "name": {"family": "Synthetic-Ortega", "given": ["Demo"]},
             "birth_date": "1961-02-03",
             "sex": "female",
@@ -96,7 +94,6 @@ def demo_patients() -> list[dict[str, object]]:
             "preferred_language": "es",
         },
         {
-            "location_id": None,
             "name": {"family": "Synthetic-Nakamura", "given": ["Demo"]},
             "birth_date": "1984-07-19",
             "sex": "male",
@@ -105,7 +102,6 @@ def demo_patients() -> list[dict[str, object]]:
             "preferred_language": "en",
         },
         {
-            "location_id": None,
             "name": {"family": "Synthetic-Okafor", "given": ["Demo"]},
             "birth_date": "1999-11-30",
             "sex": "other",

@@ -73,14 +73,22 @@ class RunningService:
         return f"http://127.0.0.1:{self.port}"
 
 
-def seed_patients(patients_url: str, org_id: str, actor: str) -> list[str]:
-    """Register the synthetic demo patients; returns their ids."""
+def seed_patients(identity_url: str, patients_url: str, logins: dict[str, Any]) -> list[str]:
+    """Register the synthetic demo patients as the demo front desk; returns their ids."""
     from careloop_cli.demo import demo_patients
 
-    headers = {"X-Organization-Id": org_id, "X-Actor-Id": actor}
+    desk = next(u for u in logins["users"] if u["role"] == "front_desk")
+    with httpx.Client(base_url=identity_url, timeout=30) as client:
+        login = client.post(
+            "/auth/login",
+            json={"org_id": logins["org_id"], "email": desk["email"], "password": desk["password"]},
+        )
+        login.raise_for_status()
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
     ids = []
     with httpx.Client(base_url=patients_url, timeout=10) as client:
         for body in demo_patients():
+            body = {**body, "location_id": desk["locations"][0]}
             response = client.post("/patients", json=body, headers=headers)
             response.raise_for_status()
             ids.append(str(response.json()["id"]))
@@ -209,6 +217,10 @@ class DevStack:
             "CARELOOP_VAULT_ADDR": self.openbao.addr,
             "CARELOOP_VAULT_TOKEN": vault_token,
         }
+        # Every service verifies access tokens against identity's published keys.
+        env["CARELOOP_AUTH_JWKS_URL"] = (
+            f"http://127.0.0.1:{ports['identity']}/.well-known/jwks.json"
+        )
         if entry.name == "gateway":
             env["CARELOOP_ROUTES"] = json.dumps(
                 {name: f"http://127.0.0.1:{p}" for name, p in ports.items() if name != "gateway"}
@@ -290,12 +302,12 @@ class DevStack:
         marker = self.root / "seeded"
         if not self.settings.seed_demo or marker.exists():
             return
-        from careloop_cli.demo import DEMO_ACTOR, seed_identity
+        from careloop_cli.demo import seed_identity
 
         urls = {s.entry.name: s.url for s in self.services}
         bootstrap = _secret(self.root / "secrets" / "identity-bootstrap")
         logins = seed_identity(urls["identity"], bootstrap)
-        patients = seed_patients(urls["patients"], logins["org_id"], DEMO_ACTOR)
+        patients = seed_patients(urls["identity"], urls["patients"], logins)
         logins_file = self.root / "demo-logins.json"
         logins_file.write_text(json.dumps({**logins, "patient_ids": patients}, indent=2))
         logins_file.chmod(0o600)

@@ -11,6 +11,7 @@ from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.tables import metadata, platform
 from careloop_kit.audit import AuditRecorder
+from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 
@@ -47,11 +48,20 @@ def build_spec(settings: AuditSettings) -> ServiceSpec:
         routers=[router],
         consumers=[TRAIL_CONSUMER],
         on_startup=on_startup,
+        verifies_tokens=True,
         background=[checkpoint_job],
     )
 
 
-def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The audit API with its runtime lifespan."""
+def create_app(
+    settings: AuditSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+) -> FastAPI:
+    """The audit API with its runtime lifespan.
+
+    `jwks` replaces identity's published keys (tests sign their own tokens).
+    """
     settings = settings or AuditSettings()
-    return create_service_app(build_spec(settings), settings, clock=clock)
+    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)

@@ -36,6 +36,9 @@ from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.verification import verify_trail
 from careloop_contracts import AccessRecorded, Envelope, to_headers
+from careloop_kit.auth import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.service import Runtime
@@ -55,14 +58,24 @@ class Harness:
     settings: AuditSettings
     admin: AsyncEngine
     org_id: str
+    issuer: TestTokenIssuer
 
     @property
     def runtime(self) -> Runtime:
         runtime: Runtime = self.app.state.runtime
         return runtime
 
-    def headers(self, actor: str = "auditor-1") -> dict[str, str]:
-        return {"X-Organization-Id": self.org_id, "X-Actor-Id": actor}
+    def headers(self, actor: str = "auditor-1", **claims: Any) -> dict[str, str]:
+        """A bearer token of an auditor of this organization (override any claim)."""
+        values: dict[str, Any] = {
+            "org": self.org_id,
+            "sub": actor,
+            "roles": ["auditor"],
+            "loc": [],
+            "amr": ["pwd"],
+        }
+        values.update(claims)
+        return {"Authorization": f"Bearer {self.issuer.mint(**values)}"}
 
     async def publish(self, event: AccessRecorded, *, source: str = "patients") -> None:
         envelope = Envelope.for_event(event, source=f"/careloop/{source}", time=datetime.now(UTC))
@@ -134,7 +147,8 @@ async def audit(
         log_json=False,
         database_pool_size=4,
     )
-    app = create_app(settings)
+    issuer = TestTokenIssuer(SystemClock())
+    app = create_app(settings, jwks=StaticJwksSource(issuer.jwks_document()))
     admin = create_async_engine(postgres_server.admin_dsn(name))
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -145,7 +159,9 @@ async def audit(
                 transport=httpx.ASGITransport(app=app), base_url="http://audit"
             ) as client,
         ):
-            yield Harness(app, client, producer, settings, admin, org_id=f"org-{unique}")
+            yield Harness(
+                app, client, producer, settings, admin, org_id=f"org-{unique}", issuer=issuer
+            )
     finally:
         await producer.stop()
         await admin.dispose()
@@ -247,11 +263,18 @@ async def test_access_records_join_the_log_and_answer_the_trail(audit: Harness) 
         response = await audit.client.get(
             f"/audit/patients/{patient}/trail", headers=audit.headers("privacy-officer")
         )
-        reads = [i for i in response.json()["items"] if i["resource_type"] == "AuditEvent"]
+        reads = [
+            i
+            for i in response.json()["items"]
+            if i["resource_type"] == "AuditEvent" and i["actor_id"] == "privacy-officer"
+        ]
         return reads or None
 
     reads = await eventually(trail_reads)
     assert reads[0]["source_service"] == "audit"
+    # The actor is the token's `sub`, its type the token's `act`.
+    assert reads[0]["actor_id"] == "privacy-officer"
+    assert reads[0]["actor_type"] == "user"
     assert reads[0]["action"] == "read"
     assert reads[0]["patient_id"] == patient
 
@@ -308,16 +331,50 @@ async def test_a_record_exports_as_a_fhir_audit_event(audit: Harness) -> None:
     assert resource["entity"][0]["what"]["reference"] == "Patient/pat-fhir"
     assert resource["agent"][0]["who"]["identifier"]["value"] == "dr-f"
 
-    other_org = {"X-Organization-Id": "org-nobody", "X-Actor-Id": "x"}
+    other_org = audit.headers("x", org="org-nobody")
     missing = await audit.client.get(f"/audit/events/{event.audit_id}/fhir", headers=other_org)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
 
 
-async def test_calls_without_an_organization_are_refused(audit: Harness) -> None:
-    response = await audit.client.get("/audit/events")
-    assert response.status_code == 401
-    assert response.json()["type"].endswith("/unauthorized")
+ENDPOINTS = [
+    ("GET", "/audit/patients/pat-1/trail"),
+    ("GET", "/audit/events"),
+    ("GET", "/audit/events/00000000-0000-0000-0000-000000000000/fhir"),
+    ("POST", "/audit/verify"),
+]
+
+
+async def test_calls_without_a_token_are_refused(audit: Harness) -> None:
+    for method, path in ENDPOINTS:
+        response = await audit.client.request(method, path)
+        assert response.status_code == 401, path
+        assert response.json()["type"].endswith("/unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+    legacy = await audit.client.get(
+        "/audit/events", headers={"X-Organization-Id": audit.org_id, "X-Actor-Id": "a"}
+    )
+    assert legacy.status_code == 401
+
+
+async def test_only_auditors_and_org_admins_with_mfa_read_the_log(audit: Harness) -> None:
+    for role in ("front_desk", "provider", "billing", "location_manager", "care_coordinator"):
+        headers = audit.headers(roles=[role], loc=["*"], amr=["pwd", "otp"])
+        for method, path in ENDPOINTS:
+            response = await audit.client.request(method, path, headers=headers)
+            assert response.status_code == 403, (role, path)
+    patient = audit.headers(act="patient", roles=["patient"], pat="pat-1")
+    for method, path in ENDPOINTS:
+        assert (await audit.client.request(method, path, headers=patient)).status_code == 403
+
+    no_mfa = audit.headers("admin-1", roles=["org_admin"], loc=["*"], amr=["pwd"])
+    refused = await audit.client.get("/audit/events", headers=no_mfa)
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith("multi-factor authentication required")
+
+    with_mfa = audit.headers("admin-1", roles=["org_admin"], loc=["*"], amr=["pwd", "otp"])
+    assert (await audit.client.get("/audit/events", headers=with_mfa)).status_code == 200
+    assert (await audit.client.get("/audit/events", headers=audit.headers())).status_code == 200
 
 
 # -- append-only and tamper evidence

@@ -18,6 +18,7 @@ from careloop_gateway.domain.ratelimit import RateLimiter
 from careloop_gateway.settings import GatewaySettings
 from careloop_gateway.store.repository import IdempotencyRepository
 from careloop_gateway.store.tables import metadata, platform
+from careloop_kit.auth.jwks import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 
@@ -83,13 +84,19 @@ def build_spec(settings: GatewaySettings) -> ServiceSpec:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         background=[purge_expired_keys],
+        verifies_tokens=True,
     )
 
 
-def create_app(settings: GatewaySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The gateway API with its runtime lifespan."""
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+) -> FastAPI:
+    """The gateway API with its runtime lifespan (`jwks` replaces identity's keys in tests)."""
     settings = settings or GatewaySettings()
-    app = create_service_app(build_spec(settings), settings, clock=clock)
+    app = create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -99,8 +106,6 @@ def create_app(settings: GatewaySettings | None = None, *, clock: Clock | None =
                 "Authorization",
                 "Content-Type",
                 "Idempotency-Key",
-                "X-Organization-Id",
-                "X-Actor-Id",
                 "X-Request-Id",
                 "traceparent",
             ],

@@ -22,10 +22,17 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import careloop_gateway
 from careloop_gateway.app import create_app
 from careloop_gateway.settings import GatewaySettings
+from careloop_kit.auth.jwks import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.ports import free_port
 from careloop_kit.testing.apps import running_app
@@ -59,6 +66,30 @@ async def serve_in_task(app: Any, *, port: int | None = None) -> AsyncIterator[s
 
 
 @pytest.fixture(scope="session")
+def token_issuer() -> TestTokenIssuer:
+    """Signs access tokens the way identity does, with a key of its own."""
+    return TestTokenIssuer(SystemClock())
+
+
+@pytest.fixture(scope="module")
+async def jwks_url(token_issuer: TestTokenIssuer) -> AsyncIterator[str]:
+    """The issuer's JWKS served over HTTP, for services running as their own process."""
+
+    async def jwks(request: Request) -> JSONResponse:
+        return JSONResponse(token_issuer.jwks_document())
+
+    app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
+    async with serve_in_task(app) as url:
+        yield f"{url}/.well-known/jwks.json"
+
+
+def bearer(issuer: TestTokenIssuer, org_id: str, subject: str) -> dict[str, str]:
+    """An org-wide administrator's token (MFA done) for `subject` in `org_id`."""
+    token = issuer.mint(org=org_id, sub=subject, roles=["org_admin"], loc=["*"], amr=["pwd", "otp"])
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
 def gateway_vault_token(vault_addr: str, vault_root_token: str) -> str:
     """A Vault token under the gateway's own policy."""
     from careloop_kit.infra.openbao import bootstrap_vault
@@ -77,6 +108,7 @@ async def patients_url(
     kafka_bootstrap: str,
     vault_addr: str,
     vault_tokens: dict[str, str],
+    jwks_url: str,
 ) -> AsyncIterator[str]:
     """The real patients service as its own process, migrated, on a free port."""
     suffix = uuid.uuid4().hex[:10]
@@ -94,6 +126,7 @@ async def patients_url(
         "CARELOOP_VAULT_TOKEN": vault_tokens["patients"],
         "CARELOOP_TOPIC_PREFIX": f"t{suffix}.",
         "CARELOOP_HTTP_PORT": str(port),
+        "CARELOOP_AUTH_JWKS_URL": jwks_url,
         "CARELOOP_LOG_JSON": "false",
         "CARELOOP_LOG_LEVEL": "WARNING",
     }
@@ -147,11 +180,17 @@ def make_gateway(
     vault_addr: str,
     gateway_vault_token: str,
     topic_prefix: str,
+    token_issuer: TestTokenIssuer,
 ) -> GatewayFactory:
-    """`async with make_gateway(routes={...}, **settings) as client:` a running gateway."""
+    """`async with make_gateway(routes={...}, **settings) as client:` a running gateway.
+
+    The client sends a valid access token by default; `anonymous=True` sends none.
+    """
 
     @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def factory(
+        *, anonymous: bool = False, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         dsn = await make_database("gateway")
         await upgrade_async(MIGRATIONS, dsn)
         settings = GatewaySettings(
@@ -164,16 +203,18 @@ def make_gateway(
             log_json=False,
             **overrides,
         )
-        app: FastAPI = create_app(settings)
+        app: FastAPI = create_app(settings, jwks=StaticJwksSource(token_issuer.jwks_document()))
         async with running_app(app) as client:
+            if not anonymous:
+                client.headers.update(bearer(token_issuer, "org-gateway-tests", "gateway-tester"))
             yield client
 
     return factory
 
 
 @pytest.fixture
-def org(unique_id: str) -> dict[str, str]:
-    return {"X-Organization-Id": f"org-{unique_id}", "X-Actor-Id": f"user-{unique_id}"}
+def org(unique_id: str, token_issuer: TestTokenIssuer) -> dict[str, str]:
+    return bearer(token_issuer, f"org-{unique_id}", f"user-{unique_id}")
 
 
 def new_patient(marker: str, **overrides: object) -> dict[str, object]:

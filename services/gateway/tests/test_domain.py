@@ -88,11 +88,18 @@ class TestHeaders:
         )
         as_dict = dict(sent)
         assert as_dict["authorization"] == "Bearer t"
-        assert as_dict["x-organization-id"] == "org-1"
         assert as_dict["traceparent"] == "00-abc-def-01"
         assert as_dict["x-request-id"] == "rid-1"
         assert as_dict["x-forwarded-for"] == "10.0.0.1, 10.0.0.2"
-        for dropped in ("connection", "keep-alive", "x-secret", "idempotency-key", "host"):
+        # The retired tenant header is not trusted by anyone any more: never forwarded.
+        for dropped in (
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "idempotency-key",
+            "host",
+            "x-organization-id",
+        ):
             assert dropped not in as_dict
 
     def test_hop_by_hop_and_gateway_owned_headers_are_not_returned(self) -> None:

@@ -13,9 +13,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from careloop_gateway.domain.openapi import iter_refs, resolve_ref
+from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.infra.ports import free_port
 
-from .conftest import GatewayFactory, new_patient, serve_in_task
+from .conftest import GatewayFactory, bearer, new_patient, serve_in_task
 
 pytestmark = pytest.mark.service
 
@@ -153,7 +154,10 @@ async def test_a_body_over_the_limit_is_a_413_problem(
 
 
 async def test_over_the_rate_limit_is_a_429_problem_with_retry_after(
-    make_gateway: GatewayFactory, patients_url: str, org: dict[str, str]
+    make_gateway: GatewayFactory,
+    patients_url: str,
+    org: dict[str, str],
+    token_issuer: TestTokenIssuer,
 ) -> None:
     async with make_gateway(
         routes={"patients": patients_url}, rate_limit_per_minute=6, rate_limit_burst=2
@@ -163,8 +167,9 @@ async def test_over_the_rate_limit_is_a_429_problem_with_retry_after(
         for _ in range(3):
             last = await gateway.get(PATIENTS, params={"email": "no@example.org"}, headers=org)
             statuses.append(last.status_code)
+        someone_else = bearer(token_issuer, "org-someone-else", "other-user")
         other = await gateway.get(
-            PATIENTS, params={"email": "no@example.org"}, headers={**org, "X-Actor-Id": "other"}
+            PATIENTS, params={"email": "no@example.org"}, headers=someone_else
         )
 
     assert statuses == [200, 200, 429]
@@ -224,7 +229,7 @@ async def test_a_key_in_progress_is_a_409_and_5xx_answers_are_not_kept(
         return JSONResponse({"n": len(calls)}, status_code=201)
 
     upstream = Starlette(routes=[Route("/things", create, methods=["POST"])])
-    headers = {"X-Organization-Id": f"org-{unique_id}", "Idempotency-Key": "k1"}
+    headers = {"Idempotency-Key": "k1"}
     async with serve_in_task(upstream) as url, make_gateway(routes={"t": url}) as gateway:
         first = asyncio.create_task(gateway.post("/api/v1/t/things", json={}, headers=headers))
         await asyncio.wait_for(arrived.wait(), timeout=10)
@@ -293,3 +298,35 @@ async def test_no_cors_headers_by_default(make_gateway: GatewayFactory) -> None:
         response = await gateway.get("/healthz", headers={"Origin": "https://app.example"})
 
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_requests_without_or_with_a_bad_token_stop_at_the_gateway(
+    make_gateway: GatewayFactory, token_issuer: TestTokenIssuer
+) -> None:
+    reached: list[str] = []
+
+    async def anything(request: Request) -> JSONResponse:
+        reached.append(request.url.path)
+        return JSONResponse({"ok": True})
+
+    upstream = Starlette(routes=[Route("/{rest:path}", anything, methods=["GET", "POST"])])
+    expired = token_issuer.mint(exp=1, iat=0, nbf=0)
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(routes={"patients": url, "identity": url}, anonymous=True) as gateway,
+    ):
+        missing = await gateway.get(PATIENTS)
+        forged = await gateway.get(PATIENTS, headers={"Authorization": "Bearer not.a.token"})
+        stale = await gateway.get(PATIENTS, headers={"Authorization": f"Bearer {expired}"})
+        login = await gateway.post("/api/v1/identity/auth/login", json={})
+        keys = await gateway.get("/api/v1/identity/.well-known/jwks.json")
+        private = await gateway.get("/api/v1/identity/organizations-secret")
+
+    for refused in (missing, forged, stale, private):
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert "not.a.token" not in forged.text
+    assert login.status_code == 200
+    assert keys.status_code == 200
+    assert reached == ["/auth/login", "/.well-known/jwks.json"]

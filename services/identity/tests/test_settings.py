@@ -15,6 +15,7 @@ PRODUCTION = {
     "vault_addr": "https://vault:8200",
     "vault_token": "real-token",
     "kafka_security_protocol": "SSL",
+    "auth_jwks_url": "https://identity:8103/.well-known/jwks.json",
 }
 
 

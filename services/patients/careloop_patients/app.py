@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from careloop_kit.audit import AuditRecorder
+from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
@@ -40,10 +41,19 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
         tables=platform,
         routers=[router],
         on_startup=on_startup,
+        verifies_tokens=True,
     )
 
 
-def create_app(settings: PatientsSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The patients API with its runtime lifespan."""
+def create_app(
+    settings: PatientsSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+) -> FastAPI:
+    """The patients API with its runtime lifespan.
+
+    `jwks` replaces identity's published keys (tests sign their own tokens).
+    """
     settings = settings or PatientsSettings()
-    return create_service_app(build_spec(settings), settings, clock=clock)
+    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)

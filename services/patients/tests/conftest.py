@@ -7,6 +7,9 @@ import httpx
 import pytest
 
 import careloop_patients
+from careloop_kit.auth import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
 from careloop_patients.app import create_app
@@ -36,15 +39,60 @@ async def patients_settings(
     )
 
 
+@pytest.fixture(scope="session")
+def issuer() -> TestTokenIssuer:
+    """Signs access tokens the way identity does; the apps under test trust its key."""
+    return TestTokenIssuer(SystemClock())
+
+
+Mint = Callable[..., dict[str, str]]
+
+
+def bearer(issuer: TestTokenIssuer, **claims: object) -> dict[str, str]:
+    """`Authorization` header of a fresh access token with these claims."""
+    return {"Authorization": f"Bearer {issuer.mint(**claims)}"}
+
+
 @pytest.fixture
-async def patients(patients_settings: PatientsSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(create_app(patients_settings)) as client:
+def mint(issuer: TestTokenIssuer, unique_id: str) -> Mint:
+    """Headers for a token of this test's organization: `mint(roles=[...], loc=[...])`.
+
+    Defaults: an org admin of every location who signed in with a one-time code."""
+
+    def make(**claims: object) -> dict[str, str]:
+        values: dict[str, object] = {
+            "org": f"org-{unique_id}",
+            "sub": f"user-{unique_id}",
+            "sid": f"session-{unique_id}",
+            "roles": ["org_admin"],
+            "loc": ["*"],
+            "amr": ["pwd", "otp"],
+        }
+        values.update(claims)
+        return bearer(issuer, **values)
+
+    return make
+
+
+@pytest.fixture
+async def patients(
+    patients_settings: PatientsSettings, issuer: TestTokenIssuer
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(patients_settings, jwks=StaticJwksSource(issuer.jwks_document()))
+    async with running_app(app) as client:
         yield client
 
 
 @pytest.fixture
-def org(unique_id: str) -> dict[str, str]:
-    return {"X-Organization-Id": f"org-{unique_id}", "X-Actor-Id": f"user-{unique_id}"}
+def org(mint: Mint) -> dict[str, str]:
+    """Headers of this test's org admin (every location, MFA)."""
+    return mint()
+
+
+@pytest.fixture
+def actor_id(unique_id: str) -> str:
+    """The `sub` of the `org` fixture's token."""
+    return f"user-{unique_id}"
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ import httpx
 import pytest
 
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_patients.api.routes import router
 from careloop_patients.settings import PatientsSettings
 
 pytestmark = pytest.mark.service
 
 ACCESS = "careloop.audit.access.recorded.v1"
+Mint = Callable[..., dict[str, str]]
 new_patient: Callable[..., dict[str, object]]
 
 
@@ -43,7 +45,7 @@ async def test_register_then_read_returns_the_same_record(
 
 
 async def test_search_by_name_birth_date_phone_or_email_through_blind_indexes(
-    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str, mint: Mint
 ) -> None:
     created = await register(patients, org, unique_id)
     await register(patients, org, unique_id + "x", phones=["555 999 0000"])
@@ -61,16 +63,16 @@ async def test_search_by_name_birth_date_phone_or_email_through_blind_indexes(
         assert found.status_code == 200, found.text
         assert [p["id"] for p in found.json()["items"]] == [created["id"]], params
 
-    other_org = {**org, "X-Organization-Id": org["X-Organization-Id"] + "-other"}
+    other_org = mint(org=f"org-{unique_id}-other")
     elsewhere = await patients.get("/patients", params=queries[1], headers=other_org)
     assert elsewhere.json()["items"] == []
 
 
 async def test_another_tenant_cannot_read_the_record(
-    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str
+    patients: httpx.AsyncClient, org: dict[str, str], unique_id: str, mint: Mint
 ) -> None:
     created = await register(patients, org, unique_id)
-    other_org = {**org, "X-Organization-Id": org["X-Organization-Id"] + "-other"}
+    other_org = mint(org=f"org-{unique_id}-other")
 
     response = await patients.get(f"/patients/{created['id']}", headers=other_org)
 
@@ -128,11 +130,87 @@ async def test_future_birth_date_and_bad_search_are_problems_not_500s(
     assert no_keys.status_code == 422
 
 
-async def test_requests_without_an_organization_are_refused(patients: httpx.AsyncClient) -> None:
+async def test_requests_without_a_token_are_refused(patients: httpx.AsyncClient) -> None:
     response = await patients.get("/patients/abc")
 
     assert response.status_code == 401
-    assert "X-Organization-Id" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["detail"]
+    # The temporary organization header no longer lets anyone in.
+    legacy = await patients.get(
+        "/patients/abc", headers={"X-Organization-Id": "org-1", "X-Actor-Id": "someone"}
+    )
+    assert legacy.status_code == 401
+
+
+async def test_billing_sees_only_demographics_and_contact_and_the_audit_says_so(
+    patients: httpx.AsyncClient,
+    org: dict[str, str],
+    mint: Mint,
+    unique_id: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    created = await register(patients, org, unique_id)
+    billing = mint(roles=["billing"], loc=["loc-north"], amr=["pwd"], sub=f"bill-{unique_id}")
+
+    read = await patients.get(f"/patients/{created['id']}", headers=billing)
+    found = await patients.get("/patients", params={"phone": "555 201 3344"}, headers=billing)
+
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["name"] == created["name"]
+    assert body["birth_date"] == created["birth_date"]
+    assert body["phones"] == created["phones"]
+    assert body["preferred_language"] is None
+    assert body["preferences"] is None
+    assert body["withheld_categories"] == ["preferences"]
+    assert [p["preferred_language"] for p in found.json()["items"]] == [None]
+
+    def complete(records: list) -> bool:
+        return sum(header(r, "ce_type") == ACCESS for r in records) >= 3
+
+    records = await wait_for_records(kafka_bootstrap, f"{topic_prefix}careloop.patients", complete)
+    by_billing = [
+        json.loads(r.value)
+        for r in records
+        if header(r, "ce_type") == ACCESS and json.loads(r.value)["actor_id"] == f"bill-{unique_id}"
+    ]
+    assert sorted(a["action"] for a in by_billing) == ["query", "read"]
+    assert all(a["phi_categories"] == ["contact", "demographics"] for a in by_billing)
+
+
+async def test_roles_that_read_clinical_data_need_a_one_time_code(
+    patients: httpx.AsyncClient, org: dict[str, str], mint: Mint, unique_id: str
+) -> None:
+    created = await register(patients, org, unique_id)
+    password_only = mint(roles=["provider"], loc=["loc-north"], amr=["pwd"])
+    with_otp = mint(roles=["provider"], loc=["loc-north"], amr=["pwd", "otp"])
+
+    refused = await patients.get(f"/patients/{created['id']}", headers=password_only)
+    allowed = await patients.get(f"/patients/{created['id']}", headers=with_otp)
+
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith("multi-factor authentication required")
+    assert allowed.status_code == 200
+
+
+def test_every_route_requires_a_permission() -> None:
+    from careloop_kit.auth import required_permission
+
+    found = {}
+    for route in router.routes:
+        calls = [d.call for d in route.dependant.dependencies]  # type: ignore[attr-defined]
+        found[(sorted(route.methods)[0], route.path)] = [  # type: ignore[attr-defined]
+            required_permission(c) for c in calls if required_permission(c)
+        ]
+    assert found == {
+        ("POST", "/patients"): ["patients:create"],
+        ("GET", "/patients/{patient_id}"): ["patients:read"],
+        ("PATCH", "/patients/{patient_id}"): ["patients:update"],
+        ("GET", "/patients"): ["patients:search"],
+        ("POST", "/patients/{patient_id}/merge"): ["patients:merge"],
+    }
 
 
 async def test_merge_moves_contacts_and_retires_the_duplicate(
@@ -164,6 +242,7 @@ async def test_every_request_is_audited_once_with_its_outcome_and_events_flow(
     patients: httpx.AsyncClient,
     patients_settings: PatientsSettings,
     org: dict[str, str],
+    actor_id: str,
     unique_id: str,
     kafka_bootstrap: str,
     topic_prefix: str,
@@ -191,7 +270,9 @@ async def test_every_request_is_audited_once_with_its_outcome_and_events_flow(
         ("read", "error", "no-such-patient"),
         ("query", "success", created["id"]),
     ]
-    assert {a["actor_id"] for a in accesses} == {org["X-Actor-Id"]}
+    # The actor of every record is the token's `sub`, its type the token's `act`.
+    assert {a["actor_id"] for a in accesses} == {actor_id}
+    assert {a["actor_type"] for a in accesses} == {"user"}
     assert accesses[3]["query_fingerprint"] == "phone"
     registered = [
         r for r in records if header(r, "ce_type") == "careloop.patients.patient.registered.v1"

@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 import hvac
 import pytest
 
+from careloop_kit.auth import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.infra.openbao import policy_name
 from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.testing.apps import running_app
@@ -22,6 +24,7 @@ async def test_losing_vault_fails_readiness_and_refuses_phi_work(
     org: dict[str, str],
     unique_id: str,
     patient_body: Callable[..., dict[str, object]],
+    issuer: TestTokenIssuer,
 ) -> None:
     root = hvac.Client(url=vault_addr, token=vault_root_token)
     token = root.auth.token.create(policies=[policy_name("patients")], ttl="10m")["auth"]
@@ -32,7 +35,8 @@ async def test_losing_vault_fails_readiness_and_refuses_phi_work(
             "vault_token": token["client_token"],
         }
     )
-    async with running_app(create_app(settings)) as client:
+    jwks = StaticJwksSource(issuer.jwks_document())
+    async with running_app(create_app(settings, jwks=jwks)) as client:
         assert (await client.get("/readyz")).status_code == 200
         created = await client.post("/patients", json=patient_body(unique_id), headers=org)
         assert created.status_code == 201
@@ -48,8 +52,11 @@ async def test_losing_vault_fails_readiness_and_refuses_phi_work(
     assert "vault" in refused.json()["detail"]
 
 
-async def test_healthz_is_alive_without_dependencies(patients_settings: PatientsSettings) -> None:
-    async with running_app(create_app(patients_settings)) as client:
+async def test_healthz_is_alive_without_dependencies(
+    patients_settings: PatientsSettings, issuer: TestTokenIssuer
+) -> None:
+    jwks = StaticJwksSource(issuer.jwks_document())
+    async with running_app(create_app(patients_settings, jwks=jwks)) as client:
         response = await client.get("/healthz")
 
     assert response.json() == {"status": "alive", "service": "patients"}
@@ -59,9 +66,11 @@ async def test_losing_the_database_fails_readiness_and_refuses_work(
     patients_settings: PatientsSettings,
     postgres_server: PostgresServer,
     org: dict[str, str],
+    issuer: TestTokenIssuer,
 ) -> None:
     database = urlsplit(patients_settings.database_url.get_secret_value()).path.lstrip("/")
-    async with running_app(create_app(patients_settings)) as client:
+    jwks = StaticJwksSource(issuer.jwks_document())
+    async with running_app(create_app(patients_settings, jwks=jwks)) as client:
         assert (await client.get("/readyz")).status_code == 200
 
         await postgres_server.drop_database(database)

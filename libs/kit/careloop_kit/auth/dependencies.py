@@ -20,7 +20,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from careloop_kit.auth.permissions import PERMISSIONS, any_allowed, categories_for
+from careloop_kit.auth.permissions import (
+    PERMISSIONS,
+    any_allowed,
+    categories_for,
+    requires_mfa,
+)
 from careloop_kit.auth.principal import AuthenticatedPrincipal
 from careloop_kit.auth.tokens import Claims, InvalidToken, TokenVerifier
 from careloop_kit.problems import Forbidden, ProblemError, problem_response
@@ -86,6 +91,7 @@ def principal_from_claims(claims: Claims) -> AuthenticatedPrincipal:
         session_id=claims.sid,
         scopes=claims.scopes,
         token_id=claims.jti,
+        amr=claims.amr,
     )
 
 
@@ -114,8 +120,41 @@ async def authenticate(request: Request) -> AuthenticatedPrincipal:
     return principal
 
 
-def require(permission: str) -> Callable[[Request], Awaitable[AuthenticatedPrincipal]]:
-    """A dependency: a verified principal holding `permission`, or 401/403."""
+class MfaRequired(Forbidden):
+    """A role that must sign in with a second factor presented a token without one."""
+
+    title, slug = "Multi-factor authentication required", "mfa-required"
+
+
+def lacks_required_mfa(principal: AuthenticatedPrincipal) -> bool:
+    """Whether one of the principal's roles requires MFA (`requires_mfa`) and its
+    token's `amr` has no `otp`."""
+    return any(requires_mfa(role) for role in principal.roles) and not principal.used_mfa
+
+
+def ensure_mfa(principal: AuthenticatedPrincipal) -> None:
+    """`MfaRequired` (403) unless the principal satisfied its roles' MFA rule."""
+    if lacks_required_mfa(principal):
+        raise MfaRequired(
+            "multi-factor authentication required: sign in again with a one-time code."
+        )
+
+
+PERMISSION_ATTRIBUTE = "__careloop_permission__"
+
+
+def require(
+    permission: str, *, mfa: bool = False
+) -> Callable[[Request], Awaitable[AuthenticatedPrincipal]]:
+    """A dependency: a verified principal holding `permission`, or 401/403.
+
+    With `mfa=True` a principal whose roles require MFA (see
+    `careloop_kit.auth.permissions.requires_mfa`) must carry `otp` in its token's
+    `amr`, or gets 403 "multi-factor authentication required".
+
+    The dependency carries its permission as `__careloop_permission__`, so a walk
+    of an app's routes can tell which routes are authorized.
+    """
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}; add it to the permission table")
 
@@ -123,11 +162,20 @@ def require(permission: str) -> Callable[[Request], Awaitable[AuthenticatedPrinc
         principal = await authenticate(request)
         if not permits(principal, permission):
             raise Forbidden(f"Your role does not allow {permission}.")
+        if mfa:
+            ensure_mfa(principal)
         return principal
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
     dependency.required_permission = permission  # type: ignore[attr-defined]
+    setattr(dependency, PERMISSION_ATTRIBUTE, permission)
     return dependency
+
+
+def required_permission(call: object) -> str | None:
+    """The permission a `require(...)` dependency enforces (None for anything else)."""
+    value = getattr(call, PERMISSION_ATTRIBUTE, None)
+    return value if isinstance(value, str) else None
 
 
 def install_auth_handlers(app: FastAPI) -> None:

@@ -4,22 +4,15 @@
 is the principal of a verified access token (see `careloop_kit.auth.dependencies`):
 it adds roles, location scopes, the patient a portal account is linked to and
 the session, plus the object-level checks every service applies.
-
-THE TEMPORARY SEAM: `resolve_principal` still accepts a request that names its
-organization in `X-Organization-Id` and its actor in `X-Actor-Id`; both are
-validated, and nothing else in a service reads them. Routes move off it to
-`require(permission)`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Depends, Header
-
-from careloop_kit.problems import Forbidden, Unauthorized
+from careloop_kit.problems import Forbidden
 
 ActorType = Literal["user", "service", "partner", "patient", "system"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -34,24 +27,6 @@ class Principal:
     org_id: str
     purpose_of_use: str = "TREAT"
 
-
-async def resolve_principal(
-    x_organization_id: Annotated[str | None, Header()] = None,
-    x_actor_id: Annotated[str | None, Header()] = None,
-) -> Principal:
-    """Resolve the caller; replace with JWT verification when identity lands."""
-    if not x_organization_id or not _ID.match(x_organization_id):
-        raise Unauthorized(
-            "Send the organization id in the X-Organization-Id header "
-            "(letters, digits, '.', '_', ':' or '-', at most 64)."
-        )
-    actor = x_actor_id or "anonymous"
-    if not _ID.match(actor):
-        raise Unauthorized("X-Actor-Id must be an id of at most 64 safe characters.")
-    return Principal(actor_id=actor, actor_type="user", org_id=x_organization_id)
-
-
-PrincipalDep = Annotated[Principal, Depends(resolve_principal)]
 
 ALL_LOCATIONS = "*"
 
@@ -71,6 +46,12 @@ class AuthenticatedPrincipal(Principal):
     session_id: str | None = None
     scopes: frozenset[str] = frozenset()
     token_id: str | None = None
+    amr: tuple[str, ...] = ()
+
+    @property
+    def used_mfa(self) -> bool:
+        """Whether the session was opened with a second factor (`otp` in `amr`)."""
+        return "otp" in self.amr
 
     @property
     def is_patient(self) -> bool:

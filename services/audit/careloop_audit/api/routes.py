@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from careloop_audit.api.schemas import AuditRecordPage, AuditRecordRead
 from careloop_audit.domain.fhir import to_audit_event
@@ -13,7 +13,7 @@ from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.repository import AuditLog
 from careloop_audit.verification import VerificationReport, run_verification
 from careloop_kit.audit import AuditEntry, AuditRecorder, fingerprint_query
-from careloop_kit.auth import PrincipalDep
+from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.problems import NotFound, ProblemError
 from careloop_kit.service import RuntimeDep, SessionDep
 
@@ -30,6 +30,12 @@ Since = Annotated[datetime | None, Query(description="Only records that occurred
 Until = Annotated[datetime | None, Query(description="Only records that occurred before.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Cursor = Annotated[int | None, Query(ge=1, description="`next_cursor` of the previous page.")]
+
+
+# Only roles holding audit:read / audit:verify in the permission table (auditor,
+# org_admin with MFA), and only ever the caller's own organization (the token `org`).
+Reader = Annotated[AuthenticatedPrincipal, Depends(require("audit:read", mfa=True))]
+Verifier = Annotated[AuthenticatedPrincipal, Depends(require("audit:verify", mfa=True))]
 
 
 class InvalidTimeRange(ProblemError):
@@ -65,7 +71,7 @@ def _page(records: list[AuditRecordRead], limit: int) -> AuditRecordPage:
 async def patient_trail(
     patient_id: IdPath,
     request: Request,
-    principal: PrincipalDep,
+    principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
     since: Since = None,
@@ -93,7 +99,7 @@ async def patient_trail(
 @router.get("/events", response_model=AuditRecordPage)
 async def query_events(
     request: Request,
-    principal: PrincipalDep,
+    principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
     actor_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
@@ -131,7 +137,7 @@ async def query_events(
 async def export_fhir(
     audit_id: IdPath,
     request: Request,
-    principal: PrincipalDep,
+    principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> dict[str, Any]:
@@ -148,7 +154,7 @@ async def export_fhir(
 
 
 @router.post("/verify", response_model=VerificationReport)
-async def verify_log(principal: PrincipalDep, runtime: RuntimeDep) -> VerificationReport:
+async def verify_log(principal: Verifier, runtime: RuntimeDep) -> VerificationReport:
     """Verify the whole log: hash chain, gapless sequence and the latest signed checkpoint."""
     checkpoints: CheckpointStore = runtime.state["checkpoints"]
     return await run_verification(runtime.sessionmaker, checkpoints)

@@ -1,16 +1,51 @@
-"""Token verification seam of the gateway."""
+"""Token check at the edge: the gateway refuses bad tokens before any service sees them.
+
+Services verify every token themselves as well (the gateway is not the only wall);
+this check keeps forged, expired and revoked tokens off the internal network and
+names the caller for rate limits.
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from careloop_kit.auth.dependencies import bearer_token, token_verifier_of
+from careloop_kit.auth.tokens import Claims, InvalidToken
 
-async def authenticate(request: Request) -> None:
-    """Verify the caller's token before a request is proxied; raise to refuse it.
+# Routes a caller reaches without an access token, by service: signing in, the
+# signing keys, and identity's bootstrap seam (guarded by its own token).
+PUBLIC_ROUTES: dict[str, tuple[str, ...]] = {
+    "identity": (
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/.well-known/jwks.json",
+        "/organizations",
+    ),
+}
 
-    Called for every proxied request. It does nothing yet: the kit's `TokenVerifier`
-    (signature against the cached JWKS, algorithm allow-list, issuer, audience, expiry,
-    token type) plugs in here and raises `Unauthorized` (401 problem) on a bad token.
-    Services verify tokens themselves as well; the gateway is not the only wall.
+
+def is_public(service: str, upstream_path: str) -> bool:
+    """True when `upstream_path` of `service` may be called without a token."""
+    return any(
+        upstream_path == prefix or upstream_path.startswith(prefix.rstrip("/") + "/")
+        for prefix in PUBLIC_ROUTES.get(service, ())
+    )
+
+
+async def authenticate(request: Request, service: str, upstream_path: str) -> Claims | None:
+    """Verify the caller's access token; None for a public route called without one.
+
+    A token that is present is always verified, even on a public route. The claims
+    are kept on `request.state.claims`.
     """
-    return None
+    if "authorization" not in request.headers:
+        if is_public(service, upstream_path):
+            return None
+        raise InvalidToken(
+            "Send an access token: Authorization: Bearer <token> "
+            "(sign in with POST /api/v1/identity/auth/login)."
+        )
+    claims = await token_verifier_of(request.app).verify(bearer_token(request))
+    request.state.claims = claims
+    return claims

@@ -70,4 +70,7 @@ def problem(
     )
     if headers:
         response.headers.update(headers)
+    if error.status == 401:
+        # RFC 6750: tell the client which scheme to use.
+        response.headers["WWW-Authenticate"] = 'Bearer realm="careloop"'
     return response

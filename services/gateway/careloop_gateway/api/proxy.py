@@ -237,7 +237,7 @@ async def _proxy(request: Request, service: str, path: str) -> Response:
     upstream_path = _upstream_path(request, service, path)
     if any(segment in (".", "..") for segment in upstream_path.split("/")):
         raise ServiceNotFound("Paths with dot segments are not routed.")
-    await authenticate(request)
+    await authenticate(request, service, upstream_path)
     body = await _read_body(request, settings.max_body_bytes)
     query = request.url.query
     url = base.rstrip("/") + upstream_path + (f"?{query}" if query else "")

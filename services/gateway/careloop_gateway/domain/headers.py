@@ -38,8 +38,6 @@ FORWARDED_REQUEST_HEADERS = frozenset(
         "traceparent",
         "tracestate",
         "user-agent",
-        "x-actor-id",
-        "x-organization-id",
     }
 )
 

@@ -1,17 +1,24 @@
-"""Register, read, update, search and merge patients. Every call is audited."""
+"""Register, read, update, search and merge patients. Every call is audited.
+
+Authorization happens here, not only at the gateway: each route requires its
+permission from the permission table (`require`, MFA included), then checks the
+object: tenant (another organization's patient is a 404), location scope (403),
+a patient account's own record (403), and leaves out the PHI categories the
+caller's roles may not see (minimum necessary).
+"""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from careloop_contracts import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_kit.audit import AuditEntry, AuditRecorder, fingerprint_query
-from careloop_kit.auth import PrincipalDep
+from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, require, visible_categories
 from careloop_kit.crypto import BlindIndexer, KeyRing
-from careloop_kit.problems import Conflict, NotFound, ProblemError
+from careloop_kit.problems import Conflict, Forbidden, NotFound, ProblemError
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_patients.api.schemas import (
     AddressIn,
@@ -25,6 +32,7 @@ from careloop_patients.api.schemas import (
 )
 from careloop_patients.domain.patient import (
     ALL_CATEGORIES,
+    FIELD_CATEGORIES,
     Address,
     ContactPreferences,
     HumanName,
@@ -48,8 +56,45 @@ RESOURCE = "Patient"
 MAX_PAGE = 50
 
 
+CREATE, READ, UPDATE, SEARCH, MERGE = (
+    "patients:create",
+    "patients:read",
+    "patients:update",
+    "patients:search",
+    "patients:merge",
+)
+
+Creator = Annotated[AuthenticatedPrincipal, Depends(require(CREATE, mfa=True))]
+Reader = Annotated[AuthenticatedPrincipal, Depends(require(READ, mfa=True))]
+Updater = Annotated[AuthenticatedPrincipal, Depends(require(UPDATE, mfa=True))]
+Searcher = Annotated[AuthenticatedPrincipal, Depends(require(SEARCH, mfa=True))]
+Merger = Annotated[AuthenticatedPrincipal, Depends(require(MERGE, mfa=True))]
+
+# Fields shown as an empty list rather than null when their category is withheld.
+_LIST_FIELDS = frozenset({"phones", "emails"})
+
+
 class InvalidPatientProblem(ProblemError):
     status, title, slug = 422, "Invalid patient", "invalid-patient"
+
+
+def _disclosed(principal: AuthenticatedPrincipal, permission: str) -> list[str]:
+    """The patient PHI categories the principal may see through `permission`."""
+    visible = visible_categories(principal, permission)
+    return [category for category in ALL_CATEGORIES if category in visible]
+
+
+def _only_own_record(principal: AuthenticatedPrincipal, patient_id: str) -> None:
+    """A patient account is refused any other record before it is even looked up."""
+    if principal.is_patient and patient_id != principal.patient_id:
+        raise Forbidden("A patient account may only access its own record.")
+
+
+def _search_locations(principal: AuthenticatedPrincipal) -> tuple[str, ...] | None:
+    """The locations a search may return patients of (None: every location)."""
+    if ALL_LOCATIONS in principal.locations and not principal.is_patient:
+        return None
+    return tuple(loc for loc in principal.locations if loc != ALL_LOCATIONS)
 
 
 def _repository(runtime: RuntimeDep, session: SessionDep) -> PatientRepository:
@@ -90,47 +135,51 @@ def _preferences(p: ContactPreferencesIn) -> ContactPreferences:
     )
 
 
-def _read(stored: StoredPatient) -> PatientRead:
+def _read(stored: StoredPatient, disclosed: list[str]) -> PatientRead:
+    """The response body, with the fields of undisclosed PHI categories left out."""
     d = stored.details
-    return PatientRead.model_validate(
-        {
-            "id": stored.id,
-            "org_id": stored.org_id,
-            "location_id": stored.location_id,
-            "status": stored.status,
-            "merged_into_id": stored.merged_into_id,
-            "version": stored.version,
-            "name": {"family": d.name.family, "given": list(d.name.given)},
-            "birth_date": d.birth_date,
-            "sex": d.sex,
-            "phones": list(d.phones),
-            "emails": list(d.emails),
-            "address": None
-            if d.address is None
-            else {
-                "line": list(d.address.line),
-                "city": d.address.city,
-                "state": d.address.state,
-                "postal_code": d.address.postal_code,
-                "country": d.address.country,
-            },
-            "preferred_language": d.preferred_language,
-            "preferences": {
-                "allowed_channels": list(d.preferences.allowed_channels),
-                "preferred_channel": d.preferences.preferred_channel,
-                "allow_automated_messages": d.preferences.allow_automated_messages,
-            },
-            "created_at": stored.created_at,
-            "updated_at": stored.updated_at,
-        }
-    )
+    body: dict[str, Any] = {
+        "id": stored.id,
+        "org_id": stored.org_id,
+        "location_id": stored.location_id,
+        "status": stored.status,
+        "merged_into_id": stored.merged_into_id,
+        "version": stored.version,
+        "name": {"family": d.name.family, "given": list(d.name.given)},
+        "birth_date": d.birth_date,
+        "sex": d.sex,
+        "phones": list(d.phones),
+        "emails": list(d.emails),
+        "address": None
+        if d.address is None
+        else {
+            "line": list(d.address.line),
+            "city": d.address.city,
+            "state": d.address.state,
+            "postal_code": d.address.postal_code,
+            "country": d.address.country,
+        },
+        "preferred_language": d.preferred_language,
+        "preferences": {
+            "allowed_channels": list(d.preferences.allowed_channels),
+            "preferred_channel": d.preferences.preferred_channel,
+            "allow_automated_messages": d.preferences.allow_automated_messages,
+        },
+        "created_at": stored.created_at,
+        "updated_at": stored.updated_at,
+    }
+    for field_name, category in FIELD_CATEGORIES.items():
+        if category.value not in disclosed:
+            body[field_name] = [] if field_name in _LIST_FIELDS else None
+    body["withheld_categories"] = [c for c in ALL_CATEGORIES if c not in disclosed]
+    return PatientRead.model_validate(body)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
 async def register_patient(
     body: PatientCreate,
     request: Request,
-    principal: PrincipalDep,
+    principal: Creator,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> PatientRead:
@@ -138,6 +187,8 @@ async def register_patient(
     repo = _repository(runtime, session)
     entry = AuditEntry(action="create", resource_type=RESOURCE, phi_categories=ALL_CATEGORIES)
     async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        # The registering location must be in scope; no location needs every location.
+        principal.can_access_location(body.location_id)
         details = PatientDetails(
             name=_name(body.name),
             birth_date=body.birth_date,
@@ -171,7 +222,7 @@ async def register_patient(
             location_id=stored.location_id,
             correlation_id=entry_request_id(request),
         )
-    return _read(stored)
+    return _read(stored, _disclosed(principal, CREATE))
 
 
 def entry_request_id(request: Request) -> str | None:
@@ -192,22 +243,25 @@ async def _load(
 async def read_patient(
     patient_id: str,
     request: Request,
-    principal: PrincipalDep,
+    principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> PatientRead:
-    """Read one patient."""
+    """Read one patient (only the PHI categories the caller's roles may see)."""
     repo = _repository(runtime, session)
+    disclosed = _disclosed(principal, READ)
     entry = AuditEntry(
         action="read",
         resource_type=RESOURCE,
-        phi_categories=ALL_CATEGORIES,
+        phi_categories=disclosed,
         patient_id=patient_id,
         resource_id=patient_id,
     )
     async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        _only_own_record(principal, patient_id)
         stored = await _load(repo, principal.org_id, patient_id)
-    return _read(stored)
+        principal.can_access_patient(stored.id, stored.location_id)
+    return _read(stored, disclosed)
 
 
 @router.patch("/{patient_id}", response_model=PatientRead)
@@ -215,7 +269,7 @@ async def update_patient(
     patient_id: str,
     body: PatientUpdate,
     request: Request,
-    principal: PrincipalDep,
+    principal: Updater,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> PatientRead:
@@ -230,7 +284,9 @@ async def update_patient(
         resource_id=patient_id,
     )
     async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+        _only_own_record(principal, patient_id)
         current = await _load(repo, principal.org_id, patient_id, for_update=True)
+        principal.can_access_patient(current.id, current.location_id)
         if current.status is not PatientStatus.ACTIVE:
             raise Conflict(
                 f"Patient {patient_id} was merged into {current.merged_into_id}; "
@@ -264,7 +320,7 @@ async def update_patient(
         except InvalidPatient as exc:
             raise InvalidPatientProblem(str(exc)) from exc
         if not changed:
-            return _read(current)
+            return _read(current, _disclosed(principal, UPDATE))
         try:
             stored = await repo.update(
                 current, details, expected_version=body.version, now=runtime.clock.now()
@@ -284,13 +340,13 @@ async def update_patient(
             location_id=stored.location_id,
             correlation_id=entry_request_id(request),
         )
-    return _read(stored)
+    return _read(stored, _disclosed(principal, UPDATE))
 
 
 @router.get("", response_model=PatientPage)
 async def search_patients(
     request: Request,
-    principal: PrincipalDep,
+    principal: Searcher,
     runtime: RuntimeDep,
     session: SessionDep,
     family: Annotated[str | None, Query(max_length=100)] = None,
@@ -300,7 +356,8 @@ async def search_patients(
     email: Annotated[str | None, Query(max_length=254)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PatientPage:
-    """Find patients by exact name + birth date, phone or email."""
+    """Find patients by exact name + birth date, phone or email, among the patients of
+    the caller's locations (only the PHI categories the caller's roles may see)."""
     keys: list[SearchKey] = []
     used: list[str] = []
     if family is not None and given is not None and birth_date is not None:
@@ -321,20 +378,27 @@ async def search_patients(
             "Give at least one search key: family+given+birth_date, phone, or email."
         )
     repo = _repository(runtime, session)
+    disclosed = _disclosed(principal, SEARCH)
     entry = AuditEntry(
         action="query",
         resource_type=RESOURCE,
-        phi_categories=ALL_CATEGORIES,
+        phi_categories=disclosed,
         query_fingerprint=fingerprint_query(used),
     )
     async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
-        found = await repo.find(principal.org_id, keys, limit=limit)
+        if principal.is_patient:
+            raise Forbidden("A patient account cannot search patients.")
+        found = await repo.find(
+            principal.org_id, keys, limit=limit, locations=_search_locations(principal)
+        )
+        # Never reveal a record outside the caller's scope, whatever the query matched.
+        found = [p for p in found if principal.allows_patient(p.id, p.location_id)]
         # The trail must say whose records a query disclosed.
         if found:
             entry.patient_id = found[0].id
             entry.resource_id = found[0].id
             entry.extra_patient_ids = [p.id for p in found[1:]]
-    return PatientPage(items=[_read(p) for p in found], count=len(found))
+    return PatientPage(items=[_read(p, disclosed) for p in found], count=len(found))
 
 
 @router.post("/{patient_id}/merge", response_model=PatientRead)
@@ -342,7 +406,7 @@ async def merge_patient(
     patient_id: str,
     body: PatientMerge,
     request: Request,
-    principal: PrincipalDep,
+    principal: Merger,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> PatientRead:
@@ -366,6 +430,8 @@ async def merge_patient(
             for pid in (first, second)
         }
         surviving, merged = locked[patient_id], locked[body.merged_patient_id]
+        for record in (surviving, merged):
+            principal.can_access_patient(record.id, record.location_id)
         for record in (surviving, merged):
             if record.status is not PatientStatus.ACTIVE:
                 raise Conflict(
@@ -402,4 +468,4 @@ async def merge_patient(
             org_id=principal.org_id,
             correlation_id=entry_request_id(request),
         )
-    return _read(stored)
+    return _read(stored, _disclosed(principal, MERGE))

@@ -120,7 +120,11 @@ class ContactPreferencesOut(BaseModel):
 
 
 class PatientRead(BaseModel):
-    """A patient record as the caller may see it."""
+    """A patient record as the caller may see it.
+
+    Minimum necessary: the fields of PHI categories the caller's roles may not see
+    are null (lists empty), and `withheld_categories` names those categories.
+    """
 
     id: str
     org_id: str
@@ -128,14 +132,18 @@ class PatientRead(BaseModel):
     status: PatientStatus
     merged_into_id: str | None
     version: int
-    name: NameOut
-    birth_date: date
-    sex: AdministrativeSex
+    name: NameOut | None
+    birth_date: date | None
+    sex: AdministrativeSex | None
     phones: list[str]
     emails: list[str]
     address: AddressOut | None
     preferred_language: str | None
-    preferences: ContactPreferencesOut
+    preferences: ContactPreferencesOut | None
+    withheld_categories: list[str] = Field(
+        default_factory=list,
+        description="PHI categories left out of this response for the caller's role.",
+    )
     created_at: datetime
     updated_at: datetime
 

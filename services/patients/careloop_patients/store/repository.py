@@ -5,6 +5,7 @@ Repositories never commit: the request boundary does.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
@@ -109,12 +110,22 @@ class PatientRepository:
         row = (await self._session.execute(query)).first()
         return None if row is None else await self._decrypt_row(row)
 
-    async def find(self, org_id: str, keys: list[SearchKey], *, limit: int) -> list[StoredPatient]:
-        """Patients matching every key (exact match through blind indexes)."""
+    async def find(
+        self,
+        org_id: str,
+        keys: list[SearchKey],
+        *,
+        limit: int,
+        locations: Collection[str] | None = None,
+    ) -> list[StoredPatient]:
+        """Patients matching every key (exact match through blind indexes); with
+        `locations`, only patients registered at one of them (None: every location)."""
         query = select(patient, patient_key.c.wrapped).join(
             patient_key, patient_key.c.dek_id == patient.c.dek_id
         )
         conditions = [patient.c.org_id == org_id, patient.c.status == PatientStatus.ACTIVE.value]
+        if locations is not None:
+            conditions.append(patient.c.location_id.in_(list(locations)))
         for key in keys:
             matching = select(patient_lookup.c.patient_id).where(
                 and_(

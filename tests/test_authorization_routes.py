@@ -1,0 +1,157 @@
+"""Deny by default: every route of every service is covered by an authorization
+dependency (`careloop_kit.auth.require(permission)`), unless it is public by design
+and listed below with the reason.
+
+The apps are built without starting their lifespans (no database, broker or Vault).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from careloop_cli.registry import SERVICES
+from careloop_kit.auth import PERMISSIONS, require, required_permission
+
+pytestmark = pytest.mark.unit
+
+# Served by FastAPI itself or by the kit for every service: no PHI, no tenant data.
+FRAMEWORK_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+)
+
+# Routes that are public by design, per service: (method, path).
+PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
+    "patients": frozenset(),
+    "audit": frozenset(),
+    "identity": frozenset(
+        {
+            # Signing in and out: the caller has no access token yet (or its
+            # refresh token is the credential); logout takes the token it ends.
+            ("POST", "/auth/login"),
+            ("POST", "/auth/refresh"),
+            ("POST", "/auth/logout"),
+            # MFA enrollment and verification take the caller's access token
+            # themselves: a user who must enroll has no MFA-backed token yet.
+            ("POST", "/auth/mfa/enroll"),
+            ("POST", "/auth/mfa/verify"),
+            # Public keys: every verifier must be able to read them.
+            ("GET", "/.well-known/jwks.json"),
+            # The bootstrap seam: guarded by the X-Bootstrap-Token header
+            # (`require_bootstrap_token`) until org_admin tokens are enforced here.
+            ("POST", "/organizations"),
+            ("GET", "/organizations"),
+            ("GET", "/organizations/{org_id}"),
+            ("POST", "/organizations/{org_id}/locations"),
+            ("GET", "/organizations/{org_id}/locations"),
+            ("POST", "/organizations/{org_id}/users"),
+            ("GET", "/organizations/{org_id}/users/{user_id}"),
+        }
+    ),
+    "gateway": frozenset(
+        # The gateway authenticates in its own way: the proxy verifies the token of
+        # every request before forwarding it, and the service behind it enforces
+        # its permissions again. The merged API docs are public.
+        {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/docs")}
+        | {
+            (method, "/api/v1/{service}/{path:path}")
+            for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+        }
+    ),
+}
+
+
+def build_app(name: str) -> FastAPI:
+    entry = SERVICES[name]
+    app: FastAPI = entry.app_factory()(entry.settings_class()())
+    return app
+
+
+def api_routes(app: FastAPI) -> Iterator[tuple[str, str, Dependant]]:
+    """(method, path, dependant) of every API route; FastAPI includes routers lazily,
+    so walk the effective routes rather than `app.routes`."""
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        dependant: Dependant = route.dependant
+        for method in sorted(route.methods or ()):
+            yield method, route.path or "", dependant
+
+
+def permissions_in(dependant: Dependant) -> set[str]:
+    """Every permission a `require(...)` dependency enforces anywhere in the tree."""
+    found: set[str] = set()
+    stack: list[Any] = [dependant]
+    while stack:
+        node = stack.pop()
+        permission = required_permission(node.call)
+        if permission is not None:
+            found.add(permission)
+        stack.extend(node.dependencies)
+    return found
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_route_has_an_authorization_dependency(service: str) -> None:
+    app = build_app(service)
+    public = PUBLIC_BY_DESIGN[service]
+    unguarded = []
+    seen = 0
+    for method, path, dependant in api_routes(app):
+        if path in FRAMEWORK_PATHS:
+            continue
+        seen += 1
+        permissions = permissions_in(dependant)
+        assert permissions <= set(PERMISSIONS), (service, method, path, permissions)
+        if not permissions and (method, path) not in public:
+            unguarded.append(f"{method} {path}")
+    assert seen, f"{service} has no routes to check"
+    assert unguarded == [], f"{service}: routes without require(permission): {unguarded}"
+
+
+def test_the_phi_services_need_the_expected_permissions() -> None:
+    expected = {
+        "patients": {
+            ("POST", "/patients"): {"patients:create"},
+            ("GET", "/patients/{patient_id}"): {"patients:read"},
+            ("PATCH", "/patients/{patient_id}"): {"patients:update"},
+            ("GET", "/patients"): {"patients:search"},
+            ("POST", "/patients/{patient_id}/merge"): {"patients:merge"},
+        },
+        "audit": {
+            ("GET", "/audit/patients/{patient_id}/trail"): {"audit:read"},
+            ("GET", "/audit/events"): {"audit:read"},
+            ("GET", "/audit/events/{audit_id}/fhir"): {"audit:read"},
+            ("POST", "/audit/verify"): {"audit:verify"},
+        },
+    }
+    for service, routes in expected.items():
+        found = {
+            (method, path): permissions_in(dependant)
+            for method, path, dependant in api_routes(build_app(service))
+            if path not in FRAMEWORK_PATHS
+        }
+        assert found == routes, service
+
+
+def test_the_walk_recognises_a_missing_dependency() -> None:
+    router = APIRouter()
+
+    @router.get("/open")
+    async def open_route() -> None:
+        return None
+
+    @router.get("/guarded")
+    async def guarded(principal: Annotated[Any, Depends(require("patients:read"))]) -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(router)
+    found = {path: permissions_in(d) for _, path, d in api_routes(app)}
+    assert found["/open"] == set()
+    assert found["/guarded"] == {"patients:read"}
