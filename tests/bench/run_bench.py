@@ -70,6 +70,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import careloop_gateway
 import careloop_patients
 from careloop_contracts import Envelope, Event, PatientRegistered
 from careloop_kit.auth.testing import TestTokenIssuer
@@ -87,6 +88,7 @@ from careloop_kit.settings import KitSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
+GATEWAY_MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
 DEFAULT_OUTPUT = ROOT / ".careloop" / "bench" / "results.json"
 DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
 ORG = "org-bench"
@@ -625,6 +627,22 @@ def patients_server(
     stack: Stack, dsn: str, token: str, log_file: Path, jwks_url: str
 ) -> Iterator[str]:
     """The patients service under uvicorn in a child process; yields its base URL."""
+    with service_server(
+        "careloop_patients", stack, dsn, token, log_file, {"CARELOOP_AUTH_JWKS_URL": jwks_url}
+    ) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def service_server(
+    package: str,
+    stack: Stack,
+    dsn: str,
+    token: str,
+    log_file: Path,
+    extra_env: dict[str, str],
+) -> Iterator[str]:
+    """A Careloop service under uvicorn in a child process; yields its base URL."""
     assert stack.openbao is not None
     port = free_port()
     env = {
@@ -636,13 +654,13 @@ def patients_server(
         "CARELOOP_VAULT_TOKEN": token,
         "CARELOOP_TOPIC_PREFIX": "bench-api.",
         "CARELOOP_LOG_LEVEL": "WARNING",
-        "CARELOOP_AUTH_JWKS_URL": jwks_url,
+        **extra_env,
     }
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "careloop_patients.app:create_app",
+        f"{package}.app:create_app",
         "--factory",
         "--host",
         "127.0.0.1",
@@ -842,7 +860,48 @@ async def _api_phases(
 
             read, _ = await load_phase(client, seconds, workers, get, 200, progress, task)
             progress.remove_task(task)
-    return {"workers": workers, "post": write, "get": read, "server_log": str(log_file)}
+
+            # The same reads through the gateway (token checked there and again in the
+            # service), in the same run, for the gateway's overhead.
+            gateway_dsn = await stack.database("bench_gateway")
+            await upgrade_async(GATEWAY_MIGRATIONS, gateway_dsn)
+            gateway_token = (
+                await asyncio.to_thread(
+                    bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["gateway"]
+                )
+            )["gateway"]
+            gateway_env = {
+                "CARELOOP_AUTH_JWKS_URL": jwks_url,
+                "CARELOOP_ROUTES": json.dumps({"patients": url}),
+                # The benchmark measures overhead, not the per-principal limit.
+                "CARELOOP_RATE_LIMIT_PER_MINUTE": "10000000",
+                "CARELOOP_RATE_LIMIT_BURST": "1000000",
+            }
+            with service_server(
+                "careloop_gateway", stack, gateway_dsn, gateway_token, log_file, gateway_env
+            ) as gateway_url:
+                async with httpx.AsyncClient(
+                    base_url=gateway_url, headers=headers, limits=limits, timeout=30
+                ) as via:
+                    await wait_ready(via)
+                    task = progress.add_task(
+                        f"4/4 GET via the gateway, {workers} workers", total=seconds
+                    )
+
+                    def get_via(c: httpx.AsyncClient, _n: int) -> Any:
+                        return c.get(f"/api/v1/patients/patients/{random.choice(ids)}")
+
+                    through, _ = await load_phase(
+                        via, seconds, workers, get_via, 200, progress, task
+                    )
+                    progress.remove_task(task)
+    return {
+        "workers": workers,
+        "post": write,
+        "get": read,
+        "get_via_gateway": through,
+        "server_log": str(log_file),
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -867,14 +926,23 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
             rows.append((f"{label} {q}", lat[f"{q}_ms"], "ms"))
     api = results.get("api")
     if api:
-        for name, label in (("post", "POST /patients"), ("get", "GET /patients/{id}")):
-            phase = api[name]
+        for name, label in (
+            ("post", "POST /patients"),
+            ("get", "GET /patients/{id}"),
+            ("get_via_gateway", "GET /patients/{id} via gateway"),
+        ):
+            phase = api.get(name)
+            if phase is None:
+                continue
             rows.append((label, phase["requests_per_s"], "req/s"))
             if phase.get("count"):
                 rows.append((f"  {label} p50", phase["p50_ms"], "ms"))
                 rows.append((f"  {label} p99", phase["p99_ms"], "ms"))
             if phase["errors"]:
                 rows.append((f"  {label} errors", json.dumps(phase["errors"]), ""))
+        if api.get("get_via_gateway") and api["get"]["requests_per_s"]:
+            ratio = api["get_via_gateway"]["requests_per_s"] / api["get"]["requests_per_s"]
+            rows.append(("ratio reads via gateway / direct", round(ratio, 3), "x"))
     return rows
 
 
