@@ -40,6 +40,9 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
             # themselves: a user who must enroll has no MFA-backed token yet.
             ("POST", "/auth/mfa/enroll"),
             ("POST", "/auth/mfa/verify"),
+            # Emergency access takes the caller's access token itself and checks the
+            # provider role and otp in amr (403 otherwise, audited).
+            ("POST", "/auth/break-glass"),
             # Public keys: every verifier must be able to read them.
             ("GET", "/.well-known/jwks.json"),
             # The bootstrap seam: guarded by the X-Bootstrap-Token header

@@ -27,3 +27,28 @@ class SessionRevoked(Event):
     user_id: Id = Field(description="The session's user: the `sub` claim of its tokens.")
     revoked_at: UtcDatetime = Field(description="When the session was revoked (UTC).")
     reason: RevocationReason = Field(description="Why the session was revoked.")
+
+
+BreakGlassReasonCode = Literal[
+    "emergency_treatment", "urgent_continuity_of_care", "patient_unable_to_consent"
+]
+
+
+class BreakGlassGranted(Event):
+    """Emitted when a provider opens one patient's record outside their locations
+    (break-glass, emergency access). An alert for privacy officers: every grant is
+    reviewed. Carries the typed reason code only; the free-text reason stays in the
+    identity database, encrypted. The grant ends at `expires_at`; access tokens carry
+    it in their `bg` claim until then. Keyed by user id."""
+
+    event_type = "careloop.identity.break_glass.granted.v1"
+    topic = "careloop.identity"
+    key_fields = ("user_id",)
+
+    grant_id: Id = Field(description="The grant: the `gid` of the token's `bg` entry.")
+    org_id: Id = Field(description="Organization (tenant) of the user and the patient.")
+    user_id: Id = Field(description="The provider who broke the glass (`sub`).")
+    patient_id: Id = Field(description="The one patient the grant opens.")
+    reason_code: BreakGlassReasonCode = Field(description="The typed reason for the access.")
+    granted_at: UtcDatetime = Field(description="When the grant was made (UTC).")
+    expires_at: UtcDatetime = Field(description="When the grant ends (UTC).")

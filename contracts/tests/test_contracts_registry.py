@@ -20,6 +20,7 @@ from careloop_contracts import (
     parse,
     registry,
 )
+from careloop_contracts.identity import BreakGlassGranted
 
 pytestmark = pytest.mark.unit
 
@@ -30,6 +31,7 @@ def test_registry_holds_every_event_by_type() -> None:
     assert registry() == {
         "careloop.audit.access.recorded.v1": AccessRecorded,
         "careloop.audit.checkpoint.signed.v1": AuditCheckpointSigned,
+        "careloop.identity.break_glass.granted.v1": BreakGlassGranted,
         "careloop.identity.session.revoked.v1": SessionRevoked,
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,

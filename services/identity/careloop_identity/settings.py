@@ -27,6 +27,12 @@ class IdentitySettings(KitSettings):
     lockout_duration_s: int = Field(
         900, ge=1, description="How long a locked account stays locked, in seconds."
     )
+    break_glass_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=43_200,
+        description="How long a break-glass grant opens its patient, in seconds.",
+    )
     signing_key: str = Field(
         "careloop-identity-signing",
         description="Vault transit key (ed25519) that signs access tokens.",

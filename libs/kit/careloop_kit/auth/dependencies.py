@@ -14,6 +14,7 @@ principal. A service without a verifier fails closed with a 500.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,8 +79,10 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def principal_from_claims(claims: Claims) -> AuthenticatedPrincipal:
-    """The principal a verified token speaks for."""
+def principal_from_claims(claims: Claims, *, now: float | None = None) -> AuthenticatedPrincipal:
+    """The principal a verified token speaks for. Break-glass grants (`bg`) that
+    have expired at `now` (epoch seconds; the wall clock when not given) are left out."""
+    at = time.time() if now is None else now
     return AuthenticatedPrincipal(
         actor_id=claims.sub,
         actor_type=claims.act,
@@ -92,6 +95,7 @@ def principal_from_claims(claims: Claims) -> AuthenticatedPrincipal:
         scopes=claims.scopes,
         token_id=claims.jti,
         amr=claims.amr,
+        grants=tuple(grant for grant in claims.break_glass if grant.active_at(at)),
     )
 
 
@@ -115,7 +119,8 @@ async def authenticate(request: Request) -> AuthenticatedPrincipal:
     """Verify the bearer token of a request; no permission check."""
     verifier = token_verifier_of(request.app)
     token = bearer_token(request)
-    principal = principal_from_claims(await verifier.verify(token))
+    claims = await verifier.verify(token)
+    principal = principal_from_claims(claims, now=verifier.clock.now().timestamp())
     request.state.principal = principal
     return principal
 

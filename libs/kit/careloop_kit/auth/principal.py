@@ -4,14 +4,21 @@
 is the principal of a verified access token (see `careloop_kit.auth.dependencies`):
 it adds roles, location scopes, the patient a portal account is linked to and
 the session, plus the object-level checks every service applies.
+
+Break-glass: a provider's token may carry grants (the `bg` claim), each opening
+one patient of the same organization outside the provider's locations until it
+expires. `authenticate` keeps only the grants still active by the verifier's
+clock. An access that relies on a grant is emergency treatment: the audit event
+of that request carries purpose of use `ETREAT` (see `acting_for`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Final, Literal
 
+from careloop_kit.auth.tokens import BreakGlassGrant
 from careloop_kit.problems import Forbidden
 
 ActorType = Literal["user", "service", "partner", "patient", "system"]
@@ -29,6 +36,8 @@ class Principal:
 
 
 ALL_LOCATIONS = "*"
+TREATMENT: Final = "TREAT"
+EMERGENCY_TREATMENT: Final = "ETREAT"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class AuthenticatedPrincipal(Principal):
     scopes: frozenset[str] = frozenset()
     token_id: str | None = None
     amr: tuple[str, ...] = ()
+    grants: tuple[BreakGlassGrant, ...] = ()
+    """Break-glass grants still active when the token was verified."""
 
     @property
     def used_mfa(self) -> bool:
@@ -80,6 +91,42 @@ class AuthenticatedPrincipal(Principal):
             return self.patient_id is not None and patient_id == self.patient_id
         return self.allows_location(location_id)
 
+    def grant_for(self, patient_id: str, *, now: float | None = None) -> BreakGlassGrant | None:
+        """The break-glass grant naming `patient_id` (still active at `now`, epoch
+        seconds, when given), or None. A patient account never holds one."""
+        if self.is_patient:
+            return None
+        for grant in self.grants:
+            if grant.patient_id == patient_id and (now is None or grant.active_at(now)):
+                return grant
+        return None
+
+    def allows_patient_by_grant(
+        self, patient_id: str, *, org_id: str | None = None, now: float | None = None
+    ) -> bool:
+        """Whether a break-glass grant opens this patient (same tenant only)."""
+        if org_id is not None and not self.allows_org(org_id):
+            return False
+        return self.grant_for(patient_id, now=now) is not None
+
+    def purpose_for(self, patient_id: str, location_id: str | None = None) -> str:
+        """The purpose of use of an access to this patient: `ETREAT` when it relies
+        on a break-glass grant (the patient is outside the caller's locations, or its
+        location is not known yet, and a grant names it), else the principal's own."""
+        if location_id is not None and self.allows_patient(patient_id, location_id):
+            return self.purpose_of_use
+        if self.grant_for(patient_id) is not None and ALL_LOCATIONS not in self.locations:
+            return EMERGENCY_TREATMENT
+        return self.purpose_of_use
+
+    def acting_for(self, patient_id: str, location_id: str | None = None) -> AuthenticatedPrincipal:
+        """This principal with the purpose of use of an access to `patient_id`: the
+        one to hand to the audit recorder for that request."""
+        purpose = self.purpose_for(patient_id, location_id)
+        if purpose == self.purpose_of_use:
+            return self
+        return replace(self, purpose_of_use=purpose)
+
     def can_access_org(self, org_id: str) -> bool:
         """True, or `Forbidden` for another tenant's resource."""
         if not self.allows_org(org_id):
@@ -96,10 +143,13 @@ class AuthenticatedPrincipal(Principal):
         self, patient_id: str, location_id: str | None, *, org_id: str | None = None
     ) -> bool:
         """True, or `Forbidden`: patients reach only their own record; staff only
-        patients of a location in their scope (or every location with `*`)."""
+        patients of a location in their scope (or every location with `*`), or the
+        patient an active break-glass grant names."""
         if org_id is not None:
             self.can_access_org(org_id)
-        if not self.allows_patient(patient_id, location_id):
+        if not self.allows_patient(patient_id, location_id) and not (
+            self.allows_patient_by_grant(patient_id)
+        ):
             if self.is_patient:
                 raise Forbidden("A patient account may only access its own record.")
             raise Forbidden("This patient is outside your location scope.")

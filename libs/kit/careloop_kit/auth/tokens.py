@@ -6,8 +6,9 @@ transit key). The checks follow RFC 8725: the algorithm allow-list is fixed here
 headers that carry or point at key material (`jwk`, `jku`, `x5u`, `x5c`) and
 `crit` are refused; the key comes only from the JWKS by `kid`; issuer, audience,
 expiry and not-before are checked against an injected clock; a revoked session's
-tokens are refused. Every failure is `InvalidToken` (401) with a safe message
-that never echoes the token.
+tokens are refused. The optional `bg` claim (break-glass grants) is checked strictly:
+a list of `{"pat", "exp", "gid"}` objects, only in staff user tokens. Every failure
+is `InvalidToken` (401) with a safe message that never echoes the token.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ FORBIDDEN_HEADERS: Final = frozenset({"jku", "jwk", "x5u", "x5c", "x5t", "x5t#S2
 ALLOWED_HEADERS: Final = frozenset({"alg", "typ", "kid"})
 MAX_TOKEN_LENGTH: Final = 8192
 KID_REFRESH_INTERVAL_S: Final = 30.0
+MAX_BREAK_GLASS_GRANTS: Final = 16
+BREAK_GLASS_KEYS: Final = frozenset({"pat", "exp", "gid"})
 
 TokenActor = Literal["user", "patient", "partner", "service"]
 _ACTORS: Final = frozenset(get_args(TokenActor))
@@ -42,6 +45,20 @@ class InvalidToken(Unauthorized):
     """The bearer token is missing, malformed, forged, expired or revoked."""
 
     title = "Invalid access token"
+
+
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    """One entry of the `bg` claim: emergency access to one patient outside the
+    caller's locations, until `expires_at` (epoch seconds), by grant `grant_id`."""
+
+    patient_id: str
+    expires_at: int
+    grant_id: str
+
+    def active_at(self, now: float) -> bool:
+        """Whether the grant still holds at `now` (epoch seconds; no leeway)."""
+        return now < self.expires_at
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class Claims:
     pat: str | None = None
     amr: tuple[str, ...] = ()
     scope: str | None = None
+    break_glass: tuple[BreakGlassGrant, ...] = ()
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -116,6 +134,27 @@ def _int(payload: dict[str, Any], name: str) -> int:
     if not _is_int(value):
         raise InvalidToken(f"The access token's '{name}' claim is missing or invalid.")
     return cast(int, value)
+
+
+def _break_glass(payload: dict[str, Any], act: str | None) -> tuple[BreakGlassGrant, ...]:
+    value = payload.get("bg")
+    if value is None:
+        return ()
+    invalid = InvalidToken("The access token's 'bg' claim is invalid.")
+    if act != "user" or not isinstance(value, list) or len(value) > MAX_BREAK_GLASS_GRANTS:
+        raise invalid
+    grants = []
+    for entry in value:
+        if not isinstance(entry, dict) or entry.keys() != BREAK_GLASS_KEYS:
+            raise invalid
+        pat, exp, gid = entry["pat"], entry["exp"], entry["gid"]
+        if not _is_int(exp) or exp <= 0:
+            raise invalid
+        for text in (pat, gid):
+            if not isinstance(text, str) or not text or len(text) > 256:
+                raise invalid
+        grants.append(BreakGlassGrant(patient_id=pat, expires_at=exp, grant_id=gid))
+    return tuple(grants)
 
 
 class TokenVerifier:
@@ -235,6 +274,9 @@ class TokenVerifier:
         scope = payload.get("scope")
         if scope is not None and not isinstance(scope, str):
             raise InvalidToken("The access token's 'scope' claim is missing or invalid.")
+        if "patient" in roles and "bg" in payload:
+            raise InvalidToken("The access token's 'bg' claim is invalid.")
+        break_glass = _break_glass(payload, act)
         return Claims(
             iss=iss,
             aud=self.audience,
@@ -251,4 +293,5 @@ class TokenVerifier:
             pat=pat,
             amr=_str_list(payload, "amr", required=False),
             scope=scope,
+            break_glass=break_glass,
         )

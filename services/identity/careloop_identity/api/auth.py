@@ -1,4 +1,4 @@
-"""Login, refresh, logout, TOTP enrollment and the JWKS.
+"""Login, refresh, logout, TOTP enrollment, break-glass and the JWKS.
 
 Failures that must stick (failed-attempt counters, lockouts, reuse detection and
 their audit events) are committed before the error response goes out, so these
@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import SessionRevoked
-from careloop_contracts.identity import RevocationReason
+from careloop_contracts.identity import BreakGlassGranted, RevocationReason
 from careloop_identity.api.common import (
     ActorKind,
     InvalidCredentials,
@@ -31,11 +31,15 @@ from careloop_identity.api.common import (
     bearer_token,
     hasher_of,
     problem,
+    recorder_of,
+    request_meta,
     settings_of,
     signer_of,
     verifier_of,
 )
 from careloop_identity.api.schemas import (
+    BreakGlassRequest,
+    BreakGlassResponse,
     LoginRequest,
     LogoutRequest,
     MfaEnrollment,
@@ -53,11 +57,18 @@ from careloop_identity.domain.lockout import (
 )
 from careloop_identity.domain.roles import make_assignment
 from careloop_identity.domain.session import SessionLimits, SessionState, refusal
-from careloop_identity.domain.tokens import AccessGrant
-from careloop_identity.store.repository import IdentityRepository, StoredSession, StoredUser
+from careloop_identity.domain.tokens import AccessGrant, BreakGlassEntry
+from careloop_identity.store.repository import (
+    IdentityRepository,
+    StoredBreakGlassGrant,
+    StoredSession,
+    StoredUser,
+)
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import Principal
+from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
 from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field
-from careloop_kit.problems import Conflict, ProblemError, Unauthorized
+from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
 from careloop_kit.service import Runtime, RuntimeDep
 
 router = APIRouter(tags=["authentication"])
@@ -102,7 +113,9 @@ async def _session_actor(repo: IdentityRepository, login: StoredSession) -> Prin
     return actor(login.user_id, login.org_id, _kind(user))
 
 
-def _grant(user: StoredUser, login: StoredSession) -> AccessGrant:
+def _grant(
+    user: StoredUser, login: StoredSession, grants: list[StoredBreakGlassGrant]
+) -> AccessGrant:
     assignment = make_assignment(user.roles, list(user.locations), user.patient_id)
     return AccessGrant(
         user_id=user.id,
@@ -113,7 +126,16 @@ def _grant(user: StoredUser, login: StoredSession) -> AccessGrant:
         locations=assignment.locations,
         patient_id=assignment.patient_id,
         amr=login.amr,
+        break_glass=tuple(BreakGlassEntry(g.patient_id, g.expires_at, g.id) for g in grants),
     )
+
+
+async def _access_token(
+    runtime: Runtime, repo: IdentityRepository, user: StoredUser, login: StoredSession
+) -> str:
+    """An access token for the session, carrying its unexpired break-glass grants."""
+    grants = await repo.active_break_glass_grants(login.id, runtime.clock.now())
+    return await signer_of(runtime).issue(_grant(user, login, grants))
 
 
 async def _tokens(
@@ -128,7 +150,7 @@ async def _tokens(
     await repo.add_refresh_token(_hash_refresh(refresh), login.id, runtime.clock.now())
     signer = signer_of(runtime)
     return TokenResponse(
-        access_token=await signer.issue(_grant(user, login)),
+        access_token=await _access_token(runtime, repo, user, login),
         refresh_token=refresh,
         expires_in=int(signer.ttl.total_seconds()),
         mfa_enrollment_required=mfa_enrollment_required,
@@ -491,6 +513,143 @@ async def verify_mfa(
     """Confirm enrollment with a current code; from then on login needs a code too."""
     async with runtime.sessionmaker() as session, session.begin():
         outcome = await _verify_mfa(runtime, session, request, authorization, body.code)
+    if isinstance(outcome, Failure):
+        return problem(request, outcome.error, outcome.headers)
+    return outcome
+
+
+# --- break-glass ---------------------------------------------------------------------
+
+BREAK_GLASS_ROLE = "provider"
+EMERGENCY_TREATMENT = "ETREAT"
+
+
+def _reason_context(org_id: str, grant_id: str) -> FieldContext:
+    return FieldContext(org_id, "break_glass_grant", "reason_ct", grant_id, TOTP_KEY_ID)
+
+
+async def _break_glass(
+    runtime: Runtime,
+    session: AsyncSession,
+    request: Request,
+    authorization: str | None,
+    body: BreakGlassRequest,
+) -> BreakGlassResponse | Failure:
+    repo = IdentityRepository(session)
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
+    claims = await verifier_of(runtime).verify(token)
+    login = await repo.get_session(str(claims["sid"]), for_update=True)
+    if login is None or login.revoked_at is not None:
+        raise Unauthorized("The session of this access token has ended.")
+    user = await repo.get_user(str(claims["org"]), str(claims["sub"]))
+    if user is None or user.id != login.user_id:
+        raise Unauthorized("The user of this access token no longer exists.")
+    now = runtime.clock.now()
+    grant_id = str(uuid4())
+    who = Principal(
+        actor_id=user.id,
+        actor_type=_kind(user),
+        org_id=user.org_id,
+        purpose_of_use=EMERGENCY_TREATMENT,
+    )
+
+    async def record(outcome: str, detail: str, resource_id: str | None) -> None:
+        entry = AuditEntry(
+            action="create",
+            resource_type="BreakGlass",
+            phi_categories=[],
+            patient_id=body.patient_id,
+            resource_id=resource_id,
+        )
+        await recorder_of(runtime).record(
+            session, who, entry, outcome=outcome, outcome_detail=detail, **request_meta(request)
+        )
+
+    token_roles = claims.get("roles")
+    if (
+        BREAK_GLASS_ROLE not in user.roles
+        or "patient" in user.roles
+        or not isinstance(token_roles, list)
+        or BREAK_GLASS_ROLE not in token_roles
+    ):
+        await record("denied", f"403 not a provider; reason_code={body.reason_code}", None)
+        return Failure(Forbidden("Only a provider may use emergency access (break-glass)."))
+    if "otp" not in login.amr:
+        await record("denied", f"403 no one-time code; reason_code={body.reason_code}", None)
+        return Failure(
+            Forbidden(
+                "multi-factor authentication required: sign in again with a one-time code "
+                "before using emergency access."
+            )
+        )
+    active = await repo.active_break_glass_grants(login.id, now)
+    if len(active) >= MAX_BREAK_GLASS_GRANTS:
+        await record("denied", f"409 too many active grants; reason_code={body.reason_code}", None)
+        return Failure(
+            Conflict(
+                f"This session already holds {len(active)} active emergency-access grants; "
+                "sign in again or wait for one to expire."
+            )
+        )
+    key: bytes = runtime.state["totp_key"]
+    stored = await repo.add_break_glass_grant(
+        StoredBreakGlassGrant(
+            id=grant_id,
+            org_id=user.org_id,
+            user_id=user.id,
+            session_id=login.id,
+            patient_id=body.patient_id,
+            reason_code=body.reason_code,
+            reason_ct=encrypt_field(key, body.reason, _reason_context(user.org_id, grant_id)),
+            granted_at=now,
+            expires_at=now + timedelta(seconds=settings_of(runtime).break_glass_ttl_s),
+        )
+    )
+    await runtime.outbox.add(
+        session,
+        BreakGlassGranted(
+            grant_id=stored.id,
+            org_id=stored.org_id,
+            user_id=stored.user_id,
+            patient_id=stored.patient_id,
+            reason_code=body.reason_code,
+            granted_at=stored.granted_at,
+            expires_at=stored.expires_at,
+        ),
+        org_id=stored.org_id,
+    )
+    await record("success", f"reason_code={body.reason_code}", stored.id)
+    signer = signer_of(runtime)
+    return BreakGlassResponse(
+        grant_id=stored.id,
+        patient_id=stored.patient_id,
+        reason_code=body.reason_code,
+        granted_at=stored.granted_at,
+        expires_at=stored.expires_at,
+        access_token=await signer.issue(_grant(user, login, [*active, stored])),
+        expires_in=int(signer.ttl.total_seconds()),
+    )
+
+
+@router.post(
+    "/auth/break-glass",
+    response_model=BreakGlassResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses={401: {}, 403: {"description": "Not a provider, or no one-time code"}, 409: {}},
+)
+async def break_glass(
+    body: BreakGlassRequest,
+    request: Request,
+    runtime: RuntimeDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Emergency access: open one patient outside your locations for a limited time
+    (`break_glass_ttl_s`) with a typed reason. Audited (purpose `ETREAT`) and announced
+    as an alert event; returns an access token that carries the grant."""
+    async with runtime.sessionmaker() as session, session.begin():
+        outcome = await _break_glass(runtime, session, request, authorization, body)
     if isinstance(outcome, Failure):
         return problem(request, outcome.error, outcome.headers)
     return outcome

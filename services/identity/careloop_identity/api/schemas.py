@@ -143,3 +143,27 @@ class MfaVerify(_In):
 
 class MfaStatus(BaseModel):
     mfa_enabled: bool
+
+
+BreakGlassReasonCode = Literal[
+    "emergency_treatment", "urgent_continuity_of_care", "patient_unable_to_consent"
+]
+
+
+class BreakGlassRequest(_In):
+    patient_id: Ref = Field(description="The one patient to open, outside your locations.")
+    reason_code: BreakGlassReasonCode = Field(description="The typed reason for the access.")
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=20, max_length=500)
+    ] = Field(description="Why, in your words (20-500 characters); stored encrypted.")
+
+
+class BreakGlassResponse(BaseModel):
+    grant_id: str
+    patient_id: str
+    reason_code: BreakGlassReasonCode
+    granted_at: datetime
+    expires_at: datetime
+    access_token: str = Field(description="A new access token whose `bg` claim names the grant.")
+    expires_in: int = Field(description="Lifetime of the access token, in seconds.")
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)

@@ -31,6 +31,15 @@ def kid_for(key_name: str, version: int) -> str:
 
 
 @dataclass(frozen=True)
+class BreakGlassEntry:
+    """An active break-glass grant carried in the `bg` claim."""
+
+    patient_id: str
+    expires_at: datetime
+    grant_id: str
+
+
+@dataclass(frozen=True)
 class AccessGrant:
     """Who the token speaks for, within one session."""
 
@@ -42,6 +51,7 @@ class AccessGrant:
     locations: tuple[str, ...]
     patient_id: str | None
     amr: tuple[str, ...]
+    break_glass: tuple[BreakGlassEntry, ...] = ()
 
 
 def claims_for(
@@ -66,6 +76,11 @@ def claims_for(
     }
     if grant.patient_id is not None:
         claims["pat"] = grant.patient_id
+    if grant.break_glass:
+        claims["bg"] = [
+            {"pat": e.patient_id, "exp": int(e.expires_at.timestamp()), "gid": e.grant_id}
+            for e in grant.break_glass
+        ]
     return claims
 
 

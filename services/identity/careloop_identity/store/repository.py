@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_identity.store.tables import (
+    break_glass_grant,
     location,
     login_session,
     organization,
@@ -77,6 +78,19 @@ class StoredRefreshToken:
     token_hash: str
     session_id: str
     used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredBreakGlassGrant:
+    id: str
+    org_id: str
+    user_id: str
+    session_id: str
+    patient_id: str
+    reason_code: str
+    reason_ct: bytes
+    granted_at: datetime
+    expires_at: datetime
 
 
 def _user(m: Any) -> StoredUser:
@@ -327,3 +341,48 @@ class IdentityRepository:
             .where(refresh_token.c.token_hash == token_hash)
             .values(used_at=now)
         )
+
+    # --- break-glass grants ----------------------------------------------------
+
+    async def add_break_glass_grant(self, grant: StoredBreakGlassGrant) -> StoredBreakGlassGrant:
+        await self._session.execute(
+            insert(break_glass_grant).values(
+                id=grant.id,
+                org_id=grant.org_id,
+                user_id=grant.user_id,
+                session_id=grant.session_id,
+                patient_id=grant.patient_id,
+                reason_code=grant.reason_code,
+                reason_ct=grant.reason_ct,
+                granted_at=grant.granted_at,
+                expires_at=grant.expires_at,
+            )
+        )
+        return grant
+
+    async def active_break_glass_grants(
+        self, session_id: str, now: datetime
+    ) -> list[StoredBreakGlassGrant]:
+        """The session's grants that have not expired at `now`, oldest first."""
+        rows = await self._session.execute(
+            select(break_glass_grant)
+            .where(
+                break_glass_grant.c.session_id == session_id,
+                break_glass_grant.c.expires_at > now,
+            )
+            .order_by(break_glass_grant.c.granted_at, break_glass_grant.c.id)
+        )
+        return [
+            StoredBreakGlassGrant(
+                id=r.id,
+                org_id=r.org_id,
+                user_id=r.user_id,
+                session_id=r.session_id,
+                patient_id=r.patient_id,
+                reason_code=r.reason_code,
+                reason_ct=r.reason_ct,
+                granted_at=r.granted_at,
+                expires_at=r.expires_at,
+            )
+            for r in rows
+        ]

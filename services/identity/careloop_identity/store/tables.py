@@ -1,5 +1,5 @@
 """Tables of the identity database. Refresh tokens are stored only as SHA-256 hashes;
-TOTP secrets only as AES-256-GCM ciphertext."""
+TOTP secrets and break-glass reasons only as AES-256-GCM ciphertext."""
 
 from __future__ import annotations
 
@@ -91,4 +91,18 @@ refresh_token = Table(
     Column("session_id", String(64), ForeignKey("login_session.id"), nullable=False, index=True),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+break_glass_grant = Table(
+    "break_glass_grant",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("user_id", String(64), ForeignKey("user_account.id"), nullable=False),
+    Column("session_id", String(64), ForeignKey("login_session.id"), nullable=False, index=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("reason_code", String(40), nullable=False),
+    Column("reason_ct", LargeBinary, nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

@@ -5,6 +5,10 @@ permission from the permission table (`require`, MFA included), then checks the
 object: tenant (another organization's patient is a 404), location scope (403),
 a patient account's own record (403), and leaves out the PHI categories the
 caller's roles may not see (minimum necessary).
+
+Break-glass: a provider whose token carries an active grant for a patient outside
+their locations may read and update that one patient; such a request is audited
+with purpose of use `ETREAT` (`AuthenticatedPrincipal.acting_for`).
 """
 
 from __future__ import annotations
@@ -257,7 +261,8 @@ async def read_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    acting = principal.acting_for(patient_id)
+    async with _audit(runtime).scope(session, acting, entry, **_request_meta(request)):
         _only_own_record(principal, patient_id)
         stored = await _load(repo, principal.org_id, patient_id)
         principal.can_access_patient(stored.id, stored.location_id)
@@ -283,7 +288,8 @@ async def update_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    acting = principal.acting_for(patient_id)
+    async with _audit(runtime).scope(session, acting, entry, **_request_meta(request)):
         _only_own_record(principal, patient_id)
         current = await _load(repo, principal.org_id, patient_id, for_update=True)
         principal.can_access_patient(current.id, current.location_id)
