@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 from typing import Any
 
@@ -14,6 +16,39 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://careloop.dev/problems/"
 
 log = logging.getLogger(__name__)
+
+VALIDATION_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "ValidationProblem",
+    "description": (
+        "RFC 9457 problem details of an invalid request; `errors` lists the invalid fields "
+        "when the request does not match its schema."
+    ),
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "title": "Type"},
+        "title": {"type": "string", "title": "Title"},
+        "status": {"type": "integer", "title": "Status"},
+        "detail": {"type": "string", "title": "Detail"},
+        "instance": {"type": "string", "title": "Instance"},
+        "errors": {
+            "type": "array",
+            "title": "Errors",
+            "items": {
+                "type": "object",
+                "required": ["field", "message", "type"],
+                "properties": {
+                    "field": {"type": "string", "title": "Field"},
+                    "message": {"type": "string", "title": "Message"},
+                    "type": {"type": "string", "title": "Type"},
+                },
+            },
+        },
+    },
+}
+"""What a service answers with 422: a request that fails validation or a business rule."""
+
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
 class ProblemError(Exception):
@@ -119,3 +154,38 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+    _document_validation_problems(app)
+
+
+def _document_validation_problems(app: FastAPI) -> None:
+    """Make the app's OpenAPI describe its 422 answers as they are sent: problem+json.
+
+    FastAPI documents every 422 as `application/json` with its own `HTTPValidationError`
+    body, which `on_validation` above replaces.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        ref = {"$ref": "#/components/schemas/ValidationProblem"}
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                response = (
+                    operation.get("responses", {}).get("422")
+                    if isinstance(operation, dict)
+                    else None
+                )
+                if response is not None:
+                    response["description"] = "Invalid request (problem details)"
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["ValidationProblem"] = copy.deepcopy(VALIDATION_PROBLEM_SCHEMA)
+        for name in _FASTAPI_VALIDATION_SCHEMAS:  # HTTPValidationError refers to the other
+            if f'"#/components/schemas/{name}"' not in json.dumps(document):
+                schemas.pop(name, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,34 +34,12 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.ports import free_port
-from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.apps import running_app, serve_in_task
 
 if TYPE_CHECKING:
     from careloop_kit.infra.postgres import PostgresServer
 
 MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
-
-
-@asynccontextmanager
-async def serve_in_task(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
-    """Run an ASGI app under uvicorn on a free port in this event loop; yield its URL."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn exited before it started")
-        if time.monotonic() > deadline:
-            raise TimeoutError("uvicorn did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,9 @@ from starlette.routing import Route
 from careloop_gateway.domain.openapi import iter_refs, resolve_ref
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.infra.ports import free_port
+from careloop_kit.testing.apps import serve_in_task
 
-from .conftest import GatewayFactory, bearer, new_patient, serve_in_task
+from .conftest import GatewayFactory, bearer, new_patient
 
 pytestmark = pytest.mark.service
 

@@ -29,7 +29,11 @@ IdPath = Annotated[str, Path(min_length=1, max_length=128)]
 Since = Annotated[datetime | None, Query(description="Only records that occurred at or after.")]
 Until = Annotated[datetime | None, Query(description="Only records that occurred before.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
-Cursor = Annotated[int | None, Query(ge=1, description="`next_cursor` of the previous page.")]
+# Bounded to BIGINT: the cursor is compared with `audit_record.seq` in SQL.
+Cursor = Annotated[
+    int | None,
+    Query(ge=1, le=2**63 - 1, description="`next_cursor` of the previous page."),
+]
 
 
 # Only roles holding audit:read / audit:verify in the permission table (auditor,
