@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import (
@@ -66,9 +65,6 @@ from sqlalchemy import Column, DateTime, MetaData, String, func, select
 from sqlalchemy import Table as SqlTable
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 import careloop_gateway
 import careloop_patients
@@ -85,6 +81,7 @@ from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
 from careloop_kit.infra.ports import free_port
 from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.settings import KitSettings
+from careloop_kit.testing.processes import serve_jwks
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
@@ -774,7 +771,7 @@ async def bench_api(
     headers = {"Authorization": f"Bearer {access}"}
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     setup = progress.add_task("4/4 starting the patients service", total=None)
-    async with serve_jwks(issuer.jwks_document()) as jwks_url:
+    async with serve_jwks(issuer) as jwks_url:
         return await _api_phases(
             stack,
             dsn,
@@ -788,33 +785,6 @@ async def bench_api(
             setup,
             log_file,
         )
-
-
-@contextlib.asynccontextmanager
-async def serve_jwks(document: dict[str, Any]) -> AsyncIterator[str]:
-    """Serve a JWKS document over HTTP from this process; yields its URL."""
-
-    async def jwks(request: Any) -> JSONResponse:
-        return JSONResponse(document)
-
-    port = free_port()
-    config = uvicorn.Config(
-        Starlette(routes=[Route("/.well-known/jwks.json", jwks)]),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/.well-known/jwks.json"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _api_phases(

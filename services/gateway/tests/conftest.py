@@ -6,12 +6,6 @@ package never imports another service's code.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,10 +15,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 import careloop_gateway
 from careloop_gateway.app import create_app
@@ -33,8 +23,8 @@ from careloop_kit.auth.jwks import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.infra.ports import free_port
-from careloop_kit.testing.apps import running_app, serve_in_task
+from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.processes import serve_jwks, service_process
 
 if TYPE_CHECKING:
     from careloop_kit.infra.postgres import PostgresServer
@@ -51,13 +41,8 @@ def token_issuer() -> TestTokenIssuer:
 @pytest.fixture(scope="module")
 async def jwks_url(token_issuer: TestTokenIssuer) -> AsyncIterator[str]:
     """The issuer's JWKS served over HTTP, for services running as their own process."""
-
-    async def jwks(request: Request) -> JSONResponse:
-        return JSONResponse(token_issuer.jwks_document())
-
-    app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
-    async with serve_in_task(app) as url:
-        yield f"{url}/.well-known/jwks.json"
+    async with serve_jwks(token_issuer) as url:
+        yield url
 
 
 def bearer(issuer: TestTokenIssuer, org_id: str, subject: str) -> dict[str, str]:
@@ -74,11 +59,6 @@ def gateway_vault_token(vault_addr: str, vault_root_token: str) -> str:
     return bootstrap_vault(vault_addr, vault_root_token, ["gateway"])["gateway"]
 
 
-def _careloop(*args: str) -> list[str]:
-    """The `careloop` command line, run with this interpreter."""
-    return [sys.executable, "-m", "careloop_cli.main", *args]
-
-
 @pytest.fixture(scope="module")
 async def patients_url(
     postgres_server: PostgresServer,
@@ -86,65 +66,20 @@ async def patients_url(
     vault_addr: str,
     vault_tokens: dict[str, str],
     jwks_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[str]:
     """The real patients service as its own process, migrated, on a free port."""
-    suffix = uuid.uuid4().hex[:10]
-    name = f"patients_gw_{suffix}"
-    password = uuid.uuid4().hex
-    await postgres_server.create_database(name, owner=name, password=password)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CARELOOP_STATE_DIR": tempfile.mkdtemp(prefix="careloop-gateway-test-"),
-        "CARELOOP_ENVIRONMENT": "test",
-        "CARELOOP_DATABASE_URL": postgres_server.dsn_for(name, name, password),
-        "CARELOOP_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CARELOOP_VAULT_ADDR": vault_addr,
-        "CARELOOP_VAULT_TOKEN": vault_tokens["patients"],
-        "CARELOOP_TOPIC_PREFIX": f"t{suffix}.",
-        "CARELOOP_HTTP_PORT": str(port),
-        "CARELOOP_AUTH_JWKS_URL": jwks_url,
-        "CARELOOP_LOG_JSON": "false",
-        "CARELOOP_LOG_LEVEL": "WARNING",
-    }
-    migrate = await asyncio.create_subprocess_exec(
-        *_careloop("migrate", "patients"),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(migrate.communicate(), timeout=120)
-    assert migrate.returncode == 0, output.decode()
-    log = tempfile.NamedTemporaryFile(prefix="patients-", suffix=".log", delete=False)  # noqa: SIM115
-    process = await asyncio.create_subprocess_exec(
-        *_careloop("serve", "patients"), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.returncode is None, _read(log.name)
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, _read(log.name)
-                await asyncio.sleep(0.2)
+    async with service_process(
+        "patients",
+        postgres_server=postgres_server,
+        kafka_bootstrap=kafka_bootstrap,
+        vault_addr=vault_addr,
+        vault_token=vault_tokens["patients"],
+        jwks_url=jwks_url,
+        log_dir=tmp_path_factory.mktemp("patients-logs"),
+        prefix=f"t{uuid.uuid4().hex[:10]}.",
+    ) as url:
         yield url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        log.close()
-        os.unlink(log.name)
-
-
-def _read(path: str) -> str:
-    return Path(path).read_text(errors="replace")
 
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
