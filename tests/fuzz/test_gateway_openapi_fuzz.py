@@ -210,3 +210,15 @@ async def test_an_audit_cursor_beyond_int64_is_a_validation_problem(
             path.format(patient_id=seeded[0]), params={"cursor": 2**63}, headers=headers
         )
     assert response.status_code == 422, response.text
+
+
+async def test_a_refused_call_with_a_malformed_id_is_still_a_403(
+    gateway_url: str, token_issuer: TestTokenIssuer
+) -> None:
+    """A 500 the fuzzer found (fixed): auditing the refusal must not trip over the id."""
+    headers = {"Authorization": ROLES["front_desk"](token_issuer)}
+    async with httpx_client(gateway_url) as client:
+        response = await client.get(
+            f"/api/v1/audit/audit/patients/{'P' * 300}/trail", headers=headers
+        )
+    assert response.status_code == 403, response.text

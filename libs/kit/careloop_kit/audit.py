@@ -21,6 +21,9 @@ from careloop_kit.bus.outbox import Outbox
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.problems import ProblemError
 
+AUDIT_RECORDER_KEY = "audit"
+"""Where every service runtime keeps its `AuditRecorder` (`runtime.state[...]`)."""
+
 
 @dataclass
 class AuditEntry:
@@ -106,18 +109,18 @@ class AuditRecorder:
             yield entry
         except ProblemError as exc:
             outcome = "denied" if exc.status in (401, 403) else "error"
-            await self._record_failure(
+            await self.record_failure(
                 principal, entry, outcome, str(exc.status), request_id, source_ip
             )
             raise
         except Exception as exc:
-            await self._record_failure(
+            await self.record_failure(
                 principal, entry, "error", type(exc).__name__, request_id, source_ip
             )
             raise
         await self.record(session, principal, entry, request_id=request_id, source_ip=source_ip)
 
-    async def _record_failure(
+    async def record_failure(
         self,
         principal: Principal,
         entry: AuditEntry,
@@ -126,6 +129,7 @@ class AuditRecorder:
         request_id: str | None,
         source_ip: str | None,
     ) -> None:
+        """Record a refused or failed access in a transaction of its own."""
         async with self._sessionmaker() as session, session.begin():
             await self.record(
                 session,

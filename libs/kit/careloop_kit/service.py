@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop_contracts import dead_letter_topic
+from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditRecorder
 from careloop_kit.auth.dependencies import TOKEN_VERIFIER_KEY, install_auth_handlers
 from careloop_kit.auth.feed import follow_revocations
 from careloop_kit.auth.jwks import HttpJwksSource, JwksSource
@@ -241,6 +242,7 @@ def create_service_app(
             outbox=outbox,
             relay=relay,
         )
+        runtime.state[AUDIT_RECORDER_KEY] = AuditRecorder(outbox, sessionmaker, clock=the_clock)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         kafka_consumers = []

@@ -10,7 +10,6 @@ from careloop_audit.handlers.trail import TRAIL_CONSUMER
 from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.tables import metadata, platform
-from careloop_kit.audit import AuditRecorder
 from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
@@ -32,9 +31,6 @@ def build_spec(settings: AuditSettings) -> ServiceSpec:
             store,
             every_records=settings.checkpoint_every_records,
             interval_s=settings.checkpoint_interval_s,
-        )
-        runtime.state["audit"] = AuditRecorder(
-            runtime.outbox, runtime.sessionmaker, clock=runtime.clock
         )
 
     return ServiceSpec(

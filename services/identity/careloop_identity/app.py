@@ -14,7 +14,7 @@ from careloop_identity.api.auth import router as auth_router
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner, TransitKeys
 from careloop_identity.store.tables import metadata, platform
-from careloop_kit.audit import AuditRecorder
+from careloop_kit.audit import AUDIT_RECORDER_KEY
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 
@@ -48,7 +48,7 @@ def build_spec(settings: IdentitySettings) -> ServiceSpec:
             dummy_hash=hasher.hash(secrets.token_urlsafe(16)),
             signer=signer,
             verifier=AccessTokenVerifier(signer, clock=runtime.clock),
-            audit=AuditRecorder(runtime.outbox, runtime.sessionmaker, clock=runtime.clock),
+            audit=runtime.state[AUDIT_RECORDER_KEY],
         )
 
     return ServiceSpec(

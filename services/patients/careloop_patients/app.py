@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from careloop_kit.audit import AuditRecorder
 from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.crypto import BlindIndexer, KeyRing
@@ -29,9 +28,6 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
             ttl=timedelta(seconds=settings.data_key_cache_ttl_s),
             max_entries=settings.data_key_cache_size,
             clock=runtime.clock,
-        )
-        runtime.state["audit"] = AuditRecorder(
-            runtime.outbox, runtime.sessionmaker, clock=runtime.clock
         )
 
     return ServiceSpec(

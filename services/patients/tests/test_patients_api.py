@@ -282,3 +282,43 @@ async def test_every_request_is_audited_once_with_its_outcome_and_events_flow(
     assert json.loads(registered[0].value)["patient_id"] == created["id"]
     assert header(registered[0], "ce_source") == "/careloop/patients"
     assert header(registered[0], "traceparent") is not None
+
+
+async def test_a_refused_permission_is_in_the_audit_trail_too(
+    patients: httpx.AsyncClient,
+    org: dict[str, str],
+    mint: Mint,
+    unique_id: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    created = await register(patients, org, unique_id)
+    billing = mint(roles=["billing"], loc=["*"], amr=["pwd"], sub=f"bill-{unique_id}")
+    provider = mint(roles=["provider"], loc=["*"], amr=["pwd"], sub=f"prov-{unique_id}")
+
+    merge = await patients.post(
+        f"/patients/{created['id']}/merge",
+        json={"merged_patient_id": "someone-else", "version": 1},
+        headers=billing,
+    )
+    no_mfa = await patients.get(f"/patients/{created['id']}", headers=provider)
+
+    assert (merge.status_code, no_mfa.status_code) == (403, 403)
+
+    def refusals(records: list) -> list[dict]:
+        return [
+            json.loads(r.value)
+            for r in records
+            if header(r, "ce_type") == ACCESS and json.loads(r.value)["outcome"] == "denied"
+        ]
+
+    records = await wait_for_records(
+        kafka_bootstrap, f"{topic_prefix}careloop.patients", lambda rs: len(refusals(rs)) >= 2
+    )
+    denied = sorted(refusals(records), key=lambda a: a["actor_id"])
+    assert [(a["actor_id"], a["action"], a["patient_id"]) for a in denied] == [
+        (f"bill-{unique_id}", "merge", created["id"]),
+        (f"prov-{unique_id}", "read", created["id"]),
+    ]
+    assert all(a["phi_categories"] == [] for a in denied)
+    assert all(a["outcome_detail"].startswith("403") for a in denied)

@@ -14,6 +14,7 @@ principal. A service without a verifier fails closed with a 500.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,8 @@ from careloop_kit.auth.permissions import (
 from careloop_kit.auth.principal import AuthenticatedPrincipal
 from careloop_kit.auth.tokens import Claims, InvalidToken, TokenVerifier
 from careloop_kit.problems import Forbidden, ProblemError, problem_response
+
+log = logging.getLogger(__name__)
 
 TOKEN_VERIFIER_KEY = "token_verifier"  # noqa: S105 - a state key, not a secret
 
@@ -165,16 +168,76 @@ def require(
 
     async def dependency(request: Request) -> AuthenticatedPrincipal:
         principal = await authenticate(request)
-        if not permits(principal, permission):
-            raise Forbidden(f"Your role does not allow {permission}.")
-        if mfa:
-            ensure_mfa(principal)
+        try:
+            if not permits(principal, permission):
+                raise Forbidden(f"Your role does not allow {permission}.")
+            if mfa:
+                ensure_mfa(principal)
+        except Forbidden as refusal:
+            await _audit_refusal(request, principal, permission, refusal)
+            raise
         return principal
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
     dependency.required_permission = permission  # type: ignore[attr-defined]
     setattr(dependency, PERMISSION_ATTRIBUTE, permission)
     return dependency
+
+
+# How a refused permission reads in the audit trail: (resource type, action).
+_REFUSAL_SHAPE = {
+    "patients": "Patient",
+    "audit": "AuditEvent",
+}
+_REFUSAL_ACTION = {"search": "query", "verify": "read", "export": "export"}
+
+
+async def _audit_refusal(
+    request: Request, principal: AuthenticatedPrincipal, permission: str, refusal: Forbidden
+) -> None:
+    """A refused attempt is audited too (HIPAA audit controls: failures included)."""
+    # Imported here: the audit hook itself depends on this package's Principal.
+    from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder
+
+    runtime = getattr(request.app.state, "runtime", None)
+    recorder = getattr(runtime, "state", {}).get(AUDIT_RECORDER_KEY) if runtime else None
+    if not isinstance(recorder, AuditRecorder):
+        return
+    resource, _, verb = permission.partition(":")
+    patient_id = _valid_id(request.path_params.get("patient_id"))
+    entry = AuditEntry(
+        action=_REFUSAL_ACTION.get(
+            verb, verb if verb in ("create", "read", "update", "merge") else "read"
+        ),
+        resource_type=_REFUSAL_SHAPE.get(resource, resource.capitalize() or "Resource"),
+        phi_categories=[],
+        patient_id=patient_id,
+        resource_id=patient_id,
+    )
+    try:
+        await recorder.record_failure(
+            principal,
+            entry,
+            "denied",
+            f"403 {refusal.slug}",
+            getattr(request.state, "request_id", None),
+            request.client.host if request.client else None,
+        )
+    except Exception:
+        # The caller is refused either way; a lost refusal record must be loud.
+        log.exception("could not audit a refused %s by %s", permission, principal.actor_id)
+
+
+def _valid_id(value: object) -> str | None:
+    """The path's id if it is a well-formed id; a garbage id is not worth recording."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from careloop_contracts.base import Id
+
+    try:
+        return TypeAdapter(Id).validate_python(value)
+    except ValidationError:
+        return None
 
 
 def required_permission(call: object) -> str | None:
