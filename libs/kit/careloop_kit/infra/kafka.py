@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from careloop_kit.infra.ports import port_is_open
+from careloop_kit.infra.process import kill_group, stop_group
 
 KAFKA_POM = Path("deploy/kafka/pom.xml")
 """The Maven descriptor of the broker classpath, relative to the repository root."""
@@ -452,34 +452,17 @@ class KafkaServer:
         except OSError:
             return "(no log)"
 
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
-
     def stop(self, timeout: float = 20) -> None:
         """Controlled shutdown: SIGTERM, then SIGKILL if still alive after ``timeout`` s."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self._proc.wait(10)
-        self._signal(signal.SIGKILL)  # anything left in the process group
-        self._proc = None
+        if self._proc is not None:
+            stop_group(self._proc, timeout)
+            self._proc = None
 
     def kill(self) -> None:
         """SIGKILL the broker at once, as a crash would (data stays in ``data_dir``)."""
-        if self._proc is None:
-            return
-        self._signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(10)
-        self._proc = None
+        if self._proc is not None:
+            kill_group(self._proc)
+            self._proc = None
 
     def __enter__(self) -> KafkaServer:
         self.start()

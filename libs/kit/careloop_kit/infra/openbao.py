@@ -14,13 +14,11 @@ blind-index key, one policy and one token per service. Services never get the ro
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from careloop_kit.infra.ports import free_port_pair
+from careloop_kit.infra.process import kill_group, stop_group
 
 PHI_KEY = "careloop-phi"
 AUDIT_CHECKPOINT_KEY = "careloop-audit-checkpoint"
@@ -304,33 +303,17 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
-
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM, then SIGKILL if still alive after ``timeout`` seconds."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self._proc.wait(10)
-        self._proc = None
+        if self._proc is not None:
+            stop_group(self._proc, timeout)
+            self._proc = None
 
     def kill(self) -> None:
         """SIGKILL at once (crash tests)."""
-        if self._proc is None:
-            return
-        self._signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(10)
-        self._proc = None
+        if self._proc is not None:
+            kill_group(self._proc)
+            self._proc = None
 
     def __enter__(self) -> OpenBaoServer:
         self.start()
