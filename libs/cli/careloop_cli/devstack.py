@@ -299,8 +299,9 @@ class DevStack:
     def seed_demo(self) -> None:
         """Seed the synthetic demo group once: organization, locations, one login per
         role (written to `.careloop/demo-logins.json`) and a few patients."""
-        marker = self.root / "seeded"
-        if not self.settings.seed_demo or marker.exists():
+        logins_file = self.root / "demo-logins.json"
+        # The logins file is the marker: a stack seeded before identity existed gets seeded.
+        if not self.settings.seed_demo or logins_file.exists():
             return
         from careloop_cli.demo import seed_identity
 
@@ -308,10 +309,8 @@ class DevStack:
         bootstrap = _secret(self.root / "secrets" / "identity-bootstrap")
         logins = seed_identity(urls["identity"], bootstrap)
         patients = seed_patients(urls["identity"], urls["patients"], logins)
-        logins_file = self.root / "demo-logins.json"
         logins_file.write_text(json.dumps({**logins, "patient_ids": patients}, indent=2))
         logins_file.chmod(0o600)
-        marker.write_text("synthetic demo practice seeded\n")
         console.print(
             f"[bold]careloop[/] seeded the synthetic demo group {logins['org_id']}: "
             f"{len(logins['locations'])} locations, {len(logins['users'])} logins, "
