@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,9 +20,24 @@ import httpx
 import psutil
 import pytest
 
-from careloop_kit.infra.ports import free_port, free_port_pair, port_is_open
+from careloop_kit.infra.ports import port_is_open
 
 pytestmark = pytest.mark.e2e
+
+
+def _free_block(size: int) -> int:
+    """A base port with `size` consecutive free ports, below the ephemeral range
+    (a port the kernel hands to an outgoing connection cannot be reserved ahead)."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000 - size)
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports found")
 
 
 @pytest.fixture
@@ -28,14 +45,15 @@ def stack_env() -> Iterator[dict[str, str]]:
     # Not pytest's tmp_path: PostgreSQL runs as its own system user and needs to traverse it.
     state = Path(tempfile.mkdtemp(prefix="careloop-devstack-"))
     state.chmod(0o755)
-    base = free_port()
+    # Services on base..base+3, then Kafka, its controller, OpenBao and its cluster port.
+    base = _free_block(8)
     env = {
         **os.environ,
         "CARELOOP_STATE_DIR": str(state),
-        "CARELOOP_DEV_KAFKA_PORT": str(free_port()),
-        "CARELOOP_DEV_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "CARELOOP_DEV_OPENBAO_PORT": str(free_port_pair()),
-        "CARELOOP_DEV_SERVICE_PORT_BASE": str(base if base < 60000 else 20000),
+        "CARELOOP_DEV_KAFKA_PORT": str(base + 4),
+        "CARELOOP_DEV_KAFKA_CONTROLLER_PORT": str(base + 5),
+        "CARELOOP_DEV_OPENBAO_PORT": str(base + 6),
+        "CARELOOP_DEV_SERVICE_PORT_BASE": str(base),
     }
     yield env
     shutil.rmtree(state, ignore_errors=True)
@@ -154,7 +172,7 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
     survivors = [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert survivors == [], f"orphans after Ctrl-C: {survivors}"
     used = [int(stack_env[k]) for k in ("CARELOOP_DEV_KAFKA_PORT", "CARELOOP_DEV_OPENBAO_PORT")] + [
-        int(stack_env["CARELOOP_DEV_SERVICE_PORT_BASE"]) + i for i in range(2)
+        int(stack_env["CARELOOP_DEV_SERVICE_PORT_BASE"]) + i for i in range(4)
     ]
     assert [p for p in used if port_is_open(p)] == []
     assert not (Path(stack_env["CARELOOP_STATE_DIR"]) / "endpoints.json").exists()
