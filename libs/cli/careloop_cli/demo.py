@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from careloop_kit.auth.permissions import OWN_RECORD_ROLES, ROLES
+
 DEMO_EMAIL_DOMAIN = "demo-group.example.org"
 
 # (name, IANA time zone, sensitive): two time zones, one behavioral-health location.
@@ -21,15 +23,7 @@ DEMO_LOCATIONS = [
 # The location manager runs the North clinic and the front desk works at the West one;
 # everyone else sees every location.
 SINGLE_LOCATION_ROLES = {"location_manager": 0, "front_desk": 2}
-STAFF_ROLES = [
-    "org_admin",
-    "location_manager",
-    "provider",
-    "care_coordinator",
-    "front_desk",
-    "billing",
-    "auditor",
-]
+STAFF_ROLES = [role for role in ROLES if role not in OWN_RECORD_ROLES]
 
 
 def _password() -> str:

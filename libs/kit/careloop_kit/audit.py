@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import uuid4
 
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careloop_contracts import AccessRecorded
@@ -36,6 +38,20 @@ class AuditEntry:
     resource_id: str | None = None
     query_fingerprint: str | None = None
     extra_patient_ids: list[str] = field(default_factory=list)
+
+
+def recorder_of(runtime: Any) -> AuditRecorder:
+    """The audit recorder every service runtime holds (`runtime.state[AUDIT_RECORDER_KEY]`)."""
+    recorder: AuditRecorder = runtime.state[AUDIT_RECORDER_KEY]
+    return recorder
+
+
+def request_meta(request: Request) -> dict[str, Any]:
+    """Where a request came from, as the audit trail records it."""
+    return {
+        "request_id": getattr(request.state, "request_id", None),
+        "source_ip": request.client.host if request.client else None,
+    }
 
 
 def fingerprint_query(keys: list[str]) -> str:

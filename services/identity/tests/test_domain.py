@@ -225,3 +225,12 @@ def test_a_token_assembled_from_a_transit_style_signature_verifies_with_pyjwt() 
     assert decoded["sub"] == "u1"
     assert decoded["exp"] - decoded["iat"] == 300
     assert "pat" not in decoded
+
+
+def test_the_role_schema_lists_exactly_the_permission_tables_roles() -> None:
+    from typing import get_args
+
+    from careloop_identity.api.schemas import Role
+    from careloop_kit.auth.permissions import ROLES
+
+    assert set(get_args(Role)) == set(ROLES)

@@ -197,7 +197,7 @@ async def _audit_refusal(
 ) -> None:
     """A refused attempt is audited too (HIPAA audit controls: failures included)."""
     # Imported here: the audit hook itself depends on this package's Principal.
-    from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder
+    from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder, request_meta
 
     runtime = getattr(request.app.state, "runtime", None)
     recorder = getattr(runtime, "state", {}).get(AUDIT_RECORDER_KEY) if runtime else None
@@ -215,13 +215,14 @@ async def _audit_refusal(
         resource_id=patient_id,
     )
     try:
+        meta = request_meta(request)
         await recorder.record_failure(
             principal,
             entry,
             "denied",
             f"403 {refusal.slug}",
-            getattr(request.state, "request_id", None),
-            request.client.host if request.client else None,
+            meta["request_id"],
+            meta["source_ip"],
         )
     except Exception:
         # The caller is refused either way; a lost refusal record must be loud.

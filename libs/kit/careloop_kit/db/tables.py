@@ -24,6 +24,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def service_metadata() -> MetaData:
+    """A service's metadata, with the constraint names every Careloop database uses."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
 
 @dataclass(frozen=True)
 class PlatformTables:

@@ -12,7 +12,12 @@ from careloop_audit.domain.fhir import to_audit_event
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.repository import AuditLog
 from careloop_audit.verification import VerificationReport, run_verification
-from careloop_kit.audit import AuditEntry, AuditRecorder, fingerprint_query
+from careloop_kit.audit import (
+    AuditEntry,
+    fingerprint_query,
+    recorder_of,
+    request_meta,
+)
 from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.problems import NotFound, ProblemError
 from careloop_kit.service import RuntimeDep, SessionDep
@@ -46,18 +51,6 @@ class InvalidTimeRange(ProblemError):
     status, title, slug = 422, "Invalid time range", "invalid-time-range"
 
 
-def _audit(runtime: RuntimeDep) -> AuditRecorder:
-    recorder: AuditRecorder = runtime.state["audit"]
-    return recorder
-
-
-def _request_meta(request: Request) -> dict[str, Any]:
-    return {
-        "request_id": getattr(request.state, "request_id", None),
-        "source_ip": request.client.host if request.client else None,
-    }
-
-
 def _check_range(since: datetime | None, until: datetime | None) -> None:
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
@@ -87,7 +80,7 @@ async def patient_trail(
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=CATEGORIES, patient_id=patient_id
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _check_range(since, until)
         rows = await AuditLog(session).page(
             principal.org_id,
@@ -124,7 +117,7 @@ async def query_events(
         phi_categories=CATEGORIES,
         query_fingerprint=fingerprint_query(used),
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _check_range(since, until)
         rows = await AuditLog(session).page(
             principal.org_id,
@@ -149,7 +142,7 @@ async def export_fhir(
     entry = AuditEntry(
         action="export", resource_type=RESOURCE, phi_categories=CATEGORIES, resource_id=audit_id
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         fields = await AuditLog(session).get(principal.org_id, audit_id)
         if fields is None:
             raise NotFound(f"No audit record {audit_id} in this organization.")

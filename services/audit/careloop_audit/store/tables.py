@@ -13,24 +13,15 @@ from sqlalchemy import (
     DateTime,
     Index,
     LargeBinary,
-    MetaData,
     SmallInteger,
     String,
     Table,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from careloop_kit.db import add_platform_tables
+from careloop_kit.db import add_platform_tables, service_metadata
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = service_metadata()
 platform = add_platform_tables(metadata)
 
 audit_record = Table(

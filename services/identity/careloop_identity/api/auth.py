@@ -31,8 +31,6 @@ from careloop_identity.api.common import (
     bearer_token,
     hasher_of,
     problem,
-    recorder_of,
-    request_meta,
     settings_of,
     signer_of,
     verifier_of,
@@ -64,7 +62,7 @@ from careloop_identity.store.repository import (
     StoredSession,
     StoredUser,
 )
-from careloop_kit.audit import AuditEntry
+from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import Principal
 from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
 from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from argon2 import PasswordHasher
 from fastapi import Depends, Header, Request
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner
-from careloop_kit.audit import AuditEntry, AuditRecorder
+from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import Principal
 from careloop_kit.problems import ProblemError, Unauthorized, problem_response
 from careloop_kit.service import Runtime, RuntimeDep
@@ -52,18 +52,6 @@ def verifier_of(runtime: Runtime) -> AccessTokenVerifier:
 def hasher_of(runtime: Runtime) -> PasswordHasher:
     hasher: PasswordHasher = runtime.state["hasher"]
     return hasher
-
-
-def recorder_of(runtime: Runtime) -> AuditRecorder:
-    recorder: AuditRecorder = runtime.state["audit"]
-    return recorder
-
-
-def request_meta(request: Request) -> dict[str, Any]:
-    return {
-        "request_id": getattr(request.state, "request_id", None),
-        "source_ip": request.client.host if request.client else None,
-    }
 
 
 def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> Principal:

@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-ROLES = (
-    "org_admin",
-    "location_manager",
-    "provider",
-    "care_coordinator",
-    "front_desk",
-    "billing",
-    "auditor",
-    "patient",
-)
+from careloop_kit.auth import permissions as kit_permissions
 
-MFA_REQUIRED_ROLES = frozenset({"org_admin", "location_manager", "provider", "care_coordinator"})
-"""Roles that read clinical data: they must enroll TOTP and use it at every login."""
+# The role set and the MFA rule come from the one permission table every service enforces.
+ROLES = kit_permissions.ROLES
 
 ALL_LOCATIONS = "*"
 
@@ -40,7 +31,7 @@ class Assignment:
 
     @property
     def requires_mfa(self) -> bool:
-        return bool(MFA_REQUIRED_ROLES & set(self.roles))
+        return any(kit_permissions.requires_mfa(role) for role in self.roles)
 
 
 def make_assignment(

@@ -19,7 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from careloop_contracts import PatientMerged, PatientRegistered, PatientUpdated
-from careloop_kit.audit import AuditEntry, AuditRecorder, fingerprint_query
+from careloop_kit.audit import (
+    AuditEntry,
+    fingerprint_query,
+    recorder_of,
+    request_meta,
+)
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, require, visible_categories
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.problems import Conflict, Forbidden, NotFound, ProblemError
@@ -107,18 +112,6 @@ def _repository(runtime: RuntimeDep, session: SessionDep) -> PatientRepository:
     return PatientRepository(session, keys, indexer)
 
 
-def _audit(runtime: RuntimeDep) -> AuditRecorder:
-    recorder: AuditRecorder = runtime.state["audit"]
-    return recorder
-
-
-def _request_meta(request: Request) -> dict[str, Any]:
-    return {
-        "request_id": getattr(request.state, "request_id", None),
-        "source_ip": request.client.host if request.client else None,
-    }
-
-
 def _name(n: NameIn) -> HumanName:
     return HumanName(family=n.family.strip(), given=tuple(g.strip() for g in n.given))
 
@@ -190,7 +183,7 @@ async def register_patient(
     """Register a patient."""
     repo = _repository(runtime, session)
     entry = AuditEntry(action="create", resource_type=RESOURCE, phi_categories=ALL_CATEGORIES)
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         # The registering location must be in scope; no location needs every location.
         principal.can_access_location(body.location_id)
         details = PatientDetails(
@@ -262,7 +255,7 @@ async def read_patient(
         resource_id=patient_id,
     )
     acting = principal.acting_for(patient_id)
-    async with _audit(runtime).scope(session, acting, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, acting, entry, **request_meta(request)):
         _only_own_record(principal, patient_id)
         stored = await _load(repo, principal.org_id, patient_id)
         principal.can_access_patient(stored.id, stored.location_id)
@@ -289,7 +282,7 @@ async def update_patient(
         resource_id=patient_id,
     )
     acting = principal.acting_for(patient_id)
-    async with _audit(runtime).scope(session, acting, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, acting, entry, **request_meta(request)):
         _only_own_record(principal, patient_id)
         current = await _load(repo, principal.org_id, patient_id, for_update=True)
         principal.can_access_patient(current.id, current.location_id)
@@ -391,7 +384,7 @@ async def search_patients(
         phi_categories=disclosed,
         query_fingerprint=fingerprint_query(used),
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         if principal.is_patient:
             raise Forbidden("A patient account cannot search patients.")
         found = await repo.find(
@@ -428,7 +421,7 @@ async def merge_patient(
         resource_id=patient_id,
         extra_patient_ids=[body.merged_patient_id],
     )
-    async with _audit(runtime).scope(session, principal, entry, **_request_meta(request)):
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         # Lock both rows in a fixed order so concurrent merges cannot deadlock.
         first, second = sorted([patient_id, body.merged_patient_id])
         locked = {
