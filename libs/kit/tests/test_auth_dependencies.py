@@ -250,6 +250,47 @@ async def test_partner_scopes(client: httpx.AsyncClient, issuer: TestTokenIssuer
     assert (await client.get("/check/patients:read", headers=bearer(token))).status_code == 403
 
 
+async def test_partner_sees_only_the_categories_of_its_scope(
+    client: httpx.AsyncClient, issuer: TestTokenIssuer
+) -> None:
+    token = issuer.mint(
+        act="partner", sub="client-1", roles=[], loc=["loc-1"], scope="patients:read"
+    )
+
+    response = await client.get("/patients/p-1", headers=bearer(token))
+    outside = await client.get("/patients/p-2", headers=bearer(token))
+
+    assert response.status_code == 200
+    assert response.json()["categories"] == ["contact", "demographics"]
+    assert outside.status_code == 403
+
+
+async def test_service_identity_holds_only_its_grants(
+    client: httpx.AsyncClient, issuer: TestTokenIssuer
+) -> None:
+    messaging = issuer.mint(act="service", sub="service:messaging", roles=[], loc=["*"])
+    unknown = issuer.mint(act="service", sub="service:reporting", roles=[], loc=["*"])
+    not_a_service_subject = issuer.mint(act="service", sub="messaging", roles=[], loc=["*"])
+
+    response = await client.get("/patients/p-2", headers=bearer(messaging))
+
+    assert response.status_code == 200
+    assert response.json()["categories"] == ["contact", "preferences"]
+    assert (
+        await client.get("/check/patients:search", headers=bearer(messaging))
+    ).status_code == 403
+    for token in (unknown, not_a_service_subject):
+        assert (await client.get("/patients/p-2", headers=bearer(token))).status_code == 403
+
+
+async def test_client_tokens_cannot_carry_roles(
+    client: httpx.AsyncClient, issuer: TestTokenIssuer
+) -> None:
+    for act in ("partner", "service"):
+        token = issuer.mint(act=act, sub="service:messaging", roles=["org_admin"], loc=["*"])
+        assert (await client.get("/patients/p-1", headers=bearer(token))).status_code == 401
+
+
 async def test_service_without_verifier_fails_closed(issuer: TestTokenIssuer) -> None:
     async with http(build_app(None)) as client:
         response = await client.get(

@@ -115,3 +115,28 @@ def test_permissions_doc_lists_every_role_and_permission() -> None:
     text = render_markdown()
     for name in [*ROLES, *PERMISSIONS]:
         assert f"`{name}`" in text
+
+
+def test_partner_scopes_that_reach_phi_need_a_baa() -> None:
+    from careloop_kit.auth.permissions import PARTNER_SCOPES, partner_may_hold, reaches_phi
+
+    assert reaches_phi("patients:read")
+    assert reaches_phi("audit:read")
+    assert not reaches_phi("locations:read")
+    assert partner_may_hold("locations:read")
+    assert not partner_may_hold("patients:merge")
+    assert not partner_may_hold("users:manage")
+    for scope, categories in PARTNER_SCOPES.items():
+        assert "clinical" not in categories
+        assert bool(categories) <= reaches_phi(scope)
+
+
+def test_service_grants_are_named_by_subject() -> None:
+    from careloop_kit.auth.permissions import service_categories, service_of, service_subject
+
+    assert service_of(service_subject("messaging")) == "messaging"
+    assert service_of("messaging") is None
+    assert service_of("service:") is None
+    assert service_categories("messaging", "patients:read") == {"contact", "preferences"}
+    assert service_categories("messaging", "patients:update") is None
+    assert service_categories(None, "patients:read") is None

@@ -286,3 +286,21 @@ async def test_key_rotation_new_kid_is_picked_up_and_old_tokens_keep_working(
 
     assert (await verifier.verify(new.mint(sub="after-rotation"))).sub == "after-rotation"
     assert (await verifier.verify(old_token)).sub == "user-1"
+
+
+async def test_rate_limit_claim_only_on_partner_tokens() -> None:
+    from careloop_kit.auth.testing import TestTokenIssuer
+
+    issuer = TestTokenIssuer()
+    verifier = issuer.verifier()
+    partner = issuer.mint(act="partner", sub="client-1", roles=[], scope="patients:read", rl=120)
+
+    assert (await verifier.verify(partner)).rate_limit == 120
+    for claims in (
+        {"rl": 120},
+        {"act": "partner", "roles": [], "rl": 0},
+        {"act": "partner", "roles": [], "rl": "120"},
+        {"act": "partner", "roles": [], "rl": True},
+    ):
+        with pytest.raises(InvalidToken):
+            await verifier.verify(issuer.mint(**claims))

@@ -26,7 +26,10 @@ from careloop_kit.auth.permissions import (
     PERMISSIONS,
     any_allowed,
     categories_for,
+    partner_categories,
     requires_mfa,
+    service_categories,
+    service_of,
 )
 from careloop_kit.auth.principal import AuthenticatedPrincipal
 from careloop_kit.auth.tokens import Claims, InvalidToken, TokenVerifier
@@ -104,17 +107,23 @@ def principal_from_claims(claims: Claims, *, now: float | None = None) -> Authen
 
 def permits(principal: AuthenticatedPrincipal, permission: str) -> bool:
     """Whether the principal holds `permission`: partners through their scopes,
-    everyone else through their roles."""
+    services through their service's grants, everyone else through their roles."""
     if principal.actor_type == "partner":
         return permission in principal.scopes
+    if principal.actor_type == "service":
+        return service_categories(service_of(principal.actor_id), permission) is not None
     return any_allowed(principal.roles, permission)
 
 
 def visible_categories(principal: AuthenticatedPrincipal, permission: str) -> frozenset[str]:
-    """PHI categories the principal may see through `permission` (from its roles;
-    a partner's scopes grant operations, and the categories of its roles)."""
+    """PHI categories the principal may see through `permission`: a partner's from
+    the partner scope table, a service's from its grants, a user's from its roles."""
     if not permits(principal, permission):
         return frozenset()
+    if principal.actor_type == "partner":
+        return partner_categories(principal.scopes, permission)
+    if principal.actor_type == "service":
+        return service_categories(service_of(principal.actor_id), permission) or frozenset()
     return categories_for(principal.roles, permission)
 
 

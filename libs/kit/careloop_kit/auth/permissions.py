@@ -32,6 +32,11 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         "patients:merge": "Merge two records of the same person.",
         "audit:read": "Read the audit trail.",
         "audit:verify": "Verify the audit hash chain.",
+        "locations:read": "List the organization's locations (no PHI).",
+        "locations:manage": "Add and change locations.",
+        "users:read": "Read staff and portal accounts of the organization.",
+        "users:manage": "Create accounts and change their roles and location scopes.",
+        "clients:manage": "Register partner API clients, their scopes and BAA status.",
     }
 )
 
@@ -69,18 +74,42 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             "patients:update",
             "patients:merge",
         ),
-        **_grants(_NONE, "audit:read", "audit:verify"),
+        **_grants(
+            _NONE,
+            "audit:read",
+            "audit:verify",
+            "locations:read",
+            "locations:manage",
+            "users:read",
+            "users:manage",
+            "clients:manage",
+        ),
     },
-    "location_manager": _grants(
-        _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
-    ),
-    "provider": _grants(_ALL, "patients:read", "patients:search", "patients:update"),
-    "care_coordinator": _grants(_ALL, "patients:read", "patients:search", "patients:update"),
-    "front_desk": _grants(
-        _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
-    ),
-    "billing": _grants(_IDENTIFY, "patients:read", "patients:search"),
-    "auditor": _grants(_NONE, "audit:read", "audit:verify"),
+    "location_manager": {
+        **_grants(
+            _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
+        ),
+        **_grants(_NONE, "locations:read", "users:read"),
+    },
+    "provider": {
+        **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
+        **_grants(_NONE, "locations:read"),
+    },
+    "care_coordinator": {
+        **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
+        **_grants(_NONE, "locations:read"),
+    },
+    "front_desk": {
+        **_grants(
+            _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
+        ),
+        **_grants(_NONE, "locations:read"),
+    },
+    "billing": {
+        **_grants(_IDENTIFY, "patients:read", "patients:search"),
+        **_grants(_NONE, "locations:read"),
+    },
+    "auditor": _grants(_NONE, "audit:read", "audit:verify", "locations:read"),
     "patient": _grants(_ALL, "patients:read"),
 }
 
@@ -88,6 +117,35 @@ PERMISSION_TABLE: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingPro
     {role: MappingProxyType(grants) for role, grants in _TABLE.items()}
 )
 ROLES: Final[tuple[str, ...]] = tuple(PERMISSION_TABLE)
+
+# Permissions that reach patient data (records, or the trail of who saw them). A
+# partner may hold one as a scope only while its business associate agreement is current.
+PHI_PERMISSIONS: Final = frozenset(
+    p for p in PERMISSIONS if p.split(":")[0] in ("patients", "audit")
+)
+
+# What a partner API client may be granted: scope (a permission) -> the PHI categories
+# it sees through it. Partners hold no roles; anything not listed is never grantable.
+_PARTNER_SCOPES: dict[str, frozenset[str]] = {
+    "locations:read": _NONE,
+    "patients:read": _IDENTIFY,
+    "patients:search": _IDENTIFY,
+    "patients:create": _IDENTIFY,
+}
+PARTNER_SCOPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(_PARTNER_SCOPES)
+
+# What each Careloop service may do when it calls another one with its own service
+# identity (token `act: service`, `sub: service:<name>`): service -> permission ->
+# PHI categories. Each line must be justified by a call the architecture allows.
+_SERVICE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
+    # Delivering a reminder needs the address it goes to and the patient's channel
+    # choices; nothing clinical, nothing demographic.
+    "messaging": _grants(frozenset({CONTACT, PREFERENCES}), "patients:read"),
+}
+SERVICE_GRANTS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingProxyType(
+    {service: MappingProxyType(grants) for service, grants in _SERVICE_GRANTS.items()}
+)
+SERVICE_SUBJECT_PREFIX: Final = "service:"
 
 # Roles limited to one record: the principal's own patient id, whatever the location.
 OWN_RECORD_ROLES: Final = frozenset({"patient"})
@@ -103,6 +161,15 @@ def _validate() -> None:
                 raise ValueError(f"permission table: {role} has unknown {permission}")
             if not categories <= _ALL:
                 raise ValueError(f"permission table: {role} has an unknown PHI category")
+    for scope, categories in PARTNER_SCOPES.items():
+        if scope not in PERMISSIONS or not categories <= _ALL:
+            raise ValueError(f"permission table: partner scope {scope} is invalid")
+        if categories and scope not in PHI_PERMISSIONS:
+            raise ValueError(f"permission table: partner scope {scope} shows PHI")
+    for service, grants in SERVICE_GRANTS.items():
+        for permission, categories in grants.items():
+            if permission not in PERMISSIONS or not categories <= _ALL:
+                raise ValueError(f"permission table: service {service} has {permission}")
 
 
 _validate()
@@ -138,6 +205,42 @@ def categories_for(
     return result
 
 
+def reaches_phi(scope: str) -> bool:
+    """Whether a partner scope reaches patient data (so needs a current BAA)."""
+    return scope in PHI_PERMISSIONS
+
+
+def partner_categories(scopes: frozenset[str] | set[str], permission: str) -> frozenset[str]:
+    """PHI categories a partner holding `scopes` sees through `permission`."""
+    if permission not in scopes:
+        return _NONE
+    return PARTNER_SCOPES.get(permission, _NONE)
+
+
+def partner_may_hold(scope: str) -> bool:
+    """Whether `scope` can ever be granted to a partner client."""
+    return scope in PARTNER_SCOPES
+
+
+def service_subject(service: str) -> str:
+    """The token `sub` of a service identity."""
+    return f"{SERVICE_SUBJECT_PREFIX}{service}"
+
+
+def service_of(subject: str) -> str | None:
+    """The service a token `sub` names (`service:<name>`), or None."""
+    if not subject.startswith(SERVICE_SUBJECT_PREFIX):
+        return None
+    return subject[len(SERVICE_SUBJECT_PREFIX) :] or None
+
+
+def service_categories(service: str | None, permission: str) -> frozenset[str] | None:
+    """PHI categories the service sees through `permission`; None when not granted."""
+    if service is None:
+        return None
+    return SERVICE_GRANTS.get(service, {}).get(permission)
+
+
 def requires_mfa(role: str) -> bool:
     """Staff roles that can see clinical data must sign in with MFA."""
     if role in OWN_RECORD_ROLES:
@@ -162,7 +265,10 @@ service checks, per object:
   claim, whatever the location.
 
 Partner clients hold no roles: their token's `scope` lists the permissions they
-were granted (only with a current BAA, enforced by identity).
+were granted, from the partner scopes below. A scope that reaches PHI is granted
+(and put in a token) only while the partner's business associate agreement is
+current, enforced by identity. Service identities hold no roles either: each
+service's grants are listed below, and nothing else.
 """
 
 
@@ -199,4 +305,15 @@ def render_markdown() -> str:
         + ", ".join(f"`{category}`" for category in PHI_CATEGORIES)
         + ". The `patient` role sees every category, of its own record only.\n"
     )
+    parts.append(
+        "\n## Partner scopes\n\n| scope | PHI categories | needs a current BAA |\n|---|---|---|\n"
+    )
+    for scope, categories in PARTNER_SCOPES.items():
+        baa = "yes" if reaches_phi(scope) else "no"
+        parts.append(f"| `{scope}` | {_cell(categories)} | {baa} |\n")
+    parts.append("\n## Service identities\n\n| service | permission | PHI categories |\n")
+    parts.append("|---|---|---|\n")
+    for service, grants in SERVICE_GRANTS.items():
+        for permission, categories in grants.items():
+            parts.append(f"| `{service}` | `{permission}` | {_cell(categories)} |\n")
     return "".join(parts)

@@ -7,7 +7,9 @@ headers that carry or point at key material (`jwk`, `jku`, `x5u`, `x5c`) and
 `crit` are refused; the key comes only from the JWKS by `kid`; issuer, audience,
 expiry and not-before are checked against an injected clock; a revoked session's
 tokens are refused. The optional `bg` claim (break-glass grants) is checked strictly:
-a list of `{"pat", "exp", "gid"}` objects, only in staff user tokens. Every failure
+a list of `{"pat", "exp", "gid"}` objects, only in staff user tokens. Partner
+and service tokens hold no roles; a partner token may carry its rate limit (`rl`,
+requests per minute) for the gateway. Every failure
 is `InvalidToken` (401) with a safe message that never echoes the token.
 """
 
@@ -81,6 +83,8 @@ class Claims:
     amr: tuple[str, ...] = ()
     scope: str | None = None
     break_glass: tuple[BreakGlassGrant, ...] = ()
+    rate_limit: int | None = None
+    """Requests per minute granted to this client (`rl`, partner tokens only)."""
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -277,6 +281,13 @@ class TokenVerifier:
         if "patient" in roles and "bg" in payload:
             raise InvalidToken("The access token's 'bg' claim is invalid.")
         break_glass = _break_glass(payload, act)
+        rate_limit = payload.get("rl")
+        if rate_limit is not None and (
+            act != "partner" or not _is_int(rate_limit) or not 0 < rate_limit <= 1_000_000
+        ):
+            raise InvalidToken("The access token's 'rl' claim is invalid.")
+        if act in ("partner", "service") and roles:
+            raise InvalidToken("A client access token holds scopes, not roles.")
         return Claims(
             iss=iss,
             aud=self.audience,
@@ -294,4 +305,5 @@ class TokenVerifier:
             amr=_str_list(payload, "amr", required=False),
             scope=scope,
             break_glass=break_glass,
+            rate_limit=rate_limit,
         )
