@@ -12,10 +12,15 @@ from fastapi import FastAPI
 from careloop_identity.api.admin import router as admin_router
 from careloop_identity.api.auth import router as auth_router
 from careloop_identity.settings import IdentitySettings
-from careloop_identity.signing import AccessTokenVerifier, TokenSigner, TransitKeys
+from careloop_identity.signing import (
+    AccessTokenVerifier,
+    TokenSigner,
+    TransitJwksSource,
+    TransitKeys,
+)
 from careloop_identity.store.tables import metadata, platform
 from careloop_kit.audit import AUDIT_RECORDER_KEY
-from careloop_kit.clock import Clock
+from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 
 SERVICE = "identity"
@@ -61,10 +66,24 @@ def build_spec(settings: IdentitySettings) -> ServiceSpec:
         tables=platform,
         routers=[admin_router, auth_router],
         on_startup=on_startup,
+        # Administration endpoints take org admins' access tokens through the kit's
+        # `require()`, like every other service.
+        verifies_tokens=True,
     )
 
 
 def create_app(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """The identity API with its runtime lifespan."""
     settings = settings or IdentitySettings()
-    return create_service_app(build_spec(settings), settings, clock=clock)
+    the_clock = clock or SystemClock()
+    jwks = TransitJwksSource(
+        TransitKeys(
+            settings.vault_addr,
+            settings.vault_token.get_secret_value(),
+            ca_cert=settings.vault_ca_cert,
+        ),
+        settings.signing_key,
+        ttl_s=settings.auth_jwks_ttl_s,
+        clock=the_clock,
+    )
+    return create_service_app(build_spec(settings), settings, clock=the_clock, jwks=jwks)

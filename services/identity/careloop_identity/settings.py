@@ -51,6 +51,15 @@ class IdentitySettings(KitSettings):
     )
 
     @model_validator(mode="after")
+    def _issuer_is_the_one_verified(self) -> IdentitySettings:
+        if self.token_issuer != self.auth_issuer:
+            raise ValueError(
+                "token_issuer and auth_issuer must be equal: identity verifies the tokens "
+                "it issues like every other service"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _no_placeholder_bootstrap_token(self) -> IdentitySettings:
         if self.environment == "production" and (
             LOCAL_DEVELOPMENT_PLACEHOLDER in self.bootstrap_token.get_secret_value()

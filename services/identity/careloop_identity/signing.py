@@ -29,6 +29,7 @@ from careloop_identity.domain.tokens import (
     signing_input,
     vault_signature_bytes,
 )
+from careloop_kit.auth.jwks import JwksError, parse_jwks
 from careloop_kit.clock import Clock
 from careloop_kit.problems import Unauthorized
 from careloop_kit.vault import Vault, VaultUnavailable
@@ -53,6 +54,45 @@ class TransitKeys:
             raise VaultUnavailable(f"Vault call failed: {type(exc).__name__}: {exc}") from exc
         data: Mapping[str, Any] = response["data"]
         return data
+
+
+class TransitJwksSource:
+    """The kit's `JwksSource` read straight from the transit key, so identity's own
+    endpoints verify tokens with the same `TokenVerifier` every service uses
+    (identity does not call its own HTTP JWKS). Cached for `ttl_s`; a failed read keeps
+    the last good keys."""
+
+    def __init__(self, keys: TransitKeys, key_name: str, *, ttl_s: float, clock: Clock) -> None:
+        self._transit = keys
+        self._key_name = key_name
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._keys: dict[str, Any] | None = None
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def keys(self) -> dict[str, Any]:
+        now = self._clock.now().timestamp()
+        if (
+            self._keys is not None
+            and self._read_at is not None
+            and now - self._read_at < self._ttl_s
+        ):
+            return self._keys
+        return await self.refresh()
+
+    async def refresh(self) -> dict[str, Any]:
+        async with self._lock:
+            try:
+                document = jwks_from_transit(
+                    self._key_name, await self._transit.read(self._key_name)
+                )
+                self._keys = parse_jwks(document)
+                self._read_at = self._clock.now().timestamp()
+            except VaultUnavailable as exc:
+                if self._keys is None:
+                    raise JwksError(f"cannot read the signing keys: {exc}") from exc
+            return self._keys
 
 
 class TokenSigner:
