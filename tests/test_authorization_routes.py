@@ -45,15 +45,14 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
             ("POST", "/auth/break-glass"),
             # Public keys: every verifier must be able to read them.
             ("GET", "/.well-known/jwks.json"),
-            # The bootstrap seam: guarded by the X-Bootstrap-Token header
-            # (`require_bootstrap_token`) until org_admin tokens are enforced here.
+            # The OAuth token endpoint: partner clients and services authenticate
+            # with their own credential (client secret, or a Vault-signed assertion).
+            ("POST", "/oauth/token"),
+            # Creating and listing tenants is the platform operator's: guarded by the
+            # X-Bootstrap-Token header (`require_bootstrap_token`), not by a tenant's
+            # token. Everything inside an organization requires a permission.
             ("POST", "/organizations"),
             ("GET", "/organizations"),
-            ("GET", "/organizations/{org_id}"),
-            ("POST", "/organizations/{org_id}/locations"),
-            ("GET", "/organizations/{org_id}/locations"),
-            ("POST", "/organizations/{org_id}/users"),
-            ("GET", "/organizations/{org_id}/users/{user_id}"),
         }
     ),
     "gateway": frozenset(

@@ -52,3 +52,24 @@ class BreakGlassGranted(Event):
     reason_code: BreakGlassReasonCode = Field(description="The typed reason for the access.")
     granted_at: UtcDatetime = Field(description="When the grant was made (UTC).")
     expires_at: UtcDatetime = Field(description="When the grant ends (UTC).")
+
+
+class UserRolesChanged(Event):
+    """Emitted when an administrator changes a user's roles, location scope or patient
+    link. The user's open sessions end in the same transaction (their tokens carry the
+    old roles; `SessionRevoked` events follow), so the new assignment applies from the
+    next sign-in. Carries no PHI: roles and location ids only. Keyed by user id."""
+
+    event_type = "careloop.identity.user.roles_changed.v1"
+    topic = "careloop.identity"
+    key_fields = ("user_id",)
+
+    org_id: Id = Field(description="Organization (tenant) of the user.")
+    user_id: Id = Field(description="The user whose assignment changed (`sub`).")
+    changed_by: Id = Field(description="The administrator who changed it (`sub`).")
+    roles_before: list[Id] = Field(description="Roles before the change.")
+    roles_after: list[Id] = Field(description="Roles after the change.")
+    locations_before: list[Id] = Field(description='Location scope before ("*" = all).')
+    locations_after: list[Id] = Field(description='Location scope after ("*" = all).')
+    sessions_ended: int = Field(ge=0, description="Open sessions the change ended.")
+    changed_at: UtcDatetime = Field(description="When the change was made (UTC).")

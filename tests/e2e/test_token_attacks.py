@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import careloop_gateway
 import careloop_identity
 import careloop_patients
+from careloop_cli.demo import AdminSession, create_organization
 from careloop_gateway.app import create_app as create_gateway
 from careloop_gateway.settings import GatewaySettings
 from careloop_identity.app import create_app as create_identity
@@ -146,19 +147,30 @@ async def platform(
                 }
 
 
+def _new_admin(identity_url: str) -> AdminSession:
+    with httpx.Client(base_url=identity_url, timeout=30) as client:
+        return create_organization(
+            client,
+            BOOTSTRAP["X-Bootstrap-Token"],
+            "Attack Lab (synthetic)",
+            f"admin-{uuid.uuid4().hex[:8]}@example.org",
+        )
+
+
 async def sign_in(identity_url: str) -> tuple[dict[str, Any], str]:
     """A front-desk user of a new organization, signed in: (login response, location)."""
-    async with httpx.AsyncClient(base_url=identity_url, headers=BOOTSTRAP) as client:
-        org = (await client.post("/organizations", json={"name": "Attack Lab (synthetic)"})).json()
+    # The identity app serves in this event loop: the blocking admin set-up runs aside.
+    admin = await asyncio.to_thread(_new_admin, identity_url)
+    async with httpx.AsyncClient(base_url=identity_url, headers=admin.headers) as client:
         location = (
             await client.post(
-                f"/organizations/{org['id']}/locations",
+                f"/organizations/{admin.org_id}/locations",
                 json={"name": "Clinic (synthetic)", "time_zone": "America/Chicago"},
             )
         ).json()
         email, password = f"desk-{uuid.uuid4().hex[:8]}@example.org", "correct-Horse-42-battery"
         created = await client.post(
-            f"/organizations/{org['id']}/users",
+            f"/organizations/{admin.org_id}/users",
             json={
                 "email": email,
                 "display_name": "Desk (synthetic)",
@@ -169,7 +181,7 @@ async def sign_in(identity_url: str) -> tuple[dict[str, Any], str]:
         )
         assert created.status_code == 201, created.text
         login = await client.post(
-            "/auth/login", json={"org_id": org["id"], "email": email, "password": password}
+            "/auth/login", json={"org_id": admin.org_id, "email": email, "password": password}
         )
         assert login.status_code == 200, login.text
         return login.json(), location["id"]

@@ -6,10 +6,13 @@ Every value here is invented for demonstration and marked as synthetic.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from careloop_kit.auth import totp
 from careloop_kit.auth.permissions import OWN_RECORD_ROLES, ROLES
 
 DEMO_EMAIL_DOMAIN = "demo-group.example.org"
@@ -31,42 +34,132 @@ def _password() -> str:
     return secrets.token_urlsafe(12) + "-Aa1"
 
 
+@dataclass(frozen=True)
+class AdminSession:
+    """An organization's first org admin, signed in with a second factor."""
+
+    org_id: str
+    user_id: str
+    email: str
+    password: str
+    totp_secret: str
+    access_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def _ok(response: httpx.Response, what: str) -> httpx.Response:
+    if response.is_error:
+        raise RuntimeError(f"{what} failed: HTTP {response.status_code} {response.text[:300]}")
+    return response
+
+
+def create_organization(
+    client: httpx.Client,
+    bootstrap_token: str,
+    name: str,
+    admin_email: str,
+    *,
+    admin_name: str = "Demo Org Admin (synthetic)",
+) -> AdminSession:
+    """Create an organization with its first org admin (the operator's bootstrap token),
+    then sign the admin in the way every admin signs in: password, TOTP enrollment, and
+    a sign-in with a one-time code. Everything else is created with that admin's token."""
+    password = _password()
+    org = _ok(
+        client.post(
+            "/organizations",
+            json={
+                "name": name,
+                "admin": {"email": admin_email, "display_name": admin_name, "password": password},
+            },
+            headers={"X-Bootstrap-Token": bootstrap_token},
+        ),
+        "creating the organization",
+    ).json()
+    credentials = {"org_id": org["id"], "email": admin_email, "password": password}
+    first = _ok(client.post("/auth/login", json=credentials), "the admin's first sign-in").json()
+    bearer = {"Authorization": f"Bearer {first['access_token']}"}
+    enrolled = _ok(client.post("/auth/mfa/enroll", headers=bearer), "TOTP enrollment").json()
+    secret = totp.from_base32(enrolled["secret"])
+    now = datetime.now(UTC)
+    _ok(
+        client.post("/auth/mfa/verify", json={"code": totp.totp(secret, now)}, headers=bearer),
+        "TOTP verification",
+    )
+    # The verified code is spent; the next step's code is inside the drift window.
+    next_code = totp.totp(secret, now + timedelta(seconds=totp.STEP_S))
+    signed_in = _ok(
+        client.post("/auth/login", json={**credentials, "otp": next_code}),
+        "the admin's sign-in with a one-time code",
+    ).json()
+    return AdminSession(
+        org_id=str(org["id"]),
+        user_id=str(org["admin_user_id"]),
+        email=admin_email,
+        password=password,
+        totp_secret=enrolled["secret"],
+        access_token=signed_in["access_token"],
+    )
+
+
 def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
     """Create the demo organization, its locations and one staff login per role."""
-    headers = {"X-Bootstrap-Token": bootstrap_token}
-    with httpx.Client(base_url=identity_url, timeout=30, headers=headers) as client:
-        org = client.post("/organizations", json={"name": "Demo Medical Group (synthetic)"})
-        org.raise_for_status()
-        org_id = str(org.json()["id"])
+    with httpx.Client(base_url=identity_url, timeout=30) as client:
+        admin = create_organization(
+            client,
+            bootstrap_token,
+            "Demo Medical Group (synthetic)",
+            f"org.admin@{DEMO_EMAIL_DOMAIN}",
+        )
+        org_id = admin.org_id
         locations = []
         for name, time_zone, sensitive in DEMO_LOCATIONS:
-            created = client.post(
-                f"/organizations/{org_id}/locations",
-                json={"name": name, "time_zone": time_zone, "sensitive": sensitive},
+            created = _ok(
+                client.post(
+                    f"/organizations/{org_id}/locations",
+                    json={"name": name, "time_zone": time_zone, "sensitive": sensitive},
+                    headers=admin.headers,
+                ),
+                f"creating location {name}",
             )
-            created.raise_for_status()
             locations.append({"id": created.json()["id"], "name": name, "time_zone": time_zone})
-        users = []
-        for index, role in enumerate(STAFF_ROLES):
-            # Location managers and front desk work at one clinic; the rest see all.
+        users: list[dict[str, Any]] = [
+            {
+                "role": "org_admin",
+                "email": admin.email,
+                "password": admin.password,
+                "locations": "*",
+                # Add it to an authenticator app: org admins sign in with a one-time code.
+                "totp_secret": admin.totp_secret,
+            }
+        ]
+        for role in STAFF_ROLES:
+            if role == "org_admin":
+                continue
             scope: list[str] | str = (
-                [locations[index % 2 * 2]["id"]]
-                if role in ("location_manager", "front_desk")
+                [locations[SINGLE_LOCATION_ROLES[role]]["id"]]
+                if role in SINGLE_LOCATION_ROLES
                 else "*"
             )
             email = f"{role.replace('_', '.')}@{DEMO_EMAIL_DOMAIN}"
             password = _password()
-            created = client.post(
-                f"/organizations/{org_id}/users",
-                json={
-                    "email": email,
-                    "display_name": f"Demo {role.replace('_', ' ').title()} (synthetic)",
-                    "password": password,
-                    "roles": [role],
-                    "locations": scope,
-                },
+            _ok(
+                client.post(
+                    f"/organizations/{org_id}/users",
+                    json={
+                        "email": email,
+                        "display_name": f"Demo {role.replace('_', ' ').title()} (synthetic)",
+                        "password": password,
+                        "roles": [role],
+                        "locations": scope,
+                    },
+                    headers=admin.headers,
+                ),
+                f"creating the {role} login",
             )
-            created.raise_for_status()
             users.append({"role": role, "email": email, "password": password, "locations": scope})
     return {
         "note": "Synthetic demo accounts for local development only.",

@@ -26,6 +26,6 @@ async def org_admin(
     client: httpx.AsyncClient, clock: FrozenClock, *, marker: str = "admin"
 ) -> SignedIn:
     """A fresh organization (one location) and its org admin, signed in with TOTP."""
-    account = await make_account(client, ["org_admin"], marker=marker)
+    account = await make_account(client, ["org_admin"], clock=clock, marker=marker)
     tokens = await signed_in_with_otp(client, clock, account)
     return SignedIn(account, tokens["access_token"])

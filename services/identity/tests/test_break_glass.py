@@ -13,9 +13,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from careloop_identity.domain import totp
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.store.tables import metadata
+from careloop_kit.auth import totp
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db.migrate import alembic_config
 from careloop_kit.testing.kafka import header, wait_for_records
@@ -75,7 +75,7 @@ async def events(settings: IdentitySettings, wanted: int) -> list[tuple[str, dic
 async def test_provider_gets_a_grant_carried_by_tokens_announced_and_audited(
     identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["provider"])
+    account = await make_account(identity, ["provider"], clock=clock)
     tokens = await signed_in_with_otp(identity, clock, account)
     before = await verify_with_jwks(identity, tokens["access_token"], leeway_s=120)
 
@@ -153,13 +153,13 @@ async def test_provider_gets_a_grant_carried_by_tokens_announced_and_audited(
 async def test_only_providers_may_break_the_glass_and_denials_are_audited(
     identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
 ) -> None:
-    front_desk = await make_account(identity, ["front_desk"], marker="desk")
+    front_desk = await make_account(identity, ["front_desk"], clock=clock, marker="desk")
     token = (await login(identity, front_desk)).json()["access_token"]
     refused = await break_glass(identity, token)
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
 
-    provider = await make_account(identity, ["provider"], marker="doc")
+    provider = await make_account(identity, ["provider"], clock=clock, marker="doc")
     password_only = (await login(identity, provider)).json()["access_token"]
     no_otp = await break_glass(identity, password_only)
     assert no_otp.status_code == 403
@@ -206,7 +206,7 @@ async def test_only_providers_may_break_the_glass_and_denials_are_audited(
 async def test_invalid_requests_are_422(
     identity: httpx.AsyncClient, clock: FrozenClock, overrides: dict[str, Any]
 ) -> None:
-    account = await make_account(identity, ["provider"])
+    account = await make_account(identity, ["provider"], clock=clock)
     tokens = await signed_in_with_otp(identity, clock, account)
     body = request_body(**overrides)
     if body["reason"] is None:

@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from careloop_identity.domain import totp
 from careloop_identity.domain.locations import InvalidTimeZone, validate_time_zone
 from careloop_identity.domain.lockout import CLEAN, FailureState, LockoutPolicy, after_failure
 from careloop_identity.domain.password import WeakPassword, check_password
@@ -24,6 +23,7 @@ from careloop_identity.domain.tokens import (
     signing_input,
     vault_signature_bytes,
 )
+from careloop_kit.auth import totp
 
 pytestmark = pytest.mark.unit
 

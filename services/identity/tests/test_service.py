@@ -13,8 +13,8 @@ import jwt
 import pytest
 
 from careloop_identity.app import create_app
-from careloop_identity.domain import totp
 from careloop_identity.settings import IdentitySettings
+from careloop_kit.auth import totp
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
@@ -33,27 +33,29 @@ class Account:
     user_id: str
     email: str
     location_id: str
+    admin: Admin
 
 
 async def make_account(
-    client: httpx.AsyncClient, roles: list[str], *, marker: str = "user"
+    client: httpx.AsyncClient, roles: list[str], *, clock: FrozenClock, marker: str = "user"
 ) -> Account:
-    org = await client.post("/organizations", json={"name": "Lakeside Clinics"}, headers=ADMIN)
-    assert org.status_code == 201, org.text
-    org_id = org.json()["id"]
+    """A fresh organization with one location and one user holding `roles`, created the
+    way an organization is set up: the operator creates it with its first org admin
+    (bootstrap token), the admin signs in with TOTP and adds the location and the user."""
+    admin = await first_admin(client, clock)
     loc = await client.post(
-        f"/organizations/{org_id}/locations",
+        f"/organizations/{admin.org_id}/locations",
         json={
             "name": "North",
             "time_zone": "America/Chicago",
             "features": {"reminders": True},
         },
-        headers=ADMIN,
+        headers=admin.headers,
     )
     assert loc.status_code == 201, loc.text
     email = f"{marker}@example.org"
     user = await client.post(
-        f"/organizations/{org_id}/users",
+        f"/organizations/{admin.org_id}/users",
         json={
             "email": email.upper(),
             "display_name": "Dana Reyes",
@@ -61,11 +63,56 @@ async def make_account(
             "roles": roles,
             "locations": [loc.json()["id"]],
         },
-        headers=ADMIN,
+        headers=admin.headers,
     )
     assert user.status_code == 201, user.text
     assert user.json()["email"] == email
-    return Account(org_id, user.json()["id"], email, loc.json()["id"])
+    return Account(admin.org_id, user.json()["id"], email, loc.json()["id"], admin)
+
+
+@dataclass
+class Admin:
+    org_id: str
+    user_id: str
+    email: str
+    access_token: str
+    totp_secret: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def first_admin(client: httpx.AsyncClient, clock: FrozenClock) -> Admin:
+    """A new organization and its first org admin, signed in with a second factor."""
+    email = "first-admin@example.org"
+    org = await client.post(
+        "/organizations",
+        json={
+            "name": "Lakeside Clinics",
+            "admin": {"email": email, "display_name": "Ada Admin", "password": PASSWORD},
+        },
+        headers=ADMIN,
+    )
+    assert org.status_code == 201, org.text
+    org_id, admin_id = org.json()["id"], org.json()["admin_user_id"]
+    credentials = {"org_id": org_id, "email": email, "password": PASSWORD}
+    first = await client.post("/auth/login", json=credentials)
+    assert first.status_code == 200, first.text
+    bearer = {"Authorization": f"Bearer {first.json()['access_token']}"}
+    enrolled = await client.post("/auth/mfa/enroll", headers=bearer)
+    assert enrolled.status_code == 200, enrolled.text
+    secret = totp.from_base32(enrolled.json()["secret"])
+    verified = await client.post(
+        "/auth/mfa/verify", json={"code": totp.totp(secret, clock.now())}, headers=bearer
+    )
+    assert verified.status_code == 200, verified.text
+    # A one-time code is good once: sign in with the next step's code (inside the
+    # drift window), so the test clock need not move.
+    next_code = totp.totp(secret, clock.now() + timedelta(seconds=totp.STEP_S))
+    signed_in = await client.post("/auth/login", json={**credentials, "otp": next_code})
+    assert signed_in.status_code == 200, signed_in.text
+    return Admin(org_id, admin_id, email, signed_in.json()["access_token"], secret)
 
 
 async def login(
@@ -109,16 +156,19 @@ async def test_admin_endpoints_need_the_bootstrap_token(identity: httpx.AsyncCli
     assert wrong.headers["content-type"] == "application/problem+json"
 
 
-async def test_locations_users_and_their_validation(identity: httpx.AsyncClient) -> None:
-    account = await make_account(identity, ["front_desk"])
+async def test_locations_users_and_their_validation(
+    identity: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    account = await make_account(identity, ["front_desk"], clock=clock)
     org = account.org_id
+    admin = account.admin.headers
     bad_zone = await identity.post(
         f"/organizations/{org}/locations",
         json={"name": "X", "time_zone": "Mars/Olympus"},
-        headers=ADMIN,
+        headers=admin,
     )
     assert bad_zone.status_code == 422
-    locations = (await identity.get(f"/organizations/{org}/locations", headers=ADMIN)).json()
+    locations = (await identity.get(f"/organizations/{org}/locations", headers=admin)).json()
     assert locations["items"][0]["features"] == {"reminders": True}
     assert locations["items"][0]["sensitive"] is False
 
@@ -138,19 +188,19 @@ async def test_locations_users_and_their_validation(identity: httpx.AsyncClient)
         user(roles=["patient"]),
         user(locations=["no-such-location"]),
     ]:
-        response = await identity.post(f"/organizations/{org}/users", json=body, headers=ADMIN)
+        response = await identity.post(f"/organizations/{org}/users", json=body, headers=admin)
         assert response.status_code == 422, body
     duplicate = await identity.post(
-        f"/organizations/{org}/users", json=user(email=account.email), headers=ADMIN
+        f"/organizations/{org}/users", json=user(email=account.email), headers=admin
     )
     assert duplicate.status_code == 409
     portal = await identity.post(
         f"/organizations/{org}/users",
         json=user(email="pat@example.org", roles=["patient"], patient_id="pat-123"),
-        headers=ADMIN,
+        headers=admin,
     )
     assert portal.status_code == 201, portal.text
-    read = await identity.get(f"/organizations/{org}/users/{portal.json()['id']}", headers=ADMIN)
+    read = await identity.get(f"/organizations/{org}/users/{portal.json()['id']}", headers=admin)
     assert read.json()["patient_id"] == "pat-123"
     assert "password" not in json.dumps(read.json())
     portal_login = await identity.post(
@@ -168,7 +218,7 @@ async def test_locations_users_and_their_validation(identity: httpx.AsyncClient)
 async def test_login_issues_an_access_token_that_verifies_with_the_jwks(
     identity: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["front_desk"])
+    account = await make_account(identity, ["front_desk"], clock=clock)
     response = await login(identity, account)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -203,9 +253,9 @@ async def test_login_issues_an_access_token_that_verifies_with_the_jwks(
 
 
 async def test_unknown_user_and_wrong_password_look_the_same_and_are_audited(
-    identity: httpx.AsyncClient, identity_settings: IdentitySettings
+    identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["billing"], marker="quiet")
+    account = await make_account(identity, ["billing"], clock=clock, marker="quiet")
     wrong = await login(identity, account, "Wrong password 123")
     unknown = await identity.post(
         "/auth/login",
@@ -230,7 +280,7 @@ async def test_unknown_user_and_wrong_password_look_the_same_and_are_audited(
 async def test_lockout_after_five_failures_and_unlock_after_fifteen_minutes(
     identity: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["billing"])
+    account = await make_account(identity, ["billing"], clock=clock)
     for _ in range(4):
         assert (await login(identity, account, "Wrong password 123")).status_code == 401
     fifth = await login(identity, account, "Wrong password 123")
@@ -253,9 +303,9 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_session(
-    identity: httpx.AsyncClient, identity_settings: IdentitySettings
+    identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["billing"])
+    account = await make_account(identity, ["billing"], clock=clock)
     first = (await login(identity, account)).json()
     second = await refresh(identity, first["refresh_token"])
     assert second.status_code == 200
@@ -285,7 +335,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(
 
 
 async def test_idle_timeout(identity: httpx.AsyncClient, clock: FrozenClock) -> None:
-    account = await make_account(identity, ["billing"])
+    account = await make_account(identity, ["billing"], clock=clock)
     token = (await login(identity, account)).json()["refresh_token"]
     clock.advance(timedelta(minutes=29))
     token = (await refresh(identity, token)).json()["refresh_token"]  # activity extends it
@@ -300,7 +350,7 @@ async def test_absolute_session_limit(
 ) -> None:
     settings = identity_settings.model_copy(update={"session_absolute_timeout_s": 3600})
     async with running_app(create_app(settings, clock=clock)) as client:
-        account = await make_account(client, ["billing"])
+        account = await make_account(client, ["billing"], clock=clock)
         token = (await login(client, account)).json()["refresh_token"]
         for _ in range(2):
             clock.advance(timedelta(minutes=29))
@@ -314,9 +364,9 @@ async def test_absolute_session_limit(
 
 
 async def test_logout_revokes_and_announces_it(
-    identity: httpx.AsyncClient, identity_settings: IdentitySettings
+    identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["billing"])
+    account = await make_account(identity, ["billing"], clock=clock)
     tokens = (await login(identity, account)).json()
     sid = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sid"]
     out = await identity.post(
@@ -358,9 +408,9 @@ async def test_logout_revokes_and_announces_it(
 
 
 async def test_key_rotation_keeps_old_tokens_valid(
-    identity: httpx.AsyncClient, vault_addr: str, vault_root_token: str
+    identity: httpx.AsyncClient, vault_addr: str, vault_root_token: str, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["billing"])
+    account = await make_account(identity, ["billing"], clock=clock)
     old = (await login(identity, account)).json()
     old_kid = jwt.get_unverified_header(old["access_token"])["kid"]
     old_version = int(old_kid.rsplit(":", 1)[1])
@@ -385,7 +435,7 @@ async def test_key_rotation_keeps_old_tokens_valid(
 async def test_mfa_enrollment_verification_and_login_with_otp(
     identity: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    account = await make_account(identity, ["provider"])
+    account = await make_account(identity, ["provider"], clock=clock)
     first = (await login(identity, account)).json()
     assert first["mfa_enrollment_required"] is True
     claims = await verify_with_jwks(identity, first["access_token"])
@@ -407,7 +457,8 @@ async def test_mfa_enrollment_verification_and_login_with_otp(
     assert verified.status_code == 200
     assert verified.json() == {"mfa_enabled": True}
     user = await identity.get(
-        f"/organizations/{account.org_id}/users/{account.user_id}", headers=ADMIN
+        f"/organizations/{account.org_id}/users/{account.user_id}",
+        headers=account.admin.headers,
     )
     assert user.json()["mfa_enabled"] is True
 
@@ -426,8 +477,8 @@ async def test_mfa_enrollment_verification_and_login_with_otp(
     assert verified_claims["amr"] == ["pwd", "otp"]
 
 
-async def test_forged_tokens_are_refused(identity: httpx.AsyncClient) -> None:
-    account = await make_account(identity, ["provider"])
+async def test_forged_tokens_are_refused(identity: httpx.AsyncClient, clock: FrozenClock) -> None:
+    account = await make_account(identity, ["provider"], clock=clock)
     good = (await login(identity, account)).json()["access_token"]
     claims = jwt.decode(good, options={"verify_signature": False})
     header_ = jwt.get_unverified_header(good)

@@ -20,8 +20,7 @@ from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import SessionRevoked
-from careloop_contracts.identity import BreakGlassGranted, RevocationReason
+from careloop_contracts.identity import BreakGlassGranted
 from careloop_identity.api.common import (
     ActorKind,
     InvalidCredentials,
@@ -31,6 +30,7 @@ from careloop_identity.api.common import (
     bearer_token,
     hasher_of,
     problem,
+    revoke_login,
     settings_of,
     signer_of,
     verifier_of,
@@ -46,7 +46,6 @@ from careloop_identity.api.schemas import (
     RefreshRequest,
     TokenResponse,
 )
-from careloop_identity.domain import totp
 from careloop_identity.domain.lockout import (
     CLEAN,
     FailureState,
@@ -63,7 +62,7 @@ from careloop_identity.store.repository import (
     StoredUser,
 )
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import Principal
+from careloop_kit.auth import Principal, totp
 from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
 from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field
 from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
@@ -160,27 +159,6 @@ async def _password_matches(runtime: Runtime, password_hash: str, password: str)
         return await asyncio.to_thread(hasher_of(runtime).verify, password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-
-
-async def _revoke(
-    runtime: Runtime, session: AsyncSession, login: StoredSession, reason: RevocationReason
-) -> bool:
-    """Revoke `login` and announce it; False when it already was revoked."""
-    now = runtime.clock.now()
-    if not await IdentityRepository(session).revoke_session(login.id, reason, now):
-        return False
-    await runtime.outbox.add(
-        session,
-        SessionRevoked(
-            session_id=login.id,
-            org_id=login.org_id,
-            user_id=login.user_id,
-            revoked_at=now,
-            reason=reason,
-        ),
-        org_id=login.org_id,
-    )
-    return True
 
 
 # --- login ---------------------------------------------------------------------------
@@ -318,7 +296,7 @@ async def _refresh(
     if stored.used_at is not None:
         # A refresh token works once: a second use means it was copied. End the session
         # for every holder, the legitimate user included.
-        if await _revoke(runtime, session, login, "refresh_token_reuse"):
+        if await revoke_login(runtime, session, login, "refresh_token_reuse"):
             await audit(
                 runtime,
                 session,
@@ -388,7 +366,7 @@ async def logout(
         login = None if session_id is None else await repo.get_session(session_id, for_update=True)
         if login is None:
             raise Unauthorized("Unknown session.")
-        if await _revoke(runtime, session, login, "logout"):
+        if await revoke_login(runtime, session, login, "logout"):
             await audit(
                 runtime,
                 session,

@@ -10,10 +10,13 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_contracts import SessionRevoked
+from careloop_contracts.identity import RevocationReason
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner
+from careloop_identity.store.repository import IdentityRepository, StoredSession
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import Principal
+from careloop_kit.auth import Principal, RevokedSessions
 from careloop_kit.problems import ProblemError, Unauthorized, problem_response
 from careloop_kit.service import Runtime, RuntimeDep
 
@@ -112,3 +115,30 @@ async def require_bootstrap_token(
 
 
 BootstrapDep = Annotated[None, Depends(require_bootstrap_token)]
+
+
+async def revoke_login(
+    runtime: Runtime, session: AsyncSession, login: StoredSession, reason: RevocationReason
+) -> bool:
+    """Revoke `login` and announce it; False when it already was revoked."""
+    now = runtime.clock.now()
+    if not await IdentityRepository(session).revoke_session(login.id, reason, now):
+        return False
+    await runtime.outbox.add(
+        session,
+        SessionRevoked(
+            session_id=login.id,
+            org_id=login.org_id,
+            user_id=login.user_id,
+            revoked_at=now,
+            reason=reason,
+        ),
+        org_id=login.org_id,
+    )
+    # This replica refuses the session's tokens at once; the others (and every other
+    # service) learn it from the event. Should the transaction roll back, the only
+    # effect is a session refused early: the safe side.
+    revoked = runtime.state.get("revoked_sessions")
+    if isinstance(revoked, RevokedSessions):
+        revoked.revoke(login.id, at=now)
+    return True

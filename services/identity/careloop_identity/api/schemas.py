@@ -16,14 +16,31 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FirstAdmin(_In):
+    email: EmailStr
+    display_name: Name
+    password: str = Field(min_length=1, max_length=256)
+
+
 class OrganizationCreate(_In):
     name: Name
+    admin: FirstAdmin | None = Field(
+        default=None,
+        description=(
+            "The organization's first org admin (every location). Every later account, "
+            "location and role change is made with an org admin's access token."
+        ),
+    )
 
 
 class OrganizationRead(BaseModel):
     id: str
     name: str
     created_at: datetime
+
+
+class OrganizationCreated(OrganizationRead):
+    admin_user_id: str | None = Field(description="The first org admin, when one was created.")
 
 
 class OrganizationPage(BaseModel):
@@ -51,6 +68,16 @@ class LocationCreate(_In):
     features: dict[FeatureName, bool] = Field(
         default_factory=dict,
         description='Feature switches, e.g. `{"reminders": true, "referrals": false}`.',
+    )
+
+
+class LocationUpdate(_In):
+    name: Name | None = None
+    address: AddressIn | None = None
+    sensitive: bool | None = None
+    features: dict[FeatureName, bool] | None = Field(
+        default=None,
+        description="Feature switches to set; switches not named keep their value.",
     )
 
 
@@ -94,6 +121,16 @@ class UserCreate(_In):
     )
 
 
+class UserAssignment(_In):
+    roles: list[Role] = Field(min_length=1, max_length=8)
+    locations: list[Ref] | Literal["*"] = Field(
+        description='Location ids the user works at, or "*" for every location.'
+    )
+    patient_id: Ref | None = Field(
+        default=None, description="For the patient role: the linked patient record."
+    )
+
+
 class UserRead(BaseModel):
     id: str
     org_id: str
@@ -104,6 +141,13 @@ class UserRead(BaseModel):
     patient_id: str | None
     mfa_enabled: bool
     created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserRead]
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
 
 
 class LoginRequest(_In):

@@ -186,6 +186,22 @@ class IdentityRepository:
         )
         return [_location(r._mapping) for r in rows]
 
+    async def get_location(
+        self, org_id: str, location_id: str, *, for_update: bool = False
+    ) -> StoredLocation | None:
+        query = select(location).where(location.c.org_id == org_id, location.c.id == location_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _location(row._mapping)
+
+    async def update_location(self, org_id: str, location_id: str, values: dict[str, Any]) -> None:
+        await self._session.execute(
+            update(location)
+            .where(location.c.org_id == org_id, location.c.id == location_id)
+            .values(**values)
+        )
+
     async def location_ids(self, org_id: str) -> set[str]:
         rows = await self._session.execute(select(location.c.id).where(location.c.org_id == org_id))
         return {r.id for r in rows}
@@ -212,6 +228,41 @@ class IdentityRepository:
             query = query.with_for_update()
         row = (await self._session.execute(query)).one_or_none()
         return None if row is None else _user(row._mapping)
+
+    async def list_users(self, org_id: str, limit: int, after: str | None) -> list[StoredUser]:
+        """Users of the organization in id order, from after the `after` id."""
+        query = select(user_account).where(user_account.c.org_id == org_id)
+        if after is not None:
+            query = query.where(user_account.c.id > after)
+        rows = await self._session.execute(query.order_by(user_account.c.id).limit(limit))
+        return [_user(r._mapping) for r in rows]
+
+    async def set_assignment(
+        self,
+        user_id: str,
+        roles: list[str],
+        locations: list[str],
+        patient_id: str | None,
+        now: datetime,
+    ) -> None:
+        await self._session.execute(
+            update(user_account)
+            .where(user_account.c.id == user_id)
+            .values(roles=roles, locations=locations, patient_id=patient_id, updated_at=now)
+        )
+
+    async def org_admin_ids(self, org_id: str) -> set[str]:
+        """Users of the organization holding the org_admin role (row-locked, so two
+        concurrent demotions cannot both see another admin left)."""
+        rows = await self._session.execute(
+            select(user_account.c.id)
+            .where(
+                user_account.c.org_id == org_id,
+                user_account.c.roles.contains(["org_admin"]),
+            )
+            .with_for_update()
+        )
+        return {r.id for r in rows}
 
     async def find_user_by_email(self, org_id: str, email: str) -> StoredUser | None:
         """Locks the row: concurrent logins of one account count failures one at a time."""
@@ -298,6 +349,14 @@ class IdentityRepository:
             query = query.with_for_update()
         row = (await self._session.execute(query)).one_or_none()
         return None if row is None else _session(row._mapping)
+
+    async def open_sessions_of(self, user_id: str) -> list[StoredSession]:
+        rows = await self._session.execute(
+            select(login_session).where(
+                login_session.c.user_id == user_id, login_session.c.revoked_at.is_(None)
+            )
+        )
+        return [_session(r._mapping) for r in rows]
 
     async def touch_session(self, session_id: str, now: datetime) -> None:
         await self._session.execute(

@@ -1,4 +1,5 @@
-"""RFC 6238 time-based one-time passwords (HMAC-SHA1, 30-second steps)."""
+"""RFC 6238 time-based one-time passwords (HMAC-SHA1, 30-second steps): identity
+checks them at sign-in, and tools that sign a demo admin in compute them."""
 
 from __future__ import annotations
 
