@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from careloop_gateway.api.docs import router as docs_router
 from careloop_gateway.api.proxy import router as proxy_router
 from careloop_gateway.api.state import STATE_KEY, Gateway
-from careloop_gateway.domain.ratelimit import RateLimiter
+from careloop_gateway.domain.ratelimit import RateLimiter, VerifiedTokens
 from careloop_gateway.settings import GatewaySettings
 from careloop_gateway.store.repository import IdempotencyRepository
 from careloop_gateway.store.tables import metadata, platform
@@ -54,6 +54,7 @@ def build_spec(settings: GatewaySettings) -> ServiceSpec:
                 settings.rate_limit_burst,
                 max_keys=settings.rate_limit_max_principals,
             ),
+            verified=VerifiedTokens(max_tokens=settings.rate_limit_max_principals),
         )
 
     async def on_shutdown(runtime: Runtime) -> None:

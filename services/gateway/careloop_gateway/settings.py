@@ -36,13 +36,26 @@ class GatewaySettings(KitSettings):
         description="Origins allowed by CORS (JSON list); empty sends no CORS headers.",
     )
     rate_limit_per_minute: int = Field(
-        600, description="Sustained requests per minute per principal (token refill rate)."
+        600,
+        description=(
+            "Sustained requests per minute per verified principal, and per client address "
+            "for anonymous calls and bad tokens (token refill rate); a partner token's `rl` "
+            "claim replaces it for that partner."
+        ),
     )
     rate_limit_burst: int = Field(
-        100, description="Requests a principal may send at once (token bucket size)."
+        100,
+        description=(
+            "Requests a principal may send at once (token bucket size); a partner limit "
+            "from `rl` gets a burst in the same proportion to its rate."
+        ),
     )
     rate_limit_max_principals: int = Field(
-        100_000, description="Principals whose buckets a replica keeps in memory at most."
+        100_000,
+        description=(
+            "Rate-limit buckets (principals and client addresses) a replica keeps in memory "
+            "at most, and as many digests of recently verified tokens."
+        ),
     )
     idempotency_ttl_s: int = Field(
         24 * 3600, description="Seconds an Idempotency-Key and its stored response are kept."

@@ -23,7 +23,6 @@ from careloop_kit.auth.jwks import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.processes import serve_jwks, service_process
 
 if TYPE_CHECKING:
@@ -82,7 +81,22 @@ async def patients_url(
         yield url
 
 
-GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+class GatewayClient(httpx.AsyncClient):
+    """A client of the in-process gateway, calling from `address` (the client address
+    the gateway sees); `from_address` gives another one to the same gateway."""
+
+    def __init__(self, app: FastAPI, address: str = "127.0.0.1") -> None:
+        super().__init__(
+            transport=httpx.ASGITransport(app=app, client=(address, 40_000)),
+            base_url="http://gateway",
+        )
+        self.app = app
+
+    def from_address(self, address: str) -> GatewayClient:
+        return GatewayClient(self.app, address)
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[GatewayClient]]
 
 
 @pytest.fixture
@@ -100,9 +114,7 @@ def make_gateway(
     """
 
     @asynccontextmanager
-    async def factory(
-        *, anonymous: bool = False, **overrides: Any
-    ) -> AsyncIterator[httpx.AsyncClient]:
+    async def factory(*, anonymous: bool = False, **overrides: Any) -> AsyncIterator[GatewayClient]:
         dsn = await make_database("gateway")
         await upgrade_async(MIGRATIONS, dsn)
         settings = GatewaySettings(
@@ -116,7 +128,7 @@ def make_gateway(
             **overrides,
         )
         app: FastAPI = create_app(settings, jwks=StaticJwksSource(token_issuer.jwks_document()))
-        async with running_app(app) as client:
+        async with app.router.lifespan_context(app), GatewayClient(app) as client:
             if not anonymous:
                 client.headers.update(bearer(token_issuer, "org-gateway-tests", "gateway-tester"))
             yield client

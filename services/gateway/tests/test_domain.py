@@ -19,7 +19,7 @@ from careloop_gateway.domain.idempotency import (
     validate_key,
 )
 from careloop_gateway.domain.openapi import iter_refs, merge_documents, resolve_ref
-from careloop_gateway.domain.ratelimit import RateLimiter
+from careloop_gateway.domain.ratelimit import RateLimiter, VerifiedTokens
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +65,75 @@ class TestTokenBucket:
         assert len(limiter) == 2
         assert limiter.take("b", now=0.0).allowed  # b was dropped, starts full again
         assert not limiter.take("c", now=0.0).allowed
+
+    def test_a_key_with_its_own_rate_gets_a_burst_in_the_default_proportion(self) -> None:
+        limiter = RateLimiter(per_minute=600, burst=100)
+        assert limiter.burst_for(600) == 100
+        assert limiter.burst_for(60) == 10
+        assert limiter.burst_for(5) == 1  # rounded up: never an unusable bucket
+        assert limiter.burst_for(6000) == 1000
+
+        decisions = [limiter.take("partner", now=0.0, per_minute=60) for _ in range(11)]
+        assert [d.allowed for d in decisions] == [True] * 10 + [False]
+        assert all(d.limit == 10 for d in decisions)
+        assert decisions[-1].retry_after_s == 1  # one token a second at 60 per minute
+        assert limiter.take("staff", now=0.0).limit == 100
+
+    def test_a_changed_rate_applies_from_the_next_request_without_a_fresh_bucket(self) -> None:
+        limiter = RateLimiter(per_minute=60, burst=60)
+        for _ in range(5):
+            assert limiter.take("partner", now=0.0, per_minute=5).allowed
+        assert not limiter.take("partner", now=0.0, per_minute=5).allowed
+
+        # A new token raises the limit: the bucket grows, but is not refilled at once.
+        raised = limiter.take("partner", now=0.0, per_minute=30)
+        assert (raised.allowed, raised.limit) == (False, 30)
+        after_2s = limiter.take("partner", now=2.0, per_minute=30)
+        assert after_2s.allowed  # refilling at 30 per minute now: one token per 2 s
+
+        # Lowered again: what is left is cut down to the smaller bucket.
+        limiter.take("partner", now=1000.0, per_minute=30)
+        lowered = limiter.take("partner", now=1000.0, per_minute=2)
+        assert (lowered.limit, lowered.remaining) == (2, 1)
+
+    def test_peeking_spends_nothing_and_creates_no_bucket(self) -> None:
+        limiter = RateLimiter(per_minute=60, burst=2)
+        fresh = limiter.peek("ip:10.0.0.1", now=0.0)
+        assert (fresh.allowed, fresh.limit, fresh.remaining) == (True, 2, 2)
+        assert len(limiter) == 0
+
+        limiter.take("ip:10.0.0.1", now=0.0)
+        assert limiter.peek("ip:10.0.0.1", now=0.0).remaining == 1
+        limiter.take("ip:10.0.0.1", now=0.0)
+        empty = limiter.peek("ip:10.0.0.1", now=0.0)
+        assert (empty.allowed, empty.remaining, empty.retry_after_s) == (False, 0, 1)
+        assert limiter.peek("ip:10.0.0.1", now=1.0).allowed
+
+    def test_a_rate_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="positive"):
+            RateLimiter(per_minute=60, burst=1).take("k", now=0.0, per_minute=0)
+
+
+class TestVerifiedTokens:
+    def test_a_token_is_known_until_it_expires_or_is_forgotten(self) -> None:
+        verified = VerifiedTokens()
+        assert not verified.knows("token-a", now=0.0)
+        verified.remember("token-a", expires_at=100.0)
+        assert verified.knows("token-a", now=99.0)
+        assert not verified.knows("token-a", now=100.0)
+        assert not verified.knows("token-b", now=0.0)
+
+        verified.forget("token-a")
+        assert not verified.knows("token-a", now=0.0)
+
+    def test_memory_is_capped_and_only_digests_are_held(self) -> None:
+        verified = VerifiedTokens(max_tokens=2)
+        for name in ("a", "b", "a", "c"):
+            verified.remember(f"secret-{name}", expires_at=100.0)
+        assert len(verified) == 2
+        assert not verified.knows("secret-b", now=0.0)
+        assert verified.knows("secret-a", now=0.0)
+        assert "secret" not in repr(vars(verified))
 
 
 class TestHeaders:

@@ -182,6 +182,166 @@ async def test_over_the_rate_limit_is_a_429_problem_with_retry_after(
     assert other.status_code == 200
 
 
+def echo_upstream() -> tuple[Starlette, list[str]]:
+    """An upstream that answers 200 to anything and records which tokens reached it."""
+    reached: list[str] = []
+
+    async def anything(request: Request) -> JSONResponse:
+        reached.append(request.headers.get("authorization", ""))
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/{rest:path}", anything, methods=["GET"])]), reached
+
+
+def partner(issuer: TestTokenIssuer, org_id: str, client_id: str, rl: int) -> dict[str, str]:
+    """A partner client's token: scopes, no roles, its own rate limit `rl` (per minute)."""
+    token = issuer.mint(
+        org=org_id, sub=client_id, act="partner", roles=[], scope="patients:read", rl=rl
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_every_token_of_one_principal_shares_one_bucket(
+    make_gateway: GatewayFactory, token_issuer: TestTokenIssuer, unique_id: str
+) -> None:
+    upstream, _ = echo_upstream()
+    org_id = f"org-{unique_id}"
+    # A new token per request: what a client refreshing (or minting) tokens would send.
+    tokens = [bearer(token_issuer, org_id, "user-1") for _ in range(3)]
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(
+            routes={"echo": url}, anonymous=True, rate_limit_per_minute=6, rate_limit_burst=2
+        ) as gateway,
+    ):
+        answers = [await gateway.get("/api/v1/echo/x", headers=t) for t in tokens]
+        colleague = await gateway.get(
+            "/api/v1/echo/x", headers=bearer(token_issuer, org_id, "user-2")
+        )
+        namesake = await gateway.get(
+            "/api/v1/echo/x", headers=bearer(token_issuer, f"{org_id}-b", "user-1")
+        )
+
+    assert len({t["Authorization"] for t in tokens}) == 3
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["ratelimit-remaining"] for a in answers] == ["1", "0", "0"]
+    refused = answers[-1]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/rate-limited")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-limit"] == "2"
+    # Another subject of the tenant, and the same subject in another tenant, are others.
+    assert colleague.status_code == 200
+    assert namesake.status_code == 200
+
+
+async def test_a_partner_token_sets_its_own_limit_and_others_keep_the_default(
+    make_gateway: GatewayFactory, token_issuer: TestTokenIssuer, unique_id: str
+) -> None:
+    upstream, reached = echo_upstream()
+    org_id = f"org-{unique_id}"
+    client = partner(token_issuer, org_id, "client-1", rl=5)
+    async with (
+        serve_in_task(upstream) as url,
+        # Burst equal to the rate, so a partner's burst equals its `rl`.
+        make_gateway(
+            routes={"echo": url}, anonymous=True, rate_limit_per_minute=60, rate_limit_burst=60
+        ) as gateway,
+    ):
+        answers = [await gateway.get("/api/v1/echo/x", headers=client) for _ in range(6)]
+        # Minting another token does not buy a fresh budget, nor does another client
+        # address: the bucket is the partner's.
+        second = partner(token_issuer, org_id, "client-1", rl=5)
+        elsewhere = await gateway.from_address("198.51.100.20").get(
+            "/api/v1/echo/x", headers=second
+        )
+        other_partner = await gateway.get(
+            "/api/v1/echo/x", headers=partner(token_issuer, org_id, "client-2", rl=50)
+        )
+        staff = await gateway.get("/api/v1/echo/x", headers=bearer(token_issuer, org_id, "u-1"))
+        # Identity raised the client's limit: the next token's `rl` applies at once,
+        # to the same (still empty) bucket.
+        raised = await gateway.get(
+            "/api/v1/echo/x", headers=partner(token_issuer, org_id, "client-1", rl=30)
+        )
+
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    assert {a.headers["ratelimit-limit"] for a in answers} == {"5"}
+    assert [a.headers["ratelimit-remaining"] for a in answers] == ["4", "3", "2", "1", "0", "0"]
+    assert answers[-1].headers["content-type"] == "application/problem+json"
+    assert int(answers[-1].headers["retry-after"]) >= 1
+    assert (elsewhere.status_code, elsewhere.headers["ratelimit-limit"]) == (429, "5")
+    assert (other_partner.status_code, other_partner.headers["ratelimit-limit"]) == (200, "50")
+    assert (staff.status_code, staff.headers["ratelimit-limit"]) == (200, "60")
+    assert (raised.status_code, raised.headers["ratelimit-limit"]) == (429, "30")
+    assert len(reached) == 7
+
+
+async def test_bad_tokens_are_limited_per_address_before_verification(
+    make_gateway: GatewayFactory,
+    token_issuer: TestTokenIssuer,
+    unique_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upstream, reached = echo_upstream()
+    org_id = f"org-{unique_id}"
+    valid = bearer(token_issuer, org_id, "user-1")
+    expired = {"Authorization": f"Bearer {token_issuer.mint(exp=1, iat=0, nbf=0)}"}
+    forged = {"Authorization": "Bearer not.a.token"}
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(
+            routes={"echo": url}, anonymous=True, rate_limit_per_minute=6, rate_limit_burst=3
+        ) as gateway,
+    ):
+        verifier = gateway.app.state.runtime.state["token_verifier"]
+        verify = verifier.verify
+        verified: list[str] = []
+
+        async def counting(token: str) -> Any:
+            verified.append(token)
+            return await verify(token)
+
+        monkeypatch.setattr(verifier, "verify", counting)
+
+        in_use = await gateway.get("/api/v1/echo/x", headers=valid)
+        bad = [await gateway.get("/api/v1/echo/x", headers=h) for h in (forged, expired, forged)]
+        checks_before_flood = len(verified)
+        flood = [await gateway.get("/api/v1/echo/x", headers=forged) for _ in range(5)]
+        checks_during_flood = len(verified) - checks_before_flood
+        anonymous = await gateway.get("/api/v1/echo/x")
+        # The principal's session keeps working from the same address, on its own budget.
+        still_in_use = await gateway.get("/api/v1/echo/x", headers=valid)
+        # A token never seen before is not verified while its address is over budget.
+        unseen = await gateway.get("/api/v1/echo/x", headers=bearer(token_issuer, org_id, "u-2"))
+        other_address = gateway.from_address("198.51.100.30")
+        elsewhere_bad = await other_address.get("/api/v1/echo/x", headers=forged)
+        elsewhere_new = await other_address.get(
+            "/api/v1/echo/x", headers=bearer(token_issuer, org_id, "u-3")
+        )
+
+    assert in_use.status_code == 200
+    assert [b.status_code for b in bad] == [401, 401, 401]
+    for refused in bad:
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.headers["ratelimit-limit"] == "3"
+    assert [b.headers["ratelimit-remaining"] for b in bad] == ["2", "1", "0"]
+    assert {f.status_code for f in flood} == {429}
+    assert flood[0].headers["content-type"] == "application/problem+json"
+    assert int(flood[0].headers["retry-after"]) >= 1
+    assert flood[0].headers["ratelimit-remaining"] == "0"
+    assert checks_during_flood == 0  # refused without verifying anything
+    assert anonymous.status_code == 429
+    assert still_in_use.status_code == 200
+    assert still_in_use.headers["ratelimit-remaining"] == "1"  # its own bucket of 3
+    assert unseen.status_code == 429
+    assert (elsewhere_bad.status_code, elsewhere_bad.headers["ratelimit-remaining"]) == (401, "2")
+    assert elsewhere_new.status_code == 200
+    newcomer = elsewhere_new.request.headers["authorization"]
+    assert reached == [valid["Authorization"], valid["Authorization"], newcomer]
+
+
 async def test_an_idempotent_post_is_applied_once_and_replayed(
     make_gateway: GatewayFactory, patients_url: str, org: dict[str, str], unique_id: str
 ) -> None:

@@ -24,13 +24,22 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 import careloop_patients
 from careloop_kit.auth import ROLES, StaticJwksSource, allowed, requires_mfa
-from careloop_kit.auth.permissions import OWN_RECORD_ROLES
+from careloop_kit.auth.permissions import (
+    OWN_RECORD_ROLES,
+    PARTNER_SCOPES,
+    SERVICE_GRANTS,
+    partner_categories,
+    phi_categories,
+    service_categories,
+    service_subject,
+)
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.service import Runtime
 from careloop_patients.app import create_app
+from careloop_patients.domain.patient import ALL_CATEGORIES
 from careloop_patients.settings import PatientsSettings
 
 pytestmark = pytest.mark.service
@@ -48,14 +57,47 @@ ENDPOINTS: dict[str, str] = {
 }
 STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
 PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
+CLIENT_SITUATIONS = ("own_location", "other_location", "other_tenant")
+
+# Principals that hold no roles: a partner client holding one partner scope (its
+# locations: the own one), and each service identity (every location of the tenant).
+PARTNER_PREFIX, SERVICE_PREFIX = "partner:", "service:"
+CLIENTS = [PARTNER_PREFIX + scope for scope in PARTNER_SCOPES] + [
+    SERVICE_PREFIX + service for service in SERVICE_GRANTS
+]
 
 ALLOW = "allow"
 
 
+def holds(principal: str, permission: str) -> bool:
+    """Whether a role, partner scope or service grant includes `permission`."""
+    if principal.startswith(PARTNER_PREFIX):
+        return principal.removeprefix(PARTNER_PREFIX) == permission
+    if principal.startswith(SERVICE_PREFIX):
+        return service_categories(principal.removeprefix(SERVICE_PREFIX), permission) is not None
+    return allowed(principal, permission)
+
+
+def shown(principal: str, permission: str) -> frozenset[str]:
+    """The PHI categories the principal may see through `permission`."""
+    if principal.startswith(PARTNER_PREFIX):
+        scope = principal.removeprefix(PARTNER_PREFIX)
+        return partner_categories(frozenset({scope}), permission)
+    if principal.startswith(SERVICE_PREFIX):
+        service = principal.removeprefix(SERVICE_PREFIX)
+        return service_categories(service, permission) or frozenset()
+    return phi_categories(principal, permission)
+
+
 def expected(role: str, endpoint: str, situation: str) -> str | int:
     """ALLOW or the refusal status, from the permission table and the object rules."""
-    if not allowed(role, ENDPOINTS[endpoint]):
+    if not holds(role, ENDPOINTS[endpoint]):
         return 403
+    if role.startswith(SERVICE_PREFIX):
+        # Every location of the tenant; never another tenant.
+        return (
+            404 if situation == "other_tenant" and endpoint not in ("search", "create") else ALLOW
+        )
     if situation == "own_location_no_mfa":
         return 403 if requires_mfa(role) else ALLOW
     if role in OWN_RECORD_ROLES:
@@ -91,6 +133,11 @@ CASES = [
     for role in ROLES
     for endpoint in ENDPOINTS
     for situation in (PATIENT_SITUATIONS if role in OWN_RECORD_ROLES else STAFF_SITUATIONS)
+] + [
+    Case(client, endpoint, situation)
+    for client in CLIENTS
+    for endpoint in ENDPOINTS
+    for situation in CLIENT_SITUATIONS
 ]
 
 
@@ -182,6 +229,11 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
         claims.update(act="patient", loc=[], pat=duplicate)
         if case.situation != "other_record":
             claims["pat"] = target
+    if case.role.startswith(PARTNER_PREFIX):
+        claims.update(act="partner", roles=[], amr=[], scope=case.role.removeprefix(PARTNER_PREFIX))
+    if case.role.startswith(SERVICE_PREFIX):
+        service = case.role.removeprefix(SERVICE_PREFIX)
+        claims.update(act="service", sub=service_subject(service), roles=[], loc=["*"], amr=[])
     headers = matrix.headers(**claims)
 
     client = matrix.client
@@ -216,6 +268,11 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
             assert ids == ([target] if discloses_target(case.situation) else []), case
         if case.endpoint == "create":
             assert response.json()["org_id"] == claims["org"], case
+        if case.endpoint == "read":
+            # Minimum necessary: exactly the categories the table grants are shown.
+            visible = shown(case.role, ENDPOINTS[case.endpoint])
+            withheld = [c for c in ALL_CATEGORIES if c not in visible]
+            assert response.json()["withheld_categories"] == withheld, case
     else:
         assert response.status_code == outcome, (case, response.status_code, response.text)
         assert response.headers["content-type"] == "application/problem+json"
@@ -226,8 +283,8 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
 
 def test_the_matrix_covers_every_role_and_denies_something_for_each() -> None:
     roles = {c.role for c in CASES}
-    assert roles == set(ROLES)
-    for role in ROLES:
+    assert roles == set(ROLES) | set(CLIENTS)
+    for role in roles:
         outcomes = [expected(c.role, c.endpoint, c.situation) for c in CASES if c.role == role]
         assert any(o != ALLOW for o in outcomes), role
 

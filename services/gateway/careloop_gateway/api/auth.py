@@ -2,7 +2,9 @@
 
 Services verify every token themselves as well (the gateway is not the only wall);
 this check keeps forged, expired and revoked tokens off the internal network and
-names the caller for rate limits.
+names the caller for rate limits. It runs inside the admission of `api/limits.py`,
+after the client address' bad-token budget is checked and before the principal's
+own budget is spent.
 """
 
 from __future__ import annotations
@@ -33,19 +35,21 @@ def is_public(service: str, upstream_path: str) -> bool:
     )
 
 
-async def authenticate(request: Request, service: str, upstream_path: str) -> Claims | None:
-    """Verify the caller's access token; None for a public route called without one.
+def missing_token() -> InvalidToken:
+    """The 401 for a route that needs a token, called without one."""
+    return InvalidToken(
+        "Send an access token: Authorization: Bearer <token> "
+        "(sign in with POST /api/v1/identity/auth/login)."
+    )
 
-    A token that is present is always verified, even on a public route. The claims
-    are kept on `request.state.claims`.
+
+async def verify_token(request: Request) -> Claims:
+    """Verify the request's bearer token, or `InvalidToken`; keep its claims.
+
+    A token that is present is always verified, even on a public route. The claims are
+    kept on `request.state.claims`, which names the principal for rate limits and
+    idempotency keys.
     """
-    if "authorization" not in request.headers:
-        if is_public(service, upstream_path):
-            return None
-        raise InvalidToken(
-            "Send an access token: Authorization: Bearer <token> "
-            "(sign in with POST /api/v1/identity/auth/login)."
-        )
     claims = await token_verifier_of(request.app).verify(bearer_token(request))
     request.state.claims = claims
     return claims

@@ -1,4 +1,7 @@
-"""The merged OpenAPI document of the public API, and interactive docs over it."""
+"""The merged OpenAPI document of the public API, and interactive docs over it.
+
+Both are public and check no token, so they count against the client address' budget.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 
-from careloop_gateway.api.limits import RateLimited, problem, rate_headers, take_token
+from careloop_gateway.api.limits import problem, rate_headers, rate_limited, take_anonymous
 from careloop_gateway.api.state import Gateway, get_runtime_and_gateway
 from careloop_gateway.domain.openapi import merge_documents
 
@@ -52,10 +55,10 @@ async def build_document(gateway: Gateway) -> dict[str, Any]:
 @router.get(OPENAPI_PATH, include_in_schema=False)
 async def merged_openapi(request: Request) -> Response:
     """The OpenAPI 3.1 document of the whole public API (cached briefly)."""
-    decision = take_token(request)
+    decision = take_anonymous(request)
     headers = rate_headers(decision)
     if not decision.allowed:
-        return problem(request, RateLimited("Rate limit exceeded."), headers)
+        return problem(request, rate_limited(decision), headers)
     runtime, gateway = get_runtime_and_gateway(request)
     cache = gateway.openapi
     async with cache.lock:
@@ -70,10 +73,10 @@ async def merged_openapi(request: Request) -> Response:
 @router.get("/api/v1/docs", include_in_schema=False)
 async def swagger_ui(request: Request) -> Response:
     """Interactive documentation of the public API."""
-    decision = take_token(request)
+    decision = take_anonymous(request)
     headers = rate_headers(decision)
     if not decision.allowed:
-        return problem(request, RateLimited("Rate limit exceeded."), headers)
+        return problem(request, rate_limited(decision), headers)
     response = get_swagger_ui_html(openapi_url=OPENAPI_PATH, title="Careloop API")
     response.headers.update(headers)
     return response

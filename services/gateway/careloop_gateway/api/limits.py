@@ -1,14 +1,42 @@
-"""Problem responses of the gateway, and the rate limit every public call passes."""
+"""Problem responses of the gateway, and the rate limits every public call passes.
+
+Admission of a proxied request, in this order (`admit`):
+
+1. **No `Authorization` header**: one token of the client address' bucket is spent
+   (429 when it is empty); then a public route goes on, any other is refused with 401.
+2. **A bearer token**, before it is verified: unless this exact token verified earlier
+   and has not expired, the client address' bucket must still hold a token (429
+   otherwise, without verifying anything). This keeps a flood of forged or stale
+   tokens cheap to refuse; looking does not spend.
+3. The token is verified (signature, claims, revocation). A bad token spends one token
+   of the client address' bucket and is refused with 401, carrying that bucket's
+   headers: bad tokens are limited per address, never charged to the principal they
+   name, so they cannot drain a real principal's budget.
+4. A valid token spends one token of its principal's bucket, keyed by tenant and
+   subject (`sub:<org>:<sub>`): every token of one principal shares it, so neither a
+   refreshed token nor a partner minting many gets a fresh budget. A partner token's
+   `rl` claim (requests per minute, set by identity per partner client) sets that
+   bucket's rate; everyone else has the configured default. 429 when it is empty.
+5. Only then is the route resolved (404 for an unknown service still counts) and the
+   request forwarded.
+
+A valid principal is therefore never slowed by bad tokens, except that a token this
+replica has not verified before waits while its client address is over budget
+(step 2): behind a shared address, tokens already in use keep working.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from careloop_gateway.api.principal import principal_key
+from careloop_gateway.api.auth import is_public, missing_token, verify_token
+from careloop_gateway.api.principal import address_key, principal_key
 from careloop_gateway.api.state import get_runtime_and_gateway
 from careloop_gateway.domain.ratelimit import RateDecision
+from careloop_kit.auth.tokens import InvalidToken
 from careloop_kit.problems import ProblemError, problem_response
 
 
@@ -55,10 +83,57 @@ def rate_headers(decision: RateDecision) -> dict[str, str]:
     return headers
 
 
-def take_token(request: Request) -> RateDecision:
-    """Spend one request of the caller's budget."""
+def rate_limited(decision: RateDecision) -> RateLimited:
+    """The 429 problem for a refused `decision`."""
+    return RateLimited(
+        f"Rate limit exceeded; retry after {decision.retry_after_s} seconds.",
+        retry_after=decision.retry_after_s,
+    )
+
+
+def take_anonymous(request: Request) -> RateDecision:
+    """Spend one request of the client address' budget (routes that check no token)."""
     runtime, gateway = get_runtime_and_gateway(request)
-    return gateway.limiter.take(principal_key(request), runtime.clock.now().timestamp())
+    return gateway.limiter.take(address_key(request), runtime.clock.now().timestamp())
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The bucket a request was charged to, and the refusal if it may not go on."""
+
+    decision: RateDecision
+    refusal: ProblemError | None = None
+
+
+async def admit(request: Request, service: str, upstream_path: str) -> Admission:
+    """Verify the caller and spend one request of its budget (order: module docstring)."""
+    runtime, gateway = get_runtime_and_gateway(request)
+    limiter = gateway.limiter
+    now = runtime.clock.now().timestamp()
+    address = address_key(request)
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        decision = limiter.take(address, now)
+        if not decision.allowed:
+            return Admission(decision, rate_limited(decision))
+        if not is_public(service, upstream_path):
+            return Admission(decision, missing_token())
+        return Admission(decision)
+
+    if not gateway.verified.knows(authorization, now):
+        gate = limiter.peek(address, now)
+        if not gate.allowed:
+            return Admission(gate, rate_limited(gate))
+    try:
+        claims = await verify_token(request)
+    except InvalidToken as error:
+        gateway.verified.forget(authorization)
+        return Admission(limiter.take(address, now), error)
+    gateway.verified.remember(authorization, claims.exp)
+    decision = limiter.take(principal_key(request), now, per_minute=claims.rate_limit)
+    if not decision.allowed:
+        return Admission(decision, rate_limited(decision))
+    return Admission(decision)
 
 
 def problem(

@@ -3,6 +3,11 @@
 This is the one place where Careloop calls services synchronously over HTTP: the
 gateway exists to answer a client's HTTP request with the owning service's answer,
 so the call cannot be an event. Services never call each other this way.
+
+Every request is first admitted (`api/limits.py`: client-address budget for anonymous
+traffic and bad tokens, then token verification, then the verified principal's
+budget), then routed, then forwarded; every answer carries the rate-limit headers of
+the bucket it was charged to.
 """
 
 from __future__ import annotations
@@ -18,19 +23,17 @@ from fastapi.responses import StreamingResponse
 from opentelemetry import propagate, trace
 from starlette.background import BackgroundTask
 
-from careloop_gateway.api.auth import authenticate
 from careloop_gateway.api.limits import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
     PayloadTooLarge,
-    RateLimited,
     ServiceNotFound,
     UpstreamTimeout,
     UpstreamUnreachable,
+    admit,
     problem,
     rate_headers,
-    take_token,
 )
 from careloop_gateway.api.principal import principal_key
 from careloop_gateway.api.state import Gateway, get_runtime_and_gateway
@@ -228,16 +231,14 @@ async def _idempotent(
     return _buffered_response(status_code, headers, body)
 
 
-async def _proxy(request: Request, service: str, path: str) -> Response:
+async def _proxy(request: Request, service: str, upstream_path: str) -> Response:
     runtime, gateway = get_runtime_and_gateway(request)
     settings = gateway.settings
     base = settings.routes.get(service)
     if base is None:
         raise ServiceNotFound(f"No service is published at {API_PREFIX}/{service}.")
-    upstream_path = _upstream_path(request, service, path)
     if any(segment in (".", "..") for segment in upstream_path.split("/")):
         raise ServiceNotFound("Paths with dot segments are not routed.")
-    await authenticate(request, service, upstream_path)
     body = await _read_body(request, settings.max_body_bytes)
     query = request.url.query
     url = base.rstrip("/") + upstream_path + (f"?{query}" if query else "")
@@ -301,19 +302,13 @@ async def _dispatch(
 )
 async def proxy(request: Request, service: str, path: str) -> Response:
     """Forward a public API call to the service that owns it."""
-    decision = take_token(request)
-    limit_headers = rate_headers(decision)
-    if not decision.allowed:
-        return problem(
-            request,
-            RateLimited(
-                f"Rate limit exceeded; retry after {decision.retry_after_s} seconds.",
-                retry_after=decision.retry_after_s,
-            ),
-            limit_headers,
-        )
+    upstream_path = _upstream_path(request, service, path)
+    admission = await admit(request, service, upstream_path)
+    limit_headers = rate_headers(admission.decision)
+    if admission.refusal is not None:
+        return problem(request, admission.refusal, limit_headers)
     try:
-        response = await _proxy(request, service, path)
+        response = await _proxy(request, service, upstream_path)
     except ProblemError as error:
         return problem(request, error, limit_headers)
     response.headers.update(limit_headers)

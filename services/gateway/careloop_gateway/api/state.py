@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 
-from careloop_gateway.domain.ratelimit import RateLimiter
+from careloop_gateway.domain.ratelimit import RateLimiter, VerifiedTokens
 from careloop_gateway.settings import GatewaySettings
 from careloop_kit.service import Runtime
 
@@ -28,6 +28,7 @@ class Gateway:
     settings: GatewaySettings
     http: httpx.AsyncClient
     limiter: RateLimiter
+    verified: VerifiedTokens
     openapi: OpenApiCache = field(default_factory=OpenApiCache)
 
 
