@@ -163,6 +163,27 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         trail = _wait_for_trail(gateway_url + "/api/v1/audit", patient_id, "create", auditor)
 
         assert trail[0]["actor_id"] == _subject(desk)
+        # The demo partner client: client credentials through the gateway, then a read
+        # that shows only what its scope and BAA allow, within its own rate limit.
+        (partner,) = logins["partner_clients"]
+        issued = httpx.post(
+            f"{gateway_url}/api/v1/identity/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(partner["client_id"], partner["client_secret"]),
+        )
+        assert issued.status_code == 200, issued.text
+        assert "patients:read" in issued.json()["scope"].split()
+        as_partner = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+        read = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=as_partner)
+        assert read.status_code == 200, read.text
+        assert read.json()["name"]["given"] == ["Devstack"]
+        assert "preferences" in read.json()["withheld_categories"]
+        merge = httpx.post(
+            f"{gateway_url}/api/v1/patients/patients/{patient_id}/merge",
+            json={"merged_patient_id": logins["patient_ids"][0], "version": 1},
+            headers=as_partner,
+        )
+        assert merge.status_code == 403, merge.text
         spawned = _children(first.process.pid)
         assert spawned, "dev up should run services and servers as child processes"
     finally:

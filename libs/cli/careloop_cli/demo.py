@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -161,11 +161,41 @@ def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
                 f"creating the {role} login",
             )
             users.append({"role": role, "email": email, "password": password, "locations": scope})
+        partner = _ok(
+            client.post(
+                f"/organizations/{org_id}/clients",
+                json=demo_partner_client(date.today()),
+                headers=admin.headers,
+            ),
+            "registering the demo partner client",
+        ).json()
     return {
         "note": "Synthetic demo accounts for local development only.",
         "org_id": org_id,
         "locations": locations,
         "users": users,
+        "partner_clients": [
+            {
+                "name": partner["name"],
+                "client_id": partner["client_id"],
+                "client_secret": partner["client_secret"],
+                "scopes": partner["scopes"],
+                "token_url": "/oauth/token (grant_type=client_credentials, HTTP Basic)",
+            }
+        ],
+    }
+
+
+def demo_partner_client(today: date) -> dict[str, Any]:
+    """A partner integration (a fictional patient-intake app) with a current BAA: it may
+    look up and register patients (demographics and contact only), at 120 requests/min."""
+    return {
+        "name": "Demo Intake App (synthetic partner)",
+        "scopes": ["locations:read", "patients:search", "patients:read", "patients:create"],
+        "locations": "*",
+        "rate_limit_per_minute": 120,
+        "baa_signed_on": (today - timedelta(days=30)).isoformat(),
+        "baa_expires_on": (today + timedelta(days=365)).isoformat(),
     }
 
 

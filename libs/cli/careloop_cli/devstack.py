@@ -318,6 +318,13 @@ class DevStack:
         )
         for user in logins["users"]:
             console.print(f"  {user['role']:<17} {user['email']:<40} {user['password']}")
+            if "totp_secret" in user:
+                console.print(f"  {'':<17} TOTP secret (authenticator app): {user['totp_secret']}")
+        for partner in logins.get("partner_clients", []):
+            console.print(
+                f"  partner client    {partner['client_id']:<40} {partner['client_secret']}"
+                f"  scopes: {' '.join(partner['scopes'])}"
+            )
         console.print(f"  (also in {logins_file}; synthetic, local development only)")
 
     # --- lifecycle --------------------------------------------------------------------

@@ -482,12 +482,20 @@ async def test_requests_without_or_with_a_bad_token_stop_at_the_gateway(
         login = await gateway.post("/api/v1/identity/auth/login", json={})
         keys = await gateway.get("/api/v1/identity/.well-known/jwks.json")
         private = await gateway.get("/api/v1/identity/organizations-secret")
+        basic = {"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}
+        client_token = await gateway.post(
+            "/api/v1/identity/oauth/token", data={"grant_type": "client_credentials"}, headers=basic
+        )
+        basic_elsewhere = await gateway.get(PATIENTS, headers=basic)
+        admin_area = await gateway.get("/api/v1/identity/organizations/org-1/users")
 
-    for refused in (missing, forged, stale, private):
+    for refused in (missing, forged, stale, private, basic_elsewhere, admin_area):
         assert refused.status_code == 401
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.headers["www-authenticate"].startswith("Bearer")
     assert "not.a.token" not in forged.text
     assert login.status_code == 200
     assert keys.status_code == 200
-    assert reached == ["/auth/login", "/.well-known/jwks.json"]
+    # The token endpoint's own client authentication is the upstream's to check.
+    assert client_token.status_code == 200
+    assert reached == ["/auth/login", "/.well-known/jwks.json", "/oauth/token"]

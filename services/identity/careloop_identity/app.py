@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from careloop_identity.api.admin import router as admin_router
 from careloop_identity.api.auth import router as auth_router
+from careloop_identity.api.clients import router as clients_router
+from careloop_identity.api.oauth import router as oauth_router
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import (
     AccessTokenVerifier,
@@ -64,7 +66,7 @@ def build_spec(settings: IdentitySettings) -> ServiceSpec:
         ),
         metadata=metadata,
         tables=platform,
-        routers=[admin_router, auth_router],
+        routers=[admin_router, auth_router, clients_router, oauth_router],
         on_startup=on_startup,
         # Administration endpoints take org admins' access tokens through the kit's
         # `require()`, like every other service.

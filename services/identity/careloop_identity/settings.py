@@ -45,8 +45,18 @@ class IdentitySettings(KitSettings):
     bootstrap_token: SecretStr = Field(
         SecretStr(LOCAL_DEVELOPMENT_PLACEHOLDER),
         description=(
-            "Shared secret in the `X-Bootstrap-Token` header that the organization, location "
-            "and user administration endpoints require until admin tokens are enforced."
+            "Shared secret in the `X-Bootstrap-Token` header of the platform operator's "
+            "endpoints: creating (with its first org admin) and listing organizations."
+        ),
+    )
+    partner_rate_limit_per_minute: int = Field(
+        600,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Requests per minute a new partner API client may send (its tokens' `rl` claim, "
+            "enforced by the gateway) unless its administrator sets another limit. Partner "
+            "tokens live `access_token_ttl_s`, like every access token."
         ),
     )
 

@@ -6,6 +6,8 @@
 - `permissions`: THE PERMISSION TABLE (roles x permissions x PHI categories).
 - `dependencies`: `require(permission)` for FastAPI routes.
 - `principal`: `Principal`, `AuthenticatedPrincipal` and the temporary header seam.
+- `service_identity`: `ServiceTokenSource`, a service's own access tokens (JWT-bearer
+  assertion signed by its Vault transit key; no shared secret).
 """
 
 from careloop_kit.auth.dependencies import (
@@ -51,6 +53,13 @@ from careloop_kit.auth.principal import (
     Principal,
 )
 from careloop_kit.auth.revocation import RevokedSessions
+from careloop_kit.auth.service_identity import (
+    JWT_BEARER_GRANT_TYPE,
+    ServiceCredentials,
+    ServiceTokenError,
+    ServiceTokenSource,
+    service_key_name,
+)
 from careloop_kit.auth.tokens import (
     ACCESS_TOKEN_TYPE,
     SIGNING_KEY_NAME,
@@ -62,6 +71,7 @@ from careloop_kit.auth.tokens import (
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "ALL_LOCATIONS",
+    "JWT_BEARER_GRANT_TYPE",
     "PERMISSIONS",
     "PERMISSION_ATTRIBUTE",
     "PERMISSION_TABLE",
@@ -80,6 +90,9 @@ __all__ = [
     "MfaRequired",
     "Principal",
     "RevokedSessions",
+    "ServiceCredentials",
+    "ServiceTokenError",
+    "ServiceTokenSource",
     "StaticJwksSource",
     "TokenVerifier",
     "allowed",
@@ -98,6 +111,7 @@ __all__ = [
     "required_permission",
     "requires_mfa",
     "roles_with",
+    "service_key_name",
     "token_verifier_of",
     "visible_categories",
 ]

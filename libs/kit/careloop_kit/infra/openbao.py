@@ -8,7 +8,9 @@ Two modes:
   keys, and with them every PHI value encrypted under them, survive restarts (``make run``).
 
 :func:`bootstrap_vault` then creates what the services expect: the transit keys, the
-blind-index key, one policy and one token per service. Services never get the root token.
+blind-index key, one policy and one token per service, and each service's own identity key
+(``careloop-service-<name>``) that it signs its service-identity assertions with. Services
+never get the root token.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ AUDIT_CHECKPOINT_KEY = "careloop-audit-checkpoint"
 IDENTITY_SIGNING_KEY = "careloop-identity-signing"
 BLIND_INDEX_PATH = "careloop/patients/blind-index"
 TOTP_KEY_PATH = "careloop/identity/totp-key"
+SERVICE_KEY_PREFIX = "careloop-service-"
+"""Transit keys (ed25519) that prove a service's identity: ``careloop-service-<name>``.
+Same prefix as ``careloop_kit.auth.service_identity.SERVICE_KEY_PREFIX``."""
 TOKEN_PERIOD = "768h"  # noqa: S105 (a duration, not a secret)
 
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -373,9 +378,33 @@ path "transit/sign/{IDENTITY_SIGNING_KEY}" {{
 path "transit/keys/{IDENTITY_SIGNING_KEY}" {{
   capabilities = ["read"]
 }}
+# Service identities: identity checks every service's assertion against that service's
+# public keys, so it reads them all; it signs with none of them (the glob covers reads
+# only, and a transit key's read shows public keys, never private ones).
+path "transit/keys/{SERVICE_KEY_PREFIX}*" {{
+  capabilities = ["read"]
+}}
 """,
 }
 """Per-service additions to the base policy (which every service gets)."""
+
+_SERVICE_IDENTITY_POLICY = """\
+# This service's own identity: it signs its JWT-bearer assertions with this key (no
+# shared secret) and reads its public versions. Exactly this path: no other service's key.
+path "transit/sign/{key}" {{
+  capabilities = ["update"]
+}}
+path "transit/keys/{key}" {{
+  capabilities = ["read"]
+}}
+"""
+
+
+def service_key_name(service: str) -> str:
+    """The transit key that proves ``service``'s identity."""
+    if not _SERVICE.match(service):
+        raise ValueError(f"bad service name {service!r}")
+    return f"{SERVICE_KEY_PREFIX}{service}"
 
 
 def policy_name(service: str) -> str:
@@ -383,10 +412,15 @@ def policy_name(service: str) -> str:
 
 
 def policy_hcl(service: str) -> str:
-    """The HCL policy of ``service``: its own KV secrets, plus :data:`POLICY_EXTRAS`."""
+    """The HCL policy of ``service``: its own KV secrets and identity key, plus
+    :data:`POLICY_EXTRAS`."""
     if not _SERVICE.match(service):
         raise ValueError(f"bad service name {service!r}")
-    return _SERVICE_POLICY.format(service=service) + POLICY_EXTRAS.get(service, "")
+    return (
+        _SERVICE_POLICY.format(service=service)
+        + _SERVICE_IDENTITY_POLICY.format(key=service_key_name(service))
+        + POLICY_EXTRAS.get(service, "")
+    )
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -400,7 +434,11 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
       ``careloop-identity-signing`` (both ed25519);
     * KV secrets ``careloop/patients/blind-index`` and ``careloop/identity/totp-key``
       (field ``key``: 32 random bytes, base64), created once and never overwritten;
-    * a policy ``careloop-<service>`` and a periodic, renewable token per service.
+    * per service, an identity key ``careloop-service-<service>`` (ed25519, not
+      exportable), a policy ``careloop-<service>`` and a periodic, renewable token.
+
+    Keys that exist are reused, never replaced: a service's identity, like the PHI key,
+    must survive a re-run.
     """
     import hvac
     from hvac.exceptions import InvalidPath
@@ -416,11 +454,16 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
     if "transit/" not in mounts:
         client.sys.enable_secrets_engine("transit", path="transit")
 
-    for name, key_type in (
+    for service in services:
+        if not _SERVICE.match(service):
+            raise ValueError(f"bad service name {service!r}")
+    keys = [
         (PHI_KEY, "aes256-gcm96"),
         (AUDIT_CHECKPOINT_KEY, "ed25519"),
         (IDENTITY_SIGNING_KEY, "ed25519"),
-    ):
+        *((service_key_name(service), "ed25519") for service in services),
+    ]
+    for name, key_type in keys:
         try:
             client.secrets.transit.read_key(name=name)
         except InvalidPath:

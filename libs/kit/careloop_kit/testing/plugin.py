@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from careloop_kit.infra.openbao import OpenBaoServer
     from careloop_kit.infra.postgres import PostgresServer
 
-VAULT_SERVICES = ["patients", "audit", "identity"]
-"""Services that ``vault_tokens`` holds a token for."""
+VAULT_SERVICES = ["patients", "audit", "identity", "messaging"]
+"""Services that ``vault_tokens`` holds a token for. ``messaging`` has no service yet, but
+its Vault identity exists so service-identity tests can act as its caller."""
 
 # Which server each fixture needs (directly or through another fixture).
 _NEEDS: dict[str, str] = {

@@ -14,25 +14,27 @@ from fastapi import Request
 from careloop_kit.auth.dependencies import bearer_token, token_verifier_of
 from careloop_kit.auth.tokens import Claims, InvalidToken
 
-# Routes a caller reaches without an access token, by service: signing in, the
-# signing keys, and identity's bootstrap seam (guarded by its own token).
-PUBLIC_ROUTES: dict[str, tuple[str, ...]] = {
-    "identity": (
-        "/auth/login",
-        "/auth/refresh",
-        "/auth/logout",
-        "/.well-known/jwks.json",
-        "/organizations",
+# Exact paths a caller reaches without an access token, by service: signing in, the
+# OAuth token endpoint (partners and services authenticate with their own credential),
+# the signing keys, and creating or listing tenants (the operator's bootstrap token).
+# Everything below /organizations/{org} takes an access token.
+PUBLIC_ROUTES: dict[str, frozenset[str]] = {
+    "identity": frozenset(
+        {
+            "/auth/login",
+            "/auth/refresh",
+            "/auth/logout",
+            "/oauth/token",
+            "/.well-known/jwks.json",
+            "/organizations",
+        }
     ),
 }
 
 
 def is_public(service: str, upstream_path: str) -> bool:
     """True when `upstream_path` of `service` may be called without a token."""
-    return any(
-        upstream_path == prefix or upstream_path.startswith(prefix.rstrip("/") + "/")
-        for prefix in PUBLIC_ROUTES.get(service, ())
-    )
+    return upstream_path.rstrip("/") in PUBLIC_ROUTES.get(service, frozenset())
 
 
 def missing_token() -> InvalidToken:

@@ -112,6 +112,14 @@ async def admit(request: Request, service: str, upstream_path: str) -> Admission
     now = runtime.clock.now().timestamp()
     address = address_key(request)
     authorization = request.headers.get("authorization")
+    # A public route's own credential (HTTP Basic client authentication at the OAuth
+    # token endpoint) is the upstream's to check, not an access token.
+    if (
+        authorization is not None
+        and is_public(service, upstream_path)
+        and authorization.partition(" ")[0].lower() != "bearer"
+    ):
+        authorization = None
     if authorization is None:
         decision = limiter.take(address, now)
         if not decision.allowed:

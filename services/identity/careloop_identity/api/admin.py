@@ -29,6 +29,7 @@ from careloop_identity.api.common import (
     Invalid,
     audit,
     hasher_of,
+    own_organization,
     revoke_login,
 )
 from careloop_identity.api.schemas import (
@@ -114,12 +115,6 @@ async def _existing_org(repo: IdentityRepository, org_id: str) -> StoredOrganiza
     if stored is None:
         raise NotFound(f"No organization {org_id}.")
     return stored
-
-
-def _own_org(principal: AuthenticatedPrincipal, org_id: str) -> None:
-    # Another tenant's administration is not even acknowledged to exist.
-    if not principal.allows_org(org_id):
-        raise NotFound(f"No organization {org_id}.")
 
 
 def _sees_user(principal: AuthenticatedPrincipal, user: StoredUser) -> bool:
@@ -246,7 +241,7 @@ async def read_organization(
     org_id: str, principal: ReadLocations, session: SessionDep
 ) -> OrganizationRead:
     """Read the caller's own organization."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     return _org(await _existing_org(IdentityRepository(session), org_id))
 
 
@@ -265,7 +260,7 @@ async def create_location(
     session: SessionDep,
 ) -> LocationRead:
     """Add a location to the organization."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     try:
@@ -300,7 +295,7 @@ async def list_locations(
     org_id: str, principal: ReadLocations, session: SessionDep
 ) -> LocationPage:
     """List the locations of the organization."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     return LocationPage(items=[_location(loc) for loc in await repo.list_locations(org_id)])
@@ -318,7 +313,7 @@ async def update_location(
 ) -> LocationRead:
     """Rename a location, change its address or sensitivity, or switch features on and
     off (a location can go live with reminders first and add workflows later)."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     stored = await repo.get_location(org_id, location_id, for_update=True)
     if stored is None:
@@ -356,7 +351,7 @@ async def create_user(
     session: SessionDep,
 ) -> UserRead:
     """Create a staff user or a patient portal account."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     assignment = await _checked_assignment(
@@ -393,7 +388,7 @@ async def list_users(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> UserPage:
     """List the accounts the caller may see, in id order (page with `after`)."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     page = await repo.list_users(org_id, limit, after)
@@ -407,7 +402,7 @@ async def read_user(
     org_id: str, user_id: str, principal: ReadUsers, session: SessionDep
 ) -> UserRead:
     """Read one account (never the password hash or TOTP secret)."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     stored = await IdentityRepository(session).get_user(org_id, user_id)
     if stored is None or not _sees_user(principal, stored):
         raise NotFound(f"No user {user_id} in your scope.")
@@ -443,7 +438,7 @@ async def change_roles(
 ) -> UserRead:
     """Replace a user's roles, location scope and patient link. The user's open sessions
     end (their tokens carry the old roles): the user signs in again."""
-    _own_org(principal, org_id)
+    own_organization(principal, org_id)
     repo = IdentityRepository(session)
     user = await repo.get_user(org_id, user_id, for_update=True)
     if user is None:

@@ -16,8 +16,8 @@ from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner
 from careloop_identity.store.repository import IdentityRepository, StoredSession
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import Principal, RevokedSessions
-from careloop_kit.problems import ProblemError, Unauthorized, problem_response
+from careloop_kit.auth import AuthenticatedPrincipal, Principal, RevokedSessions
+from careloop_kit.problems import NotFound, ProblemError, Unauthorized, problem_response
 from careloop_kit.service import Runtime, RuntimeDep
 
 UNKNOWN_ACTOR = "unknown"
@@ -81,6 +81,13 @@ async def audit(
     await recorder_of(runtime).record(
         session, who, entry, outcome=outcome, outcome_detail=detail, **request_meta(request)
     )
+
+
+def own_organization(principal: AuthenticatedPrincipal, org_id: str) -> None:
+    """`NotFound` for another tenant's organization: its administration is not even
+    acknowledged to exist (the same answer as for an organization that does not)."""
+    if not principal.allows_org(org_id):
+        raise NotFound(f"No organization {org_id}.")
 
 
 def problem(

@@ -52,6 +52,10 @@ class AccessGrant:
     patient_id: str | None
     amr: tuple[str, ...]
     break_glass: tuple[BreakGlassEntry, ...] = ()
+    scope: str | None = None
+    """Partner tokens: the granted scopes, space separated (claim `scope`)."""
+    rate_limit: int | None = None
+    """Partner tokens: requests per minute the gateway allows (claim `rl`)."""
 
 
 def claims_for(
@@ -81,6 +85,10 @@ def claims_for(
             {"pat": e.patient_id, "exp": int(e.expires_at.timestamp()), "gid": e.grant_id}
             for e in grant.break_glass
         ]
+    if grant.scope is not None:
+        claims["scope"] = grant.scope
+    if grant.rate_limit is not None:
+        claims["rl"] = grant.rate_limit
     return claims
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Integer,
@@ -97,4 +99,44 @@ break_glass_grant = Table(
     Column("reason_ct", LargeBinary, nullable=False),
     Column("granted_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Partner API clients (OAuth 2.0 client credentials). Only the SHA-256 of the secret is
+# kept; `secret_version` counts rotations and names the `sid` of the client's tokens.
+partner_client = Table(
+    "partner_client",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), ForeignKey("organization.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("secret_version", Integer, nullable=False),
+    Column("scopes", JSONB, nullable=False),
+    Column("locations", JSONB, nullable=False),
+    Column("rate_limit_per_minute", Integer, nullable=False),
+    Column("baa_signed_on", Date, nullable=True),
+    Column("baa_expires_on", Date, nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "rate_limit_per_minute BETWEEN 1 AND 1000000",
+        name="ck_partner_client_rate_limit_per_minute",
+    ),
+    CheckConstraint(
+        "baa_expires_on IS NULL OR (baa_signed_on IS NOT NULL AND baa_expires_on > baa_signed_on)",
+        name="ck_partner_client_baa_dates",
+    ),
+)
+
+# Service-identity assertions already exchanged (RFC 7523 replay protection); see
+# `careloop_identity.store.service_assertions`.
+MAX_JTI_LENGTH = 128
+
+service_assertion = Table(
+    "service_assertion",
+    metadata,
+    Column("jti", String(MAX_JTI_LENGTH), primary_key=True),
+    Column("service", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )

@@ -1,0 +1,112 @@
+"""Queries of partner API clients. Never commits: the caller's transaction does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_identity.store.tables import partner_client
+
+
+@dataclass(frozen=True)
+class StoredClient:
+    id: str
+    org_id: str
+    name: str
+    secret_hash: str
+    secret_version: int
+    scopes: tuple[str, ...]
+    locations: tuple[str, ...]
+    rate_limit_per_minute: int
+    baa_signed_on: date | None
+    baa_expires_on: date | None
+    disabled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _client(m: Any) -> StoredClient:
+    return StoredClient(
+        id=m["id"],
+        org_id=m["org_id"],
+        name=m["name"],
+        secret_hash=m["secret_hash"],
+        secret_version=m["secret_version"],
+        scopes=tuple(m["scopes"]),
+        locations=tuple(m["locations"]),
+        rate_limit_per_minute=m["rate_limit_per_minute"],
+        baa_signed_on=m["baa_signed_on"],
+        baa_expires_on=m["baa_expires_on"],
+        disabled_at=m["disabled_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _values(client: StoredClient) -> dict[str, Any]:
+    return {
+        "org_id": client.org_id,
+        "name": client.name,
+        "secret_hash": client.secret_hash,
+        "secret_version": client.secret_version,
+        "scopes": list(client.scopes),
+        "locations": list(client.locations),
+        "rate_limit_per_minute": client.rate_limit_per_minute,
+        "baa_signed_on": client.baa_signed_on,
+        "baa_expires_on": client.baa_expires_on,
+        "disabled_at": client.disabled_at,
+        "created_at": client.created_at,
+        "updated_at": client.updated_at,
+    }
+
+
+class ClientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, client: StoredClient) -> StoredClient:
+        await self._session.execute(insert(partner_client).values(id=client.id, **_values(client)))
+        return client
+
+    async def get(
+        self, org_id: str, client_id: str, *, for_update: bool = False
+    ) -> StoredClient | None:
+        """A client of the organization (None for another organization's client)."""
+        query = select(partner_client).where(
+            partner_client.c.org_id == org_id, partner_client.c.id == client_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        return None if row is None else _client(row._mapping)
+
+    async def find(self, client_id: str) -> StoredClient | None:
+        """A client by its id alone: the token endpoint knows no organization yet."""
+        row = (
+            await self._session.execute(
+                select(partner_client).where(partner_client.c.id == client_id)
+            )
+        ).one_or_none()
+        return None if row is None else _client(row._mapping)
+
+    async def list_for_org(self, org_id: str, limit: int) -> list[StoredClient]:
+        rows = await self._session.execute(
+            select(partner_client)
+            .where(partner_client.c.org_id == org_id)
+            .order_by(partner_client.c.created_at, partner_client.c.id)
+            .limit(limit)
+        )
+        return [_client(r._mapping) for r in rows]
+
+    async def save(self, client: StoredClient) -> StoredClient:
+        """Write every column of an existing client (its id and organization never change)."""
+        await self._session.execute(
+            update(partner_client)
+            .where(partner_client.c.id == client.id, partner_client.c.org_id == client.org_id)
+            .values(**_values(client))
+        )
+        return client
