@@ -20,7 +20,7 @@ from careloop_contracts import (
     parse,
     registry,
 )
-from careloop_contracts.identity import BreakGlassGranted
+from careloop_contracts.identity import BreakGlassGranted, UserRolesChanged
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +33,7 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.audit.checkpoint.signed.v1": AuditCheckpointSigned,
         "careloop.identity.break_glass.granted.v1": BreakGlassGranted,
         "careloop.identity.session.revoked.v1": SessionRevoked,
+        "careloop.identity.user.roles_changed.v1": UserRolesChanged,
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,
         "careloop.patients.patient.updated.v1": PatientUpdated,
