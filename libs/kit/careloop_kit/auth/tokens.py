@@ -101,14 +101,23 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _json_object(segment: str) -> dict[str, Any]:
+def json_segment(segment: str) -> dict[str, Any]:
+    """The JSON object of a base64url JWS segment, strictly: duplicate members (which
+    parsers resolve differently) and anything but an object are `ValueError`."""
     try:
         value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidToken("The access token is malformed.") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError("segment is not UTF-8") from exc
     if not isinstance(value, dict):
-        raise InvalidToken("The access token is malformed.")
+        raise ValueError("segment is not a JSON object")
     return value
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    try:
+        return json_segment(segment)
+    except ValueError:
+        raise InvalidToken("The access token is malformed.") from None
 
 
 def _is_int(value: Any) -> bool:

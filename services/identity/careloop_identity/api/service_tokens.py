@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import importlib.util
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from careloop_kit.auth.service_identity import (
     MAX_ASSERTION_LIFETIME_S,
     service_key_name,
 )
+from careloop_kit.auth.tokens import json_segment
 from careloop_kit.clock import Clock
 from careloop_kit.problems import DependencyUnavailable, ProblemError
 from careloop_kit.service import Runtime
@@ -202,23 +202,11 @@ class Presented:
     org: str | None = None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate member")
-        result[key] = value
-    return result
-
-
 def _json_object(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
+        return json_segment(segment)
+    except ValueError:
         raise InvalidGrant("The assertion is not a well-formed JWT.") from None
-    if not isinstance(value, dict):
-        raise InvalidGrant("The assertion is not a well-formed JWT.")
-    return value
 
 
 def parse_assertion(assertion: str) -> Assertion:
