@@ -39,7 +39,8 @@ lint: setup
 typecheck: setup
 	$(RUN) mypy libs/kit/careloop_kit libs/cli/careloop_cli contracts/careloop_contracts \
 		services/patients/careloop_patients services/audit/careloop_audit \
-		services/identity/careloop_identity services/gateway/careloop_gateway
+		services/identity/careloop_identity services/gateway/careloop_gateway \
+		services/scheduling/careloop_scheduling services/messaging/careloop_messaging
 
 test: setup kafka-jars lint typecheck
 	$(RUN) pytest

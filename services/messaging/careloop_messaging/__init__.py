@@ -1,0 +1,1 @@
+"""Careloop messaging service."""
