@@ -29,6 +29,7 @@ FRAMEWORK_PATHS = frozenset(
 PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
     "patients": frozenset(),
     "audit": frozenset(),
+    "scheduling": frozenset(),
     "identity": frozenset(
         {
             # Signing in and out: the caller has no access token yet (or its

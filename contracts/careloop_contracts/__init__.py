@@ -21,6 +21,15 @@ from careloop_contracts.envelope import (
 )
 from careloop_contracts.identity import SessionRevoked
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_contracts.scheduling import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentConfirmed,
+    AppointmentEvent,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+)
 from careloop_contracts.topics import (
     TOPICS,
     TopicSpec,
@@ -35,6 +44,13 @@ __all__ = [
     "PLATFORM_ORG_ID",
     "TOPICS",
     "AccessRecorded",
+    "AppointmentBooked",
+    "AppointmentCancelled",
+    "AppointmentCheckedIn",
+    "AppointmentConfirmed",
+    "AppointmentEvent",
+    "AppointmentNoShow",
+    "AppointmentRescheduled",
     "AuditCheckpointSigned",
     "Envelope",
     "EnvelopeError",

@@ -55,6 +55,17 @@ TOPICS: dict[str, TopicSpec] = {
             ),
         ),
         TopicSpec(
+            name="careloop.scheduling",
+            partitions=6,
+            retention_ms=7 * DAY_MS,
+            cleanup_policy="delete",
+            owner="scheduling",
+            description=(
+                "Appointment lifecycle (booked, cancelled, rescheduled, confirmed, checked "
+                "in, no-show) and the access records of the scheduling service."
+            ),
+        ),
+        TopicSpec(
             name="careloop.identity",
             partitions=3,
             retention_ms=7 * DAY_MS,

@@ -9,6 +9,12 @@ from pydantic import ValidationError
 
 from careloop_contracts import (
     AccessRecorded,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentConfirmed,
+    AppointmentNoShow,
+    AppointmentRescheduled,
     AuditCheckpointSigned,
     Event,
     PatientMerged,
@@ -37,6 +43,12 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,
         "careloop.patients.patient.updated.v1": PatientUpdated,
+        "careloop.scheduling.appointment.booked.v1": AppointmentBooked,
+        "careloop.scheduling.appointment.cancelled.v1": AppointmentCancelled,
+        "careloop.scheduling.appointment.checked_in.v1": AppointmentCheckedIn,
+        "careloop.scheduling.appointment.confirmed.v1": AppointmentConfirmed,
+        "careloop.scheduling.appointment.no_show.v1": AppointmentNoShow,
+        "careloop.scheduling.appointment.rescheduled.v1": AppointmentRescheduled,
     }
 
 
@@ -152,7 +164,7 @@ def test_bad_type_name_raises_at_class_creation(bad_type: str) -> None:
             patient_id: str
 
 
-@pytest.mark.parametrize("bad_topic", ["careloop.scheduling", "patients", "careloop.patients.x"])
+@pytest.mark.parametrize("bad_topic", ["careloop.referrals", "patients", "careloop.patients.x"])
 def test_topic_must_be_the_types_service_stream(bad_topic: str) -> None:
     with isolated_registry(), pytest.raises(TypeError, match=re.escape("careloop.patients")):
 

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from careloop_cli.registry import SERVICES
 from careloop_kit.infra.ports import port_is_open
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +46,16 @@ def stack_env() -> Iterator[dict[str, str]]:
     # Not pytest's tmp_path: PostgreSQL runs as its own system user and needs to traverse it.
     state = Path(tempfile.mkdtemp(prefix="careloop-devstack-"))
     state.chmod(0o755)
-    # Services on base..base+3, then Kafka, its controller, OpenBao and its cluster port.
-    base = _free_block(8)
+    # One port per registered service from base, then Kafka, its controller, OpenBao
+    # and its cluster port.
+    services = len(SERVICES)
+    base = _free_block(services + 4)
     env = {
         **os.environ,
         "CARELOOP_STATE_DIR": str(state),
-        "CARELOOP_DEV_KAFKA_PORT": str(base + 4),
-        "CARELOOP_DEV_KAFKA_CONTROLLER_PORT": str(base + 5),
-        "CARELOOP_DEV_OPENBAO_PORT": str(base + 6),
+        "CARELOOP_DEV_KAFKA_PORT": str(base + services),
+        "CARELOOP_DEV_KAFKA_CONTROLLER_PORT": str(base + services + 1),
+        "CARELOOP_DEV_OPENBAO_PORT": str(base + services + 2),
         "CARELOOP_DEV_SERVICE_PORT_BASE": str(base),
     }
     yield env

@@ -49,6 +49,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("patients", "careloop_patients", 8101),
         ServiceEntry("audit", "careloop_audit", 8102),
         ServiceEntry("identity", "careloop_identity", 8103),
+        ServiceEntry("scheduling", "careloop_scheduling", 8104),
         ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }

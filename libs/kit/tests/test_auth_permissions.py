@@ -75,8 +75,12 @@ def test_auditor_reads_audit_and_no_phi() -> None:
         assert not allowed("auditor", permission)
 
 
-def test_patient_only_reads() -> None:
-    assert [p for p in PERMISSIONS if allowed("patient", p)] == ["patients:read"]
+def test_patient_only_reads_and_self_schedules() -> None:
+    assert [p for p in PERMISSIONS if allowed("patient", p)] == [
+        "patients:read",
+        "scheduling:read",
+        "scheduling:book",
+    ]
 
 
 @pytest.mark.parametrize("role", ["provider", "care_coordinator"])

@@ -10,6 +10,7 @@ DEFAULT_ROUTES = {
     "patients": "http://127.0.0.1:8101",
     "audit": "http://127.0.0.1:8102",
     "identity": "http://127.0.0.1:8103",
+    "scheduling": "http://127.0.0.1:8104",
 }
 
 

@@ -37,6 +37,12 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         "users:read": "Read staff and portal accounts of the organization.",
         "users:manage": "Create accounts and change their roles and location scopes.",
         "clients:manage": "Register partner API clients, their scopes and BAA status.",
+        "scheduling:read": (
+            "Read providers, appointment types, open slots and appointments "
+            "(no PHI beyond the patient id)."
+        ),
+        "scheduling:book": "Book, cancel, reschedule, confirm, check in and mark no-shows.",
+        "scheduling:manage": "Manage providers, appointment types and availability.",
     }
 )
 
@@ -63,6 +69,12 @@ def _grants(categories: frozenset[str], *permissions: str) -> dict[str, frozense
     return dict.fromkeys(permissions, categories)
 
 
+# Scheduling grants carry no PHI categories: its responses hold no patient-record
+# field, only the patient id. (The audit trail still files appointment access under
+# `clinical`: who sees which provider, when and for what kind of visit is care data.)
+_SCHEDULING_STAFF = ("scheduling:read", "scheduling:book")
+_SCHEDULING_ALL = (*_SCHEDULING_STAFF, "scheduling:manage")
+
 # role -> permission -> PHI categories the role may see through that permission.
 _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "org_admin": {
@@ -83,34 +95,39 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             "users:read",
             "users:manage",
             "clients:manage",
+            *_SCHEDULING_ALL,
         ),
     },
     "location_manager": {
         **_grants(
             _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
         ),
-        **_grants(_NONE, "locations:read", "users:read"),
+        **_grants(_NONE, "locations:read", "users:read", *_SCHEDULING_ALL),
     },
     "provider": {
         **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
-        **_grants(_NONE, "locations:read"),
+        **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "care_coordinator": {
         **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
-        **_grants(_NONE, "locations:read"),
+        **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "front_desk": {
         **_grants(
             _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
         ),
-        **_grants(_NONE, "locations:read"),
+        **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "billing": {
         **_grants(_IDENTIFY, "patients:read", "patients:search"),
-        **_grants(_NONE, "locations:read"),
+        **_grants(_NONE, "locations:read", "scheduling:read"),
     },
     "auditor": _grants(_NONE, "audit:read", "audit:verify", "locations:read"),
-    "patient": _grants(_ALL, "patients:read"),
+    # Self-scheduling: the object checks keep a patient to its own appointments.
+    "patient": {
+        **_grants(_ALL, "patients:read"),
+        **_grants(_NONE, *_SCHEDULING_STAFF),
+    },
 }
 
 PERMISSION_TABLE: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingProxyType(

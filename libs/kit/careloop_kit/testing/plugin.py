@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from careloop_kit.infra.openbao import OpenBaoServer
     from careloop_kit.infra.postgres import PostgresServer
 
-VAULT_SERVICES = ["patients", "audit", "identity", "messaging"]
+VAULT_SERVICES = ["patients", "audit", "identity", "scheduling", "messaging"]
 """Services that ``vault_tokens`` holds a token for. ``messaging`` has no service yet, but
 its Vault identity exists so service-identity tests can act as its caller."""
 

@@ -1,0 +1,94 @@
+"""Events of the scheduling service (topic ``careloop.scheduling``, keyed by patient id).
+
+Every appointment event carries the same snapshot of ids, times and status, never a
+name or a reason for the visit: consumers (reminders, messaging, analytics) read what
+they need from the scheduling API, which audits the access.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from careloop_contracts.base import Event, Id, UtcDatetime
+
+AppointmentStatusName = Literal["proposed", "booked", "arrived", "fulfilled", "noshow", "cancelled"]
+"""FHIR R4 ``Appointment.status`` values the scheduling service uses."""
+
+ConfirmationName = Literal["unconfirmed", "confirmed"]
+
+TOPIC = "careloop.scheduling"
+
+
+class AppointmentEvent(Event):
+    """The appointment snapshot every appointment event carries (abstract)."""
+
+    appointment_id: Id = Field(description="Id of the appointment.")
+    patient_id: Id = Field(description="Id of the patient the appointment is for.")
+    org_id: Id = Field(description="Organization (tenant) that owns the appointment.")
+    location_id: Id = Field(description="Location where the visit takes place.")
+    provider_id: Id = Field(description="Provider the visit is with.")
+    appointment_type_id: Id = Field(description="Appointment type (its id, never its name).")
+    start_at: UtcDatetime = Field(description="Start of the visit (UTC).")
+    end_at: UtcDatetime = Field(description="End of the visit (UTC).")
+    status: AppointmentStatusName = Field(description="FHIR status after the change.")
+    confirmation: ConfirmationName = Field(description="Whether the patient confirmed.")
+    occurred_at: UtcDatetime = Field(description="When the change was committed (UTC).")
+
+
+class AppointmentBooked(AppointmentEvent):
+    """Emitted when an appointment is booked, by staff or by the patient (self-scheduling),
+    including the new appointment of a reschedule (`rescheduled_from_id` set)."""
+
+    event_type = "careloop.scheduling.appointment.booked.v1"
+    topic = TOPIC
+
+    rescheduled_from_id: Id | None = Field(
+        default=None, description="The cancelled appointment this one replaces, if any."
+    )
+
+
+class AppointmentCancelled(AppointmentEvent):
+    """Emitted when an appointment is cancelled, by the clinic, by the patient, or as the
+    old half of a reschedule (`rescheduled_to_id` set)."""
+
+    event_type = "careloop.scheduling.appointment.cancelled.v1"
+    topic = TOPIC
+
+    rescheduled_to_id: Id | None = Field(
+        default=None, description="The appointment that replaces this one, if rescheduled."
+    )
+
+
+class AppointmentRescheduled(AppointmentEvent):
+    """Emitted once per reschedule, after the old appointment's cancellation and the new
+    one's booking; the snapshot is the new appointment's."""
+
+    event_type = "careloop.scheduling.appointment.rescheduled.v1"
+    topic = TOPIC
+
+    previous_appointment_id: Id = Field(description="The cancelled, replaced appointment.")
+    previous_start_at: UtcDatetime = Field(description="Start of the replaced visit (UTC).")
+
+
+class AppointmentConfirmed(AppointmentEvent):
+    """Emitted when the patient's attendance is confirmed (by the patient or by staff on
+    the patient's word); reminders may stop asking."""
+
+    event_type = "careloop.scheduling.appointment.confirmed.v1"
+    topic = TOPIC
+
+
+class AppointmentCheckedIn(AppointmentEvent):
+    """Emitted when the patient arrives and is checked in (FHIR status `arrived`)."""
+
+    event_type = "careloop.scheduling.appointment.checked_in.v1"
+    topic = TOPIC
+
+
+class AppointmentNoShow(AppointmentEvent):
+    """Emitted when staff mark a booked appointment as a no-show (FHIR `noshow`)."""
+
+    event_type = "careloop.scheduling.appointment.no_show.v1"
+    topic = TOPIC

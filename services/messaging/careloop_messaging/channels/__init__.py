@@ -1,0 +1,1 @@
+"""Adapters that deliver rendered messages: Twilio SMS, SMTP email, the portal inbox."""

@@ -1,0 +1,1 @@
+"""Pure messaging rules: PHI-safe templates and the outbound channel port."""

@@ -1,0 +1,108 @@
+"""Built-in English and Spanish templates for confirmations, reminders and reschedule offers.
+
+They use only the insecure-channel fields, so one set serves every channel. SMS bodies
+carry the practice name first (carriers want the sender identified), the reply keywords
+C and R, and STOP/HELP wording as US carriers and CTIA guidelines expect; with a 40
+character practice name and a 40 character link they stay within 320 characters.
+"""
+
+from __future__ import annotations
+
+from careloop_messaging.domain.templates import Channel, MessageKind, MessageTemplate, TemplateKey
+
+FALLBACK_LANGUAGE = "en"
+
+_WHEN = "{{ appointment_date }} at {{ appointment_time }}"
+_CUANDO = "el {{ appointment_date }} a las {{ appointment_time }}"
+
+# kind -> language -> (SMS body, email subject, email/portal text body, HTML paragraph)
+_TEXT: dict[MessageKind, dict[str, tuple[str, str, str, str]]] = {
+    MessageKind.CONFIRMATION: {
+        "en": (
+            "{{ practice_name }}: your appointment is booked for " + _WHEN + ". "
+            "Details: {{ secure_link }} Reply C to confirm, R to reschedule. "
+            "Reply STOP to opt out, HELP for help.",
+            "Appointment confirmation from {{ practice_name }}",
+            "Your appointment is booked for " + _WHEN + ".\n\n"
+            "See the details, confirm or reschedule here: {{ secure_link }}",
+            "Your appointment is booked for " + _WHEN + ".",
+        ),
+        "es": (
+            "{{ practice_name }}: su cita es " + _CUANDO + ". "
+            "Detalles: {{ secure_link }} Responda C para confirmar, R para cambiarla. "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Confirmación de cita de {{ practice_name }}",
+            "Su cita está programada " + _CUANDO + ".\n\n"
+            "Vea los detalles, confirme o cambie la cita aquí: {{ secure_link }}",
+            "Su cita está programada " + _CUANDO + ".",
+        ),
+    },
+    MessageKind.REMINDER: {
+        "en": (
+            "{{ practice_name }}: reminder of your appointment on " + _WHEN + ". "
+            "Details: {{ secure_link }} Reply C to confirm, R to reschedule. "
+            "Reply STOP to opt out, HELP for help.",
+            "Appointment reminder from {{ practice_name }}",
+            "This is a reminder of your appointment on " + _WHEN + ".\n\n"
+            "See the details, confirm or reschedule here: {{ secure_link }}",
+            "This is a reminder of your appointment on " + _WHEN + ".",
+        ),
+        "es": (
+            "{{ practice_name }}: le recordamos su cita " + _CUANDO + ". "
+            "Detalles: {{ secure_link }} Responda C para confirmar, R para cambiarla. "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Recordatorio de cita de {{ practice_name }}",
+            "Le recordamos su cita " + _CUANDO + ".\n\n"
+            "Vea los detalles, confirme o cambie la cita aquí: {{ secure_link }}",
+            "Le recordamos su cita " + _CUANDO + ".",
+        ),
+    },
+    MessageKind.RESCHEDULE_OFFER: {
+        "en": (
+            "{{ practice_name }}: an appointment opened up on " + _WHEN + ". "
+            "Reply C to take it or R for other times: {{ secure_link }} "
+            "Reply STOP to opt out, HELP for help.",
+            "A new appointment time from {{ practice_name }}",
+            "An appointment opened up on " + _WHEN + ".\n\n"
+            "Take it or choose another time here: {{ secure_link }}",
+            "An appointment opened up on " + _WHEN + ".",
+        ),
+        "es": (
+            "{{ practice_name }}: hay una cita disponible " + _CUANDO + ". "
+            "Responda C para tomarla o R para otras horas: {{ secure_link }} "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Nueva hora de cita de {{ practice_name }}",
+            "Hay una cita disponible " + _CUANDO + ".\n\n"
+            "Tómela o elija otra hora aquí: {{ secure_link }}",
+            "Hay una cita disponible " + _CUANDO + ".",
+        ),
+    },
+}
+
+_LINK_TEXT = {"en": "Open your appointment", "es": "Abrir su cita"}
+
+
+def _built_ins() -> dict[TemplateKey, MessageTemplate]:
+    templates: dict[TemplateKey, MessageTemplate] = {}
+    for kind, languages in _TEXT.items():
+        for language, (sms, subject, text, html_intro) in languages.items():
+            sms_key = TemplateKey(kind, Channel.SMS, language)
+            templates[sms_key] = MessageTemplate(key=sms_key, body=sms)
+            email_key = TemplateKey(kind, Channel.EMAIL, language)
+            html = (
+                f"<p>{html_intro}</p>\n"
+                f'<p><a href="{{{{ secure_link }}}}">{_LINK_TEXT[language]}</a></p>\n'
+                "<p>{{ practice_name }}</p>"
+            )
+            templates[email_key] = MessageTemplate(
+                key=email_key,
+                subject=subject,
+                body=text + "\n\n{{ practice_name }}",
+                html_body=html,
+            )
+            portal_key = TemplateKey(kind, Channel.PORTAL, language)
+            templates[portal_key] = MessageTemplate(key=portal_key, subject=subject, body=text)
+    return templates
+
+
+BUILT_IN_TEMPLATES: dict[TemplateKey, MessageTemplate] = _built_ins()

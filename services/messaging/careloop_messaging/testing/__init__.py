@@ -1,0 +1,1 @@
+"""Local doubles of the providers messaging talks to, for tests and local runs."""

@@ -1,0 +1,501 @@
+"""Book, read, list, cancel, reschedule, confirm, check in and mark no-shows.
+
+Every call that touches an appointment is audited: an appointment ties a patient to a
+provider, a time and a kind of visit, which is care information, so the trail files it
+under the `clinical` PHI category (the breach-notice rules want the kind of PHI named).
+
+Object checks on top of the permission: another tenant's appointment is a 404; staff
+reach appointments of locations in their scope (403 otherwise); a patient account
+reaches only its own appointments, at any location (self-scheduling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+
+from careloop_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentConfirmed,
+    AppointmentEvent,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+)
+from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
+from careloop_kit.auth.permissions import CLINICAL
+from careloop_kit.problems import Conflict, Forbidden, NotFound
+from careloop_kit.service import Runtime, RuntimeDep, SessionDep
+from careloop_scheduling.api.catalog import compute_slots, notice, zone_of
+from careloop_scheduling.api.common import (
+    Booker,
+    InvalidScheduling,
+    Reader,
+    RepoDep,
+    load_provider,
+    load_type,
+    settings_of,
+)
+from careloop_scheduling.api.schemas import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentPage,
+    AppointmentRead,
+    AppointmentReschedule,
+    RescheduleResult,
+)
+from careloop_scheduling.domain import appointment as lifecycle
+from careloop_scheduling.domain.appointment import (
+    Appointment,
+    AppointmentStatus,
+    InvalidTransition,
+)
+from careloop_scheduling.domain.availability import Slot
+from careloop_scheduling.store.repository import (
+    SchedulingRepository,
+    SlotTaken,
+    StaleAppointment,
+    new_id,
+)
+
+router = APIRouter(prefix="/appointments", tags=["appointments"])
+
+RESOURCE = "Appointment"
+PHI = [CLINICAL]
+MAX_PAGE = 100
+
+
+def _read(a: Appointment) -> AppointmentRead:
+    return AppointmentRead(
+        id=a.id,
+        org_id=a.org_id,
+        patient_id=a.patient_id,
+        provider_id=a.provider_id,
+        location_id=a.location_id,
+        appointment_type_id=a.appointment_type_id,
+        start_at=a.start_at,
+        end_at=a.end_at,
+        status=a.status,
+        confirmation=a.confirmation,
+        rescheduled_from_id=a.rescheduled_from_id,
+        rescheduled_to_id=a.rescheduled_to_id,
+        cancel_reason=a.cancel_reason,
+        version=a.version,
+    )
+
+
+def _snapshot(a: Appointment, now: datetime) -> dict[str, object]:
+    return {
+        "appointment_id": a.id,
+        "patient_id": a.patient_id,
+        "org_id": a.org_id,
+        "location_id": a.location_id,
+        "provider_id": a.provider_id,
+        "appointment_type_id": a.appointment_type_id,
+        "start_at": a.start_at,
+        "end_at": a.end_at,
+        "status": a.status.value,
+        "confirmation": a.confirmation.value,
+        "occurred_at": now,
+    }
+
+
+async def _publish(
+    runtime: Runtime, session: SessionDep, request: Request, event: AppointmentEvent
+) -> None:
+    await runtime.outbox.add(
+        session,
+        event,
+        org_id=event.org_id,
+        location_id=event.location_id,
+        correlation_id=getattr(request.state, "request_id", None),
+    )
+
+
+def _check_patient(principal: AuthenticatedPrincipal, patient_id: str, location_id: str) -> None:
+    """A patient only its own appointments (any location); staff only their locations."""
+    principal.can_access_patient(patient_id, location_id)
+
+
+async def _bookable_slot(
+    repo: SchedulingRepository,
+    runtime: Runtime,
+    org_id: str,
+    *,
+    provider_id: str,
+    location_id: str,
+    type_id: str,
+    start_at: datetime,
+) -> Slot:
+    """The slot starting at `start_at`, if it lies on the provider's grid and ahead of now.
+
+    Whether it is still free is left to the database (the exclusion constraint), which
+    alone can decide between two concurrent bookings."""
+    provider = await load_provider(repo, org_id, provider_id)
+    kind = await load_type(repo, org_id, type_id)
+    if not kind.active:
+        raise InvalidScheduling(f"Appointment type {type_id} is retired.")
+    if not provider.works_at(location_id):
+        raise InvalidScheduling(f"Provider {provider_id} does not work at {location_id}.")
+    zone_name = await zone_of(repo, org_id, location_id)
+    end_at = start_at + kind.duration
+    wanted = Slot(provider_id, location_id, start_at, end_at)
+    grid = await compute_slots(
+        repo,
+        org_id,
+        location_id=location_id,
+        zone_name=zone_name,
+        kind=kind,
+        provider_ids=[provider_id],
+        start=start_at,
+        end=end_at,
+        not_before=runtime.clock.now() + notice(settings_of(runtime)),
+        ignore_busy=True,
+    )
+    if wanted not in grid:
+        raise InvalidScheduling(
+            "That time is not an open slot of this provider: ask GET /slots for the grid."
+        )
+    return wanted
+
+
+async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) -> None:
+    try:
+        await repo.add_appointment(appt, now)
+    except SlotTaken as exc:
+        raise Conflict("That slot was just taken; choose another one.") from exc
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
+async def book_appointment(
+    body: AppointmentCreate,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Book an open slot for a patient."""
+    entry = AuditEntry(
+        action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        _check_patient(principal, body.patient_id, body.location_id)
+        slot = await _bookable_slot(
+            repo,
+            runtime,
+            principal.org_id,
+            provider_id=body.provider_id,
+            location_id=body.location_id,
+            type_id=body.appointment_type_id,
+            start_at=body.start_at,
+        )
+        now = runtime.clock.now()
+        appt = Appointment(
+            id=new_id(),
+            org_id=principal.org_id,
+            patient_id=body.patient_id,
+            provider_id=slot.provider_id,
+            location_id=slot.location_id,
+            appointment_type_id=body.appointment_type_id,
+            start_at=slot.start_at,
+            end_at=slot.end_at,
+            status=AppointmentStatus.BOOKED,
+        )
+        entry.resource_id = appt.id
+        await _insert(repo, appt, now)
+        await _publish(runtime, session, request, AppointmentBooked(**_snapshot(appt, now)))
+    return _read(appt)
+
+
+@router.get("/{appointment_id}", response_model=AppointmentRead)
+async def read_appointment(
+    appointment_id: str,
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Read one appointment."""
+    entry = AuditEntry(
+        action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        found = await repo.get_appointment(principal.org_id, appointment_id)
+        if found is None:
+            raise NotFound(f"No appointment {appointment_id} in this organization.")
+        entry.patient_id = found.patient_id
+        _check_patient(principal, found.patient_id, found.location_id)
+    return _read(found)
+
+
+@router.get("", response_model=AppointmentPage)
+async def list_appointments(
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+    patient_id: str | None = None,
+    provider_id: str | None = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> AppointmentPage:
+    """List appointments by patient and/or provider and time range, within the caller's
+    locations (a patient account: its own appointments only)."""
+    used = [
+        k
+        for k, v in (
+            ("patient_id", patient_id),
+            ("provider_id", provider_id),
+            ("from", from_),
+            ("to", to),
+        )
+        if v is not None
+    ]
+    entry = AuditEntry(
+        action="query",
+        resource_type=RESOURCE,
+        phi_categories=PHI,
+        query_fingerprint=fingerprint_query(used),
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        locations: tuple[str, ...] | None = None
+        if principal.is_patient:
+            if patient_id is not None and patient_id != principal.patient_id:
+                raise Forbidden("A patient account may only access its own record.")
+            patient_id = principal.patient_id or "-"
+        elif ALL_LOCATIONS not in principal.locations:
+            locations = tuple(principal.locations)
+        if patient_id is None and provider_id is None:
+            raise InvalidScheduling("Give patient_id or provider_id.")
+        found = await repo.list_appointments(
+            principal.org_id,
+            patient_id=patient_id,
+            provider_id=provider_id,
+            start=from_,
+            end=to,
+            locations=locations,
+            limit=limit,
+        )
+        found = [a for a in found if principal.allows_patient(a.patient_id, a.location_id)]
+        # The trail must say whose appointments a query disclosed.
+        patients = list(dict.fromkeys(a.patient_id for a in found))
+        if patients:
+            entry.patient_id = patients[0]
+            entry.extra_patient_ids = patients[1:]
+    return AppointmentPage(items=[_read(a) for a in found], count=len(found))
+
+
+async def _step(
+    appointment_id: str,
+    action: str,
+    request: Request,
+    principal: AuthenticatedPrincipal,
+    runtime: Runtime,
+    session: SessionDep,
+    repo: SchedulingRepository,
+    change: Callable[[Appointment], Appointment],
+    event: type[AppointmentEvent],
+    **event_fields: object,
+) -> Appointment:
+    """Load (locked), check, apply one lifecycle step, save, publish; all audited."""
+    entry = AuditEntry(
+        action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        current = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        if current is None:
+            raise NotFound(f"No appointment {appointment_id} in this organization.")
+        entry.patient_id = current.patient_id
+        _check_patient(principal, current.patient_id, current.location_id)
+        try:
+            changed = change(current)
+        except InvalidTransition as exc:
+            raise Conflict(str(exc), current_status=current.status.value) from exc
+        now = runtime.clock.now()
+        try:
+            await repo.save_appointment(changed, previous_version=current.version, now=now)
+        except StaleAppointment as exc:
+            raise Conflict("The appointment changed meanwhile; read it again.") from exc
+        await _publish(runtime, session, request, event(**_snapshot(changed, now), **event_fields))
+    return changed
+
+
+@router.post("/{appointment_id}/cancel", response_model=AppointmentRead)
+async def cancel_appointment(
+    appointment_id: str,
+    body: AppointmentCancel,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Cancel an appointment; its time becomes free again."""
+    changed = await _step(
+        appointment_id,
+        "update",
+        request,
+        principal,
+        runtime,
+        session,
+        repo,
+        lambda a: lifecycle.cancel(a, reason=body.reason),
+        AppointmentCancelled,
+    )
+    return _read(changed)
+
+
+@router.post("/{appointment_id}/confirm", response_model=AppointmentRead)
+async def confirm_appointment(
+    appointment_id: str,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Record that the patient confirmed they will come."""
+    changed = await _step(
+        appointment_id,
+        "update",
+        request,
+        principal,
+        runtime,
+        session,
+        repo,
+        lifecycle.confirm,
+        AppointmentConfirmed,
+    )
+    return _read(changed)
+
+
+@router.post("/{appointment_id}/check-in", response_model=AppointmentRead)
+async def check_in_appointment(
+    appointment_id: str,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Check the patient in on arrival."""
+    now = runtime.clock.now()
+    changed = await _step(
+        appointment_id,
+        "update",
+        request,
+        principal,
+        runtime,
+        session,
+        repo,
+        lambda a: lifecycle.check_in(a, now=now),
+        AppointmentCheckedIn,
+    )
+    return _read(changed)
+
+
+@router.post("/{appointment_id}/no-show", response_model=AppointmentRead)
+async def no_show_appointment(
+    appointment_id: str,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> AppointmentRead:
+    """Mark a booked appointment whose start has passed as a no-show."""
+    now = runtime.clock.now()
+    changed = await _step(
+        appointment_id,
+        "update",
+        request,
+        principal,
+        runtime,
+        session,
+        repo,
+        lambda a: lifecycle.no_show(a, now=now),
+        AppointmentNoShow,
+    )
+    return _read(changed)
+
+
+@router.post("/{appointment_id}/reschedule", response_model=RescheduleResult)
+async def reschedule_appointment(
+    appointment_id: str,
+    body: AppointmentReschedule,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> RescheduleResult:
+    """Move an appointment to another open slot: the old one is cancelled and a new one
+    booked, linked both ways; one transaction, so either both happen or neither."""
+    entry = AuditEntry(
+        action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        old = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        if old is None:
+            raise NotFound(f"No appointment {appointment_id} in this organization.")
+        entry.patient_id = old.patient_id
+        _check_patient(principal, old.patient_id, old.location_id)
+        provider_id = body.provider_id or old.provider_id
+        slot = await _bookable_slot(
+            repo,
+            runtime,
+            principal.org_id,
+            provider_id=provider_id,
+            location_id=old.location_id,
+            type_id=old.appointment_type_id,
+            start_at=body.start_at,
+        )
+        try:
+            cancelled, booked = lifecycle.reschedule(
+                old,
+                new_id=new_id(),
+                start_at=slot.start_at,
+                end_at=slot.end_at,
+                provider_id=provider_id,
+            )
+        except InvalidTransition as exc:
+            raise Conflict(str(exc), current_status=old.status.value) from exc
+        now = runtime.clock.now()
+        # Free the old time first, so moving within an overlapping range is allowed.
+        try:
+            await repo.save_appointment(cancelled, previous_version=old.version, now=now)
+        except StaleAppointment as exc:
+            raise Conflict("The appointment changed meanwhile; read it again.") from exc
+        await _insert(repo, booked, now)
+        await _publish(
+            runtime,
+            session,
+            request,
+            AppointmentCancelled(**_snapshot(cancelled, now), rescheduled_to_id=booked.id),
+        )
+        await _publish(
+            runtime,
+            session,
+            request,
+            AppointmentBooked(**_snapshot(booked, now), rescheduled_from_id=cancelled.id),
+        )
+        await _publish(
+            runtime,
+            session,
+            request,
+            AppointmentRescheduled(
+                **_snapshot(booked, now),
+                previous_appointment_id=cancelled.id,
+                previous_start_at=cancelled.start_at,
+            ),
+        )
+    return RescheduleResult(cancelled=_read(cancelled), booked=_read(booked))

@@ -1,0 +1,333 @@
+"""Locations' time zones, providers, appointment types, weekly availability, closures
+and open slots.
+
+The catalog holds no PHI, so anyone holding `scheduling:read` in the organization may
+read all of it (a patient self-scheduling must see every location's slots). Changes
+need `scheduling:manage` and, for anything tied to a location, that location in scope.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.service import RuntimeDep
+from careloop_scheduling.api.common import (
+    InvalidScheduling,
+    Manager,
+    Reader,
+    RepoDep,
+    load_provider,
+    load_type,
+    settings_of,
+)
+from careloop_scheduling.api.schemas import (
+    AppointmentTypeCreate,
+    AppointmentTypePage,
+    AppointmentTypeRead,
+    AvailabilityCreate,
+    AvailabilityRead,
+    ClosureCreate,
+    ClosureRead,
+    LocationSettingsIn,
+    LocationSettingsRead,
+    ProviderCreate,
+    ProviderPage,
+    ProviderRead,
+    ProviderSchedule,
+    SlotPage,
+    SlotRead,
+)
+from careloop_scheduling.domain.availability import (
+    Busy,
+    Closure,
+    InvalidSchedule,
+    Slot,
+    WeeklyWindow,
+    open_slots,
+)
+from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
+from careloop_scheduling.settings import SchedulingSettings
+from careloop_scheduling.store.repository import SchedulingRepository, new_id
+
+router = APIRouter(tags=["scheduling catalog"])
+
+
+def _provider_read(p: Provider) -> ProviderRead:
+    return ProviderRead(
+        id=p.id,
+        org_id=p.org_id,
+        display_name=p.display_name,
+        location_ids=list(p.location_ids),
+        active=p.active,
+    )
+
+
+def _type_read(t: AppointmentType) -> AppointmentTypeRead:
+    return AppointmentTypeRead(
+        id=t.id,
+        org_id=t.org_id,
+        name=t.name,
+        duration_minutes=t.duration_minutes,
+        visit_category=t.visit_category,
+        patient_kind=t.patient_kind,
+        active=t.active,
+    )
+
+
+def _window_read(window_id: str, w: WeeklyWindow) -> AvailabilityRead:
+    return AvailabilityRead(
+        id=window_id,
+        provider_id=w.provider_id,
+        location_id=w.location_id,
+        weekday=w.weekday,
+        start=w.start,
+        end=w.end,
+    )
+
+
+async def zone_of(repo: SchedulingRepository, org_id: str, location_id: str) -> str:
+    """The location's IANA zone; slots cannot be computed without it."""
+    zone = await repo.time_zone(org_id, location_id)
+    if zone is None:
+        raise InvalidScheduling(
+            f"Location {location_id} has no time zone yet: PUT /locations/{location_id} first."
+        )
+    return zone
+
+
+def _scope_all(principal: AuthenticatedPrincipal, location_ids: list[str]) -> None:
+    for location_id in location_ids:
+        principal.can_access_location(location_id)
+
+
+@router.put("/locations/{location_id}", response_model=LocationSettingsRead)
+async def set_location(
+    location_id: str,
+    body: LocationSettingsIn,
+    principal: Manager,
+    runtime: RuntimeDep,
+    repo: RepoDep,
+) -> LocationSettingsRead:
+    """Set the IANA time zone in which a location's availability is written."""
+    principal.can_access_location(location_id)
+    try:
+        time_zone(body.time_zone)
+    except ValueError as exc:
+        raise InvalidScheduling(str(exc)) from exc
+    await repo.set_time_zone(principal.org_id, location_id, body.time_zone, runtime.clock.now())
+    return LocationSettingsRead(location_id=location_id, time_zone=body.time_zone)
+
+
+@router.post("/providers", status_code=status.HTTP_201_CREATED, response_model=ProviderRead)
+async def create_provider(
+    body: ProviderCreate, principal: Manager, runtime: RuntimeDep, repo: RepoDep
+) -> ProviderRead:
+    """Add a provider who sees patients at the given locations."""
+    _scope_all(principal, body.location_ids)
+    item = Provider(
+        id=new_id(),
+        org_id=principal.org_id,
+        display_name=body.display_name.strip(),
+        location_ids=tuple(dict.fromkeys(body.location_ids)),
+    )
+    await repo.add_provider(item, runtime.clock.now())
+    return _provider_read(item)
+
+
+@router.get("/providers", response_model=ProviderPage)
+async def list_providers(
+    principal: Reader, repo: RepoDep, location_id: str | None = None
+) -> ProviderPage:
+    """List the organization's active providers (optionally of one location)."""
+    items = await repo.list_providers(principal.org_id, location_id)
+    return ProviderPage(items=[_provider_read(p) for p in items], count=len(items))
+
+
+@router.get("/providers/{provider_id}", response_model=ProviderRead)
+async def read_provider(provider_id: str, principal: Reader, repo: RepoDep) -> ProviderRead:
+    """Read one provider."""
+    return _provider_read(await load_provider(repo, principal.org_id, provider_id))
+
+
+@router.post(
+    "/appointment-types", status_code=status.HTTP_201_CREATED, response_model=AppointmentTypeRead
+)
+async def create_type(
+    body: AppointmentTypeCreate, principal: Manager, runtime: RuntimeDep, repo: RepoDep
+) -> AppointmentTypeRead:
+    """Add an appointment type to the organization's catalogue."""
+    item = AppointmentType(
+        id=new_id(),
+        org_id=principal.org_id,
+        name=body.name.strip(),
+        duration_minutes=body.duration_minutes,
+        visit_category=body.visit_category,
+        patient_kind=body.patient_kind,
+    )
+    await repo.add_type(item, runtime.clock.now())
+    return _type_read(item)
+
+
+@router.get("/appointment-types", response_model=AppointmentTypePage)
+async def list_types(principal: Reader, repo: RepoDep) -> AppointmentTypePage:
+    """List the organization's active appointment types."""
+    items = await repo.list_types(principal.org_id)
+    return AppointmentTypePage(items=[_type_read(t) for t in items], count=len(items))
+
+
+@router.post(
+    "/providers/{provider_id}/availability",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AvailabilityRead,
+)
+async def add_availability(
+    provider_id: str,
+    body: AvailabilityCreate,
+    principal: Manager,
+    runtime: RuntimeDep,
+    repo: RepoDep,
+) -> AvailabilityRead:
+    """Add a weekly window (local time at the location) to a provider's template."""
+    found = await load_provider(repo, principal.org_id, provider_id)
+    principal.can_access_location(body.location_id)
+    if not found.works_at(body.location_id):
+        raise InvalidScheduling(f"Provider {provider_id} does not work at {body.location_id}.")
+    await zone_of(repo, principal.org_id, body.location_id)
+    try:
+        window = WeeklyWindow(provider_id, body.location_id, body.weekday, body.start, body.end)
+    except InvalidSchedule as exc:
+        raise InvalidScheduling(str(exc)) from exc
+    window_id = await repo.add_window(principal.org_id, window, runtime.clock.now())
+    return _window_read(window_id, window)
+
+
+@router.get("/providers/{provider_id}/availability", response_model=ProviderSchedule)
+async def read_availability(provider_id: str, principal: Reader, repo: RepoDep) -> ProviderSchedule:
+    """A provider's weekly template, every location."""
+    await load_provider(repo, principal.org_id, provider_id)
+    windows = await repo.provider_windows(principal.org_id, provider_id)
+    return ProviderSchedule(
+        provider_id=provider_id, windows=[_window_read(w.id, w.window) for w in windows]
+    )
+
+
+@router.post(
+    "/providers/{provider_id}/exceptions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClosureRead,
+)
+async def add_exception(
+    provider_id: str,
+    body: ClosureCreate,
+    principal: Manager,
+    runtime: RuntimeDep,
+    repo: RepoDep,
+) -> ClosureRead:
+    """Close dates for a provider: one location (holiday) or all of them (leave)."""
+    found = await load_provider(repo, principal.org_id, provider_id)
+    # Leave closes every location the provider works at: all of them must be in scope.
+    _scope_all(principal, [body.location_id] if body.location_id else list(found.location_ids))
+    try:
+        closure = Closure(provider_id, body.first_day, body.last_day, body.location_id)
+    except InvalidSchedule as exc:
+        raise InvalidScheduling(str(exc)) from exc
+    closure_id = await repo.add_closure(principal.org_id, closure, body.reason, runtime.clock.now())
+    return ClosureRead(
+        id=closure_id,
+        provider_id=provider_id,
+        location_id=body.location_id,
+        first_day=body.first_day,
+        last_day=body.last_day,
+        reason=body.reason,
+    )
+
+
+@router.get("/slots", response_model=SlotPage)
+async def list_slots(
+    principal: Reader,
+    runtime: RuntimeDep,
+    repo: RepoDep,
+    appointment_type_id: str,
+    location_id: str,
+    from_: Annotated[datetime, Query(alias="from")],
+    to: datetime,
+    provider_id: str | None = None,
+) -> SlotPage:
+    """Open slots of one appointment type at one location (optionally one provider)."""
+    settings = settings_of(runtime)
+    kind = await load_type(repo, principal.org_id, appointment_type_id)
+    zone_name = await zone_of(repo, principal.org_id, location_id)
+    if provider_id is not None:
+        await load_provider(repo, principal.org_id, provider_id)
+    slots = await compute_slots(
+        repo,
+        principal.org_id,
+        location_id=location_id,
+        zone_name=zone_name,
+        kind=kind,
+        provider_ids=None if provider_id is None else [provider_id],
+        start=from_,
+        end=to,
+        not_before=runtime.clock.now() + notice(settings),
+    )
+    limit = settings.max_slot_results
+    zone = time_zone(zone_name)
+    items = [
+        SlotRead(
+            provider_id=s.provider_id,
+            location_id=s.location_id,
+            start_at=s.start_at,
+            end_at=s.end_at,
+            local_start=s.start_at.astimezone(zone).isoformat(),
+        )
+        for s in slots[:limit]
+    ]
+    return SlotPage(items=items, count=len(items), time_zone=zone_name)
+
+
+def notice(settings: SchedulingSettings) -> timedelta:
+    """How far ahead of now a slot must start to be offered or booked."""
+    return timedelta(minutes=settings.min_booking_notice_minutes)
+
+
+async def compute_slots(
+    repo: SchedulingRepository,
+    org_id: str,
+    *,
+    location_id: str,
+    zone_name: str,
+    kind: AppointmentType,
+    provider_ids: list[str] | None,
+    start: datetime,
+    end: datetime,
+    not_before: datetime | None,
+    ignore_busy: bool = False,
+) -> list[Slot]:
+    """Open slots from the stored templates, closures and bookings."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidScheduling("`from` and `to` need a UTC offset, e.g. 2030-01-07T00:00:00Z.")
+    windows = [w.window for w in await repo.windows(org_id, location_id, provider_ids)]
+    providers = sorted({w.provider_id for w in windows})
+    zone = time_zone(zone_name)
+    # Closures are stored in local dates: widen the UTC range by a day on each side.
+    first = (start - timedelta(days=1)).date()
+    last = (end + timedelta(days=1)).date()
+    closures = [c.closure for c in await repo.closures(org_id, providers, first, last)]
+    busy: list[Busy] = [] if ignore_busy else await repo.busy(org_id, providers, start, end)
+    try:
+        return open_slots(
+            windows=windows,
+            closures=closures,
+            busy=busy,
+            zone=zone,
+            duration=kind.duration,
+            start=start,
+            end=end,
+            not_before=not_before,
+        )
+    except InvalidSchedule as exc:
+        raise InvalidScheduling(str(exc)) from exc

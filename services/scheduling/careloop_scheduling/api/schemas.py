@@ -1,0 +1,165 @@
+"""Request and response bodies of the scheduling API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from careloop_scheduling.domain.appointment import AppointmentStatus, Confirmation
+from careloop_scheduling.domain.catalog import ClosureReason, PatientKind, VisitCategory
+
+IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocationSettingsIn(_In):
+    time_zone: str = Field(
+        min_length=1, max_length=64, description="IANA time zone, e.g. America/New_York."
+    )
+
+
+class LocationSettingsRead(BaseModel):
+    location_id: str
+    time_zone: str
+
+
+class ProviderCreate(_In):
+    display_name: str = Field(min_length=1, max_length=200)
+    location_ids: list[IdStr] = Field(min_length=1, max_length=50)
+
+
+class ProviderRead(BaseModel):
+    id: str
+    org_id: str
+    display_name: str
+    location_ids: list[str]
+    active: bool
+
+
+class ProviderPage(BaseModel):
+    items: list[ProviderRead]
+    count: int
+
+
+class AppointmentTypeCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    duration_minutes: int = Field(ge=5, le=480)
+    visit_category: VisitCategory = VisitCategory.IN_PERSON
+    patient_kind: PatientKind = PatientKind.ESTABLISHED
+
+
+class AppointmentTypeRead(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    duration_minutes: int
+    visit_category: VisitCategory
+    patient_kind: PatientKind
+    active: bool
+
+
+class AppointmentTypePage(BaseModel):
+    items: list[AppointmentTypeRead]
+    count: int
+
+
+class AvailabilityCreate(_In):
+    location_id: IdStr
+    weekday: int = Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday.")
+    start: time = Field(description="Local start time at the location, e.g. 09:00.")
+    end: time = Field(description="Local end time at the location, same day.")
+
+
+class AvailabilityRead(BaseModel):
+    id: str
+    provider_id: str
+    location_id: str
+    weekday: int
+    start: time
+    end: time
+
+
+class ClosureCreate(_In):
+    first_day: date
+    last_day: date
+    location_id: IdStr | None = Field(
+        None, description="Close one location only (holiday); none: every location (leave)."
+    )
+    reason: ClosureReason = ClosureReason.OTHER
+
+
+class ClosureRead(BaseModel):
+    id: str
+    provider_id: str
+    location_id: str | None
+    first_day: date
+    last_day: date
+    reason: ClosureReason
+
+
+class ProviderSchedule(BaseModel):
+    provider_id: str
+    windows: list[AvailabilityRead]
+
+
+class SlotRead(BaseModel):
+    provider_id: str
+    location_id: str
+    start_at: datetime
+    end_at: datetime
+    local_start: str = Field(description="Start in the location's local time (ISO 8601).")
+
+
+class SlotPage(BaseModel):
+    items: list[SlotRead]
+    count: int
+    time_zone: str
+
+
+class AppointmentCreate(_In):
+    patient_id: IdStr
+    provider_id: IdStr
+    appointment_type_id: IdStr
+    location_id: IdStr
+    start_at: AwareDatetime
+
+
+class AppointmentCancel(_In):
+    reason: str | None = Field(None, max_length=200)
+
+
+class AppointmentReschedule(_In):
+    start_at: AwareDatetime
+    provider_id: IdStr | None = Field(None, description="Another provider; default: the same.")
+
+
+class AppointmentRead(BaseModel):
+    id: str
+    org_id: str
+    patient_id: str
+    provider_id: str
+    location_id: str
+    appointment_type_id: str
+    start_at: datetime
+    end_at: datetime
+    status: AppointmentStatus
+    confirmation: Confirmation
+    rescheduled_from_id: str | None
+    rescheduled_to_id: str | None
+    cancel_reason: str | None
+    version: int
+
+
+class AppointmentPage(BaseModel):
+    items: list[AppointmentRead]
+    count: int
+
+
+class RescheduleResult(BaseModel):
+    cancelled: AppointmentRead
+    booked: AppointmentRead

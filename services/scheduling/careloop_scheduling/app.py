@@ -1,0 +1,48 @@
+"""Composition root of the scheduling service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from careloop_kit.auth import JwksSource
+from careloop_kit.clock import Clock
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_scheduling.api.appointments import router as appointments_router
+from careloop_scheduling.api.catalog import router as catalog_router
+from careloop_scheduling.api.common import SETTINGS_KEY
+from careloop_scheduling.settings import SchedulingSettings
+from careloop_scheduling.store.tables import metadata, platform
+
+SERVICE = "scheduling"
+
+
+def build_spec(settings: SchedulingSettings) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        runtime.state[SETTINGS_KEY] = settings
+
+    return ServiceSpec(
+        name=SERVICE,
+        description=(
+            "Providers, appointment types, weekly availability, open slots and the "
+            "appointment lifecycle (FHIR Appointment statuses)."
+        ),
+        metadata=metadata,
+        tables=platform,
+        routers=[catalog_router, appointments_router],
+        on_startup=on_startup,
+        verifies_tokens=True,
+    )
+
+
+def create_app(
+    settings: SchedulingSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+) -> FastAPI:
+    """The scheduling API with its runtime lifespan.
+
+    `jwks` replaces identity's published keys (tests sign their own tokens).
+    """
+    settings = settings or SchedulingSettings()
+    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)

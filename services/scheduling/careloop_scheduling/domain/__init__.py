@@ -1,0 +1,1 @@
+"""Pure scheduling logic: availability, slots, the appointment lifecycle."""

@@ -1,0 +1,1 @@
+"""Event subscribers of the scheduling service (none yet: it consumes no events)."""

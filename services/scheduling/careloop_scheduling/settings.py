@@ -1,0 +1,21 @@
+"""Settings of the scheduling service (environment prefix `CARELOOP_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from careloop_kit.settings import KitSettings
+
+
+class SchedulingSettings(KitSettings):
+    http_port: int = Field(8104, description="Port of the scheduling API.")
+    max_slot_results: int = Field(
+        500, description="Open slots one `GET /slots` answer lists at most."
+    )
+    min_booking_notice_minutes: int = Field(
+        0,
+        description=(
+            "Minutes ahead of now a slot must start to be offered or booked "
+            "(0: any slot not yet started)."
+        ),
+    )

@@ -1,0 +1,390 @@
+"""Every query on scheduling tables. Repositories never commit: the request boundary does."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_scheduling.domain.appointment import (
+    ACTIVE_STATUSES,
+    Appointment,
+    AppointmentStatus,
+    Confirmation,
+)
+from careloop_scheduling.domain.availability import Busy, Closure, WeeklyWindow
+from careloop_scheduling.domain.catalog import (
+    AppointmentType,
+    ClosureReason,
+    PatientKind,
+    Provider,
+    VisitCategory,
+)
+from careloop_scheduling.store.tables import (
+    NO_DOUBLE_BOOKING,
+    appointment,
+    appointment_type,
+    availability,
+    availability_exception,
+    location,
+    provider,
+)
+
+
+class SlotTaken(Exception):
+    """The provider already has an active appointment overlapping this time."""
+
+
+class StaleAppointment(Exception):
+    """The appointment changed since it was read."""
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    id: str
+    window: WeeklyWindow
+
+
+@dataclass(frozen=True)
+class StoredClosure:
+    id: str
+    closure: Closure
+    reason: ClosureReason
+
+
+def new_id() -> str:
+    return str(uuid4())
+
+
+class SchedulingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # --- locations ------------------------------------------------------------------
+
+    async def set_time_zone(self, org_id: str, location_id: str, zone: str, now: datetime) -> None:
+        statement = pg_insert(location).values(
+            org_id=org_id, id=location_id, time_zone=zone, updated_at=now
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[location.c.org_id, location.c.id],
+                set_={"time_zone": zone, "updated_at": now},
+            )
+        )
+
+    async def time_zone(self, org_id: str, location_id: str) -> str | None:
+        value: str | None = await self._session.scalar(
+            select(location.c.time_zone).where(
+                location.c.org_id == org_id, location.c.id == location_id
+            )
+        )
+        return value
+
+    # --- providers and types --------------------------------------------------------
+
+    async def add_provider(self, item: Provider, now: datetime) -> None:
+        await self._session.execute(
+            insert(provider).values(
+                id=item.id,
+                org_id=item.org_id,
+                display_name=item.display_name,
+                location_ids=list(item.location_ids),
+                active=item.active,
+                created_at=now,
+            )
+        )
+
+    async def get_provider(self, org_id: str, provider_id: str) -> Provider | None:
+        row = (
+            await self._session.execute(
+                select(provider).where(provider.c.org_id == org_id, provider.c.id == provider_id)
+            )
+        ).first()
+        return None if row is None else _provider(row._mapping)
+
+    async def list_providers(self, org_id: str, location_id: str | None = None) -> list[Provider]:
+        query = select(provider).where(provider.c.org_id == org_id, provider.c.active)
+        if location_id is not None:
+            query = query.where(provider.c.location_ids.any(location_id))
+        rows = (await self._session.execute(query.order_by(provider.c.display_name))).all()
+        return [_provider(r._mapping) for r in rows]
+
+    async def add_type(self, item: AppointmentType, now: datetime) -> None:
+        await self._session.execute(
+            insert(appointment_type).values(
+                id=item.id,
+                org_id=item.org_id,
+                name=item.name,
+                duration_minutes=item.duration_minutes,
+                visit_category=item.visit_category.value,
+                patient_kind=item.patient_kind.value,
+                active=item.active,
+                created_at=now,
+            )
+        )
+
+    async def get_type(self, org_id: str, type_id: str) -> AppointmentType | None:
+        row = (
+            await self._session.execute(
+                select(appointment_type).where(
+                    appointment_type.c.org_id == org_id, appointment_type.c.id == type_id
+                )
+            )
+        ).first()
+        return None if row is None else _type(row._mapping)
+
+    async def list_types(self, org_id: str) -> list[AppointmentType]:
+        rows = (
+            await self._session.execute(
+                select(appointment_type)
+                .where(appointment_type.c.org_id == org_id, appointment_type.c.active)
+                .order_by(appointment_type.c.name)
+            )
+        ).all()
+        return [_type(r._mapping) for r in rows]
+
+    # --- availability ---------------------------------------------------------------
+
+    async def add_window(self, org_id: str, window: WeeklyWindow, now: datetime) -> str:
+        window_id = new_id()
+        await self._session.execute(
+            insert(availability).values(
+                id=window_id,
+                org_id=org_id,
+                provider_id=window.provider_id,
+                location_id=window.location_id,
+                weekday=window.weekday,
+                start_time=window.start,
+                end_time=window.end,
+                created_at=now,
+            )
+        )
+        return window_id
+
+    async def windows(
+        self, org_id: str, location_id: str, provider_ids: Collection[str] | None = None
+    ) -> list[StoredWindow]:
+        query = select(availability).where(
+            availability.c.org_id == org_id, availability.c.location_id == location_id
+        )
+        if provider_ids is not None:
+            query = query.where(availability.c.provider_id.in_(list(provider_ids)))
+        rows = (await self._session.execute(query.order_by(availability.c.weekday))).all()
+        return [
+            StoredWindow(
+                r.id,
+                WeeklyWindow(r.provider_id, r.location_id, r.weekday, r.start_time, r.end_time),
+            )
+            for r in rows
+        ]
+
+    async def provider_windows(self, org_id: str, provider_id: str) -> list[StoredWindow]:
+        rows = (
+            await self._session.execute(
+                select(availability)
+                .where(availability.c.org_id == org_id, availability.c.provider_id == provider_id)
+                .order_by(availability.c.location_id, availability.c.weekday)
+            )
+        ).all()
+        return [
+            StoredWindow(
+                r.id,
+                WeeklyWindow(r.provider_id, r.location_id, r.weekday, r.start_time, r.end_time),
+            )
+            for r in rows
+        ]
+
+    async def add_closure(
+        self, org_id: str, closure: Closure, reason: ClosureReason, now: datetime
+    ) -> str:
+        closure_id = new_id()
+        await self._session.execute(
+            insert(availability_exception).values(
+                id=closure_id,
+                org_id=org_id,
+                provider_id=closure.provider_id,
+                location_id=closure.location_id,
+                first_day=closure.first,
+                last_day=closure.last,
+                reason=reason.value,
+                created_at=now,
+            )
+        )
+        return closure_id
+
+    async def closures(
+        self, org_id: str, provider_ids: Collection[str], first: date, last: date
+    ) -> list[StoredClosure]:
+        rows = (
+            await self._session.execute(
+                select(availability_exception).where(
+                    availability_exception.c.org_id == org_id,
+                    availability_exception.c.provider_id.in_(list(provider_ids)),
+                    availability_exception.c.first_day <= last,
+                    availability_exception.c.last_day >= first,
+                )
+            )
+        ).all()
+        return [
+            StoredClosure(
+                r.id,
+                Closure(r.provider_id, r.first_day, r.last_day, r.location_id),
+                ClosureReason(r.reason),
+            )
+            for r in rows
+        ]
+
+    # --- appointments ---------------------------------------------------------------
+
+    async def busy(
+        self, org_id: str, provider_ids: Collection[str], start: datetime, end: datetime
+    ) -> list[Busy]:
+        rows = (
+            await self._session.execute(
+                select(
+                    appointment.c.provider_id, appointment.c.start_at, appointment.c.end_at
+                ).where(
+                    appointment.c.org_id == org_id,
+                    appointment.c.provider_id.in_(list(provider_ids)),
+                    appointment.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+                    appointment.c.start_at < end,
+                    appointment.c.end_at > start,
+                )
+            )
+        ).all()
+        return [Busy(r.provider_id, r.start_at, r.end_at) for r in rows]
+
+    async def add_appointment(self, appt: Appointment, now: datetime) -> None:
+        """Insert an appointment; `SlotTaken` when the provider's time is already held.
+
+        The exclusion constraint decides, so two concurrent bookings of one slot cannot
+        both succeed; a savepoint keeps the request's transaction usable afterwards."""
+        try:
+            async with self._session.begin_nested():
+                await self._session.execute(
+                    insert(appointment).values(**_values(appt), created_at=now, updated_at=now)
+                )
+        except IntegrityError as exc:
+            if NO_DOUBLE_BOOKING in str(exc.orig):
+                raise SlotTaken(appt.provider_id) from exc
+            raise
+
+    async def get_appointment(
+        self, org_id: str, appointment_id: str, *, for_update: bool = False
+    ) -> Appointment | None:
+        query = select(appointment).where(
+            appointment.c.org_id == org_id, appointment.c.id == appointment_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
+        return None if row is None else _appointment(row._mapping)
+
+    async def save_appointment(
+        self, appt: Appointment, *, previous_version: int, now: datetime
+    ) -> None:
+        result = await self._session.execute(
+            update(appointment)
+            .where(
+                appointment.c.id == appt.id,
+                appointment.c.org_id == appt.org_id,
+                appointment.c.version == previous_version,
+            )
+            .values(**_values(appt), updated_at=now)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            raise StaleAppointment(appt.id)
+
+    async def list_appointments(
+        self,
+        org_id: str,
+        *,
+        patient_id: str | None,
+        provider_id: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        locations: Collection[str] | None,
+        limit: int,
+    ) -> list[Appointment]:
+        conditions: list[Any] = [appointment.c.org_id == org_id]
+        if patient_id is not None:
+            conditions.append(appointment.c.patient_id == patient_id)
+        if provider_id is not None:
+            conditions.append(appointment.c.provider_id == provider_id)
+        if start is not None:
+            conditions.append(appointment.c.end_at > start)
+        if end is not None:
+            conditions.append(appointment.c.start_at < end)
+        if locations is not None:
+            conditions.append(appointment.c.location_id.in_(list(locations)))
+        rows = (
+            await self._session.execute(
+                select(appointment)
+                .where(*conditions)
+                .order_by(appointment.c.start_at, appointment.c.id)
+                .limit(limit)
+            )
+        ).all()
+        return [_appointment(r._mapping) for r in rows]
+
+
+def _values(appt: Appointment) -> dict[str, Any]:
+    return {
+        "id": appt.id,
+        "org_id": appt.org_id,
+        "patient_id": appt.patient_id,
+        "provider_id": appt.provider_id,
+        "location_id": appt.location_id,
+        "appointment_type_id": appt.appointment_type_id,
+        "start_at": appt.start_at,
+        "end_at": appt.end_at,
+        "status": appt.status.value,
+        "confirmation": appt.confirmation.value,
+        "rescheduled_from_id": appt.rescheduled_from_id,
+        "rescheduled_to_id": appt.rescheduled_to_id,
+        "cancel_reason": appt.cancel_reason,
+        "version": appt.version,
+    }
+
+
+def _provider(m: Any) -> Provider:
+    return Provider(m["id"], m["org_id"], m["display_name"], tuple(m["location_ids"]), m["active"])
+
+
+def _type(m: Any) -> AppointmentType:
+    return AppointmentType(
+        m["id"],
+        m["org_id"],
+        m["name"],
+        m["duration_minutes"],
+        VisitCategory(m["visit_category"]),
+        PatientKind(m["patient_kind"]),
+        m["active"],
+    )
+
+
+def _appointment(m: Any) -> Appointment:
+    return Appointment(
+        id=m["id"],
+        org_id=m["org_id"],
+        patient_id=m["patient_id"],
+        provider_id=m["provider_id"],
+        location_id=m["location_id"],
+        appointment_type_id=m["appointment_type_id"],
+        start_at=m["start_at"],
+        end_at=m["end_at"],
+        status=AppointmentStatus(m["status"]),
+        confirmation=Confirmation(m["confirmation"]),
+        rescheduled_from_id=m["rescheduled_from_id"],
+        rescheduled_to_id=m["rescheduled_to_id"],
+        cancel_reason=m["cancel_reason"],
+        version=m["version"],
+    )

@@ -1,0 +1,119 @@
+"""Tables of the scheduling database.
+
+Appointments hold ids and times only (no names, no reasons for the visit): the
+patient's identity and details stay in the patients service.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Time,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from careloop_kit.db import add_platform_tables, service_metadata
+
+metadata = service_metadata()
+platform = add_platform_tables(metadata)
+
+# The scheduling view of a location: its IANA time zone. Locations themselves belong
+# to identity; scheduling keeps only what slot computation needs.
+location = Table(
+    "location",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("time_zone", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+provider = Table(
+    "provider",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False, index=True),
+    Column("display_name", String(200), nullable=False),
+    Column("location_ids", ARRAY(String(64)), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+appointment_type = Table(
+    "appointment_type",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("visit_category", String(32), nullable=False),
+    Column("patient_kind", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+availability = Table(
+    "availability",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("provider_id", String(64), ForeignKey("provider.id"), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("weekday", Integer, nullable=False),
+    Column("start_time", Time, nullable=False),
+    Column("end_time", Time, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_availability_provider", availability.c.org_id, availability.c.provider_id)
+
+availability_exception = Table(
+    "availability_exception",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("provider_id", String(64), ForeignKey("provider.id"), nullable=False),
+    Column("location_id", String(64), nullable=True),
+    Column("first_day", Date, nullable=False),
+    Column("last_day", Date, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index(
+    "ix_availability_exception_provider",
+    availability_exception.c.org_id,
+    availability_exception.c.provider_id,
+)
+
+appointment = Table(
+    "appointment",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("provider_id", String(64), ForeignKey("provider.id"), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("appointment_type_id", String(64), ForeignKey("appointment_type.id"), nullable=False),
+    Column("start_at", DateTime(timezone=True), nullable=False),
+    Column("end_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("confirmation", String(16), nullable=False),
+    Column("rescheduled_from_id", String(64), nullable=True),
+    Column("rescheduled_to_id", String(64), nullable=True),
+    Column("cancel_reason", String(200), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_appointment_patient", appointment.c.org_id, appointment.c.patient_id)
+Index("ix_appointment_provider_start", appointment.c.provider_id, appointment.c.start_at)
+# The exclusion constraint `ex_appointment_no_double_booking` (btree_gist) is created by
+# migration 0001: SQLAlchemy Core cannot declare it portably, and only PostgreSQL runs it.
+NO_DOUBLE_BOOKING = "ex_appointment_no_double_booking"

@@ -1,0 +1,310 @@
+"""The authorization matrix of the scheduling API, generated from the permission table.
+
+Every role x every scheduling endpoint x every object situation (own location, another
+location, another tenant, no second factor; for the patient role: its own record,
+another patient's record, another tenant) gets an expected outcome computed from
+`PERMISSION_TABLE` and the object rules, and the service must answer exactly that:
+an unexpected allow fails the test. One app serves the whole module; every case
+works in an organization of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+
+import careloop_scheduling
+from careloop_kit.auth import ROLES, StaticJwksSource, allowed, requires_mfa
+from careloop_kit.auth.permissions import (
+    OWN_RECORD_ROLES,
+    PARTNER_SCOPES,
+    SERVICE_GRANTS,
+    service_categories,
+    service_subject,
+)
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import FrozenClock
+from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.infra.postgres import PostgresServer
+from careloop_scheduling.app import create_app
+from careloop_scheduling.settings import SchedulingSettings
+
+from .practice import MONDAY_NINE, NOW, Practice, set_up_practice
+
+pytestmark = pytest.mark.service
+
+MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
+OWN_LOCATION, OTHER_LOCATION = "loc-a", "loc-b"
+
+# Each endpoint and the permission it needs (the table decides who holds it).
+ENDPOINTS: dict[str, str] = {
+    "book": "scheduling:book",
+    "read": "scheduling:read",
+    "list": "scheduling:read",
+    "cancel": "scheduling:book",
+    "reschedule": "scheduling:book",
+    "confirm": "scheduling:book",
+    "slots": "scheduling:read",
+    "create_provider": "scheduling:manage",
+    "add_availability": "scheduling:manage",
+}
+STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
+PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
+CLIENT_SITUATIONS = ("own_location", "other_location", "other_tenant")
+
+PARTNER_PREFIX, SERVICE_PREFIX = "partner:", "service:"
+CLIENTS = [PARTNER_PREFIX + scope for scope in PARTNER_SCOPES] + [
+    SERVICE_PREFIX + service for service in SERVICE_GRANTS
+]
+
+ALLOW = "allow"
+_PATIENT_OUTCOME: dict[str, str | int] = {
+    "own_record": ALLOW,
+    "other_record": 403,
+    "other_tenant": 404,
+}
+_STAFF_OUTCOME: dict[str, str | int] = {
+    "own_location": ALLOW,
+    "other_location": 403,
+    "other_tenant": 404,
+}
+
+
+def holds(principal: str, permission: str) -> bool:
+    if principal.startswith(PARTNER_PREFIX):
+        return principal.removeprefix(PARTNER_PREFIX) == permission
+    if principal.startswith(SERVICE_PREFIX):
+        return service_categories(principal.removeprefix(SERVICE_PREFIX), permission) is not None
+    return allowed(principal, permission)
+
+
+def expected(role: str, endpoint: str, situation: str) -> str | int:
+    """ALLOW or the refusal status, from the permission table and the object rules."""
+    if not holds(role, ENDPOINTS[endpoint]):
+        return 403
+    if situation == "own_location_no_mfa":
+        return 403 if requires_mfa(role) else ALLOW
+    if role in OWN_RECORD_ROLES:
+        if endpoint == "list":
+            # Always its own appointments; another patient id is refused.
+            return 403 if situation == "other_record" else ALLOW
+        if endpoint == "slots":
+            # The catalog holds no PHI; another tenant's type is simply not found.
+            return 404 if situation == "other_tenant" else ALLOW
+        return _PATIENT_OUTCOME[situation]
+    if endpoint == "list":
+        return ALLOW  # filtered to the caller's locations, checked separately
+    if endpoint == "slots":
+        return 404 if situation == "other_tenant" else ALLOW
+    if endpoint == "create_provider":
+        # The provider lands in the caller's own org; only the location is checked.
+        return 403 if situation == "other_location" else ALLOW
+    # book, add_availability and the appointment endpoints.
+    return _STAFF_OUTCOME[situation]
+
+
+def discloses_target(situation: str) -> bool:
+    return situation in ("own_location", "own_location_no_mfa", "own_record")
+
+
+@dataclass(frozen=True)
+class Case:
+    role: str
+    endpoint: str
+    situation: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.role}-{self.endpoint}-{self.situation}"
+
+
+CASES = [
+    Case(role, endpoint, situation)
+    for role in ROLES
+    for endpoint in ENDPOINTS
+    for situation in (PATIENT_SITUATIONS if role in OWN_RECORD_ROLES else STAFF_SITUATIONS)
+] + [
+    Case(client, endpoint, situation)
+    for client in CLIENTS
+    for endpoint in ENDPOINTS
+    for situation in CLIENT_SITUATIONS
+]
+
+
+@dataclass
+class Matrix:
+    app: FastAPI
+    client: httpx.AsyncClient
+    issuer: TestTokenIssuer
+
+    def headers(self, **claims: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.issuer.mint(**claims)}"}
+
+    def admin(self, org_id: str) -> dict[str, str]:
+        return self.headers(
+            org=org_id, sub="admin", roles=["org_admin"], loc=["*"], amr=["pwd", "otp"]
+        )
+
+
+@pytest.fixture(scope="module")
+async def matrix(
+    postgres_server: PostgresServer,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    vault_tokens: dict[str, str],
+) -> AsyncIterator[Matrix]:
+    unique = uuid.uuid4().hex[:10]
+    name, password = f"scheduling_matrix_{unique}", uuid.uuid4().hex
+    await postgres_server.create_database(name, owner=name, password=password)
+    dsn = postgres_server.dsn_for(name, name, password)
+    await upgrade_async(MIGRATIONS, dsn)
+    settings = SchedulingSettings(
+        environment="test",
+        database_url=dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        vault_addr=vault_addr,
+        vault_token=vault_tokens["scheduling"],
+        topic_prefix=f"t{unique}.",
+        log_json=False,
+    )
+    clock = FrozenClock(NOW)
+    issuer = TestTokenIssuer(clock)
+    app = create_app(settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document()))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client,
+    ):
+        yield Matrix(app, client, issuer)
+
+
+async def _call(
+    client: httpx.AsyncClient,
+    endpoint: str,
+    practice: Practice,
+    appointment_id: str,
+    patient_id: str,
+    location: str,
+    headers: dict[str, str],
+) -> httpx.Response:
+    later = (MONDAY_NINE + timedelta(minutes=30)).isoformat()
+    if endpoint == "book":
+        body = practice.booking(patient_id, MONDAY_NINE + timedelta(hours=1))
+        return await client.post("/appointments", json=body, headers=headers)
+    if endpoint == "read":
+        return await client.get(f"/appointments/{appointment_id}", headers=headers)
+    if endpoint == "list":
+        return await client.get("/appointments", params={"patient_id": patient_id}, headers=headers)
+    if endpoint in ("cancel", "confirm"):
+        return await client.post(
+            f"/appointments/{appointment_id}/{endpoint}",
+            json={} if endpoint == "cancel" else None,
+            headers=headers,
+        )
+    if endpoint == "reschedule":
+        return await client.post(
+            f"/appointments/{appointment_id}/reschedule", json={"start_at": later}, headers=headers
+        )
+    if endpoint == "slots":
+        params = {
+            "appointment_type_id": practice.type_id,
+            "location_id": practice.location_id,
+            "from": "2030-03-04T00:00:00Z",
+            "to": "2030-03-05T00:00:00Z",
+        }
+        return await client.get("/slots", params=params, headers=headers)
+    if endpoint == "create_provider":
+        body = {"display_name": "Dr. New", "location_ids": [location]}
+        return await client.post("/providers", json=body, headers=headers)
+    window = {"location_id": location, "weekday": 1, "start": "09:00", "end": "10:00"}
+    return await client.post(
+        f"/providers/{practice.provider_id}/availability", json=window, headers=headers
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    marker = uuid.uuid4().hex[:10]
+    location = OTHER_LOCATION if case.situation == "other_location" else OWN_LOCATION
+    target, someone_else = f"pat-{marker}", f"pat-{marker}-x"
+
+    admin = matrix.admin(org_id)
+    practice = await set_up_practice(matrix.client, admin, location)
+    booked = await matrix.client.post(
+        "/appointments", json=practice.booking(target, MONDAY_NINE), headers=admin
+    )
+    assert booked.status_code == 201, booked.text
+    appointment_id = booked.json()["id"]
+
+    claims: dict[str, Any] = {
+        "org": org_id + "-elsewhere" if case.situation == "other_tenant" else org_id,
+        "sub": f"{case.role}-{marker}",
+        "sid": f"sid-{marker}",
+        "roles": [case.role],
+        "loc": [OWN_LOCATION],
+        "amr": ["pwd"] if case.situation == "own_location_no_mfa" else ["pwd", "otp"],
+    }
+    patient_role = case.role in OWN_RECORD_ROLES
+    if patient_role:
+        claims.update(act="patient", loc=[], pat=someone_else)
+        if case.situation != "other_record":
+            claims["pat"] = target
+    if case.role.startswith(PARTNER_PREFIX):
+        claims.update(act="partner", roles=[], amr=[], scope=case.role.removeprefix(PARTNER_PREFIX))
+    if case.role.startswith(SERVICE_PREFIX):
+        service = case.role.removeprefix(SERVICE_PREFIX)
+        claims.update(act="service", sub=service_subject(service), roles=[], loc=["*"], amr=[])
+    headers = matrix.headers(**claims)
+
+    response = await _call(
+        matrix.client, case.endpoint, practice, appointment_id, target, location, headers
+    )
+
+    outcome = expected(case.role, case.endpoint, case.situation)
+    if outcome == ALLOW:
+        assert response.status_code in (200, 201), (case, response.status_code, response.text)
+        if case.endpoint == "list":
+            ids = [a["id"] for a in response.json()["items"]]
+            assert ids == ([appointment_id] if discloses_target(case.situation) else []), case
+        if case.endpoint in ("book", "create_provider"):
+            assert response.json()["org_id"] == claims["org"], case
+    else:
+        assert response.status_code == outcome, (case, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_the_matrix_covers_every_role_and_denies_something_for_each() -> None:
+    roles = {c.role for c in CASES}
+    assert roles == set(ROLES) | set(CLIENTS)
+    for role in roles:
+        outcomes = [expected(c.role, c.endpoint, c.situation) for c in CASES if c.role == role]
+        assert any(o != ALLOW for o in outcomes), role
+
+
+def _routes(app: FastAPI) -> list[tuple[str, str]]:
+    routes = []
+    # FastAPI includes routers lazily: walk the effective routes, not `app.routes`.
+    for route in iter_route_contexts(app.routes):
+        path = route.path or ""
+        if isinstance(route.original_route, APIRoute) and path not in ("/healthz", "/readyz"):
+            for method in sorted(route.methods or ()):
+                routes.append((method, path.replace("{", "").replace("}", "")))
+    return routes
+
+
+async def test_no_token_is_401_on_every_route(matrix: Matrix) -> None:
+    routes = _routes(matrix.app)
+    assert len(routes) == 18
+    for method, path in routes:
+        response = await matrix.client.request(method, path, json={})
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer", (method, path)
