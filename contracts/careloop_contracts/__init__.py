@@ -29,6 +29,7 @@ from careloop_contracts.scheduling import (
     AppointmentEvent,
     AppointmentNoShow,
     AppointmentRescheduled,
+    ReminderDue,
 )
 from careloop_contracts.topics import (
     TOPICS,
@@ -58,6 +59,7 @@ __all__ = [
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",
+    "ReminderDue",
     "SessionRevoked",
     "TopicSpec",
     "UnknownEventType",

@@ -7,9 +7,9 @@ they need from the scheduling API, which audits the access.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from careloop_contracts.base import Event, Id, UtcDatetime
 
@@ -92,3 +92,39 @@ class AppointmentNoShow(AppointmentEvent):
 
     event_type = "careloop.scheduling.appointment.no_show.v1"
     topic = TOPIC
+
+
+ReminderTouchName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+
+class ReminderDue(Event):
+    """Emitted when one touch of an appointment's reminder sequence is due (a durable
+    timer fired): the booking confirmation, "3 days before", "1 day before", "morning
+    of", or a touch an organization configured. Messaging turns it into at most one
+    message on the patient's channel (respecting opt-outs, preferences and the contact
+    budget). Carries no PHI beyond ids and the visit time: the practice's display name
+    and the local time are not PHI, and a sensitive location's name is never sent.
+    `touch_key` is unique per appointment and touch, so a consumer can refuse a second
+    message for the same touch."""
+
+    event_type = "careloop.scheduling.reminder.due.v1"
+    topic = TOPIC
+
+    touch_key: Id = Field(description="`<appointment_id>:<touch>`: one message at most per key.")
+    touch: ReminderTouchName = Field(description="The touch: `confirmation`, `3_days_before`, ...")
+    appointment_id: Id = Field(description="Id of the appointment.")
+    patient_id: Id = Field(description="Id of the patient to contact.")
+    org_id: Id = Field(description="Organization (tenant) that owns the appointment.")
+    location_id: Id = Field(description="Location where the visit takes place.")
+    start_at: UtcDatetime = Field(description="Start of the visit (UTC).")
+    location_time_zone: str = Field(
+        max_length=64, description="IANA zone of the location, to show the local date and time."
+    )
+    practice_name: str = Field(
+        max_length=200,
+        description="Display name to sign the message with (a neutral one for sensitive locations).",
+    )
+    sensitive_location: bool = Field(
+        description="Behavioral health and similar: neutral sender, no location details."
+    )
+    due_at: UtcDatetime = Field(description="When the touch was planned to fire (UTC).")

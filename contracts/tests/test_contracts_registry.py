@@ -20,6 +20,7 @@ from careloop_contracts import (
     PatientMerged,
     PatientRegistered,
     PatientUpdated,
+    ReminderDue,
     SessionRevoked,
     UnknownEventType,
     isolated_registry,
@@ -49,6 +50,7 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.scheduling.appointment.confirmed.v1": AppointmentConfirmed,
         "careloop.scheduling.appointment.no_show.v1": AppointmentNoShow,
         "careloop.scheduling.appointment.rescheduled.v1": AppointmentRescheduled,
+        "careloop.scheduling.reminder.due.v1": ReminderDue,
     }
 
 
