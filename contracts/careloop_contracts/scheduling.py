@@ -122,7 +122,7 @@ class ReminderDue(Event):
     )
     practice_name: str = Field(
         max_length=200,
-        description="Display name to sign the message with (a neutral one for sensitive locations).",
+        description="Display name to sign the message with (neutral for sensitive locations).",
     )
     sensitive_location: bool = Field(
         description="Behavioral health and similar: neutral sender, no location details."
