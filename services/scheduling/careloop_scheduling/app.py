@@ -6,10 +6,18 @@ from fastapi import FastAPI
 
 from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
+from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_scheduling.api.appointments import router as appointments_router
 from careloop_scheduling.api.catalog import router as catalog_router
 from careloop_scheduling.api.common import SETTINGS_KEY
+from careloop_scheduling.api.reminder_settings import router as reminder_settings_router
+from careloop_scheduling.handlers.reminders import (
+    TIMERS_KEY,
+    WORKER_KEY,
+    build_reminder_worker,
+    reminder_timers,
+)
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform
 
@@ -19,17 +27,21 @@ SERVICE = "scheduling"
 def build_spec(settings: SchedulingSettings) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
         runtime.state[SETTINGS_KEY] = settings
+        runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
+        runtime.state[WORKER_KEY] = build_reminder_worker(runtime, settings)
 
     return ServiceSpec(
         name=SERVICE,
         description=(
             "Providers, appointment types, weekly availability, open slots and the "
-            "appointment lifecycle (FHIR Appointment statuses)."
+            "appointment lifecycle (FHIR Appointment statuses), reminder sequences on "
+            "durable timers."
         ),
         metadata=metadata,
         tables=platform,
-        routers=[catalog_router, appointments_router],
+        routers=[catalog_router, appointments_router, reminder_settings_router],
         on_startup=on_startup,
+        background=[reminder_timers],
         verifies_tokens=True,
     )
 

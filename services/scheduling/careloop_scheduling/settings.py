@@ -19,3 +19,20 @@ class SchedulingSettings(KitSettings):
             "(0: any slot not yet started)."
         ),
     )
+    reminder_poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Seconds between two scans for due reminder timers (a reminder fires at most "
+            "this late; every replica scans, they share the work)."
+        ),
+    )
+    neutral_practice_name: str = Field(
+        "Your care team",
+        min_length=1,
+        max_length=200,
+        description=(
+            "Name reminders of a sensitive location (behavioral health and similar) are "
+            "signed with, instead of the practice's display name."
+        ),
+    )

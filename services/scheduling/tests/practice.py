@@ -40,9 +40,13 @@ async def set_up_practice(
     location_id: str = LOCATION,
     *,
     end: str = "12:00",
+    time_zone: str = "America/New_York",
+    weekday: int = 0,
+    **location: object,
 ) -> Practice:
+    """`location` adds fields to `PUT /locations/{id}` (display_name, sensitive)."""
     zone = await client.put(
-        f"/locations/{location_id}", json={"time_zone": "America/New_York"}, headers=headers
+        f"/locations/{location_id}", json={"time_zone": time_zone, **location}, headers=headers
     )
     assert zone.status_code == 200, zone.text
     provider = await client.post(
@@ -59,7 +63,7 @@ async def set_up_practice(
     assert kind.status_code == 201, kind.text
     window = await client.post(
         f"/providers/{provider.json()['id']}/availability",
-        json={"location_id": location_id, "weekday": 0, "start": "09:00", "end": end},
+        json={"location_id": location_id, "weekday": weekday, "start": "09:00", "end": end},
         headers=headers,
     )
     assert window.status_code == 201, window.text

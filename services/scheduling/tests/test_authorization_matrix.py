@@ -56,6 +56,10 @@ ENDPOINTS: dict[str, str] = {
     "slots": "scheduling:read",
     "create_provider": "scheduling:manage",
     "add_availability": "scheduling:manage",
+    "org_reminders_get": "scheduling:read",
+    "org_reminders_put": "scheduling:manage",
+    "type_reminders_get": "scheduling:read",
+    "location_reminders_put": "scheduling:manage",
 }
 STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
 PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
@@ -91,8 +95,16 @@ def expected(role: str, endpoint: str, situation: str) -> str | int:
     """ALLOW or the refusal status, from the permission table and the object rules."""
     if not holds(role, ENDPOINTS[endpoint]):
         return 403
+    if endpoint == "org_reminders_put":
+        # Changes every location's reminders: needs every location in scope, which no
+        # case of the matrix has (staff hold one location).
+        return 403
     if situation == "own_location_no_mfa":
         return 403 if requires_mfa(role) else ALLOW
+    if endpoint == "org_reminders_get":
+        return ALLOW  # the caller's own organization's settings: no PHI
+    if endpoint == "type_reminders_get":
+        return 404 if situation == "other_tenant" else ALLOW
     if role in OWN_RECORD_ROLES:
         if endpoint == "list":
             # Always its own appointments; another patient id is refused.
@@ -224,6 +236,18 @@ async def _call(
     if endpoint == "create_provider":
         body = {"display_name": "Dr. New", "location_ids": [location]}
         return await client.post("/providers", json=body, headers=headers)
+    if endpoint == "org_reminders_get":
+        return await client.get("/reminder-settings", headers=headers)
+    if endpoint == "org_reminders_put":
+        return await client.put("/reminder-settings", json={"send_time": "09:30"}, headers=headers)
+    if endpoint == "type_reminders_get":
+        return await client.get(
+            f"/appointment-types/{practice.type_id}/reminder-settings", headers=headers
+        )
+    if endpoint == "location_reminders_put":
+        return await client.put(
+            f"/locations/{location}/reminder-settings", json={"send_time": "09:30"}, headers=headers
+        )
     window = {"location_id": location, "weekday": 1, "start": "09:00", "end": "10:00"}
     return await client.post(
         f"/providers/{practice.provider_id}/availability", json=window, headers=headers
@@ -303,7 +327,7 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
 
 async def test_no_token_is_401_on_every_route(matrix: Matrix) -> None:
     routes = _routes(matrix.app)
-    assert len(routes) == 18
+    assert len(routes) == 24
     for method, path in routes:
         response = await matrix.client.request(method, path, json={})
         assert response.status_code == 401, (method, path)

@@ -56,6 +56,12 @@ from careloop_scheduling.domain.appointment import (
     InvalidTransition,
 )
 from careloop_scheduling.domain.availability import Slot
+from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
+from careloop_scheduling.handlers.reminders import (
+    cancel_reminders,
+    schedule_reminders,
+    timers_of,
+)
 from careloop_scheduling.store.repository import (
     SchedulingRepository,
     SlotTaken,
@@ -171,6 +177,16 @@ async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) 
         raise Conflict("That slot was just taken; choose another one.") from exc
 
 
+async def _plan_reminders(
+    runtime: Runtime, session: SessionDep, repo: SchedulingRepository, appt: Appointment
+) -> None:
+    """Schedule the new appointment's reminder timers in the booking's transaction."""
+    zone_name = await zone_of(repo, appt.org_id, appt.location_id)
+    await schedule_reminders(
+        timers_of(runtime), session, repo, appt, time_zone=zone_name, now=runtime.clock.now()
+    )
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
 async def book_appointment(
     body: AppointmentCreate,
@@ -209,6 +225,7 @@ async def book_appointment(
         )
         entry.resource_id = appt.id
         await _insert(repo, appt, now)
+        await _plan_reminders(runtime, session, repo, appt)
         await _publish(runtime, session, request, AppointmentBooked(**_snapshot(appt, now)))
     return _read(appt)
 
@@ -325,6 +342,10 @@ async def _step(
             await repo.save_appointment(changed, previous_version=current.version, now=now)
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
+        if changed.status not in REMINDABLE_STATUSES:
+            # Cancelled, arrived, missed or fulfilled: nothing left to remind of. A
+            # confirmation keeps the status, so its later reminders stay (see handlers).
+            await cancel_reminders(timers_of(runtime), session, repo, changed.id)
         await _publish(runtime, session, request, event(**_snapshot(changed, now), **event_fields))
     return changed
 
@@ -476,6 +497,11 @@ async def reschedule_appointment(
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
         await _insert(repo, booked, now)
+        # The new appointment has its own id, hence its own timer keys: the old keys are
+        # cancelled and can never fire, the new plan starts from now (a confirmation of
+        # the new time, then the reminders before it).
+        await cancel_reminders(timers_of(runtime), session, repo, cancelled.id)
+        await _plan_reminders(runtime, session, repo, booked)
         await _publish(
             runtime,
             session,

@@ -51,7 +51,7 @@ from careloop_scheduling.domain.availability import (
 )
 from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import SchedulingRepository, new_id
+from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository, new_id
 
 router = APIRouter(tags=["scheduling catalog"])
 
@@ -112,14 +112,21 @@ async def set_location(
     runtime: RuntimeDep,
     repo: RepoDep,
 ) -> LocationSettingsRead:
-    """Set the IANA time zone in which a location's availability is written."""
+    """Set a location's IANA time zone, reminder display name and sensitivity."""
     principal.can_access_location(location_id)
     try:
         time_zone(body.time_zone)
     except ValueError as exc:
         raise InvalidScheduling(str(exc)) from exc
-    await repo.set_time_zone(principal.org_id, location_id, body.time_zone, runtime.clock.now())
-    return LocationSettingsRead(location_id=location_id, time_zone=body.time_zone)
+    display_name = None if body.display_name is None else body.display_name.strip() or None
+    item = LocationInfo(location_id, body.time_zone, display_name, body.sensitive)
+    await repo.set_location(principal.org_id, item, runtime.clock.now())
+    return LocationSettingsRead(
+        location_id=location_id,
+        time_zone=body.time_zone,
+        display_name=display_name,
+        sensitive=body.sensitive,
+    )
 
 
 @router.post("/providers", status_code=status.HTTP_201_CREATED, response_model=ProviderRead)

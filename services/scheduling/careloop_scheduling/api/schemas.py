@@ -21,11 +21,84 @@ class LocationSettingsIn(_In):
     time_zone: str = Field(
         min_length=1, max_length=64, description="IANA time zone, e.g. America/New_York."
     )
+    display_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Practice name reminders are signed with (none: the neutral name).",
+    )
+    sensitive: bool = Field(
+        False,
+        description=(
+            "Behavioral health and similar: reminders use the neutral practice name and "
+            "no location details."
+        ),
+    )
 
 
 class LocationSettingsRead(BaseModel):
     location_id: str
     time_zone: str
+    display_name: str | None
+    sensitive: bool
+
+
+TouchName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+
+class TouchSettings(_In):
+    enabled: bool | None = Field(None, description="Turn the touch on or off; none: inherit.")
+    days_before: int | None = Field(
+        None, ge=0, le=60, description="Local calendar days before the visit (0: the day itself)."
+    )
+    send_time: time | None = Field(
+        None, description="Local wall time, e.g. 07:30 (`morning_of`'s hour); none: inherit."
+    )
+
+
+class ReminderSettingsIn(_In):
+    """What this level changes; every field left out (or null) inherits."""
+
+    send_time: time | None = Field(
+        None, description="Local wall time of the day-offset touches (default 10:00)."
+    )
+    min_spacing_minutes: int | None = Field(
+        None, ge=0, le=1440, description="Least minutes between two touches (default 240)."
+    )
+    quiet_hours_start: time | None = Field(
+        None, description="Local start of quiet hours (default 20:00); set with the end."
+    )
+    quiet_hours_end: time | None = Field(
+        None, description="Local end of quiet hours (default 08:00); set with the start."
+    )
+    touches: dict[TouchName, TouchSettings] = Field(
+        default_factory=dict,
+        description="Per touch: `confirmation`, `3_days_before`, `1_day_before`, `morning_of`.",
+    )
+
+
+class EffectiveTouch(BaseModel):
+    name: str
+    kind: str
+    enabled: bool
+    days_before: int
+    send_time: time | None
+
+
+class EffectiveReminders(BaseModel):
+    """The sequence this level ends up with, defaults and the levels above included."""
+
+    send_time: time
+    min_spacing_minutes: int
+    quiet_hours_start: time
+    quiet_hours_end: time
+    touches: list[EffectiveTouch]
+
+
+class ReminderSettingsRead(ReminderSettingsIn):
+    level: str
+    scope_id: str | None
+    effective: EffectiveReminders
 
 
 class ProviderCreate(_In):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -27,6 +27,8 @@ from careloop_scheduling.domain.catalog import (
     Provider,
     VisitCategory,
 )
+from careloop_scheduling.domain.reminder_settings import Level, ReminderSettings
+from careloop_scheduling.domain.reminders import QuietHours, TouchOverride
 from careloop_scheduling.store.tables import (
     NO_DOUBLE_BOOKING,
     appointment,
@@ -34,7 +36,9 @@ from careloop_scheduling.store.tables import (
     availability,
     availability_exception,
     location,
+    platform,
     provider,
+    reminder_setting,
 )
 
 
@@ -44,6 +48,16 @@ class SlotTaken(Exception):
 
 class StaleAppointment(Exception):
     """The appointment changed since it was read."""
+
+
+@dataclass(frozen=True)
+class LocationInfo:
+    """What scheduling knows of a location: its zone, and how reminders sign."""
+
+    id: str
+    time_zone: str
+    display_name: str | None
+    sensitive: bool
 
 
 @dataclass(frozen=True)
@@ -69,16 +83,29 @@ class SchedulingRepository:
 
     # --- locations ------------------------------------------------------------------
 
-    async def set_time_zone(self, org_id: str, location_id: str, zone: str, now: datetime) -> None:
-        statement = pg_insert(location).values(
-            org_id=org_id, id=location_id, time_zone=zone, updated_at=now
-        )
+    async def set_location(self, org_id: str, item: LocationInfo, now: datetime) -> None:
+        values = {
+            "time_zone": item.time_zone,
+            "display_name": item.display_name,
+            "sensitive": item.sensitive,
+            "updated_at": now,
+        }
+        statement = pg_insert(location).values(org_id=org_id, id=item.id, **values)
         await self._session.execute(
             statement.on_conflict_do_update(
-                index_elements=[location.c.org_id, location.c.id],
-                set_={"time_zone": zone, "updated_at": now},
+                index_elements=[location.c.org_id, location.c.id], set_=values
             )
         )
+
+    async def get_location(self, org_id: str, location_id: str) -> LocationInfo | None:
+        row = (
+            await self._session.execute(
+                select(location).where(location.c.org_id == org_id, location.c.id == location_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return LocationInfo(row.id, row.time_zone, row.display_name, row.sensitive)
 
     async def time_zone(self, org_id: str, location_id: str) -> str | None:
         value: str | None = await self._session.scalar(
@@ -334,6 +361,109 @@ class SchedulingRepository:
             )
         ).all()
         return [_appointment(r._mapping) for r in rows]
+
+    # --- reminders ------------------------------------------------------------------
+
+    async def reminder_settings(
+        self, org_id: str, level: Level, scope_id: str = ""
+    ) -> ReminderSettings | None:
+        row = (
+            await self._session.execute(
+                select(reminder_setting).where(
+                    reminder_setting.c.org_id == org_id,
+                    reminder_setting.c.level == level.value,
+                    reminder_setting.c.scope_id == scope_id,
+                )
+            )
+        ).first()
+        return None if row is None else _reminder_settings(row._mapping)
+
+    async def put_reminder_settings(
+        self, org_id: str, level: Level, scope_id: str, item: ReminderSettings, now: datetime
+    ) -> None:
+        values: dict[str, Any] = {
+            "send_time": item.send_time,
+            "min_spacing_minutes": (
+                None if item.min_spacing is None else int(item.min_spacing.total_seconds() // 60)
+            ),
+            "quiet_start": None if item.quiet_hours is None else item.quiet_hours.start,
+            "quiet_end": None if item.quiet_hours is None else item.quiet_hours.end,
+            "touches": {name: _touch_json(o) for name, o in item.touches.items()},
+            "updated_at": now,
+        }
+        statement = pg_insert(reminder_setting).values(
+            org_id=org_id, level=level.value, scope_id=scope_id, **values
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[
+                    reminder_setting.c.org_id,
+                    reminder_setting.c.level,
+                    reminder_setting.c.scope_id,
+                ],
+                set_=values,
+            )
+        )
+
+    async def pending_timer_keys(self, key_prefix: str) -> list[str]:
+        """Dedup keys of the timers not yet fired nor cancelled that start with the prefix."""
+        timer = platform.timer
+        rows = await self._session.scalars(
+            select(timer.c.dedup_key)
+            .where(
+                timer.c.dedup_key.startswith(key_prefix, autoescape=True),
+                timer.c.fired_at.is_(None),
+                timer.c.cancelled_at.is_(None),
+            )
+            .order_by(timer.c.dedup_key)
+        )
+        return [key for key in rows if key is not None]
+
+    async def lock_appointment_nowait(self, org_id: str, appointment_id: str) -> Appointment | None:
+        """The appointment, share-locked; raises at once if a change holds it.
+
+        A reminder timer firing while a request changes its appointment retries later
+        instead of waiting: the request already locked the appointment and waits for the
+        timer rows, so waiting here would deadlock."""
+        row = (
+            await self._session.execute(
+                select(appointment)
+                .where(appointment.c.org_id == org_id, appointment.c.id == appointment_id)
+                .with_for_update(read=True, nowait=True)
+            )
+        ).first()
+        return None if row is None else _appointment(row._mapping)
+
+
+def _touch_json(change: TouchOverride) -> dict[str, Any]:
+    return {
+        "enabled": change.enabled,
+        "days_before": change.days_before,
+        "send_time": None if change.send_time is None else change.send_time.isoformat(),
+    }
+
+
+def _reminder_settings(m: Any) -> ReminderSettings:
+    touches = {
+        name: TouchOverride(
+            enabled=t.get("enabled"),
+            days_before=t.get("days_before"),
+            send_time=None if t.get("send_time") is None else time.fromisoformat(t["send_time"]),
+        )
+        for name, t in (m["touches"] or {}).items()
+    }
+    quiet = (
+        None
+        if m["quiet_start"] is None or m["quiet_end"] is None
+        else QuietHours(m["quiet_start"], m["quiet_end"])
+    )
+    spacing = m["min_spacing_minutes"]
+    return ReminderSettings(
+        send_time=m["send_time"],
+        min_spacing=None if spacing is None else timedelta(minutes=spacing),
+        touches=touches,
+        quiet_hours=quiet,
+    )
 
 
 def _values(appt: Appointment) -> dict[str, Any]:

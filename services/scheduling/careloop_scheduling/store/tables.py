@@ -17,22 +17,43 @@ from sqlalchemy import (
     String,
     Table,
     Time,
+    false,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from careloop_kit.db import add_platform_tables, service_metadata
 
 metadata = service_metadata()
 platform = add_platform_tables(metadata)
 
-# The scheduling view of a location: its IANA time zone. Locations themselves belong
-# to identity; scheduling keeps only what slot computation needs.
+# The scheduling view of a location: its IANA time zone, and the name and sensitivity
+# reminders need. Locations themselves belong to identity; scheduling keeps only what
+# slot computation and reminder events need.
 location = Table(
     "location",
     metadata,
     Column("org_id", String(64), primary_key=True),
     Column("id", String(64), primary_key=True),
     Column("time_zone", String(64), nullable=False),
+    Column("display_name", String(200), nullable=True),
+    Column("sensitive", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Reminder settings per level: `scope_id` is "" for the organization, else the location
+# or appointment type id. Each row stores only what its level changes (NULL inherits);
+# `touches` maps a touch name to {"enabled", "days_before", "send_time"}.
+reminder_setting = Table(
+    "reminder_setting",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("level", String(32), primary_key=True),
+    Column("scope_id", String(64), primary_key=True),
+    Column("send_time", Time, nullable=True),
+    Column("min_spacing_minutes", Integer, nullable=True),
+    Column("quiet_start", Time, nullable=True),
+    Column("quiet_end", Time, nullable=True),
+    Column("touches", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -117,3 +138,12 @@ Index("ix_appointment_provider_start", appointment.c.provider_id, appointment.c.
 # The exclusion constraint `ex_appointment_no_double_booking` (btree_gist) is created by
 # migration 0001: SQLAlchemy Core cannot declare it portably, and only PostgreSQL runs it.
 NO_DOUBLE_BOOKING = "ex_appointment_no_double_booking"
+
+# An appointment's pending reminder timers are found by key prefix ("<appointment_id>:")
+# when it is cancelled or moved; text_pattern_ops lets LIKE 'prefix%' use the index.
+Index(
+    "ix_durable_timer_dedup_key_prefix",
+    platform.timer.c.dedup_key,
+    postgresql_ops={"dedup_key": "text_pattern_ops"},
+    postgresql_where=platform.timer.c.fired_at.is_(None) & platform.timer.c.cancelled_at.is_(None),
+)
