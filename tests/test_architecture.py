@@ -62,16 +62,8 @@ def test_domain_imports_no_framework(service: Path) -> None:
     assert offenders == []
 
 
-# Packages under services/ whose service app is not built yet: their modules are real
-# and tested, but they do not run as a service (nor appear in `careloop dev up`).
-NOT_YET_SERVICES = {"messaging": "delivery channels and templates first; the app comes next"}
-
-
 @pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
 def test_every_service_has_the_same_rooms(service: Path) -> None:
-    if service.name in NOT_YET_SERVICES:
-        assert not (service / _package(service) / "app.py").exists(), "remove it from the list"
-        pytest.skip(NOT_YET_SERVICES[service.name])
     package = service / _package(service)
     rooms = {"app.py", "settings.py", "api", "handlers", "domain", "store", "migrations"}
     assert rooms <= {p.name for p in package.iterdir()}

@@ -30,6 +30,17 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
     "patients": frozenset(),
     "audit": frozenset(),
     "scheduling": frozenset(),
+    "messaging": frozenset(
+        {
+            # Twilio's delivery status callbacks and incoming SMS (STOP / START): Twilio
+            # cannot hold a bearer token, so each request is authenticated by its
+            # X-Twilio-Signature (HMAC under the account's auth token over the public URL
+            # and the form) instead; a bad or missing signature gets 403 before anything
+            # in the form is used.
+            ("POST", "/webhooks/twilio/status"),
+            ("POST", "/webhooks/twilio/inbound"),
+        }
+    ),
     "identity": frozenset(
         {
             # Signing in and out: the caller has no access token yet (or its

@@ -20,6 +20,7 @@ from careloop_contracts.envelope import (
     to_headers,
 )
 from careloop_contracts.identity import SessionRevoked
+from careloop_contracts.messaging import MessageFailed, MessageSent, MessageSkipped
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_contracts.scheduling import (
     AppointmentBooked,
@@ -56,6 +57,9 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "Event",
+    "MessageFailed",
+    "MessageSent",
+    "MessageSkipped",
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",

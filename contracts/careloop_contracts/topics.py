@@ -66,6 +66,17 @@ TOPICS: dict[str, TopicSpec] = {
             ),
         ),
         TopicSpec(
+            name="careloop.messaging",
+            partitions=6,
+            retention_ms=7 * DAY_MS,
+            cleanup_policy="delete",
+            owner="messaging",
+            description=(
+                "Outcome of each outbound message (sent, failed, skipped with a reason): "
+                "ids, channel and status, never an address or a body."
+            ),
+        ),
+        TopicSpec(
             name="careloop.identity",
             partitions=3,
             retention_ms=7 * DAY_MS,

@@ -225,6 +225,10 @@ class DevStack:
             env["CARELOOP_ROUTES"] = json.dumps(
                 {name: f"http://127.0.0.1:{p}" for name, p in ports.items() if name != "gateway"}
             )
+        if entry.name == "messaging":
+            # Contact data comes from patients, with messaging's own service identity.
+            env["CARELOOP_PATIENTS_URL"] = f"http://127.0.0.1:{ports['patients']}"
+            env["CARELOOP_IDENTITY_TOKEN_URL"] = f"http://127.0.0.1:{ports['identity']}/oauth/token"
         if entry.name == "identity":
             env["CARELOOP_BOOTSTRAP_TOKEN"] = _secret(self.root / "secrets" / "identity-bootstrap")
         write_env_file(entry.name, env)

@@ -50,6 +50,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("audit", "careloop_audit", 8102),
         ServiceEntry("identity", "careloop_identity", 8103),
         ServiceEntry("scheduling", "careloop_scheduling", 8104),
+        ServiceEntry("messaging", "careloop_messaging", 8105),
         ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }

@@ -11,6 +11,7 @@ DEFAULT_ROUTES = {
     "audit": "http://127.0.0.1:8102",
     "identity": "http://127.0.0.1:8103",
     "scheduling": "http://127.0.0.1:8104",
+    "messaging": "http://127.0.0.1:8105",
 }
 
 

@@ -1,10 +1,12 @@
 """Settings of messaging (environment prefix `CARELOOP_`).
 
-Only the delivery settings exist so far; the service app will add its own. Production
-refuses plaintext SMTP, a non-https Twilio API and placeholder credentials.
+Production refuses plaintext SMTP, a non-https Twilio API, placeholder credentials and
+the `log` delivery mode (which contacts nobody and would silently drop every reminder).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -16,6 +18,62 @@ from careloop_messaging.domain.templates import DEFAULT_NEUTRAL_SENDER_NAME
 
 class MessagingSettings(KitSettings):
     http_port: int = Field(8105, description="Port of the messaging API.")
+    delivery_mode: Literal["provider", "log"] = Field(
+        "log",
+        description=(
+            "`provider` sends through Twilio and SMTP; `log` marks messages sent and logs "
+            "their ids without contacting anyone (the local stack has no SMS provider or "
+            "mail relay). Refused in production."
+        ),
+    )
+    patients_url: str = Field(
+        "http://127.0.0.1:8101", description="Base URL of the patients API (contact data)."
+    )
+    identity_token_url: str = Field(
+        "http://127.0.0.1:8103/oauth/token",
+        description="Identity's token endpoint, for messaging's own service token.",
+    )
+    patients_timeout_s: float = Field(
+        5.0, description="Seconds a contact-data read from patients may take."
+    )
+    recipient_key_secret_path: str = Field(
+        "careloop/messaging/recipient-key",
+        description=(
+            "KV v2 path of the key (field `key`, base64, 32+ bytes) that encrypts stored "
+            "addresses and derives their blind index. Outside production a missing secret "
+            "falls back to a per-process key (queued messages do not survive a restart)."
+        ),
+    )
+    # Evidence (domain/evidence.md): two reminders (3 days and 1 day before) beat one in
+    # a randomized trial of 54,066 patients, so a visit's default sequence is three
+    # touches with the booking confirmation; patients complain of floods (one counted 12
+    # contacts for one visit). Three a week lets one visit's full sequence through and
+    # stops a second program from piling on top of it.
+    contact_budget_per_week: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Automated messages one patient may receive in any 7 days, across every "
+            "program. 3 = the default reminder sequence of one visit (confirmation, 3 days "
+            "and 1 day before)."
+        ),
+    )
+    secure_link_base: str = Field(
+        "http://127.0.0.1:8100/portal/m",
+        description="Base of the opaque link put in messages (`<base>/<token>`).",
+    )
+    default_country_code: str = Field(
+        "1", description="Calling code for phone numbers stored without one (E.164)."
+    )
+    delivery_max_attempts: int = Field(
+        5, ge=1, description="Send attempts of one message before it is marked failed."
+    )
+    delivery_backoff_s: float = Field(
+        30.0, gt=0, description="Delay before the first retry; doubles on each retry."
+    )
+    delivery_poll_interval_s: float = Field(
+        1.0, gt=0, description="Sleep of the delivery worker when nothing is due, in seconds."
+    )
     neutral_sender_name: str = Field(
         DEFAULT_NEUTRAL_SENDER_NAME,
         description="Sender and practice name shown for sensitive (behavioral health) locations.",
@@ -36,6 +94,9 @@ class MessagingSettings(KitSettings):
     )
     twilio_status_callback_url: str | None = Field(
         None, description="Public URL Twilio posts delivery status callbacks to."
+    )
+    twilio_inbound_url: str | None = Field(
+        None, description="Public URL Twilio posts incoming SMS to (STOP / START)."
     )
     smtp_host: str = Field("127.0.0.1", description="SMTP relay host.")
     smtp_port: int = Field(587, description="SMTP relay port (587 STARTTLS, 465 TLS).")
@@ -59,6 +120,11 @@ class MessagingSettings(KitSettings):
         if self.environment != "production":
             return self
         problems: list[str] = []
+        if self.delivery_mode == "log":
+            problems.append("delivery_mode=log would drop every message in production")
+        for name in ("secure_link_base", "patients_url", "identity_token_url"):
+            if not getattr(self, name).startswith("https://"):
+                problems.append(f"{name} must use https:// in production")
         if LOCAL_DEVELOPMENT_PLACEHOLDER in self.twilio_auth_token.get_secret_value():
             problems.append("twilio_auth_token still holds the local-development placeholder")
         if not self.twilio_api_base.startswith("https://"):

@@ -35,7 +35,15 @@ def test_production_refuses_plaintext_and_placeholders() -> None:
             {**KIT_PRODUCTION, "smtp_security": "none", "twilio_api_base": "http://127.0.0.1:9"}
         )
     text = str(refused.value)
-    for problem in ("twilio_auth_token", "twilio_api_base", "smtp_security", "twilio_from_number"):
+    for problem in (
+        "twilio_auth_token",
+        "twilio_api_base",
+        "smtp_security",
+        "twilio_from_number",
+        "delivery_mode=log",
+        "secure_link_base",
+        "patients_url",
+    ):
         assert problem in text
 
 
@@ -48,6 +56,10 @@ def test_production_accepts_tls_and_real_looking_secrets() -> None:
             "twilio_messaging_service_sid": "MG" + secrets.token_hex(16),
             "smtp_security": "tls",
             "smtp_password": SecretStr(password),
+            "delivery_mode": "provider",
+            "secure_link_base": "https://portal.example.test/m",
+            "patients_url": "https://patients.internal",
+            "identity_token_url": "https://identity.internal/oauth/token",
         }
     )
     assert settings.smtp_config().password == password

@@ -1,0 +1,80 @@
+"""Events of the messaging service (topic ``careloop.messaging``, keyed by patient id).
+
+They say what happened to one outbound message: ids, channel, status and a reason code.
+Never the address it went to, nor its body: consumers that need more ask the messaging
+API, which audits the access.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from careloop_contracts.base import Event, Id, UtcDatetime
+
+TOPIC = "careloop.messaging"
+
+ChannelName = Literal["sms", "email", "portal"]
+
+
+class MessageEvent(Event):
+    """The snapshot every message event carries (abstract)."""
+
+    message_id: Id = Field(description="Id of the message (messaging's own).")
+    org_id: Id = Field(description="Organization (tenant) the message was sent for.")
+    patient_id: Id = Field(description="Id of the patient the message is for.")
+    appointment_id: Id | None = Field(
+        default=None, description="Appointment the message is about, if any."
+    )
+    touch_key: Id = Field(description="The reminder touch that asked for the message.")
+    channel: ChannelName | None = Field(description="Channel used or chosen; None if none fits.")
+    occurred_at: UtcDatetime = Field(description="When the change was committed (UTC).")
+
+
+class MessageSent(MessageEvent):
+    """Emitted when a provider accepted a message (Twilio queued it, the SMTP relay
+    accepted it). Delivery to the handset or mailbox may still fail later."""
+
+    event_type = "careloop.messaging.message.sent.v1"
+    topic = TOPIC
+
+    status: Literal["sent"] = Field(default="sent", description="Always `sent`.")
+    attempts: int = Field(ge=1, description="Attempts it took, this one included.")
+
+
+class MessageFailed(MessageEvent):
+    """Emitted when a message will not reach the patient: the provider refused it for
+    good, retries ran out, or the carrier reported it undelivered."""
+
+    event_type = "careloop.messaging.message.failed.v1"
+    topic = TOPIC
+
+    status: Literal["failed"] = Field(default="failed", description="Always `failed`.")
+    reason: str = Field(
+        max_length=200,
+        description="Provider status and error code (e.g. `Twilio HTTP 400, code 21211`); "
+        "never the address or the text.",
+    )
+    attempts: int = Field(ge=0, description="Attempts made.")
+
+
+SkipReason = Literal[
+    "opted_out",
+    "no_allowed_channel",
+    "automated_not_allowed",
+    "contact_budget",
+    "patient_not_found",
+]
+
+
+class MessageSkipped(MessageEvent):
+    """Emitted when a reminder touch produced no message by design: the patient opted
+    out, allows no channel we can reach, refuses automated messages, or has had as many
+    automated contacts this week as the contact budget allows."""
+
+    event_type = "careloop.messaging.message.skipped.v1"
+    topic = TOPIC
+
+    status: Literal["skipped"] = Field(default="skipped", description="Always `skipped`.")
+    reason: SkipReason = Field(description="Why no message was sent.")

@@ -1,0 +1,132 @@
+"""Composition root of the messaging service."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import httpx
+from fastapi import FastAPI
+
+from careloop_kit.auth import JwksSource, ServiceTokenSource
+from careloop_kit.clock import Clock
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_messaging.api.webhooks import router
+from careloop_messaging.channels.email import SmtpEmailChannel
+from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
+from careloop_messaging.domain.catalog import TemplateCatalog
+from careloop_messaging.domain.channels import OutboundChannel
+from careloop_messaging.domain.templates import Channel, TemplateRenderer
+from careloop_messaging.handlers.delivery import Delivery, LogChannel, delivery_worker
+from careloop_messaging.handlers.reminders import CIPHER_KEY, CONTACTS_KEY, REMINDERS_CONSUMER
+from careloop_messaging.patients_client import ContactSource, HttpContactSource
+from careloop_messaging.settings import MessagingSettings
+from careloop_messaging.store.repository import RecipientCipher
+from careloop_messaging.store.tables import metadata, platform
+
+SERVICE = "messaging"
+log = logging.getLogger(__name__)
+
+
+async def _recipient_key(runtime: Runtime, settings: MessagingSettings) -> bytes:
+    """The key that encrypts stored addresses (provisioned by `bootstrap_vault`); start-up
+    fails without it rather than encrypting with a key that dies with the process."""
+    secret = await runtime.vault.read_secret(settings.recipient_key_secret_path)
+    try:
+        key = base64.b64decode(secret["key"])
+    except (KeyError, ValueError) as exc:
+        raise RuntimeError(
+            f"{settings.recipient_key_secret_path} must hold field `key` (base64, 32 bytes)"
+        ) from exc
+    if len(key) < 32:
+        raise RuntimeError(f"{settings.recipient_key_secret_path} must hold a 32-byte key")
+    return key
+
+
+def _channels(
+    settings: MessagingSettings, http: httpx.AsyncClient
+) -> dict[Channel, OutboundChannel]:
+    if settings.delivery_mode == "log":
+        return {channel: LogChannel(channel) for channel in (Channel.SMS, Channel.EMAIL)}
+    channels: dict[Channel, OutboundChannel] = {
+        Channel.EMAIL: SmtpEmailChannel(settings.smtp_config(), settings.email_identity())
+    }
+    if settings.twilio_from_number or settings.twilio_messaging_service_sid:
+        client = TwilioClient(
+            http,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            base_url=settings.twilio_api_base,
+        )
+        channels[Channel.SMS] = TwilioSmsChannel(
+            client,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=(
+                None if settings.twilio_from_number else settings.twilio_messaging_service_sid
+            ),
+            status_callback_url=settings.twilio_status_callback_url,
+        )
+    return channels
+
+
+def build_spec(
+    settings: MessagingSettings, *, contacts: ContactSource | None = None
+) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        http = httpx.AsyncClient(timeout=settings.patients_timeout_s)
+        runtime.state["http"] = http
+        if contacts is None:
+            tokens = ServiceTokenSource(
+                runtime.vault, SERVICE, settings.identity_token_url, clock=runtime.clock, http=http
+            )
+            runtime.state[CONTACTS_KEY] = HttpContactSource(
+                http, tokens, patients_url=settings.patients_url
+            )
+        else:
+            runtime.state[CONTACTS_KEY] = contacts
+        cipher = RecipientCipher(await _recipient_key(runtime, settings))
+        runtime.state[CIPHER_KEY] = cipher
+        catalog = TemplateCatalog(
+            TemplateRenderer(neutral_sender_name=settings.neutral_sender_name)
+        )
+        runtime.state["delivery"] = Delivery(
+            settings=settings, catalog=catalog, channels=_channels(settings, http), cipher=cipher
+        )
+
+    async def on_shutdown(runtime: Runtime) -> None:
+        http: httpx.AsyncClient | None = runtime.state.get("http")
+        if http is not None:
+            await http.aclose()
+
+    return ServiceSpec(
+        name=SERVICE,
+        description=(
+            "Outbound patient messages (SMS, email) from reminder touches: PHI-safe "
+            "templates, opt-outs, a per-patient contact budget, delivery tracking."
+        ),
+        metadata=metadata,
+        tables=platform,
+        routers=[router],
+        consumers=[REMINDERS_CONSUMER],
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        background=[delivery_worker],
+    )
+
+
+def create_app(
+    settings: MessagingSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+    contacts: ContactSource | None = None,
+) -> FastAPI:
+    """The messaging service with its runtime lifespan.
+
+    `contacts` replaces the patients service (service tests); `jwks` is accepted for
+    symmetry with the other services (messaging's only route is a signed webhook).
+    """
+    settings = settings or MessagingSettings()
+    return create_service_app(
+        build_spec(settings, contacts=contacts), settings, clock=clock, jwks=jwks
+    )

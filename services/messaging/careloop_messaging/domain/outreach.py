@@ -1,0 +1,162 @@
+"""Whom to contact, on which channel, and when to try again: pure rules, no I/O.
+
+A reminder touch becomes at most one message. Before anything is sent the patient's
+own choices win (automated messages allowed? which channels?), then opt-outs, then the
+contact budget shared by every program, because every automated message goes through
+messaging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from careloop_messaging.domain.templates import Channel, MessageKind
+
+BUDGET_WINDOW = timedelta(days=7)
+"""The contact budget counts automated messages over a rolling week."""
+
+DELIVERABLE_CHANNELS = (Channel.SMS, Channel.EMAIL)
+"""Channels the delivery worker sends on. The portal inbox has no storage yet."""
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"
+
+
+class SkipReason(StrEnum):
+    OPTED_OUT = "opted_out"
+    NO_ALLOWED_CHANNEL = "no_allowed_channel"
+    AUTOMATED_NOT_ALLOWED = "automated_not_allowed"
+    CONTACT_BUDGET = "contact_budget"
+    PATIENT_NOT_FOUND = "patient_not_found"
+
+
+@dataclass(frozen=True)
+class ContactData:
+    """What messaging may know of a patient: addresses and channel choices only."""
+
+    phones: Sequence[str]
+    emails: Sequence[str]
+    allowed_channels: Sequence[Channel]
+    preferred_channel: Channel | None
+    allow_automated_messages: bool
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    channel: Channel
+    address: str
+    """Normalized: E.164 for SMS, lower-case for email."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    recipient: Recipient | None
+    skip: SkipReason | None
+
+    @staticmethod
+    def send(recipient: Recipient) -> Decision:
+        return Decision(recipient, None)
+
+    @staticmethod
+    def skipped(reason: SkipReason) -> Decision:
+        return Decision(None, reason)
+
+
+def normalize_phone(raw: str, *, default_country_code: str) -> str | None:
+    """E.164 (`+<digits>`) or None when the number cannot be one.
+
+    A number stored without a country code gets `default_country_code`; a leading 1 on
+    an 11-digit number under the North American plan is taken as the country code.
+    """
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    has_country_code = raw.strip().startswith("+") or (
+        default_country_code == "1" and len(digits) == 11 and digits.startswith("1")
+    )
+    e164 = digits if has_country_code else default_country_code + digits
+    return f"+{e164}" if 8 <= len(e164) <= 15 else None
+
+
+def normalize_email(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def candidate_recipients(contact: ContactData, *, default_country_code: str) -> list[Recipient]:
+    """Reachable recipients in the patient's order of preference (preferred first)."""
+    order = [c for c in contact.allowed_channels if c in DELIVERABLE_CHANNELS]
+    if contact.preferred_channel in order:
+        order.remove(contact.preferred_channel)
+        order.insert(0, contact.preferred_channel)
+    recipients: list[Recipient] = []
+    for channel in order:
+        if channel is Channel.SMS:
+            phones = (
+                normalize_phone(p, default_country_code=default_country_code)
+                for p in contact.phones
+            )
+            phone = next((p for p in phones if p), None)
+            if phone:
+                recipients.append(Recipient(Channel.SMS, phone))
+        elif channel is Channel.EMAIL and contact.emails:
+            recipients.append(Recipient(Channel.EMAIL, normalize_email(contact.emails[0])))
+    return recipients
+
+
+def decide(
+    contact: ContactData,
+    *,
+    opted_out: Callable[[Recipient], bool],
+    sent_this_week: int,
+    budget_per_week: int,
+    default_country_code: str,
+) -> Decision:
+    """Pick the recipient of one automated message, or say why there is none."""
+    if not contact.allow_automated_messages:
+        return Decision.skipped(SkipReason.AUTOMATED_NOT_ALLOWED)
+    candidates = candidate_recipients(contact, default_country_code=default_country_code)
+    if not candidates:
+        return Decision.skipped(SkipReason.NO_ALLOWED_CHANNEL)
+    reachable = [r for r in candidates if not opted_out(r)]
+    if not reachable:
+        return Decision.skipped(SkipReason.OPTED_OUT)
+    if sent_this_week >= budget_per_week:
+        return Decision.skipped(SkipReason.CONTACT_BUDGET)
+    return Decision.send(reachable[0])
+
+
+def message_kind(touch: str) -> MessageKind:
+    """The template kind of a reminder touch."""
+    return MessageKind.CONFIRMATION if touch == "confirmation" else MessageKind.REMINDER
+
+
+def local_date_and_time(start_at: datetime, time_zone: str, language: str) -> tuple[str, str]:
+    """The visit's date and time as the patient reads them, in the location's zone.
+
+    An unknown zone falls back to UTC with the zone named, rather than a wrong local time.
+    """
+    try:
+        local = start_at.astimezone(ZoneInfo(time_zone))
+        suffix = ""
+    except (ZoneInfoNotFoundError, ValueError):
+        local = start_at.astimezone(ZoneInfo("UTC"))
+        suffix = " UTC"
+    if language == "en":
+        day = f"{local:%a} {local:%b} {local.day}"
+        hour = local.hour % 12 or 12
+        return day, f"{hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}{suffix}"
+    return f"{local.day:02d}/{local.month:02d}/{local.year}", f"{local:%H:%M}{suffix}"
+
+
+def retry_delay(attempts: int, *, base_s: float) -> timedelta:
+    """Exponential backoff after `attempts` failed attempts (1 -> base, 2 -> 2x base ...)."""
+    return timedelta(seconds=base_s * 2 ** max(0, attempts - 1))

@@ -1,0 +1,217 @@
+"""The delivery worker: sends queued messages, retries with backoff, records the outcome.
+
+Each message is claimed with `FOR UPDATE SKIP LOCKED` (replicas share the work), sent,
+and its outcome committed with the `sent` / `failed` event in the same transaction.
+
+Sending is at-least-once towards the provider. The provider call happens while the row
+is locked but before the transaction commits: a crash (or a lost database connection)
+after Twilio or the SMTP relay accepted the message and before the commit leaves the row
+queued, and the next claim sends it again. Nothing here can make that exactly-once (a
+provider accepting a message and our commit are two systems), so the window is kept
+small and bounded instead: one message per transaction, the provider call bounded by
+its client timeout, and a duplicate can only follow a crash inside that window. Emails
+keep a Message-ID derived from our message id, so receiving systems can drop a repeat;
+Twilio has no idempotency key, so an SMS repeat reaches the handset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_contracts import MessageFailed, MessageSent
+from careloop_kit.crypto import DecryptionFailed
+from careloop_kit.service import Runtime
+from careloop_messaging.domain.catalog import TemplateCatalog
+from careloop_messaging.domain.channels import (
+    DeliveryResult,
+    DeliveryStatus,
+    OutboundChannel,
+    OutboundMessage,
+)
+from careloop_messaging.domain.outreach import local_date_and_time, message_kind, retry_delay
+from careloop_messaging.domain.templates import (
+    Channel,
+    SenderProfile,
+    TemplateNotFound,
+    TemplateRefused,
+    TemplateRenderError,
+)
+from careloop_messaging.settings import MessagingSettings
+from careloop_messaging.store.repository import Messages, RecipientCipher, StoredMessage
+
+log = logging.getLogger(__name__)
+
+CHANNELS_KEY = "channels"
+CATALOG_KEY = "catalog"
+REPLY_KEYWORDS = "C, R, STOP, HELP"
+
+
+class LogChannel:
+    """Development stand-in for every channel: logs the message id, contacts nobody.
+
+    The log line holds no address and no body: the local stack's logs are no place for
+    either, even with synthetic data.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def send(self, message: OutboundMessage) -> DeliveryResult:
+        log.info(
+            "delivery_mode=log: %s message %s recorded as sent; nothing was delivered",
+            self.channel,
+            message.message_id,
+        )
+        return DeliveryResult(DeliveryStatus.SENT, provider_id=f"log-{message.message_id}")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the worker needs besides the database."""
+
+    settings: MessagingSettings
+    catalog: TemplateCatalog
+    channels: Mapping[Channel, OutboundChannel]
+    cipher: RecipientCipher
+
+
+def render(delivery: Delivery, stored: StoredMessage, address: str) -> OutboundMessage:
+    """The message for its recipient; raises the template errors on a broken template."""
+    if stored.channel is None:
+        raise TemplateRefused("a queued message has a channel")
+    template = delivery.catalog.resolve(
+        kind=message_kind(stored.touch),
+        channel=stored.channel,
+        language=stored.language,
+        organization_id=stored.org_id,
+        location_id=stored.location_id,
+    )
+    # Dates follow the template actually used (a Spanish request may fall back to English).
+    day, time = local_date_and_time(stored.start_at, stored.time_zone, template.key.language)
+    sender = SenderProfile(practice_name=stored.practice_name, sensitive=stored.sensitive_location)
+    rendered = delivery.catalog.renderer.render(
+        template,
+        {
+            "appointment_date": day,
+            "appointment_time": time,
+            "secure_link": f"{delivery.settings.secure_link_base.rstrip('/')}/{stored.link_token}",
+            "reply_keywords": REPLY_KEYWORDS,
+        },
+        sender=sender,
+    )
+    return OutboundMessage(
+        message_id=stored.id,
+        channel=stored.channel,
+        to=address,
+        body=rendered.body,
+        sender_name=rendered.sender_name,
+        subject=rendered.subject,
+        html_body=rendered.html_body,
+    )
+
+
+async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
+    """Send the next due message, if any; True when one was handled."""
+    now = runtime.clock.now()
+    async with runtime.sessionmaker() as session, session.begin():
+        messages = Messages(session)
+        stored = await messages.claim_due(now)
+        if stored is None:
+            return False
+        attempts = stored.attempts + 1
+        try:
+            if stored.recipient_ct is None or stored.channel is None:
+                raise TemplateRefused("queued message without a recipient")
+            address = delivery.cipher.decrypt(stored.org_id, stored.id, stored.recipient_ct)
+            outbound = render(delivery, stored, address)
+        except (TemplateRefused, TemplateRenderError, TemplateNotFound, DecryptionFailed) as exc:
+            # A template or key problem does not heal by waiting.
+            await _fail(runtime, session, stored, attempts, f"not sendable: {type(exc).__name__}")
+            return True
+        channel = delivery.channels.get(stored.channel)
+        if channel is None:
+            await _fail(runtime, session, stored, attempts, f"no {stored.channel} channel")
+            return True
+        result = await channel.send(outbound)
+        now = runtime.clock.now()
+        if result.ok:
+            await messages.mark_sent(
+                stored.id, provider_id=result.provider_id, attempts=attempts, now=now
+            )
+            await runtime.outbox.add(
+                session,
+                MessageSent(
+                    message_id=stored.id,
+                    org_id=stored.org_id,
+                    patient_id=stored.patient_id,
+                    appointment_id=stored.appointment_id,
+                    touch_key=stored.touch_key,
+                    channel=stored.channel.value,
+                    attempts=attempts,
+                    occurred_at=now,
+                ),
+                org_id=stored.org_id,
+                location_id=stored.location_id,
+            )
+        elif result.retryable and attempts < delivery.settings.delivery_max_attempts:
+            at = now + retry_delay(attempts, base_s=delivery.settings.delivery_backoff_s)
+            await messages.schedule_retry(
+                stored.id, attempts=attempts, at=at, error=result.error, now=now
+            )
+        else:
+            await _fail(runtime, session, stored, attempts, result.error or "provider refused")
+    return True
+
+
+async def _fail(
+    runtime: Runtime, session: AsyncSession, stored: StoredMessage, attempts: int, error: str
+) -> None:
+    now = runtime.clock.now()
+    await Messages(session).mark_failed(stored.id, attempts=attempts, error=error, now=now)
+    await publish_failed(runtime, session, stored, attempts=attempts, reason=error)
+
+
+async def publish_failed(
+    runtime: Runtime, session: AsyncSession, stored: StoredMessage, *, attempts: int, reason: str
+) -> None:
+    await runtime.outbox.add(
+        session,
+        MessageFailed(
+            message_id=stored.id,
+            org_id=stored.org_id,
+            patient_id=stored.patient_id,
+            appointment_id=stored.appointment_id,
+            touch_key=stored.touch_key,
+            channel=stored.channel.value if stored.channel else None,
+            reason=reason[:200],
+            attempts=attempts,
+            occurred_at=runtime.clock.now(),
+        ),
+        org_id=stored.org_id,
+        location_id=stored.location_id,
+    )
+
+
+async def deliver_due(runtime: Runtime) -> int:
+    """Send every message due now; returns how many were handled."""
+    delivery: Delivery = runtime.state["delivery"]
+    handled = 0
+    while await deliver_one(runtime, delivery):
+        handled += 1
+    return handled
+
+
+async def delivery_worker(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Background job: deliver due messages until shutdown."""
+    settings = runtime.settings
+    assert isinstance(settings, MessagingSettings)
+    while not stop.is_set():
+        await deliver_due(runtime)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.delivery_poll_interval_s)

@@ -1,0 +1,77 @@
+"""Tables of the messaging database. Addresses are stored only encrypted, with a blind
+index for exact matching (inbound replies, opt-outs); bodies are never stored, they are
+rendered again from the template when a message is (re)sent."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from careloop_kit.db import add_platform_tables, service_metadata
+
+metadata = service_metadata()
+platform = add_platform_tables(metadata)
+
+message = Table(
+    "message",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(128), nullable=False),
+    Column("appointment_id", String(128), nullable=True),
+    Column("location_id", String(128), nullable=True),
+    # At most one message per reminder touch, whatever redelivers the event.
+    Column("touch_key", String(128), nullable=False, unique=True),
+    Column("touch", String(40), nullable=False),
+    Column("channel", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("skip_reason", String(40), nullable=True),
+    Column("provider_id", String(200), nullable=True, unique=True),
+    Column("recipient_ct", LargeBinary, nullable=True),
+    Column("recipient_index", String(64), nullable=True),
+    # The same address's index across tenants: an inbound SMS names only the phone
+    # number, so STOP finds every organization that messaged it through this lookup.
+    Column("recipient_lookup", String(64), nullable=True, index=True),
+    Column("language", String(16), nullable=False),
+    # What the template needs, none of it PHI: the practice's display name, the visit
+    # time and zone, and the opaque token of the secure link.
+    Column("practice_name", String(200), nullable=False),
+    Column("sensitive_location", Boolean, nullable=False),
+    Column("start_at", DateTime(timezone=True), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("link_token", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+# The delivery worker scans only queued messages, by when they are due.
+Index(
+    "ix_message_due",
+    message.c.next_attempt_at,
+    postgresql_where=message.c.status == "queued",
+)
+# The contact budget counts one patient's messages of the last week.
+Index("ix_message_patient_created", message.c.org_id, message.c.patient_id, message.c.created_at)
+
+opt_out = Table(
+    "opt_out",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient_index", String(64), nullable=False),
+    Column("opted_out_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "channel", "recipient_index", name="uq_opt_out_recipient"),
+)

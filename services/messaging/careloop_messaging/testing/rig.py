@@ -1,0 +1,116 @@
+"""Test helpers shared by messaging's service tests and the end-to-end tests: publish
+`ReminderDue` events as scheduling would, and collect email with a local SMTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from careloop_contracts import Envelope as EventEnvelope
+from careloop_contracts import Event, ReminderDue, to_headers
+from careloop_kit.bus.kafka import make_producer
+from careloop_kit.infra.ports import free_port
+from careloop_kit.settings import KitSettings
+
+
+def reminder_due(
+    *,
+    org_id: str,
+    patient_id: str,
+    appointment_id: str,
+    touch: str = "1_day_before",
+    practice_name: str = "Bayview Family Practice",
+    start_at: datetime | None = None,
+    time_zone: str = "America/New_York",
+    sensitive_location: bool = False,
+) -> ReminderDue:
+    """A `ReminderDue` for one touch of one appointment."""
+    start = start_at or datetime(2031, 3, 4, 14, 30, tzinfo=UTC)
+    return ReminderDue(
+        touch_key=f"{appointment_id}:{touch}",
+        touch=touch,
+        appointment_id=appointment_id,
+        patient_id=patient_id,
+        org_id=org_id,
+        location_id="loc-north",
+        start_at=start,
+        location_time_zone=time_zone,
+        practice_name=practice_name,
+        sensitive_location=sensitive_location,
+        due_at=start - timedelta(days=1),
+    )
+
+
+async def publish(settings: KitSettings, *events: Event, event_id: str | None = None) -> list[str]:
+    """Publish events on their (prefixed) topic as the owning service's relay would;
+    returns their event ids. `event_id` forces the id (a redelivery)."""
+    producer = make_producer(settings, client_id="test-publisher")
+    await producer.start()
+    ids = []
+    try:
+        for event in events:
+            envelope = EventEnvelope(
+                type=event.event_type,
+                source=f"/careloop/{event.service}",
+                time=datetime.now(UTC),
+                subject=event.partition_key(),
+                org_id=str(getattr(event, "org_id", "")),
+                **({"id": event_id} if event_id else {}),
+            )
+            await producer.send_and_wait(
+                f"{settings.topic_prefix}{event.topic}",
+                value=event.to_json(),
+                key=event.partition_key().encode(),
+                headers=to_headers(envelope),
+            )
+            ids.append(envelope.id)
+    finally:
+        await producer.stop()
+    return ids
+
+
+@dataclass
+class SmtpCollector:
+    """aiosmtpd handler that keeps every message it accepts."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        parsed = email.message_from_bytes(
+            envelope.original_content or b"", policy=email.policy.default
+        )
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 Message accepted"
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[SmtpCollector, int]]:
+    """A local SMTP server on a free port: (collector, port)."""
+    collector = SmtpCollector()
+    port = free_port()
+    controller = Controller(collector, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield collector, port
+    finally:
+        controller.stop()
+
+
+def email_texts(message: EmailMessage) -> list[str]:
+    """Subject and every text part of an email, for PHI scans."""
+    texts: list[str] = [str(message["Subject"])]
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            content: Any = part.get_content()
+            texts.append(str(content))
+    return texts

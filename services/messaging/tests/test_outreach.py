@@ -1,0 +1,103 @@
+"""Whom to contact and when: the pure rules of the reminder pipeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+import pytest
+
+from careloop_contracts import messaging as messaging_contract
+from careloop_messaging.domain.outreach import (
+    ContactData,
+    Recipient,
+    SkipReason,
+    decide,
+    local_date_and_time,
+    message_kind,
+    normalize_phone,
+    retry_delay,
+)
+from careloop_messaging.domain.templates import Channel, MessageKind
+
+pytestmark = pytest.mark.unit
+
+
+def contact(**changes: Any) -> ContactData:
+    values: dict[str, Any] = {
+        "phones": ["(555) 201-3344"],
+        "emails": ["Pat@Example.org "],
+        "allowed_channels": [Channel.SMS, Channel.EMAIL],
+        "preferred_channel": Channel.EMAIL,
+        "allow_automated_messages": True,
+    }
+    values.update(changes)
+    return ContactData(**values)
+
+
+def run(data: ContactData, *, opted: set[Recipient] | None = None, sent: int = 0) -> Any:
+    return decide(
+        data,
+        opted_out=lambda r: r in (opted or set()),
+        sent_this_week=sent,
+        budget_per_week=3,
+        default_country_code="1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("(555) 201-3344", "+15552013344"),
+        ("1 555 201 3344", "+15552013344"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+1 555 0100 123", "+15550100123"),
+        ("12", None),
+    ],
+)
+def test_phone_numbers_become_e164(raw: str, expected: str | None) -> None:
+    assert normalize_phone(raw, default_country_code="1") == expected
+
+
+def test_the_preferred_channel_comes_first() -> None:
+    assert run(contact()).recipient == Recipient(Channel.EMAIL, "pat@example.org")
+    assert run(contact(preferred_channel=None)).recipient == Recipient(Channel.SMS, "+15552013344")
+
+
+def test_an_opted_out_channel_falls_back_to_the_next_allowed_one() -> None:
+    decision = run(contact(), opted={Recipient(Channel.EMAIL, "pat@example.org")})
+    assert decision.recipient == Recipient(Channel.SMS, "+15552013344")
+
+
+def test_skip_reasons_in_order_of_the_patients_own_choices() -> None:
+    assert run(contact(allow_automated_messages=False)).skip is SkipReason.AUTOMATED_NOT_ALLOWED
+    assert run(contact(allowed_channels=[Channel.PORTAL])).skip is SkipReason.NO_ALLOWED_CHANNEL
+    assert run(contact(phones=[], emails=[])).skip is SkipReason.NO_ALLOWED_CHANNEL
+    everything = {
+        Recipient(Channel.EMAIL, "pat@example.org"),
+        Recipient(Channel.SMS, "+15552013344"),
+    }
+    assert run(contact(), opted=everything).skip is SkipReason.OPTED_OUT
+    assert run(contact(), sent=2).recipient is not None
+    assert run(contact(), sent=3).skip is SkipReason.CONTACT_BUDGET
+
+
+def test_local_date_and_time_follow_the_location_zone() -> None:
+    start = datetime(2031, 7, 4, 13, 5, tzinfo=UTC)
+    assert local_date_and_time(start, "America/Los_Angeles", "en") == ("Fri Jul 4", "6:05 AM")
+    assert local_date_and_time(start, "Europe/Madrid", "es") == ("04/07/2031", "15:05")
+    assert local_date_and_time(start, "Nowhere/Else", "en") == ("Fri Jul 4", "1:05 PM UTC")
+
+
+def test_touch_kinds_and_backoff() -> None:
+    assert message_kind("confirmation") is MessageKind.CONFIRMATION
+    assert message_kind("3_days_before") is MessageKind.REMINDER
+    assert [retry_delay(n, base_s=30) for n in (1, 2, 3)] == [
+        timedelta(seconds=30),
+        timedelta(seconds=60),
+        timedelta(seconds=120),
+    ]
+
+
+def test_skip_reasons_are_the_contracts() -> None:
+    assert set(get_args(messaging_contract.SkipReason)) == {r.value for r in SkipReason}
