@@ -20,7 +20,12 @@ from careloop_contracts.envelope import (
     to_headers,
 )
 from careloop_contracts.identity import SessionRevoked
-from careloop_contracts.messaging import MessageFailed, MessageSent, MessageSkipped
+from careloop_contracts.messaging import (
+    MessageFailed,
+    MessageSent,
+    MessageSkipped,
+    ReplyReceived,
+)
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_contracts.scheduling import (
     AppointmentBooked,
@@ -64,6 +69,7 @@ __all__ = [
     "PatientRegistered",
     "PatientUpdated",
     "ReminderDue",
+    "ReplyReceived",
     "SessionRevoked",
     "TopicSpec",
     "UnknownEventType",

@@ -78,3 +78,25 @@ class MessageSkipped(MessageEvent):
 
     status: Literal["skipped"] = Field(default="skipped", description="Always `skipped`.")
     reason: SkipReason = Field(description="Why no message was sent.")
+
+
+ReplyIntent = Literal["confirm", "reschedule"]
+
+
+class ReplyReceived(Event):
+    """Emitted when a patient answers a reminder with a keyword: `C` (confirm) or `R`
+    (reschedule). The reply is matched to the latest message sent to that number, so it
+    names that message's appointment. Carries no address and no text beyond the intent.
+    Scheduling confirms the appointment, or starts a reschedule."""
+
+    event_type = "careloop.messaging.reply.received.v1"
+    topic = TOPIC
+
+    reply_id: Id = Field(description="Id of the inbound message (the provider's id).")
+    org_id: Id = Field(description="Organization (tenant) of the answered message.")
+    patient_id: Id = Field(description="The patient the answered message was sent to.")
+    appointment_id: Id = Field(description="The appointment the answered message was about.")
+    message_id: Id = Field(description="The outbound message that was answered.")
+    intent: ReplyIntent = Field(description="What the patient asked for.")
+    channel: ChannelName = Field(description="Channel the reply came in on.")
+    received_at: UtcDatetime = Field(description="When the reply was received (UTC).")

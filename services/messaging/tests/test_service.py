@@ -476,3 +476,40 @@ async def test_stop_opts_the_number_out_and_start_back_in(rig: Rig) -> None:
     assert (await remind("a-3"))["skip_reason"] == "opted_out"
     assert (await inbound(rig, "START")).status_code == 200
     assert (await remind("a-4"))["status"] == "sent"
+
+
+async def test_keyword_replies_answer_the_latest_reminder_and_are_audited(rig: Rig) -> None:
+    patient = new_id("pat")
+    rig.contacts.patients[patient] = sms_patient(allowed_channels=[Channel.SMS])
+    for appointment in ("a-old", "a-new"):
+        await publish(
+            rig.settings,
+            reminder_due(org_id=rig.org_id, patient_id=patient, appointment_id=appointment),
+        )
+        await rig.wait_rows(
+            lambda rs: bool(rs) and rs[0]["status"] == "sent", appointment_id=appointment
+        )
+
+    confirm = await inbound(rig, " c ")
+    reschedule = await inbound(rig, "Reschedule")
+    chatter = await inbound(rig, "can I bring my kid?")
+    stop = await inbound(rig, "STOP")
+
+    assert {r.status_code for r in (confirm, reschedule, chatter, stop)} == {200}
+    events = await rig.wait_events(
+        lambda es: sum(e["type"] == "careloop.messaging.reply.received.v1" for e in es) == 2
+        and sum(e["type"] == "careloop.audit.access.recorded.v1" for e in es) >= 3
+    )
+    replies = [e for e in events if e["type"] == "careloop.messaging.reply.received.v1"]
+    assert [(r["intent"], r["appointment_id"]) for r in replies] == [
+        ("confirm", "a-new"),
+        ("reschedule", "a-new"),
+    ]
+    assert all(r["patient_id"] == patient and r["org_id"] == rig.org_id for r in replies)
+    audits = [e for e in events if e["type"] == "careloop.audit.access.recorded.v1"]
+    answered = [a for a in audits if a["resource_type"] == "Communication"]
+    consent = [a for a in audits if a["resource_type"] == "Consent"]
+    assert [a["actor_id"] for a in answered] == [patient, patient]
+    assert {a["resource_id"] for a in answered} == {r["reply_id"] for r in replies}
+    assert len(consent) == 1
+    assert consent[0]["action"] == "update"

@@ -8,9 +8,13 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_contracts.messaging import ReplyIntent, ReplyReceived
+from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import Principal
 from careloop_kit.problems import Forbidden, ProblemError
-from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 from careloop_messaging.channels.sms import (
     SIGNATURE_HEADER,
     InvalidWebhook,
@@ -91,11 +95,44 @@ async def twilio_status(form: SignedForm, session: SessionDep, runtime: RuntimeD
     return Response(status_code=204)
 
 
+_INTENTS: dict[Keyword, ReplyIntent] = {
+    Keyword.CONFIRM: "confirm",
+    Keyword.RESCHEDULE: "reschedule",
+}
+
+
+async def _audit_reply(
+    runtime: Runtime,
+    session: AsyncSession,
+    org_id: str,
+    patient_id: str | None,
+    resource_type: str,
+    reply_id: str,
+) -> None:
+    """A patient's keyword reply is a disclosure by the patient (a reply to a reminder,
+    or a change of consent to be texted): audited with the patient as the actor when
+    known, in the reply's own transaction."""
+    who = Principal(
+        actor_id=patient_id or "sms-sender",
+        actor_type="patient" if patient_id else "system",
+        org_id=org_id,
+    )
+    entry = AuditEntry(
+        action="create" if resource_type == "Communication" else "update",
+        resource_type=resource_type,
+        phi_categories=["contact"],
+        patient_id=patient_id,
+        resource_id=reply_id,
+    )
+    await recorder_of(runtime).record(session, who, entry)
+
+
 @router.post(INBOUND_PATH)
 async def twilio_inbound(
     form: SignedInboundForm, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    """Incoming SMS (signed; no bearer token): STOP opts the number out, START back in."""
+    """Incoming SMS (signed; no bearer token): STOP opts the number out, START back in;
+    C and R answer the latest reminder sent to the number (`reply.received` event)."""
     settings = runtime.settings
     assert isinstance(settings, MessagingSettings)
     try:
@@ -103,20 +140,49 @@ async def twilio_inbound(
     except InvalidWebhook as exc:
         raise ProblemError(str(exc)) from exc
     phone = normalize_phone(inbound.from_, default_country_code=settings.default_country_code)
-    if phone is not None and inbound.keyword in {Keyword.OPT_OUT, Keyword.OPT_IN}:
-        cipher: RecipientCipher = runtime.state["cipher"]
-        recipient = Recipient(Channel.SMS, phone)
+    if phone is None or inbound.keyword is None:
+        # Free text is not acted on (secure threads come later); HELP is answered by the
+        # provider's own keyword handling. An empty TwiML answer sends nothing back.
+        return Response(EMPTY_TWIML, media_type="application/xml")
+    cipher: RecipientCipher = runtime.state["cipher"]
+    recipient = Recipient(Channel.SMS, phone)
+    lookup = cipher.lookup(recipient)
+    messages = Messages(session)
+    now = runtime.clock.now()
+    if inbound.keyword in {Keyword.OPT_OUT, Keyword.OPT_IN}:
         # The carrier-level STOP covers our number, whoever sent through it: every
         # organization that messaged this phone stops (or resumes) texting it.
-        orgs = await Messages(session).orgs_that_messaged(Channel.SMS, cipher.lookup(recipient))
         opt_outs = OptOuts(session)
-        for org_id in sorted(orgs):
+        for org_id in sorted(await messages.orgs_that_messaged(Channel.SMS, lookup)):
             index = cipher.index(org_id, recipient)
             if inbound.keyword is Keyword.OPT_OUT:
-                await opt_outs.add(org_id, Channel.SMS, index, runtime.clock.now())
+                await opt_outs.add(org_id, Channel.SMS, index, now)
             else:
                 await opt_outs.remove(org_id, Channel.SMS, index)
-    # Confirmation and reschedule replies (C / R) need scheduling commands that do not
-    # exist yet; HELP and STOP replies are Twilio's own (Advanced Opt-Out). An empty
-    # TwiML answer sends nothing back.
+            await _audit_reply(runtime, session, org_id, None, "Consent", inbound.message_sid)
+    elif inbound.keyword in _INTENTS:
+        answered = await messages.latest_answerable(Channel.SMS, lookup)
+        if answered is not None and answered.appointment_id is not None:
+            await runtime.outbox.add(
+                session,
+                ReplyReceived(
+                    reply_id=inbound.message_sid,
+                    org_id=answered.org_id,
+                    patient_id=answered.patient_id,
+                    appointment_id=answered.appointment_id,
+                    message_id=answered.id,
+                    intent=_INTENTS[inbound.keyword],
+                    channel="sms",
+                    received_at=now,
+                ),
+                org_id=answered.org_id,
+            )
+            await _audit_reply(
+                runtime,
+                session,
+                answered.org_id,
+                answered.patient_id,
+                "Communication",
+                inbound.message_sid,
+            )
     return Response(EMPTY_TWIML, media_type="application/xml")

@@ -106,6 +106,10 @@ class StoredMessage:
     attempts: int
 
 
+# Messages a patient can have received, so that a reply can answer them.
+ANSWERABLE_STATUSES = ("sent", "delivered")
+
+
 def _stored(row: object) -> StoredMessage:
     r = row._mapping  # type: ignore[attr-defined]
     return StoredMessage(
@@ -208,6 +212,21 @@ class Messages:
             .distinct()
         )
         return set(found)
+
+    async def latest_answerable(self, channel: Channel, lookup: str) -> StoredMessage | None:
+        """The latest message about an appointment that reached this address: the one a
+        keyword reply answers."""
+        row = (
+            await self._session.execute(
+                select(message)
+                .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
+                .where(message.c.appointment_id.is_not(None))
+                .where(message.c.status.in_(ANSWERABLE_STATUSES))
+                .order_by(message.c.updated_at.desc(), message.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _stored(row) if row is not None else None
 
     async def claim_due(self, now: datetime) -> StoredMessage | None:
         """The next queued message due now, locked for this transaction (other workers
