@@ -497,8 +497,10 @@ async def test_keyword_replies_answer_the_latest_reminder_and_are_audited(rig: R
 
     assert {r.status_code for r in (confirm, reschedule, chatter, stop)} == {200}
     events = await rig.wait_events(
-        lambda es: sum(e["type"] == "careloop.messaging.reply.received.v1" for e in es) == 2
-        and sum(e["type"] == "careloop.audit.access.recorded.v1" for e in es) >= 3
+        lambda es: (
+            sum(e["type"] == "careloop.messaging.reply.received.v1" for e in es) == 2
+            and sum(e["type"] == "careloop.audit.access.recorded.v1" for e in es) >= 3
+        )
     )
     replies = [e for e in events if e["type"] == "careloop.messaging.reply.received.v1"]
     assert [(r["intent"], r["appointment_id"]) for r in replies] == [
