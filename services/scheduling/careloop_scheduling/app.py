@@ -9,15 +9,16 @@ from careloop_kit.clock import Clock
 from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_scheduling.api.appointments import router as appointments_router
+from careloop_scheduling.api.attendance import router as attendance_router
 from careloop_scheduling.api.catalog import router as catalog_router
 from careloop_scheduling.api.common import SETTINGS_KEY
 from careloop_scheduling.api.reminder_settings import router as reminder_settings_router
 from careloop_scheduling.handlers.reminders import (
-    TIMERS_KEY,
     WORKER_KEY,
     build_reminder_worker,
     reminder_timers,
 )
+from careloop_scheduling.handlers.timers import TIMERS_KEY
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform
 
@@ -34,12 +35,17 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
         name=SERVICE,
         description=(
             "Providers, appointment types, weekly availability, open slots and the "
-            "appointment lifecycle (FHIR Appointment statuses), reminder sequences on "
-            "durable timers."
+            "appointment lifecycle (FHIR Appointment statuses), reminder sequences and "
+            "automatic no-show marking on durable timers, patients' attendance history."
         ),
         metadata=metadata,
         tables=platform,
-        routers=[catalog_router, appointments_router, reminder_settings_router],
+        routers=[
+            catalog_router,
+            appointments_router,
+            attendance_router,
+            reminder_settings_router,
+        ],
         on_startup=on_startup,
         background=[reminder_timers],
         verifies_tokens=True,

@@ -27,6 +27,18 @@ class SchedulingSettings(KitSettings):
             "this late; every replica scans, they share the work)."
         ),
     )
+    no_show_grace_minutes: int = Field(
+        30,
+        ge=0,
+        le=24 * 60,
+        description=(
+            "Minutes after an appointment's start at which a visit still not checked in "
+            "is marked `noshow` automatically. 30 covers the usual 10-15 minute late-"
+            "arrival policy plus a busy front desk checking the patient in late, yet "
+            "records the miss within the same clinic session (staff can still mark it "
+            "earlier by hand)."
+        ),
+    )
     neutral_practice_name: str = Field(
         "Your care team",
         min_length=1,

@@ -60,6 +60,7 @@ ENDPOINTS: dict[str, str] = {
     "org_reminders_put": "scheduling:manage",
     "type_reminders_get": "scheduling:read",
     "location_reminders_put": "scheduling:manage",
+    "attendance": "scheduling:read",
 }
 STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
 PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
@@ -105,6 +106,14 @@ def expected(role: str, endpoint: str, situation: str) -> str | int:
         return ALLOW  # the caller's own organization's settings: no PHI
     if endpoint == "type_reminders_get":
         return 404 if situation == "other_tenant" else ALLOW
+    if endpoint == "attendance":
+        if role in OWN_RECORD_ROLES:
+            # Its own history in the token's organization (empty elsewhere); never
+            # another patient's.
+            return 403 if situation == "other_record" else ALLOW
+        # Staff need an appointment of the patient at one of their locations; in
+        # another tenant the patient has none there, so that is refused too.
+        return ALLOW if situation == "own_location" else 403
     if role in OWN_RECORD_ROLES:
         if endpoint == "list":
             # Always its own appointments; another patient id is refused.
@@ -236,6 +245,8 @@ async def _call(
     if endpoint == "create_provider":
         body = {"display_name": "Dr. New", "location_ids": [location]}
         return await client.post("/providers", json=body, headers=headers)
+    if endpoint == "attendance":
+        return await client.get(f"/patients/{patient_id}/attendance", headers=headers)
     if endpoint == "org_reminders_get":
         return await client.get("/reminder-settings", headers=headers)
     if endpoint == "org_reminders_put":
@@ -299,6 +310,10 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
         if case.endpoint == "list":
             ids = [a["id"] for a in response.json()["items"]]
             assert ids == ([appointment_id] if discloses_target(case.situation) else []), case
+        if case.endpoint == "attendance":
+            # The booked visit is still ahead: nothing past to count or list yet.
+            assert response.json()["counts"]["total"] == 0, case
+            assert response.json()["patient_id"] == target, case
         if case.endpoint in ("book", "create_provider"):
             assert response.json()["org_id"] == claims["org"], case
     else:
@@ -327,7 +342,7 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
 
 async def test_no_token_is_401_on_every_route(matrix: Matrix) -> None:
     routes = _routes(matrix.app)
-    assert len(routes) == 24
+    assert len(routes) == 25
     for method, path in routes:
         response = await matrix.client.request(method, path, json={})
         assert response.status_code == 401, (method, path)

@@ -23,7 +23,6 @@ from careloop_contracts import (
     AppointmentCheckedIn,
     AppointmentConfirmed,
     AppointmentEvent,
-    AppointmentNoShow,
     AppointmentRescheduled,
 )
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
@@ -57,11 +56,14 @@ from careloop_scheduling.domain.appointment import (
 )
 from careloop_scheduling.domain.availability import Slot
 from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
-from careloop_scheduling.handlers.reminders import (
-    cancel_reminders,
-    schedule_reminders,
-    timers_of,
+from careloop_scheduling.handlers.no_show import (
+    appointment_fields,
+    no_show_grace,
+    record_no_show,
+    schedule_no_show_check,
 )
+from careloop_scheduling.handlers.reminders import schedule_reminders
+from careloop_scheduling.handlers.timers import cancel_appointment_timers, timers_of
 from careloop_scheduling.store.repository import (
     SchedulingRepository,
     SlotTaken,
@@ -76,7 +78,7 @@ PHI = [CLINICAL]
 MAX_PAGE = 100
 
 
-def _read(a: Appointment) -> AppointmentRead:
+def appointment_read(a: Appointment) -> AppointmentRead:
     return AppointmentRead(
         id=a.id,
         org_id=a.org_id,
@@ -95,20 +97,7 @@ def _read(a: Appointment) -> AppointmentRead:
     )
 
 
-def _snapshot(a: Appointment, now: datetime) -> dict[str, object]:
-    return {
-        "appointment_id": a.id,
-        "patient_id": a.patient_id,
-        "org_id": a.org_id,
-        "location_id": a.location_id,
-        "provider_id": a.provider_id,
-        "appointment_type_id": a.appointment_type_id,
-        "start_at": a.start_at,
-        "end_at": a.end_at,
-        "status": a.status.value,
-        "confirmation": a.confirmation.value,
-        "occurred_at": now,
-    }
+_snapshot = appointment_fields
 
 
 async def _publish(
@@ -177,14 +166,17 @@ async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) 
         raise Conflict("That slot was just taken; choose another one.") from exc
 
 
-async def _plan_reminders(
+async def _plan_timers(
     runtime: Runtime, session: SessionDep, repo: SchedulingRepository, appt: Appointment
 ) -> None:
-    """Schedule the new appointment's reminder timers in the booking's transaction."""
+    """Schedule the new appointment's reminder timers and its no-show check in the
+    booking's transaction."""
     zone_name = await zone_of(repo, appt.org_id, appt.location_id)
+    timers = timers_of(runtime)
     await schedule_reminders(
-        timers_of(runtime), session, repo, appt, time_zone=zone_name, now=runtime.clock.now()
+        timers, session, repo, appt, time_zone=zone_name, now=runtime.clock.now()
     )
+    await schedule_no_show_check(timers, session, appt, grace=no_show_grace(settings_of(runtime)))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
@@ -225,9 +217,9 @@ async def book_appointment(
         )
         entry.resource_id = appt.id
         await _insert(repo, appt, now)
-        await _plan_reminders(runtime, session, repo, appt)
+        await _plan_timers(runtime, session, repo, appt)
         await _publish(runtime, session, request, AppointmentBooked(**_snapshot(appt, now)))
-    return _read(appt)
+    return appointment_read(appt)
 
 
 @router.get("/{appointment_id}", response_model=AppointmentRead)
@@ -249,7 +241,7 @@ async def read_appointment(
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = found.patient_id
         _check_patient(principal, found.patient_id, found.location_id)
-    return _read(found)
+    return appointment_read(found)
 
 
 @router.get("", response_model=AppointmentPage)
@@ -308,7 +300,7 @@ async def list_appointments(
         if patients:
             entry.patient_id = patients[0]
             entry.extra_patient_ids = patients[1:]
-    return AppointmentPage(items=[_read(a) for a in found], count=len(found))
+    return AppointmentPage(items=[appointment_read(a) for a in found], count=len(found))
 
 
 async def _step(
@@ -343,9 +335,10 @@ async def _step(
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
         if changed.status not in REMINDABLE_STATUSES:
-            # Cancelled, arrived, missed or fulfilled: nothing left to remind of. A
-            # confirmation keeps the status, so its later reminders stay (see handlers).
-            await cancel_reminders(timers_of(runtime), session, repo, changed.id)
+            # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
+            # check for a no-show. A confirmation keeps the status, so its later
+            # reminders and its no-show check stay (see handlers).
+            await cancel_appointment_timers(timers_of(runtime), session, repo, changed.id)
         await _publish(runtime, session, request, event(**_snapshot(changed, now), **event_fields))
     return changed
 
@@ -372,7 +365,7 @@ async def cancel_appointment(
         lambda a: lifecycle.cancel(a, reason=body.reason),
         AppointmentCancelled,
     )
-    return _read(changed)
+    return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/confirm", response_model=AppointmentRead)
@@ -396,7 +389,7 @@ async def confirm_appointment(
         lifecycle.confirm,
         AppointmentConfirmed,
     )
-    return _read(changed)
+    return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/check-in", response_model=AppointmentRead)
@@ -421,7 +414,7 @@ async def check_in_appointment(
         lambda a: lifecycle.check_in(a, now=now),
         AppointmentCheckedIn,
     )
-    return _read(changed)
+    return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentRead)
@@ -434,19 +427,31 @@ async def no_show_appointment(
     repo: RepoDep,
 ) -> AppointmentRead:
     """Mark a booked appointment whose start has passed as a no-show."""
-    now = runtime.clock.now()
-    changed = await _step(
-        appointment_id,
-        "update",
-        request,
-        principal,
-        runtime,
-        session,
-        repo,
-        lambda a: lifecycle.no_show(a, now=now),
-        AppointmentNoShow,
+    entry = AuditEntry(
+        action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
-    return _read(changed)
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        current = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        if current is None:
+            raise NotFound(f"No appointment {appointment_id} in this organization.")
+        entry.patient_id = current.patient_id
+        _check_patient(principal, current.patient_id, current.location_id)
+        # The same function the automatic no-show check uses, so both paths change the
+        # state, end the timers and publish the event identically.
+        try:
+            changed = await record_no_show(
+                runtime,
+                session,
+                repo,
+                current,
+                now=runtime.clock.now(),
+                correlation_id=getattr(request.state, "request_id", None),
+            )
+        except InvalidTransition as exc:
+            raise Conflict(str(exc), current_status=current.status.value) from exc
+        except StaleAppointment as exc:
+            raise Conflict("The appointment changed meanwhile; read it again.") from exc
+    return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/reschedule", response_model=RescheduleResult)
@@ -497,11 +502,12 @@ async def reschedule_appointment(
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
         await _insert(repo, booked, now)
-        # The new appointment has its own id, hence its own timer keys: the old keys are
-        # cancelled and can never fire, the new plan starts from now (a confirmation of
-        # the new time, then the reminders before it).
-        await cancel_reminders(timers_of(runtime), session, repo, cancelled.id)
-        await _plan_reminders(runtime, session, repo, booked)
+        # The new appointment has its own id, hence its own timer keys: the old keys
+        # (reminders and no-show check) are cancelled and can never fire, the new plan
+        # starts from now (a confirmation of the new time, then the reminders before
+        # it) and its no-show check follows the new start.
+        await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
+        await _plan_timers(runtime, session, repo, booked)
         await _publish(
             runtime,
             session,
@@ -524,4 +530,4 @@ async def reschedule_appointment(
                 previous_start_at=cancelled.start_at,
             ),
         )
-    return RescheduleResult(cancelled=_read(cancelled), booked=_read(booked))
+    return RescheduleResult(cancelled=appointment_read(cancelled), booked=appointment_read(booked))

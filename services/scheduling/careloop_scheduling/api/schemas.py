@@ -236,3 +236,35 @@ class AppointmentPage(BaseModel):
 class RescheduleResult(BaseModel):
     cancelled: AppointmentRead
     booked: AppointmentRead
+
+
+class AttendanceCounts(BaseModel):
+    """Counts over every visit of the patient in the window, at every location."""
+
+    total: int = Field(description="Visits that started in the window.")
+    attended: int = Field(description="Arrived or fulfilled.")
+    no_show: int
+    cancelled: int = Field(description="Cancelled, reschedules included.")
+    rescheduled: int = Field(description="Cancelled by a reschedule.")
+    late_cancelled: int = Field(
+        description="Cancelled (or rescheduled) less than 24 h before the start."
+    )
+    unresolved: int = Field(
+        description="Past the start, still booked: neither checked in nor marked yet."
+    )
+    no_show_rate: float | None = Field(
+        description="no_show / (attended + no_show); null without any resolved visit."
+    )
+
+
+class AttendanceRead(BaseModel):
+    patient_id: str
+    since: datetime
+    as_of: datetime
+    counts: AttendanceCounts
+    items: list[AppointmentRead] = Field(
+        description="The window's visits at locations in the caller's scope, oldest first."
+    )
+    not_listed: int = Field(
+        description="Visits counted but not listed: at locations outside the caller's scope."
+    )

@@ -4,7 +4,8 @@ The booking (or reschedule) plans the appointment's touches with
 `domain.reminders.plan` and schedules one kit timer per touch in the booking's own
 transaction, keyed by the touch key, so the timers exist exactly when the
 appointment does. Cancel, reschedule, check-in, no-show and fulfilment cancel the
-appointment's pending timers in their transaction. A confirmation keeps them: the
+appointment's pending timers in their transaction (`handlers.timers`, which also ends
+the no-show check of `handlers.no_show`). A confirmation keeps them: the
 "1 day before" reminder still tells a confirmed patient when and where to come, and
 messaging may word it differently from the fields it already has.
 
@@ -26,30 +27,27 @@ from careloop_contracts import ReminderDue
 from careloop_kit.db.timers import DueTimer, TimerHandler, Timers, TimerWorker
 from careloop_kit.service import Runtime
 from careloop_scheduling.domain.appointment import Appointment
+from careloop_scheduling.domain.attendance import NO_SHOW_TIMER_KIND
 from careloop_scheduling.domain.reminder_settings import (
     REMINDABLE_STATUSES,
     TIMER_KIND,
     Level,
     effective,
 )
-from careloop_scheduling.domain.reminders import PlannedTouch, plan, touch_key
+from careloop_scheduling.domain.reminders import PlannedTouch, plan
+from careloop_scheduling.handlers.no_show import no_show_handler
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.repository import SchedulingRepository
 from careloop_scheduling.store.tables import platform
 
 log = logging.getLogger(__name__)
 
-TIMERS_KEY = "scheduling_timers"
 WORKER_KEY = "scheduling_reminder_worker"
 
 
-def timers_of(runtime: Runtime) -> Timers:
-    timers: Timers = runtime.state[TIMERS_KEY]
-    return timers
-
-
 def reminder_worker(runtime: Runtime) -> TimerWorker:
-    """The replica's reminder worker (tests call its `fire_due()` after moving the clock)."""
+    """The replica's timer worker, reminders and no-show checks (tests call its
+    `fire_due()` after moving the clock)."""
     worker: TimerWorker = runtime.state[WORKER_KEY]
     return worker
 
@@ -87,19 +85,6 @@ async def schedule_reminders(
             dedup_key=touch.key,
         )
     return touches
-
-
-async def cancel_reminders(
-    timers: Timers, session: AsyncSession, repo: SchedulingRepository, appointment_id: str
-) -> int:
-    """Cancel every pending reminder timer of the appointment; returns how many.
-
-    Looks the keys up rather than recomputing them, so a touch added or removed in the
-    settings since the booking is cancelled all the same."""
-    cancelled = 0
-    for key in await repo.pending_timer_keys(touch_key(appointment_id, "")):
-        cancelled += await timers.cancel(session, key)
-    return cancelled
 
 
 def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHandler:
@@ -148,15 +133,20 @@ def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHan
 
 
 def build_reminder_worker(runtime: Runtime, settings: SchedulingSettings) -> TimerWorker:
+    """One worker fires every appointment timer, dispatching by kind: a second worker
+    would only add a second polling loop over the same table."""
     return TimerWorker(
         runtime.sessionmaker,
         platform,
-        {TIMER_KIND: reminder_handler(runtime, settings)},
+        {
+            TIMER_KIND: reminder_handler(runtime, settings),
+            NO_SHOW_TIMER_KIND: no_show_handler(runtime),
+        },
         clock=runtime.clock,
         poll_interval_s=settings.reminder_poll_interval_s,
     )
 
 
 async def reminder_timers(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Background job: fire due reminder timers until shutdown."""
+    """Background job: fire due reminder and no-show timers until shutdown."""
     await reminder_worker(runtime).run(stop)

@@ -19,6 +19,7 @@ from careloop_scheduling.domain.appointment import (
     AppointmentStatus,
     Confirmation,
 )
+from careloop_scheduling.domain.attendance import PastVisit
 from careloop_scheduling.domain.availability import Busy, Closure, WeeklyWindow
 from careloop_scheduling.domain.catalog import (
     AppointmentType,
@@ -362,6 +363,40 @@ class SchedulingRepository:
         ).all()
         return [_appointment(r._mapping) for r in rows]
 
+    async def patient_visits(
+        self, org_id: str, patient_id: str, *, since: datetime, until: datetime
+    ) -> list[PastVisit]:
+        """The patient's appointments starting in `[since, until)`, oldest first, each
+        with the moment it last changed (at every location: the caller filters)."""
+        rows = (
+            await self._session.execute(
+                select(appointment)
+                .where(
+                    appointment.c.org_id == org_id,
+                    appointment.c.patient_id == patient_id,
+                    appointment.c.start_at >= since,
+                    appointment.c.start_at < until,
+                )
+                .order_by(appointment.c.start_at, appointment.c.id)
+            )
+        ).all()
+        return [PastVisit(_appointment(r._mapping), r.updated_at) for r in rows]
+
+    async def patient_seen_at(
+        self, org_id: str, patient_id: str, locations: Collection[str]
+    ) -> bool:
+        """Whether the patient has any appointment, ever, at one of the locations."""
+        found = await self._session.scalar(
+            select(appointment.c.id)
+            .where(
+                appointment.c.org_id == org_id,
+                appointment.c.patient_id == patient_id,
+                appointment.c.location_id.in_(list(locations)),
+            )
+            .limit(1)
+        )
+        return found is not None
+
     # --- reminders ------------------------------------------------------------------
 
     async def reminder_settings(
@@ -419,17 +454,20 @@ class SchedulingRepository:
         )
         return [key for key in rows if key is not None]
 
-    async def lock_appointment_nowait(self, org_id: str, appointment_id: str) -> Appointment | None:
-        """The appointment, share-locked; raises at once if a change holds it.
+    async def lock_appointment_nowait(
+        self, org_id: str, appointment_id: str, *, exclusive: bool = False
+    ) -> Appointment | None:
+        """The appointment, share-locked (`exclusive`: locked for a change); raises at
+        once if a change holds it.
 
-        A reminder timer firing while a request changes its appointment retries later
-        instead of waiting: the request already locked the appointment and waits for the
-        timer rows, so waiting here would deadlock."""
+        A timer firing while a request changes its appointment retries later instead of
+        waiting: the request already locked the appointment and waits for the timer
+        rows, so waiting here would deadlock."""
         row = (
             await self._session.execute(
                 select(appointment)
                 .where(appointment.c.org_id == org_id, appointment.c.id == appointment_id)
-                .with_for_update(read=True, nowait=True)
+                .with_for_update(read=not exclusive, nowait=True)
             )
         ).first()
         return None if row is None else _appointment(row._mapping)

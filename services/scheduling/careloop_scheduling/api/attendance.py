@@ -1,0 +1,93 @@
+"""A patient's attendance history: what later no-show risk scoring is built from.
+
+Minimum necessary for staff with a location scope: the counts cover the patient's
+visits at every location of the organization (the risk of a missed visit does not
+depend on where the earlier ones were, and a count names no provider, time or visit
+type), while the list holds only the visits at locations in scope. Asking at all
+needs a care relationship: at least one appointment of the patient, ever, at one of
+the caller's locations (403 otherwise, as reading one of its appointments elsewhere
+would be). Staff of every location and the patient itself see everything.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime
+
+from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.auth import ALL_LOCATIONS
+from careloop_kit.problems import Forbidden
+from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
+from careloop_scheduling.api.common import Reader, RepoDep
+from careloop_scheduling.api.schemas import AttendanceCounts, AttendanceRead
+from careloop_scheduling.domain.attendance import DEFAULT_WINDOW, summarize
+
+router = APIRouter(prefix="/patients", tags=["attendance"])
+
+MAX_WINDOW_DAYS = 3650
+
+
+@router.get("/{patient_id}/attendance", response_model=AttendanceRead)
+async def read_attendance(
+    patient_id: str,
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+    window_days: Annotated[int, Query(ge=1, le=MAX_WINDOW_DAYS)] = DEFAULT_WINDOW.days,
+    as_of: Annotated[AwareDatetime | None, Query()] = None,
+) -> AttendanceRead:
+    """A patient's attendance counts and past visits over a window (default 2 years)."""
+    used = ["window_days"] if as_of is None else ["window_days", "as_of"]
+    entry = AuditEntry(
+        action="read",
+        resource_type=RESOURCE,
+        phi_categories=PHI,
+        patient_id=patient_id,
+        query_fingerprint=fingerprint_query(used),
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        locations: tuple[str, ...] | None = None
+        if principal.is_patient:
+            if patient_id != principal.patient_id:
+                raise Forbidden("A patient account may only access its own record.")
+        elif ALL_LOCATIONS not in principal.locations:
+            locations = tuple(principal.locations)
+            if not locations or not await repo.patient_seen_at(
+                principal.org_id, patient_id, locations
+            ):
+                raise Forbidden("This patient has no appointment at your locations.")
+        now = runtime.clock.now()
+        # A later moment would count visits that have not happened yet as unresolved;
+        # an earlier one gives the history as it stood then (features for training).
+        until = now if as_of is None else min(as_of, now)
+        since = until - timedelta(days=window_days)
+        visits = await repo.patient_visits(principal.org_id, patient_id, since=since, until=until)
+        summary = summarize(visits, since=since, as_of=until)
+        listed = [
+            v.appointment
+            for v in visits
+            if locations is None or v.appointment.location_id in locations
+        ]
+    return AttendanceRead(
+        patient_id=patient_id,
+        since=since,
+        as_of=until,
+        counts=AttendanceCounts(
+            total=summary.total,
+            attended=summary.attended,
+            no_show=summary.no_show,
+            cancelled=summary.cancelled,
+            rescheduled=summary.rescheduled,
+            late_cancelled=summary.late_cancelled,
+            unresolved=summary.unresolved,
+            no_show_rate=summary.no_show_rate,
+        ),
+        items=[appointment_read(a) for a in listed],
+        not_listed=len(visits) - len(listed),
+    )
