@@ -36,6 +36,7 @@ from careloop_contracts.scheduling import (
     AppointmentNoShow,
     AppointmentRescheduled,
     ReminderDue,
+    RescheduleOffered,
 )
 from careloop_contracts.topics import (
     TOPICS,
@@ -70,6 +71,7 @@ __all__ = [
     "PatientUpdated",
     "ReminderDue",
     "ReplyReceived",
+    "RescheduleOffered",
     "SessionRevoked",
     "TopicSpec",
     "UnknownEventType",

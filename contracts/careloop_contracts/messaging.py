@@ -80,14 +80,15 @@ class MessageSkipped(MessageEvent):
     reason: SkipReason = Field(description="Why no message was sent.")
 
 
-ReplyIntent = Literal["confirm", "reschedule"]
+ReplyIntent = Literal["confirm", "reschedule", "choose"]
 
 
 class ReplyReceived(Event):
-    """Emitted when a patient answers a reminder with a keyword: `C` (confirm) or `R`
-    (reschedule). The reply is matched to the latest message sent to that number, so it
-    names that message's appointment. Carries no address and no text beyond the intent.
-    Scheduling confirms the appointment, or starts a reschedule."""
+    """Emitted when a patient answers a message with a keyword: `C` (confirm), `R`
+    (reschedule) or the number of an offered option (`choose`, after a reschedule offer).
+    The reply is matched to the latest message sent to that number, so it names that
+    message's appointment. Carries no address and no text beyond the intent. Scheduling
+    confirms the appointment, offers open slots, or rebooks into the chosen one."""
 
     event_type = "careloop.messaging.reply.received.v1"
     topic = TOPIC
@@ -98,5 +99,8 @@ class ReplyReceived(Event):
     appointment_id: Id = Field(description="The appointment the answered message was about.")
     message_id: Id = Field(description="The outbound message that was answered.")
     intent: ReplyIntent = Field(description="What the patient asked for.")
+    choice: int | None = Field(
+        default=None, ge=1, le=9, description="For `choose`: the option number replied."
+    )
     channel: ChannelName = Field(description="Channel the reply came in on.")
     received_at: UtcDatetime = Field(description="When the reply was received (UTC).")

@@ -128,3 +128,34 @@ class ReminderDue(Event):
         description="Behavioral health and similar: neutral sender, no location details."
     )
     due_at: UtcDatetime = Field(description="When the touch was planned to fire (UTC).")
+
+
+class RescheduleOffered(Event):
+    """Emitted when a patient asked to reschedule (replied `R`) and scheduling found open
+    slots of the same type, provider and location: the numbered options, held for no one
+    (the first to book a slot gets it). Messaging sends them; the patient's numbered
+    reply (`reply.received` with intent `choose`) rebooks the appointment. No PHI beyond
+    ids and times."""
+
+    event_type = "careloop.scheduling.reschedule.offered.v1"
+    topic = TOPIC
+
+    offer_id: Id = Field(description="Id of the offer; one message at most per offer.")
+    appointment_id: Id = Field(description="The appointment to move.")
+    patient_id: Id = Field(description="Id of the patient to contact.")
+    org_id: Id = Field(description="Organization (tenant) that owns the appointment.")
+    location_id: Id = Field(description="Location where the visit takes place.")
+    options: list[UtcDatetime] = Field(
+        min_length=1, max_length=9, description="Start times offered (UTC), option 1 first."
+    )
+    location_time_zone: str = Field(
+        max_length=64, description="IANA zone of the location, to show local dates and times."
+    )
+    practice_name: str = Field(
+        max_length=200,
+        description="Display name to sign the message with (neutral for sensitive locations).",
+    )
+    sensitive_location: bool = Field(
+        description="Behavioral health and similar: neutral sender, no location details."
+    )
+    expires_at: UtcDatetime = Field(description="After this a numbered reply is refused.")

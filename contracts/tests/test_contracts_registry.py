@@ -25,6 +25,7 @@ from careloop_contracts import (
     PatientUpdated,
     ReminderDue,
     ReplyReceived,
+    RescheduleOffered,
     SessionRevoked,
     UnknownEventType,
     isolated_registry,
@@ -59,6 +60,7 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.scheduling.appointment.no_show.v1": AppointmentNoShow,
         "careloop.scheduling.appointment.rescheduled.v1": AppointmentRescheduled,
         "careloop.scheduling.reminder.due.v1": ReminderDue,
+        "careloop.scheduling.reschedule.offered.v1": RescheduleOffered,
     }
 
 
