@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
 
 import pytest
 
 from careloop_messaging.domain.defaults import BUILT_IN_TEMPLATES
+from careloop_messaging.domain.outreach import offer_fields
 from careloop_messaging.domain.templates import (
     Channel,
+    MessageKind,
     SenderProfile,
     TemplateRefused,
     TemplateRenderer,
@@ -55,7 +58,15 @@ SAFE_FIELDS = {
     "appointment_time": "2:30 PM",
     "secure_link": "https://care.example.test/m/Qm2Rt7",
 }
+# Reschedule offers add their numbered times (dates and times only, never who or what).
+OFFER_FIELDS = offer_fields(
+    [datetime(2031, 6, 8 + n, 18, 30, tzinfo=UTC) for n in range(3)], "America/Chicago", "en"
+)
 INSECURE = [t for t in BUILT_IN_TEMPLATES.values() if t.key.channel is not Channel.PORTAL]
+
+
+def safe_fields(kind: MessageKind) -> dict[str, str]:
+    return SAFE_FIELDS | OFFER_FIELDS if kind is MessageKind.RESCHEDULE_OFFER else SAFE_FIELDS
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -71,13 +82,14 @@ def test_no_default_output_contains_any_patient_detail(seed: int, sensitive: boo
             with pytest.raises(TemplateRefused):
                 renderer.render(
                     template,
-                    {**SAFE_FIELDS, field.name: getattr(patient, field.name)},
+                    {**safe_fields(template.key.kind), field.name: getattr(patient, field.name)},
                     sender=sender,
                 )
-        rendered = renderer.render(template, SAFE_FIELDS, sender=sender)
+        rendered = renderer.render(template, safe_fields(template.key.kind), sender=sender)
         outputs += [rendered.body, rendered.subject or "", rendered.html_body or ""]
 
     assert len(outputs) == 3 * len(INSECURE)
+    assert any(OFFER_FIELDS["options"] in output for output in outputs)
     text = "\n".join(outputs).casefold()
     for value in astuple(patient):
         assert value.casefold() not in text, f"{value!r} leaked"

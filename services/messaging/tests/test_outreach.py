@@ -16,7 +16,9 @@ from careloop_messaging.domain.outreach import (
     local_date_and_time,
     message_kind,
     normalize_phone,
+    offer_fields,
     retry_delay,
+    valid_choice,
 )
 from careloop_messaging.domain.templates import Channel, MessageKind
 
@@ -92,6 +94,7 @@ def test_local_date_and_time_follow_the_location_zone() -> None:
 def test_touch_kinds_and_backoff() -> None:
     assert message_kind("confirmation") is MessageKind.CONFIRMATION
     assert message_kind("3_days_before") is MessageKind.REMINDER
+    assert message_kind("reschedule_offer") is MessageKind.RESCHEDULE_OFFER
     assert [retry_delay(n, base_s=30) for n in (1, 2, 3)] == [
         timedelta(seconds=30),
         timedelta(seconds=60),
@@ -101,3 +104,31 @@ def test_touch_kinds_and_backoff() -> None:
 
 def test_skip_reasons_are_the_contracts() -> None:
     assert set(get_args(messaging_contract.SkipReason)) == {r.value for r in SkipReason}
+
+
+OPTIONS = [
+    datetime(2031, 3, 5, 14, 0, tzinfo=UTC),
+    datetime(2031, 3, 6, 19, 30, tzinfo=UTC),
+    datetime(2031, 3, 7, 13, 15, tzinfo=UTC),
+    datetime(2031, 3, 8, 13, 15, tzinfo=UTC),
+]
+
+
+def test_offer_fields_list_three_times_in_the_location_zone() -> None:
+    # The event may carry up to nine; the message lists the first three.
+    fields = offer_fields(OPTIONS, "America/New_York", "en")
+    assert fields["options"] == (
+        "1) Wed Mar 5 at 9:00 AM; 2) Thu Mar 6 at 2:30 PM; 3) Fri Mar 7 at 8:15 AM"
+    )
+    assert fields["option_numbers"] == "1, 2 or 3"
+    assert (fields["option_2_date"], fields["option_2_time"]) == ("Thu Mar 6", "2:30 PM")
+    assert "option_4_date" not in fields
+    spanish = offer_fields(OPTIONS[:2], "Europe/Madrid", "es")
+    assert spanish["options"] == "1) 05/03/2031 a las 15:00; 2) 06/03/2031 a las 20:30"
+    assert spanish["option_numbers"] == "1 o 2"
+    assert offer_fields(OPTIONS[:1], "UTC", "en")["option_numbers"] == "1"
+
+
+def test_a_choice_must_be_one_of_the_listed_options() -> None:
+    assert [valid_choice(n, OPTIONS) for n in (0, 1, 3, 4)] == [False, True, True, False]
+    assert valid_choice(2, OPTIONS[:1]) is False

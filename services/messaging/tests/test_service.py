@@ -14,17 +14,22 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import hvac
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import careloop_messaging
 from careloop_contracts import AppointmentBooked
-from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.db.migrate import alembic_config, upgrade_async
 from careloop_kit.infra.ports import free_port
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import serve_in_task
@@ -35,11 +40,12 @@ from careloop_messaging.domain.outreach import ContactData, Recipient
 from careloop_messaging.domain.templates import Channel
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import OptOuts, RecipientCipher
-from careloop_messaging.store.tables import message
+from careloop_messaging.store.tables import message, metadata
 from careloop_messaging.testing.rig import (
     SmtpCollector,
     publish,
     reminder_due,
+    reschedule_offered,
     smtp_server,
 )
 from careloop_messaging.testing.twilio_double import TwilioDouble
@@ -515,3 +521,209 @@ async def test_keyword_replies_answer_the_latest_reminder_and_are_audited(rig: R
     assert {a["resource_id"] for a in answered} == {r["reply_id"] for r in replies}
     assert len(consent) == 1
     assert consent[0]["action"] == "update"
+
+
+# Distinctive synthetic details scheduling knows and messaging must never put in an SMS.
+OFFER_PHI = ("Dr. Barnaby Illingworth", "Colposcopy follow-up", "Philippa")
+
+
+async def send_reminder(rig: Rig, patient: str, appointment: str) -> dict[str, Any]:
+    await publish(
+        rig.settings,
+        reminder_due(org_id=rig.org_id, patient_id=patient, appointment_id=appointment),
+    )
+    (row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "sent", appointment_id=appointment
+    )
+    return row
+
+
+async def send_offer(rig: Rig, patient: str, appointment: str, offer_id: str) -> dict[str, Any]:
+    offer = reschedule_offered(
+        org_id=rig.org_id, patient_id=patient, appointment_id=appointment, offer_id=offer_id
+    )
+    await publish(rig.settings, offer)
+    (row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "sent", touch_key=f"{offer_id}:offer"
+    )
+    return row
+
+
+async def test_an_offer_becomes_one_sms_listing_the_times_in_local_time(rig: Rig) -> None:
+    patient, appointment, offer_id = new_id("pat"), new_id("appt"), new_id("offer")
+    rig.contacts.patients[patient] = sms_patient()
+    offer = reschedule_offered(
+        org_id=rig.org_id, patient_id=patient, appointment_id=appointment, offer_id=offer_id
+    )
+
+    (event_id,) = await publish(rig.settings, offer)
+    (row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "sent", patient_id=patient
+    )
+
+    (sms,) = rig.double.messages
+    assert sms.to == E164
+    # 14:00, 19:30 and 13:15 UTC in early March are 9:00, 14:30 and 8:15 in New York.
+    assert sms.body == (
+        "Bayview Family Practice: new times for your appointment: 1) Wed Mar 5 at 9:00 AM; "
+        "2) Thu Mar 6 at 2:30 PM; 3) Fri Mar 7 at 8:15 AM. Reply 1, 2 or 3 to choose. "
+        f"Details: https://portal.example.test/m/{row['link_token']} "
+        "Reply STOP to opt out, HELP for help."
+    )
+    assert not any(phi.casefold() in sms.body.casefold() for phi in OFFER_PHI)
+    assert (row["touch"], row["touch_key"], row["appointment_id"]) == (
+        "reschedule_offer",
+        f"{offer_id}:offer",
+        appointment,
+    )
+    assert row["offer_options"] == offer.options
+    assert row["offer_expires_at"] == offer.expires_at
+
+    # The same event again, and the same offer under a new event id: still one message.
+    await publish(rig.settings, offer, event_id=event_id)
+    await publish(rig.settings, offer)
+    await rig.wait_events(
+        lambda es: [e["type"] for e in es] == ["careloop.messaging.message.sent.v1"]
+    )
+    await asyncio.sleep(1.0)
+    assert len(rig.double.messages) == 1
+    assert len(await rig.rows(patient_id=patient)) == 1
+
+
+async def test_an_offer_goes_out_over_a_spent_budget_and_does_not_spend_it(rig: Rig) -> None:
+    # The offer answers the patient's own R: the budget caps unsolicited contacts only.
+    patient, appointment = new_id("pat"), new_id("appt")
+    rig.contacts.patients[patient] = sms_patient()
+    for touch in ("confirmation", "3_days_before", "1_day_before"):
+        await publish(
+            rig.settings,
+            reminder_due(
+                org_id=rig.org_id, patient_id=patient, appointment_id=appointment, touch=touch
+            ),
+        )
+    await rig.wait_rows(lambda rs: [r["status"] for r in rs] == ["sent"] * 3, patient_id=patient)
+
+    await send_offer(rig, patient, appointment, new_id("offer"))
+    await publish(
+        rig.settings,
+        reminder_due(
+            org_id=rig.org_id, patient_id=patient, appointment_id=appointment, touch="morning_of"
+        ),
+    )
+    (morning,) = await rig.wait_rows(lambda rs: bool(rs), touch_key=f"{appointment}:morning_of")
+    assert (morning["status"], morning["skip_reason"]) == ("skipped", "contact_budget")
+    assert len(rig.double.messages) == 4
+
+
+async def test_an_opted_out_number_gets_no_offer(rig: Rig) -> None:
+    patient = new_id("pat")
+    rig.contacts.patients[patient] = sms_patient(allowed_channels=[Channel.SMS])
+    cipher: RecipientCipher = rig.runtime.state["cipher"]
+    async with rig.runtime.sessionmaker() as session, session.begin():
+        index = cipher.index(rig.org_id, Recipient(Channel.SMS, E164))
+        await OptOuts(session).add(rig.org_id, Channel.SMS, index, rig.runtime.clock.now())
+
+    offer_id = new_id("offer")
+    await publish(
+        rig.settings,
+        reschedule_offered(
+            org_id=rig.org_id, patient_id=patient, appointment_id="a-1", offer_id=offer_id
+        ),
+    )
+
+    (row,) = await rig.wait_rows(lambda rs: bool(rs), touch_key=f"{offer_id}:offer")
+    assert (row["status"], row["skip_reason"]) == ("skipped", "opted_out")
+    assert rig.double.messages == []
+
+
+def replies(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "careloop.messaging.reply.received.v1"]
+
+
+async def test_a_numbered_reply_chooses_an_option_of_the_latest_offer(rig: Rig) -> None:
+    patient, appointment = new_id("pat"), new_id("appt")
+    rig.contacts.patients[patient] = sms_patient(allowed_channels=[Channel.SMS])
+    await send_reminder(rig, patient, appointment)
+    offer = await send_offer(rig, patient, appointment, new_id("offer"))
+
+    # Out of range (three options listed), a number among words, then a real choice.
+    for body in ("7", "2 please", " 2 "):
+        assert (await inbound(rig, body)).status_code == 200
+
+    events = await rig.wait_events(
+        lambda es: (
+            len(replies(es)) == 1
+            and any(e["type"] == "careloop.audit.access.recorded.v1" for e in es)
+        )
+    )
+    (reply,) = replies(events)
+    assert (reply["intent"], reply["choice"]) == ("choose", 2)
+    assert (reply["appointment_id"], reply["message_id"]) == (appointment, offer["id"])
+    assert (reply["patient_id"], reply["org_id"], reply["channel"]) == (
+        patient,
+        rig.org_id,
+        "sms",
+    )
+    assert E164 not in json.dumps(reply)
+    (audit,) = [e for e in events if e["type"] == "careloop.audit.access.recorded.v1"]
+    assert (audit["resource_type"], audit["actor_id"], audit["resource_id"]) == (
+        "Communication",
+        patient,
+        reply["reply_id"],
+    )
+
+
+async def test_a_number_after_a_plain_reminder_is_ignored(rig: Rig) -> None:
+    patient, appointment = new_id("pat"), new_id("appt")
+    rig.contacts.patients[patient] = sms_patient(allowed_channels=[Channel.SMS])
+    await send_reminder(rig, patient, appointment)
+
+    assert (await inbound(rig, "2")).status_code == 200
+    # A keyword afterwards still answers the reminder: once its event is out, the
+    # number's would have been too (same partition, written first).
+    assert (await inbound(rig, "C")).status_code == 200
+
+    events = await rig.wait_events(lambda es: len(replies(es)) >= 1)
+    await asyncio.sleep(0.5)
+    events = await rig.events()
+    assert [(r["intent"], r["choice"]) for r in replies(events)] == [("confirm", None)]
+    audits = [e for e in events if e["type"] == "careloop.audit.access.recorded.v1"]
+    assert len(audits) == 1
+
+
+async def test_an_offer_that_lapsed_while_queued_is_not_sent(rig: Rig) -> None:
+    patient, offer_id = new_id("pat"), new_id("offer")
+    rig.contacts.patients[patient] = sms_patient()
+    lapsed = reschedule_offered(
+        org_id=rig.org_id,
+        patient_id=patient,
+        appointment_id="a-1",
+        offer_id=offer_id,
+        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+
+    await publish(rig.settings, lapsed)
+
+    (row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "failed", patient_id=patient
+    )
+    assert (row["last_error"], row["attempts"]) == ("offer expired before sending", 0)
+    assert rig.double.requests == 0
+
+
+async def test_migrations_match_the_tables(rig: Rig) -> None:
+    dsn = rig.settings.database_url.get_secret_value()
+    head = ScriptDirectory.from_config(alembic_config(MIGRATIONS, dsn)).get_current_head()
+    engine = create_async_engine(dsn)
+    try:
+        async with engine.connect() as conn:
+
+            def inspect(sync_conn: Any) -> tuple[str | None, list[Any]]:
+                context = MigrationContext.configure(sync_conn)
+                return context.get_current_revision(), compare_metadata(context, metadata)
+
+            current, diff = await conn.run_sync(inspect)
+    finally:
+        await engine.dispose()
+    assert (current, head) == ("0002", "0002")
+    assert diff == []

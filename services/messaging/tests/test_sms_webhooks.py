@@ -10,6 +10,7 @@ from careloop_messaging.channels.sms import (
     InvalidWebhook,
     Keyword,
     MessageStatus,
+    classify_choice,
     classify_keyword,
     compute_signature,
     parse_inbound_message,
@@ -154,6 +155,30 @@ class TestInbound:
             "+15550100",
             "+15550199",
             Keyword.OPT_OUT,
+        )
+
+    @pytest.mark.parametrize(
+        ("body", "choice"),
+        [
+            ("1", 1),
+            (" 2 \n", 2),
+            ("9", 9),
+            ("0", None),
+            ("12", None),
+            ("2 please", None),
+            ("#2", None),
+            ("\u00b2", None),
+            ("\u0662", None),
+            ("", None),
+        ],
+    )
+    def test_only_a_single_digit_is_a_choice(self, body: str, choice: int | None) -> None:
+        assert classify_choice(body) == choice
+        assert (
+            parse_inbound_message(
+                {"MessageSid": "SMin", "From": "+15550100", "To": "+15550199", "Body": body}
+            ).choice
+            == choice
         )
 
     def test_inbound_without_sender_is_refused(self) -> None:

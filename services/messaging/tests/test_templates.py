@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.defaults import BUILT_IN_TEMPLATES
+from careloop_messaging.domain.outreach import offer_fields
 from careloop_messaging.domain.templates import (
     DEFAULT_NEUTRAL_SENDER_NAME,
     SMS_MAX_CHARS,
@@ -39,9 +41,22 @@ def org_id() -> str:
     return f"org-{uuid.uuid4().hex[:8]}"
 
 
-def sms(body: str, org: str | None = None, location: str | None = None) -> MessageTemplate:
-    key = TemplateKey(MessageKind.REMINDER, Channel.SMS, "en", org or org_id(), location)
+def sms(
+    body: str,
+    org: str | None = None,
+    location: str | None = None,
+    kind: MessageKind = MessageKind.REMINDER,
+) -> MessageTemplate:
+    key = TemplateKey(kind, Channel.SMS, "en", org or org_id(), location)
     return MessageTemplate(key=key, body=body)
+
+
+OFFER_FIELDS = {
+    "options": "1) Wed Mar 5 at 9:00 AM; 2) Thu Mar 6 at 2:30 PM; 3) Fri Mar 7 at 8:15 AM",
+    "option_numbers": "1, 2 or 3",
+    **{f"option_{n}_date": f"Wed Mar {n + 4}" for n in (1, 2, 3)},
+    **{f"option_{n}_time": "10:45 AM" for n in (1, 2, 3)},
+}
 
 
 def email(
@@ -135,6 +150,50 @@ class TestSaveTimeRefusal:
         renderer = TemplateRenderer()
         for template in BUILT_IN_TEMPLATES.values():
             renderer.check(template, sensitive=True)
+
+
+class TestOfferFields:
+    def test_an_offer_template_may_list_the_numbered_options(self) -> None:
+        template = sms(
+            "{{ practice_name }}: {{ options }}. Reply {{ option_numbers }}."
+            "{% if option_3_date is defined %} Or {{ option_3_date }} {{ option_3_time }}"
+            "{% endif %}",
+            kind=MessageKind.RESCHEDULE_OFFER,
+        )
+        TemplateCatalog().save(template)
+        rendered = TemplateRenderer().render(template, OFFER_FIELDS, sender=PRACTICE)
+        assert rendered.body.startswith("Lakeside Family Clinic: 1) Wed Mar 5 at 9:00 AM;")
+        assert rendered.body.endswith("Reply 1, 2 or 3. Or Wed Mar 7 10:45 AM")
+
+    @pytest.mark.parametrize(
+        "field", ["provider_name", "visit_type", "patient_first_name", "option_4_date"]
+    )
+    def test_an_offer_template_with_a_forbidden_field_is_refused(self, field: str) -> None:
+        template = sms(f"{{{{ options }}}} {{{{ {field} }}}}", kind=MessageKind.RESCHEDULE_OFFER)
+        with pytest.raises(TemplateRefused, match=f"sms body: field '{field}' is not allowed"):
+            TemplateCatalog().save(template)
+
+    def test_the_option_fields_belong_to_offers_only(self) -> None:
+        with pytest.raises(TemplateRefused, match="field 'options' is not allowed"):
+            TemplateCatalog().save(sms("{{ options }}"))
+        with pytest.raises(TemplateRefused, match="field 'options' is not allowed in a sms"):
+            TemplateRenderer().render(
+                BUILT_IN_TEMPLATES[TemplateKey(MessageKind.REMINDER, Channel.SMS, "en")],
+                {**FIELDS, "options": OFFER_FIELDS["options"]},
+                sender=PRACTICE,
+            )
+
+    def test_an_offer_email_subject_names_no_time(self) -> None:
+        key = TemplateKey(MessageKind.RESCHEDULE_OFFER, Channel.EMAIL, "en", org_id())
+        template = MessageTemplate(key=key, subject="Times: {{ options }}", body="{{ options }}")
+        with pytest.raises(TemplateRefused, match="email subject: field 'options'"):
+            TemplateCatalog().save(template)
+
+    def test_a_missing_option_is_an_error_not_a_blank(self) -> None:
+        template = sms("{{ option_3_date }}", kind=MessageKind.RESCHEDULE_OFFER)
+        fields = {k: v for k, v in OFFER_FIELDS.items() if not k.startswith("option_3")}
+        with pytest.raises(TemplateRenderError, match="option_3_date"):
+            TemplateRenderer().render(template, fields, sender=PRACTICE)
 
 
 class TestRenderTime:
@@ -269,16 +328,29 @@ class TestDefaults:
             "appointment_time": "10:45 AM",
             "secure_link": "https://care.example.org/m/AbCdEfGhIjKl",
         }
+        offer = kind is MessageKind.RESCHEDULE_OFFER
+        if offer:
+            # Three offered times in their longest English and Spanish forms.
+            fields |= offer_fields(
+                [datetime(2031, 9, 24 + n, 14, 45, tzinfo=UTC) for n in range(3)],
+                "America/New_York",
+                language,
+            )
         renderer = TemplateRenderer()
         for channel in Channel:
             template = BUILT_IN_TEMPLATES[TemplateKey(kind, channel, language)]
             rendered = renderer.render(template, fields, sender=sender)
             assert fields["secure_link"] in rendered.body
+            if offer:
+                assert fields["options"] in rendered.body
         sms_body = renderer.render(
             BUILT_IN_TEMPLATES[TemplateKey(kind, Channel.SMS, language)], fields, sender=sender
         ).body
         assert len(sms_body) <= SMS_MAX_CHARS
         assert "STOP" in sms_body
         assert "HELP" in sms_body
-        assert " C " in sms_body
-        assert " R " in sms_body
+        if offer:
+            assert " 1, 2 or 3 " in sms_body or " 1, 2 o 3 " in sms_body
+        else:
+            assert " C " in sms_body
+            assert " R " in sms_body

@@ -24,11 +24,22 @@ from careloop_messaging.channels.sms import (
     verify_signature,
 )
 from careloop_messaging.channels.sms import MessageStatus as TwilioStatus
-from careloop_messaging.domain.outreach import MessageStatus, Recipient, normalize_phone
-from careloop_messaging.domain.templates import Channel
+from careloop_messaging.domain.outreach import (
+    MessageStatus,
+    Recipient,
+    message_kind,
+    normalize_phone,
+    valid_choice,
+)
+from careloop_messaging.domain.templates import Channel, MessageKind
 from careloop_messaging.handlers.delivery import publish_failed
 from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import Messages, OptOuts, RecipientCipher
+from careloop_messaging.store.repository import (
+    Messages,
+    OptOuts,
+    RecipientCipher,
+    StoredMessage,
+)
 
 router = APIRouter(tags=["webhooks"])
 
@@ -132,7 +143,7 @@ async def twilio_inbound(
     form: SignedInboundForm, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Incoming SMS (signed; no bearer token): STOP opts the number out, START back in;
-    C and R answer the latest reminder sent to the number (`reply.received` event)."""
+    C, R and an option number answer the latest message sent to the number."""
     settings = runtime.settings
     assert isinstance(settings, MessagingSettings)
     try:
@@ -140,7 +151,7 @@ async def twilio_inbound(
     except InvalidWebhook as exc:
         raise ProblemError(str(exc)) from exc
     phone = normalize_phone(inbound.from_, default_country_code=settings.default_country_code)
-    if phone is None or inbound.keyword is None:
+    if phone is None or (inbound.keyword is None and inbound.choice is None):
         # Free text is not acted on (secure threads come later); HELP is answered by the
         # provider's own keyword handling. An empty TwiML answer sends nothing back.
         return Response(EMPTY_TWIML, media_type="application/xml")
@@ -160,29 +171,48 @@ async def twilio_inbound(
             else:
                 await opt_outs.remove(org_id, Channel.SMS, index)
             await _audit_reply(runtime, session, org_id, None, "Consent", inbound.message_sid)
-    elif inbound.keyword in _INTENTS:
-        answered = await messages.latest_answerable(Channel.SMS, lookup)
-        if answered is not None and answered.appointment_id is not None:
-            await runtime.outbox.add(
-                session,
-                ReplyReceived(
-                    reply_id=inbound.message_sid,
-                    org_id=answered.org_id,
-                    patient_id=answered.patient_id,
-                    appointment_id=answered.appointment_id,
-                    message_id=answered.id,
-                    intent=_INTENTS[inbound.keyword],
-                    channel="sms",
-                    received_at=now,
-                ),
+        return Response(EMPTY_TWIML, media_type="application/xml")
+    answered = await messages.latest_answerable(Channel.SMS, lookup)
+    if answered is None or answered.appointment_id is None:
+        return Response(EMPTY_TWIML, media_type="application/xml")
+    intent: ReplyIntent | None = None
+    choice: int | None = None
+    if inbound.keyword in _INTENTS:
+        intent = _INTENTS[inbound.keyword]
+    elif inbound.choice is not None and _picks_an_option(answered, inbound.choice):
+        intent, choice = "choose", inbound.choice
+    if intent is not None:
+        await runtime.outbox.add(
+            session,
+            ReplyReceived(
+                reply_id=inbound.message_sid,
                 org_id=answered.org_id,
-            )
-            await _audit_reply(
-                runtime,
-                session,
-                answered.org_id,
-                answered.patient_id,
-                "Communication",
-                inbound.message_sid,
-            )
+                patient_id=answered.patient_id,
+                appointment_id=answered.appointment_id,
+                message_id=answered.id,
+                intent=intent,
+                choice=choice,
+                channel="sms",
+                received_at=now,
+            ),
+            org_id=answered.org_id,
+        )
+        await _audit_reply(
+            runtime,
+            session,
+            answered.org_id,
+            answered.patient_id,
+            "Communication",
+            inbound.message_sid,
+        )
     return Response(EMPTY_TWIML, media_type="application/xml")
+
+
+def _picks_an_option(answered: StoredMessage, choice: int) -> bool:
+    """A number answers only a reschedule offer, and only one of the options it listed;
+    after anything else it is free text ("2" after a reminder means nothing to us).
+    An expired offer's choice is still passed on: scheduling owns the offer and its
+    expiry, and refuses it there."""
+    if message_kind(answered.touch) is not MessageKind.RESCHEDULE_OFFER:
+        return False
+    return valid_choice(choice, answered.offer_options or ())

@@ -335,6 +335,19 @@ def classify_keyword(body: str) -> Keyword | None:
     return KEYWORDS.get(body.strip().upper())
 
 
+_CHOICE_DIGITS = "123456789"
+
+
+def classify_choice(body: str) -> int | None:
+    """The option number a whole reply is (exactly one digit 1-9, surrounding whitespace
+    ignored); else None. "2 please" or "12" are free text, like any other chatter."""
+    stripped = body.strip()
+    # Compared with ASCII digits on purpose: str.isdigit() also accepts "²" or "٢".
+    if len(stripped) == 1 and stripped in _CHOICE_DIGITS:
+        return int(stripped)
+    return None
+
+
 @dataclass(frozen=True)
 class InboundMessage:
     message_sid: str
@@ -342,6 +355,8 @@ class InboundMessage:
     to: str
     body: str
     keyword: Keyword | None
+    choice: int | None = None
+    """The option number, when the reply is exactly one digit (answers an offer)."""
 
 
 def parse_inbound_message(form: Mapping[str, str]) -> InboundMessage:
@@ -353,4 +368,5 @@ def parse_inbound_message(form: Mapping[str, str]) -> InboundMessage:
         to=_required(form, "To"),
         body=body,
         keyword=classify_keyword(body),
+        choice=classify_choice(body),
     )

@@ -2,8 +2,9 @@
 
 They use only the insecure-channel fields, so one set serves every channel. SMS bodies
 carry the practice name first (carriers want the sender identified), the reply keywords
-C and R, and STOP/HELP wording as US carriers and CTIA guidelines expect; with a 40
-character practice name and a 40 character link they stay within 320 characters.
+(C and R; the option numbers for offers), and STOP/HELP wording as US carriers and CTIA
+guidelines expect; with a 40 character practice name, a 40 character link and three
+offered times they stay within 320 characters.
 """
 
 from __future__ import annotations
@@ -57,24 +58,29 @@ _TEXT: dict[MessageKind, dict[str, tuple[str, str, str, str]]] = {
             "Le recordamos su cita " + _CUANDO + ".",
         ),
     },
+    # Offers answer the patient's own R reply: they list the numbered times (`options`,
+    # already in the location's zone) and ask for the number back. Email replies are not
+    # read, so the email versions point to the text message and the secure link.
     MessageKind.RESCHEDULE_OFFER: {
         "en": (
-            "{{ practice_name }}: an appointment opened up on " + _WHEN + ". "
-            "Reply C to take it or R for other times: {{ secure_link }} "
+            "{{ practice_name }}: new times for your appointment: {{ options }}. "
+            "Reply {{ option_numbers }} to choose. Details: {{ secure_link }} "
             "Reply STOP to opt out, HELP for help.",
-            "A new appointment time from {{ practice_name }}",
-            "An appointment opened up on " + _WHEN + ".\n\n"
-            "Take it or choose another time here: {{ secure_link }}",
-            "An appointment opened up on " + _WHEN + ".",
+            "New appointment times from {{ practice_name }}",
+            "New times are open for your appointment: {{ options }}.\n\n"
+            "Reply {{ option_numbers }} to our text message to choose one, "
+            "or see your appointment here: {{ secure_link }}",
+            "New times are open for your appointment: {{ options }}.",
         ),
         "es": (
-            "{{ practice_name }}: hay una cita disponible " + _CUANDO + ". "
-            "Responda C para tomarla o R para otras horas: {{ secure_link }} "
+            "{{ practice_name }}: nuevas horas para su cita: {{ options }}. "
+            "Responda {{ option_numbers }} para elegir. Detalles: {{ secure_link }} "
             "Responda STOP para no recibir mensajes, HELP para ayuda.",
-            "Nueva hora de cita de {{ practice_name }}",
-            "Hay una cita disponible " + _CUANDO + ".\n\n"
-            "Tómela o elija otra hora aquí: {{ secure_link }}",
-            "Hay una cita disponible " + _CUANDO + ".",
+            "Nuevas horas de cita de {{ practice_name }}",
+            "Hay nuevas horas disponibles para su cita: {{ options }}.\n\n"
+            "Responda {{ option_numbers }} a nuestro mensaje de texto para elegir una, "
+            "o vea su cita aquí: {{ secure_link }}",
+            "Hay nuevas horas disponibles para su cita: {{ options }}.",
         ),
     },
 }

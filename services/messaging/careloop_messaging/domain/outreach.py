@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from careloop_messaging.domain.templates import Channel, MessageKind
+from careloop_messaging.domain.templates import OFFER_OPTIONS_SHOWN, Channel, MessageKind
 
 BUDGET_WINDOW = timedelta(days=7)
 """The contact budget counts automated messages over a rolling week."""
@@ -134,9 +134,56 @@ def decide(
     return Decision.send(reachable[0])
 
 
+OFFER_TOUCH = "reschedule_offer"
+"""The `touch` of a reschedule-offer message (reminder touches are named by scheduling)."""
+
+UNSOLICITED_EXEMPT_TOUCHES = frozenset({OFFER_TOUCH})
+"""Touches that answer the patient's own request (an offer follows their R reply): they
+neither wait for nor use up the contact budget, which exists to cap unsolicited
+contacts. Refusing the answer a patient just asked for would be worse than a fourth
+message that week, and it must not cost them a later reminder either."""
+
+
 def message_kind(touch: str) -> MessageKind:
-    """The template kind of a reminder touch."""
+    """The template kind of a message's touch."""
+    if touch == OFFER_TOUCH:
+        return MessageKind.RESCHEDULE_OFFER
     return MessageKind.CONFIRMATION if touch == "confirmation" else MessageKind.REMINDER
+
+
+def shown_options(options: Sequence[datetime]) -> list[datetime]:
+    """The offered times a message lists, numbered from 1; a numbered reply may only pick
+    one of these."""
+    return list(options[:OFFER_OPTIONS_SHOWN])
+
+
+def valid_choice(choice: int, options: Sequence[datetime]) -> bool:
+    """Whether a numbered reply picks one of the listed options."""
+    return 1 <= choice <= len(shown_options(options))
+
+
+_OR = {"en": "or", "es": "o"}
+
+
+def offer_fields(options: Sequence[datetime], time_zone: str, language: str) -> dict[str, str]:
+    """Template fields of a reschedule offer: each listed time in the location's zone,
+    numbered, and the numbers to reply with ("1, 2 or 3")."""
+    shown = shown_options(options)
+    fields: dict[str, str] = {}
+    listed: list[str] = []
+    for number, start in enumerate(shown, start=1):
+        day, time = local_date_and_time(start, time_zone, language)
+        fields[f"option_{number}_date"] = day
+        fields[f"option_{number}_time"] = time
+        at = "at" if language == "en" else "a las"
+        listed.append(f"{number}) {day} {at} {time}")
+    numbers = [str(n) for n in range(1, len(shown) + 1)]
+    word = _OR.get(language, _OR["en"])
+    fields["options"] = "; ".join(listed)
+    fields["option_numbers"] = (
+        numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} {word} {numbers[-1]}"
+    )
+    return fields
 
 
 def local_date_and_time(start_at: datetime, time_zone: str, language: str) -> tuple[str, str]:

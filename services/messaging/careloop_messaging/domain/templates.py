@@ -2,8 +2,9 @@
 
 SMS, email subjects and email bodies travel and rest outside our control (carrier logs,
 lock screens, mail providers, shared inboxes), so templates for them may reference only
-the fields in :data:`INSECURE_FIELDS`; an email subject only ``practice_name``. The portal
-inbox is behind login, so its templates may also use :data:`PORTAL_EXTRA_FIELDS`.
+the fields in :data:`INSECURE_FIELDS` (reschedule offers also :data:`OFFER_FIELDS`, the
+offered dates and times); an email subject only ``practice_name``. The portal inbox is
+behind login, so its templates may also use :data:`PORTAL_EXTRA_FIELDS`.
 
 The check runs when a template is saved (static analysis of the parsed Jinja2 AST: only
 an allow-list of node types, filters and tests, no attribute or item access, no calls,
@@ -58,6 +59,19 @@ INSECURE_FIELDS = frozenset(
 )
 """Fields an SMS body or an email body may use: nothing that identifies the patient or
 the kind of care. Dates and times are pre-formatted strings chosen by the caller."""
+
+OFFER_OPTIONS_SHOWN = 3
+"""Options a reschedule offer lists (the event may carry up to 9): three numbered times
+fit one 320-character SMS with the practice name, the link and the STOP/HELP wording."""
+
+OFFER_FIELDS = frozenset(
+    {"options", "option_numbers"}
+    | {f"option_{n}_{part}" for n in range(1, OFFER_OPTIONS_SHOWN + 1) for part in ("date", "time")}
+)
+"""Extra insecure-channel fields of reschedule offers: the offered dates and times as
+pre-formatted strings in the location's zone (``options`` lists them numbered,
+``option_numbers`` reads "1, 2 or 3"). Times are not PHI; no provider, no visit type.
+Only offer templates may use them: elsewhere they would never be filled in."""
 
 SUBJECT_FIELDS = frozenset({"practice_name"})
 """Email subjects show in notifications and inbox lists: no appointment details at all."""
@@ -159,14 +173,19 @@ class RenderedMessage:
     html_body: str | None = None
 
 
-def allowed_fields(channel: Channel, part: TemplatePart, *, sensitive: bool) -> frozenset[str]:
-    """The context names a template part may reference."""
+def allowed_fields(
+    channel: Channel, part: TemplatePart, *, sensitive: bool, kind: MessageKind | None = None
+) -> frozenset[str]:
+    """The context names a template part of this kind may reference (``kind=None``: the
+    fields every kind shares)."""
     if channel is Channel.PORTAL:
         fields = INSECURE_FIELDS | PORTAL_EXTRA_FIELDS
     elif part is TemplatePart.SUBJECT:
         fields = SUBJECT_FIELDS
     else:
         fields = INSECURE_FIELDS
+    if kind is MessageKind.RESCHEDULE_OFFER and part is not TemplatePart.SUBJECT:
+        fields |= OFFER_FIELDS
     return fields - LOCATION_FIELDS if sensitive else fields
 
 
@@ -203,7 +222,7 @@ class TemplateRenderer:
         if channel is not Channel.EMAIL and template.html_body is not None:
             raise TemplateRefused("only email templates have an HTML body")
         for part, source in self._parts(template):
-            self._check_source(source, channel, part, sensitive=sensitive)
+            self._check_source(source, template.key, part, sensitive=sensitive)
 
     def render(
         self,
@@ -215,10 +234,12 @@ class TemplateRenderer:
         """Render with only the allowed fields; anything else in ``fields`` is an error."""
         channel = template.key.channel
         self.check(template, sensitive=sender.sensitive)
-        context = self._context(channel, fields, sender)
+        context = self._context(template.key, fields, sender)
         rendered: dict[TemplatePart, str] = {}
         for part, source in self._parts(template):
-            allowed = allowed_fields(channel, part, sensitive=sender.sensitive)
+            allowed = allowed_fields(
+                channel, part, sensitive=sender.sensitive, kind=template.key.kind
+            )
             part_context = {k: v for k, v in context.items() if k in allowed}
             env = self._html if part is TemplatePart.HTML_BODY else self._text
             try:
@@ -239,11 +260,14 @@ class TemplateRenderer:
         )
 
     def _context(
-        self, channel: Channel, fields: Mapping[str, str], sender: SenderProfile
+        self, key: TemplateKey, fields: Mapping[str, str], sender: SenderProfile
     ) -> dict[str, str]:
         # Filtering happens against the widest set the channel allows; each part is then
         # narrowed again (a subject sees only practice_name).
-        widest = allowed_fields(channel, TemplatePart.BODY, sensitive=sender.sensitive)
+        channel = key.channel
+        widest = allowed_fields(
+            channel, TemplatePart.BODY, sensitive=sender.sensitive, kind=key.kind
+        )
         for name in sorted(fields):
             if name in RENDERER_FIELDS:
                 raise TemplateRefused(
@@ -277,8 +301,9 @@ class TemplateRenderer:
             yield TemplatePart.HTML_BODY, template.html_body
 
     def _check_source(
-        self, source: str, channel: Channel, part: TemplatePart, *, sensitive: bool
+        self, source: str, key: TemplateKey, part: TemplatePart, *, sensitive: bool
     ) -> None:
+        channel = key.channel
         where = f"{channel} {part}"
         env = self._html if part is TemplatePart.HTML_BODY else self._text
         try:
@@ -287,7 +312,7 @@ class TemplateRenderer:
             raise TemplateRefused(f"{where}: not a valid template: {exc.message}") from exc
         for node in ast.find_all(nodes.Node):
             _check_node(node, where)
-        allowed = allowed_fields(channel, part, sensitive=sensitive)
+        allowed = allowed_fields(channel, part, sensitive=sensitive, kind=key.kind)
         for name in sorted(meta.find_undeclared_variables(ast)):
             if name not in allowed:
                 sensitive_only = sensitive and name in LOCATION_FIELDS

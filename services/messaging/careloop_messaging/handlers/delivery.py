@@ -34,9 +34,15 @@ from careloop_messaging.domain.channels import (
     OutboundChannel,
     OutboundMessage,
 )
-from careloop_messaging.domain.outreach import local_date_and_time, message_kind, retry_delay
+from careloop_messaging.domain.outreach import (
+    local_date_and_time,
+    message_kind,
+    offer_fields,
+    retry_delay,
+)
 from careloop_messaging.domain.templates import (
     Channel,
+    MessageKind,
     SenderProfile,
     TemplateNotFound,
     TemplateRefused,
@@ -95,16 +101,17 @@ def render(delivery: Delivery, stored: StoredMessage, address: str) -> OutboundM
     # Dates follow the template actually used (a Spanish request may fall back to English).
     day, time = local_date_and_time(stored.start_at, stored.time_zone, template.key.language)
     sender = SenderProfile(practice_name=stored.practice_name, sensitive=stored.sensitive_location)
-    rendered = delivery.catalog.renderer.render(
-        template,
-        {
-            "appointment_date": day,
-            "appointment_time": time,
-            "secure_link": f"{delivery.settings.secure_link_base.rstrip('/')}/{stored.link_token}",
-            "reply_keywords": REPLY_KEYWORDS,
-        },
-        sender=sender,
-    )
+    fields = {
+        "appointment_date": day,
+        "appointment_time": time,
+        "secure_link": f"{delivery.settings.secure_link_base.rstrip('/')}/{stored.link_token}",
+        "reply_keywords": REPLY_KEYWORDS,
+    }
+    if template.key.kind is MessageKind.RESCHEDULE_OFFER:
+        if not stored.offer_options:
+            raise TemplateRefused("a reschedule offer without options")
+        fields |= offer_fields(stored.offer_options, stored.time_zone, template.key.language)
+    rendered = delivery.catalog.renderer.render(template, fields, sender=sender)
     return OutboundMessage(
         message_id=stored.id,
         channel=stored.channel,
@@ -125,6 +132,11 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
         if stored is None:
             return False
         attempts = stored.attempts + 1
+        if stored.offer_expires_at is not None and stored.offer_expires_at <= now:
+            # Still queued (retries) when the offer lapsed: sending it now would only
+            # invite a reply that scheduling refuses.
+            await _fail(runtime, session, stored, attempts - 1, "offer expired before sending")
+            return True
         try:
             if stored.recipient_ct is None or stored.channel is None:
                 raise TemplateRefused("queued message without a recipient")

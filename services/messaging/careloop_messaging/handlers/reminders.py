@@ -1,4 +1,6 @@
-"""The `reminders` consumer: each `ReminderDue` becomes one queued or skipped message.
+"""The `reminders` consumer: each `ReminderDue` and each `RescheduleOffered` becomes one
+queued or skipped message, chosen by the same rules (preferences, opt-outs; the contact
+budget for unsolicited touches only).
 
 The kit's consumer records the event id in the inbox in the same transaction as the
 message row, so a redelivered event is a no-op; the `touch_key` unique constraint also
@@ -10,14 +12,18 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import Envelope, Event, MessageSkipped, ReminderDue
+from careloop_contracts import Envelope, Event, MessageSkipped, ReminderDue, RescheduleOffered
 from careloop_contracts.scheduling import TOPIC as SCHEDULING_TOPIC
 from careloop_kit.bus.consumer import Handler
 from careloop_kit.service import ConsumerSpec, Runtime
 from careloop_messaging.domain.outreach import (
+    OFFER_TOUCH,
+    UNSOLICITED_EXEMPT_TOUCHES,
     ContactData,
     Decision,
     MessageStatus,
@@ -47,26 +53,47 @@ async def _opted_out(
     return found
 
 
+@dataclass(frozen=True)
+class Touch:
+    """What one incoming event asks to be sent: the fields of a message row."""
+
+    touch_key: str
+    touch: str
+    org_id: str
+    patient_id: str
+    appointment_id: str
+    location_id: str
+    practice_name: str
+    sensitive_location: bool
+    start_at: datetime
+    time_zone: str
+    offer_options: tuple[datetime, ...] | None = None
+    offer_expires_at: datetime | None = None
+
+    @property
+    def unsolicited(self) -> bool:
+        return self.touch not in UNSOLICITED_EXEMPT_TOUCHES
+
+
 def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
     """Handlers of the reminders consumer, by event type."""
     settings = runtime.settings
     assert isinstance(settings, MessagingSettings)
 
-    async def on_reminder_due(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-        if not isinstance(event, ReminderDue):
-            raise TypeError(f"expected ReminderDue, got {type(event).__name__}")
+    async def record(session: AsyncSession, envelope: Envelope, touch: Touch) -> None:
+        """One queued or skipped message for the touch, unless it already has one."""
         messages = Messages(session)
         # A touch already handled needs no contact data: skip the call to patients.
-        if await messages.touch_exists(event.touch_key):
+        if await messages.touch_exists(touch.touch_key):
             return
         contacts: ContactSource = runtime.state[CONTACTS_KEY]
         cipher: RecipientCipher = runtime.state[CIPHER_KEY]
         # The kit opens the transaction (inbox row first) before calling us, so this
         # read holds one pooled connection for at most patients_timeout_s. A failure
         # raises: the kit retries with backoff, then dead-letters the event.
-        contact = await contacts.contact(event.org_id, event.patient_id)
+        contact = await contacts.contact(touch.org_id, touch.patient_id)
         now = runtime.clock.now()
-        await messages.lock_patient(event.org_id, event.patient_id)
+        await messages.lock_patient(touch.org_id, touch.patient_id)
         if contact is None:
             decision = Decision.skipped(SkipReason.PATIENT_NOT_FOUND)
             contact = ContactData([], [], [], None, False)
@@ -74,12 +101,14 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
             candidates = candidate_recipients(
                 contact, default_country_code=settings.default_country_code
             )
-            opted = await _opted_out(session, cipher, event.org_id, candidates)
+            opted = await _opted_out(session, cipher, touch.org_id, candidates)
             decision = decide(
                 contact,
                 opted_out=lambda r: r in opted,
-                sent_this_week=await messages.count_automated_since(
-                    event.org_id, event.patient_id, now
+                sent_this_week=(
+                    await messages.count_automated_since(touch.org_id, touch.patient_id, now)
+                    if touch.unsolicited
+                    else 0
                 ),
                 budget_per_week=settings.contact_budget_per_week,
                 default_country_code=settings.default_country_code,
@@ -92,17 +121,17 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         added = await messages.add(
             NewMessage(
                 id=message_id,
-                org_id=event.org_id,
-                patient_id=event.patient_id,
-                appointment_id=event.appointment_id,
-                location_id=event.location_id,
-                touch_key=event.touch_key,
-                touch=event.touch,
+                org_id=touch.org_id,
+                patient_id=touch.patient_id,
+                appointment_id=touch.appointment_id,
+                location_id=touch.location_id,
+                touch_key=touch.touch_key,
+                touch=touch.touch,
                 language=contact.language or "en",
-                practice_name=event.practice_name,
-                sensitive_location=event.sensitive_location,
-                start_at=event.start_at,
-                time_zone=event.location_time_zone,
+                practice_name=touch.practice_name,
+                sensitive_location=touch.sensitive_location,
+                start_at=touch.start_at,
+                time_zone=touch.time_zone,
                 # Opaque and random: the link names no patient or appointment, and the
                 # page behind it asks the patient to sign in.
                 link_token=secrets.token_urlsafe(24),
@@ -110,12 +139,14 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
                 channel=channel,
                 skip_reason=decision.skip.value if decision.skip else None,
                 recipient_ct=(
-                    cipher.encrypt(event.org_id, message_id, recipient.address)
+                    cipher.encrypt(touch.org_id, message_id, recipient.address)
                     if recipient
                     else None
                 ),
-                recipient_index=cipher.index(event.org_id, recipient) if recipient else None,
+                recipient_index=cipher.index(touch.org_id, recipient) if recipient else None,
                 recipient_lookup=cipher.lookup(recipient) if recipient else None,
+                offer_options=touch.offer_options,
+                offer_expires_at=touch.offer_expires_at,
             ),
             now=now,
         )
@@ -124,24 +155,78 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
                 session,
                 MessageSkipped(
                     message_id=message_id,
-                    org_id=event.org_id,
-                    patient_id=event.patient_id,
-                    appointment_id=event.appointment_id,
-                    touch_key=event.touch_key,
+                    org_id=touch.org_id,
+                    patient_id=touch.patient_id,
+                    appointment_id=touch.appointment_id,
+                    touch_key=touch.touch_key,
                     channel=channel.value if channel else None,
                     reason=decision.skip.value,
                     occurred_at=now,
                 ),
-                org_id=event.org_id,
-                location_id=event.location_id,
+                org_id=touch.org_id,
+                location_id=touch.location_id,
                 causation_id=envelope.id,
                 correlation_id=envelope.correlation_id,
             )
 
-    return {ReminderDue.event_type: on_reminder_due}
+    async def on_reminder_due(session: AsyncSession, envelope: Envelope, event: Event) -> None:
+        if not isinstance(event, ReminderDue):
+            raise TypeError(f"expected ReminderDue, got {type(event).__name__}")
+        await record(
+            session,
+            envelope,
+            Touch(
+                touch_key=event.touch_key,
+                touch=event.touch,
+                org_id=event.org_id,
+                patient_id=event.patient_id,
+                appointment_id=event.appointment_id,
+                location_id=event.location_id,
+                practice_name=event.practice_name,
+                sensitive_location=event.sensitive_location,
+                start_at=event.start_at,
+                time_zone=event.location_time_zone,
+            ),
+        )
+
+    async def on_reschedule_offered(
+        session: AsyncSession, envelope: Envelope, event: Event
+    ) -> None:
+        if not isinstance(event, RescheduleOffered):
+            raise TypeError(f"expected RescheduleOffered, got {type(event).__name__}")
+        await record(
+            session,
+            envelope,
+            Touch(
+                touch_key=offer_touch_key(event.offer_id),
+                touch=OFFER_TOUCH,
+                org_id=event.org_id,
+                patient_id=event.patient_id,
+                appointment_id=event.appointment_id,
+                location_id=event.location_id,
+                practice_name=event.practice_name,
+                sensitive_location=event.sensitive_location,
+                # The row needs a visit time and an offer has several: option 1 stands in.
+                start_at=event.options[0],
+                time_zone=event.location_time_zone,
+                offer_options=tuple(event.options),
+                offer_expires_at=event.expires_at,
+            ),
+        )
+
+    return {
+        ReminderDue.event_type: on_reminder_due,
+        RescheduleOffered.event_type: on_reschedule_offered,
+    }
+
+
+def offer_touch_key(offer_id: str) -> str:
+    """The touch key of an offer's message: one message per offer."""
+    return f"{offer_id}:offer"
 
 
 REMINDERS_CONSUMER = ConsumerSpec(
     name="reminders", topics=(SCHEDULING_TOPIC,), handlers=reminder_handlers
 )
-"""Only `ReminderDue` has a handler: every other scheduling event is skipped by the kit."""
+"""`ReminderDue` and `RescheduleOffered` have handlers: every other scheduling event is
+skipped by the kit."""

@@ -16,7 +16,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.crypto import BlindIndexer, FieldContext, decrypt_field, encrypt_field
-from careloop_messaging.domain.outreach import BUDGET_WINDOW, MessageStatus, Recipient
+from careloop_messaging.domain.outreach import (
+    BUDGET_WINDOW,
+    UNSOLICITED_EXEMPT_TOUCHES,
+    MessageStatus,
+    Recipient,
+)
 from careloop_messaging.domain.templates import Channel
 from careloop_messaging.store.tables import message, opt_out
 
@@ -82,6 +87,8 @@ class NewMessage:
     recipient_ct: bytes | None = None
     recipient_index: str | None = None
     recipient_lookup: str | None = None
+    offer_options: tuple[datetime, ...] | None = None
+    offer_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ class StoredMessage:
     time_zone: str
     link_token: str
     attempts: int
+    offer_options: tuple[datetime, ...] | None = None
+    offer_expires_at: datetime | None = None
 
 
 # Messages a patient can have received, so that a reply can answer them.
@@ -131,6 +140,8 @@ def _stored(row: object) -> StoredMessage:
         time_zone=r["time_zone"],
         link_token=r["link_token"],
         attempts=r["attempts"],
+        offer_options=tuple(r["offer_options"]) if r["offer_options"] is not None else None,
+        offer_expires_at=r["offer_expires_at"],
     )
 
 
@@ -156,7 +167,8 @@ class Messages:
         )
 
     async def count_automated_since(self, org_id: str, patient_id: str, now: datetime) -> int:
-        """Messages that did or will reach the patient in the budget window."""
+        """Unsolicited messages that did or will reach the patient in the budget window
+        (answers to the patient's own requests, such as offers, are not counted)."""
         counted = [MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERED]
         count = await self._session.scalar(
             select(func.count())
@@ -166,6 +178,7 @@ class Messages:
                 message.c.patient_id == patient_id,
                 message.c.created_at > now - BUDGET_WINDOW,
                 message.c.status.in_([s.value for s in counted]),
+                message.c.touch.not_in(sorted(UNSOLICITED_EXEMPT_TOUCHES)),
             )
         )
         return int(count or 0)
@@ -194,6 +207,8 @@ class Messages:
                 start_at=new.start_at,
                 time_zone=new.time_zone,
                 link_token=new.link_token,
+                offer_options=list(new.offer_options) if new.offer_options is not None else None,
+                offer_expires_at=new.offer_expires_at,
                 attempts=0,
                 next_attempt_at=now if new.status is MessageStatus.QUEUED else None,
                 created_at=now,

@@ -5,6 +5,7 @@ rendered again from the template when a message is (re)sent."""
 from __future__ import annotations
 
 from sqlalchemy import (
+    ARRAY,
     Boolean,
     Column,
     DateTime,
@@ -30,8 +31,9 @@ message = Table(
     Column("patient_id", String(128), nullable=False),
     Column("appointment_id", String(128), nullable=True),
     Column("location_id", String(128), nullable=True),
-    # At most one message per reminder touch, whatever redelivers the event.
-    Column("touch_key", String(128), nullable=False, unique=True),
+    # At most one message per reminder touch or offer, whatever redelivers the event.
+    # 200: an offer's key is its id (up to 128) plus a suffix.
+    Column("touch_key", String(200), nullable=False, unique=True),
     Column("touch", String(40), nullable=False),
     Column("channel", String(16), nullable=True),
     Column("status", String(16), nullable=False),
@@ -50,6 +52,10 @@ message = Table(
     Column("start_at", DateTime(timezone=True), nullable=False),
     Column("time_zone", String(64), nullable=False),
     Column("link_token", String(64), nullable=False),
+    # Reschedule offers only: the offered start times (UTC, option 1 first) and when the
+    # offer lapses. Times, not PHI; `start_at` holds option 1 for these rows.
+    Column("offer_options", ARRAY(DateTime(timezone=True)), nullable=True),
+    Column("offer_expires_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),

@@ -1,5 +1,6 @@
 """Test helpers shared by messaging's service tests and the end-to-end tests: publish
-`ReminderDue` events as scheduling would, and collect email with a local SMTP server."""
+`ReminderDue` and `RescheduleOffered` events as scheduling would, and collect email with a
+local SMTP server."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from careloop_contracts import Envelope as EventEnvelope
-from careloop_contracts import Event, ReminderDue, to_headers
+from careloop_contracts import Event, ReminderDue, RescheduleOffered, to_headers
 from careloop_kit.bus.kafka import make_producer
 from careloop_kit.infra.ports import free_port
 from careloop_kit.settings import KitSettings
@@ -47,6 +48,38 @@ def reminder_due(
         practice_name=practice_name,
         sensitive_location=sensitive_location,
         due_at=start - timedelta(days=1),
+    )
+
+
+def reschedule_offered(
+    *,
+    org_id: str,
+    patient_id: str,
+    appointment_id: str,
+    offer_id: str,
+    options: list[datetime] | None = None,
+    practice_name: str = "Bayview Family Practice",
+    time_zone: str = "America/New_York",
+    expires_at: datetime | None = None,
+) -> RescheduleOffered:
+    """A `RescheduleOffered` with three open slots (by default 5-7 March 2031, UTC)."""
+    slots = options or [
+        datetime(2031, 3, 5, 14, 0, tzinfo=UTC),
+        datetime(2031, 3, 6, 19, 30, tzinfo=UTC),
+        datetime(2031, 3, 7, 13, 15, tzinfo=UTC),
+    ]
+    return RescheduleOffered(
+        offer_id=offer_id,
+        appointment_id=appointment_id,
+        patient_id=patient_id,
+        org_id=org_id,
+        location_id="loc-north",
+        options=slots,
+        location_time_zone=time_zone,
+        practice_name=practice_name,
+        sensitive_location=False,
+        # Far ahead by default: the delivery worker refuses to send a lapsed offer.
+        expires_at=expires_at or datetime.now(UTC) + timedelta(days=1),
     )
 
 
