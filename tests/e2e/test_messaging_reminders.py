@@ -74,6 +74,8 @@ class Chain:
     messaging_settings: MessagingSettings
     double: TwilioDouble
     mail: SmtpCollector
+    messaging: httpx.AsyncClient
+    vault_tokens: dict[str, str]
 
 
 @pytest.fixture
@@ -151,9 +153,17 @@ async def chain(
             async with (
                 serve_in_task(patients_app, port=patients_port) as patients_url,
                 httpx.AsyncClient(base_url=patients_url) as patients,
-                running_app(create_messaging(messaging_settings)),
+                running_app(create_messaging(messaging_settings)) as messaging,
             ):
-                yield Chain(identity_url, patients, messaging_settings, double, mail)
+                yield Chain(
+                    identity_url,
+                    patients,
+                    messaging_settings,
+                    double,
+                    mail,
+                    messaging,
+                    vault_tokens,
+                )
 
 
 async def admin_of_new_org(identity_url: str) -> tuple[str, dict[str, str]]:

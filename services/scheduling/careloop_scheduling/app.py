@@ -18,6 +18,7 @@ from careloop_scheduling.handlers.reminders import (
     build_reminder_worker,
     reminder_timers,
 )
+from careloop_scheduling.handlers.replies import REPLIES_CONSUMER
 from careloop_scheduling.handlers.timers import TIMERS_KEY
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform
@@ -36,7 +37,8 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
         description=(
             "Providers, appointment types, weekly availability, open slots and the "
             "appointment lifecycle (FHIR Appointment statuses), reminder sequences and "
-            "automatic no-show marking on durable timers, patients' attendance history."
+            "automatic no-show marking on durable timers, patients' attendance history, "
+            "two-way confirmation (confirm, reschedule offers) from patients' replies."
         ),
         metadata=metadata,
         tables=platform,
@@ -46,6 +48,7 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
             attendance_router,
             reminder_settings_router,
         ],
+        consumers=[REPLIES_CONSUMER],
         on_startup=on_startup,
         background=[reminder_timers],
         verifies_tokens=True,

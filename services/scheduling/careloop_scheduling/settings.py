@@ -48,3 +48,34 @@ class SchedulingSettings(KitSettings):
             "signed with, instead of the practice's display name."
         ),
     )
+    reschedule_offer_options: int = Field(
+        3,
+        ge=1,
+        le=9,
+        description=(
+            "Open slots offered when a patient replies `R` (reschedule); an SMS lists them "
+            "numbered, and a reply is one digit, hence at most 9."
+        ),
+    )
+    reschedule_min_notice_minutes: int = Field(
+        120,
+        ge=0,
+        description=(
+            "Minutes ahead of now an offered slot must start at least, so the patient has "
+            "time to read the offer, answer and get there."
+        ),
+    )
+    reschedule_search_days: int = Field(
+        14,
+        ge=1,
+        le=62,
+        description="Days ahead searched for open slots to offer a patient who replied `R`.",
+    )
+    reschedule_offer_ttl_hours: int = Field(
+        48,
+        ge=1,
+        description=(
+            "Hours a reschedule offer stays valid; a numbered reply after that books "
+            "nothing and brings a fresh offer (the old options are likely taken)."
+        ),
+    )

@@ -11,11 +11,12 @@ reaches only its own appointments, at any location (self-scheduling).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import (
     AppointmentBooked,
@@ -100,16 +101,27 @@ def appointment_read(a: Appointment) -> AppointmentRead:
 _snapshot = appointment_fields
 
 
-async def _publish(
-    runtime: Runtime, session: SessionDep, request: Request, event: AppointmentEvent
+async def publish_change(
+    runtime: Runtime, session: AsyncSession, event: AppointmentEvent, correlation_id: str | None
 ) -> None:
+    """Stage an appointment event in the outbox, in the change's transaction."""
     await runtime.outbox.add(
         session,
         event,
         org_id=event.org_id,
         location_id=event.location_id,
-        correlation_id=getattr(request.state, "request_id", None),
+        correlation_id=correlation_id,
     )
+
+
+async def _publish(
+    runtime: Runtime, session: SessionDep, request: Request, event: AppointmentEvent
+) -> None:
+    await publish_change(runtime, session, event, _request_id(request))
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
 
 
 def _check_patient(principal: AuthenticatedPrincipal, patient_id: str, location_id: str) -> None:
@@ -117,7 +129,7 @@ def _check_patient(principal: AuthenticatedPrincipal, patient_id: str, location_
     principal.can_access_patient(patient_id, location_id)
 
 
-async def _bookable_slot(
+async def bookable_slot(
     repo: SchedulingRepository,
     runtime: Runtime,
     org_id: str,
@@ -167,7 +179,7 @@ async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) 
 
 
 async def _plan_timers(
-    runtime: Runtime, session: SessionDep, repo: SchedulingRepository, appt: Appointment
+    runtime: Runtime, session: AsyncSession, repo: SchedulingRepository, appt: Appointment
 ) -> None:
     """Schedule the new appointment's reminder timers and its no-show check in the
     booking's transaction."""
@@ -194,7 +206,7 @@ async def book_appointment(
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _check_patient(principal, body.patient_id, body.location_id)
-        slot = await _bookable_slot(
+        slot = await bookable_slot(
             repo,
             runtime,
             principal.org_id,
@@ -303,6 +315,57 @@ async def list_appointments(
     return AppointmentPage(items=[appointment_read(a) for a in found], count=len(found))
 
 
+async def apply_step(
+    runtime: Runtime,
+    session: AsyncSession,
+    repo: SchedulingRepository,
+    current: Appointment,
+    change: Callable[[Appointment], Appointment],
+    event: type[AppointmentEvent],
+    *,
+    correlation_id: str | None = None,
+    **event_fields: object,
+) -> Appointment:
+    """Apply one lifecycle step to a locked appointment: transition, save, end its
+    timers when it leaves the active states, publish.
+
+    Raises `InvalidTransition` when the state machine refuses and `StaleAppointment`
+    when it changed since it was read; the caller decides what that means."""
+    changed = change(current)
+    now = runtime.clock.now()
+    await repo.save_appointment(changed, previous_version=current.version, now=now)
+    if changed.status not in REMINDABLE_STATUSES:
+        # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
+        # check for a no-show. A confirmation keeps the status, so its later
+        # reminders and its no-show check stay (see handlers).
+        await cancel_appointment_timers(timers_of(runtime), session, repo, changed.id)
+    await publish_change(
+        runtime, session, event(**_snapshot(changed, now), **event_fields), correlation_id
+    )
+    return changed
+
+
+async def record_confirmation(
+    runtime: Runtime,
+    session: AsyncSession,
+    repo: SchedulingRepository,
+    current: Appointment,
+    *,
+    correlation_id: str | None = None,
+) -> Appointment:
+    """Confirm a locked appointment and publish `AppointmentConfirmed`: the staff
+    endpoint and a patient's `C` reply (`handlers.replies`) both come through here."""
+    return await apply_step(
+        runtime,
+        session,
+        repo,
+        current,
+        lifecycle.confirm,
+        AppointmentConfirmed,
+        correlation_id=correlation_id,
+    )
+
+
 async def _step(
     appointment_id: str,
     action: str,
@@ -311,11 +374,9 @@ async def _step(
     runtime: Runtime,
     session: SessionDep,
     repo: SchedulingRepository,
-    change: Callable[[Appointment], Appointment],
-    event: type[AppointmentEvent],
-    **event_fields: object,
+    apply: Callable[[Appointment], Awaitable[Appointment]],
 ) -> Appointment:
-    """Load (locked), check, apply one lifecycle step, save, publish; all audited."""
+    """Load (locked), check, apply one lifecycle step; all audited."""
     entry = AuditEntry(
         action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
@@ -326,20 +387,11 @@ async def _step(
         entry.patient_id = current.patient_id
         _check_patient(principal, current.patient_id, current.location_id)
         try:
-            changed = change(current)
+            changed = await apply(current)
         except InvalidTransition as exc:
             raise Conflict(str(exc), current_status=current.status.value) from exc
-        now = runtime.clock.now()
-        try:
-            await repo.save_appointment(changed, previous_version=current.version, now=now)
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
-        if changed.status not in REMINDABLE_STATUSES:
-            # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
-            # check for a no-show. A confirmation keeps the status, so its later
-            # reminders and its no-show check stay (see handlers).
-            await cancel_appointment_timers(timers_of(runtime), session, repo, changed.id)
-        await _publish(runtime, session, request, event(**_snapshot(changed, now), **event_fields))
     return changed
 
 
@@ -362,8 +414,15 @@ async def cancel_appointment(
         runtime,
         session,
         repo,
-        lambda a: lifecycle.cancel(a, reason=body.reason),
-        AppointmentCancelled,
+        lambda a: apply_step(
+            runtime,
+            session,
+            repo,
+            a,
+            lambda current: lifecycle.cancel(current, reason=body.reason),
+            AppointmentCancelled,
+            correlation_id=_request_id(request),
+        ),
     )
     return appointment_read(changed)
 
@@ -386,8 +445,9 @@ async def confirm_appointment(
         runtime,
         session,
         repo,
-        lifecycle.confirm,
-        AppointmentConfirmed,
+        lambda a: record_confirmation(
+            runtime, session, repo, a, correlation_id=_request_id(request)
+        ),
     )
     return appointment_read(changed)
 
@@ -411,8 +471,15 @@ async def check_in_appointment(
         runtime,
         session,
         repo,
-        lambda a: lifecycle.check_in(a, now=now),
-        AppointmentCheckedIn,
+        lambda a: apply_step(
+            runtime,
+            session,
+            repo,
+            a,
+            lambda current: lifecycle.check_in(current, now=now),
+            AppointmentCheckedIn,
+            correlation_id=_request_id(request),
+        ),
     )
     return appointment_read(changed)
 
@@ -454,6 +521,65 @@ async def no_show_appointment(
     return appointment_read(changed)
 
 
+async def reschedule_to(
+    runtime: Runtime,
+    session: AsyncSession,
+    repo: SchedulingRepository,
+    old: Appointment,
+    *,
+    start_at: datetime,
+    provider_id: str | None = None,
+    correlation_id: str | None = None,
+) -> tuple[Appointment, Appointment]:
+    """Move a locked appointment to the slot starting at `start_at`: cancel it, book its
+    replacement, move its timers, publish cancelled, booked and rescheduled. The staff
+    endpoint and a patient's numbered reply (`handlers.replies`) both come through here.
+
+    Raises `InvalidScheduling` (not a slot of the grid), `InvalidTransition`,
+    `StaleAppointment` and `SlotTaken` (someone holds that time); the caller's
+    transaction then holds a half-done move, so it must roll it back (the endpoint
+    fails the request, the reply handler runs this in a savepoint)."""
+    provider_id = provider_id or old.provider_id
+    slot = await bookable_slot(
+        repo,
+        runtime,
+        old.org_id,
+        provider_id=provider_id,
+        location_id=old.location_id,
+        type_id=old.appointment_type_id,
+        start_at=start_at,
+    )
+    cancelled, booked = lifecycle.reschedule(
+        old,
+        new_id=new_id(),
+        start_at=slot.start_at,
+        end_at=slot.end_at,
+        provider_id=provider_id,
+    )
+    now = runtime.clock.now()
+    # Free the old time first, so moving within an overlapping range is allowed.
+    await repo.save_appointment(cancelled, previous_version=old.version, now=now)
+    await repo.add_appointment(booked, now)
+    # The new appointment has its own id, hence its own timer keys: the old keys
+    # (reminders and no-show check) are cancelled and can never fire, the new plan
+    # starts from now (a confirmation of the new time, then the reminders before it)
+    # and its no-show check follows the new start.
+    await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
+    await _plan_timers(runtime, session, repo, booked)
+    events: list[AppointmentEvent] = [
+        AppointmentCancelled(**_snapshot(cancelled, now), rescheduled_to_id=booked.id),
+        AppointmentBooked(**_snapshot(booked, now), rescheduled_from_id=cancelled.id),
+        AppointmentRescheduled(
+            **_snapshot(booked, now),
+            previous_appointment_id=cancelled.id,
+            previous_start_at=cancelled.start_at,
+        ),
+    ]
+    for event in events:
+        await publish_change(runtime, session, event, correlation_id)
+    return cancelled, booked
+
+
 @router.post("/{appointment_id}/reschedule", response_model=RescheduleResult)
 async def reschedule_appointment(
     appointment_id: str,
@@ -475,59 +601,20 @@ async def reschedule_appointment(
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = old.patient_id
         _check_patient(principal, old.patient_id, old.location_id)
-        provider_id = body.provider_id or old.provider_id
-        slot = await _bookable_slot(
-            repo,
-            runtime,
-            principal.org_id,
-            provider_id=provider_id,
-            location_id=old.location_id,
-            type_id=old.appointment_type_id,
-            start_at=body.start_at,
-        )
         try:
-            cancelled, booked = lifecycle.reschedule(
+            cancelled, booked = await reschedule_to(
+                runtime,
+                session,
+                repo,
                 old,
-                new_id=new_id(),
-                start_at=slot.start_at,
-                end_at=slot.end_at,
-                provider_id=provider_id,
+                start_at=body.start_at,
+                provider_id=body.provider_id,
+                correlation_id=_request_id(request),
             )
         except InvalidTransition as exc:
             raise Conflict(str(exc), current_status=old.status.value) from exc
-        now = runtime.clock.now()
-        # Free the old time first, so moving within an overlapping range is allowed.
-        try:
-            await repo.save_appointment(cancelled, previous_version=old.version, now=now)
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
-        await _insert(repo, booked, now)
-        # The new appointment has its own id, hence its own timer keys: the old keys
-        # (reminders and no-show check) are cancelled and can never fire, the new plan
-        # starts from now (a confirmation of the new time, then the reminders before
-        # it) and its no-show check follows the new start.
-        await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
-        await _plan_timers(runtime, session, repo, booked)
-        await _publish(
-            runtime,
-            session,
-            request,
-            AppointmentCancelled(**_snapshot(cancelled, now), rescheduled_to_id=booked.id),
-        )
-        await _publish(
-            runtime,
-            session,
-            request,
-            AppointmentBooked(**_snapshot(booked, now), rescheduled_from_id=cancelled.id),
-        )
-        await _publish(
-            runtime,
-            session,
-            request,
-            AppointmentRescheduled(
-                **_snapshot(booked, now),
-                previous_appointment_id=cancelled.id,
-                previous_start_at=cancelled.start_at,
-            ),
-        )
+        except SlotTaken as exc:
+            raise Conflict("That slot was just taken; choose another one.") from exc
     return RescheduleResult(cancelled=appointment_read(cancelled), booked=appointment_read(booked))

@@ -1,1 +1,1 @@
-"""Event subscribers of the scheduling service (none yet: it consumes no events)."""
+"""Event subscribers and timer handlers of the scheduling service."""

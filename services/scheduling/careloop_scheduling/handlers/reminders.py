@@ -37,7 +37,7 @@ from careloop_scheduling.domain.reminder_settings import (
 from careloop_scheduling.domain.reminders import PlannedTouch, plan
 from careloop_scheduling.handlers.no_show import no_show_handler
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository
 from careloop_scheduling.store.tables import platform
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,15 @@ async def schedule_reminders(
     return touches
 
 
+def practice_name_of(where: LocationInfo, settings: SchedulingSettings) -> str:
+    """The name patient messages about this location are signed with: neutral for a
+    sensitive location (the name alone could disclose the kind of care) or one without
+    a display name."""
+    if where.sensitive:
+        return settings.neutral_practice_name
+    return where.display_name or settings.neutral_practice_name
+
+
 def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHandler:
     """Publish `ReminderDue` for a fired reminder timer, in the timer's transaction."""
 
@@ -109,11 +118,7 @@ def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHan
         if where is None:
             log.warning("reminder %s skipped: location unknown", payload["touch_key"])
             return
-        practice_name = (
-            settings.neutral_practice_name
-            if where.sensitive
-            else where.display_name or settings.neutral_practice_name
-        )
+        practice_name = practice_name_of(where, settings)
         event = ReminderDue(
             touch_key=payload["touch_key"],
             touch=payload["touch"],

@@ -147,3 +147,25 @@ Index(
     postgresql_ops={"dedup_key": "text_pattern_ops"},
     postgresql_where=platform.timer.c.fired_at.is_(None) & platform.timer.c.cancelled_at.is_(None),
 )
+
+# Options offered to a patient who replied `R`: start times (UTC ISO strings, option 1
+# first), valid until `expires_at`; `status` open -> used (a numbered reply rebooked the
+# visit) or expired (timed out, or replaced by a newer offer). Slots are held for no one.
+reschedule_offer = Table(
+    "reschedule_offer",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("appointment_id", String(64), ForeignKey("appointment.id"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+)
+Index(
+    "ix_reschedule_offer_appointment",
+    reschedule_offer.c.org_id,
+    reschedule_offer.c.appointment_id,
+    reschedule_offer.c.created_at,
+)
