@@ -4,7 +4,9 @@ One run starts its own Kafka broker, PostgreSQL server and OpenBao dev server (t
 infrastructure modules the test suite uses) in a temporary directory, measures, prints a
 table, writes ``.careloop/bench/results.json`` and stops everything it started.
 
-    uv run python tests/bench/run_bench.py            # full run (about 2-3 minutes)
+    uv run python tests/bench/run_bench.py            # full run (sections 1-4: 2-3 minutes;
+                                                      # 5 with 100,000 appointments: hours
+                                                      # here, see docs/benchmarks.md)
     uv run python tests/bench/run_bench.py --quick    # smaller numbers, for a smoke check
 
 Measurements:
@@ -21,6 +23,18 @@ Measurements:
    of the consumer's transaction that applied the event.
 4. ``api``: the patients service under uvicorn in its own process (real HTTP on a free
    port), driven by 32 concurrent httpx workers: register (POST) then read (GET).
+5. ``reminders``: reminders for N appointments end to end. Identity, patients, messaging
+   and scheduling each run under uvicorn in their own process (their lifespans run the
+   workers as in production); the Twilio double runs in this process on a real port.
+   Untimed seeding: P patients registered through the patients API (SMS only), then in
+   scheduling's database one location, provider and type, N booked appointments spread
+   over the P patients and one ``reminder`` timer each, due now (``Timers.schedule``),
+   before scheduling starts. Measured: from the first timer fired by scheduling's
+   ``TimerWorker`` (``ReminderDue`` into the outbox, relayed to Kafka) through messaging's
+   consumer (contact data from patients with messaging's service token, one message row
+   per touch) and its delivery worker (template rendered, sent through the Twilio client)
+   until the double has answered 201 to all N; stage rates come from the services' own
+   timestamps. Then the same N records of a ``ReminderDue``'s size through plain aiokafka.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +81,12 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import careloop_gateway
+import careloop_identity
+import careloop_messaging
 import careloop_patients
-from careloop_contracts import Envelope, Event, PatientRegistered
+import careloop_scheduling
+from careloop_contracts import Envelope, Event, PatientRegistered, ReminderDue
+from careloop_kit.auth import totp
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.bus.consumer import EventConsumer
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer
@@ -76,16 +94,33 @@ from careloop_kit.bus.outbox import Outbox, OutboxRelay
 from careloop_kit.clock import SystemClock
 from careloop_kit.db import PlatformTables, add_platform_tables, make_engine, make_sessionmaker
 from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.db.timers import Timers
 from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
 from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
 from careloop_kit.infra.ports import free_port
 from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.settings import KitSettings
+from careloop_kit.testing.apps import serve_in_task
 from careloop_kit.testing.processes import serve_jwks
+from careloop_messaging.store.tables import message as message_table
+from careloop_messaging.testing.twilio_double import TwilioDouble
+from careloop_scheduling.domain.appointment import AppointmentStatus
+from careloop_scheduling.domain.catalog import (
+    AppointmentType,
+    PatientKind,
+    Provider,
+    VisitCategory,
+)
+from careloop_scheduling.domain.reminder_settings import TIMER_KIND as REMINDER_TIMER_KIND
+from careloop_scheduling.store import tables as scheduling_tables
+from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
 GATEWAY_MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
+IDENTITY_MIGRATIONS = Path(careloop_identity.__file__).parent / "migrations"
+SCHEDULING_MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
+MESSAGING_MIGRATIONS = Path(careloop_messaging.__file__).parent / "migrations"
 DEFAULT_OUTPUT = ROOT / ".careloop" / "bench" / "results.json"
 DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
 ORG = "org-bench"
@@ -467,8 +502,22 @@ async def bench_raw(stack: Stack, dbs: PipelineDbs, n: int, progress: Progress) 
     table = dbs.out_tables.outbox
     async with dbs.out_sm() as session:
         sample = (await session.execute(select(table.c.headers, table.c.payload).limit(1))).one()
-    value: bytes = sample.payload
     headers = [(k, v.encode()) for k, v in sample.headers]
+    return await raw_produce_consume(
+        settings, topic, sample.payload, headers, n, progress, "2/4 raw aiokafka produce + consume"
+    )
+
+
+async def raw_produce_consume(
+    settings: KitSettings,
+    topic: str,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+    n: int,
+    progress: Progress,
+    label: str,
+) -> dict[str, Any]:
+    """Produce ``n`` copies of one record (fresh keys) and count them with a plain consumer."""
     record_bytes = len(value) + sum(len(k) + len(v) for k, v in headers) + 20
     keys = [new_id("pat").encode() for _ in range(n)]
 
@@ -483,7 +532,7 @@ async def bench_raw(stack: Stack, dbs: PipelineDbs, n: int, progress: Progress) 
     producer = make_producer(settings, client_id="bench-raw-producer")
     await consumer.start()
     await producer.start()
-    task = progress.add_task("2/4 raw aiokafka produce + consume", total=n)
+    task = progress.add_task(label, total=n)
     try:
         deadline = time.monotonic() + 60
         while not consumer.assignment():
@@ -833,6 +882,7 @@ async def _api_phases(
 
             # The same reads through the gateway (token checked there and again in the
             # service), in the same run, for the gateway's overhead.
+            assert stack.openbao is not None
             gateway_dsn = await stack.database("bench_gateway")
             await upgrade_async(GATEWAY_MIGRATIONS, gateway_dsn)
             gateway_token = (
@@ -874,6 +924,501 @@ async def _api_phases(
     }
 
 
+# --------------------------------------------------------------------------- reminders
+
+
+PRACTICE_NAME = "Bayview Family Practice"
+REMINDER_LOCATION = "loc-north"
+
+
+class ArrivalRecorder:
+    """ASGI wrapper around the Twilio double: the wall-clock time of every 201 it sends."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.times: list[float] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def recording_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 201:
+                self.times.append(time.time())
+            await send(message)
+
+        await self.app(scope, receive, recording_send)
+
+
+async def org_admin_headers(identity_url: str, bootstrap_token: str) -> tuple[str, dict[str, str]]:
+    """A new organization and its first admin signed in with a second factor (patients
+    asks org admins for one): (org id, bearer headers)."""
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.org"
+    password = "correct-Horse-42-battery"
+    bootstrap = {"X-Bootstrap-Token": bootstrap_token}
+    async with httpx.AsyncClient(base_url=identity_url, timeout=30) as client:
+        org = await client.post(
+            "/organizations",
+            json={
+                "name": "Bench practice (synthetic)",
+                "admin": {"email": email, "display_name": "Admin", "password": password},
+            },
+            headers=bootstrap,
+        )
+        if org.status_code != 201:
+            raise RuntimeError(f"creating the organization failed: {org.status_code} {org.text}")
+        credentials = {"org_id": org.json()["id"], "email": email, "password": password}
+        first = await client.post("/auth/login", json=credentials)
+        first.raise_for_status()
+        bearer = {"Authorization": f"Bearer {first.json()['access_token']}"}
+        enrolled = await client.post("/auth/mfa/enroll", headers=bearer)
+        enrolled.raise_for_status()
+        secret = totp.from_base32(enrolled.json()["secret"])
+        now = datetime.now(UTC)
+        verified = await client.post(
+            "/auth/mfa/verify", json={"code": totp.totp(secret, now)}, headers=bearer
+        )
+        verified.raise_for_status()
+        next_code = totp.totp(secret, now + timedelta(seconds=totp.STEP_S))
+        signed_in = await client.post("/auth/login", json={**credentials, "otp": next_code})
+        signed_in.raise_for_status()
+    return str(org.json()["id"]), {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+
+
+async def register_sms_patients(
+    patients_url: str, headers: dict[str, str], count: int, progress: Progress
+) -> list[str]:
+    """Register ``count`` synthetic patients reachable by SMS only; their ids."""
+    task = progress.add_task("5/5 registering patients (untimed)", total=count)
+    ids: list[str] = []
+    queue = iter(range(count))
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with httpx.AsyncClient(
+        base_url=patients_url, headers=headers, limits=limits, timeout=60
+    ) as client:
+        await wait_ready(client)
+
+        async def worker() -> None:
+            for i in queue:
+                body = {
+                    **patient_body(f"r{i}"),
+                    "phones": [f"+1 555 {i // 10_000:03d} {i % 10_000:04d}"],
+                    "preferences": {"allowed_channels": ["sms"], "preferred_channel": "sms"},
+                }
+                response = await client.post("/patients", json=body)
+                if response.status_code != 201:
+                    raise RuntimeError(
+                        f"registering a patient failed: {response.status_code} {response.text}"
+                    )
+                ids.append(str(response.json()["id"]))
+                progress.update(task, completed=len(ids))
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+    progress.remove_task(task)
+    return ids
+
+
+async def seed_reminder_timers(
+    dsn: str, org_id: str, patient_ids: list[str], n: int, progress: Progress
+) -> dict[str, Any]:
+    """Seed scheduling's database: one location, provider and type, ``n`` booked
+    appointments (round-robin over the patients, 10 minutes apart from tomorrow on, so the
+    no-double-booking constraint holds) and one `reminder` timer per appointment, due now,
+    scheduled with the kit's `Timers.schedule`. Scheduling is not running yet."""
+    engine = make_engine(dsn)
+    sessionmaker = make_sessionmaker(engine)
+    timers = Timers(scheduling_tables.platform)
+    now = datetime.now(UTC)
+    first_start = (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    provider_id = new_id("prov")
+    type_id = new_id("type")
+    task = progress.add_task("5/5 seeding appointments + timers (untimed)", total=n)
+    began = time.perf_counter()
+    try:
+        async with sessionmaker() as session, session.begin():
+            repo = SchedulingRepository(session)
+            await repo.set_location(
+                org_id,
+                LocationInfo(REMINDER_LOCATION, "America/New_York", PRACTICE_NAME, False),
+                now,
+            )
+            await repo.add_provider(
+                Provider(provider_id, org_id, "Dr. Bench", (REMINDER_LOCATION,)), now
+            )
+            await repo.add_type(
+                AppointmentType(
+                    type_id,
+                    org_id,
+                    "Follow-up",
+                    10,
+                    VisitCategory.IN_PERSON,
+                    PatientKind.ESTABLISHED,
+                ),
+                now,
+            )
+        done = 0
+        while done < n:
+            size = min(1000, n - done)
+            rows = []
+            for i in range(done, done + size):
+                start = first_start + timedelta(minutes=10 * i)
+                rows.append(
+                    {
+                        "id": new_id("appt"),
+                        "org_id": org_id,
+                        "patient_id": patient_ids[i % len(patient_ids)],
+                        "provider_id": provider_id,
+                        "location_id": REMINDER_LOCATION,
+                        "appointment_type_id": type_id,
+                        "start_at": start,
+                        "end_at": start + timedelta(minutes=10),
+                        "status": AppointmentStatus.BOOKED.value,
+                        "confirmation": "unconfirmed",
+                        "version": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            async with sessionmaker() as session, session.begin():
+                await session.execute(scheduling_tables.appointment.insert(), rows)
+                for row in rows:
+                    key = f"{row['id']}:1_day_before"
+                    await timers.schedule(
+                        session,
+                        REMINDER_TIMER_KIND,
+                        now,
+                        {
+                            "org_id": org_id,
+                            "appointment_id": row["id"],
+                            "touch": "1_day_before",
+                            "touch_key": key,
+                        },
+                        dedup_key=key,
+                    )
+            done += size
+            progress.update(task, completed=done)
+    finally:
+        await engine.dispose()
+        progress.remove_task(task)
+    return {"seed_seconds": round(time.perf_counter() - began, 1), "due_at": now.isoformat()}
+
+
+def _span(first: datetime | float | None, last: datetime | float | None) -> float:
+    if first is None or last is None:
+        return float("nan")
+    if isinstance(first, datetime) and isinstance(last, datetime):
+        return (last - first).total_seconds()
+    assert isinstance(first, float)
+    assert isinstance(last, float)
+    return last - first
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else float("nan")
+
+
+def tenth_rates(moments: list[float]) -> dict[str, float]:
+    """Rate over the first and the last tenth of sorted moments (seconds): does a stage
+    slow down as its table grows?"""
+    k = len(moments) // 10
+    if k < 2:
+        return {}
+    return {
+        "first_tenth_per_s": _rate(k - 1, moments[k - 1] - moments[0]),
+        "last_tenth_per_s": _rate(k - 1, moments[-1] - moments[-k]),
+    }
+
+
+async def bench_reminders(
+    stack: Stack,
+    n: int,
+    patient_count: int,
+    progress: Progress,
+    log_dir: Path,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Reminders for ``n`` appointments: durable timers → ReminderDue through the outbox
+    and Kafka → messaging's consumer (contact data from patients) → delivery worker →
+    the Twilio double over HTTP. Services run as in production: each under uvicorn in its
+    own process, its lifespan running its workers."""
+    assert stack.openbao is not None
+    setup = progress.add_task("5/5 databases, Vault, identity, patients", total=None)
+    names = ("identity", "patients", "scheduling", "messaging")
+    migrations = {
+        "identity": IDENTITY_MIGRATIONS,
+        "patients": PATIENTS_MIGRATIONS,
+        "scheduling": SCHEDULING_MIGRATIONS,
+        "messaging": MESSAGING_MIGRATIONS,
+    }
+    dsns = {name: await stack.database(f"bench_rem_{name}") for name in names}
+    for name in names:
+        await upgrade_async(migrations[name], dsns[name])
+    tokens = await asyncio.to_thread(
+        bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, list(names)
+    )
+    prefix = f"bench-rem-{uuid.uuid4().hex[:6]}."
+    bootstrap_token = uuid.uuid4().hex
+    double = TwilioDouble("AC" + uuid.uuid4().hex, "bench-" + uuid.uuid4().hex)
+    recorder = ArrivalRecorder(double.app)
+    common = {"CARELOOP_TOPIC_PREFIX": prefix}
+    async with serve_in_task(recorder) as twilio_url:
+        with service_server(
+            "careloop_identity",
+            stack,
+            dsns["identity"],
+            tokens["identity"],
+            log_dir / "identity.log",
+            {**common, "CARELOOP_BOOTSTRAP_TOKEN": bootstrap_token},
+        ) as identity_url:
+            async with httpx.AsyncClient(base_url=identity_url, timeout=30) as probe:
+                await wait_ready(probe)
+            jwks = {"CARELOOP_AUTH_JWKS_URL": f"{identity_url}/.well-known/jwks.json"}
+            org_id, admin = await org_admin_headers(identity_url, bootstrap_token)
+            with service_server(
+                "careloop_patients",
+                stack,
+                dsns["patients"],
+                tokens["patients"],
+                log_dir / "patients.log",
+                {**common, **jwks},
+            ) as patients_url:
+                progress.remove_task(setup)
+                began = time.perf_counter()
+                patient_ids = await register_sms_patients(
+                    patients_url, admin, patient_count, progress
+                )
+                register_s = time.perf_counter() - began
+                seeded = await seed_reminder_timers(
+                    dsns["scheduling"], org_id, patient_ids, n, progress
+                )
+                messaging_env = {
+                    **common,
+                    **jwks,
+                    "CARELOOP_DELIVERY_MODE": "provider",
+                    "CARELOOP_PATIENTS_URL": patients_url,
+                    "CARELOOP_IDENTITY_TOKEN_URL": f"{identity_url}/oauth/token",
+                    "CARELOOP_TWILIO_API_BASE": twilio_url,
+                    "CARELOOP_TWILIO_ACCOUNT_SID": double.account_sid,
+                    "CARELOOP_TWILIO_AUTH_TOKEN": double.auth_token,
+                    "CARELOOP_TWILIO_FROM_NUMBER": "+15550009999",
+                    "CARELOOP_SECURE_LINK_BASE": "https://portal.example.test/m",
+                    # Many appointments share a patient here; no message may be skipped.
+                    "CARELOOP_CONTACT_BUDGET_PER_WEEK": str(n),
+                    "CARELOOP_DELIVERY_POLL_INTERVAL_S": "0.2",
+                }
+                with service_server(
+                    "careloop_messaging",
+                    stack,
+                    dsns["messaging"],
+                    tokens["messaging"],
+                    log_dir / "messaging.log",
+                    messaging_env,
+                ) as messaging_url:
+                    async with httpx.AsyncClient(base_url=messaging_url, timeout=30) as probe:
+                        await wait_ready(probe)
+                    scheduling_env = {
+                        **common,
+                        **jwks,
+                        "CARELOOP_REMINDER_POLL_INTERVAL_S": "0.5",
+                    }
+                    spawned = time.time()
+                    with service_server(
+                        "careloop_scheduling",
+                        stack,
+                        dsns["scheduling"],
+                        tokens["scheduling"],
+                        log_dir / "scheduling.log",
+                        scheduling_env,
+                    ):
+                        await watch_reminders(dsns, n, recorder, progress, timeout_s, log_dir)
+    figures = await reminder_figures(dsns, n, recorder, double.requests, spawned)
+    raw_settings = kit_settings(stack, f"bench-rem-raw-{uuid.uuid4().hex[:6]}.")
+    raw_topic = f"{raw_settings.topic_prefix}careloop.scheduling"
+    await ensure_topics(raw_settings, [raw_topic])
+    raw = await raw_produce_consume(
+        raw_settings,
+        raw_topic,
+        figures.pop("sample_value"),
+        figures.pop("sample_headers"),
+        n,
+        progress,
+        f"5/5 raw aiokafka produce + consume, {n:,} ReminderDue-sized records",
+    )
+    result = {
+        "appointments": n,
+        "patients": patient_count,
+        "register_patients_seconds": round(register_s, 1),
+        **seeded,
+        **figures,
+        "raw": raw,
+        "ratio_to_raw": round(figures["end_to_end_per_s"] / raw["events_per_s"], 4),
+    }
+    return result
+
+
+async def watch_reminders(
+    dsns: dict[str, str],
+    n: int,
+    recorder: ArrivalRecorder,
+    progress: Progress,
+    timeout_s: float,
+    log_dir: Path,
+) -> None:
+    """Progress bars until the double has all ``n`` messages (polls counts twice a second)."""
+    timer = scheduling_tables.platform.timer
+    engines = {name: make_engine(dsns[name]) for name in ("scheduling", "messaging")}
+    fired_task = progress.add_task("5/5 timers fired (scheduling)", total=n)
+    consumed_task = progress.add_task("5/5 ReminderDue consumed (messaging rows)", total=n)
+    delivered_task = progress.add_task("5/5 SMS received by the Twilio double", total=n)
+    deadline = time.monotonic() + timeout_s
+    last_change, last_seen = time.monotonic(), (-1, -1, -1)
+    try:
+        while len(recorder.times) < n:
+            async with engines["scheduling"].connect() as conn:
+                fired = await conn.scalar(
+                    select(func.count()).select_from(timer).where(timer.c.fired_at.is_not(None))
+                )
+            async with engines["messaging"].connect() as conn:
+                consumed = await conn.scalar(select(func.count()).select_from(message_table))
+            seen = (int(fired or 0), int(consumed or 0), len(recorder.times))
+            progress.update(fired_task, completed=seen[0])
+            progress.update(consumed_task, completed=seen[1])
+            progress.update(delivered_task, completed=seen[2])
+            if seen != last_seen:
+                last_seen, last_change = seen, time.monotonic()
+            if time.monotonic() - last_change > 120:
+                raise RuntimeError(
+                    f"reminders stalled at fired/consumed/delivered {seen} of {n}; "
+                    f"see the service logs in {log_dir}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reminders: only {seen} of {n} within {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+    finally:
+        for task in (fired_task, consumed_task, delivered_task):
+            progress.remove_task(task)
+        for engine in engines.values():
+            await engine.dispose()
+
+
+async def reminder_figures(
+    dsns: dict[str, str], n: int, recorder: ArrivalRecorder, requests: int, spawned: float
+) -> dict[str, Any]:
+    """Stage rates from the services' own timestamps (same machine, same wall clock)."""
+    timer = scheduling_tables.platform.timer
+    outbox = scheduling_tables.platform.outbox
+    sched = make_engine(dsns["scheduling"])
+    msg = make_engine(dsns["messaging"])
+    try:
+        async with sched.connect() as conn:
+            t = (
+                await conn.execute(
+                    select(
+                        func.count().filter(timer.c.fired_at.is_not(None)).label("fired"),
+                        func.min(timer.c.fired_at).label("first"),
+                        func.max(timer.c.fired_at).label("last"),
+                        func.count().filter(timer.c.attempts > 1).label("retried"),
+                    )
+                )
+            ).one()
+            o = (
+                await conn.execute(
+                    select(
+                        func.count().label("rows"),
+                        func.count().filter(outbox.c.sent_at.is_not(None)).label("sent"),
+                        func.max(outbox.c.sent_at).label("last_sent"),
+                    ).where(outbox.c.event_type == ReminderDue.event_type)
+                )
+            ).one()
+            fired_moments = [
+                row.timestamp()
+                for row in await conn.scalars(
+                    select(timer.c.fired_at)
+                    .where(timer.c.fired_at.is_not(None))
+                    .order_by(timer.c.fired_at)
+                )
+            ]
+            sample = (
+                await conn.execute(
+                    select(outbox.c.headers, outbox.c.payload)
+                    .where(outbox.c.event_type == ReminderDue.event_type)
+                    .limit(1)
+                )
+            ).one()
+        async with msg.connect() as conn:
+            m = (
+                await conn.execute(
+                    select(
+                        func.count().label("rows"),
+                        func.count(func.distinct(message_table.c.touch_key)).label("touches"),
+                        func.min(message_table.c.created_at).label("first"),
+                        func.max(message_table.c.created_at).label("last"),
+                    )
+                )
+            ).one()
+            created_moments = [
+                row.timestamp()
+                for row in await conn.scalars(
+                    select(message_table.c.created_at).order_by(message_table.c.created_at)
+                )
+            ]
+            statuses = {
+                str(row.status): int(row.n)
+                for row in await conn.execute(
+                    select(message_table.c.status, func.count().label("n")).group_by(
+                        message_table.c.status
+                    )
+                )
+            }
+    finally:
+        await sched.dispose()
+        await msg.dispose()
+    arrivals = sorted(recorder.times)
+    first_fired = t.first.timestamp() if t.first else None
+    last_delivered = arrivals[-1] if arrivals else None
+    timers_s = _span(t.first, t.last)
+    consumed_s = _span(m.first, m.last)
+    delivered_s = _span(arrivals[0] if arrivals else None, last_delivered)
+    total_s = _span(first_fired, last_delivered)
+    figures: dict[str, Any] = {
+        "timers_fired": int(t.fired),
+        "timer_retries": int(t.retried),
+        "reminder_due_published": int(o.sent),
+        "messages": int(m.rows),
+        "distinct_touch_keys": int(m.touches),
+        "message_statuses": statuses,
+        "double_received": len(arrivals),
+        "double_requests": requests,
+        "timers_seconds": round(timers_s, 2),
+        "timers_per_s": _rate(int(t.fired), timers_s),
+        "consume_seconds": round(consumed_s, 2),
+        "consumed_per_s": _rate(int(m.rows), consumed_s),
+        "deliver_seconds": round(delivered_s, 2),
+        "delivered_per_s": _rate(len(arrivals), delivered_s),
+        "timers_tenths": tenth_rates(fired_moments),
+        "consumed_tenths": tenth_rates(created_moments),
+        "delivered_tenths": tenth_rates(arrivals),
+        "end_to_end_seconds": round(total_s, 2),
+        "end_to_end_per_s": _rate(len(arrivals), total_s),
+        "first_message_after_first_timer_s": round(_span(first_fired, arrivals[0]), 2)
+        if arrivals
+        else None,
+        "relay_last_sent_after_first_timer_s": round(_span(t.first, o.last_sent), 2),
+        "scheduling_start_to_last_delivery_s": round(_span(spawned, last_delivered), 2),
+        "sample_value": bytes(sample.payload),
+        "sample_headers": [(k, v.encode()) for k, v in sample.headers],
+    }
+    problems = []
+    if int(t.fired) != n or len(arrivals) != n or int(m.rows) != n or int(m.touches) != n:
+        problems.append("counts differ from n")
+    if statuses.get("skipped") or statuses.get("failed"):
+        problems.append(f"statuses {statuses}")
+    if problems:
+        raise RuntimeError(f"reminders ({n}): {'; '.join(problems)}: {figures}")
+    return figures
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -913,6 +1458,18 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
         if api.get("get_via_gateway") and api["get"]["requests_per_s"]:
             ratio = api["get_via_gateway"]["requests_per_s"] / api["get"]["requests_per_s"]
             rows.append(("ratio reads via gateway / direct", round(ratio, 3), "x"))
+    rem = results.get("reminders")
+    if rem:
+        n = f"{rem['appointments']:,}"
+        rows.append((f"reminders end to end ({n} appointments)", rem["end_to_end_per_s"], "msg/s"))
+        rows.append(("  reminders end to end, total time", rem["end_to_end_seconds"], "s"))
+        rows.append(("  timers fired (scheduling TimerWorker)", rem["timers_per_s"], "timers/s"))
+        rows.append(("  ReminderDue consumed (messaging rows)", rem["consumed_per_s"], "events/s"))
+        rows.append(("  SMS delivered to the Twilio double", rem["delivered_per_s"], "msg/s"))
+        rows.append(
+            (f"  raw aiokafka produce + consume ({n})", rem["raw"]["events_per_s"], "events/s")
+        )
+        rows.append(("ratio reminders / raw", rem["ratio_to_raw"], "x"))
     return rows
 
 
@@ -955,6 +1512,21 @@ def throughput_svg(results: dict[str, Any]) -> str:
         ("Raw aiokafka: produce + consume", r["events_per_s"], "#d07a2b"),
         ("Raw aiokafka: produce only", r["produce_events_per_s"], "#ebb27f"),
     ]
+    rem = results.get("reminders")
+    if rem:
+        n = f"{rem['appointments']:,}"
+        bars += [
+            (
+                f"Careloop: reminders end to end, timer → SMS at the double ({n})",
+                rem["end_to_end_per_s"],
+                "#3d8b57",
+            ),
+            (
+                f"Raw aiokafka: produce + consume ({n} records)",
+                rem["raw"]["events_per_s"],
+                "#d07a2b",
+            ),
+        ]
     width, left, right, bar_h, gap, top = 760, 20, 110, 26, 34, 58
     scale = (width - left - right) / max(v for _, v, _ in bars)
     height = top + len(bars) * (bar_h + gap) + 10
@@ -964,7 +1536,8 @@ def throughput_svg(results: dict[str, Any]) -> str:
         f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
         f'<text x="{left}" y="24" font-size="16" font-weight="bold">'
-        f"Event throughput, {p['events']:,} events, one broker (events/s)</text>",
+        f"Event throughput, {p['events']:,} events, one broker (events/s; reminders: "
+        "messages/s)</text>",
         f'<text x="{left}" y="44" font-size="12" fill="#555">careloop / raw = {ratio:.3f}; '
         "higher is better</text>",
     ]
@@ -1042,6 +1615,23 @@ async def run(args: argparse.Namespace, stack: Stack, base: Path) -> dict[str, A
                 f"api: POST {api['post']['requests_per_s']:,.0f} req/s, "
                 f"GET {api['get']['requests_per_s']:,.0f} req/s"
             )
+        if "reminders" in args.only:
+            results["reminders"] = with_load(
+                await bench_reminders(
+                    stack,
+                    args.appointments,
+                    min(args.reminder_patients, args.appointments),
+                    progress,
+                    base,
+                    args.reminders_timeout,
+                )
+            )
+            rem = results["reminders"]
+            console.print(
+                f"reminders: {rem['appointments']:,} delivered end to end in "
+                f"{rem['end_to_end_seconds']:.1f} s ({rem['end_to_end_per_s']:,.0f} messages/s); "
+                f"raw aiokafka {rem['raw']['events_per_s']:,.0f} records/s"
+            )
     return {
         "postgres_version": postgres_version,
         "postgres_settings": postgres_settings,
@@ -1076,9 +1666,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-seconds", type=float, default=10.0, help="seconds per API phase")
     parser.add_argument("--workers", type=int, default=32, help="concurrent API workers")
     parser.add_argument(
+        "--appointments",
+        type=int,
+        default=100_000,
+        help="appointments (one reminder each) for 5",
+    )
+    parser.add_argument(
+        "--reminder-patients",
+        type=int,
+        default=1_000,
+        help="patients registered for 5; appointments are spread over them",
+    )
+    parser.add_argument(
+        "--reminders-timeout",
+        type=float,
+        default=12 * 3600.0,
+        help="seconds 5 may take before the run gives up",
+    )
+    parser.add_argument(
         "--only",
-        default="pipeline,raw,latency,api",
-        help="comma-separated subset of pipeline,raw,latency,api",
+        default="pipeline,raw,latency,api,reminders",
+        help="comma-separated subset of pipeline,raw,latency,api,reminders",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON")
@@ -1096,8 +1704,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.duration, args.api_seconds = 2_000, 3.0, 3.0
+        args.appointments, args.reminder_patients = 2_000, 200
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - {"pipeline", "raw", "latency", "api"}
+    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     return args
@@ -1145,6 +1754,8 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "api_seconds": args.api_seconds,
             "workers": args.workers,
+            "appointments": args.appointments,
+            "reminder_patients": min(args.reminder_patients, args.appointments),
             "benchmarks": sorted(args.only),
         },
         "results": outcome["results"],

@@ -40,8 +40,8 @@ class MessagingSettings(KitSettings):
         "careloop/messaging/recipient-key",
         description=(
             "KV v2 path of the key (field `key`, base64, 32+ bytes) that encrypts stored "
-            "addresses and derives their blind index. Outside production a missing secret "
-            "falls back to a per-process key (queued messages do not survive a restart)."
+            "addresses and derives their blind index; created by the Vault bootstrap. The "
+            "service refuses to start without it."
         ),
     )
     # Evidence (domain/evidence.md): two reminders (3 days and 1 day before) beat one in
