@@ -148,7 +148,11 @@ class TimerWorker:
                         table.c.cancelled_at.is_(None),
                         table.c.kind.in_(list(self._handlers)),
                     )
-                    .order_by(table.c.due_at, table.c.id)
+                    # Due order only: the pending-timer index on `due_at` then serves the
+                    # claim with an index scan. A tie-break on `id` made PostgreSQL sort
+                    # every pending row per claim, quadratic in the backlog (the
+                    # reminders benchmark: 25-125 ms per claim with 20,000 pending).
+                    .order_by(table.c.due_at)
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 )
