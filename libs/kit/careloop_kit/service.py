@@ -30,7 +30,7 @@ from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditRecorder
 from careloop_kit.auth.dependencies import TOKEN_VERIFIER_KEY, install_auth_handlers
 from careloop_kit.auth.feed import follow_revocations
 from careloop_kit.auth.jwks import HttpJwksSource, JwksSource
-from careloop_kit.auth.revocation import RevokedSessions
+from careloop_kit.auth.revocation import REVOKED_SESSIONS_KEY, RevokedSessions
 from careloop_kit.auth.tokens import TokenVerifier
 from careloop_kit.bus.consumer import EventConsumer, Handler
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
@@ -377,7 +377,7 @@ def _install_token_verifier(
         clock=runtime.clock,
         revoked=revoked,
     )
-    runtime.state["revoked_sessions"] = revoked
+    runtime.state[REVOKED_SESSIONS_KEY] = revoked
     lookback = timedelta(seconds=revoked.ttl_s)
 
     async def follow() -> None:

@@ -19,6 +19,10 @@ from careloop_kit.clock import Clock, SystemClock
 DEFAULT_MAX_TOKEN_LIFETIME_S = 3600
 
 
+REVOKED_SESSIONS_KEY = "revoked_sessions"
+"""Where a service runtime keeps its `RevokedSessions` (`runtime.state[...]`)."""
+
+
 class RevokedSessions:
     """An in-memory set of revoked session ids with expiry."""
 

@@ -23,8 +23,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import SessionRevoked
-from careloop_identity.api.common import Invalid, audit, own_organization, settings_of
+from careloop_identity.api.common import (
+    Invalid,
+    announce_revocation,
+    audit,
+    own_organization,
+    settings_of,
+)
 from careloop_identity.domain.clients import (
     ALL_LOCATIONS,
     Baa,
@@ -41,7 +46,7 @@ from careloop_identity.domain.clients import (
 )
 from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.store.repository import IdentityRepository
-from careloop_kit.auth import AuthenticatedPrincipal, RevokedSessions, require
+from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.auth.permissions import PARTNER_SCOPES
 from careloop_kit.problems import Conflict, NotFound, ProblemError
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
@@ -213,27 +218,16 @@ async def _existing(
     return client
 
 
-async def _revoke_tokens(
-    runtime: Runtime, session: AsyncSession, client: StoredClient, now: datetime
-) -> None:
+async def _revoke_tokens(runtime: Runtime, session: AsyncSession, client: StoredClient) -> None:
     """Announce that tokens of the client's current secret version are dead."""
-    sid = session_id(client.id, client.secret_version)
-    await runtime.outbox.add(
+    await announce_revocation(
+        runtime,
         session,
-        SessionRevoked(
-            session_id=sid,
-            org_id=client.org_id,
-            user_id=client.id,
-            revoked_at=now,
-            reason="admin",
-        ),
+        session_id=session_id(client.id, client.secret_version),
         org_id=client.org_id,
+        subject=client.id,
+        reason="admin",
     )
-    # This replica refuses them at once; every other one learns it from the event.
-    # Should the transaction roll back, tokens are only refused early: the safe side.
-    revoked = runtime.state.get("revoked_sessions")
-    if isinstance(revoked, RevokedSessions):
-        revoked.revoke(sid, at=now)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
@@ -378,7 +372,7 @@ async def rotate_secret(
     if client.disabled_at is not None:
         raise Conflict("This client is disabled; register a new client instead.")
     now = runtime.clock.now()
-    await _revoke_tokens(runtime, session, client, now)
+    await _revoke_tokens(runtime, session, client)
     secret = new_secret()
     rotated = replace(
         client,
@@ -415,7 +409,7 @@ async def disable_client(
     if client.disabled_at is not None:
         return _read(client, _today(runtime))
     now = runtime.clock.now()
-    await _revoke_tokens(runtime, session, client, now)
+    await _revoke_tokens(runtime, session, client)
     disabled = replace(client, disabled_at=now, updated_at=now)
     await ClientRepository(session).save(disabled)
     await audit(

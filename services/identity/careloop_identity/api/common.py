@@ -17,6 +17,7 @@ from careloop_identity.signing import AccessTokenVerifier, TokenSigner
 from careloop_identity.store.repository import IdentityRepository, StoredSession
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, Principal, RevokedSessions
+from careloop_kit.auth.revocation import REVOKED_SESSIONS_KEY
 from careloop_kit.problems import NotFound, ProblemError, Unauthorized, problem_response
 from careloop_kit.service import Runtime, RuntimeDep
 
@@ -124,28 +125,46 @@ async def require_bootstrap_token(
 BootstrapDep = Annotated[None, Depends(require_bootstrap_token)]
 
 
+async def announce_revocation(
+    runtime: Runtime,
+    session: AsyncSession,
+    *,
+    session_id: str,
+    org_id: str,
+    subject: str,
+    reason: RevocationReason,
+) -> None:
+    """Publish that the tokens of `session_id` are dead (a login session, or a partner
+    client's secret version), in `session`'s transaction.
+
+    This replica refuses them at once; the others (and every other service) learn it
+    from the event. Should the transaction roll back, the only effect is tokens refused
+    early: the safe side."""
+    now = runtime.clock.now()
+    await runtime.outbox.add(
+        session,
+        SessionRevoked(
+            session_id=session_id, org_id=org_id, user_id=subject, revoked_at=now, reason=reason
+        ),
+        org_id=org_id,
+    )
+    revoked = runtime.state.get(REVOKED_SESSIONS_KEY)
+    if isinstance(revoked, RevokedSessions):
+        revoked.revoke(session_id, at=now)
+
+
 async def revoke_login(
     runtime: Runtime, session: AsyncSession, login: StoredSession, reason: RevocationReason
 ) -> bool:
     """Revoke `login` and announce it; False when it already was revoked."""
-    now = runtime.clock.now()
-    if not await IdentityRepository(session).revoke_session(login.id, reason, now):
+    if not await IdentityRepository(session).revoke_session(login.id, reason, runtime.clock.now()):
         return False
-    await runtime.outbox.add(
+    await announce_revocation(
+        runtime,
         session,
-        SessionRevoked(
-            session_id=login.id,
-            org_id=login.org_id,
-            user_id=login.user_id,
-            revoked_at=now,
-            reason=reason,
-        ),
+        session_id=login.id,
         org_id=login.org_id,
+        subject=login.user_id,
+        reason=reason,
     )
-    # This replica refuses the session's tokens at once; the others (and every other
-    # service) learn it from the event. Should the transaction roll back, the only
-    # effect is a session refused early: the safe side.
-    revoked = runtime.state.get("revoked_sessions")
-    if isinstance(revoked, RevokedSessions):
-        revoked.revoke(login.id, at=now)
     return True
