@@ -25,6 +25,7 @@ from careloop_contracts.messaging import (
     MessageSent,
     MessageSkipped,
     ReplyReceived,
+    ReplyReceivedV2,
 )
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_contracts.scheduling import (
@@ -71,6 +72,7 @@ __all__ = [
     "PatientUpdated",
     "ReminderDue",
     "ReplyReceived",
+    "ReplyReceivedV2",
     "RescheduleOffered",
     "SessionRevoked",
     "TopicSpec",

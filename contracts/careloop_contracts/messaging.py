@@ -104,3 +104,45 @@ class ReplyReceived(Event):
     )
     channel: ChannelName = Field(description="Channel the reply came in on.")
     received_at: UtcDatetime = Field(description="When the reply was received (UTC).")
+
+
+ReplyIntentV2 = Literal["confirm", "reschedule", "choose", "cancel", "accept"]
+ReplyVia = Literal["sms", "email", "portal", "link"]
+
+
+class ReplyReceivedV2(Event):
+    """Emitted when a patient answers a message: a keyword by SMS (`C` confirm, `R`
+    reschedule, the number of an offered option, `Y` to take a waitlist slot) or a tap on
+    the message's secure one-time link (confirm, cancel, reschedule). Replaces
+    `reply.received.v1`, which could name neither a cancel, nor a waitlist answer, nor a
+    link; scheduling still accepts v1 records left on the topic.
+
+    The answer is matched to one outbound message, so it names that message's
+    appointment (a reminder or a reschedule offer) or its waitlist offer. Carries no
+    address and no text beyond the intent."""
+
+    event_type = "careloop.messaging.reply.received.v2"
+    topic = TOPIC
+
+    reply_id: Id = Field(
+        description="Id of the answer: the provider's id of an inbound SMS, or messaging's "
+        "own id of a link action."
+    )
+    org_id: Id = Field(description="Organization (tenant) of the answered message.")
+    patient_id: Id = Field(description="The patient the answered message was sent to.")
+    message_id: Id = Field(description="The outbound message that was answered.")
+    appointment_id: Id | None = Field(
+        default=None,
+        description="The appointment the answered message was about; None for a waitlist "
+        "offer to a patient without one.",
+    )
+    offer_id: Id | None = Field(
+        default=None,
+        description="The offer the answered message carried (a waitlist offer), if any.",
+    )
+    intent: ReplyIntentV2 = Field(description="What the patient asked for.")
+    choice: int | None = Field(
+        default=None, ge=1, le=9, description="For `choose`: the option number replied."
+    )
+    via: ReplyVia = Field(description="How the answer came: a channel, or the secure link.")
+    received_at: UtcDatetime = Field(description="When the answer was received (UTC).")
