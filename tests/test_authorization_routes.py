@@ -39,6 +39,12 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
             # in the form is used.
             ("POST", "/webhooks/twilio/status"),
             ("POST", "/webhooks/twilio/inbound"),
+            # Secure one-time links in patients' messages: the patient taps a link and
+            # holds no access token; the token in the path is the credential (message id
+            # + HMAC under messaging's Vault key, checked in constant time; every bad
+            # token gets the same 404). GET only shows what an SMS may say; POST acts once.
+            ("GET", "/links/{token}"),
+            ("POST", "/links/{token}"),
         }
     ),
     "identity": frozenset(
@@ -151,6 +157,26 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             if path not in FRAMEWORK_PATHS
         }
         assert found == routes, service
+
+
+def test_messaging_templates_and_inbox_need_the_expected_permissions() -> None:
+    expected = {
+        ("GET", "/templates"): {"templates:read"},
+        ("GET", "/templates/{kind}/{channel}/{language}"): {"templates:read"},
+        ("GET", "/templates/{kind}/{channel}/{language}/versions"): {"templates:read"},
+        ("PUT", "/templates/{kind}/{channel}/{language}"): {"templates:manage"},
+        ("DELETE", "/templates/{kind}/{channel}/{language}"): {"templates:manage"},
+        ("POST", "/templates/{kind}/{channel}/{language}/preview"): {"templates:manage"},
+        ("GET", "/inbox"): {"messages:read"},
+        ("GET", "/inbox/{item_id}"): {"messages:read"},
+        ("GET", "/patients/{patient_id}/inbox"): {"messages:read"},
+    }
+    found = {
+        (method, path): permissions_in(dependant)
+        for method, path, dependant in api_routes(build_app("messaging"))
+        if (method, path) in expected
+    }
+    assert found == expected
 
 
 def test_the_walk_recognises_a_missing_dependency() -> None:

@@ -38,6 +38,8 @@ from careloop_contracts.scheduling import (
     AppointmentRescheduled,
     ReminderDue,
     RescheduleOffered,
+    WaitlistOfferClosed,
+    WaitlistSlotOffered,
 )
 from careloop_contracts.topics import (
     TOPICS,
@@ -77,6 +79,8 @@ __all__ = [
     "SessionRevoked",
     "TopicSpec",
     "UnknownEventType",
+    "WaitlistOfferClosed",
+    "WaitlistSlotOffered",
     "checkpoint_record_key",
     "dead_letter_spec",
     "dead_letter_topic",

@@ -159,3 +159,80 @@ class RescheduleOffered(Event):
         description="Behavioral health and similar: neutral sender, no location details."
     )
     expires_at: UtcDatetime = Field(description="After this a numbered reply is refused.")
+
+
+class WaitlistSlotOffered(Event):
+    """Emitted when a time freed by a cancellation or a reschedule is offered to one
+    waitlisted patient (the first matching entries in waitlist order each get one
+    offer; the first to accept books it). Messaging texts the patient, who answers `Y`
+    (`reply.received.v2` with intent `accept` and this offer id). No PHI beyond ids and
+    the time: no provider, no visit type."""
+
+    event_type = "careloop.scheduling.waitlist.slot_offered.v1"
+    topic = TOPIC
+
+    offer_id: Id = Field(description="Id of the offer; one message at most per offer.")
+    entry_id: Id = Field(description="The waitlist entry the offer is made to.")
+    patient_id: Id = Field(description="Id of the patient to contact.")
+    org_id: Id = Field(description="Organization (tenant) that owns the waitlist.")
+    location_id: Id = Field(description="Location where the visit would take place.")
+    appointment_id: Id | None = Field(
+        default=None,
+        description="The patient's existing appointment the slot would replace (an entry "
+        "asking for an earlier time), if any.",
+    )
+    start_at: UtcDatetime = Field(description="Start of the offered time (UTC).")
+    location_time_zone: str = Field(
+        max_length=64, description="IANA zone of the location, to show the local date and time."
+    )
+    practice_name: str = Field(
+        max_length=200,
+        description="Display name to sign the message with (neutral for sensitive locations).",
+    )
+    sensitive_location: bool = Field(
+        description="Behavioral health and similar: neutral sender, no location details."
+    )
+    expires_at: UtcDatetime = Field(
+        description="After this an acceptance is refused (never after the start)."
+    )
+
+
+WaitlistCloseReason = Literal["accepted", "taken", "expired", "withdrawn", "answered_late"]
+"""Why a waitlist offer closed: `accepted` (this patient booked the time), `taken`
+(another patient accepted first, or the time was booked otherwise), `expired` (no
+answer before `expires_at`), `withdrawn` (the patient left the waitlist), `answered_late`
+(an acceptance came after the offer had closed for one of the other reasons)."""
+
+
+class WaitlistOfferClosed(Event):
+    """Emitted when a waitlist offer can no longer be accepted, and again when a patient
+    answers an offer that had already closed (`answered_late`). Messaging tells the
+    patient the time is gone for `taken` and `answered_late` (at most one such message
+    per offer, and only if the offer message itself went out); `accepted`, `expired`
+    and `withdrawn` send nothing (the booking sends its own confirmation). No PHI beyond
+    ids and the time."""
+
+    event_type = "careloop.scheduling.waitlist.offer_closed.v1"
+    topic = TOPIC
+
+    offer_id: Id = Field(description="The closed offer.")
+    entry_id: Id = Field(description="The waitlist entry the offer was made to.")
+    patient_id: Id = Field(description="Id of the patient the offer was made to.")
+    org_id: Id = Field(description="Organization (tenant) that owns the waitlist.")
+    location_id: Id = Field(description="Location of the offered time.")
+    reason: WaitlistCloseReason = Field(description="Why the offer closed.")
+    start_at: UtcDatetime = Field(description="Start of the offered time (UTC).")
+    location_time_zone: str = Field(
+        max_length=64, description="IANA zone of the location, to show the local date and time."
+    )
+    practice_name: str = Field(
+        max_length=200,
+        description="Display name to sign the message with (neutral for sensitive locations).",
+    )
+    sensitive_location: bool = Field(
+        description="Behavioral health and similar: neutral sender, no location details."
+    )
+    appointment_id: Id | None = Field(
+        default=None, description="For `accepted`: the appointment booked (or moved) into the time."
+    )
+    closed_at: UtcDatetime = Field(description="When the offer closed (UTC).")

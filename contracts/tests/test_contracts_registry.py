@@ -29,6 +29,8 @@ from careloop_contracts import (
     RescheduleOffered,
     SessionRevoked,
     UnknownEventType,
+    WaitlistOfferClosed,
+    WaitlistSlotOffered,
     isolated_registry,
     parse,
     registry,
@@ -63,6 +65,8 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.scheduling.appointment.rescheduled.v1": AppointmentRescheduled,
         "careloop.scheduling.reminder.due.v1": ReminderDue,
         "careloop.scheduling.reschedule.offered.v1": RescheduleOffered,
+        "careloop.scheduling.waitlist.offer_closed.v1": WaitlistOfferClosed,
+        "careloop.scheduling.waitlist.slot_offered.v1": WaitlistSlotOffered,
     }
 
 

@@ -126,6 +126,24 @@ DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
 ORG = "org-bench"
 
 console = Console()
+PROFILE_DIR: Path | None = None
+PROFILED_UVICORN = """
+import cProfile, signal, sys
+import uvicorn.main
+
+def _exit(signum, frame):
+    raise SystemExit(0)
+
+signal.signal(signal.SIGTERM, _exit)
+path = sys.argv.pop(1)
+profile = cProfile.Profile()
+profile.enable()
+try:
+    uvicorn.main.main(sys.argv[1:], prog_name="uvicorn")
+finally:
+    profile.disable()
+    profile.dump_stats(path)
+"""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -702,10 +720,21 @@ def service_server(
         "CARELOOP_LOG_LEVEL": "WARNING",
         **extra_env,
     }
+    # `--profile`: cProfile around uvicorn, to see where a service's CPU time goes.
+    # uvicorn re-raises the SIGTERM it stopped on; the handler set here turns that
+    # into SystemExit, so the profile is written.
+    launcher = (
+        [
+            "-c",
+            PROFILED_UVICORN,
+            str(PROFILE_DIR / f"{package}.prof"),
+        ]
+        if PROFILE_DIR
+        else ["-m", "uvicorn"]
+    )
     command = [
         sys.executable,
-        "-m",
-        "uvicorn",
+        *launcher,
         f"{package}.app:create_app",
         "--factory",
         "--host",
@@ -1701,6 +1730,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the server data and logs directory"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the services of 4 and 5 under cProfile, writing <package>.prof into DIR",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.duration, args.api_seconds = 2_000, 3.0, 3.0
@@ -1713,7 +1749,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PROFILE_DIR
     args = parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile.resolve()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     # A fresh broker answers the first group join with a transient "coordinator not

@@ -229,6 +229,10 @@ class DevStack:
             # Contact data comes from patients, with messaging's own service identity.
             env["CARELOOP_PATIENTS_URL"] = f"http://127.0.0.1:{ports['patients']}"
             env["CARELOOP_IDENTITY_TOKEN_URL"] = f"http://127.0.0.1:{ports['identity']}/oauth/token"
+            # Secure links in messages open through the gateway's public links route.
+            env["CARELOOP_SECURE_LINK_BASE"] = (
+                f"http://127.0.0.1:{ports['gateway']}/api/v1/messaging/links"
+            )
         if entry.name == "identity":
             env["CARELOOP_BOOTSTRAP_TOKEN"] = _secret(self.root / "secrets" / "identity-bootstrap")
         write_env_file(entry.name, env)

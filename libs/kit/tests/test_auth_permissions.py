@@ -80,6 +80,8 @@ def test_patient_only_reads_and_self_schedules() -> None:
         "patients:read",
         "scheduling:read",
         "scheduling:book",
+        # Its own portal inbox (the object checks keep it to its own record).
+        "messages:read",
     ]
 
 

@@ -157,3 +157,94 @@ async def test_failing_timer_retries_later_then_is_parked_with_its_error(
     assert row.attempts == 2
     assert row.cancelled_at is not None
     assert "provider down" in row.last_error
+
+
+async def test_a_failing_timer_in_a_batch_does_not_roll_back_the_others(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(START)
+    timers = Timers(tables, clock=clock)
+
+    async def picky(session: AsyncSession, timer: DueTimer) -> None:
+        await record(session, timer)
+        if timer.payload["label"] == "bad":
+            # Its own effect was already written: the savepoint must take it back.
+            raise ValueError("this one cannot be sent")
+
+    worker = TimerWorker(
+        db, tables, {"remind": picky}, clock=clock, batch_size=10, retry_delay=timedelta(minutes=5)
+    )
+    async with db() as session, session.begin():
+        for label in ("a", "b", "bad", "c", "d"):
+            await timers.schedule(session, "remind", START, {"label": label}, dedup_key=label)
+
+    assert await worker.fire_due() == 4
+    assert sorted(await effects(db)) == ["a", "b", "c", "d"]
+    assert (worker.fired, worker.failed) == (4, 1)
+    async with db() as session:
+        rows = {
+            row.dedup_key: row
+            for row in await session.execute(select(tables.timer).order_by(tables.timer.c.id))
+        }
+    assert all(rows[k].fired_at == START and rows[k].attempts == 1 for k in "abcd")
+    bad = rows["bad"]
+    assert bad.fired_at is None
+    assert bad.cancelled_at is None
+    assert bad.attempts == 1
+    assert bad.due_at == START + timedelta(minutes=5)
+    assert "cannot be sent" in bad.last_error
+
+
+async def test_a_timer_locked_by_another_worker_is_skipped_not_waited_for(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(START)
+    timers = Timers(tables, clock=clock)
+    async with db() as session, session.begin():
+        for i in range(5):
+            await timers.schedule(session, "remind", START, {"label": f"t{i}"}, dedup_key=f"k{i}")
+    worker = TimerWorker(db, tables, {"remind": record}, clock=clock, batch_size=3)
+
+    async with db() as other, other.begin():
+        # Another replica's batch holds this row: the worker takes the rest.
+        await other.execute(
+            select(tables.timer.c.id).where(tables.timer.c.dedup_key == "k0").with_for_update()
+        )
+        assert await worker.fire_due() == 4
+    assert await worker.fire_due() == 1
+    assert sorted(await effects(db)) == ["t0", "t1", "t2", "t3", "t4"]
+
+
+async def test_batching_workers_never_fire_one_timer_twice(
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock(START)
+    timers = Timers(tables, clock=clock)
+    async with db() as session, session.begin():
+        for i in range(200):
+            await timers.schedule(session, "remind", START, {"label": f"t{i}"})
+
+    async def slow_record(session: AsyncSession, timer: DueTimer) -> None:
+        await record(session, timer)
+        # Yield mid-batch so the workers' transactions overlap.
+        await asyncio.sleep(0)
+
+    workers = [
+        TimerWorker(db, tables, {"remind": slow_record}, clock=clock, batch_size=7)
+        for _ in range(2)
+    ]
+
+    counts = await asyncio.gather(*(w.fire_due() for w in workers))
+
+    assert sum(counts) == 200
+    assert all(c > 0 for c in counts), counts
+    async with db() as session:
+        total, distinct = (
+            await session.execute(
+                select(func.count(), func.count(func.distinct(effect.c.timer_id)))
+            )
+        ).one()
+        unfired = await session.scalar(
+            select(func.count()).select_from(tables.timer).where(tables.timer.c.fired_at.is_(None))
+        )
+    assert (total, distinct, unfired) == (200, 200, 0)

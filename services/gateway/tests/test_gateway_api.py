@@ -499,3 +499,41 @@ async def test_requests_without_or_with_a_bad_token_stop_at_the_gateway(
     # The token endpoint's own client authentication is the upstream's to check.
     assert client_token.status_code == 200
     assert reached == ["/auth/login", "/.well-known/jwks.json", "/oauth/token"]
+
+
+async def test_only_secure_links_are_public_under_messaging(
+    make_gateway: GatewayFactory,
+) -> None:
+    reached: list[tuple[str, str]] = []
+
+    async def anything(request: Request) -> JSONResponse:
+        reached.append((request.method, request.scope["raw_path"].decode()))
+        return JSONResponse({"ok": True})
+
+    upstream = Starlette(routes=[Route("/{rest:path}", anything, methods=["GET", "POST"])])
+    token = "AVx3q_-9kLmN0pQrStUvWxYz0123456789abcdEF"
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(routes={"messaging": url, "patients": url}, anonymous=True) as gateway,
+    ):
+        page = await gateway.get(f"/api/v1/messaging/links/{token}")
+        action = await gateway.post(f"/api/v1/messaging/links/{token}", data={"action": "confirm"})
+        refused = [
+            await gateway.get(path)
+            for path in (
+                "/api/v1/messaging/links",
+                "/api/v1/messaging/links/",
+                f"/api/v1/messaging/links/{token}/more",
+                f"/api/v1/messaging/links/{token}.html",
+                "/api/v1/messaging/links/a%2F..%2Fwebhooks",
+                "/api/v1/messaging/links/%2E%2E",
+                "/api/v1/messaging/linksX/abc",
+                "/api/v1/messaging/webhooks/twilio/inbound",
+                "/api/v1/messaging/healthz",
+                f"/api/v1/patients/links/{token}",
+            )
+        ]
+
+    assert (page.status_code, action.status_code) == (200, 200)
+    assert reached == [("GET", f"/links/{token}"), ("POST", f"/links/{token}")]
+    assert [r.status_code for r in refused] == [401] * len(refused)

@@ -11,8 +11,14 @@ from fastapi import FastAPI
 from careloop_kit.auth import JwksSource, ServiceTokenSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_messaging.api.inbox import INBOX_CIPHER_KEY
+from careloop_messaging.api.inbox import router as inbox_router
+from careloop_messaging.api.links import LINKS_KEY
+from careloop_messaging.api.links import router as links_router
+from careloop_messaging.api.templates import router as templates_router
 from careloop_messaging.api.webhooks import router
 from careloop_messaging.channels.email import SmtpEmailChannel
+from careloop_messaging.channels.portal import PortalInboxChannel
 from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
 from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.channels import OutboundChannel
@@ -21,25 +27,24 @@ from careloop_messaging.handlers.delivery import Delivery, LogChannel, delivery_
 from careloop_messaging.handlers.reminders import CIPHER_KEY, CONTACTS_KEY, REMINDERS_CONSUMER
 from careloop_messaging.patients_client import ContactSource, HttpContactSource
 from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import RecipientCipher
+from careloop_messaging.store.repository import InboxCipher, RecipientCipher, SecureLinks
 from careloop_messaging.store.tables import metadata, platform
 
 SERVICE = "messaging"
 log = logging.getLogger(__name__)
 
 
-async def _recipient_key(runtime: Runtime, settings: MessagingSettings) -> bytes:
-    """The key that encrypts stored addresses (provisioned by `bootstrap_vault`); start-up
-    fails without it rather than encrypting with a key that dies with the process."""
-    secret = await runtime.vault.read_secret(settings.recipient_key_secret_path)
+async def _vault_key(runtime: Runtime, path: str) -> bytes:
+    """A 32-byte key from messaging's KV space (provisioned by `bootstrap_vault`):
+    start-up fails without it rather than working with a key that dies with the process
+    (addresses nobody could decrypt, links that stop working on restart)."""
+    secret = await runtime.vault.read_secret(path)
     try:
         key = base64.b64decode(secret["key"])
     except (KeyError, ValueError) as exc:
-        raise RuntimeError(
-            f"{settings.recipient_key_secret_path} must hold field `key` (base64, 32 bytes)"
-        ) from exc
+        raise RuntimeError(f"{path} must hold field `key` (base64, 32 bytes)") from exc
     if len(key) < 32:
-        raise RuntimeError(f"{settings.recipient_key_secret_path} must hold a 32-byte key")
+        raise RuntimeError(f"{path} must hold a 32-byte key")
     return key
 
 
@@ -84,13 +89,30 @@ def build_spec(
             )
         else:
             runtime.state[CONTACTS_KEY] = contacts
-        cipher = RecipientCipher(await _recipient_key(runtime, settings))
+        recipient_key = await _vault_key(runtime, settings.recipient_key_secret_path)
+        cipher = RecipientCipher(recipient_key)
+        inbox_cipher = InboxCipher(recipient_key)
+        runtime.state[INBOX_CIPHER_KEY] = inbox_cipher
         runtime.state[CIPHER_KEY] = cipher
+        links = SecureLinks(
+            await _vault_key(runtime, settings.link_key_secret_path), settings.secure_link_base
+        )
+        runtime.state[LINKS_KEY] = links
         catalog = TemplateCatalog(
             TemplateRenderer(neutral_sender_name=settings.neutral_sender_name)
         )
         runtime.state["delivery"] = Delivery(
-            settings=settings, catalog=catalog, channels=_channels(settings, http), cipher=cipher
+            settings=settings,
+            catalog=catalog,
+            # The portal inbox is our own storage: it delivers in every delivery mode.
+            channels={
+                **_channels(settings, http),
+                Channel.PORTAL: PortalInboxChannel(
+                    runtime.sessionmaker, inbox_cipher, runtime.clock
+                ),
+            },
+            cipher=cipher,
+            links=links,
         )
 
     async def on_shutdown(runtime: Runtime) -> None:
@@ -102,11 +124,13 @@ def build_spec(
         name=SERVICE,
         description=(
             "Outbound patient messages (SMS, email) from reminder touches: PHI-safe "
-            "templates, opt-outs, a per-patient contact budget, delivery tracking."
+            "templates, opt-outs, a per-patient contact budget, delivery tracking, and the "
+            "secure one-time links in them (confirm, reschedule, cancel)."
         ),
         metadata=metadata,
         tables=platform,
-        routers=[router],
+        routers=[router, links_router, templates_router, inbox_router],
+        verifies_tokens=True,
         consumers=[REMINDERS_CONSUMER],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
@@ -123,8 +147,8 @@ def create_app(
 ) -> FastAPI:
     """The messaging service with its runtime lifespan.
 
-    `contacts` replaces the patients service (service tests); `jwks` is accepted for
-    symmetry with the other services (messaging's only route is a signed webhook).
+    `contacts` replaces the patients service (service tests); `jwks` replaces identity's
+    published keys (tests sign their own tokens for the template and inbox routes).
     """
     settings = settings or MessagingSettings()
     return create_service_app(

@@ -36,12 +36,28 @@ class MessagingSettings(KitSettings):
     patients_timeout_s: float = Field(
         5.0, description="Seconds a contact-data read from patients may take."
     )
+    patients_concurrency: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Contact-data reads from patients in flight at once while a consumer batch is "
+            "prepared (one read per patient of the batch)."
+        ),
+    )
     recipient_key_secret_path: str = Field(
         "careloop/messaging/recipient-key",
         description=(
             "KV v2 path of the key (field `key`, base64, 32+ bytes) that encrypts stored "
             "addresses and derives their blind index; created by the Vault bootstrap. The "
             "service refuses to start without it."
+        ),
+    )
+    link_key_secret_path: str = Field(
+        "careloop/messaging/link-key",
+        description=(
+            "KV v2 path of the key (field `key`, base64, 32+ bytes) that signs secure links "
+            "(`<base>/<message id + HMAC>`); created by the Vault bootstrap. Replacing it "
+            "voids every link already sent. The service refuses to start without it."
         ),
     )
     # Evidence (domain/evidence.md): two reminders (3 days and 1 day before) beat one in
@@ -73,6 +89,14 @@ class MessagingSettings(KitSettings):
     )
     delivery_poll_interval_s: float = Field(
         1.0, gt=0, description="Sleep of the delivery worker when nothing is due, in seconds."
+    )
+    delivery_concurrency: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Messages the delivery worker sends at once, each claimed and committed in its "
+            "own transaction; also the most messages a crash can send twice."
+        ),
     )
     neutral_sender_name: str = Field(
         DEFAULT_NEUTRAL_SENDER_NAME,

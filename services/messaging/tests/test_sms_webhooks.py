@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from careloop_messaging.api.webhooks import ACCEPT_WORDS
 from careloop_messaging.channels.sms import (
     InvalidWebhook,
     Keyword,
@@ -184,3 +185,28 @@ class TestInbound:
     def test_inbound_without_sender_is_refused(self) -> None:
         with pytest.raises(InvalidWebhook, match="From"):
             parse_inbound_message({"MessageSid": "SMin", "To": "+15550199", "Body": "C"})
+
+
+class TestWaitlistAcceptWords:
+    """`Y` / `YES` take a waitlist offer; the webhook decides by the latest message
+    (`test_waitlist_messages.py`), so YES stays Twilio's opt-in keyword here."""
+
+    @pytest.mark.parametrize(
+        ("body", "accepts"),
+        [
+            ("Y", True),
+            (" y ", True),
+            ("yes", True),
+            ("YES\n", True),
+            ("yes please", False),
+            ("Yeah", False),
+            ("N", False),
+            ("", False),
+        ],
+    )
+    def test_only_a_whole_y_or_yes_accepts(self, body: str, accepts: bool) -> None:
+        assert (body.strip().upper() in ACCEPT_WORDS) is accepts
+
+    def test_yes_keeps_its_opt_in_keyword(self) -> None:
+        assert classify_keyword("YES") is Keyword.OPT_IN
+        assert classify_keyword("Y") is None

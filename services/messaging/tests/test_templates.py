@@ -105,15 +105,8 @@ class TestSaveTimeRefusal:
             "{% if reply_keywords is defined %} {{ reply_keywords }}{% endif %} {{ secure_link }}"
         )
         catalog.save(template)
-        assert (
-            catalog.resolve(
-                kind=MessageKind.REMINDER,
-                channel=Channel.SMS,
-                language="en",
-                organization_id=str(template.key.organization_id),
-            )
-            == template
-        )
+        rendered = catalog.renderer.render(template, FIELDS, sender=PRACTICE)
+        assert rendered.body.startswith("LAKESIDE FAMILY CLINIC: Tuesday, March 3 9:15 AM")
 
     def test_email_subject_may_use_only_the_practice_name(self) -> None:
         TemplateCatalog().save(email("Reminder from {{ practice_name }}"))
@@ -274,9 +267,27 @@ class TestSensitiveLocations:
         assert rendered.sender_name == "Lakeside Family Clinic"
 
 
+class FakeSavedTemplates:
+    """The catalog's storage port over a dict: resolution is pure logic, tested here
+    without a database (the table-backed store is covered by test_templates_api.py)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[TemplateKey, MessageTemplate] = {}
+
+    def put(self, catalog: TemplateCatalog, template: MessageTemplate) -> None:
+        catalog.save(template)
+        self.saved[template.key] = template
+
+    async def current(self, key: TemplateKey) -> MessageTemplate | None:
+        return self.saved.get(key)
+
+
 class TestResolution:
-    def resolve(self, catalog: TemplateCatalog, org: str, language: str = "en") -> MessageTemplate:
-        return catalog.resolve(
+    async def resolve(
+        self, saved: FakeSavedTemplates, org: str, language: str = "en"
+    ) -> MessageTemplate:
+        return await TemplateCatalog().resolve(
+            saved,
             kind=MessageKind.REMINDER,
             channel=Channel.SMS,
             language=language,
@@ -284,32 +295,32 @@ class TestResolution:
             location_id="loc-7",
         )
 
-    def test_most_specific_then_organization_default_then_built_in(self) -> None:
-        catalog = TemplateCatalog()
+    async def test_most_specific_then_organization_default_then_built_in(self) -> None:
+        catalog, saved = TemplateCatalog(), FakeSavedTemplates()
         org = org_id()
         built_in = BUILT_IN_TEMPLATES[TemplateKey(MessageKind.REMINDER, Channel.SMS, "en")]
-        assert self.resolve(catalog, org) == built_in
+        assert await self.resolve(saved, org) == built_in
 
         org_default = sms("{{ practice_name }} default {{ secure_link }}", org=org)
-        catalog.save(org_default)
-        assert self.resolve(catalog, org) == org_default
+        saved.put(catalog, org_default)
+        assert await self.resolve(saved, org) == org_default
 
         specific = sms("{{ practice_name }} loc-7 {{ secure_link }}", org=org, location="loc-7")
-        catalog.save(specific)
-        assert self.resolve(catalog, org) == specific
+        saved.put(catalog, specific)
+        assert await self.resolve(saved, org) == specific
         # Another organization still gets the built-in default.
-        assert self.resolve(catalog, org_id()) == built_in
+        assert await self.resolve(saved, org_id()) == built_in
 
-    def test_language_falls_back_to_the_built_in_spanish_then_english(self) -> None:
-        catalog = TemplateCatalog()
-        spanish = self.resolve(catalog, org_id(), language="es")
+    async def test_language_falls_back_to_the_built_in_spanish_then_english(self) -> None:
+        saved = FakeSavedTemplates()
+        spanish = await self.resolve(saved, org_id(), language="es")
         assert spanish.key.language == "es"
-        assert self.resolve(catalog, org_id(), language="vi").key.language == "en"
+        assert (await self.resolve(saved, org_id(), language="vi")).key.language == "en"
 
-    def test_a_kind_without_any_template_is_not_found(self) -> None:
-        catalog = TemplateCatalog()
+    async def test_a_kind_without_any_template_is_not_found(self) -> None:
         with pytest.raises(TemplateNotFound):
-            catalog.resolve(
+            await TemplateCatalog().resolve(
+                FakeSavedTemplates(),
                 kind="nonexistent",  # type: ignore[arg-type]
                 channel=Channel.SMS,
                 language="en",
@@ -351,6 +362,8 @@ class TestDefaults:
         assert "HELP" in sms_body
         if offer:
             assert " 1, 2 or 3 " in sms_body or " 1, 2 o 3 " in sms_body
-        else:
+        elif kind is MessageKind.WAITLIST_OFFER:
+            assert " Y " in sms_body
+        elif kind is not MessageKind.WAITLIST_CLOSED:
             assert " C " in sms_body
             assert " R " in sms_body

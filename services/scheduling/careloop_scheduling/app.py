@@ -13,6 +13,8 @@ from careloop_scheduling.api.attendance import router as attendance_router
 from careloop_scheduling.api.catalog import router as catalog_router
 from careloop_scheduling.api.common import SETTINGS_KEY
 from careloop_scheduling.api.reminder_settings import router as reminder_settings_router
+from careloop_scheduling.api.waitlist import router as waitlist_router
+from careloop_scheduling.domain.waitlist import WAITLIST_TIMER_KIND
 from careloop_scheduling.handlers.reminders import (
     WORKER_KEY,
     build_reminder_worker,
@@ -20,6 +22,7 @@ from careloop_scheduling.handlers.reminders import (
 )
 from careloop_scheduling.handlers.replies import REPLIES_CONSUMER
 from careloop_scheduling.handlers.timers import TIMERS_KEY
+from careloop_scheduling.handlers.waitlist import WAITLIST_CONSUMER, waitlist_round_handler
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform
 
@@ -30,7 +33,10 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
         runtime.state[SETTINGS_KEY] = settings
         runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
-        runtime.state[WORKER_KEY] = build_reminder_worker(runtime, settings)
+        # One worker fires every scheduling timer, the waitlist's offer rounds included.
+        runtime.state[WORKER_KEY] = build_reminder_worker(
+            runtime, settings, extra={WAITLIST_TIMER_KIND: waitlist_round_handler(runtime)}
+        )
 
     return ServiceSpec(
         name=SERVICE,
@@ -38,7 +44,8 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
             "Providers, appointment types, weekly availability, open slots and the "
             "appointment lifecycle (FHIR Appointment statuses), reminder sequences and "
             "automatic no-show marking on durable timers, patients' attendance history, "
-            "two-way confirmation (confirm, reschedule offers) from patients' replies."
+            "two-way confirmation (confirm, reschedule offers) from patients' replies, "
+            "the waitlist (freed times offered in order, the first acceptance books)."
         ),
         metadata=metadata,
         tables=platform,
@@ -47,8 +54,9 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
             appointments_router,
             attendance_router,
             reminder_settings_router,
+            waitlist_router,
         ],
-        consumers=[REPLIES_CONSUMER],
+        consumers=[REPLIES_CONSUMER, WAITLIST_CONSUMER],
         on_startup=on_startup,
         background=[reminder_timers],
         verifies_tokens=True,

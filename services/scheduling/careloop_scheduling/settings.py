@@ -79,3 +79,30 @@ class SchedulingSettings(KitSettings):
             "nothing and brings a fresh offer (the old options are likely taken)."
         ),
     )
+    waitlist_offer_batch: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description=(
+            "Waitlisted patients a freed time is offered to at once, in waitlist order; the "
+            "first to accept books it. 3 fills most times in one round while telling few "
+            "patients that a time they wanted is gone."
+        ),
+    )
+    waitlist_offer_ttl_minutes: int = Field(
+        60,
+        ge=5,
+        le=7 * 24 * 60,
+        description=(
+            "Minutes a waitlist offer can be accepted before it goes to the next patients "
+            "in line (never later than `waitlist_min_notice_minutes` before the start)."
+        ),
+    )
+    waitlist_min_notice_minutes: int = Field(
+        60,
+        ge=0,
+        description=(
+            "Minutes before its start after which a freed time is no longer offered (and an "
+            "offer no longer accepted): the patient needs time to get there."
+        ),
+    )

@@ -61,6 +61,9 @@ ENDPOINTS: dict[str, str] = {
     "type_reminders_get": "scheduling:read",
     "location_reminders_put": "scheduling:manage",
     "attendance": "scheduling:read",
+    "waitlist_add": "scheduling:book",
+    "waitlist_list": "scheduling:read",
+    "waitlist_remove": "scheduling:book",
 }
 STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
 PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
@@ -115,22 +118,33 @@ def expected(role: str, endpoint: str, situation: str) -> str | int:
         # another tenant the patient has none there, so that is refused too.
         return ALLOW if situation == "own_location" else 403
     if role in OWN_RECORD_ROLES:
-        if endpoint == "list":
+        if endpoint in ("list", "waitlist_list"):
             # Always its own appointments; another patient id is refused.
             return 403 if situation == "other_record" else ALLOW
         if endpoint == "slots":
             # The catalog holds no PHI; another tenant's type is simply not found.
             return 404 if situation == "other_tenant" else ALLOW
         return _PATIENT_OUTCOME[situation]
-    if endpoint == "list":
+    if endpoint in ("list", "waitlist_list"):
         return ALLOW  # filtered to the caller's locations, checked separately
     if endpoint == "slots":
         return 404 if situation == "other_tenant" else ALLOW
     if endpoint == "create_provider":
         # The provider lands in the caller's own org; only the location is checked.
         return 403 if situation == "other_location" else ALLOW
-    # book, add_availability and the appointment endpoints.
+    # book, add_availability, the appointment and the waitlist entry endpoints.
     return _STAFF_OUTCOME[situation]
+
+
+def waitlisting(practice: Practice, patient_id: str) -> dict[str, str]:
+    """A waitlist entry for the practice's type and location, over March 2030."""
+    return {
+        "patient_id": patient_id,
+        "location_id": practice.location_id,
+        "appointment_type_id": practice.type_id,
+        "earliest_date": "2030-03-04",
+        "latest_date": "2030-03-29",
+    }
 
 
 def discloses_target(situation: str) -> bool:
@@ -215,6 +229,7 @@ async def _call(
     patient_id: str,
     location: str,
     headers: dict[str, str],
+    entry_id: str | None = None,
 ) -> httpx.Response:
     later = (MONDAY_NINE + timedelta(minutes=30)).isoformat()
     if endpoint == "book":
@@ -247,6 +262,13 @@ async def _call(
         return await client.post("/providers", json=body, headers=headers)
     if endpoint == "attendance":
         return await client.get(f"/patients/{patient_id}/attendance", headers=headers)
+    if endpoint == "waitlist_add":
+        body = waitlisting(practice, patient_id)
+        return await client.post("/waitlist", json=body, headers=headers)
+    if endpoint == "waitlist_list":
+        return await client.get("/waitlist", params={"patient_id": patient_id}, headers=headers)
+    if endpoint == "waitlist_remove":
+        return await client.delete(f"/waitlist/{entry_id}", headers=headers)
     if endpoint == "org_reminders_get":
         return await client.get("/reminder-settings", headers=headers)
     if endpoint == "org_reminders_put":
@@ -279,6 +301,13 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
     )
     assert booked.status_code == 201, booked.text
     appointment_id = booked.json()["id"]
+    entry_id: str | None = None
+    if case.endpoint in ("waitlist_list", "waitlist_remove"):
+        listed = await matrix.client.post(
+            "/waitlist", json=waitlisting(practice, target), headers=admin
+        )
+        assert listed.status_code == 201, listed.text
+        entry_id = listed.json()["id"]
 
     claims: dict[str, Any] = {
         "org": org_id + "-elsewhere" if case.situation == "other_tenant" else org_id,
@@ -301,7 +330,7 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
     headers = matrix.headers(**claims)
 
     response = await _call(
-        matrix.client, case.endpoint, practice, appointment_id, target, location, headers
+        matrix.client, case.endpoint, practice, appointment_id, target, location, headers, entry_id
     )
 
     outcome = expected(case.role, case.endpoint, case.situation)
@@ -310,11 +339,16 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
         if case.endpoint == "list":
             ids = [a["id"] for a in response.json()["items"]]
             assert ids == ([appointment_id] if discloses_target(case.situation) else []), case
+        if case.endpoint == "waitlist_list":
+            ids = [e["id"] for e in response.json()["items"]]
+            assert ids == ([entry_id] if discloses_target(case.situation) else []), case
+        if case.endpoint == "waitlist_remove":
+            assert response.json()["status"] == "removed", case
         if case.endpoint == "attendance":
             # The booked visit is still ahead: nothing past to count or list yet.
             assert response.json()["counts"]["total"] == 0, case
             assert response.json()["patient_id"] == target, case
-        if case.endpoint in ("book", "create_provider"):
+        if case.endpoint in ("book", "create_provider", "waitlist_add"):
             assert response.json()["org_id"] == claims["org"], case
     else:
         assert response.status_code == outcome, (case, response.status_code, response.text)
@@ -342,7 +376,7 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
 
 async def test_no_token_is_401_on_every_route(matrix: Matrix) -> None:
     routes = _routes(matrix.app)
-    assert len(routes) == 25
+    assert len(routes) == 28
     for method, path in routes:
         response = await matrix.client.request(method, path, json={})
         assert response.status_code == 401, (method, path)

@@ -43,6 +43,9 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         ),
         "scheduling:book": "Book, cancel, reschedule, confirm, check in and mark no-shows.",
         "scheduling:manage": "Manage providers, appointment types and availability.",
+        "templates:read": "Read the organization's message templates and their versions (no PHI).",
+        "templates:manage": "Change, revert and preview message templates (no PHI).",
+        "messages:read": "Read the messages in a patient's portal inbox.",
     }
 )
 
@@ -75,6 +78,10 @@ def _grants(categories: frozenset[str], *permissions: str) -> dict[str, frozense
 _SCHEDULING_STAFF = ("scheduling:read", "scheduling:book")
 _SCHEDULING_ALL = (*_SCHEDULING_STAFF, "scheduling:manage")
 
+# Templates hold no PHI (the save-time check keeps patient fields out of them); who
+# may change what patients are told is still an admin right, per location for managers.
+_TEMPLATES = ("templates:read", "templates:manage")
+
 # role -> permission -> PHI categories the role may see through that permission.
 _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "org_admin": {
@@ -96,20 +103,22 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             "users:manage",
             "clients:manage",
             *_SCHEDULING_ALL,
+            *_TEMPLATES,
         ),
+        "messages:read": _ALL,
     },
     "location_manager": {
         **_grants(
             _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
         ),
-        **_grants(_NONE, "locations:read", "users:read", *_SCHEDULING_ALL),
+        **_grants(_NONE, "locations:read", "users:read", *_SCHEDULING_ALL, *_TEMPLATES),
     },
     "provider": {
-        **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
+        **_grants(_ALL, "patients:read", "patients:search", "patients:update", "messages:read"),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "care_coordinator": {
-        **_grants(_ALL, "patients:read", "patients:search", "patients:update"),
+        **_grants(_ALL, "patients:read", "patients:search", "patients:update", "messages:read"),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "front_desk": {
@@ -125,7 +134,7 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "auditor": _grants(_NONE, "audit:read", "audit:verify", "locations:read"),
     # Self-scheduling: the object checks keep a patient to its own appointments.
     "patient": {
-        **_grants(_ALL, "patients:read"),
+        **_grants(_ALL, "patients:read", "messages:read"),
         **_grants(_NONE, *_SCHEDULING_STAFF),
     },
 }
@@ -135,10 +144,11 @@ PERMISSION_TABLE: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingPro
 )
 ROLES: Final[tuple[str, ...]] = tuple(PERMISSION_TABLE)
 
-# Permissions that reach patient data (records, or the trail of who saw them). A
-# partner may hold one as a scope only while its business associate agreement is current.
+# Permissions that reach patient data (records, messages sent to patients, or the trail
+# of who saw them). A partner may hold one as a scope only while its business associate
+# agreement is current.
 PHI_PERMISSIONS: Final = frozenset(
-    p for p in PERMISSIONS if p.split(":")[0] in ("patients", "audit")
+    p for p in PERMISSIONS if p.split(":")[0] in ("patients", "messages", "audit")
 )
 
 # What a partner API client may be granted: scope (a permission) -> the PHI categories

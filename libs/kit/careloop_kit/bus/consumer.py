@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,30 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("careloop.bus")
 
 Handler = Callable[[AsyncSession, Envelope, Event], Awaitable[None]]
+
+
+Prepare = Callable[[Sequence[tuple[Envelope, Event]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A handler with a batch step that runs before the batch transaction opens.
+
+    For each batch the consumer calls every distinct `prepare` once, outside any
+    transaction, with the events of the handlers that share it, then applies the
+    batch as usual: slow I/O (a read from another service) is done concurrently for
+    the whole batch instead of one event at a time while a pooled connection and row
+    locks are held. The one-by-one replay of a failed batch runs after the same
+    `prepare`. It is an optimisation only: a failing `prepare` is logged and ignored,
+    so `handle` must still work on its own (fetching what `prepare` did not leave).
+    """
+
+    handle: Handler
+    prepare: Prepare
+
+    async def __call__(self, session: AsyncSession, envelope: Envelope, event: Event) -> None:
+        await self.handle(session, envelope, event)
+
 
 DLQ_ERROR = "x-careloop-dlq-error"
 DLQ_REASON = "x-careloop-dlq-reason"
@@ -126,11 +150,16 @@ class EventConsumer:
         transaction rolls back and the batch is replayed one event at a time (each
         with its own transaction, retries and dead-lettering), in order.
         """
-        try:
-            decoded = [self._decode(record) for record in records]
-        except PoisonEvent:
-            decoded = []
-        if decoded:
+        decoded: list[tuple[Envelope, Event]] = []
+        poison = False
+        for record in records:
+            try:
+                decoded.append(self._decode(record))
+            except PoisonEvent:
+                poison = True
+        # Before either path: the one-by-one replay uses what was prepared too.
+        await self._prepare(decoded)
+        if decoded and not poison:
             try:
                 applied, duplicates, skipped = await self._apply_all(decoded)
             except Exception as exc:
@@ -142,6 +171,20 @@ class EventConsumer:
                 return
         for record in records:
             await self._process(record)
+
+    async def _prepare(self, decoded: list[tuple[Envelope, Event]]) -> None:
+        """Let preparing handlers fetch what the batch needs before its transaction opens
+        (a remote read inside it would hold a pooled connection and row locks)."""
+        groups: dict[Prepare, list[tuple[Envelope, Event]]] = {}
+        for envelope, event in decoded:
+            handler = self._handlers.get(envelope.type)
+            if isinstance(handler, Prepared):
+                groups.setdefault(handler.prepare, []).append((envelope, event))
+        for prepare, events in groups.items():
+            try:
+                await prepare(events)
+            except Exception as exc:
+                log.warning("preparing a batch of %d failed, handlers go on: %r", len(events), exc)
 
     async def _apply_all(self, decoded: list[tuple[Envelope, Event]]) -> tuple[int, int, int]:
         wanted = [(env, event) for env, event in decoded if env.type in self._handlers]

@@ -1,11 +1,12 @@
 """Durable timers: reminders, SLA follow-ups and outreach steps as database rows.
 
 A timer is scheduled in the caller's transaction (so it exists exactly when the
-state change that wants it commits). Workers claim due timers with
-`FOR UPDATE SKIP LOCKED`, so several replicas share the work without firing a
-timer twice; a timer's handler runs in the same transaction that marks it
-fired, so a crash either leaves it due (it fires later) or fired with its
-effect committed. Time comes from an injectable clock.
+state change that wants it commits). Workers claim due timers in
+batches with `FOR UPDATE SKIP LOCKED`, so several replicas share the work without
+firing a timer twice; each handler runs in the transaction that marks its timer
+fired (in its own savepoint, so one failing timer is retried or parked alone), so a
+crash either leaves the batch due (it fires later) or fired with its effects
+committed. Time comes from an injectable clock.
 """
 
 from __future__ import annotations
@@ -127,19 +128,25 @@ class TimerWorker:
         self.failed = 0
 
     async def fire_due(self) -> int:
-        """Fire every timer due now, one transaction each; returns how many fired."""
+        """Fire every timer due now, a batch per transaction; returns how many fired."""
         fired = 0
         while True:
-            progressed = await self._fire_one()
-            if progressed is None:
+            claimed, progressed = await self._fire_batch()
+            if claimed == 0:
                 return fired
             fired += progressed
 
-    async def _fire_one(self) -> int | None:
+    async def _fire_batch(self) -> tuple[int, int]:
+        """Claim up to `batch_size` due timers and fire them in one transaction.
+
+        Returns (claimed, fired). Each handler runs in its own savepoint, so a failing
+        timer rolls back only its own effect: it is retried later (or parked) while the
+        others in the batch commit their effects and their fired marks together.
+        """
         table = self._table
         now = self._clock.now()
         async with self._sessionmaker() as session, session.begin():
-            row = (
+            rows = (
                 await session.execute(
                     select(table)
                     .where(
@@ -153,42 +160,54 @@ class TimerWorker:
                     # every pending row per claim, quadratic in the backlog (the
                     # reminders benchmark: 25-125 ms per claim with 20,000 pending).
                     .order_by(table.c.due_at)
-                    .limit(1)
+                    .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
                 )
-            ).first()
-            if row is None:
-                return None
-            timer = DueTimer(row.id, row.kind, row.due_at, dict(row.payload), row.attempts)
-            try:
-                async with session.begin_nested():
-                    await self._handlers[timer.kind](session, timer)
-            except Exception as exc:
-                self.failed += 1
-                attempts = timer.attempts + 1
-                giving_up = attempts >= self._max_attempts
-                log.warning(
-                    "timer %s (%s) failed, attempt %d: %r", timer.id, timer.kind, attempts, exc
-                )
-                await session.execute(
-                    update(table)
-                    .where(table.c.id == timer.id)
-                    .values(
-                        attempts=attempts,
-                        last_error=repr(exc)[:2000],
-                        # A timer that keeps failing is parked (cancelled) with its error kept.
-                        cancelled_at=now if giving_up else None,
-                        due_at=timer.due_at if giving_up else now + self._retry_delay * attempts,
+            ).all()
+            fired: list[DueTimer] = []
+            for row in rows:
+                timer = DueTimer(row.id, row.kind, row.due_at, dict(row.payload), row.attempts)
+                try:
+                    async with session.begin_nested():
+                        await self._handlers[timer.kind](session, timer)
+                except Exception as exc:
+                    await self._record_failure(session, timer, now, exc)
+                else:
+                    fired.append(timer)
+            if fired:
+                # Attempts differ only for timers that failed before; one statement per
+                # distinct value keeps the common case to a single UPDATE.
+                by_attempts: dict[int, list[int]] = {}
+                for timer in fired:
+                    by_attempts.setdefault(timer.attempts + 1, []).append(timer.id)
+                for attempts, ids in by_attempts.items():
+                    await session.execute(
+                        update(table)
+                        .where(table.c.id.in_(ids))
+                        .values(fired_at=now, attempts=attempts)
                     )
-                )
-                return 0
-            await session.execute(
-                update(table)
-                .where(table.c.id == timer.id)
-                .values(fired_at=now, attempts=timer.attempts + 1)
+        self.fired += len(fired)
+        return len(rows), len(fired)
+
+    async def _record_failure(
+        self, session: AsyncSession, timer: DueTimer, now: datetime, exc: Exception
+    ) -> None:
+        self.failed += 1
+        attempts = timer.attempts + 1
+        giving_up = attempts >= self._max_attempts
+        log.warning("timer %s (%s) failed, attempt %d: %r", timer.id, timer.kind, attempts, exc)
+        table = self._table
+        await session.execute(
+            update(table)
+            .where(table.c.id == timer.id)
+            .values(
+                attempts=attempts,
+                last_error=repr(exc)[:2000],
+                # A timer that keeps failing is parked (cancelled) with its error kept.
+                cancelled_at=now if giving_up else None,
+                due_at=timer.due_at if giving_up else now + self._retry_delay * attempts,
             )
-        self.fired += 1
-        return 1
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due timers until `stop` is set."""

@@ -38,6 +38,7 @@ IDENTITY_SIGNING_KEY = "careloop-identity-signing"
 BLIND_INDEX_PATH = "careloop/patients/blind-index"
 TOTP_KEY_PATH = "careloop/identity/totp-key"
 RECIPIENT_KEY_PATH = "careloop/messaging/recipient-key"
+LINK_KEY_PATH = "careloop/messaging/link-key"
 SERVICE_KEY_PREFIX = "careloop-service-"
 """Transit keys (ed25519) that prove a service's identity: ``careloop-service-<name>``.
 Same prefix as ``careloop_kit.auth.service_identity.SERVICE_KEY_PREFIX``."""
@@ -433,8 +434,8 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
     * kv-v2 at ``secret/`` and transit at ``transit/`` (enabled if missing);
     * transit keys ``careloop-phi`` (aes256-gcm96), ``careloop-audit-checkpoint`` and
       ``careloop-identity-signing`` (both ed25519);
-    * KV secrets ``careloop/patients/blind-index``, ``careloop/identity/totp-key`` and
-      ``careloop/messaging/recipient-key``
+    * KV secrets ``careloop/patients/blind-index``, ``careloop/identity/totp-key``,
+      ``careloop/messaging/recipient-key`` and ``careloop/messaging/link-key``
       (field ``key``: 32 random bytes, base64), created once and never overwritten;
     * per service, an identity key ``careloop-service-<service>`` (ed25519, not
       exportable), a policy ``careloop-<service>`` and a periodic, renewable token.
@@ -471,7 +472,7 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
         except InvalidPath:
             client.secrets.transit.create_key(name=name, key_type=key_type)
 
-    for path in (BLIND_INDEX_PATH, TOTP_KEY_PATH, RECIPIENT_KEY_PATH):
+    for path in (BLIND_INDEX_PATH, TOTP_KEY_PATH, RECIPIENT_KEY_PATH, LINK_KEY_PATH):
         try:
             client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point="secret", raise_on_deleted_version=True

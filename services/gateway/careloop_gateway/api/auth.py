@@ -9,6 +9,8 @@ own budget is spent.
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
 
 from careloop_kit.auth.dependencies import bearer_token, token_verifier_of
@@ -32,9 +34,20 @@ PUBLIC_ROUTES: dict[str, frozenset[str]] = {
 }
 
 
+# Public by prefix: exactly one path segment below the prefix, of these characters only
+# (no `/`, `.` or `%`), so no dot segment or encoded slash can reach another route. The
+# secure links in patients' messages: the token in the path is the credential (checked
+# by messaging, which answers the same 404 to every bad one).
+PUBLIC_PREFIXES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "messaging": (re.compile(r"/links/[A-Za-z0-9_-]{1,400}"),),
+}
+
+
 def is_public(service: str, upstream_path: str) -> bool:
     """True when `upstream_path` of `service` may be called without a token."""
-    return upstream_path.rstrip("/") in PUBLIC_ROUTES.get(service, frozenset())
+    if upstream_path.rstrip("/") in PUBLIC_ROUTES.get(service, frozenset()):
+        return True
+    return any(p.fullmatch(upstream_path) for p in PUBLIC_PREFIXES.get(service, ()))
 
 
 def missing_token() -> InvalidToken:

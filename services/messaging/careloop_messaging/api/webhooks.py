@@ -4,13 +4,14 @@ the public URL and the form), checked before anything in the form is trusted."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.messaging import ReplyIntent, ReplyReceived
+from careloop_contracts.messaging import ReplyIntentV2, ReplyReceivedV2
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal
 from careloop_kit.problems import Forbidden, ProblemError
@@ -29,6 +30,7 @@ from careloop_messaging.domain.outreach import (
     Recipient,
     message_kind,
     normalize_phone,
+    offer_id_of,
     valid_choice,
 )
 from careloop_messaging.domain.templates import Channel, MessageKind
@@ -106,10 +108,15 @@ async def twilio_status(form: SignedForm, session: SessionDep, runtime: RuntimeD
     return Response(status_code=204)
 
 
-_INTENTS: dict[Keyword, ReplyIntent] = {
+_INTENTS: dict[Keyword, ReplyIntentV2] = {
     Keyword.CONFIRM: "confirm",
     Keyword.RESCHEDULE: "reschedule",
 }
+
+# `Y` / `YES` take the time of a waitlist offer. YES is also a carrier opt-in keyword:
+# it accepts only when the number's latest message is a waitlist offer and the number
+# has not opted out there; otherwise it keeps its START meaning.
+ACCEPT_WORDS = frozenset({"Y", "YES"})
 
 
 async def _audit_reply(
@@ -143,7 +150,8 @@ async def twilio_inbound(
     form: SignedInboundForm, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Incoming SMS (signed; no bearer token): STOP opts the number out, START back in;
-    C, R and an option number answer the latest message sent to the number."""
+    C, R and an option number answer the latest message about an appointment sent to
+    the number; Y (or YES) takes the waitlist offer that was the latest message."""
     settings = runtime.settings
     assert isinstance(settings, MessagingSettings)
     try:
@@ -151,7 +159,8 @@ async def twilio_inbound(
     except InvalidWebhook as exc:
         raise ProblemError(str(exc)) from exc
     phone = normalize_phone(inbound.from_, default_country_code=settings.default_country_code)
-    if phone is None or (inbound.keyword is None and inbound.choice is None):
+    accepting = inbound.body.strip().upper() in ACCEPT_WORDS
+    if phone is None or (inbound.keyword is None and inbound.choice is None and not accepting):
         # Free text is not acted on (secure threads come later); HELP is answered by the
         # provider's own keyword handling. An empty TwiML answer sends nothing back.
         return Response(EMPTY_TWIML, media_type="application/xml")
@@ -160,6 +169,11 @@ async def twilio_inbound(
     lookup = cipher.lookup(recipient)
     messages = Messages(session)
     now = runtime.clock.now()
+    if accepting:
+        offer = await _waitlist_offer_answered(session, cipher, messages, recipient, lookup)
+        if offer is not None:
+            await _publish_reply(runtime, session, offer, inbound.message_sid, "accept", None, now)
+            return Response(EMPTY_TWIML, media_type="application/xml")
     if inbound.keyword in {Keyword.OPT_OUT, Keyword.OPT_IN}:
         # The carrier-level STOP covers our number, whoever sent through it: every
         # organization that messaged this phone stops (or resumes) texting it.
@@ -175,37 +189,68 @@ async def twilio_inbound(
     answered = await messages.latest_answerable(Channel.SMS, lookup)
     if answered is None or answered.appointment_id is None:
         return Response(EMPTY_TWIML, media_type="application/xml")
-    intent: ReplyIntent | None = None
+    intent: ReplyIntentV2 | None = None
     choice: int | None = None
     if inbound.keyword in _INTENTS:
         intent = _INTENTS[inbound.keyword]
     elif inbound.choice is not None and _picks_an_option(answered, inbound.choice):
         intent, choice = "choose", inbound.choice
     if intent is not None:
-        await runtime.outbox.add(
-            session,
-            ReplyReceived(
-                reply_id=inbound.message_sid,
-                org_id=answered.org_id,
-                patient_id=answered.patient_id,
-                appointment_id=answered.appointment_id,
-                message_id=answered.id,
-                intent=intent,
-                choice=choice,
-                channel="sms",
-                received_at=now,
-            ),
-            org_id=answered.org_id,
-        )
-        await _audit_reply(
-            runtime,
-            session,
-            answered.org_id,
-            answered.patient_id,
-            "Communication",
-            inbound.message_sid,
-        )
+        await _publish_reply(runtime, session, answered, inbound.message_sid, intent, choice, now)
     return Response(EMPTY_TWIML, media_type="application/xml")
+
+
+async def _publish_reply(
+    runtime: Runtime,
+    session: AsyncSession,
+    answered: StoredMessage,
+    reply_id: str,
+    intent: ReplyIntentV2,
+    choice: int | None,
+    now: datetime,
+) -> None:
+    """`reply.received.v2` for the answered message, audited in the same transaction."""
+    is_waitlist = message_kind(answered.touch) is MessageKind.WAITLIST_OFFER
+    await runtime.outbox.add(
+        session,
+        ReplyReceivedV2(
+            reply_id=reply_id,
+            org_id=answered.org_id,
+            patient_id=answered.patient_id,
+            message_id=answered.id,
+            appointment_id=answered.appointment_id,
+            offer_id=offer_id_of(answered.touch_key) if is_waitlist else None,
+            intent=intent,
+            choice=choice,
+            via="sms",
+            received_at=now,
+        ),
+        org_id=answered.org_id,
+        location_id=answered.location_id,
+    )
+    await _audit_reply(
+        runtime, session, answered.org_id, answered.patient_id, "Communication", reply_id
+    )
+
+
+async def _waitlist_offer_answered(
+    session: AsyncSession,
+    cipher: RecipientCipher,
+    messages: Messages,
+    recipient: Recipient,
+    lookup: str,
+) -> StoredMessage | None:
+    """The waitlist offer a Y / YES answers: the number's latest message, if it is one
+    and the number has not opted out of texts from its organization (then YES means
+    START). An expired offer is still answered: scheduling owns the offer and tells the
+    patient the time is gone."""
+    latest = await messages.latest_sent(Channel.SMS, lookup)
+    if latest is None or message_kind(latest.touch) is not MessageKind.WAITLIST_OFFER:
+        return None
+    index = cipher.index(latest.org_id, recipient)
+    if await OptOuts(session).indexes(latest.org_id, Channel.SMS, [index]):
+        return None
+    return latest
 
 
 def _picks_an_option(answered: StoredMessage, choice: int) -> bool:

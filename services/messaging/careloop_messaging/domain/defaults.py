@@ -1,4 +1,5 @@
-"""Built-in English and Spanish templates for confirmations, reminders and reschedule offers.
+"""Built-in English and Spanish templates for confirmations, reminders, reschedule offers
+and waitlist offers (and their "that time is gone" follow-up).
 
 They use only the insecure-channel fields, so one set serves every channel. SMS bodies
 carry the practice name first (carriers want the sender identified), the reply keywords
@@ -81,6 +82,56 @@ _TEXT: dict[MessageKind, dict[str, tuple[str, str, str, str]]] = {
             "Responda {{ option_numbers }} a nuestro mensaje de texto para elegir una, "
             "o vea su cita aquí: {{ secure_link }}",
             "Hay nuevas horas disponibles para su cita: {{ options }}.",
+        ),
+    },
+    # A waitlist offer is what the patient asked for by joining the waitlist: the freed
+    # date and time, and Y to take it. Several patients get the same offer and the first
+    # Y wins, so the text says so. Email replies are not read: the email versions point
+    # to the text message and the secure link.
+    MessageKind.WAITLIST_OFFER: {
+        "en": (
+            "{{ practice_name }}: an earlier time opened up: " + _WHEN + ". "
+            "Reply Y to take it (first reply gets it). Details: {{ secure_link }} "
+            "Reply STOP to opt out, HELP for help.",
+            "An earlier appointment time from {{ practice_name }}",
+            "An earlier time opened up: " + _WHEN + ". It is offered to a few patients on "
+            "our waitlist and the first to answer gets it.\n\n"
+            "Reply Y to our text message to take it, or see it here: {{ secure_link }}",
+            "An earlier time opened up: " + _WHEN + ".",
+        ),
+        "es": (
+            "{{ practice_name }}: hay una cita antes: " + _CUANDO + ". "
+            "Responda Y para tomarla (la primera respuesta la obtiene). "
+            "Detalles: {{ secure_link }} "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Una cita más pronto de {{ practice_name }}",
+            "Hay una cita disponible más pronto, " + _CUANDO + ". Se ofrece a varios "
+            "pacientes de nuestra lista de espera y la obtiene quien responda primero.\n\n"
+            "Responda Y a nuestro mensaje de texto para tomarla, o véala aquí: "
+            "{{ secure_link }}",
+            "Hay una cita disponible más pronto, " + _CUANDO + ".",
+        ),
+    },
+    MessageKind.WAITLIST_CLOSED: {
+        "en": (
+            "{{ practice_name }}: the " + _WHEN + " opening is no longer available. "
+            "You are still on our waitlist. Details: {{ secure_link }} "
+            "Reply STOP to opt out, HELP for help.",
+            "Appointment time no longer available - {{ practice_name }}",
+            "The time we offered, " + _WHEN + ", is no longer available.\n\n"
+            "You are still on our waitlist: we will let you know when another time opens up. "
+            "Your appointments: {{ secure_link }}",
+            "The time we offered, " + _WHEN + ", is no longer available.",
+        ),
+        "es": (
+            "{{ practice_name }}: la cita " + _CUANDO + " ya no está disponible. "
+            "Sigue en nuestra lista de espera. Detalles: {{ secure_link }} "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Cita ya no disponible - {{ practice_name }}",
+            "La cita que le ofrecimos, " + _CUANDO + ", ya no está disponible.\n\n"
+            "Sigue en nuestra lista de espera: le avisaremos cuando haya otra. "
+            "Sus citas: {{ secure_link }}",
+            "La cita que le ofrecimos, " + _CUANDO + ", ya no está disponible.",
         ),
     },
 }

@@ -137,17 +137,46 @@ def decide(
 OFFER_TOUCH = "reschedule_offer"
 """The `touch` of a reschedule-offer message (reminder touches are named by scheduling)."""
 
-UNSOLICITED_EXEMPT_TOUCHES = frozenset({OFFER_TOUCH})
-"""Touches that answer the patient's own request (an offer follows their R reply): they
-neither wait for nor use up the contact budget, which exists to cap unsolicited
-contacts. Refusing the answer a patient just asked for would be worse than a fourth
-message that week, and it must not cost them a later reminder either."""
+WAITLIST_OFFER_TOUCH = "waitlist_offer"
+"""The `touch` of a waitlist offer's message (touch key `<offer_id>:waitlist_offer`)."""
+
+WAITLIST_CLOSED_TOUCH = "waitlist_closed"
+"""The `touch` of the "that time is gone" message (touch key `<offer_id>:waitlist_closed`)."""
+
+WAITLIST_NOTIFIED_REASONS = frozenset({"taken", "answered_late"})
+"""Reasons of `WaitlistOfferClosed` that get a "that time is gone" message: another
+patient took it, or the patient's own Y came too late. An expired, accepted or
+withdrawn offer sends nothing (the offer said until when; a booking sends its own
+confirmation; a patient who left the list asked for nothing)."""
+
+
+def waitlist_touch_key(offer_id: str, touch: str) -> str:
+    """`<offer_id>:<touch>`: one offer message and one "gone" message per offer."""
+    return f"{offer_id}:{touch}"
+
+
+def offer_id_of(touch_key: str) -> str:
+    """The offer id a waitlist message's touch key holds."""
+    return touch_key.rsplit(":", 1)[0]
+
+
+UNSOLICITED_EXEMPT_TOUCHES = frozenset({OFFER_TOUCH, WAITLIST_OFFER_TOUCH, WAITLIST_CLOSED_TOUCH})
+"""Touches that answer the patient's own request: they neither wait for nor use up the
+contact budget, which exists to cap unsolicited contacts. A reschedule offer follows
+their R reply; a waitlist offer is what they asked for by joining the waitlist, and the
+"gone" message closes an offer they were sent (or answers their own Y). Refusing the
+answer a patient asked for would be worse than a fourth message that week, and it must
+not cost them a later reminder either."""
 
 
 def message_kind(touch: str) -> MessageKind:
     """The template kind of a message's touch."""
     if touch == OFFER_TOUCH:
         return MessageKind.RESCHEDULE_OFFER
+    if touch == WAITLIST_OFFER_TOUCH:
+        return MessageKind.WAITLIST_OFFER
+    if touch == WAITLIST_CLOSED_TOUCH:
+        return MessageKind.WAITLIST_CLOSED
     return MessageKind.CONFIRMATION if touch == "confirmation" else MessageKind.REMINDER
 
 

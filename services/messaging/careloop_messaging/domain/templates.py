@@ -46,6 +46,10 @@ class MessageKind(StrEnum):
     CONFIRMATION = "confirmation"
     REMINDER = "reminder"
     RESCHEDULE_OFFER = "reschedule_offer"
+    WAITLIST_OFFER = "waitlist_offer"
+    """A freed time offered to a waitlisted patient (reply Y to take it)."""
+    WAITLIST_CLOSED = "waitlist_closed"
+    """The offered time went to someone else (or the answer came too late)."""
 
 
 class TemplatePart(StrEnum):

@@ -1,7 +1,9 @@
 """The delivery worker: sends queued messages, retries with backoff, records the outcome.
 
 Each message is claimed with `FOR UPDATE SKIP LOCKED` (replicas share the work), sent,
-and its outcome committed with the `sent` / `failed` event in the same transaction.
+and its outcome committed with the `sent` / `failed` event in the same transaction. A
+worker runs `delivery_concurrency` such slots side by side, each one message and one
+transaction at a time, so a slow provider answer does not hold up the other messages.
 
 Sending is at-least-once towards the provider. The provider call happens while the row
 is locked but before the transaction commits: a crash (or a lost database connection)
@@ -9,9 +11,10 @@ after Twilio or the SMTP relay accepted the message and before the commit leaves
 queued, and the next claim sends it again. Nothing here can make that exactly-once (a
 provider accepting a message and our commit are two systems), so the window is kept
 small and bounded instead: one message per transaction, the provider call bounded by
-its client timeout, and a duplicate can only follow a crash inside that window. Emails
-keep a Message-ID derived from our message id, so receiving systems can drop a repeat;
-Twilio has no idempotency key, so an SMS repeat reaches the handset.
+its client timeout, and a duplicate can only follow a crash inside that window: a
+crash repeats at most one message per slot in flight (`delivery_concurrency` per worker
+process). Emails keep a Message-ID derived from our message id, so receiving systems can
+drop a repeat; Twilio has no idempotency key, so an SMS repeat reaches the handset.
 """
 
 from __future__ import annotations
@@ -49,7 +52,13 @@ from careloop_messaging.domain.templates import (
     TemplateRenderError,
 )
 from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import Messages, RecipientCipher, StoredMessage
+from careloop_messaging.store.repository import (
+    Messages,
+    RecipientCipher,
+    SecureLinks,
+    StoredMessage,
+    Templates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +94,17 @@ class Delivery:
     catalog: TemplateCatalog
     channels: Mapping[Channel, OutboundChannel]
     cipher: RecipientCipher
+    links: SecureLinks
 
 
-def render(delivery: Delivery, stored: StoredMessage, address: str) -> OutboundMessage:
+async def render(
+    delivery: Delivery, stored: StoredMessage, address: str, session: AsyncSession
+) -> OutboundMessage:
     """The message for its recipient; raises the template errors on a broken template."""
     if stored.channel is None:
         raise TemplateRefused("a queued message has a channel")
-    template = delivery.catalog.resolve(
+    template = await delivery.catalog.resolve(
+        Templates(session),
         kind=message_kind(stored.touch),
         channel=stored.channel,
         language=stored.language,
@@ -104,7 +117,7 @@ def render(delivery: Delivery, stored: StoredMessage, address: str) -> OutboundM
     fields = {
         "appointment_date": day,
         "appointment_time": time,
-        "secure_link": f"{delivery.settings.secure_link_base.rstrip('/')}/{stored.link_token}",
+        "secure_link": delivery.links.url(stored.id),
         "reply_keywords": REPLY_KEYWORDS,
     }
     if template.key.kind is MessageKind.RESCHEDULE_OFFER:
@@ -141,7 +154,7 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
             if stored.recipient_ct is None or stored.channel is None:
                 raise TemplateRefused("queued message without a recipient")
             address = delivery.cipher.decrypt(stored.org_id, stored.id, stored.recipient_ct)
-            outbound = render(delivery, stored, address)
+            outbound = await render(delivery, stored, address, session)
         except (TemplateRefused, TemplateRenderError, TemplateNotFound, DecryptionFailed) as exc:
             # A template or key problem does not heal by waiting.
             await _fail(runtime, session, stored, attempts, f"not sendable: {type(exc).__name__}")
@@ -211,11 +224,20 @@ async def publish_failed(
 
 
 async def deliver_due(runtime: Runtime) -> int:
-    """Send every message due now; returns how many were handled."""
+    """Send every message due now, `delivery_concurrency` at a time; returns how many
+    were handled."""
     delivery: Delivery = runtime.state["delivery"]
     handled = 0
-    while await deliver_one(runtime, delivery):
-        handled += 1
+
+    async def slot() -> None:
+        nonlocal handled
+        while await deliver_one(runtime, delivery):
+            handled += 1
+
+    # A failing slot cancels the others; the kit restarts the background job.
+    async with asyncio.TaskGroup() as group:
+        for _ in range(delivery.settings.delivery_concurrency):
+            group.create_task(slot())
     return handled
 
 

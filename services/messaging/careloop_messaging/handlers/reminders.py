@@ -1,29 +1,45 @@
-"""The `reminders` consumer: each `ReminderDue` and each `RescheduleOffered` becomes one
-queued or skipped message, chosen by the same rules (preferences, opt-outs; the contact
-budget for unsolicited touches only).
+"""The `reminders` consumer: each `ReminderDue`, `RescheduleOffered` and
+`WaitlistSlotOffered` becomes one queued or skipped message, chosen by the same rules
+(preferences, opt-outs; the contact budget for unsolicited touches only); a
+`WaitlistOfferClosed` becomes at most one "that time is gone" message.
 
 The kit's consumer records the event id in the inbox in the same transaction as the
 message row, so a redelivered event is a no-op; the `touch_key` unique constraint also
 refuses a second message for a touch published twice under different event ids.
+
+Contact data comes from the patients service. The kit calls `prepare` with each batch
+before it opens the batch transaction: the contacts of the batch's patients are read
+then, once per patient and several at a time (`patients_concurrency`), skipping touches
+that already have their message. Inside the transaction `record` only looks them up.
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import Envelope, Event, MessageSkipped, ReminderDue, RescheduleOffered
+from careloop_contracts import (
+    Envelope,
+    Event,
+    MessageSkipped,
+    ReminderDue,
+    RescheduleOffered,
+    WaitlistOfferClosed,
+    WaitlistSlotOffered,
+)
 from careloop_contracts.scheduling import TOPIC as SCHEDULING_TOPIC
-from careloop_kit.bus.consumer import Handler
+from careloop_kit.bus.consumer import Handler, Prepared
 from careloop_kit.service import ConsumerSpec, Runtime
 from careloop_messaging.domain.outreach import (
     OFFER_TOUCH,
     UNSOLICITED_EXEMPT_TOUCHES,
+    WAITLIST_CLOSED_TOUCH,
+    WAITLIST_NOTIFIED_REASONS,
+    WAITLIST_OFFER_TOUCH,
     ContactData,
     Decision,
     MessageStatus,
@@ -31,9 +47,11 @@ from careloop_messaging.domain.outreach import (
     SkipReason,
     candidate_recipients,
     decide,
+    waitlist_touch_key,
 )
 from careloop_messaging.domain.templates import Channel
-from careloop_messaging.patients_client import ContactSource
+from careloop_messaging.handlers.delivery import publish_failed
+from careloop_messaging.patients_client import BatchContacts, ContactSource
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import Messages, NewMessage, OptOuts, RecipientCipher
 
@@ -61,7 +79,7 @@ class Touch:
     touch: str
     org_id: str
     patient_id: str
-    appointment_id: str
+    appointment_id: str | None
     location_id: str
     practice_name: str
     sensitive_location: bool
@@ -80,18 +98,38 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
     settings = runtime.settings
     assert isinstance(settings, MessagingSettings)
 
+    batch: BatchContacts | None = None
+
+    def batch_contacts() -> BatchContacts:
+        nonlocal batch
+        if batch is None:
+            source: ContactSource = runtime.state[CONTACTS_KEY]
+            batch = BatchContacts(source, concurrency=settings.patients_concurrency)
+        return batch
+
+    async def prepare(events: Sequence[tuple[Envelope, Event]]) -> None:
+        """Read the batch's contacts before the kit opens the batch transaction."""
+        contacts = batch_contacts()
+        contacts.clear()
+        wanted = [w for _, event in events if (w := _contact_wanted(event)) is not None]
+        # A touch already handled needs no contact data: no read of patients for it.
+        async with runtime.sessionmaker() as session:
+            handled = await Messages(session).existing_touch_keys([key for key, _, _ in wanted])
+        await contacts.load(
+            (org_id, patient_id) for key, org_id, patient_id in wanted if key not in handled
+        )
+
     async def record(session: AsyncSession, envelope: Envelope, touch: Touch) -> None:
         """One queued or skipped message for the touch, unless it already has one."""
         messages = Messages(session)
         # A touch already handled needs no contact data: skip the call to patients.
         if await messages.touch_exists(touch.touch_key):
             return
-        contacts: ContactSource = runtime.state[CONTACTS_KEY]
         cipher: RecipientCipher = runtime.state[CIPHER_KEY]
-        # The kit opens the transaction (inbox row first) before calling us, so this
-        # read holds one pooled connection for at most patients_timeout_s. A failure
-        # raises: the kit retries with backoff, then dead-letters the event.
-        contact = await contacts.contact(touch.org_id, touch.patient_id)
+        # Normally read ahead by `prepare`; otherwise read here, inside the transaction
+        # (one pooled connection held for at most patients_timeout_s). A failure raises:
+        # the kit retries with backoff, then dead-letters the event.
+        contact = await batch_contacts().contact(touch.org_id, touch.patient_id)
         now = runtime.clock.now()
         await messages.lock_patient(touch.org_id, touch.patient_id)
         if contact is None:
@@ -132,9 +170,6 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
                 sensitive_location=touch.sensitive_location,
                 start_at=touch.start_at,
                 time_zone=touch.time_zone,
-                # Opaque and random: the link names no patient or appointment, and the
-                # page behind it asks the patient to sign in.
-                link_token=secrets.token_urlsafe(24),
                 status=MessageStatus.QUEUED if recipient else MessageStatus.SKIPPED,
                 channel=channel,
                 skip_reason=decision.skip.value if decision.skip else None,
@@ -214,10 +249,85 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
             ),
         )
 
+    async def on_waitlist_offered(session: AsyncSession, envelope: Envelope, event: Event) -> None:
+        if not isinstance(event, WaitlistSlotOffered):
+            raise TypeError(f"expected WaitlistSlotOffered, got {type(event).__name__}")
+        await record(
+            session,
+            envelope,
+            Touch(
+                touch_key=waitlist_touch_key(event.offer_id, WAITLIST_OFFER_TOUCH),
+                touch=WAITLIST_OFFER_TOUCH,
+                org_id=event.org_id,
+                patient_id=event.patient_id,
+                # None even for an entry that moves a visit: a `C` or `R` must keep
+                # answering the visit's own reminders, never the offer (the Y carries the
+                # offer id, found from the touch key).
+                appointment_id=None,
+                location_id=event.location_id,
+                practice_name=event.practice_name,
+                sensitive_location=event.sensitive_location,
+                start_at=event.start_at,
+                time_zone=event.location_time_zone,
+                offer_expires_at=event.expires_at,
+            ),
+        )
+
+    async def on_waitlist_closed(session: AsyncSession, envelope: Envelope, event: Event) -> None:
+        if not isinstance(event, WaitlistOfferClosed):
+            raise TypeError(f"expected WaitlistOfferClosed, got {type(event).__name__}")
+        messages = Messages(session)
+        # Same partition (the patient's) as the offer event, which came first: its
+        # message row exists unless the offer produced none.
+        offer = await messages.by_touch_key(
+            waitlist_touch_key(event.offer_id, WAITLIST_OFFER_TOUCH), for_update=True
+        )
+        if offer is None:
+            return
+        now = runtime.clock.now()
+        if offer.status is MessageStatus.QUEUED:
+            # Closed before it went out (retries): it must not go out now, and a "gone"
+            # message about an offer never seen would only puzzle the patient.
+            error = f"offer closed before sending ({event.reason})"
+            await messages.mark_failed(offer.id, attempts=offer.attempts, error=error, now=now)
+            await publish_failed(runtime, session, offer, attempts=offer.attempts, reason=error)
+            return
+        if event.reason not in WAITLIST_NOTIFIED_REASONS:
+            return
+        if offer.status not in (MessageStatus.SENT, MessageStatus.DELIVERED):
+            return  # skipped or failed: the patient never saw the offer
+        await record(
+            session,
+            envelope,
+            Touch(
+                touch_key=waitlist_touch_key(event.offer_id, WAITLIST_CLOSED_TOUCH),
+                touch=WAITLIST_CLOSED_TOUCH,
+                org_id=event.org_id,
+                patient_id=event.patient_id,
+                appointment_id=None,
+                location_id=event.location_id,
+                practice_name=event.practice_name,
+                sensitive_location=event.sensitive_location,
+                start_at=event.start_at,
+                time_zone=event.location_time_zone,
+            ),
+        )
+
     return {
-        ReminderDue.event_type: on_reminder_due,
-        RescheduleOffered.event_type: on_reschedule_offered,
+        WaitlistSlotOffered.event_type: on_waitlist_offered,
+        WaitlistOfferClosed.event_type: on_waitlist_closed,
+        ReminderDue.event_type: Prepared(on_reminder_due, prepare),
+        RescheduleOffered.event_type: Prepared(on_reschedule_offered, prepare),
     }
+
+
+def _contact_wanted(event: Event) -> tuple[str, str, str] | None:
+    """(touch key, org id, patient id) of an event whose touch needs contact data."""
+    if isinstance(event, ReminderDue):
+        return event.touch_key, event.org_id, event.patient_id
+    if isinstance(event, RescheduleOffered):
+        return offer_touch_key(event.offer_id), event.org_id, event.patient_id
+    return None
 
 
 def offer_touch_key(offer_id: str) -> str:
@@ -228,5 +338,5 @@ def offer_touch_key(offer_id: str) -> str:
 REMINDERS_CONSUMER = ConsumerSpec(
     name="reminders", topics=(SCHEDULING_TOPIC,), handlers=reminder_handlers
 )
-"""`ReminderDue` and `RescheduleOffered` have handlers: every other scheduling event is
-skipped by the kit."""
+"""`ReminderDue`, `RescheduleOffered`, `WaitlistSlotOffered` and `WaitlistOfferClosed`
+have handlers: every other scheduling event is skipped by the kit."""

@@ -1,4 +1,5 @@
-"""Messages and opt-outs: every query of the messaging database lives here.
+"""Every query of the messaging database lives here: messages, opt-outs, secure links,
+templates and the portal inbox.
 
 Repositories take the caller's session and never commit: the consumer, the delivery
 worker or the request decides the transaction.
@@ -6,12 +7,19 @@ worker or the request decides the transaction.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hmac
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,10 +30,17 @@ from careloop_messaging.domain.outreach import (
     MessageStatus,
     Recipient,
 )
-from careloop_messaging.domain.templates import Channel
-from careloop_messaging.store.tables import message, opt_out
+from careloop_messaging.domain.templates import (
+    Channel,
+    MessageKind,
+    MessageTemplate,
+    TemplateKey,
+)
+from careloop_messaging.store.tables import inbox_item, message, message_template, opt_out
 
 RECIPIENT_KEY_ID = "recipient-v1"
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+"""A link token's alphabet (base64url without padding); anything else is no token."""
 
 
 class RecipientCipher:
@@ -66,6 +81,70 @@ class RecipientCipher:
         return FieldContext(org_id, "message", "recipient", message_id, RECIPIENT_KEY_ID)
 
 
+class SecureLinks:
+    """Secure one-time links: the token is the message id plus an HMAC-SHA256 of it under
+    a key kept in Vault, so nothing usable sits in the database, and the delivery worker
+    renders the same link again when it retries a message.
+
+    Token (base64url, no padding): one format byte, the id (16 bytes for a UUID, else its
+    UTF-8), then the first 12 bytes of the MAC. 96 bits cannot be guessed online (each
+    guess is one rate-limited request) and keep the link short enough for one SMS:
+    39 characters for a UUID id.
+    """
+
+    _UUID = b"\x01"
+    _TEXT = b"\x02"
+    MAC_BYTES = 12
+
+    def __init__(self, master_key: bytes, base_url: str) -> None:
+        if len(master_key) < 32:
+            raise ValueError("the link key must be at least 32 bytes")
+        self._key = HKDF(
+            algorithm=SHA256(), length=32, salt=None, info=b"messaging:secure-link"
+        ).derive(master_key)
+        self._base = base_url.rstrip("/")
+
+    def _mac(self, message_id: str) -> bytes:
+        mac = HMAC(self._key, SHA256())
+        mac.update(b"careloop-link-v1:" + message_id.encode())
+        return mac.finalize()[: self.MAC_BYTES]
+
+    def token(self, message_id: str) -> str:
+        body = self._TEXT + message_id.encode()
+        with contextlib.suppress(ValueError):
+            if str(uuid.UUID(message_id)) == message_id:
+                body = self._UUID + uuid.UUID(message_id).bytes
+        raw = body + self._mac(message_id)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    def url(self, message_id: str) -> str:
+        """The link put in the message."""
+        return f"{self._base}/{self.token(message_id)}"
+
+    def message_id(self, token: str) -> str | None:
+        """The message a token names, or None: malformed and forged tokens alike."""
+        if not 20 <= len(token) <= 400 or not TOKEN_CHARS.fullmatch(token):
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        kind, body, mac = raw[:1], raw[1 : -self.MAC_BYTES], raw[-self.MAC_BYTES :]
+        try:
+            if kind == self._UUID and len(body) == 16:
+                message_id = str(uuid.UUID(bytes=body))
+            elif kind == self._TEXT and body:
+                message_id = body.decode()
+            else:
+                return None
+        except UnicodeDecodeError:
+            return None
+        # Constant time: the comparison reveals nothing about how close a forgery came.
+        if not hmac.compare_digest(mac, self._mac(message_id)):
+            return None
+        return message_id
+
+
 @dataclass(frozen=True)
 class NewMessage:
     id: str
@@ -80,7 +159,6 @@ class NewMessage:
     sensitive_location: bool
     start_at: datetime
     time_zone: str
-    link_token: str
     status: MessageStatus
     channel: Channel | None = None
     skip_reason: str | None = None
@@ -109,10 +187,12 @@ class StoredMessage:
     sensitive_location: bool
     start_at: datetime
     time_zone: str
-    link_token: str
     attempts: int
     offer_options: tuple[datetime, ...] | None = None
     offer_expires_at: datetime | None = None
+    link_used_at: datetime | None = None
+    link_action: str | None = None
+    link_choice: int | None = None
 
 
 # Messages a patient can have received, so that a reply can answer them.
@@ -138,10 +218,12 @@ def _stored(row: object) -> StoredMessage:
         sensitive_location=r["sensitive_location"],
         start_at=r["start_at"],
         time_zone=r["time_zone"],
-        link_token=r["link_token"],
         attempts=r["attempts"],
         offer_options=tuple(r["offer_options"]) if r["offer_options"] is not None else None,
         offer_expires_at=r["offer_expires_at"],
+        link_used_at=r["link_used_at"],
+        link_action=r["link_action"],
+        link_choice=r["link_choice"],
     )
 
 
@@ -154,6 +236,15 @@ class Messages:
             select(message.c.id).where(message.c.touch_key == touch_key)
         )
         return found is not None
+
+    async def existing_touch_keys(self, touch_keys: list[str]) -> set[str]:
+        """The given touch keys that already have their message."""
+        if not touch_keys:
+            return set()
+        found = await self._session.scalars(
+            select(message.c.touch_key).where(message.c.touch_key.in_(touch_keys))
+        )
+        return set(found)
 
     async def lock_patient(self, org_id: str, patient_id: str) -> None:
         """Serialize budget decisions for one patient until the transaction ends.
@@ -206,7 +297,6 @@ class Messages:
                 sensitive_location=new.sensitive_location,
                 start_at=new.start_at,
                 time_zone=new.time_zone,
-                link_token=new.link_token,
                 offer_options=list(new.offer_options) if new.offer_options is not None else None,
                 offer_expires_at=new.offer_expires_at,
                 attempts=0,
@@ -243,6 +333,30 @@ class Messages:
         ).first()
         return _stored(row) if row is not None else None
 
+    async def by_touch_key(
+        self, touch_key: str, *, for_update: bool = False
+    ) -> StoredMessage | None:
+        """The message of a touch (locked until the transaction ends with `for_update`)."""
+        query = select(message).where(message.c.touch_key == touch_key)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
+        return _stored(row) if row is not None else None
+
+    async def latest_sent(self, channel: Channel, lookup: str) -> StoredMessage | None:
+        """The latest message of any kind that reached this address (a waitlist offer
+        included, which names no appointment): the one a `Y` answers."""
+        row = (
+            await self._session.execute(
+                select(message)
+                .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
+                .where(message.c.status.in_(ANSWERABLE_STATUSES))
+                .order_by(message.c.updated_at.desc(), message.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _stored(row) if row is not None else None
+
     async def claim_due(self, now: datetime) -> StoredMessage | None:
         """The next queued message due now, locked for this transaction (other workers
         skip it)."""
@@ -263,6 +377,45 @@ class Messages:
             await self._session.execute(select(message).where(message.c.id == message_id))
         ).first()
         return _stored(row) if row is not None else None
+
+    async def get_for_update(self, message_id: str) -> StoredMessage | None:
+        """The message, locked until the transaction ends: two taps on one secure link
+        serialize here, so only the first acts."""
+        row = (
+            await self._session.execute(
+                select(message).where(message.c.id == message_id).with_for_update()
+            )
+        ).first()
+        return _stored(row) if row is not None else None
+
+    async def use_link(
+        self, message_id: str, *, action: str, choice: int | None, now: datetime
+    ) -> None:
+        """Spend the message's secure link on `action` (the row is locked by the caller)."""
+        await self._update(
+            message_id, link_used_at=now, link_action=action, link_choice=choice, updated_at=now
+        )
+
+    async def latest_link_action(
+        self, org_id: str, appointment_id: str
+    ) -> tuple[str, int | None, datetime] | None:
+        """The last action taken through any secure link about this appointment (action,
+        choice, when): all messaging knows of the appointment's state."""
+        row = (
+            await self._session.execute(
+                select(message.c.link_action, message.c.link_choice, message.c.link_used_at)
+                .where(
+                    message.c.org_id == org_id,
+                    message.c.appointment_id == appointment_id,
+                    message.c.link_used_at.is_not(None),
+                )
+                .order_by(message.c.link_used_at.desc(), message.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        return str(row.link_action), row.link_choice, row.link_used_at
 
     async def by_provider_id(self, provider_id: str) -> StoredMessage | None:
         row = (
@@ -354,4 +507,323 @@ class OptOuts:
                 opt_out.c.channel == channel.value,
                 opt_out.c.recipient_index == recipient_index,
             )
+        )
+
+
+INBOX_KEY_ID = "inbox-v1"
+
+
+class InboxCipher:
+    """Encrypts what the portal inbox stores (subject and body may hold PHI).
+
+    Derived (HKDF, its own label) from the same master secret as :class:`RecipientCipher`,
+    so there is one secret to provision and rotate, and never the same key for two uses.
+    The associated data binds each field to its item, so a swapped ciphertext fails.
+    """
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) < 32:
+            raise ValueError("the master key must be at least 32 bytes")
+        self._key = HKDF(
+            algorithm=SHA256(), length=32, salt=None, info=b"messaging:inbox-content"
+        ).derive(master_key)
+
+    def encrypt(self, org_id: str, item_id: str, field: str, value: str) -> bytes:
+        return encrypt_field(self._key, value, self._context(org_id, item_id, field))
+
+    def decrypt(self, org_id: str, item_id: str, field: str, blob: bytes) -> str:
+        return decrypt_field(self._key, blob, self._context(org_id, item_id, field))
+
+    @staticmethod
+    def _context(org_id: str, item_id: str, field: str) -> FieldContext:
+        return FieldContext(org_id, "inbox_item", field, item_id, INBOX_KEY_ID)
+
+
+ORG_DEFAULT = ""
+"""`message_template.location_id` of an organization's default template."""
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """One saved version of a template key; `template` is None for a revert."""
+
+    id: str
+    key: TemplateKey
+    version: int
+    deleted: bool
+    updated_by: str
+    created_at: datetime
+    template: MessageTemplate | None
+
+
+def _version(row: object) -> TemplateVersion:
+    r = row._mapping  # type: ignore[attr-defined]
+    key = TemplateKey(
+        kind=MessageKind(r["kind"]),
+        channel=Channel(r["channel"]),
+        language=r["language"],
+        organization_id=r["org_id"],
+        location_id=r["location_id"] or None,
+    )
+    template = (
+        None
+        if r["deleted"]
+        else MessageTemplate(
+            key=key, body=r["body"], subject=r["subject"], html_body=r["html_body"]
+        )
+    )
+    return TemplateVersion(
+        id=r["id"],
+        key=key,
+        version=r["version"],
+        deleted=r["deleted"],
+        updated_by=r["updated_by"],
+        created_at=r["created_at"],
+        template=template,
+    )
+
+
+def _key_filter(key: TemplateKey) -> list[object]:
+    return [
+        message_template.c.org_id == key.organization_id,
+        message_template.c.location_id == (key.location_id or ORG_DEFAULT),
+        message_template.c.kind == key.kind.value,
+        message_template.c.channel == key.channel.value,
+        message_template.c.language == key.language,
+    ]
+
+
+class Templates:
+    """Saved template versions; implements the catalog's `SavedTemplates` port."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def current(self, key: TemplateKey) -> MessageTemplate | None:
+        """The latest version of this key, unless it was reverted to the default."""
+        latest = await self.latest(key)
+        return latest.template if latest is not None else None
+
+    async def latest(self, key: TemplateKey) -> TemplateVersion | None:
+        row = (
+            await self._session.execute(
+                select(message_template)
+                .where(*_key_filter(key))  # type: ignore[arg-type]
+                .order_by(message_template.c.version.desc())
+                .limit(1)
+            )
+        ).first()
+        return _version(row) if row is not None else None
+
+    async def versions(self, key: TemplateKey) -> list[TemplateVersion]:
+        """Every version of this key, newest first."""
+        rows = await self._session.execute(
+            select(message_template)
+            .where(*_key_filter(key))  # type: ignore[arg-type]
+            .order_by(message_template.c.version.desc())
+        )
+        return [_version(row) for row in rows]
+
+    async def current_of_org(self, org_id: str, location_id: str | None) -> list[TemplateVersion]:
+        """The latest version of every key saved for the organization default and, when
+        given, for one location (reverted keys included: the caller skips them)."""
+        scopes = [ORG_DEFAULT] if location_id is None else [ORG_DEFAULT, location_id]
+        t = message_template.c
+        key = (t.location_id, t.kind, t.channel, t.language)
+        latest = (
+            select(*key, func.max(t.version).label("version"))
+            .where(t.org_id == org_id, t.location_id.in_(scopes))
+            .group_by(*key)
+            .subquery()
+        )
+        rows = await self._session.execute(
+            select(message_template).join(
+                latest,
+                and_(
+                    t.org_id == org_id,
+                    *(column == latest.c[column.name] for column in key),
+                    t.version == latest.c.version,
+                ),
+            )
+        )
+        return [_version(row) for row in rows]
+
+    async def add_version(
+        self,
+        key: TemplateKey,
+        template: MessageTemplate | None,
+        *,
+        updated_by: str,
+        now: datetime,
+    ) -> TemplateVersion:
+        """Append a version (`template=None`: revert to the default). Concurrent saves of
+        one key are serialized, so versions stay gapless and unique."""
+        await self._session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {
+                "key": "messaging-template:"
+                + ":".join(
+                    (
+                        str(key.organization_id),
+                        key.location_id or ORG_DEFAULT,
+                        key.kind.value,
+                        key.channel.value,
+                        key.language,
+                    )
+                )
+            },
+        )
+        latest = await self.latest(key)
+        version = TemplateVersion(
+            id=str(uuid.uuid4()),
+            key=key,
+            version=(latest.version if latest is not None else 0) + 1,
+            deleted=template is None,
+            updated_by=updated_by,
+            created_at=now,
+            template=template,
+        )
+        await self._session.execute(
+            insert(message_template).values(
+                id=version.id,
+                org_id=key.organization_id,
+                location_id=key.location_id or ORG_DEFAULT,
+                kind=key.kind.value,
+                channel=key.channel.value,
+                language=key.language,
+                version=version.version,
+                deleted=version.deleted,
+                subject=template.subject if template is not None else None,
+                body=template.body if template is not None else None,
+                html_body=template.html_body if template is not None else None,
+                updated_by=updated_by,
+                created_at=now,
+            )
+        )
+        return version
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: str
+    message_id: str
+    org_id: str
+    patient_id: str
+    location_id: str | None
+    sender_name: str
+    subject: str | None
+    body: str
+    delivered_at: datetime
+    read_at: datetime | None
+
+
+class Inbox:
+    """The portal inbox. Content is encrypted on the way in and decrypted on the way out."""
+
+    def __init__(self, session: AsyncSession, cipher: InboxCipher) -> None:
+        self._session = session
+        self._cipher = cipher
+
+    async def deliver(
+        self,
+        *,
+        message_id: str,
+        sender_name: str,
+        subject: str | None,
+        body: str,
+        now: datetime,
+    ) -> str | None:
+        """Store a message in its patient's inbox; returns the item id (the existing one
+        when the message was delivered before), or None for an unknown message."""
+        existing = await self._session.scalar(
+            select(inbox_item.c.id).where(inbox_item.c.message_id == message_id)
+        )
+        if existing is not None:
+            return str(existing)
+        owner = (
+            await self._session.execute(
+                select(message.c.org_id, message.c.patient_id, message.c.location_id).where(
+                    message.c.id == message_id
+                )
+            )
+        ).first()
+        if owner is None:
+            return None
+        org_id, patient_id, location_id = owner
+        item_id = f"inbox-{uuid.uuid4().hex}"
+        inserted = await self._session.scalar(
+            insert(inbox_item)
+            .values(
+                id=item_id,
+                message_id=message_id,
+                org_id=org_id,
+                patient_id=patient_id,
+                location_id=location_id,
+                sender_name=sender_name,
+                subject_ct=(
+                    None
+                    if subject is None
+                    else self._cipher.encrypt(org_id, item_id, "subject", subject)
+                ),
+                body_ct=self._cipher.encrypt(org_id, item_id, "body", body),
+                delivered_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(inbox_item.c.id)
+        )
+        if inserted is not None:
+            return str(inserted)
+        # A concurrent delivery of the same message won the insert.
+        return await self._session.scalar(
+            select(inbox_item.c.id).where(inbox_item.c.message_id == message_id)
+        )
+
+    async def of_patient(
+        self, org_id: str, patient_id: str, *, limit: int, locations: tuple[str, ...] | None = None
+    ) -> list[InboxItem]:
+        """A patient's items, newest first (`locations`: only items of these locations)."""
+        query = select(inbox_item).where(
+            inbox_item.c.org_id == org_id, inbox_item.c.patient_id == patient_id
+        )
+        if locations is not None:
+            query = query.where(inbox_item.c.location_id.in_(locations))
+        rows = await self._session.execute(
+            query.order_by(inbox_item.c.delivered_at.desc(), inbox_item.c.id.desc()).limit(limit)
+        )
+        return [self._item(row) for row in rows]
+
+    async def get(self, org_id: str, item_id: str) -> InboxItem | None:
+        row = (
+            await self._session.execute(
+                select(inbox_item).where(inbox_item.c.org_id == org_id, inbox_item.c.id == item_id)
+            )
+        ).first()
+        return self._item(row) if row is not None else None
+
+    async def mark_read(self, item_id: str, now: datetime) -> None:
+        """First read only: a later read keeps when the patient first opened it."""
+        await self._session.execute(
+            update(inbox_item)
+            .where(inbox_item.c.id == item_id, inbox_item.c.read_at.is_(None))
+            .values(read_at=now)
+        )
+
+    def _item(self, row: object) -> InboxItem:
+        r = row._mapping  # type: ignore[attr-defined]
+        org_id, item_id = r["org_id"], r["id"]
+        return InboxItem(
+            id=item_id,
+            message_id=r["message_id"],
+            org_id=org_id,
+            patient_id=r["patient_id"],
+            location_id=r["location_id"],
+            sender_name=r["sender_name"],
+            subject=(
+                None
+                if r["subject_ct"] is None
+                else self._cipher.decrypt(org_id, item_id, "subject", r["subject_ct"])
+            ),
+            body=self._cipher.decrypt(org_id, item_id, "body", r["body_ct"]),
+            delivered_at=r["delivered_at"],
+            read_at=r["read_at"],
         )

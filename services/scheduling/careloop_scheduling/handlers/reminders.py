@@ -11,13 +11,15 @@ messaging may word it differently from the fields it already has.
 
 When a timer fires, `ReminderDue` goes into the outbox in the timer's transaction:
 the kit commits the fired mark and the outbox row together, so a crash can neither
-lose the reminder nor send it twice.
+lose the reminder nor send it twice. The kit fires a batch of timers per transaction,
+so a location read once serves the rest of the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +45,7 @@ from careloop_scheduling.store.tables import platform
 log = logging.getLogger(__name__)
 
 WORKER_KEY = "scheduling_reminder_worker"
+_LOCATIONS_INFO_KEY = "careloop_scheduling.reminder_locations"
 
 
 def reminder_worker(runtime: Runtime) -> TimerWorker:
@@ -96,6 +99,20 @@ def practice_name_of(where: LocationInfo, settings: SchedulingSettings) -> str:
     return where.display_name or settings.neutral_practice_name
 
 
+async def _location(
+    session: AsyncSession, repo: SchedulingRepository, org_id: str, location_id: str
+) -> LocationInfo | None:
+    """The location, read once per transaction: the worker fires a batch of timers in
+    one transaction and most of a batch's appointments share a handful of locations."""
+    cache: dict[tuple[str, str], LocationInfo | None] = session.info.setdefault(
+        _LOCATIONS_INFO_KEY, {}
+    )
+    key = (org_id, location_id)
+    if key not in cache:
+        cache[key] = await repo.get_location(org_id, location_id)
+    return cache[key]
+
+
 def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHandler:
     """Publish `ReminderDue` for a fired reminder timer, in the timer's transaction."""
 
@@ -114,7 +131,7 @@ def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHan
             # for a visit already under way only confuses the patient.
             log.info("reminder %s skipped: the visit has started", payload["touch_key"])
             return
-        where = await repo.get_location(appt.org_id, appt.location_id)
+        where = await _location(session, repo, appt.org_id, appt.location_id)
         if where is None:
             log.warning("reminder %s skipped: location unknown", payload["touch_key"])
             return
@@ -137,15 +154,22 @@ def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHan
     return fire
 
 
-def build_reminder_worker(runtime: Runtime, settings: SchedulingSettings) -> TimerWorker:
+def build_reminder_worker(
+    runtime: Runtime,
+    settings: SchedulingSettings,
+    *,
+    extra: Mapping[str, TimerHandler] | None = None,
+) -> TimerWorker:
     """One worker fires every appointment timer, dispatching by kind: a second worker
-    would only add a second polling loop over the same table."""
+    would only add a second polling loop over the same table. `extra` adds handlers of
+    other kinds (the waitlist's offer rounds)."""
     return TimerWorker(
         runtime.sessionmaker,
         platform,
         {
             TIMER_KIND: reminder_handler(runtime, settings),
             NO_SHOW_TIMER_KIND: no_show_handler(runtime),
+            **(extra or {}),
         },
         clock=runtime.clock,
         poll_interval_s=settings.reminder_poll_interval_s,

@@ -1,5 +1,7 @@
-"""Two-way confirmation: a patient's answer to a message (`ReplyReceived` on
-`careloop.messaging`) confirms the appointment, asks for other times, or picks one.
+"""Two-way confirmation: a patient's answer to a message (`ReplyReceivedV2` on
+`careloop.messaging`: a keyword by SMS or a tap on the message's secure link; v1 records
+may still be on the topic and are applied the same way) confirms the appointment, asks
+for other times, picks one, or cancels.
 
 - `confirm` goes through `record_confirmation`, the function behind
   `POST /appointments/{id}/confirm`, so both paths change the state and publish
@@ -11,6 +13,11 @@
   moved, cancelled/booked/rescheduled published). When that cannot be done (the slot
   was taken meanwhile, the offer expired, no such option) nothing is booked and a fresh
   offer goes out instead, since the patient still wants another time.
+- `cancel` goes through `apply_step` with the lifecycle's `cancel`, exactly as
+  `POST /appointments/{id}/cancel` does (timers ended, `AppointmentCancelled`), with the
+  reason recorded as the patient's own. A visit that has started is not cancelled: the
+  answer came too late, and staff decide what happened (no-op, logged).
+- `accept` answers a waitlist offer: the waitlist's own consumer applies it.
 
 Everything a reply changes (state, offer, outbox rows, audit record) commits with the
 kit's inbox mark, so a redelivered reply is a no-op; replies that no longer apply (a
@@ -29,16 +36,24 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import Envelope, Event, ReplyReceived, RescheduleOffered
+from careloop_contracts import (
+    AppointmentCancelled,
+    Envelope,
+    Event,
+    ReplyReceived,
+    ReplyReceivedV2,
+    RescheduleOffered,
+)
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.bus.consumer import Handler
 from careloop_kit.problems import ProblemError
 from careloop_kit.service import ConsumerSpec, Runtime
-from careloop_scheduling.api.appointments import record_confirmation, reschedule_to
+from careloop_scheduling.api.appointments import apply_step, record_confirmation, reschedule_to
 from careloop_scheduling.api.catalog import compute_slots
 from careloop_scheduling.api.common import settings_of
+from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import (
     Appointment,
     Confirmation,
@@ -65,6 +80,50 @@ log = logging.getLogger(__name__)
 RESOURCE = "Appointment"
 # HL7 PurposeOfUse "patient requested": the patient asked for this change themselves.
 PATIENT_REQUESTED = "PATRQT"
+PATIENT_CANCELLED = "cancelled by the patient"
+"""`cancel_reason` of an appointment the patient cancelled by answering a message."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A patient's answer, whichever version of `reply.received` carried it."""
+
+    reply_id: str
+    org_id: str
+    patient_id: str
+    appointment_id: str | None
+    intent: str
+    choice: int | None
+    via: str
+
+    @staticmethod
+    def of(event: Event) -> Answer:
+        if isinstance(event, ReplyReceivedV2):
+            return Answer(
+                event.reply_id,
+                event.org_id,
+                event.patient_id,
+                event.appointment_id,
+                event.intent,
+                event.choice,
+                event.via,
+            )
+        if isinstance(event, ReplyReceived):
+            return Answer(
+                event.reply_id,
+                event.org_id,
+                event.patient_id,
+                event.appointment_id,
+                event.intent,
+                event.choice,
+                event.channel,
+            )
+        raise TypeError(f"expected ReplyReceived(V2), got {type(event).__name__}")
+
+    @property
+    def how(self) -> str:
+        """How the answer came, as the audit trail words it."""
+        return "secure link" if self.via == "link" else f"{self.via} reply"
 
 
 @dataclass(frozen=True)
@@ -75,7 +134,7 @@ class _Reply:
     settings: SchedulingSettings
     session: AsyncSession
     repo: SchedulingRepository
-    event: ReplyReceived
+    event: Answer
     correlation_id: str
 
     async def audit(self, appt: Appointment, action: str, detail: str) -> None:
@@ -97,7 +156,7 @@ class _Reply:
             self.session,
             principal,
             entry,
-            outcome_detail=f"{detail} by {self.event.channel} reply",
+            outcome_detail=f"{detail} by {self.event.how}",
             request_id=self.correlation_id,
         )
 
@@ -110,6 +169,28 @@ async def _confirm(reply: _Reply, appt: Appointment) -> None:
         reply.runtime, reply.session, reply.repo, appt, correlation_id=reply.correlation_id
     )
     await reply.audit(changed, "update", "confirmed")
+
+
+async def _cancel(reply: _Reply, appt: Appointment) -> None:
+    if reply.runtime.clock.now() >= appt.start_at:
+        log.info(
+            "reply %s: appointment %s has started, not cancelled", reply.event.reply_id, appt.id
+        )
+        return
+    try:
+        changed = await apply_step(
+            reply.runtime,
+            reply.session,
+            reply.repo,
+            appt,
+            lambda current: lifecycle.cancel(current, reason=PATIENT_CANCELLED),
+            AppointmentCancelled,
+            correlation_id=reply.correlation_id,
+        )
+    except InvalidTransition as exc:
+        log.info("reply %s: appointment %s not cancelled: %s", reply.event.reply_id, appt.id, exc)
+        return
+    await reply.audit(changed, "update", "cancelled")
 
 
 async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer | None:
@@ -217,46 +298,54 @@ async def _choose(reply: _Reply, appt: Appointment) -> None:
 
 
 def reply_handlers(runtime: Runtime) -> Mapping[str, Handler]:
-    """Handlers of the replies consumer: only `ReplyReceived`; the kit skips the
-    other messaging events (known types without a handler), it does not dead-letter
-    them."""
+    """Handlers of the replies consumer: `ReplyReceivedV2` and the v1 records still on
+    the topic; the kit skips the other messaging events (known types without a
+    handler), it does not dead-letter them."""
 
     async def on_reply(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-        if not isinstance(event, ReplyReceived):  # the kit routes by type; be explicit
-            raise TypeError(f"expected ReplyReceived, got {type(event).__name__}")
+        answer = Answer.of(event)
+        if answer.intent == "accept" or answer.appointment_id is None:
+            # A waitlist answer: the waitlist consumer (its own group) applies it.
+            return
         repo = SchedulingRepository(session)
         # Locked like a request's change, in the same order (appointment, then its
         # timers), so a reply and a staff action on the same visit serialize.
-        appt = await repo.get_appointment(event.org_id, event.appointment_id, for_update=True)
-        if appt is None or appt.patient_id != event.patient_id:
+        appt = await repo.get_appointment(answer.org_id, answer.appointment_id, for_update=True)
+        if appt is None or appt.patient_id != answer.patient_id:
             log.warning(
                 "reply %s ignored: appointment %s is not the patient's in org %s",
-                event.reply_id,
-                event.appointment_id,
-                event.org_id,
+                answer.reply_id,
+                answer.appointment_id,
+                answer.org_id,
             )
             return
         if appt.status not in REMINDABLE_STATUSES:
-            log.info("reply %s ignored: appointment %s is %s", event.reply_id, appt.id, appt.status)
+            log.info(
+                "reply %s ignored: appointment %s is %s", answer.reply_id, appt.id, appt.status
+            )
             return
         reply = _Reply(
             runtime=runtime,
             settings=settings_of(runtime),
             session=session,
             repo=repo,
-            event=event,
+            event=answer,
             correlation_id=envelope.correlation_id or envelope.id,
         )
-        if event.intent == "confirm":
+        if answer.intent == "confirm":
             await _confirm(reply, appt)
-        elif event.intent == "reschedule":
+        elif answer.intent == "reschedule":
             await _offer(reply, appt, "reschedule offered")
-        else:
+        elif answer.intent == "cancel":
+            await _cancel(reply, appt)
+        elif answer.intent == "choose":
             await _choose(reply, appt)
+        else:
+            log.warning("reply %s: unknown intent %s ignored", answer.reply_id, answer.intent)
 
-    return {ReplyReceived.event_type: on_reply}
+    return {ReplyReceived.event_type: on_reply, ReplyReceivedV2.event_type: on_reply}
 
 
 REPLIES_CONSUMER = ConsumerSpec(
-    name="replies", topics=(ReplyReceived.topic,), handlers=reply_handlers
+    name="replies", topics=(ReplyReceivedV2.topic,), handlers=reply_handlers
 )

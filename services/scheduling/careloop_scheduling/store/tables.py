@@ -7,11 +7,13 @@ patient's identity and details stay in the patients service.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -169,3 +171,76 @@ Index(
     reschedule_offer.c.appointment_id,
     reschedule_offer.c.created_at,
 )
+
+# The waitlist (domain/waitlist.py). An entry holds ids, a date window and preferences
+# only; `position` (an identity column) is the waitlist order, first in first offered.
+waitlist_entry = Table(
+    "waitlist_entry",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("appointment_type_id", String(64), ForeignKey("appointment_type.id"), nullable=False),
+    Column("provider_id", String(64), ForeignKey("provider.id"), nullable=True),
+    Column("earliest_date", Date, nullable=False),
+    Column("latest_date", Date, nullable=False),
+    Column("weekdays", ARRAY(Integer), nullable=True),
+    Column("parts_of_day", ARRAY(String(16)), nullable=True),
+    Column("appointment_id", String(64), ForeignKey("appointment.id"), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("booked_appointment_id", String(64), nullable=True),
+    Column("position", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+# A freed time is matched against one location's waiting entries of one type, in order.
+Index(
+    "ix_waitlist_entry_match",
+    waitlist_entry.c.org_id,
+    waitlist_entry.c.location_id,
+    waitlist_entry.c.appointment_type_id,
+    waitlist_entry.c.position,
+    postgresql_where=waitlist_entry.c.status == "waiting",
+)
+Index("ix_waitlist_entry_patient", waitlist_entry.c.org_id, waitlist_entry.c.patient_id)
+
+# A time freed by a cancellation or a reschedule, offered in rounds. One row per freed
+# appointment (`source_appointment_id` unique), so the cancellation and the reschedule
+# event of one move open it once.
+waitlist_slot = Table(
+    "waitlist_slot",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("appointment_type_id", String(64), nullable=False),
+    Column("start_at", DateTime(timezone=True), nullable=False),
+    Column("end_at", DateTime(timezone=True), nullable=False),
+    Column("source_appointment_id", String(64), nullable=False, unique=True),
+    Column("source_patient_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("filled_by_entry_id", String(64), nullable=True),
+    Column("appointment_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+waitlist_offer = Table(
+    "waitlist_offer",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("slot_id", String(64), ForeignKey("waitlist_slot.id"), nullable=False),
+    Column("entry_id", String(64), ForeignKey("waitlist_entry.id"), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_waitlist_offer_slot", waitlist_offer.c.slot_id, waitlist_offer.c.status)
+Index("ix_waitlist_offer_entry", waitlist_offer.c.entry_id, waitlist_offer.c.status)

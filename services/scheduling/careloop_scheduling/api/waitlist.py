@@ -1,0 +1,280 @@
+"""Add, list and remove waitlist entries.
+
+Staff put a patient on a location's waitlist for an appointment type (optionally one
+provider), with the dates the patient can come and, if they like, the weekdays and
+parts of the day; an entry may name the patient's existing appointment, which a freed
+earlier time then replaces. Patients add, list and remove their own (self-scheduling).
+Object checks and audit follow the appointments: an entry ties a patient to a kind of
+visit at a location, so every access is audited under the `clinical` PHI category;
+staff reach entries of locations in their scope, a patient only its own, another
+tenant's entry is a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.auth import ALL_LOCATIONS
+from careloop_kit.auth.permissions import CLINICAL
+from careloop_kit.problems import Conflict, Forbidden, NotFound
+from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_scheduling.api.catalog import zone_of
+from careloop_scheduling.api.common import (
+    Booker,
+    InvalidScheduling,
+    Reader,
+    RepoDep,
+    load_provider,
+    load_type,
+)
+from careloop_scheduling.domain.appointment import AppointmentStatus
+from careloop_scheduling.domain.waitlist import (
+    ACTIVE_ENTRY_STATUSES,
+    EntryStatus,
+    OfferStatus,
+    PartOfDay,
+    WaitlistEntry,
+    validate_window,
+)
+from careloop_scheduling.handlers.waitlist import waitlist_work
+from careloop_scheduling.store.repository import new_id
+
+router = APIRouter(prefix="/waitlist", tags=["waitlist"])
+
+RESOURCE = "WaitlistEntry"
+PHI = [CLINICAL]
+MAX_PAGE = 200
+
+IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+
+class WaitlistEntryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: IdStr
+    location_id: IdStr
+    appointment_type_id: IdStr
+    provider_id: IdStr | None = Field(None, description="Only this provider; default: any.")
+    earliest_date: date = Field(description="First local date the patient can come.")
+    latest_date: date = Field(description="Last local date the patient can come.")
+    weekdays: list[int] | None = Field(
+        None, max_length=7, description="Local weekdays the patient can come, 0 Monday .. 6."
+    )
+    parts_of_day: list[PartOfDay] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="morning (before 12:00), afternoon (12:00-17:00), evening (from 17:00).",
+    )
+    appointment_id: IdStr | None = Field(
+        None,
+        description="The patient's booked appointment to move if an earlier time frees up "
+        "(same location and type).",
+    )
+
+
+class WaitlistEntryRead(BaseModel):
+    id: str
+    org_id: str
+    patient_id: str
+    location_id: str
+    appointment_type_id: str
+    provider_id: str | None
+    earliest_date: date
+    latest_date: date
+    weekdays: list[int] | None
+    parts_of_day: list[PartOfDay] | None
+    appointment_id: str | None
+    status: EntryStatus
+    booked_appointment_id: str | None
+    position: int = Field(description="Waitlist order: lower was added first.")
+    created_at: datetime
+
+
+class WaitlistPage(BaseModel):
+    items: list[WaitlistEntryRead]
+    count: int
+
+
+def entry_read(e: WaitlistEntry) -> WaitlistEntryRead:
+    return WaitlistEntryRead(
+        id=e.id,
+        org_id=e.org_id,
+        patient_id=e.patient_id,
+        location_id=e.location_id,
+        appointment_type_id=e.appointment_type_id,
+        provider_id=e.provider_id,
+        earliest_date=e.earliest_date,
+        latest_date=e.latest_date,
+        weekdays=None if e.weekdays is None else list(e.weekdays),
+        parts_of_day=None if e.parts_of_day is None else list(e.parts_of_day),
+        appointment_id=e.appointment_id,
+        status=e.status,
+        booked_appointment_id=e.booked_appointment_id,
+        position=e.position,
+        created_at=e.created_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=WaitlistEntryRead)
+async def add_entry(
+    body: WaitlistEntryCreate,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> WaitlistEntryRead:
+    """Put a patient on a location's waitlist for an appointment type."""
+    entry = AuditEntry(
+        action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        principal.can_access_patient(body.patient_id, body.location_id)
+        org_id = principal.org_id
+        kind = await load_type(repo, org_id, body.appointment_type_id)
+        if not kind.active:
+            raise InvalidScheduling(f"Appointment type {kind.id} is retired.")
+        zone = await zone_of(repo, org_id, body.location_id)
+        if body.provider_id is not None:
+            provider = await load_provider(repo, org_id, body.provider_id)
+            if not provider.works_at(body.location_id):
+                raise InvalidScheduling(
+                    f"Provider {provider.id} does not work at {body.location_id}."
+                )
+        today = runtime.clock.now().astimezone(ZoneInfo(zone)).date()
+        why = validate_window(body.earliest_date, body.latest_date, body.weekdays, today=today)
+        if why is not None:
+            raise InvalidScheduling(why)
+        if body.appointment_id is not None:
+            current = await repo.get_appointment(org_id, body.appointment_id)
+            if current is None or current.patient_id != body.patient_id:
+                raise NotFound(f"No appointment {body.appointment_id} of this patient.")
+            if current.status not in (AppointmentStatus.BOOKED, AppointmentStatus.PROPOSED):
+                raise Conflict(
+                    "Only a booked appointment can be moved earlier.",
+                    current_status=current.status.value,
+                )
+            if (current.location_id, current.appointment_type_id) != (
+                body.location_id,
+                body.appointment_type_id,
+            ):
+                raise InvalidScheduling(
+                    "The appointment to move must be of the same location and type."
+                )
+        if await repo.active_entry_exists(
+            org_id, body.patient_id, body.location_id, body.appointment_type_id
+        ):
+            raise Conflict("The patient is already on this waitlist.")
+        created = await repo.add_waitlist_entry(
+            WaitlistEntry(
+                id=new_id(),
+                org_id=org_id,
+                patient_id=body.patient_id,
+                location_id=body.location_id,
+                appointment_type_id=body.appointment_type_id,
+                earliest_date=body.earliest_date,
+                latest_date=body.latest_date,
+                created_at=runtime.clock.now(),
+                provider_id=body.provider_id,
+                weekdays=None if body.weekdays is None else tuple(sorted(set(body.weekdays))),
+                parts_of_day=None if body.parts_of_day is None else tuple(body.parts_of_day),
+                appointment_id=body.appointment_id,
+            ),
+            runtime.clock.now(),
+        )
+        entry.resource_id = created.id
+    return entry_read(created)
+
+
+@router.get("", response_model=WaitlistPage)
+async def list_entries(
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+    patient_id: str | None = None,
+    location_id: str | None = None,
+    status_: Annotated[list[EntryStatus] | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> WaitlistPage:
+    """List waitlist entries in waitlist order (default: waiting and offered), within
+    the caller's locations (a patient account: its own entries only)."""
+    used = [
+        k
+        for k, v in (("patient_id", patient_id), ("location_id", location_id), ("status", status_))
+        if v is not None
+    ]
+    entry = AuditEntry(
+        action="query",
+        resource_type=RESOURCE,
+        phi_categories=PHI,
+        query_fingerprint=fingerprint_query(used),
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+        locations: tuple[str, ...] | None = None
+        if principal.is_patient:
+            if patient_id is not None and patient_id != principal.patient_id:
+                raise Forbidden("A patient account may only access its own record.")
+            patient_id = principal.patient_id or "-"
+        elif ALL_LOCATIONS not in principal.locations:
+            locations = tuple(principal.locations)
+        found = await repo.list_waitlist_entries(
+            principal.org_id,
+            patient_id=patient_id,
+            location_id=location_id,
+            locations=locations,
+            statuses=status_ or ACTIVE_ENTRY_STATUSES,
+            limit=limit,
+        )
+        found = [e for e in found if principal.allows_patient(e.patient_id, e.location_id)]
+        # The trail must say whose entries a query disclosed.
+        patients = list(dict.fromkeys(e.patient_id for e in found))
+        if patients:
+            entry.patient_id = patients[0]
+            entry.extra_patient_ids = patients[1:]
+    return WaitlistPage(items=[entry_read(e) for e in found], count=len(found))
+
+
+@router.delete("/{entry_id}", response_model=WaitlistEntryRead)
+async def remove_entry(
+    entry_id: str,
+    request: Request,
+    principal: Booker,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    repo: RepoDep,
+) -> WaitlistEntryRead:
+    """Take an entry off the waitlist; its open offer, if any, is withdrawn."""
+    audit = AuditEntry(
+        action="delete", resource_type=RESOURCE, phi_categories=PHI, resource_id=entry_id
+    )
+    async with recorder_of(runtime).scope(session, principal, audit, **request_meta(request)):
+        found = await repo.get_waitlist_entry(principal.org_id, entry_id, for_update=True)
+        if found is None:
+            raise NotFound(f"No waitlist entry {entry_id} in this organization.")
+        audit.patient_id = found.patient_id
+        principal.can_access_patient(found.patient_id, found.location_id)
+        if found.status not in ACTIVE_ENTRY_STATUSES:
+            raise Conflict(
+                f"The entry is {found.status}, no longer on the list.",
+                current_status=found.status.value,
+            )
+        now = runtime.clock.now()
+        work = waitlist_work(runtime, session, None)
+        for offer in await repo.open_offers_of_entry(found.org_id, found.id):
+            slot = await repo.get_freed_slot(found.org_id, offer.slot_id)
+            where = await repo.get_location(found.org_id, found.location_id)
+            if slot is not None and where is not None:
+                await work.close_offers([offer], OfferStatus.WITHDRAWN, slot, where)
+        await repo.set_entry_status(found.org_id, [found.id], EntryStatus.REMOVED, now)
+        removed = await repo.get_waitlist_entry(found.org_id, found.id)
+    assert removed is not None
+    return entry_read(removed)

@@ -1,0 +1,245 @@
+"""The waitlist end to end (issue 4), every service real:
+
+two patients wait for an earlier visit; staff cancel a booked appointment ->
+`appointment.cancelled` -> scheduling's waitlist consumer offers the freed time to both
+(`waitlist.slot_offered`) -> messaging reads each patient's contact data from patients
+and texts them (Twilio double). The first answers `Y` over the signed inbound webhook ->
+`reply.received.v2` (accept) -> scheduling books the time for them and closes the other
+offer (`waitlist.offer_closed`, taken) -> messaging tells the second patient the time is
+gone. No SMS carries a name, birth date, provider or visit type; every step is audited.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import careloop_scheduling
+from careloop_kit.clock import FrozenClock
+from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.testing.apps import running_app
+from careloop_messaging.channels.sms import SIGNATURE_HEADER, compute_signature
+from careloop_scheduling.app import create_app as create_scheduling
+from careloop_scheduling.settings import SchedulingSettings
+
+from .test_messaging_reminders import (
+    BIRTH_DATE,
+    FAMILY,
+    GIVEN,
+    PHI_MARKERS,
+    PROVIDER_NAME,
+    VISIT_TYPE,
+    Chain,
+    admin_of_new_org,
+    eventually,
+)
+from .test_messaging_reminders import chain as chain
+from .test_two_way_confirmation import audit_records, eventually_async
+
+pytestmark = pytest.mark.e2e
+
+ZONE = ZoneInfo("America/Chicago")
+FIRST_PHONE, SECOND_PHONE = "+15550100801", "+15550100802"
+
+
+async def register(chain: Chain, admin: dict[str, str], phone: str) -> str:
+    """A patient who takes texts, with the synthetic name and birth date the scan
+    looks for."""
+    created = await chain.patients.post(
+        "/patients",
+        json={
+            "location_id": "loc-north",
+            "name": {"family": FAMILY, "given": [GIVEN]},
+            "birth_date": BIRTH_DATE,
+            "sex": "female",
+            "phones": [phone],
+            "emails": [f"{uuid.uuid4().hex[:8]}@example.org"],
+            "preferred_language": "en",
+            "preferences": {"allowed_channels": ["sms"], "preferred_channel": "sms"},
+        },
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def reply(chain: Chain, phone: str, body: str) -> None:
+    """A patient's SMS, as Twilio posts it to the inbound webhook (signed)."""
+    url = f"{chain.messaging.base_url}".rstrip("/") + "/webhooks/twilio/inbound"
+    form = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": chain.double.account_sid,
+        "From": phone,
+        "To": "+15550009999",
+        "Body": body,
+    }
+    signature = compute_signature(chain.double.auth_token, url, form)
+    response = await chain.messaging.post(
+        "/webhooks/twilio/inbound", data=form, headers={SIGNATURE_HEADER: signature}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_freed_time_goes_to_the_first_patient_who_answers_y(
+    chain: Chain, make_database: Callable[[str], Any]
+) -> None:
+    _org_id, admin = await admin_of_new_org(chain.identity_url)
+    leaving = await register(chain, admin, "+15550100800")
+    first = await register(chain, admin, FIRST_PHONE)
+    second = await register(chain, admin, SECOND_PHONE)
+    dsn = await make_database("scheduling")
+    await upgrade_async(Path(careloop_scheduling.__file__).parent / "migrations", dsn)
+    settings = chain.messaging_settings
+    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
+    app = create_scheduling(
+        SchedulingSettings(
+            environment="test",
+            database_url=dsn,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            vault_addr=settings.vault_addr,
+            vault_token=chain.vault_tokens["scheduling"],
+            topic_prefix=settings.topic_prefix,
+            auth_jwks_url=f"{chain.identity_url}/.well-known/jwks.json",
+            reminder_poll_interval_s=3600,
+            log_json=False,
+        ),
+        clock=clock,
+    )
+    async with running_app(app) as scheduling:
+        day = (clock.now() + timedelta(days=5)).astimezone(ZONE).date()
+        put = await scheduling.put(
+            "/locations/loc-north",
+            json={"time_zone": ZONE.key, "display_name": "Bayview Family Practice"},
+            headers=admin,
+        )
+        assert put.status_code == 200, put.text
+        provider = await scheduling.post(
+            "/providers",
+            json={"display_name": PROVIDER_NAME, "location_ids": ["loc-north"]},
+            headers=admin,
+        )
+        kind = await scheduling.post(
+            "/appointment-types",
+            json={"name": VISIT_TYPE, "duration_minutes": 30, "patient_kind": "established"},
+            headers=admin,
+        )
+        assert provider.status_code == kind.status_code == 201
+        window = await scheduling.post(
+            f"/providers/{provider.json()['id']}/availability",
+            json={
+                "location_id": "loc-north",
+                "weekday": day.weekday(),
+                "start": "09:00",
+                "end": "17:00",
+            },
+            headers=admin,
+        )
+        assert window.status_code == 201, window.text
+        start = datetime.combine(day, datetime.min.time().replace(hour=10), ZONE)
+        booked = await scheduling.post(
+            "/appointments",
+            json={
+                "patient_id": leaving,
+                "provider_id": provider.json()["id"],
+                "appointment_type_id": kind.json()["id"],
+                "location_id": "loc-north",
+                "start_at": start.astimezone(UTC).isoformat(),
+            },
+            headers=admin,
+        )
+        assert booked.status_code == 201, booked.text
+        entries = []
+        for patient in (first, second):
+            entry = await scheduling.post(
+                "/waitlist",
+                json={
+                    "patient_id": patient,
+                    "location_id": "loc-north",
+                    "appointment_type_id": kind.json()["id"],
+                    "earliest_date": clock.now().astimezone(ZONE).date().isoformat(),
+                    "latest_date": (day + timedelta(days=14)).isoformat(),
+                },
+                headers=admin,
+            )
+            assert entry.status_code == 201, entry.text
+            entries.append(entry.json())
+
+        cancelled = await scheduling.post(
+            f"/appointments/{booked.json()['id']}/cancel", json={}, headers=admin
+        )
+        assert cancelled.status_code == 200, cancelled.text
+
+        # Both waitlisted patients are offered the time by text.
+        await eventually(lambda: len(chain.double.messages) == 2)
+        offers = {m.to: m.body for m in chain.double.messages}
+        assert set(offers) == {FIRST_PHONE, SECOND_PHONE}
+        for body in offers.values():
+            assert body.startswith("Bayview Family Practice: an earlier time opened up:")
+            assert "10:00 AM" in body
+            assert "Reply Y to take it" in body
+
+        await reply(chain, FIRST_PHONE, "Y")
+
+        async def appointments_of(patient: str) -> list[dict[str, Any]]:
+            response = await scheduling.get(
+                "/appointments", params={"patient_id": patient}, headers=admin
+            )
+            assert response.status_code == 200, response.text
+            items: list[dict[str, Any]] = response.json()["items"]
+            return items
+
+        (mine,) = await eventually_async(lambda: appointments_of(first), bool)
+        assert (mine["status"], mine["start_at"]) == ("booked", booked.json()["start_at"])
+        assert mine["provider_id"] == provider.json()["id"]
+
+        # The second patient is told the time is gone; nobody else gets a message.
+        await eventually(lambda: len(chain.double.messages) == 3)
+        gone = chain.double.messages[2]
+        assert gone.to == SECOND_PHONE
+        assert "opening is no longer available" in gone.body
+        assert "10:00 AM" in gone.body
+        assert await appointments_of(second) == []
+        # A YES from the second patient now answers the "gone" message, not the offer:
+        # it keeps its carrier meaning (START, a consent record) and books nothing.
+        await reply(chain, SECOND_PHONE, "yes")
+        await eventually_async(
+            lambda: audit_records(chain, "messaging"),
+            lambda records: any(r["resource_type"] == "Consent" for r in records),
+        )
+        assert await appointments_of(second) == []
+        assert len(chain.double.messages) == 3
+        scheduling_audit = await audit_records(chain, "scheduling")
+
+        waitlist = await scheduling.get(
+            "/waitlist", params={"status": ["booked", "waiting"]}, headers=admin
+        )
+        statuses = {e["patient_id"]: e["status"] for e in waitlist.json()["items"]}
+        assert statuses == {first: "booked", second: "waiting"}
+
+    # The trail: the staff who added the entries and cancelled, the offers made by the
+    # waitlist, the booking made for the first patient (the patient as actor), both
+    # patients' replies in messaging.
+    created = [
+        r
+        for r in scheduling_audit
+        if r["resource_type"] == "WaitlistEntry" and r["action"] == "create"
+    ]
+    assert {r["patient_id"] for r in created} == {first, second}
+    offered = [r for r in scheduling_audit if r["actor_id"] == "scheduling-waitlist"]
+    assert {r["patient_id"] for r in offered} == {first, second}
+    by_first = [r for r in scheduling_audit if r["actor_id"] == first]
+    assert [(r["action"], r["resource_id"]) for r in by_first] == [("create", mine["id"])]
+    messaging_audit = await audit_records(chain, "messaging")
+    answers = [r for r in messaging_audit if r["resource_type"] == "Communication"]
+    assert [r["actor_id"] for r in answers] == [first]
+
+    for message in chain.double.messages:
+        for marker in (*PHI_MARKERS, FAMILY, GIVEN, BIRTH_DATE):
+            assert marker.lower() not in message.body.lower(), f"{marker!r} leaked"
