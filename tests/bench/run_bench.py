@@ -28,13 +28,15 @@ Measurements:
    workers as in production); the Twilio double runs in this process on a real port.
    Untimed seeding: P patients registered through the patients API (SMS only), then in
    scheduling's database one location, provider and type, N booked appointments spread
-   over the P patients and one ``reminder`` timer each, due now (``Timers.schedule``),
-   before scheduling starts. Measured: from the first timer fired by scheduling's
-   ``TimerWorker`` (``ReminderDue`` into the outbox, relayed to Kafka) through messaging's
-   consumer (contact data from patients with messaging's service token, one message row
-   per touch) and its delivery worker (template rendered, sent through the Twilio client)
-   until the double has answered 201 to all N; stage rates come from the services' own
-   timestamps. Then the same N records of a ``ReminderDue``'s size through plain aiokafka.
+   over the P patients and one ``reminder`` timer each, due now (the columns
+   ``Timers.schedule`` writes), before scheduling starts. Measured: from the first timer
+   fired by scheduling's ``TimerWorker`` (batches of due timers, ``ReminderDue`` into the
+   outbox, relayed to Kafka) through messaging's consumer (contact data read ahead per
+   batch from patients with messaging's service token, one message row per touch) and
+   its delivery worker (template rendered, sent through the Twilio client, several at a
+   time) until the double has answered 201 to all N; stage rates come from the services'
+   own timestamps. Then the same N records of a ``ReminderDue``'s size through plain
+   aiokafka.
 """
 
 from __future__ import annotations
@@ -94,7 +96,6 @@ from careloop_kit.bus.outbox import Outbox, OutboxRelay
 from careloop_kit.clock import SystemClock
 from careloop_kit.db import PlatformTables, add_platform_tables, make_engine, make_sessionmaker
 from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.db.timers import Timers
 from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
 from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
 from careloop_kit.infra.ports import free_port
@@ -1054,10 +1055,9 @@ async def seed_reminder_timers(
     """Seed scheduling's database: one location, provider and type, ``n`` booked
     appointments (round-robin over the patients, 10 minutes apart from tomorrow on, so the
     no-double-booking constraint holds) and one `reminder` timer per appointment, due now,
-    scheduled with the kit's `Timers.schedule`. Scheduling is not running yet."""
+    with the columns the kit's `Timers.schedule` writes. Scheduling is not running yet."""
     engine = make_engine(dsn)
     sessionmaker = make_sessionmaker(engine)
-    timers = Timers(scheduling_tables.platform)
     now = datetime.now(UTC)
     first_start = (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     provider_id = new_id("prov")
@@ -1111,20 +1111,25 @@ async def seed_reminder_timers(
                 )
             async with sessionmaker() as session, session.begin():
                 await session.execute(scheduling_tables.appointment.insert(), rows)
-                for row in rows:
-                    key = f"{row['id']}:1_day_before"
-                    await timers.schedule(
-                        session,
-                        REMINDER_TIMER_KIND,
-                        now,
-                        {
+                # The columns the kit's `Timers.schedule` writes, in one multi-row insert
+                # per chunk: 100,000 single inserts made the (untimed) seeding take
+                # minutes.
+                timer_rows = [
+                    {
+                        "kind": REMINDER_TIMER_KIND,
+                        "due_at": now,
+                        "payload": {
                             "org_id": org_id,
                             "appointment_id": row["id"],
                             "touch": "1_day_before",
-                            "touch_key": key,
+                            "touch_key": f"{row['id']}:1_day_before",
                         },
-                        dedup_key=key,
-                    )
+                        "dedup_key": f"{row['id']}:1_day_before",
+                        "created_at": now,
+                    }
+                    for row in rows
+                ]
+                await session.execute(scheduling_tables.platform.timer.insert(), timer_rows)
             done += size
             progress.update(task, completed=done)
     finally:

@@ -75,8 +75,9 @@ class MessagingSettings(KitSettings):
         ),
     )
     secure_link_base: str = Field(
-        "http://127.0.0.1:8100/portal/m",
-        description="Base of the opaque link put in messages (`<base>/<token>`).",
+        "http://127.0.0.1:8100/api/v1/messaging/links",
+        description="Public base of the secure one-time link put in messages "
+        "(`<base>/<token>`): the gateway's route to messaging's `/links`.",
     )
     default_country_code: str = Field(
         "1", description="Calling code for phone numbers stored without one (E.164)."

@@ -15,8 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from careloop_contracts import WaitlistSlotOffered
 from careloop_kit.testing.apps import running_app
 from careloop_messaging.app import create_app
+from careloop_messaging.domain.outreach import local_date_and_time
 from careloop_messaging.store.repository import SecureLinks
 from careloop_messaging.store.tables import message, platform
 from careloop_messaging.testing.rig import publish, reminder_due, reschedule_offered
@@ -24,6 +26,7 @@ from careloop_messaging.testing.rig import publish, reminder_due, reschedule_off
 from .test_service import E164, PHONE, Rig, new_id, sms_patient
 from .test_service import mail as mail
 from .test_service import rig as rig
+from .test_waitlist_messages import offer_closed, slot_offered
 
 pytestmark = pytest.mark.service
 
@@ -146,9 +149,12 @@ async def test_the_page_shows_the_visit_and_the_actions_and_never_acts(rig: Rig)
         assert f'name="action" value="{action}"' in html
     assert_no_contact_data(html, row)
     assert as_json.json() == {
+        "kind": "appointment",
         "practice_name": "Bayview Family Practice",
         "appointment_date": "Tue Mar 4",
         "appointment_time": "9:30 AM",
+        "offer_expires_date": None,
+        "offer_expires_time": None,
         "state": "scheduled",
         "actions": ["confirm", "reschedule", "cancel"],
         "options": [],
@@ -405,3 +411,195 @@ async def test_the_service_refuses_to_start_without_its_link_key(rig: Rig) -> No
     with pytest.raises(Exception, match="link-key-missing"):
         async with running_app(app):
             pass
+
+
+# --- waitlist messages --------------------------------------------------------------
+
+
+async def send_waitlist_offer(
+    rig: Rig, **changes: Any
+) -> tuple[WaitlistSlotOffered, dict[str, Any], str]:
+    """A waitlist offer through the pipeline: (the event, its sent row, the token in the SMS)."""
+    patient = new_id("pat")
+    rig.contacts.patients[patient] = sms_patient()
+    offered = slot_offered(rig, patient, new_id("offer"), **changes)
+    await publish(rig.settings, offered)
+    (row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "sent",
+        touch_key=f"{offered.offer_id}:waitlist_offer",
+    )
+    return offered, row, token_in(rig, row)
+
+
+async def test_a_waitlist_offer_link_shows_the_time_and_takes_it_once(rig: Rig) -> None:
+    offered, row, token = await send_waitlist_offer(rig)
+    expires_day, expires_time = local_date_and_time(offered.expires_at, "America/New_York", "en")
+
+    page = await rig.http.get(f"/links/{token}")
+    as_json = await rig.http.get(f"/links/{token}", headers=JSON)
+    taken = await rig.http.post(f"/links/{token}", data={"action": "accept"})
+    second = await rig.http.post(f"/links/{token}", json={"action": "accept"}, headers=JSON)
+    after = await rig.http.get(f"/links/{token}", headers=JSON)
+
+    assert page.status_code == 200, page.text
+    assert "Bayview Family Practice" in page.text
+    # 17:30 UTC on 5 March 2031 is 12:30 in New York.
+    assert "Wed Mar 5" in page.text
+    assert "12:30 PM" in page.text
+    assert f"until {expires_day} at {expires_time}" in page.text
+    assert "Take this time" in page.text
+    assert re.findall(r'name="action" value="(\w+)"', page.text) == ["accept"]
+    assert_no_contact_data(page.text, row)
+    assert offered.offer_id not in page.text
+    assert as_json.json() == {
+        "kind": "waitlist_offer",
+        "practice_name": "Bayview Family Practice",
+        "appointment_date": "Wed Mar 5",
+        "appointment_time": "12:30 PM",
+        "offer_expires_date": expires_day,
+        "offer_expires_time": expires_time,
+        "state": "offered",
+        "actions": ["accept"],
+        "options": [],
+        "done": None,
+        "next_step": None,
+    }
+
+    assert taken.status_code == 200, taken.text
+    assert "a confirmation text will follow" in taken.text
+    assert "If the time is still free" in taken.text
+    assert 'name="action"' not in taken.text
+    assert_no_contact_data(taken.text, row)
+    assert second.status_code == 409
+    assert second.json()["type"].endswith("/link-used")
+    assert second.json()["done"]["action"] == "accept"
+    assert (after.json()["state"], after.json()["actions"]) == ("accept_requested", [])
+
+    stored = await row_of(rig, row["id"])
+    assert (stored["link_action"], stored["link_choice"]) == ("accept", None)
+    (reply,) = await staged(rig, REPLY_V2)
+    assert {
+        k: reply[k]
+        for k in ("org_id", "patient_id", "message_id", "appointment_id", "offer_id", "choice")
+    } == {
+        "org_id": rig.org_id,
+        "patient_id": offered.patient_id,
+        "message_id": row["id"],
+        "appointment_id": None,
+        "offer_id": offered.offer_id,
+        "choice": None,
+    }
+    assert (reply["intent"], reply["via"]) == ("accept", "link")
+    assert E164 not in json.dumps(reply)
+    # Views and the action are audited as the patient's, with string resource ids.
+    audits = await staged(rig, AUDIT)
+    reads = [a for a in audits if a["resource_id"] == row["id"] and a["action"] == "read"]
+    (created,) = [a for a in audits if a["resource_id"] == reply["reply_id"]]
+    assert len(reads) == 3
+    for entry in (*reads, created):
+        assert (entry["actor_type"], entry["actor_id"]) == ("patient", offered.patient_id)
+        assert entry["patient_id"] == offered.patient_id
+        assert isinstance(entry["resource_id"], str)
+    assert (created["action"], created["outcome_detail"]) == ("create", "accept by secure link")
+    events = await rig.wait_events(lambda es: any(e["type"] == REPLY_V2 for e in es))
+    (published,) = [e for e in events if e["type"] == REPLY_V2]
+    assert (published["offer_id"], published["via"]) == (offered.offer_id, "link")
+
+
+async def test_a_waitlist_offer_link_refuses_every_other_action(rig: Rig) -> None:
+    _, row, token = await send_waitlist_offer(rig)
+    _, reminder_token = await send_reminder(rig)
+
+    refused = [
+        await rig.http.post(f"/links/{token}", json=body, headers=JSON)
+        for body in (
+            {"action": "confirm"},
+            {"action": "cancel"},
+            {"action": "reschedule"},
+            {"action": "choose", "choice": 1},
+        )
+    ]
+    accept_on_a_reminder = await rig.http.post(
+        f"/links/{reminder_token}", json={"action": "accept"}, headers=JSON
+    )
+
+    assert [r.status_code for r in refused] == [422] * 4
+    assert all(r.headers["content-type"] == "application/problem+json" for r in refused)
+    assert refused[0].json()["detail"] == "This link can: accept."
+    assert accept_on_a_reminder.status_code == 422
+    assert await staged(rig, REPLY_V2) == []
+    assert (await row_of(rig, row["id"]))["link_used_at"] is None
+
+
+async def test_a_waitlist_offer_link_expires_with_the_offer_or_the_time(rig: Rig) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    lapsed, lapsed_row, lapsed_token = await send_waitlist_offer(rig)
+    started, started_row, started_token = await send_waitlist_offer(rig)
+    async with rig.runtime.sessionmaker() as session, session.begin():
+        # One offer lapsed after it was sent; the other's time started while its offer
+        # still ran (an expiry is never meant to pass the start, but the start wins).
+        await session.execute(
+            update(message).where(message.c.id == lapsed_row["id"]).values(offer_expires_at=past)
+        )
+        await session.execute(
+            update(message).where(message.c.id == started_row["id"]).values(start_at=past)
+        )
+
+    answers = [
+        await rig.http.get(f"/links/{lapsed_token}"),
+        await rig.http.get(f"/links/{lapsed_token}", headers=JSON),
+        await rig.http.post(f"/links/{lapsed_token}", data={"action": "accept"}),
+        await rig.http.get(f"/links/{started_token}", headers=JSON),
+        await rig.http.post(f"/links/{started_token}", json={"action": "accept"}, headers=JSON),
+    ]
+
+    assert [a.status_code for a in answers] == [410] * 5
+    assert "the offered time can no longer be taken" in answers[0].text
+    assert answers[1].json()["type"].endswith("/link-expired")
+    assert await staged(rig, REPLY_V2) == []
+    assert (await row_of(rig, lapsed_row["id"]))["link_used_at"] is None
+    assert lapsed.offer_id != started.offer_id
+
+
+async def test_a_closed_offer_links_say_the_time_is_gone_and_do_nothing(rig: Rig) -> None:
+    offered, offer_row, offer_token = await send_waitlist_offer(rig)
+    await publish(rig.settings, offer_closed(rig, offered, "taken"))
+    (gone_row,) = await rig.wait_rows(
+        lambda rs: bool(rs) and rs[0]["status"] == "sent",
+        touch_key=f"{offered.offer_id}:waitlist_closed",
+    )
+    gone_token = token_in(rig, gone_row)
+
+    gone_page = await rig.http.get(f"/links/{gone_token}")
+    gone_json = await rig.http.get(f"/links/{gone_token}", headers=JSON)
+    gone_post = await rig.http.post(f"/links/{gone_token}", json={"action": "accept"}, headers=JSON)
+    offer_page = await rig.http.get(f"/links/{offer_token}")
+    offer_json = await rig.http.get(f"/links/{offer_token}", headers=JSON)
+    offer_post = await rig.http.post(f"/links/{offer_token}", data={"action": "accept"})
+
+    for page in (gone_page, offer_page):
+        assert page.status_code == 200, page.text
+        assert "This time is no longer available" in page.text
+        assert "Wed Mar 5" in page.text
+        assert 'name="action"' not in page.text
+        # Nothing tells whether another patient took it or the practice withdrew it.
+        for word in ("taken", "another patient", "accepted", "booked"):
+            assert word not in page.text.lower()
+    for view, kind in ((gone_json, "waitlist_closed"), (offer_json, "waitlist_offer")):
+        body = view.json()
+        assert (body["kind"], body["state"], body["actions"], body["done"]) == (
+            kind,
+            "unavailable",
+            [],
+            None,
+        )
+    assert gone_json.json()["offer_expires_date"] is None
+    assert gone_post.status_code == 409
+    assert gone_post.json()["type"].endswith("/offer-closed")
+    assert "no longer available" in gone_post.json()["detail"]
+    assert offer_post.status_code == 409
+    assert "This time is no longer available" in offer_post.text
+    assert await staged(rig, REPLY_V2) == []
+    for row in (offer_row, gone_row):
+        assert (await row_of(rig, row["id"]))["link_used_at"] is None
+    assert_no_contact_data(gone_page.text, gone_row)

@@ -1,4 +1,5 @@
-"""Secure one-time links: the page behind the link in a reminder or a reschedule offer.
+"""Secure one-time links: the page behind the link in a reminder, a reschedule offer or a
+waitlist message.
 
 No bearer token by design: the patient taps a link in a text message. The token in the
 path is the credential (message id + HMAC under a key in Vault, see `SecureLinks`); a
@@ -11,6 +12,9 @@ which messages exist.
 - `POST /links/{token}` acts once: the first action spends the link in the same
   transaction (row locked) as its `reply.received.v2` event and audit record; any later
   POST is answered 409 with what was done.
+- A waitlist offer's link takes the offered time (`accept`, the same answer as a `Y`
+  text, with the offer id); scheduling decides whether it is still free. The "that time
+  is gone" message's link only says so. Neither row names an appointment.
 
 HTML for browsers (Jinja2 pages in `api/pages/`, autoescaped), JSON with
 `Accept: application/json`, errors as problem+json to JSON clients.
@@ -39,11 +43,14 @@ from careloop_kit.auth.permissions import CLINICAL, CONTACT
 from careloop_kit.problems import problem_response
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 from careloop_messaging.domain.outreach import (
+    WAITLIST_CLOSED_TOUCH,
     MessageStatus,
     local_date_and_time,
     message_kind,
+    offer_id_of,
     shown_options,
     valid_choice,
+    waitlist_touch_key,
 )
 from careloop_messaging.domain.templates import MessageKind
 from careloop_messaging.settings import MessagingSettings
@@ -57,8 +64,18 @@ MAX_BODY_BYTES = 2048
 # The page language: dates and times are formatted as in the English messages.
 PAGE_LANGUAGE = "en"
 
-Action = Literal["confirm", "reschedule", "cancel", "choose"]
-State = Literal["scheduled", "confirmed", "reschedule_requested", "rescheduled", "cancelled"]
+Action = Literal["confirm", "reschedule", "cancel", "choose", "accept"]
+State = Literal[
+    "scheduled",
+    "confirmed",
+    "reschedule_requested",
+    "rescheduled",
+    "cancelled",
+    "offered",
+    "accept_requested",
+    "unavailable",
+]
+LinkKind = Literal["appointment", "reschedule_offer", "waitlist_offer", "waitlist_closed"]
 
 _STATE_AFTER: dict[str, State] = {
     "confirm": "confirmed",
@@ -72,7 +89,23 @@ _ACTIONS: dict[MessageKind, tuple[Action, ...]] = {
     MessageKind.CONFIRMATION: ("confirm", "reschedule", "cancel"),
     MessageKind.REMINDER: ("confirm", "reschedule", "cancel"),
     MessageKind.RESCHEDULE_OFFER: ("choose", "cancel"),
+    MessageKind.WAITLIST_OFFER: ("accept",),
+    MessageKind.WAITLIST_CLOSED: (),
 }
+_WAITLIST_KINDS = frozenset({MessageKind.WAITLIST_OFFER, MessageKind.WAITLIST_CLOSED})
+_LINK_KINDS: dict[MessageKind, LinkKind] = {
+    MessageKind.CONFIRMATION: "appointment",
+    MessageKind.REMINDER: "appointment",
+    MessageKind.RESCHEDULE_OFFER: "reschedule_offer",
+    MessageKind.WAITLIST_OFFER: "waitlist_offer",
+    MessageKind.WAITLIST_CLOSED: "waitlist_closed",
+}
+# The same words whoever took the time (another patient, the practice) or whatever closed
+# the offer: the page tells this patient only that the time is gone, as the "gone" text does.
+_UNAVAILABLE = (
+    "This time is no longer available. You are still on our waitlist: we will let you "
+    "know when another time opens up."
+)
 # Headers of every page: the token in the URL must not leak through a Referer, a cache or
 # a search index, and the page runs no script and loads nothing.
 _PAGE_HEADERS = {
@@ -104,16 +137,31 @@ class LinkDone(BaseModel):
 class LinkRead(BaseModel):
     """What a secure link's page shows: only fields an SMS may carry."""
 
+    kind: LinkKind = Field(
+        description="What the message was: about an appointment (confirmation, reminder), "
+        "a reschedule offer, a waitlist offer, or the notice that a waitlist offer's time "
+        "is gone."
+    )
     practice_name: str = Field(
         description="The practice's display name; the neutral sender name for sensitive "
         "(behavioral health) locations."
     )
     appointment_date: str | None = Field(
-        description="Local date of the visit (location's zone); None for an offer, which "
-        "lists `options` instead."
+        description="Local date of the visit (location's zone), or of the time a waitlist "
+        "message is about; None for a reschedule offer, which lists `options` instead."
     )
     appointment_time: str | None = Field(description="Local time of the visit.")
-    state: State = Field(description="The appointment's state as far as messaging knows.")
+    offer_expires_date: str | None = Field(
+        None, description="Waitlist offers: the local date until which the time can be taken."
+    )
+    offer_expires_time: str | None = Field(
+        None, description="Waitlist offers: the local time until which the time can be taken."
+    )
+    state: State = Field(
+        description="As far as messaging knows: the appointment's state; for a waitlist "
+        "message `offered`, `accept_requested` (taken through this link, scheduling "
+        "confirms by message) or `unavailable` (the time is gone, whatever the reason)."
+    )
     actions: list[Action] = Field(description="What the link can still do (empty once used).")
     options: list[LinkOption] = Field(description="Offered times (reschedule offers only).")
     done: LinkDone | None = Field(description="What this link did, once used.")
@@ -164,6 +212,12 @@ def _next_step(action: str, choice_label: str | None) -> str:
             if choice_label
             else "We will send you a confirmation of the new time."
         )
+    if action == "accept":
+        return (
+            "Thank you: we received your answer. If the time is still free, it is booked "
+            "for you and a confirmation text will follow shortly. If another patient "
+            "answered first, we will let you know, and you stay on our waitlist."
+        )
     return (
         "Your cancellation has been sent to the practice. To book another time, contact "
         "the practice."
@@ -179,16 +233,73 @@ def _options(stored: StoredMessage) -> list[LinkOption]:
 
 
 def _expires_at(stored: StoredMessage) -> datetime:
-    """A reminder's link lapses when the visit starts, an offer's when the offer does."""
+    """A reminder's link lapses when the visit starts, an offer's when the offer does (a
+    waitlist offer's at the latest when its time starts)."""
+    if message_kind(stored.touch) in _WAITLIST_KINDS and stored.offer_expires_at is not None:
+        return min(stored.offer_expires_at, stored.start_at)
     return stored.offer_expires_at or stored.start_at
+
+
+def _practice_name(settings: MessagingSettings, stored: StoredMessage) -> str:
+    # As in the messages: a behavioral health practice's own name reveals the care.
+    return settings.neutral_sender_name if stored.sensitive_location else stored.practice_name
+
+
+def _waitlist_view(
+    settings: MessagingSettings, stored: StoredMessage, kind: MessageKind, *, closed: bool
+) -> LinkRead:
+    """A waitlist message's page: the offered time and, while the offer is open and the
+    link unused, the one action that takes it."""
+    day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
+    expires_day: str | None = None
+    expires_time: str | None = None
+    if kind is MessageKind.WAITLIST_OFFER:
+        expires_day, expires_time = local_date_and_time(
+            _expires_at(stored), stored.time_zone, PAGE_LANGUAGE
+        )
+    done: LinkDone | None = None
+    next_step: str | None = None
+    actions: list[Action] = []
+    state: State = "offered"
+    if stored.link_used_at is not None and stored.link_action is not None:
+        action: Action = stored.link_action  # type: ignore[assignment]
+        done = LinkDone(action=action, choice=None, at=stored.link_used_at)
+        next_step = _next_step(action, None)
+        state = "accept_requested"
+    elif not closed and kind is MessageKind.WAITLIST_OFFER:
+        actions = list(_ACTIONS[kind])
+    if closed or kind is MessageKind.WAITLIST_CLOSED:
+        state = "unavailable"
+        # Answered through this link, then closed (too late): the promise of a
+        # confirmation no longer holds.
+        next_step = _UNAVAILABLE if done is not None else None
+    return LinkRead(
+        kind=_LINK_KINDS[kind],
+        practice_name=_practice_name(settings, stored),
+        appointment_date=day,
+        appointment_time=time,
+        offer_expires_date=expires_day,
+        offer_expires_time=expires_time,
+        state=state,
+        actions=actions,
+        options=[],
+        done=done,
+        next_step=next_step,
+    )
 
 
 def _view(
     settings: MessagingSettings,
     stored: StoredMessage,
     latest: tuple[str, int | None, datetime] | None,
+    *,
+    closed: bool = False,
 ) -> LinkRead:
+    """What the page shows. `latest`: the last link action about the message's appointment;
+    `closed`: a waitlist offer is known to be gone."""
     kind = message_kind(stored.touch)
+    if kind in _WAITLIST_KINDS:
+        return _waitlist_view(settings, stored, kind, closed=closed)
     options = _options(stored) if kind is MessageKind.RESCHEDULE_OFFER else []
     state: State = _STATE_AFTER.get(latest[0], "scheduled") if latest else "scheduled"
     done: LinkDone | None = None
@@ -207,10 +318,8 @@ def _view(
     if kind is not MessageKind.RESCHEDULE_OFFER:
         day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
     return LinkRead(
-        # As in the messages: a behavioral health practice's own name reveals the care.
-        practice_name=(
-            settings.neutral_sender_name if stored.sensitive_location else stored.practice_name
-        ),
+        kind=_LINK_KINDS[kind],
+        practice_name=_practice_name(settings, stored),
         appointment_date=day,
         appointment_time=time,
         state=state,
@@ -227,7 +336,13 @@ def _page(
     html = (
         _pages()
         .get_template(template)
-        .render(view=view, detail=detail, offer=bool(view and view.options))
+        .render(
+            view=view,
+            detail=detail,
+            offer=bool(view and view.options),
+            waitlist=bool(view and view.kind in ("waitlist_offer", "waitlist_closed")),
+            unavailable=_UNAVAILABLE,
+        )
     )
     return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
 
@@ -266,13 +381,16 @@ def _not_found(request: Request) -> Response:
     )
 
 
-def _expired(request: Request) -> Response:
+def _expired(request: Request, stored: StoredMessage) -> Response:
+    waitlist = message_kind(stored.touch) in _WAITLIST_KINDS
     return _problem(
         request,
         410,
         "link-expired",
         "Link expired",
-        "This link has expired. To change your appointment, contact the practice.",
+        "This link has expired: the offered time can no longer be taken here."
+        if waitlist
+        else "This link has expired. To change your appointment, contact the practice.",
     )
 
 
@@ -292,9 +410,30 @@ async def _message(
         return None
     messages = Messages(session)
     stored = await (messages.get_for_update(message_id) if lock else messages.get(message_id))
-    if stored is None or stored.appointment_id is None or stored.status is MessageStatus.SKIPPED:
+    if stored is None or stored.status is MessageStatus.SKIPPED:
+        return None
+    if stored.appointment_id is None and message_kind(stored.touch) not in _WAITLIST_KINDS:
         return None
     return stored
+
+
+async def _current_view(
+    settings: MessagingSettings, session: AsyncSession, stored: StoredMessage
+) -> LinkRead:
+    """The page as messaging knows it now: the appointment's last link action, or for a
+    waitlist offer whether its "gone" message exists (any status: even unsent, it means
+    scheduling closed the offer as taken or answered too late)."""
+    messages = Messages(session)
+    kind = message_kind(stored.touch)
+    if kind is MessageKind.WAITLIST_OFFER:
+        gone = waitlist_touch_key(offer_id_of(stored.touch_key), WAITLIST_CLOSED_TOUCH)
+        return _view(settings, stored, None, closed=await messages.touch_exists(gone))
+    if kind is MessageKind.WAITLIST_CLOSED:
+        return _view(settings, stored, None, closed=True)
+    if stored.appointment_id is None:
+        raise ValueError(f"message {stored.id} opens no link: it names no appointment")
+    latest = await messages.latest_link_action(stored.org_id, stored.appointment_id)
+    return _view(settings, stored, latest)
 
 
 async def _audit(
@@ -326,7 +465,10 @@ async def _audit(
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": LinkRead, "content": {"text/html": {}}},
     404: {"description": "Unknown, forged or malformed token (problem+json or page)"},
-    410: {"description": "The visit has started or the offer lapsed (problem+json or page)"},
+    410: {
+        "description": "The visit (or the offered time) has started or the offer lapsed "
+        "(problem+json or page)"
+    },
 }
 
 
@@ -334,15 +476,14 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def read_link(
     token: str, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    """A secure link's page: the visit and what the link can do (public; never acts)."""
+    """A secure link's page: the visit or offered time and what the link can do (public;
+    never acts)."""
     stored = await _message(runtime, session, token, lock=False)
     if stored is None:
         return _not_found(request)
     if runtime.clock.now() >= _expires_at(stored):
-        return _expired(request)
-    assert stored.appointment_id is not None
-    latest = await Messages(session).latest_link_action(stored.org_id, stored.appointment_id)
-    view = _view(_settings(runtime), stored, latest)
+        return _expired(request, stored)
+    view = await _current_view(_settings(runtime), session, stored)
     await _audit(
         runtime,
         session,
@@ -389,7 +530,7 @@ async def _read_action(request: Request) -> LinkAction:
         # pydantic's ValidationError is a ValueError.
         raise _BadBody(
             422,
-            "Send `action` (confirm, reschedule, cancel or choose) and, "
+            "Send `action` (confirm, reschedule, cancel, choose or accept) and, "
             "for choose, `choice` (an offered option's number).",
         ) from exc
 
@@ -398,7 +539,10 @@ async def _read_action(request: Request) -> LinkAction:
     "/{token}",
     responses={
         **_RESPONSES,
-        409: {"description": "The link was already used (what was done is in `done`)"},
+        409: {
+            "description": "The link was already used (what was done is in `done`), the "
+            "appointment was already cancelled or moved, or the offered time is gone"
+        },
         413: {"description": "Body too large"},
         422: {"description": "Unknown action, or an option that was not offered"},
     },
@@ -406,17 +550,16 @@ async def _read_action(request: Request) -> LinkAction:
 async def act_on_link(
     token: str, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
-    """Act on a secure link once: confirm, ask for other times, cancel, or choose an
-    offered time (public; the token is the credential)."""
+    """Act on a secure link once: confirm, ask for other times, cancel, choose an offered
+    time, or take a waitlist offer's time (public; the token is the credential)."""
     stored = await _message(runtime, session, token, lock=True)
     if stored is None:
         return _not_found(request)
-    assert stored.appointment_id is not None
     messages = Messages(session)
     now = runtime.clock.now()
-    latest = await messages.latest_link_action(stored.org_id, stored.appointment_id)
+    settings = _settings(runtime)
+    view = await _current_view(settings, session, stored)
     if stored.link_used_at is not None:
-        view = _view(_settings(runtime), stored, latest)
         return _problem(
             request,
             409,
@@ -426,12 +569,15 @@ async def act_on_link(
             view=view,
         )
     if now >= _expires_at(stored):
-        return _expired(request)
+        return _expired(request, stored)
     try:
         posted = await _read_action(request)
     except _BadBody as bad:
         return _problem(request, bad.status, "invalid-link-action", "Invalid request", bad.detail)
-    view = _view(_settings(runtime), stored, latest)
+    if view.state == "unavailable":
+        return _problem(
+            request, 409, "offer-closed", "Time no longer available", _UNAVAILABLE, view=view
+        )
     if not view.actions:
         # Another link about the same appointment cancelled or moved it.
         return _problem(
@@ -455,6 +601,7 @@ async def act_on_link(
             + ("; choose takes the number of an offered time." if view.options else "."),
         )
     choice = posted.choice if posted.action == "choose" else None
+    waitlist_offer = message_kind(stored.touch) is MessageKind.WAITLIST_OFFER
     reply_id = str(uuid.uuid4())
     await messages.use_link(stored.id, action=posted.action, choice=choice, now=now)
     await runtime.outbox.add(
@@ -465,6 +612,7 @@ async def act_on_link(
             patient_id=stored.patient_id,
             message_id=stored.id,
             appointment_id=stored.appointment_id,
+            offer_id=offer_id_of(stored.touch_key) if waitlist_offer else None,
             intent=posted.action,
             choice=choice,
             via="link",
@@ -484,4 +632,4 @@ async def act_on_link(
         phi=CONTACT,
     )
     used = replace(stored, link_used_at=now, link_action=posted.action, link_choice=choice)
-    return _answer(request, _view(_settings(runtime), used, (posted.action, choice, now)))
+    return _answer(request, _view(settings, used, (posted.action, choice, now)))

@@ -178,7 +178,7 @@ async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) 
         raise Conflict("That slot was just taken; choose another one.") from exc
 
 
-async def _plan_timers(
+async def plan_reminder_timers(
     runtime: Runtime, session: AsyncSession, repo: SchedulingRepository, appt: Appointment
 ) -> None:
     """Schedule the new appointment's reminder timers and its no-show check in the
@@ -229,7 +229,7 @@ async def book_appointment(
         )
         entry.resource_id = appt.id
         await _insert(repo, appt, now)
-        await _plan_timers(runtime, session, repo, appt)
+        await plan_reminder_timers(runtime, session, repo, appt)
         await _publish(runtime, session, request, AppointmentBooked(**_snapshot(appt, now)))
     return appointment_read(appt)
 
@@ -565,7 +565,7 @@ async def reschedule_to(
     # starts from now (a confirmation of the new time, then the reminders before it)
     # and its no-show check follows the new start.
     await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
-    await _plan_timers(runtime, session, repo, booked)
+    await plan_reminder_timers(runtime, session, repo, booked)
     events: list[AppointmentEvent] = [
         AppointmentCancelled(**_snapshot(cancelled, now), rescheduled_to_id=booked.id),
         AppointmentBooked(**_snapshot(booked, now), rescheduled_from_id=cancelled.id),

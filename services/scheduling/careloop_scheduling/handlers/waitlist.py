@@ -56,8 +56,8 @@ from careloop_kit.db.timers import DueTimer, TimerHandler
 from careloop_kit.problems import ProblemError
 from careloop_kit.service import ConsumerSpec, Runtime
 from careloop_scheduling.api.appointments import (
-    _plan_timers,
     bookable_slot,
+    plan_reminder_timers,
     publish_change,
     reschedule_to,
 )
@@ -500,7 +500,7 @@ class Waitlist:
         # The same steps as `POST /appointments`: the constraint decides, then the
         # reminders and the no-show check, then the event.
         await repo.add_appointment(appt, now)
-        await _plan_timers(runtime, session, repo, appt)
+        await plan_reminder_timers(runtime, session, repo, appt)
         await publish_change(
             runtime,
             session,
