@@ -8,12 +8,13 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 
-.PHONY: help setup kafka-jars run test lint typecheck contracts unit service e2e bench clean
+.PHONY: help setup kafka-jars run test lint typecheck contracts unit service e2e bench bench-100k clean
 
 help:
 	@echo "make run    start the platform (Ctrl-C stops it)"
 	@echo "make test   install what is missing, then lint, type-check and run every test"
-	@echo "make bench  measure throughput and latency (see docs/benchmarks.md)"
+	@echo "make bench  measure throughput and latency, reminders for 20,000 appointments (about 12 min)"
+	@echo "make bench-100k  reminders for 100,000 appointments end to end (35-50 min on 2 cores)"
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -48,8 +49,15 @@ test: setup kafka-jars lint typecheck
 unit: setup
 	$(RUN) pytest -m unit
 
+# Sections 1-4 and the reminder chain at a size that keeps the run practical; the issue's
+# 100,000-appointment figure is its own target (docs/benchmarks.md).
+BENCH_APPOINTMENTS ?= 20000
+
 bench: setup kafka-jars
-	$(RUN) python tests/bench/run_bench.py
+	$(RUN) python tests/bench/run_bench.py --appointments $(BENCH_APPOINTMENTS)
+
+bench-100k: setup kafka-jars
+	$(RUN) python tests/bench/run_bench.py --only reminders --appointments 100000
 
 clean:
 	rm -rf .venv $(TOOLS) .careloop/kafka

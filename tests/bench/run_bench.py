@@ -5,8 +5,10 @@ infrastructure modules the test suite uses) in a temporary directory, measures, 
 table, writes ``.careloop/bench/results.json`` and stops everything it started.
 
     uv run python tests/bench/run_bench.py            # full run (sections 1-4: 2-3 minutes;
-                                                      # 5 with 100,000 appointments: hours
-                                                      # here, see docs/benchmarks.md)
+                                                      # 5 with 100,000 appointments: 35-50
+                                                      # minutes on 2 cores; `make bench`
+                                                      # runs 5 with 20,000, see
+                                                      # docs/benchmarks.md)
     uv run python tests/bench/run_bench.py --quick    # smaller numbers, for a smoke check
 
 Measurements:

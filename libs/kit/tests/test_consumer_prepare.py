@@ -178,7 +178,7 @@ async def test_prepare_runs_once_per_batch_with_the_prepared_events_only(rig: Ri
 
 async def test_handlers_sharing_a_prepare_get_one_call_per_batch(rig: Rig) -> None:
     await rig.publish(registered("p1"), updated("p2"))
-    both = {
+    both: dict[str, Handler] = {
         PatientRegistered.event_type: handlers(rig.lookups)[PatientRegistered.event_type],
         PatientUpdated.event_type: Prepared(
             handlers(rig.lookups)[PatientRegistered.event_type], rig.lookups.prepare

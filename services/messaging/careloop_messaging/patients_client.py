@@ -95,11 +95,13 @@ class HttpContactSource:
 
 
 class BatchContacts:
-    """Contacts read ahead for one batch; a patient not read ahead is read on demand.
+    """Contacts read ahead for the touches of one batch; anything else is read on demand.
 
-    `load` replaces what the previous batch left, so a handler never sees contact data
-    read for an earlier batch. A read that fails in `load` is left out: the handler then
-    reads it itself, and its failure takes the kit's retry and dead-letter path.
+    What `load` reads serves only the touches it was given, so a handler never sees
+    contact data read for another batch, and a touch `load` did not cover (an event
+    type without a `prepare`) gets a fresh read. `load` replaces what the previous batch
+    left. A read that fails in `load` is left out: the handler then reads it itself, and
+    its failure takes the kit's retry and dead-letter path.
     """
 
     def __init__(self, source: ContactSource, *, concurrency: int) -> None:
@@ -107,38 +109,44 @@ class BatchContacts:
             raise ValueError("concurrency must be at least 1")
         self._source = source
         self._concurrency = concurrency
-        self._loaded: dict[tuple[str, str], ContactData | None] = {}
+        self._loaded: dict[str, tuple[str, str, ContactData | None]] = {}
         self.reads = 0
 
     def clear(self) -> None:
         """Forget what was read ahead (a new batch begins)."""
         self._loaded = {}
 
-    async def load(self, patients: Iterable[tuple[str, str]]) -> None:
-        """Read the contacts of these (org id, patient id) pairs, each pair once."""
+    async def load(self, touches: Iterable[tuple[str, str, str]]) -> None:
+        """Read the contacts for these (touch key, org id, patient id), one read per
+        patient however many of the touches are theirs."""
         self.clear()
-        wanted = list(dict.fromkeys(patients))
-        if not wanted:
+        by_touch = {touch_key: (org_id, patient_id) for touch_key, org_id, patient_id in touches}
+        patients = list(dict.fromkeys(by_touch.values()))
+        if not patients:
             return
         gate = asyncio.Semaphore(self._concurrency)
-        loaded: dict[tuple[str, str], ContactData | None] = {}
+        read_ahead: dict[tuple[str, str], ContactData | None] = {}
 
         async def read(key: tuple[str, str]) -> None:
             async with gate:
                 try:
-                    loaded[key] = await self._source.contact(*key)
+                    read_ahead[key] = await self._source.contact(*key)
                 except PatientsUnavailable as exc:
                     log.warning("reading contacts ahead failed, read on demand: %s", exc)
                 else:
                     self.reads += 1
 
-        await asyncio.gather(*(read(key) for key in wanted))
-        self._loaded = loaded
+        await asyncio.gather(*(read(key) for key in patients))
+        self._loaded = {
+            touch_key: (*key, read_ahead[key])
+            for touch_key, key in by_touch.items()
+            if key in read_ahead
+        }
 
-    async def contact(self, org_id: str, patient_id: str) -> ContactData | None:
-        """The contact read ahead for this batch, else a fresh read."""
-        key = (org_id, patient_id)
-        if key in self._loaded:
-            return self._loaded[key]
+    async def contact(self, touch_key: str, org_id: str, patient_id: str) -> ContactData | None:
+        """The contact read ahead for this touch of the batch, else a fresh read."""
+        loaded = self._loaded.get(touch_key)
+        if loaded is not None and loaded[:2] == (org_id, patient_id):
+            return loaded[2]
         self.reads += 1
         return await self._source.contact(org_id, patient_id)

@@ -1,5 +1,6 @@
 """Contacts read ahead for a consumer batch: once per patient, a bounded number at a
-time, failures left to the handler's own read, nothing carried into the next batch."""
+time, only for the touches read ahead, failures left to the handler's own read, nothing
+carried into the next batch."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ class GatedSource:
     in_flight: int = 0
     most_in_flight: int = 0
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    busy_at: int = 0
+    busy: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def contact(self, org_id: str, patient_id: str) -> ContactData | None:
         self.reads.append((org_id, patient_id))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight == self.busy_at:
+            self.busy.set()
         try:
             await self.gate.wait()
         finally:
@@ -44,13 +49,12 @@ class GatedSource:
 
 
 async def test_each_patient_is_read_once_with_bounded_concurrency() -> None:
-    source = GatedSource({f"p{i}": contact(f"+1555000{i:04d}") for i in range(10)})
+    source = GatedSource({f"p{i}": contact(f"+1555000{i:04d}") for i in range(10)}, busy_at=3)
     batch = BatchContacts(source, concurrency=3)
-    wanted = [("org-1", f"p{i % 10}") for i in range(40)]
+    touches = [(f"t{i}", "org-1", f"p{i % 10}") for i in range(40)]
 
-    loading = asyncio.create_task(batch.load(wanted))
-    while source.in_flight < 3:
-        await asyncio.sleep(0)
+    loading = asyncio.create_task(batch.load(touches))
+    await asyncio.wait_for(source.busy.wait(), timeout=5)
     # The gate is closed: three reads started and the fourth waits for a free slot.
     assert len(source.reads) == 3
     source.gate.set()
@@ -58,7 +62,8 @@ async def test_each_patient_is_read_once_with_bounded_concurrency() -> None:
 
     assert sorted(source.reads) == sorted({("org-1", f"p{i}") for i in range(10)})
     assert source.most_in_flight == 3
-    assert await batch.contact("org-1", "p7") == contact("+15550000007")
+    assert await batch.contact("t17", "org-1", "p7") == contact("+15550000007")
+    assert await batch.contact("t27", "org-1", "p7") == contact("+15550000007")
     assert len(source.reads) == 10
     assert batch.reads == 10
 
@@ -68,9 +73,9 @@ async def test_an_unknown_patient_is_remembered_as_unknown() -> None:
     source.gate.set()
     batch = BatchContacts(source, concurrency=2)
 
-    await batch.load([("org-1", "nobody")])
+    await batch.load([("t1", "org-1", "nobody")])
 
-    assert await batch.contact("org-1", "nobody") is None
+    assert await batch.contact("t1", "org-1", "nobody") is None
     assert source.reads == [("org-1", "nobody")]
 
 
@@ -80,32 +85,47 @@ async def test_a_failed_read_ahead_is_read_again_on_demand() -> None:
     source.gate.set()
     batch = BatchContacts(source, concurrency=2)
 
-    await batch.load([("org-1", "p1"), ("org-1", "p2")])
+    await batch.load([("t1", "org-1", "p1"), ("t2", "org-1", "p2")])
     source.down = set()
 
-    assert await batch.contact("org-1", "p2") == contact("+15550000002")
+    assert await batch.contact("t2", "org-1", "p2") == contact("+15550000002")
     assert source.reads.count(("org-1", "p2")) == 2
     source.down = {"p2"}
     # Still not read ahead: a failure now is the handler's, for the kit to retry.
     with pytest.raises(PatientsUnavailable):
-        await batch.contact("org-1", "p2")
+        await batch.contact("t2", "org-1", "p2")
+
+
+async def test_a_touch_not_read_ahead_gets_a_fresh_read() -> None:
+    source = GatedSource({"p1": contact("+15550000001")})
+    source.gate.set()
+    batch = BatchContacts(source, concurrency=2)
+    await batch.load([("reminder", "org-1", "p1")])
+    source.patients["p1"] = contact("+15550000099")
+
+    # Another event type of the same batch, for the same patient, was not prepared.
+    assert await batch.contact("waitlist", "org-1", "p1") == contact("+15550000099")
+    # Nor does a touch key answer for another patient.
+    assert await batch.contact("reminder", "org-1", "p2") is None
+    assert source.reads == [("org-1", "p1"), ("org-1", "p1"), ("org-1", "p2")]
 
 
 async def test_the_next_batch_never_sees_the_previous_batch_contacts() -> None:
     source = GatedSource({"p1": contact("+15550000001")})
     source.gate.set()
     batch = BatchContacts(source, concurrency=2)
-    await batch.load([("org-1", "p1")])
+    await batch.load([("t1", "org-1", "p1")])
     source.patients["p1"] = contact("+15550000099")
 
     await batch.load([])
 
-    assert await batch.contact("org-1", "p1") == contact("+15550000099")
+    assert await batch.contact("t1", "org-1", "p1") == contact("+15550000099")
+    await batch.load([("t2", "org-1", "p1")])
     batch.clear()
-    assert await batch.contact("org-1", "p1") == contact("+15550000099")
-    assert source.reads.count(("org-1", "p1")) == 3
+    assert await batch.contact("t2", "org-1", "p1") == contact("+15550000099")
+    assert source.reads.count(("org-1", "p1")) == 4
 
 
 def test_concurrency_must_allow_one_read() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         BatchContacts(GatedSource({}), concurrency=0)

@@ -115,9 +115,7 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         # A touch already handled needs no contact data: no read of patients for it.
         async with runtime.sessionmaker() as session:
             handled = await Messages(session).existing_touch_keys([key for key, _, _ in wanted])
-        await contacts.load(
-            (org_id, patient_id) for key, org_id, patient_id in wanted if key not in handled
-        )
+        await contacts.load(touch for touch in wanted if touch[0] not in handled)
 
     async def record(session: AsyncSession, envelope: Envelope, touch: Touch) -> None:
         """One queued or skipped message for the touch, unless it already has one."""
@@ -129,7 +127,7 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         # Normally read ahead by `prepare`; otherwise read here, inside the transaction
         # (one pooled connection held for at most patients_timeout_s). A failure raises:
         # the kit retries with backoff, then dead-letters the event.
-        contact = await batch_contacts().contact(touch.org_id, touch.patient_id)
+        contact = await batch_contacts().contact(touch.touch_key, touch.org_id, touch.patient_id)
         now = runtime.clock.now()
         await messages.lock_patient(touch.org_id, touch.patient_id)
         if contact is None:
