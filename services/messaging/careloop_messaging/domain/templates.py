@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
@@ -208,6 +209,10 @@ def _environment(*, autoescape: bool) -> SandboxedEnvironment:
     return env
 
 
+TEMPLATE_CACHE_SIZE = 512
+"""Distinct template sources (and check verdicts) a renderer keeps compiled."""
+
+
 class TemplateRenderer:
     """Checks and renders templates under the PHI rules."""
 
@@ -215,9 +220,20 @@ class TemplateRenderer:
         self.neutral_sender_name = neutral_sender_name
         self._text = _environment(autoescape=False)
         self._html = _environment(autoescape=True)
+        # Templates are immutable values, so the check's verdict and the compiled form
+        # of a source can be kept: the delivery worker renders the same few templates
+        # for every message, and parsing them each time was most of its CPU per message.
+        # A refusal raises and so is never cached: it is found again on every render.
+        self._passed = lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(self._check_uncached)
+        self._compile_text = lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(self._text.from_string)
+        self._compile_html = lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(self._html.from_string)
 
     def check(self, template: MessageTemplate, *, sensitive: bool) -> None:
-        """Refuse a template that could leak PHI (run when a template is saved)."""
+        """Refuse a template that could leak PHI (run when a template is saved, and
+        again before every render)."""
+        self._passed(template, sensitive)
+
+    def _check_uncached(self, template: MessageTemplate, sensitive: bool) -> None:
         channel = template.key.channel
         if channel is Channel.SMS and (template.subject is not None or template.html_body):
             raise TemplateRefused("an SMS template has only a body (no subject, no HTML)")
@@ -245,9 +261,11 @@ class TemplateRenderer:
                 channel, part, sensitive=sender.sensitive, kind=template.key.kind
             )
             part_context = {k: v for k, v in context.items() if k in allowed}
-            env = self._html if part is TemplatePart.HTML_BODY else self._text
+            compile_source = (
+                self._compile_html if part is TemplatePart.HTML_BODY else self._compile_text
+            )
             try:
-                rendered[part] = env.from_string(source).render(part_context).strip()
+                rendered[part] = compile_source(source).render(part_context).strip()
             except TemplateError as exc:
                 raise TemplateRenderError(f"{channel} {part}: {exc.message}") from exc
         body = rendered[TemplatePart.BODY]

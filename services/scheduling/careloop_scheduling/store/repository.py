@@ -763,13 +763,20 @@ class SchedulingRepository:
     async def slot_offers(
         self, slot_id: str, *, status: WaitlistOfferStatus | None = None
     ) -> list[WaitlistOffer]:
-        """Every offer made of the slot (or those in `status`), oldest first."""
-        query = select(waitlist_offer).where(waitlist_offer.c.slot_id == slot_id)
+        """Every offer made of the slot (or those in `status`), in waitlist order: by
+        round, then by the entry's place in line (offers of one round share a creation
+        time, so that alone would leave their order, and the order of the events they
+        close with, to chance)."""
+        query = (
+            select(waitlist_offer)
+            .join(waitlist_entry, waitlist_entry.c.id == waitlist_offer.c.entry_id)
+            .where(waitlist_offer.c.slot_id == slot_id)
+        )
         if status is not None:
             query = query.where(waitlist_offer.c.status == status.value)
         rows = (
             await self._session.execute(
-                query.order_by(waitlist_offer.c.created_at, waitlist_offer.c.id)
+                query.order_by(waitlist_offer.c.round, waitlist_entry.c.position)
             )
         ).all()
         return [_waitlist_offer(r._mapping) for r in rows]
