@@ -57,6 +57,7 @@ def contact_from_patient(body: dict[str, Any]) -> ContactData:
         preferred_channel=Channel(preferred) if preferred in {c.value for c in Channel} else None,
         allow_automated_messages=bool(preferences.get("allow_automated_messages", False)),
         language=language.split("-")[0].lower() if isinstance(language, str) else None,
+        patient_id=body["id"] if isinstance(body.get("id"), str) else None,
     )
 
 

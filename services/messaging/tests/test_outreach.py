@@ -71,6 +71,20 @@ def test_an_opted_out_channel_falls_back_to_the_next_allowed_one() -> None:
     assert decision.recipient == Recipient(Channel.SMS, "+15552013344")
 
 
+def test_the_portal_inbox_is_addressed_by_the_patients_record() -> None:
+    portal_first = contact(
+        allowed_channels=[Channel.SMS, Channel.PORTAL],
+        preferred_channel=Channel.PORTAL,
+        patient_id="pat-7",
+    )
+    assert run(portal_first).recipient == Recipient(Channel.PORTAL, "pat-7")
+    # No record id from patients: no inbox to put it in, so the next allowed channel.
+    no_record = contact(
+        allowed_channels=[Channel.SMS, Channel.PORTAL], preferred_channel=Channel.PORTAL
+    )
+    assert run(no_record).recipient == Recipient(Channel.SMS, "+15552013344")
+
+
 def test_skip_reasons_in_order_of_the_patients_own_choices() -> None:
     assert run(contact(allow_automated_messages=False)).skip is SkipReason.AUTOMATED_NOT_ALLOWED
     assert run(contact(allowed_channels=[Channel.PORTAL])).skip is SkipReason.NO_ALLOWED_CHANNEL

@@ -40,7 +40,7 @@ from careloop_messaging.domain.outreach import ContactData, Recipient
 from careloop_messaging.domain.templates import Channel
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import OptOuts, RecipientCipher
-from careloop_messaging.store.tables import message, metadata
+from careloop_messaging.store.tables import inbox_item, message, metadata
 from careloop_messaging.testing.rig import (
     SmtpCollector,
     publish,
@@ -256,6 +256,31 @@ async def test_an_opted_out_recipient_is_skipped(rig: Rig) -> None:
         "careloop.messaging.message.skipped.v1",
         "opted_out",
     )
+    assert rig.double.messages == []
+
+
+async def test_a_patient_who_prefers_the_portal_gets_the_reminder_in_the_inbox(rig: Rig) -> None:
+    patient = new_id("pat")
+    rig.contacts.patients[patient] = sms_patient(
+        allowed_channels=[Channel.SMS, Channel.PORTAL],
+        preferred_channel=Channel.PORTAL,
+        patient_id=patient,
+    )
+    await publish(
+        rig.settings, reminder_due(org_id=rig.org_id, patient_id=patient, appointment_id="a-p")
+    )
+
+    (row,) = await rig.wait_rows(
+        lambda rs: rs[:1] != [] and rs[0]["status"] == "sent", patient_id=patient
+    )
+    assert row["channel"] == "portal"
+    async with rig.runtime.sessionmaker() as session:
+        items = (
+            await session.execute(select(inbox_item).where(inbox_item.c.patient_id == patient))
+        ).all()
+    assert [(i.message_id, i.org_id) for i in items] == [(row["id"], rig.org_id)]
+    # Stored encrypted, and no text message went out for it.
+    assert b"Bayview" not in items[0].body_ct
     assert rig.double.messages == []
 
 

@@ -19,8 +19,8 @@ from careloop_messaging.domain.templates import OFFER_OPTIONS_SHOWN, Channel, Me
 BUDGET_WINDOW = timedelta(days=7)
 """The contact budget counts automated messages over a rolling week."""
 
-DELIVERABLE_CHANNELS = (Channel.SMS, Channel.EMAIL)
-"""Channels the delivery worker sends on. The portal inbox has no storage yet."""
+DELIVERABLE_CHANNELS = (Channel.SMS, Channel.EMAIL, Channel.PORTAL)
+"""Channels the delivery worker sends on."""
 
 
 class MessageStatus(StrEnum):
@@ -50,13 +50,16 @@ class ContactData:
     preferred_channel: Channel | None
     allow_automated_messages: bool
     language: str | None = None
+    patient_id: str | None = None
+    """The patient's record id: the portal inbox's address."""
 
 
 @dataclass(frozen=True)
 class Recipient:
     channel: Channel
     address: str
-    """Normalized: E.164 for SMS, lower-case for email."""
+    """Normalized: E.164 for SMS, lower-case for email; the patient's record id for the
+    portal inbox."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def candidate_recipients(contact: ContactData, *, default_country_code: str) -> 
                 recipients.append(Recipient(Channel.SMS, phone))
         elif channel is Channel.EMAIL and contact.emails:
             recipients.append(Recipient(Channel.EMAIL, normalize_email(contact.emails[0])))
+        elif channel is Channel.PORTAL and contact.patient_id:
+            recipients.append(Recipient(Channel.PORTAL, contact.patient_id))
     return recipients
 
 
