@@ -549,6 +549,25 @@ async def test_keyword_replies_answer_the_latest_reminder_and_are_audited(rig: R
     assert consent[0]["action"] == "update"
 
 
+async def test_a_late_status_callback_does_not_change_which_message_a_reply_answers(
+    rig: Rig,
+) -> None:
+    patient = new_id("pat")
+    rig.contacts.patients[patient] = sms_patient(allowed_channels=[Channel.SMS])
+    older = await send_reminder(rig, patient, "a-older")
+    await send_reminder(rig, patient, "a-newer")
+    # The carrier reports the older message delivered only now, after the newer one went.
+    late = await rig.double.fire_status_callback(older["provider_id"], "delivered")
+    assert late.status_code == 204, late.text
+
+    assert (await inbound(rig, "C")).status_code == 200
+    events = await rig.wait_events(
+        lambda es: any(e["type"] == "careloop.messaging.reply.received.v2" for e in es)
+    )
+    (reply,) = [e for e in events if e["type"] == "careloop.messaging.reply.received.v2"]
+    assert (reply["intent"], reply["appointment_id"]) == ("confirm", "a-newer")
+
+
 # Distinctive synthetic details scheduling knows and messaging must never put in an SMS.
 OFFER_PHI = ("Dr. Barnaby Illingworth", "Colposcopy follow-up", "Philippa")
 

@@ -327,7 +327,7 @@ class Messages:
                 .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
                 .where(message.c.appointment_id.is_not(None))
                 .where(message.c.status.in_(ANSWERABLE_STATUSES))
-                .order_by(message.c.updated_at.desc(), message.c.id.desc())
+                .order_by(message.c.sent_at.desc().nulls_last(), message.c.id.desc())
                 .limit(1)
             )
         ).first()
@@ -351,7 +351,7 @@ class Messages:
                 select(message)
                 .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
                 .where(message.c.status.in_(ANSWERABLE_STATUSES))
-                .order_by(message.c.updated_at.desc(), message.c.id.desc())
+                .order_by(message.c.sent_at.desc().nulls_last(), message.c.id.desc())
                 .limit(1)
             )
         ).first()
@@ -435,6 +435,7 @@ class Messages:
             attempts=attempts,
             next_attempt_at=None,
             last_error=None,
+            sent_at=now,
             updated_at=now,
         )
 

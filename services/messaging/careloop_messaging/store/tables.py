@@ -64,6 +64,10 @@ message = Table(
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
+    # When the provider accepted it: what a reply is matched against. `updated_at` also
+    # moves on status callbacks, so a late "delivered" for an older message would make
+    # that one look like the latest.
+    Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
