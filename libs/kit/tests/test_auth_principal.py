@@ -51,6 +51,21 @@ def test_patient_role_without_patient_id_reaches_nothing() -> None:
     assert not broken.allows_patient("p-1", "loc-1")
 
 
+def test_listing_scope_pins_patients_and_bounds_staff() -> None:
+    assert PATIENT.listing_scope(None) == ("p-1", None)
+    assert PATIENT.listing_scope("p-1") == ("p-1", None)
+    with pytest.raises(Forbidden, match="its own record"):
+        PATIENT.listing_scope("p-2")
+    # A patient token without a record lists nothing, whatever it asks for.
+    broken = AuthenticatedPrincipal(
+        actor_id="x", actor_type="patient", org_id="org-1", roles=("patient",)
+    )
+    assert broken.listing_scope(None) == ("-", None)
+    assert staff("loc-1", "loc-2").listing_scope("p-9") == ("p-9", ("loc-1", "loc-2"))
+    assert staff("*").listing_scope(None) == (None, None)
+    assert staff().listing_scope("p-9") == ("p-9", ())
+
+
 def test_other_tenant_is_forbidden() -> None:
     assert staff("*").can_access_patient("p-1", "loc-1", org_id="org-1")
     with pytest.raises(Forbidden):

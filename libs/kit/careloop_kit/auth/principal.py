@@ -91,6 +91,21 @@ class AuthenticatedPrincipal(Principal):
             return self.patient_id is not None and patient_id == self.patient_id
         return self.allows_location(location_id)
 
+    def listing_scope(self, patient_id: str | None) -> tuple[str | None, tuple[str, ...] | None]:
+        """The bounds of a list of per-patient records, as `(patient_id, locations)`.
+
+        A patient account is pinned to its own record (`Forbidden` if it names another;
+        `"-"`, which matches nothing, if its token carries no record). Staff keep the
+        patient filter they gave and are limited to their locations (`None`: every
+        location of the organization)."""
+        if self.is_patient:
+            if patient_id is not None and patient_id != self.patient_id:
+                raise Forbidden("A patient account may only access its own record.")
+            return self.patient_id or "-", None
+        if ALL_LOCATIONS in self.locations:
+            return patient_id, None
+        return patient_id, tuple(self.locations)
+
     def grant_for(self, patient_id: str, *, now: float | None = None) -> BreakGlassGrant | None:
         """The break-glass grant naming `patient_id` (still active at `now`, epoch
         seconds, when given), or None. A patient account never holds one."""

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, require
+from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 from careloop_messaging.store.repository import Inbox, InboxCipher, InboxItem
@@ -78,11 +78,6 @@ def _page(items: list[InboxItem]) -> InboxPage:
     )
 
 
-def _staff_locations(principal: AuthenticatedPrincipal) -> tuple[str, ...] | None:
-    """None: every location of the organization."""
-    return None if ALL_LOCATIONS in principal.locations else tuple(principal.locations)
-
-
 @router.get("/inbox", response_model=InboxPage)
 async def read_own_inbox(
     request: Request,
@@ -118,12 +113,7 @@ async def read_patient_inbox(
         action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=patient_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        if principal.is_patient:
-            if patient_id != principal.patient_id:
-                raise Forbidden("A patient account may only access its own record.")
-            locations = None
-        else:
-            locations = _staff_locations(principal)
+        _, locations = principal.listing_scope(patient_id)
         items = await _inbox(runtime, session).of_patient(
             principal.org_id, patient_id, limit=limit, locations=locations
         )

@@ -36,12 +36,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.messaging import ReplyReceivedV2
 from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import Principal
 from careloop_kit.auth.permissions import CLINICAL, CONTACT
 from careloop_kit.problems import problem_response
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
+from careloop_messaging.api.replies import publish_reply
 from careloop_messaging.domain.outreach import (
     WAITLIST_CLOSED_TOUCH,
     MessageStatus,
@@ -601,25 +601,17 @@ async def act_on_link(
             + ("; choose takes the number of an offered time." if view.options else "."),
         )
     choice = posted.choice if posted.action == "choose" else None
-    waitlist_offer = message_kind(stored.touch) is MessageKind.WAITLIST_OFFER
     reply_id = str(uuid.uuid4())
     await messages.use_link(stored.id, action=posted.action, choice=choice, now=now)
-    await runtime.outbox.add(
+    await publish_reply(
+        runtime,
         session,
-        ReplyReceivedV2(
-            reply_id=reply_id,
-            org_id=stored.org_id,
-            patient_id=stored.patient_id,
-            message_id=stored.id,
-            appointment_id=stored.appointment_id,
-            offer_id=offer_id_of(stored.touch_key) if waitlist_offer else None,
-            intent=posted.action,
-            choice=choice,
-            via="link",
-            received_at=now,
-        ),
-        org_id=stored.org_id,
-        location_id=stored.location_id,
+        stored,
+        reply_id=reply_id,
+        intent=posted.action,
+        choice=choice,
+        via="link",
+        now=now,
     )
     await _audit(
         runtime,

@@ -11,11 +11,12 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.messaging import ReplyIntentV2, ReplyReceivedV2
+from careloop_contracts.messaging import ReplyIntentV2
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal
 from careloop_kit.problems import Forbidden, ProblemError
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
+from careloop_messaging.api.replies import publish_reply
 from careloop_messaging.channels.sms import (
     SIGNATURE_HEADER,
     InvalidWebhook,
@@ -30,7 +31,6 @@ from careloop_messaging.domain.outreach import (
     Recipient,
     message_kind,
     normalize_phone,
-    offer_id_of,
     valid_choice,
 )
 from careloop_messaging.domain.templates import Channel, MessageKind
@@ -210,23 +210,15 @@ async def _publish_reply(
     now: datetime,
 ) -> None:
     """`reply.received.v2` for the answered message, audited in the same transaction."""
-    is_waitlist = message_kind(answered.touch) is MessageKind.WAITLIST_OFFER
-    await runtime.outbox.add(
+    await publish_reply(
+        runtime,
         session,
-        ReplyReceivedV2(
-            reply_id=reply_id,
-            org_id=answered.org_id,
-            patient_id=answered.patient_id,
-            message_id=answered.id,
-            appointment_id=answered.appointment_id,
-            offer_id=offer_id_of(answered.touch_key) if is_waitlist else None,
-            intent=intent,
-            choice=choice,
-            via="sms",
-            received_at=now,
-        ),
-        org_id=answered.org_id,
-        location_id=answered.location_id,
+        answered,
+        reply_id=reply_id,
+        intent=intent,
+        choice=choice,
+        via="sms",
+        now=now,
     )
     await _audit_reply(
         runtime, session, answered.org_id, answered.patient_id, "Communication", reply_id

@@ -27,9 +27,9 @@ from careloop_contracts import (
     AppointmentRescheduled,
 )
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
-from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
+from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
-from careloop_kit.problems import Conflict, Forbidden, NotFound
+from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 from careloop_scheduling.api.catalog import compute_slots, notice, zone_of
 from careloop_scheduling.api.common import (
@@ -288,13 +288,7 @@ async def list_appointments(
         query_fingerprint=fingerprint_query(used),
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        locations: tuple[str, ...] | None = None
-        if principal.is_patient:
-            if patient_id is not None and patient_id != principal.patient_id:
-                raise Forbidden("A patient account may only access its own record.")
-            patient_id = principal.patient_id or "-"
-        elif ALL_LOCATIONS not in principal.locations:
-            locations = tuple(principal.locations)
+        patient_id, locations = principal.listing_scope(patient_id)
         if patient_id is None and provider_id is None:
             raise InvalidScheduling("Give patient_id or provider_id.")
         found = await repo.list_appointments(

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
-from careloop_kit.auth import ALL_LOCATIONS
 from careloop_kit.problems import Forbidden
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
@@ -52,16 +51,11 @@ async def read_attendance(
         query_fingerprint=fingerprint_query(used),
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        locations: tuple[str, ...] | None = None
-        if principal.is_patient:
-            if patient_id != principal.patient_id:
-                raise Forbidden("A patient account may only access its own record.")
-        elif ALL_LOCATIONS not in principal.locations:
-            locations = tuple(principal.locations)
-            if not locations or not await repo.patient_seen_at(
-                principal.org_id, patient_id, locations
-            ):
-                raise Forbidden("This patient has no appointment at your locations.")
+        _, locations = principal.listing_scope(patient_id)
+        if locations is not None and (
+            not locations or not await repo.patient_seen_at(principal.org_id, patient_id, locations)
+        ):
+            raise Forbidden("This patient has no appointment at your locations.")
         now = runtime.clock.now()
         # A later moment would count visits that have not happened yet as unresolved;
         # an earlier one gives the history as it stood then (features for training).

@@ -20,9 +20,8 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
-from careloop_kit.auth import ALL_LOCATIONS
 from careloop_kit.auth.permissions import CLINICAL
-from careloop_kit.problems import Conflict, Forbidden, NotFound
+from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_scheduling.api.catalog import zone_of
 from careloop_scheduling.api.common import (
@@ -219,13 +218,7 @@ async def list_entries(
         query_fingerprint=fingerprint_query(used),
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        locations: tuple[str, ...] | None = None
-        if principal.is_patient:
-            if patient_id is not None and patient_id != principal.patient_id:
-                raise Forbidden("A patient account may only access its own record.")
-            patient_id = principal.patient_id or "-"
-        elif ALL_LOCATIONS not in principal.locations:
-            locations = tuple(principal.locations)
+        patient_id, locations = principal.listing_scope(patient_id)
         found = await repo.list_waitlist_entries(
             principal.org_id,
             patient_id=patient_id,
