@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -50,6 +49,7 @@ from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import platform as scheduling_platform
 
+from .daytime import PRACTICE_ZONE
 from .test_messaging_reminders import (
     BIRTH_DATE,
     BOOTSTRAP,
@@ -65,7 +65,7 @@ from .test_two_way_confirmation import eventually_async
 
 pytestmark = pytest.mark.e2e
 
-ZONE = ZoneInfo("America/Chicago")
+ZONE = PRACTICE_ZONE
 LINKS = "/api/v1/messaging/links"
 JSON = {"Accept": "application/json"}
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -33,6 +32,7 @@ from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 
+from .daytime import PRACTICE_ZONE
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
@@ -49,7 +49,7 @@ from .test_messaging_reminders import chain as chain
 
 pytestmark = pytest.mark.e2e
 
-ZONE = ZoneInfo("America/Chicago")
+ZONE = PRACTICE_ZONE
 PATIENT_PHONE = "+15550100777"
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -36,6 +35,7 @@ from careloop_messaging.domain.outreach import local_date_and_time
 from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.settings import SchedulingSettings
 
+from .daytime import PRACTICE_ZONE
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
@@ -54,7 +54,7 @@ from .test_two_way_confirmation import audit_records, eventually_async
 
 pytestmark = pytest.mark.e2e
 
-ZONE = ZoneInfo("America/Chicago")
+ZONE = PRACTICE_ZONE
 FIRST_PHONE, SECOND_PHONE = "+15550100801", "+15550100802"
 
 
