@@ -7,8 +7,11 @@ UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
+# Helm renders and lints the chart in the tests; built from its pinned release with Go.
+HELM_VERSION := v3.22.0
+HELM := $(TOOLS)/bin/helm
 
-.PHONY: help setup kafka-jars run test lint typecheck contracts unit service e2e bench bench-100k clean
+.PHONY: help setup kafka-jars helm run test lint typecheck contracts unit service e2e bench bench-100k clean
 
 help:
 	@echo "make run    start the platform (Ctrl-C stops it)"
@@ -23,6 +26,14 @@ $(UV):
 
 setup: $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
+
+$(HELM): | $(UV)
+	@command -v go >/dev/null || { echo "Go is required to build helm $(HELM_VERSION) (go not found)"; exit 1; }
+	GOBIN=$(CURDIR)/$(TOOLS)/bin GOFLAGS=-buildvcs=false go install -trimpath \
+		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" \
+		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
 
 kafka-jars: setup
 	$(RUN) careloop dev fetch-kafka
@@ -43,7 +54,7 @@ typecheck: setup
 		services/identity/careloop_identity services/gateway/careloop_gateway \
 		services/scheduling/careloop_scheduling services/messaging/careloop_messaging
 
-test: setup kafka-jars lint typecheck
+test: setup kafka-jars helm lint typecheck
 	$(RUN) pytest
 
 unit: setup

@@ -42,16 +42,20 @@ from careloop_contracts.scheduling import (
     WaitlistSlotOffered,
 )
 from careloop_contracts.topics import (
+    CONSUMER_GROUPS,
     TOPICS,
+    ConsumerGroupSpec,
     TopicSpec,
     checkpoint_record_key,
     dead_letter_spec,
     dead_letter_topic,
     prefixed,
     service_topic,
+    topic_catalogue,
 )
 
 __all__ = [
+    "CONSUMER_GROUPS",
     "PLATFORM_ORG_ID",
     "TOPICS",
     "AccessRecorded",
@@ -63,6 +67,7 @@ __all__ = [
     "AppointmentNoShow",
     "AppointmentRescheduled",
     "AuditCheckpointSigned",
+    "ConsumerGroupSpec",
     "Envelope",
     "EnvelopeError",
     "Event",
@@ -92,4 +97,5 @@ __all__ = [
     "registry",
     "service_topic",
     "to_headers",
+    "topic_catalogue",
 ]

@@ -135,6 +135,58 @@ TOPICS: dict[str, TopicSpec] = {
     )
 }
 
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupSpec:
+    """One consumer group: the service that runs it and the topics it reads.
+
+    Its dead-letter topic (``careloop.dlq.<group id>``) follows from the group id, so
+    the list below is also the list of dead-letter topics a deployment creates.
+    """
+
+    service: str
+    name: str
+    topics: tuple[str, ...]
+    description: str
+
+    @property
+    def group_id(self) -> str:
+        return f"careloop.{self.service}.{self.name}"
+
+
+_EVENT_STREAMS = tuple(sorted(name for name, spec in TOPICS.items() if spec.kind == "events"))
+
+CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
+    group.group_id: group
+    for group in (
+        ConsumerGroupSpec(
+            service="audit",
+            name="trail",
+            topics=_EVENT_STREAMS,
+            description="Chains every service's access records into the audit log.",
+        ),
+        ConsumerGroupSpec(
+            service="scheduling",
+            name="replies",
+            topics=("careloop.messaging",),
+            description="Patients' replies (confirm, reschedule, choose, cancel) to appointments.",
+        ),
+        ConsumerGroupSpec(
+            service="scheduling",
+            name="waitlist",
+            topics=("careloop.scheduling", "careloop.messaging"),
+            description="Freed slots offered to the waitlist, and patients' acceptances.",
+        ),
+        ConsumerGroupSpec(
+            service="messaging",
+            name="reminders",
+            topics=("careloop.scheduling",),
+            description="Reminders, reschedule offers and waitlist offers to deliver.",
+        ),
+    )
+}
+"""Every consumer group of every service. A service refuses to start a consumer group
+that is not listed here with exactly these topics, so this list cannot drift."""
+
 DEAD_LETTER_PREFIX = "careloop.dlq."
 DEAD_LETTER_RETENTION_MS = 30 * DAY_MS
 
@@ -162,6 +214,17 @@ def dead_letter_spec(group_id: str) -> TopicSpec:
         description=f"Events consumer group {group_id!r} gave up on after its retries.",
         key="The original record's key.",
     )
+
+
+def topic_catalogue() -> dict[str, TopicSpec]:
+    """Every topic a deployment creates: the service streams and records topics, then
+    the dead-letter topic of every consumer group. `make run`, compose and Helm all
+    create topics from this (``careloop topics apply``)."""
+    catalogue = dict(TOPICS)
+    for group_id in CONSUMER_GROUPS:
+        spec = dead_letter_spec(group_id)
+        catalogue[spec.name] = spec
+    return catalogue
 
 
 def prefixed(name: str, prefix: str | None) -> str:

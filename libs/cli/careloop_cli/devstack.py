@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,12 +32,14 @@ from rich.console import Console
 
 from careloop_cli.envfiles import state_dir, write_env_file
 from careloop_cli.registry import SERVICES, ServiceEntry
-from careloop_contracts import TOPICS
+from careloop_cli.wiring import service_urls
+from careloop_kit.bus.kafka import apply_topic_catalogue
 from careloop_kit.db.migrate import upgrade
-from careloop_kit.infra.kafka import KafkaServer, create_topics, ensure_kafka_jars, run_sync
+from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
 from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
 from careloop_kit.infra.ports import port_is_open
 from careloop_kit.infra.postgres import PostgresServer
+from careloop_kit.settings import KitSettings
 
 console = Console(stderr=True, highlight=False)
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "red"]
@@ -119,6 +120,31 @@ def _secret(path: Path) -> str:
     return value
 
 
+def service_environment(
+    entry: ServiceEntry,
+    *,
+    port: int,
+    ports: dict[str, int],
+    database_url: str,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    vault_token: str,
+) -> dict[str, str]:
+    """The settings `make run` gives a service (all but identity's bootstrap token)."""
+    urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+    return {
+        "CARELOOP_ENVIRONMENT": "development",
+        "CARELOOP_LOG_JSON": "false",
+        "CARELOOP_HTTP_HOST": "127.0.0.1",
+        "CARELOOP_HTTP_PORT": str(port),
+        "CARELOOP_DATABASE_URL": database_url,
+        "CARELOOP_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CARELOOP_VAULT_ADDR": vault_addr,
+        "CARELOOP_VAULT_TOKEN": vault_token,
+        **service_urls(entry.name, urls, public_url=urls["gateway"]),
+    }
+
+
 class DevStack:
     def __init__(self, settings: DevStackSettings | None = None) -> None:
         self.settings = settings or DevStackSettings()
@@ -176,17 +202,10 @@ class DevStack:
             libs,
         )
         self.kafka.start(timeout=120)
-        bootstrap = self.kafka.bootstrap_servers
-        for spec in TOPICS.values():
-            run_sync(
-                partial(
-                    create_topics,
-                    bootstrap,
-                    [spec.name],
-                    partitions=spec.partitions,
-                    config=spec.config(),
-                )
-            )
+        # The same catalogue, and the same code, as compose's and Helm's `careloop topics apply`.
+        asyncio.run(
+            apply_topic_catalogue(KitSettings(kafka_bootstrap=self.kafka.bootstrap_servers))
+        )
         console.print(
             f"[bold]careloop[/] infrastructure up: Kafka {self.kafka.bootstrap_servers}, "
             f"OpenBao {self.openbao.addr}, PostgreSQL {self.postgres.socket_dir}"
@@ -207,32 +226,15 @@ class DevStack:
                 await self.postgres.create_database(database, owner=role, password=password)
 
         asyncio.run(create())
-        env = {
-            "CARELOOP_ENVIRONMENT": "development",
-            "CARELOOP_LOG_JSON": "false",
-            "CARELOOP_HTTP_HOST": "127.0.0.1",
-            "CARELOOP_HTTP_PORT": str(port),
-            "CARELOOP_DATABASE_URL": self.postgres.dsn_for(database, role, password),
-            "CARELOOP_KAFKA_BOOTSTRAP": self.kafka.bootstrap_servers,
-            "CARELOOP_VAULT_ADDR": self.openbao.addr,
-            "CARELOOP_VAULT_TOKEN": vault_token,
-        }
-        # Every service verifies access tokens against identity's published keys.
-        env["CARELOOP_AUTH_JWKS_URL"] = (
-            f"http://127.0.0.1:{ports['identity']}/.well-known/jwks.json"
+        env = service_environment(
+            entry,
+            port=port,
+            ports=ports,
+            database_url=self.postgres.dsn_for(database, role, password),
+            kafka_bootstrap=self.kafka.bootstrap_servers,
+            vault_addr=self.openbao.addr,
+            vault_token=vault_token,
         )
-        if entry.name == "gateway":
-            env["CARELOOP_ROUTES"] = json.dumps(
-                {name: f"http://127.0.0.1:{p}" for name, p in ports.items() if name != "gateway"}
-            )
-        if entry.name == "messaging":
-            # Contact data comes from patients, with messaging's own service identity.
-            env["CARELOOP_PATIENTS_URL"] = f"http://127.0.0.1:{ports['patients']}"
-            env["CARELOOP_IDENTITY_TOKEN_URL"] = f"http://127.0.0.1:{ports['identity']}/oauth/token"
-            # Secure links in messages open through the gateway's public links route.
-            env["CARELOOP_SECURE_LINK_BASE"] = (
-                f"http://127.0.0.1:{ports['gateway']}/api/v1/messaging/links"
-            )
         if entry.name == "identity":
             env["CARELOOP_BOOTSTRAP_TOKEN"] = _secret(self.root / "secrets" / "identity-bootstrap")
         write_env_file(entry.name, env)

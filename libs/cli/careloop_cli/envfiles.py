@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from careloop_kit.infra.kafka import find_repo_root
+from careloop_kit.infra.kafka import KafkaSetupError, find_repo_root
 
 
 def state_dir() -> Path:
@@ -36,8 +36,14 @@ def write_env_file(service: str, values: dict[str, str]) -> Path:
 
 
 def load_env_file(service: str) -> dict[str, str]:
-    """Values from the service's env file, without overriding the real environment."""
-    path = env_file(service)
+    """Values from the service's env file, without overriding the real environment.
+
+    Outside a checkout (a container image) there is no local stack and no env file.
+    """
+    try:
+        path = env_file(service)
+    except KafkaSetupError:
+        return {}
     if not path.exists():
         return {}
     values: dict[str, str] = {}

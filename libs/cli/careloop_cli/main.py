@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+import os
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -12,18 +14,41 @@ from rich.table import Table
 
 from careloop_cli.envfiles import apply_env_file
 from careloop_cli.registry import SERVICES, service
+from careloop_cli.wiring import SECRETS_DIR_VARIABLE
 from careloop_kit.settings import KitSettings
+
+SettingsT = TypeVar("SettingsT", bound=KitSettings)
 
 app = typer.Typer(help="Careloop: run, operate and inspect the platform.", no_args_is_help=True)
 dev = typer.Typer(help="The local stack on one machine.", no_args_is_help=True)
 audit = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 dlq = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
+topics = typer.Typer(help="The Kafka topic catalogue.", no_args_is_help=True)
+vault = typer.Typer(help="Vault (OpenBao) set-up.", no_args_is_help=True)
 app.add_typer(dev, name="dev")
 app.add_typer(audit, name="audit")
 app.add_typer(dlq, name="dlq")
+app.add_typer(topics, name="topics")
+app.add_typer(vault, name="vault")
 console = Console()
 
 ServiceName = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]
+
+
+def load_settings(service_name: str, settings_class: type[SettingsT]) -> SettingsT:
+    """A service's settings: CARELOOP_* variables, then files in `CARELOOP_SECRETS_DIR`
+    (named after the variable in lower case, as a Vault agent or a mounted Secret writes
+    them), then `make run`'s env file on a developer's machine."""
+    apply_env_file(service_name)
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE)
+    if not secrets_dir:
+        return settings_class()
+    if not Path(secrets_dir).is_dir():
+        raise SystemExit(
+            f"{SECRETS_DIR_VARIABLE}={secrets_dir} is not a directory; mount the secrets "
+            "there or unset the variable"
+        )
+    return settings_class(_secrets_dir=secrets_dir)
 
 
 @dev.command("up")
@@ -48,8 +73,7 @@ def serve(name: ServiceName) -> None:
     import uvicorn
 
     entry = service(name)
-    apply_env_file(entry.name)
-    settings = entry.settings_class()()
+    settings = load_settings(entry.name, entry.settings_class())
     application = entry.app_factory()(settings)
     uvicorn.run(
         application,
@@ -70,8 +94,7 @@ def migrate(
     from careloop_kit.db.migrate import upgrade
 
     entry = service(name)
-    apply_env_file(entry.name)
-    settings = entry.settings_class()()
+    settings = load_settings(entry.name, entry.settings_class())
     upgrade(entry.migrations, settings.database_url.get_secret_value(), revision)
     console.print(f"{entry.name}: database at {revision}")
 
@@ -84,8 +107,7 @@ def audit_verify(
     from careloop_audit.settings import AuditSettings
     from careloop_audit.verification import verify_trail
 
-    apply_env_file("audit")
-    report = asyncio.run(verify_trail(AuditSettings()))
+    report = asyncio.run(verify_trail(load_settings("audit", AuditSettings)))
     data = report.model_dump(mode="json")
     if as_json:
         print(json.dumps(data, indent=2))
@@ -98,8 +120,7 @@ def audit_verify(
 
 
 def _kit_settings(service_name: str) -> KitSettings:
-    apply_env_file(service_name)
-    return KitSettings()
+    return load_settings(service_name, KitSettings)
 
 
 @dlq.command("list")
@@ -142,6 +163,128 @@ def dlq_replay(
         replay_dead_letters(settings, group, event_ids=set(event_id) if event_id else None)
     )
     console.print(f"replayed {count} record(s) of {group}")
+
+
+@topics.command("apply")
+def topics_apply() -> None:
+    """Create every topic of the catalogue that is missing: service streams and the
+    dead-letter topic of every consumer group (partitions, retention, cleanup policy)."""
+    from careloop_kit.bus.kafka import apply_topic_catalogue
+
+    settings = load_settings("topics", KitSettings)
+    with console.status(f"applying the topic catalogue to {settings.kafka_bootstrap} ..."):
+        report = asyncio.run(apply_topic_catalogue(settings))
+    for name in report.created:
+        console.print(f"created   {name}")
+    for name in report.unchanged:
+        console.print(f"unchanged {name}")
+    for name, difference in report.differing.items():
+        console.print(
+            f"[yellow]differs[/]   {name}: {difference}. Kafka only adds partitions, and adding "
+            "them moves patients' keys between partitions: decide, then use kafka-topics.sh"
+        )
+    console.print(
+        f"{len(report.created)} created, {len(report.unchanged)} unchanged, "
+        f"{len(report.differing)} differing"
+    )
+
+
+@topics.command("list")
+def topics_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
+) -> None:
+    """Print the topic catalogue (names without any CARELOOP_TOPIC_PREFIX)."""
+    from careloop_contracts import topic_catalogue
+
+    catalogue = topic_catalogue()
+    if as_json:
+        rows = [
+            {
+                "name": spec.name,
+                "partitions": spec.partitions,
+                "retention_ms": spec.retention_ms,
+                "cleanup_policy": spec.cleanup_policy,
+                "owner": spec.owner,
+            }
+            for spec in catalogue.values()
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Topic catalogue ({len(catalogue)})")
+    for column in ("topic", "partitions", "retention", "cleanup", "owner"):
+        table.add_column(column, overflow="fold")
+    for spec in catalogue.values():
+        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000} d"
+        table.add_row(spec.name, str(spec.partitions), retention, spec.cleanup_policy, spec.owner)
+    console.print(table)
+
+
+@vault.command("bootstrap")
+def vault_bootstrap(
+    token_dir: Annotated[
+        Path | None,
+        typer.Option(help="Write one token per service to DIR/<service>/vault-token."),
+    ] = None,
+    unseal_state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local development only: initialise and unseal a new OpenBao, keeping its "
+            "unseal key and root token in this directory."
+        ),
+    ] = None,
+    root_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a root or admin token.")
+    ] = None,
+    wait_s: Annotated[float, typer.Option(help="How long to wait for Vault to answer.")] = 60,
+) -> None:
+    """Engines, keys, secrets and per-service policies in Vault (idempotent: existing keys
+    are never replaced); with --token-dir, a fresh periodic token per service."""
+    import hvac
+
+    from careloop_cli.vaultsetup import resolve_root_token, wait_for_vault, write_tokens
+    from careloop_kit.infra.openbao import bootstrap_vault
+
+    settings = load_settings("vault", KitSettings)
+    client = hvac.Client(url=settings.vault_addr, verify=settings.vault_ca_cert or True)
+    status = wait_for_vault(client, wait_s, console.print)
+    root_token = resolve_root_token(client, status, unseal_state, root_token_file, console.print)
+    tokens = bootstrap_vault(
+        settings.vault_addr, root_token, list(SERVICES), ca_cert=settings.vault_ca_cert
+    )
+    console.print(f"engines, keys and policies ready for {', '.join(SERVICES)}")
+    if token_dir is not None:
+        for path in write_tokens(token_dir, tokens):
+            console.print(f"wrote {path}")
+
+
+@dev.command("certs")
+def dev_certs(
+    out: Annotated[Path, typer.Option(help="Directory for the CA and host certificates.")],
+    host: Annotated[list[str], typer.Option(help="A host name to issue a certificate for.")],
+) -> None:
+    """Local development only: a CA and a TLS certificate per host (kept if they exist)."""
+    from careloop_cli.certs import issue_local_certificates
+
+    issued = issue_local_certificates(out, host)
+    console.print(f"{len(issued.created)} file(s) created, {len(issued.kept)} kept in {out}")
+
+
+@app.command("probe")
+def probe(
+    url: Annotated[str, typer.Argument(help="URL to GET, e.g. http://127.0.0.1:8101/readyz")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3,
+) -> None:
+    """Exit 0 when URL answers 200 (container health checks: the image has no curl)."""
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        console.print(f"{url}: {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    if status != 200:
+        console.print(f"{url}: HTTP {status}")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from careloop_contracts import dead_letter_topic
+from careloop_contracts import CONSUMER_GROUPS, dead_letter_topic
 from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditRecorder
 from careloop_kit.auth.dependencies import TOKEN_VERIFIER_KEY, install_auth_handlers
 from careloop_kit.auth.feed import follow_revocations
@@ -55,6 +55,23 @@ class ConsumerSpec:
     name: str
     topics: Sequence[str]
     handlers: Callable[[Runtime], Mapping[str, Handler]]
+
+
+def catalogued_group(service: str, consumer: ConsumerSpec) -> str:
+    """The consumer's group id, once the topic catalogue is seen to list it with these topics.
+
+    Deployments create dead-letter topics and grant topic access from the catalogue
+    (`careloop topics apply`), so a group missing there would fail in production only.
+    """
+    group_id = f"careloop.{service}.{consumer.name}"
+    listed = CONSUMER_GROUPS.get(group_id)
+    if listed is None or set(listed.topics) != set(consumer.topics):
+        raise RuntimeError(
+            f"consumer group {group_id} reads {sorted(consumer.topics)} but the topic catalogue "
+            f"lists {sorted(listed.topics) if listed else 'no such group'}: update "
+            "CONSUMER_GROUPS in contracts/careloop_contracts/topics.py"
+        )
+    return group_id
 
 
 @dataclass(frozen=True)
@@ -203,7 +220,12 @@ def create_service_app(
 
     `jwks` replaces identity's published keys (tests sign their own tokens).
     """
-    setup_telemetry(spec.name, level=settings.log_level, json_logs=settings.log_json)
+    setup_telemetry(
+        spec.name,
+        level=settings.log_level,
+        json_logs=settings.log_json,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+    )
     the_clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -212,11 +234,7 @@ def create_service_app(
             settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
         )
         sessionmaker = make_sessionmaker(engine)
-        vault = Vault(
-            settings.vault_addr,
-            settings.vault_token.get_secret_value(),
-            ca_cert=settings.vault_ca_cert,
-        )
+        vault = Vault.from_settings(settings)
         producer = make_producer(settings, client_id=f"careloop-{spec.name}")
         await producer.start()
         outbox = Outbox(
@@ -254,7 +272,7 @@ def create_service_app(
             if spec.on_startup is not None:
                 await spec.on_startup(runtime)
             for consumer_spec in spec.consumers:
-                logical_group = f"careloop.{spec.name}.{consumer_spec.name}"
+                logical_group = catalogued_group(spec.name, consumer_spec)
                 group_id = topic_name(settings, logical_group)
                 dlq_topic = topic_name(settings, dead_letter_topic(logical_group))
                 await ensure_topics(

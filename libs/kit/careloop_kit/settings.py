@@ -51,6 +51,13 @@ class KitSettings(BaseSettings):
         SecretStr(LOCAL_DEVELOPMENT_PLACEHOLDER),
         description="Token for this service's Vault policy.",
     )
+    vault_token_file: str | None = Field(
+        None,
+        description=(
+            "File holding this service's Vault token (a Vault agent's sink, or compose's "
+            "bootstrap output); re-read whenever it changes. Used instead of `vault_token`."
+        ),
+    )
     vault_ca_cert: str | None = Field(None, description="CA bundle for Vault TLS.")
     auth_jwks_url: str = Field(
         "http://127.0.0.1:8103/.well-known/jwks.json",
@@ -59,6 +66,13 @@ class KitSettings(BaseSettings):
     auth_issuer: str = Field("careloop-identity", description="Expected `iss` of access tokens.")
     auth_audience: str = Field("careloop", description="Expected `aud` of access tokens.")
     auth_jwks_ttl_s: int = Field(300, description="Seconds the JWKS document is cached.")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description=(
+            "OTLP/HTTP endpoint traces are exported to (an OpenTelemetry collector, e.g. "
+            "`http://otel-collector:4318`); unset: traces stay in the process."
+        ),
+    )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Structured JSON logs with trace ids.")
     outbox_batch_size: int = Field(500, description="Outbox rows the relay publishes per batch.")
@@ -80,7 +94,10 @@ class KitSettings(BaseSettings):
         if self.environment != "production":
             return self
         problems: list[str] = []
-        for name in ("database_url", "vault_token"):
+        secret_settings = (
+            ["database_url"] if self.vault_token_file else ["database_url", "vault_token"]
+        )
+        for name in secret_settings:
             value = getattr(self, name).get_secret_value()
             if LOCAL_DEVELOPMENT_PLACEHOLDER in value:
                 problems.append(f"{name} still holds the local-development placeholder")

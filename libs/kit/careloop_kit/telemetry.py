@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.json import JsonFormatter
 
 _configured = False
@@ -27,16 +28,27 @@ class _TraceIdFilter(logging.Filter):
         return True
 
 
-def setup_telemetry(service: str, *, level: str = "INFO", json_logs: bool = True) -> None:
-    """Install the tracer provider and log format once per process."""
+def setup_telemetry(
+    service: str,
+    *,
+    level: str = "INFO",
+    json_logs: bool = True,
+    otlp_endpoint: str | None = None,
+) -> None:
+    """Install the tracer provider and log format once per process.
+
+    With `otlp_endpoint`, spans are exported in batches over OTLP/HTTP to a collector;
+    the exporter drops spans rather than block a request when the collector is down.
+    """
     global _configured
     if _configured:
         return
     _configured = True
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(
-            TracerProvider(resource=Resource.create({"service.name": f"careloop-{service}"}))
-        )
+        provider = TracerProvider(resource=Resource.create({"service.name": f"careloop-{service}"}))
+        if otlp_endpoint:
+            provider.add_span_processor(BatchSpanProcessor(otlp_exporter(otlp_endpoint)))
+        trace.set_tracer_provider(provider)
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter
     if json_logs:
@@ -57,3 +69,10 @@ def setup_telemetry(service: str, *, level: str = "INFO", json_logs: bool = True
 def span_attributes(**attributes: Any) -> dict[str, Any]:
     """Drop empty values: spans must never carry PHI, only ids."""
     return {k: v for k, v in attributes.items() if v is not None}
+
+
+def otlp_exporter(endpoint: str) -> Any:
+    """An OTLP/HTTP span exporter for a collector's base URL (`.../v1/traces` is added)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import hvac
 import requests
 
 from careloop_kit.problems import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from careloop_kit.settings import KitSettings
 
 
 class VaultUnavailable(DependencyUnavailable):
@@ -37,8 +42,41 @@ class Vault:
         self._client = hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout_s)
         self._kv_mount = kv_mount
         self._transit_mount = transit_mount
+        self._token_file: Path | None = None
+        self._token_file_stamp: tuple[int, int] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: KitSettings) -> Vault:
+        """The service's Vault client: its token from `vault_token_file` when that is set
+        (a Vault agent's sink, re-read whenever the agent writes a new token), else from
+        `vault_token`."""
+        vault = cls(
+            settings.vault_addr,
+            settings.vault_token.get_secret_value(),
+            ca_cert=settings.vault_ca_cert,
+        )
+        if settings.vault_token_file:
+            vault._token_file = Path(settings.vault_token_file)
+            vault._reload_token()
+        return vault
+
+    def _reload_token(self) -> None:
+        if self._token_file is None:
+            return
+        try:
+            status = os.stat(self._token_file)
+        except OSError as exc:
+            raise VaultUnavailable(
+                f"Vault token file {self._token_file} cannot be read ({exc.strerror}); "
+                "check CARELOOP_VAULT_TOKEN_FILE and the agent or init job that writes it"
+            ) from exc
+        stamp = (status.st_mtime_ns, status.st_size)
+        if stamp != self._token_file_stamp:
+            self._client.token = self._token_file.read_text().strip()
+            self._token_file_stamp = stamp
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._reload_token()
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:

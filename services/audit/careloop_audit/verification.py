@@ -81,11 +81,7 @@ async def verify_trail(settings: AuditSettings) -> VerificationReport:
     """Verify the log described by `settings`, without the HTTP service running."""
     engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
     try:
-        vault = Vault(
-            settings.vault_addr,
-            settings.vault_token.get_secret_value(),
-            ca_cert=settings.vault_ca_cert,
-        )
+        vault = Vault.from_settings(settings)
         store = CheckpointStore(
             settings,
             vault,

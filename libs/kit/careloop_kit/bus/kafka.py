@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from careloop_contracts import TOPICS
+from careloop_contracts import TopicSpec, topic_catalogue
 from careloop_kit.settings import KitSettings
 
 
@@ -69,6 +70,7 @@ async def ensure_topics(settings: KitSettings, names: list[str]) -> None:
     Consumers must not subscribe to a topic that does not exist yet: they would
     only notice it at the next metadata refresh, minutes later.
     """
+    catalogue = topic_catalogue()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_security(settings))
     await admin.start()
     try:
@@ -77,18 +79,62 @@ async def ensure_topics(settings: KitSettings, names: list[str]) -> None:
         for name in dict.fromkeys(names):
             if name in existing:
                 continue
-            spec = TOPICS.get(_logical(settings, name))
-            config = spec.config() if spec else {}
-            wanted.append(
-                NewTopic(
-                    name=name,
-                    num_partitions=spec.partitions if spec else 3,
-                    replication_factor=settings.kafka_replication_factor,
-                    topic_configs=config,
-                )
-            )
+            spec = catalogue.get(_logical(settings, name))
+            wanted.append(_new_topic(settings, name, spec))
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
     finally:
         await admin.close()
+
+
+def _new_topic(settings: KitSettings, name: str, spec: TopicSpec | None) -> NewTopic:
+    return NewTopic(
+        name=name,
+        num_partitions=spec.partitions if spec else 3,
+        replication_factor=settings.kafka_replication_factor,
+        topic_configs=spec.config() if spec else {},
+    )
+
+
+@dataclass
+class TopicReport:
+    """What `apply_topic_catalogue` found and did, by physical topic name."""
+
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    differing: dict[str, str] = field(default_factory=dict)
+    """Existing topics whose partition count differs from the catalogue: Kafka can only
+    add partitions, and adding them moves keys between partitions, so that stays an
+    operator's decision."""
+
+
+async def apply_topic_catalogue(settings: KitSettings) -> TopicReport:
+    """Create every catalogue topic that is missing (service streams and dead-letter topics)
+    and report the existing ones whose partition count differs from the catalogue."""
+    catalogue = {topic_name(settings, name): spec for name, spec in topic_catalogue().items()}
+    report = TopicReport()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_security(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in catalogue if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [_new_topic(settings, name, catalogue[name]) for name in missing]
+                )
+        report.created = missing
+        present = [name for name in catalogue if name in existing]
+        if present:
+            for described in await admin.describe_topics(present):
+                name = described["topic"]
+                actual = len(described["partitions"])
+                wanted = catalogue[name].partitions
+                if actual == wanted:
+                    report.unchanged.append(name)
+                else:
+                    report.differing[name] = f"{actual} partitions, catalogue says {wanted}"
+    finally:
+        await admin.close()
+    return report

@@ -268,7 +268,6 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
         return data
 
     def _initialise(self) -> None:
-        # Equivalent of `bao operator init -key-shares=1 -key-threshold=1 -format=json`.
         import hvac
 
         if self._read_init() is not None:
@@ -276,32 +275,12 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
                 f"{self.init_file} exists but the storage in {self.data_dir / 'raft'} is "
                 "uninitialised; remove one of them to start over"
             )
-        result = hvac.Client(url=self.addr).sys.initialize(secret_shares=1, secret_threshold=1)
-        # Local development only: the unseal key and root token sit in an owner-only file
-        # next to the data. Production uses auto-unseal and never stores a root token.
-        payload = json.dumps(
-            {
-                "unseal_keys_b64": result["keys_base64"],
-                "root_token": result["root_token"],
-                "note": "local development only; never use this layout in production",
-            },
-            indent=2,
-        )
-        fd = os.open(self.init_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload + "\n")
-        self.init_file.chmod(0o600)
-        self._root_token = str(result["root_token"])
+        self._root_token = initialise_local(hvac.Client(url=self.addr), self.init_file)
 
     def _unseal(self) -> None:
         import hvac
 
-        init = self._read_init()
-        if init is None:
-            raise OpenBaoError(f"openbao is sealed and {self.init_file} is missing")
-        client = hvac.Client(url=self.addr)
-        for key in init["unseal_keys_b64"]:
-            client.sys.submit_unseal_key(key)
+        unseal_local(hvac.Client(url=self.addr), self.init_file)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -328,6 +307,39 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def initialise_local(client: Any, init_file: Path) -> str:
+    """Initialise an OpenBao with one key share and keep its unseal key and root token in
+    `init_file` (owner-only); return the root token.
+
+    Local development only (`make run`, compose): production uses auto-unseal and never
+    stores a root token next to the data.
+    """
+    result = client.sys.initialize(secret_shares=1, secret_threshold=1)
+    payload = json.dumps(
+        {
+            "unseal_keys_b64": result["keys_base64"],
+            "root_token": result["root_token"],
+            "note": "local development only; never use this layout in production",
+        },
+        indent=2,
+    )
+    fd = os.open(init_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(payload + "\n")
+    init_file.chmod(0o600)
+    return str(result["root_token"])
+
+
+def unseal_local(client: Any, init_file: Path) -> str:
+    """Unseal with the key kept by `initialise_local`; return the root token kept with it."""
+    if not init_file.is_file():
+        raise OpenBaoError(f"openbao is sealed and {init_file} is missing")
+    init = json.loads(init_file.read_text())
+    for key in init["unseal_keys_b64"]:
+        client.sys.submit_unseal_key(key)
+    return str(init["root_token"])
 
 
 # --------------------------------------------------------------------------- policies
@@ -428,7 +440,9 @@ def policy_hcl(service: str) -> str:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str, str]:
+def bootstrap_vault(
+    addr: str, root_token: str, services: list[str], *, ca_cert: str | None = None
+) -> dict[str, str]:
     """Idempotently set up engines, keys, secrets and policies; return a new token per service.
 
     * kv-v2 at ``secret/`` and transit at ``transit/`` (enabled if missing);
@@ -446,7 +460,7 @@ def bootstrap_vault(addr: str, root_token: str, services: list[str]) -> dict[str
     import hvac
     from hvac.exceptions import InvalidPath
 
-    client = hvac.Client(url=addr, token=root_token)
+    client = hvac.Client(url=addr, token=root_token, verify=ca_cert or True)
     mounts = client.sys.list_mounted_secrets_engines()
     mounts = mounts.get("data", mounts)
     secret_mount = mounts.get("secret/")
