@@ -14,6 +14,7 @@ from typing import Any
 from careloop_contracts.base import Event, registry
 from careloop_contracts.envelope import HEADER_NAMES, REQUIRED_HEADERS, TRACEPARENT_PATTERN
 from careloop_contracts.topics import (
+    CONSUMER_GROUPS,
     DEAD_LETTER_PREFIX,
     DEAD_LETTER_RETENTION_MS,
     TOPICS,
@@ -353,6 +354,22 @@ def events_markdown(
         out.append(
             f"| `{name}` | {topic.owner} | {topic.partitions} | {_retention(topic.retention_ms)}"
             f" | {topic.cleanup_policy} | {_cell(topic.key)} |"
+        )
+    out += [
+        "",
+        "## Consumer groups",
+        "",
+        "Every group reads from the earliest offset it has not committed; `careloop topics "
+        "apply` creates each group's dead-letter topic with the streams.",
+        "",
+        "| group | service | reads | dead-letter topic | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for group_id, group in sorted(CONSUMER_GROUPS.items()):
+        reads = ", ".join(f"`{t}`" for t in group.topics)
+        out.append(
+            f"| `{group_id}` | {group.service} | {reads} | `{DEAD_LETTER_PREFIX}{group_id}` "
+            f"| {_cell(group.description)} |"
         )
     for name, topic in sorted(topics.items()):
         out += ["", f"### `{name}`", "", topic.description, ""]

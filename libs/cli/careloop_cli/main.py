@@ -241,13 +241,19 @@ def vault_bootstrap(
     are never replaced); with --token-dir, a fresh periodic token per service."""
     import hvac
 
-    from careloop_cli.vaultsetup import resolve_root_token, wait_for_vault, write_tokens
+    from careloop_cli.vaultsetup import (
+        resolve_root_token,
+        wait_for_vault,
+        wait_until_active,
+        write_tokens,
+    )
     from careloop_kit.infra.openbao import bootstrap_vault
 
     settings = load_settings("vault", KitSettings)
     client = hvac.Client(url=settings.vault_addr, verify=settings.vault_ca_cert or True)
     status = wait_for_vault(client, wait_s, console.print)
     root_token = resolve_root_token(client, status, unseal_state, root_token_file, console.print)
+    wait_until_active(client, wait_s)
     tokens = bootstrap_vault(
         settings.vault_addr, root_token, list(SERVICES), ca_cert=settings.vault_ca_cert
     )

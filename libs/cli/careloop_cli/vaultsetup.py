@@ -80,6 +80,24 @@ def resolve_root_token(
     )
 
 
+def wait_until_active(client: Any, timeout_s: float) -> None:
+    """Block until an unsealed Vault serves requests (a new raft node elects itself first)."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no leader yet"
+    while time.monotonic() < deadline:
+        try:
+            if not client.sys.read_seal_status().get("sealed"):
+                leader = client.sys.read_leader_status()
+                if not leader.get("ha_enabled") or leader.get("is_self"):
+                    return
+        except Exception as exc:  # still electing a leader: keep waiting
+            last_error = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    raise VaultSetupError(
+        f"Vault at {client.url} is not active after {timeout_s:.0f}s ({last_error})"
+    )
+
+
 def write_tokens(token_dir: Path, tokens: dict[str, str]) -> list[Path]:
     """One file per service, `<dir>/<service>/vault-token`, readable by its owner only."""
     written = []

@@ -209,8 +209,9 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
 """
         )
 
-    def start(self, timeout: float = 60) -> None:
-        """Start the server; a persistent one is initialised (first time) and unsealed."""
+    def start(self, timeout: float = 60, *, unseal: bool = True) -> None:
+        """Start the server; a persistent one is initialised (first time) and unsealed,
+        unless `unseal` is false (something else, like `careloop vault bootstrap`, will)."""
         if self.is_running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +234,8 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
         try:
             deadline = time.monotonic() + timeout
             status = self._wait_for(lambda s: s is not None, deadline, "to answer")
+            if self.mode == "persistent" and not unseal:
+                return
             if self.mode == "persistent":
                 if status == 501:
                     self._initialise()
