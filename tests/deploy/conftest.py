@@ -8,6 +8,7 @@ import pytest
 
 from .helmchart import VALUE_SETS, render
 
+
 class Renders:
     """Lazily rendered manifests of each value set, shared by the whole session."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -79,6 +80,8 @@ def serve(name: ServiceName) -> None:
         application,
         host=settings.http_host,
         port=settings.http_port,
+        ssl_certfile=settings.http_tls_certfile,
+        ssl_keyfile=settings.http_tls_keyfile,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -275,16 +278,22 @@ def dev_certs(
     console.print(f"{len(issued.created)} file(s) created, {len(issued.kept)} kept in {out}")
 
 
+def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
 @app.command("probe")
 def probe(
     url: Annotated[str, typer.Argument(help="URL to GET, e.g. http://127.0.0.1:8101/readyz")],
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3,
 ) -> None:
-    """Exit 0 when URL answers 200 (container health checks: the image has no curl)."""
+    """Exit 0 when URL answers 200 (container health checks: the image has no curl).
+    An https URL is verified against CARELOOP_INTERNAL_CA_FILE when that is set."""
     import httpx
 
+    ca_file = os.environ.get("CARELOOP_INTERNAL_CA_FILE")
     try:
-        status = httpx.get(url, timeout=timeout).status_code
+        status = httpx.get(url, timeout=timeout, verify=_verify(ca_file)).status_code
     except httpx.HTTPError as exc:
         console.print(f"{url}: {type(exc).__name__}")
         raise typer.Exit(1) from None

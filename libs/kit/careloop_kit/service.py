@@ -38,9 +38,9 @@ from careloop_kit.bus.outbox import Outbox, OutboxRelay
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.db import PlatformTables, make_engine, make_sessionmaker
 from careloop_kit.problems import install_problem_handlers, problem_response
-from careloop_kit.settings import KitSettings
+from careloop_kit.settings import KitSettings, internal_verify
 from careloop_kit.telemetry import setup_telemetry
-from careloop_kit.vault import Vault
+from careloop_kit.vault import Vault, VaultUnavailable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("careloop.http")
@@ -153,6 +153,27 @@ async def _readiness_loop(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=runtime.settings.readiness_interval_s)
         except TimeoutError:
             await _check_readiness(runtime)
+
+
+VAULT_RENEW_INTERVAL_S = 3600.0
+
+
+async def _renew_vault_token(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Keep the service's periodic Vault token alive: renewed hourly, it never reaches the
+    end of its period (32 days) however long the process runs. A token from a file is
+    renewed too: compose's bootstrap writes one that nothing else renews, and renewing a
+    Vault agent's token as well does no harm."""
+    while not stop.is_set():
+        try:
+            ttl = await runtime.vault.renew_token()
+            log.info("vault token renewed for %ss", ttl)
+        except VaultUnavailable as exc:
+            log.warning("vault token renewal failed, retrying in a minute: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=60)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=VAULT_RENEW_INTERVAL_S)
 
 
 async def _supervise(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -309,6 +330,13 @@ def create_service_app(
                 asyncio.create_task(_supervise("outbox relay", lambda: relay.run(stop), stop))
             )
             tasks.append(asyncio.create_task(_readiness_loop(runtime, stop)))
+            tasks.append(
+                asyncio.create_task(
+                    _supervise(
+                        "vault token renewal", lambda: _renew_vault_token(runtime, stop), stop
+                    )
+                )
+            )
             for job in spec.background:
                 tasks.append(
                     asyncio.create_task(
@@ -386,7 +414,10 @@ def _install_token_verifier(
     settings = runtime.settings
     revoked = RevokedSessions(clock=runtime.clock)
     source = jwks or HttpJwksSource(
-        settings.auth_jwks_url, ttl_s=settings.auth_jwks_ttl_s, clock=runtime.clock
+        settings.auth_jwks_url,
+        ttl_s=settings.auth_jwks_ttl_s,
+        clock=runtime.clock,
+        verify=internal_verify(settings),
     )
     runtime.state[TOKEN_VERIFIER_KEY] = TokenVerifier(
         source,

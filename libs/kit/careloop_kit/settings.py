@@ -7,6 +7,7 @@ refuse them, as they refuse any non-TLS URL.
 
 from __future__ import annotations
 
+import ssl
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,24 @@ class KitSettings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     http_port: int = Field(8000, description="Port the HTTP API listens on.")
+    http_tls_certfile: str | None = Field(
+        None,
+        description=(
+            "PEM certificate (with its chain) the HTTP API serves TLS with; set together with "
+            "`http_tls_keyfile`. Unset: plain HTTP (refused in production)."
+        ),
+    )
+    http_tls_keyfile: str | None = Field(
+        None, description="PEM private key of `http_tls_certfile`."
+    )
+    internal_ca_file: str | None = Field(
+        None,
+        description=(
+            "CA bundle that signed the services' own HTTPS certificates. Calls to other "
+            "Careloop services (JWKS, gateway routes, contact data, service tokens) trust it; "
+            "unset: the public roots."
+        ),
+    )
     database_url: SecretStr = Field(
         SecretStr(
             f"postgresql+asyncpg://careloop:{LOCAL_DEVELOPMENT_PLACEHOLDER}@127.0.0.1:5432/careloop"
@@ -101,6 +120,8 @@ class KitSettings(BaseSettings):
             value = getattr(self, name).get_secret_value()
             if LOCAL_DEVELOPMENT_PLACEHOLDER in value:
                 problems.append(f"{name} still holds the local-development placeholder")
+        if not (self.http_tls_certfile and self.http_tls_keyfile):
+            problems.append("http_tls_certfile and http_tls_keyfile must be set in production")
         if not self.auth_jwks_url.startswith("https://"):
             problems.append("auth_jwks_url must use https:// in production")
         if not self.vault_addr.startswith("https://"):
@@ -118,3 +139,10 @@ def _database_url_requires_tls(url: str) -> bool:
     query = parse_qs(urlsplit(url).query)
     wanted = {"require", "verify-ca", "verify-full"}
     return bool(wanted & set(query.get("ssl", []) + query.get("sslmode", [])))
+
+
+def internal_verify(settings: KitSettings) -> ssl.SSLContext | bool:
+    """What clients of other Careloop services verify their certificates against."""
+    if settings.internal_ca_file:
+        return ssl.create_default_context(cafile=settings.internal_ca_file)
+    return True

@@ -137,6 +137,24 @@ class Vault:
         )
         return bool(response["data"]["valid"])
 
+    async def read_transit_key(self, key_name: str) -> dict[str, Any]:
+        """The `data` of `transit/keys/<key_name>`: its versions' public keys, never private."""
+        response = await self._call(
+            self._client.secrets.transit.read_key, name=key_name, mount_point=self._transit_mount
+        )
+        data: dict[str, Any] = response["data"]
+        return data
+
+    @property
+    def token_from_file(self) -> bool:
+        """The token comes from a file whose writer (a Vault agent) also renews it."""
+        return self._token_file is not None
+
+    async def renew_token(self) -> int:
+        """Renew this service's own (periodic) token; returns its new TTL in seconds."""
+        response = await self._call(self._client.auth.token.renew_self)
+        return int(response["auth"]["lease_duration"])
+
     async def healthy(self) -> bool:
         """True when Vault answers, is unsealed, and our token is valid."""
         try:

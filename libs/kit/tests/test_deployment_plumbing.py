@@ -119,6 +119,8 @@ def test_production_takes_a_token_file_instead_of_a_token() -> None:
         "auth_jwks_url": "https://identity/.well-known/jwks.json",
         "vault_addr": "https://vault:8200",
         "kafka_security_protocol": "SSL",
+        "http_tls_certfile": "/etc/careloop/tls/tls.crt",
+        "http_tls_keyfile": "/etc/careloop/tls/tls.key",
     }
     with pytest.raises(ValueError, match="vault_token still holds"):
         KitSettings(**tls)
@@ -174,3 +176,16 @@ def test_spans_reach_an_otlp_collector(collector: str) -> None:
     assert path == "/v1/traces"
     assert content_type == "application/x-protobuf"
     assert length > 0
+
+
+def test_a_service_token_is_renewed_to_its_full_period(
+    vault_addr: str, vault_root_token: str
+) -> None:
+    root = hvac.Client(url=vault_addr, token=vault_root_token)
+    token = root.auth.token.create(policies=["careloop-patients"], period="1h")["auth"]
+    own = hvac.Client(url=vault_addr, token=token["client_token"])
+    assert not own.auth.token.lookup_self()["data"].get("last_renewal_time")
+    vault = Vault(vault_addr, token["client_token"])
+    assert asyncio.run(vault.renew_token()) == 3600
+    assert own.auth.token.lookup_self()["data"]["last_renewal_time"]
+    assert not vault.token_from_file

@@ -14,6 +14,8 @@ TLS = {
     "vault_token": "hvs.real-token",
     "kafka_security_protocol": "SSL",
     "auth_jwks_url": "https://identity.internal/.well-known/jwks.json",
+    "http_tls_certfile": "/etc/careloop/tls/tls.crt",
+    "http_tls_keyfile": "/etc/careloop/tls/tls.key",
 }
 
 
@@ -42,6 +44,7 @@ def test_production_accepts_tls_everywhere_and_real_secrets() -> None:
         ({"auth_jwks_url": "http://identity.internal/.well-known/jwks.json"}, "auth_jwks_url"),
         ({"kafka_security_protocol": "PLAINTEXT"}, "kafka_security_protocol"),
         ({"database_url": "postgresql+asyncpg://svc:s3cret@db.internal/patients"}, "TLS"),
+        ({"http_tls_keyfile": None}, "http_tls_certfile and http_tls_keyfile"),
     ],
 )
 def test_production_refuses_placeholders_and_plaintext_transport(

@@ -21,6 +21,7 @@ from careloop_gateway.store.tables import metadata, platform
 from careloop_kit.auth.jwks import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.settings import internal_verify
 
 SERVICE = "gateway"
 EXPOSED_HEADERS = [
@@ -45,6 +46,7 @@ def build_spec(settings: GatewaySettings) -> ServiceSpec:
             ),
             follow_redirects=False,
             trust_env=False,
+            verify=internal_verify(settings),
         )
         runtime.state[STATE_KEY] = Gateway(
             settings=settings,

@@ -501,7 +501,7 @@ async def test_requests_without_or_with_a_bad_token_stop_at_the_gateway(
     assert reached == ["/auth/login", "/.well-known/jwks.json", "/oauth/token"]
 
 
-async def test_only_secure_links_are_public_under_messaging(
+async def test_only_secure_links_and_provider_callbacks_are_public_under_messaging(
     make_gateway: GatewayFactory,
 ) -> None:
     reached: list[tuple[str, str]] = []
@@ -518,6 +518,11 @@ async def test_only_secure_links_are_public_under_messaging(
     ):
         page = await gateway.get(f"/api/v1/messaging/links/{token}")
         action = await gateway.post(f"/api/v1/messaging/links/{token}", data={"action": "confirm"})
+        # Signed by Twilio, checked by messaging: the gateway lets exactly these two through.
+        callbacks = [
+            await gateway.post(f"/api/v1/messaging/webhooks/twilio/{kind}", data={"x": "1"})
+            for kind in ("inbound", "status")
+        ]
         refused = [
             await gateway.get(path)
             for path in (
@@ -528,12 +533,19 @@ async def test_only_secure_links_are_public_under_messaging(
                 "/api/v1/messaging/links/a%2F..%2Fwebhooks",
                 "/api/v1/messaging/links/%2E%2E",
                 "/api/v1/messaging/linksX/abc",
-                "/api/v1/messaging/webhooks/twilio/inbound",
+                "/api/v1/messaging/webhooks/twilio/other",
+                "/api/v1/messaging/webhooks/twilio/inbound/x",
                 "/api/v1/messaging/healthz",
                 f"/api/v1/patients/links/{token}",
             )
         ]
 
     assert (page.status_code, action.status_code) == (200, 200)
-    assert reached == [("GET", f"/links/{token}"), ("POST", f"/links/{token}")]
+    assert [c.status_code for c in callbacks] == [200, 200]
+    assert reached == [
+        ("GET", f"/links/{token}"),
+        ("POST", f"/links/{token}"),
+        ("POST", "/webhooks/twilio/inbound"),
+        ("POST", "/webhooks/twilio/status"),
+    ]
     assert [r.status_code for r in refused] == [401] * len(refused)

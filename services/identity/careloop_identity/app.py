@@ -24,6 +24,7 @@ from careloop_identity.store.tables import metadata, platform
 from careloop_kit.audit import AUDIT_RECORDER_KEY
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.vault import Vault
 
 SERVICE = "identity"
 
@@ -37,11 +38,7 @@ def build_spec(settings: IdentitySettings) -> ServiceSpec:
         hasher = PasswordHasher()
         signer = TokenSigner(
             runtime.vault,
-            TransitKeys(
-                settings.vault_addr,
-                settings.vault_token.get_secret_value(),
-                ca_cert=settings.vault_ca_cert,
-            ),
+            TransitKeys(runtime.vault),
             key_name=settings.signing_key,
             issuer=settings.token_issuer,
             ttl=timedelta(seconds=settings.access_token_ttl_s),
@@ -79,11 +76,7 @@ def create_app(settings: IdentitySettings | None = None, *, clock: Clock | None 
     settings = settings or IdentitySettings()
     the_clock = clock or SystemClock()
     jwks = TransitJwksSource(
-        TransitKeys(
-            settings.vault_addr,
-            settings.vault_token.get_secret_value(),
-            ca_cert=settings.vault_ca_cert,
-        ),
+        TransitKeys(Vault.from_settings(settings)),
         settings.signing_key,
         ttl_s=settings.auth_jwks_ttl_s,
         clock=the_clock,

@@ -13,9 +13,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
-import hvac
 import jwt
-import requests
 
 from careloop_identity.domain.tokens import (
     ALGORITHM,
@@ -41,19 +39,12 @@ CLOCK_SKEW_S = 30
 class TransitKeys:
     """Reads a transit key's public versions (the kit's `Vault` only signs)."""
 
-    def __init__(
-        self, addr: str, token: str, *, ca_cert: str | None = None, timeout_s: float = 5.0
-    ) -> None:
-        self._client = hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout_s)
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
 
     async def read(self, key_name: str) -> Mapping[str, Any]:
         """The `data` of `transit/keys/<key_name>`."""
-        try:
-            response = await asyncio.to_thread(self._client.secrets.transit.read_key, name=key_name)
-        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
-            raise VaultUnavailable(f"Vault call failed: {type(exc).__name__}: {exc}") from exc
-        data: Mapping[str, Any] = response["data"]
-        return data
+        return await self._vault.read_transit_key(key_name)
 
 
 class TransitJwksSource:

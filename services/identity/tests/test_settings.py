@@ -16,6 +16,8 @@ PRODUCTION = {
     "vault_token": "real-token",
     "kafka_security_protocol": "SSL",
     "auth_jwks_url": "https://identity:8103/.well-known/jwks.json",
+    "http_tls_certfile": "/etc/careloop/tls/tls.crt",
+    "http_tls_keyfile": "/etc/careloop/tls/tls.key",
 }
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from careloop_kit.auth import JwksSource, ServiceTokenSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.settings import internal_verify
 from careloop_messaging.api.inbox import INBOX_CIPHER_KEY
 from careloop_messaging.api.inbox import router as inbox_router
 from careloop_messaging.api.links import LINKS_KEY
@@ -78,7 +79,10 @@ def build_spec(
     settings: MessagingSettings, *, contacts: ContactSource | None = None
 ) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
-        http = httpx.AsyncClient(timeout=settings.patients_timeout_s)
+        # Patients and identity are Careloop services: their certificates chain to ours.
+        http = httpx.AsyncClient(
+            timeout=settings.patients_timeout_s, verify=internal_verify(settings)
+        )
         runtime.state["http"] = http
         if contacts is None:
             tokens = ServiceTokenSource(

@@ -20,6 +20,8 @@ KIT_PRODUCTION: dict[str, Any] = {
     "vault_addr": "https://vault:8200",
     "auth_jwks_url": "https://identity/.well-known/jwks.json",
     "kafka_security_protocol": "SSL",
+    "http_tls_certfile": "/etc/careloop/tls/tls.crt",
+    "http_tls_keyfile": "/etc/careloop/tls/tls.key",
 }
 
 

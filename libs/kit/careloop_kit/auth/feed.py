@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from careloop_contracts import SessionRevoked, from_headers, parse
 from careloop_kit.auth.revocation import RevokedSessions
-from careloop_kit.bus.kafka import topic_name
+from careloop_kit.bus.kafka import kafka_security, topic_name
 from careloop_kit.clock import Clock
 from careloop_kit.settings import KitSettings
 
@@ -40,6 +40,7 @@ async def follow_revocations(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **kafka_security(settings),
     )
     await consumer.start()
     try:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -130,10 +131,12 @@ class HttpJwksSource:
         timeout_s: float = 5,
         clock: Clock | None = None,
         client: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
         self._timeout_s = timeout_s
+        self._verify = verify
         self._clock = clock or SystemClock()
         self._client = client
         self._keys: dict[str, Ed25519PublicKey] | None = None
@@ -165,7 +168,7 @@ class HttpJwksSource:
         if self._client is not None:
             response = await self._client.get(self.url, timeout=self._timeout_s)
         else:
-            async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+            async with httpx.AsyncClient(timeout=self._timeout_s, verify=self._verify) as client:
                 response = await client.get(self.url)
         response.raise_for_status()
         return response.json()

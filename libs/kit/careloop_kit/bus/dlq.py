@@ -47,7 +47,7 @@ from careloop_kit.bus.consumer import (
     DLQ_ORIGINAL_TOPIC,
     DLQ_REASON,
 )
-from careloop_kit.bus.kafka import _security, make_producer, topic_name
+from careloop_kit.bus.kafka import kafka_security, make_producer, topic_name
 from careloop_kit.settings import KitSettings
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,9 @@ async def _partitions_and_progress(
     The topic is looked up in the full topic list first, so a missing one is never
     auto-created by asking for its metadata.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_security(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
+    )
     await admin.start()
     try:
         if topic not in await admin.list_topics():
@@ -223,7 +225,7 @@ def _reader(settings: KitSettings, *, group_id: str | None) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        **_security(settings),
+        **kafka_security(settings),
     )
 
 

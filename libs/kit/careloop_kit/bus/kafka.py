@@ -15,7 +15,8 @@ from careloop_contracts import TopicSpec, topic_catalogue
 from careloop_kit.settings import KitSettings
 
 
-def _security(settings: KitSettings) -> dict[str, Any]:
+def kafka_security(settings: KitSettings) -> dict[str, Any]:
+    """Connection options every Kafka client of a service uses (TLS when configured)."""
     options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol != "PLAINTEXT":
         options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
@@ -32,7 +33,7 @@ def make_producer(settings: KitSettings, *, client_id: str) -> AIOKafkaProducer:
         linger_ms=5,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
-        **_security(settings),
+        **kafka_security(settings),
     )
 
 
@@ -51,7 +52,7 @@ def make_consumer(
         max_poll_records=500,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
-        **_security(settings),
+        **kafka_security(settings),
     )
 
 
@@ -71,7 +72,9 @@ async def ensure_topics(settings: KitSettings, names: list[str]) -> None:
     only notice it at the next metadata refresh, minutes later.
     """
     catalogue = topic_catalogue()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_security(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -114,7 +117,9 @@ async def apply_topic_catalogue(settings: KitSettings) -> TopicReport:
     and report the existing ones whose partition count differs from the catalogue."""
     catalogue = {topic_name(settings, name): spec for name, spec in topic_catalogue().items()}
     report = TopicReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_security(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

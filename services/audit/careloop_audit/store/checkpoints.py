@@ -8,10 +8,8 @@ wholesale rewrites of the log are caught.
 from __future__ import annotations
 
 import re
-import ssl
 import time
 from datetime import datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -19,7 +17,7 @@ from pydantic import ValidationError
 
 from careloop_audit.domain.checkpoint import Checkpoint, checkpoint_message
 from careloop_contracts import AuditCheckpointSigned, checkpoint_record_key
-from careloop_kit.bus.kafka import ensure_topics, topic_name
+from careloop_kit.bus.kafka import ensure_topics, kafka_security, topic_name
 from careloop_kit.settings import KitSettings
 from careloop_kit.vault import Vault
 
@@ -101,18 +99,10 @@ class CheckpointStore:
         )
         return await self._vault.verify(self._key_name, message, checkpoint.signature)
 
-    def _security(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"security_protocol": self._settings.kafka_security_protocol}
-        if self._settings.kafka_security_protocol != "PLAINTEXT":
-            options["ssl_context"] = ssl.create_default_context(
-                cafile=self._settings.kafka_ssl_cafile
-            )
-        return options
-
     async def _partitions(self) -> list[int]:
         """The topic's partitions; none when the topic does not exist (never auto-created)."""
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._settings.kafka_bootstrap, **self._security()
+            bootstrap_servers=self._settings.kafka_bootstrap, **kafka_security(self._settings)
         )
         await admin.start()
         try:
@@ -133,7 +123,7 @@ class CheckpointStore:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             client_id="careloop-audit-checkpoint-reader",
-            **self._security(),
+            **kafka_security(self._settings),
         )
 
     async def latest(self) -> Checkpoint | None:

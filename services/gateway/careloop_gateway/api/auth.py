@@ -18,7 +18,8 @@ from careloop_kit.auth.tokens import Claims, InvalidToken
 
 # Exact paths a caller reaches without an access token, by service: signing in, the
 # OAuth token endpoint (partners and services authenticate with their own credential),
-# the signing keys, and creating or listing tenants (the operator's bootstrap token).
+# the signing keys, creating or listing tenants (the operator's bootstrap token), and
+# the SMS provider's signed callbacks.
 # Everything below /organizations/{org} takes an access token.
 PUBLIC_ROUTES: dict[str, frozenset[str]] = {
     "identity": frozenset(
@@ -31,6 +32,9 @@ PUBLIC_ROUTES: dict[str, frozenset[str]] = {
             "/organizations",
         }
     ),
+    # Twilio's callbacks carry no access token: messaging checks each one's
+    # X-Twilio-Signature over the public URL (CARELOOP_TWILIO_*_URL) and refuses the rest.
+    "messaging": frozenset({"/webhooks/twilio/status", "/webhooks/twilio/inbound"}),
 }
 
 

@@ -169,11 +169,7 @@ def _service_keys(runtime: Runtime) -> ServiceKeys:
     # Built on first use with identity's own Vault token, whose policy may read (never
     # sign with) every `careloop-service-*` key.
     built = ServiceKeys(
-        TransitKeys(
-            settings.vault_addr,
-            settings.vault_token.get_secret_value(),
-            ca_cert=settings.vault_ca_cert,
-        ),
+        TransitKeys(runtime.vault),
         ttl_s=settings.auth_jwks_ttl_s,
         clock=runtime.clock,
     )
