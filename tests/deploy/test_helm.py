@@ -116,6 +116,59 @@ EXTERNAL_SECRET_SCHEMA: dict[str, Any] = {
 }
 
 
+# Likewise for cert-manager's Certificate (cert-manager.io/v1), the fields the chart writes.
+CERTIFICATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "issuerRef", "dnsNames"],
+            "properties": {
+                "secretName": {"type": "string", "minLength": 1},
+                "duration": {"type": "string", "pattern": "^([0-9]+(ns|us|ms|s|m|h))+$"},
+                "renewBefore": {"type": "string", "pattern": "^([0-9]+(ns|us|ms|s|m|h))+$"},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                "usages": {
+                    "type": "array",
+                    "items": {"enum": ["server auth", "digital signature", "key encipherment"]},
+                },
+                "privateKey": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
+                    },
+                },
+                "issuerRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                        "group": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+CRD_SCHEMAS = {"ExternalSecret": EXTERNAL_SECRET_SCHEMA, "Certificate": CERTIFICATE_SCHEMA}
+CRDS_PER_SERVICE = {"external-secrets": "ExternalSecret", "tls": "Certificate"}
+
+
+def https_url(service: str) -> str:
+    """A service's in-cluster base URL: its own Service, over the services' TLS."""
+    return f"https://careloop-{service}:{SERVICES[service].default_port}"
+
+
 def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Deployments keyed by the service they run."""
     return {component(doc): doc for doc in of_kind(docs, "Deployment")}
@@ -202,23 +255,30 @@ def test_renders_one_workload_set_per_enabled_service(renders: Renders, value_se
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_are_valid_kubernetes(renders: Renders, value_set: str, version: str) -> None:
-    checked_crds = 0
+    checked_crds: list[str] = []
     for doc in renders[value_set]:
-        if doc["kind"] == "ExternalSecret":
-            jsonschema.validate(doc, EXTERNAL_SECRET_SCHEMA)
-            checked_crds += 1
+        if doc["kind"] in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+            checked_crds.append(doc["kind"])
             continue
         kubernetes_validate.validate(doc, version, strict=True)
-    expected_crds = len(MINIMAL_SERVICES if value_set == "minimal" else ALL_SERVICES)
-    assert checked_crds == (expected_crds if value_set == "external-secrets" else 0)
+    crd = CRDS_PER_SERVICE.get(value_set)
+    assert checked_crds == ([crd] * len(ALL_SERVICES) if crd else [])
 
 
-def test_external_secret_schema_rejects_a_misspelt_field(renders: Renders) -> None:
-    external_secret = of_kind(renders["external-secrets"], "ExternalSecret")[0]
-    broken = json.loads(json.dumps(external_secret))
-    broken["spec"]["secretStoreRefs"] = broken["spec"].pop("secretStoreRef")
+@pytest.mark.parametrize(
+    ("value_set", "kind", "field"),
+    [("external-secrets", "ExternalSecret", "secretStoreRef"), ("tls", "Certificate", "issuerRef")],
+)
+def test_crd_schemas_reject_a_misspelt_field(
+    renders: Renders, value_set: str, kind: str, field: str
+) -> None:
+    manifest = of_kind(renders[value_set], kind)[0]
+    jsonschema.validate(manifest, CRD_SCHEMAS[kind])
+    broken = json.loads(json.dumps(manifest))
+    broken["spec"][field + "s"] = broken["spec"].pop(field)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, EXTERNAL_SECRET_SCHEMA)
+        jsonschema.validate(broken, CRD_SCHEMAS[kind])
 
 
 # 4. Behaviour.
@@ -257,15 +317,29 @@ def test_deployments_serve_their_service_with_probes(renders: Renders, value_set
         spec = pod_spec(deployment)
         (container,) = spec["containers"]
         assert container["args"] == ["serve", service]
-        assert container["ports"][0]["containerPort"] == SERVICES[service].default_port
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["ports"] == [
+            {"name": "https", "containerPort": SERVICES[service].default_port, "protocol": "TCP"}
+        ]
+        probes = {
+            kind: container[kind]["httpGet"]
+            for kind in ("livenessProbe", "readinessProbe", "startupProbe")
+        }
+        assert probes == {
+            "livenessProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+            "readinessProbe": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+            "startupProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+        }
         # uvicorn drains for up to 10 s; the pod must not be killed before that.
         assert spec["terminationGracePeriodSeconds"] > 10
         env = container_env(docs, deployment)
         assert env["CARELOOP_HTTP_HOST"] == "0.0.0.0"
         assert env["CARELOOP_HTTP_PORT"] == str(SERVICES[service].default_port)
+        assert env["CARELOOP_HTTP_TLS_CERTFILE"] == "/etc/careloop/tls/tls.crt"
+        assert env["CARELOOP_HTTP_TLS_KEYFILE"] == "/etc/careloop/tls/tls.key"
+        assert env["CARELOOP_INTERNAL_CA_FILE"] == "/etc/careloop/tls/ca.crt"
+        (tls,) = [v for v in spec["volumes"] if v["name"] == "service-tls"]
+        assert tls["secret"]["secretName"] == f"careloop-{service}-tls"
+        assert "optional" not in tls["secret"]
         service_doc = by_name(docs, "Service")[deployment["metadata"]["name"]]
         assert service_doc["spec"]["type"] == "ClusterIP"
         assert service_doc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -512,8 +586,7 @@ def test_wiring_names_the_releases_own_services(renders: Renders, value_set: str
     by_service = deployments(docs)
     enabled = set(by_service)
 
-    def url(service: str) -> str:
-        return f"http://careloop-{service}:{SERVICES[service].default_port}"
+    url = https_url
 
     gateway_env = container_env(docs, by_service["gateway"])
     routes = json.loads(gateway_env["CARELOOP_ROUTES"])
@@ -538,10 +611,7 @@ def test_wiring_names_the_releases_own_services(renders: Renders, value_set: str
 def test_wiring_matches_the_shared_wiring_module(renders: Renders, value_set: str) -> None:
     docs = renders[value_set]
     by_service = deployments(docs)
-    urls = {
-        service: f"http://careloop-{service}:{SERVICES[service].default_port}"
-        for service in by_service
-    }
+    urls = {service: https_url(service) for service in by_service}
     for service, deployment in by_service.items():
         env = container_env(docs, deployment)
         expected = service_urls(service, urls, "https://careloop.example.com")
@@ -567,7 +637,7 @@ def secret_files(deployment: dict[str, Any]) -> set[str]:
 
 
 @pytest.mark.parametrize("value_set", ["defaults", "tls", "netpol", "external-secrets", "minimal"])
-def test_settings_classes_accept_the_rendered_environment(
+def test_service_settings_accept_the_rendered_environment(
     renders: Renders, value_set: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docs = renders[value_set]
@@ -587,10 +657,14 @@ def test_settings_classes_accept_the_rendered_environment(
             monkeypatch.delenv(name)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        # The kit refuses plain-http in-cluster URLs in production (reported; see the
-        # chart README), so the values are checked for type and meaning under `test`.
-        monkeypatch.setenv("CARELOOP_ENVIRONMENT", "test")
+        for name in ("careloop_bootstrap_token", "careloop_twilio_auth_token"):
+            (secrets_dir / name).write_text(f"{service}-{name}-test-value")
+        if value_set != "tls":
+            # Only the tls set carries everything production messaging wants besides secrets
+            # (Twilio and SMTP identifiers); the others are checked for names and types.
+            monkeypatch.setenv("CARELOOP_ENVIRONMENT", "test")
         settings = settings_class(_secrets_dir=str(secrets_dir))
+        assert settings.environment == ("production" if value_set == "tls" else "test")
         assert settings.http_port == SERVICES[service].default_port
         assert settings.http_host == "0.0.0.0"
         assert settings.database_url.get_secret_value() == database_url
@@ -735,7 +809,15 @@ def test_tls_everywhere(renders: Renders) -> None:
             "kafka-ca": "kafka-cluster-ca",
             "vault-ca": "vault-ca",
             "db-ca": "postgres-ca",
+            "internal-ca": "clinic-internal-ca-bundle",
         }
+        assert env["CARELOOP_INTERNAL_CA_FILE"] == "/etc/careloop/internal-ca/trust-bundle.pem"
+        service = component(workload).removesuffix("-migrate")
+        (tls,) = [v for v in spec["volumes"] if v["name"] == "service-tls"]
+        expected_secret = "identity-https" if service == "identity" else f"careloop-{service}-tls"
+        assert tls["secret"]["secretName"] == expected_secret
+        # Hooks run before cert-manager issues the certificate; only the Deployments need it.
+        assert tls["secret"].get("optional", False) is (workload["kind"] == "Job")
         mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
         assert mounts["kafka-ca"] == "/etc/careloop/kafka-ca"
         assert mounts["vault-ca"] == "/etc/careloop/vault-ca"
@@ -750,7 +832,20 @@ def test_tls_everywhere(renders: Renders) -> None:
         {"secretName": "careloop-clinic-tls", "hosts": ["careloop.clinic.test"]}
     ]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "careloop-gateway", "port": {"name": "http"}}
+    assert backend == {"name": "careloop-gateway", "port": {"name": "https"}}
+    certificates = {component(doc): doc["spec"] for doc in of_kind(docs, "Certificate")}
+    assert set(certificates) == ALL_SERVICES
+    for service, certificate in certificates.items():
+        name = f"careloop-{service}"
+        assert certificate["dnsNames"] == [
+            name,
+            f"{name}.careloop.svc",
+            f"{name}.careloop.svc.cluster.local",
+        ]
+        assert certificate["issuerRef"]["name"] == "clinic-internal-ca"
+        volumes = pod_spec(deployments(docs)[service])["volumes"]
+        (tls,) = [v for v in volumes if v["name"] == "service-tls"]
+        assert certificate["secretName"] == tls["secret"]["secretName"]
     messaging = container_env(docs, deployments(docs)["messaging"])
     assert messaging["CARELOOP_SECURE_LINK_BASE"] == (
         "https://careloop.clinic.test/api/v1/messaging/links"
@@ -785,6 +880,8 @@ def test_defaults_are_production_and_tls(renders: Renders) -> None:
         ({"publicUrl": "http://careloop.example.com"}, "publicUrl"),
         ({"kafka.securityProtocol": "PLAINTEXT"}, "kafka.securityProtocol"),
         ({"vault.addr": "http://vault:8200"}, "vault.addr"),
+        ({"serviceTls.enabled": "false"}, "serviceTls.enabled"),
+        ({"serviceTls.secrets.billing": "x"}, "billing"),
     ],
 )
 def test_values_that_cannot_work_are_refused(set_values: dict[str, str], message: str) -> None:
@@ -800,8 +897,16 @@ def test_plaintext_is_allowed_outside_production() -> None:
             "kafka.securityProtocol": "PLAINTEXT",
             "vault.addr": "http://vault:8200",
             "publicUrl": "http://localhost:8100",
+            "serviceTls.enabled": "false",
         },
     )
     env = container_env(docs, deployments(docs)["messaging"])
     assert env["CARELOOP_ENVIRONMENT"] == "development"
+    assert env["CARELOOP_PATIENTS_URL"] == "http://careloop-patients:8101"
+    assert "CARELOOP_HTTP_TLS_CERTFILE" not in env
+    probe = pod_spec(deployments(docs)["messaging"])["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["scheme"] == "HTTP"
+    assert not [
+        v for v in pod_spec(deployments(docs)["messaging"])["volumes"] if v["name"] == "service-tls"
+    ]
     assert env["CARELOOP_SECURE_LINK_BASE"] == "http://localhost:8100/api/v1/messaging/links"

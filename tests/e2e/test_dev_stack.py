@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,8 +20,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from careloop_cli.registry import SERVICES
+from careloop_contracts import topic_catalogue
 from careloop_kit.infra.ports import port_is_open
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +107,18 @@ def _subject(headers: dict[str, str]) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
+def _topics(bootstrap: str) -> set[str]:
+    async def listed() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return asyncio.run(listed())
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -142,6 +157,8 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
     try:
         endpoints = first.wait_endpoints()
         gateway_url = endpoints["services"]["gateway"]["url"]
+        # The topic catalogue, dead-letter topics included, as compose and Helm create it.
+        assert set(topic_catalogue()) <= _topics(endpoints["kafka"]["bootstrap"])
         logins = json.loads((first.state / "demo-logins.json").read_text())
         assert {u["role"] for u in logins["users"]} >= {"org_admin", "front_desk", "auditor"}
         assert len(logins["patient_ids"]) == 3

@@ -68,7 +68,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* In-cluster base URL of a service, from this release's own Service name. */}}
 {{- define "careloop.serviceUrl" -}}
 {{- $port := (get .root.Values.services .service).port }}
-{{- printf "http://%s:%v" (include "careloop.serviceName" .) $port }}
+{{- printf "%s://%s:%v" (include "careloop.scheme" .root) (include "careloop.serviceName" .) $port }}
+{{- end }}
+
+{{/* Scheme, and name of the Service port, of the services' own API. */}}
+{{- define "careloop.scheme" -}}
+{{- if .Values.serviceTls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* TLS Secret of one service's HTTPS listener. */}}
+{{- define "careloop.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "careloop.serviceName" .)) (get .root.Values.serviceTls.secrets .service) }}
 {{- end }}
 
 {{/* Refuse value combinations that render a platform that cannot work. */}}
@@ -82,6 +92,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and (eq .Values.environment "production") (not (hasPrefix "https://" .Values.publicUrl)) }}
 {{- fail "publicUrl must use https:// in production (messaging's secure links are built from it)" }}
+{{- end }}
+{{- if and (eq .Values.environment "production") (not .Values.serviceTls.enabled) }}
+{{- fail "serviceTls.enabled: production refuses a plain-HTTP listener" }}
 {{- end }}
 {{- if and (eq .Values.environment "production") (not (hasPrefix "https://" .Values.vault.addr)) }}
 {{- fail "vault.addr must use https:// in production" }}
@@ -131,6 +144,15 @@ ConfigMap exists) gets the same values inline.
 {{- $_ := set $s "CARELOOP_ENVIRONMENT" $v.environment }}
 {{- $_ = set $s "CARELOOP_HTTP_HOST" "0.0.0.0" }}
 {{- $_ = set $s "CARELOOP_HTTP_PORT" (toString $svc.port) }}
+{{- if $v.serviceTls.enabled }}
+{{- $_ = set $s "CARELOOP_HTTP_TLS_CERTFILE" (printf "%s/tls.crt" $v.serviceTls.mountPath) }}
+{{- $_ = set $s "CARELOOP_HTTP_TLS_KEYFILE" (printf "%s/tls.key" $v.serviceTls.mountPath) }}
+{{- if $v.serviceTls.caConfigMap.name }}
+{{- $_ = set $s "CARELOOP_INTERNAL_CA_FILE" (printf "%s/%s" $v.serviceTls.caFile $v.serviceTls.caConfigMap.key) }}
+{{- else }}
+{{- $_ = set $s "CARELOOP_INTERNAL_CA_FILE" (printf "%s/ca.crt" $v.serviceTls.mountPath) }}
+{{- end }}
+{{- end }}
 {{- $_ = set $s "CARELOOP_LOG_LEVEL" $v.logLevel }}
 {{- $_ = set $s "CARELOOP_LOG_JSON" (toString $v.logJson) }}
 {{- $_ = set $s "CARELOOP_KAFKA_BOOTSTRAP" $v.kafka.bootstrap }}
@@ -259,6 +281,16 @@ capabilities:
   mountPath: /var/run/secrets/careloop
   readOnly: true
 {{- end }}
+{{- if .Values.serviceTls.enabled }}
+- name: service-tls
+  mountPath: {{ .Values.serviceTls.mountPath }}
+  readOnly: true
+{{- if .Values.serviceTls.caConfigMap.name }}
+- name: internal-ca
+  mountPath: {{ .Values.serviceTls.caFile }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "careloop.volumes" -}}
@@ -295,6 +327,25 @@ capabilities:
   secret:
     secretName: {{ include "careloop.secretName" . }}
     defaultMode: 0440
+{{- end }}
+{{- if $v.serviceTls.enabled }}
+- name: service-tls
+  secret:
+    secretName: {{ include "careloop.tlsSecretName" . }}
+    defaultMode: 0440
+    {{- if .job }}
+    # A hook Job may run before the certificate is issued; it never serves, it only needs
+    # the service's settings to validate.
+    optional: true
+    {{- end }}
+{{- if $v.serviceTls.caConfigMap.name }}
+- name: internal-ca
+  configMap:
+    name: {{ $v.serviceTls.caConfigMap.name }}
+    items:
+      - key: {{ $v.serviceTls.caConfigMap.key }}
+        path: {{ $v.serviceTls.caConfigMap.key }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -42,7 +42,8 @@ def _table(settings: type[BaseSettings], *, skip: set[str] | None = None) -> str
         if skip and name in skip:
             continue
         description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name.upper()}` | {_default(field.default)} | {description} |")
+        default = field.get_default(call_default_factory=True)
+        rows.append(f"| `{prefix}{name.upper()}` | {_default(default)} | {description} |")
     return "\n".join(rows) + "\n"
 
 
@@ -63,6 +64,13 @@ def render() -> str:
     parts.append(
         "\nAlso: `CARELOOP_STATE_DIR` (default `.careloop/` in the repository) holds the local "
         "stack's data, logs, generated local-development secrets and `endpoints.json`.\n"
+        "\n## Read by the `careloop` command\n\n"
+        "| variable | default | meaning |\n|---|---|---|\n"
+        "| `CARELOOP_SECRETS_DIR` | unset | A directory whose files supply settings: each named "
+        "after a setting's variable in lower case (`careloop_database_url`), as a Vault agent "
+        "or a mounted Kubernetes Secret writes them. Variables win over files. |\n"
+        "| `CARELOOP_VAULT_ROOT_TOKEN` | unset | Root or admin token for `careloop vault "
+        "bootstrap` (or `--root-token-file`). |\n"
     )
     return "".join(parts)
 
