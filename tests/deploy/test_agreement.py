@@ -8,6 +8,7 @@ held to, so adding a service or a setting that one of them forgets fails here.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ import yaml
 
 from careloop_cli.devstack import service_environment
 from careloop_cli.registry import SERVICES
-from careloop_cli.wiring import SECRET_SETTINGS, SECRETS_DIR_VARIABLE, required_settings
+from careloop_cli.wiring import (
+    SECRET_SETTINGS,
+    SECRETS_DIR_VARIABLE,
+    required_settings,
+    service_urls,
+)
 from careloop_contracts import topic_catalogue
 
 from .conftest import Renders
@@ -122,6 +128,18 @@ def test_compose_gives_every_required_setting_and_only_known_names(service: str)
     assert missing_settings(service, set(env), set()) == []
     assert unknown_names(service, careloop_variables(env)) == set()
     assert str(env["CARELOOP_HTTP_PORT"]) == str(SERVICES[service].default_port)
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_compose_wires_services_as_the_wiring_module_does(service: str) -> None:
+    urls = {name: f"http://{name}:{entry.default_port}" for name, entry in SERVICES.items()}
+    expected = service_urls(service, urls, public_url="http://localhost:8100")
+    env = compose_services()[service]["environment"]
+    given = {name: env.get(name) for name in expected}
+    if "CARELOOP_ROUTES" in expected:
+        given["CARELOOP_ROUTES"] = json.loads(str(env["CARELOOP_ROUTES"]))
+        expected["CARELOOP_ROUTES"] = json.loads(expected["CARELOOP_ROUTES"])
+    assert given == expected
 
 
 @pytest.mark.parametrize("service", list(SERVICES))

@@ -193,6 +193,9 @@ ConfigMap exists) gets the same values inline.
 {{- $_ = set $s "CARELOOP_PATIENTS_URL" (include "careloop.serviceUrl" (dict "root" $root "service" "patients")) }}
 {{- $_ = set $s "CARELOOP_IDENTITY_TOKEN_URL" (printf "%s/oauth/token" $identity) }}
 {{- $_ = set $s "CARELOOP_SECURE_LINK_BASE" (printf "%s/api/v1/messaging/links" (trimSuffix "/" $v.publicUrl)) }}
+{{- /* Twilio signs the exact URL it calls: the gateway's public callback routes. */}}
+{{- $_ = set $s "CARELOOP_TWILIO_STATUS_CALLBACK_URL" (printf "%s/api/v1/messaging/webhooks/twilio/status" (trimSuffix "/" $v.publicUrl)) }}
+{{- $_ = set $s "CARELOOP_TWILIO_INBOUND_URL" (printf "%s/api/v1/messaging/webhooks/twilio/inbound" (trimSuffix "/" $v.publicUrl)) }}
 {{- end }}
 {{- range $key, $value := $svc.env }}
 {{- $_ = set $s $key (toString $value) }}

@@ -54,6 +54,12 @@ after a setting's variable in lower case, supply secret settings."""
 LINKS_PATH = "/api/v1/messaging/links"
 """Where the gateway serves messaging's secure links."""
 
+TWILIO_CALLBACK_PATHS = {
+    "CARELOOP_TWILIO_STATUS_CALLBACK_URL": "/api/v1/messaging/webhooks/twilio/status",
+    "CARELOOP_TWILIO_INBOUND_URL": "/api/v1/messaging/webhooks/twilio/inbound",
+}
+"""Where Twilio reaches messaging through the gateway; Twilio signs the exact URL."""
+
 
 def required_settings(service: str) -> tuple[str, ...]:
     """Every setting a deployment must give `service`."""
@@ -73,4 +79,6 @@ def service_urls(service: str, urls: Mapping[str, str], public_url: str) -> dict
         env["CARELOOP_PATIENTS_URL"] = urls["patients"]
         env["CARELOOP_IDENTITY_TOKEN_URL"] = f"{urls['identity']}/oauth/token"
         env["CARELOOP_SECURE_LINK_BASE"] = public_url.rstrip("/") + LINKS_PATH
+        for name, path in TWILIO_CALLBACK_PATHS.items():
+            env[name] = public_url.rstrip("/") + path
     return env
