@@ -12,7 +12,12 @@ import kubernetes_validate
 import pytest
 
 from careloop_cli.registry import SERVICES
-from careloop_cli.wiring import SECRETS_DIR_VARIABLE, required_settings, service_urls
+from careloop_cli.wiring import (
+    SECRET_SETTINGS,
+    SECRETS_DIR_VARIABLE,
+    required_settings,
+    service_urls,
+)
 
 from .conftest import Renders
 from .helmchart import (
@@ -31,16 +36,6 @@ pytestmark = pytest.mark.deploy
 
 ALL_SERVICES = frozenset(SERVICES)
 MINIMAL_SERVICES = frozenset({"gateway", "identity", "patients"})
-# The interface's secret settings: never a value in env or a ConfigMap, only files.
-SECRET_SETTINGS = frozenset(
-    {
-        "CARELOOP_DATABASE_URL",
-        "CARELOOP_VAULT_TOKEN",
-        "CARELOOP_BOOTSTRAP_TOKEN",
-        "CARELOOP_TWILIO_AUTH_TOKEN",
-        "CARELOOP_SMTP_PASSWORD",
-    }
-)
 SECRET_FILES = {
     "all": {"careloop_database_url"},
     "identity": {"careloop_bootstrap_token"},
