@@ -135,6 +135,7 @@ TOPICS: dict[str, TopicSpec] = {
     )
 }
 
+
 @dataclass(frozen=True, slots=True)
 class ConsumerGroupSpec:
     """One consumer group: the service that runs it and the topics it reads.
