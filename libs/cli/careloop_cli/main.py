@@ -25,11 +25,13 @@ dev = typer.Typer(help="The local stack on one machine.", no_args_is_help=True)
 audit = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 dlq = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
 topics = typer.Typer(help="The Kafka topic catalogue.", no_args_is_help=True)
+keys = typer.Typer(help="Encryption keys: after a rotation in Vault.", no_args_is_help=True)
 vault = typer.Typer(help="Vault (OpenBao) set-up.", no_args_is_help=True)
 app.add_typer(dev, name="dev")
 app.add_typer(audit, name="audit")
 app.add_typer(dlq, name="dlq")
 app.add_typer(topics, name="topics")
+app.add_typer(keys, name="keys")
 app.add_typer(vault, name="vault")
 console = Console()
 
@@ -220,6 +222,32 @@ def topics_list(
         retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000} d"
         table.add_row(spec.name, str(spec.partitions), retention, spec.cleanup_policy, spec.owner)
     console.print(table)
+
+
+@keys.command("rewrap-phi")
+def keys_rewrap_phi() -> None:
+    """Rewrap every stored patient data key under the PHI transit key's latest version
+    (run after `transit/keys/careloop-phi/rotate`; no plaintext leaves Vault)."""
+    from rich.progress import Progress
+
+    from careloop_patients.rewrap import rewrap_data_keys
+    from careloop_patients.settings import PatientsSettings
+
+    settings = load_settings("patients", PatientsSettings)
+    with Progress(console=console) as progress:
+        task = progress.add_task("rewrapping data keys", total=None)
+
+        def advance(done: int, to_do: int) -> None:
+            progress.update(task, completed=done, total=to_do)
+
+        report = asyncio.run(rewrap_data_keys(settings, on_batch=advance))
+    console.print(
+        f"{report.key_name} v{report.latest_version}: {report.rewrapped} rewrapped, "
+        f"{report.already_latest} already current, {report.changed_meanwhile} changed "
+        f"meanwhile (run again), {report.total} in all"
+    )
+    if report.changed_meanwhile:
+        raise typer.Exit(1)
 
 
 @vault.command("bootstrap")

@@ -114,6 +114,24 @@ class Vault:
         )
         return base64.b64decode(response["data"]["plaintext"])
 
+    async def rewrap(self, key_name: str, ciphertexts: list[str]) -> list[str]:
+        """The same ciphertexts wrapped by the transit key's latest version, in order. Vault
+        decrypts and re-encrypts inside itself: no plaintext leaves it."""
+        if not ciphertexts:
+            return []
+        response = await self._call(
+            self._client.secrets.transit.rewrap_data,
+            name=key_name,
+            ciphertext=ciphertexts[0],
+            batch_input=[{"ciphertext": c} for c in ciphertexts],
+            mount_point=self._transit_mount,
+        )
+        results = response["data"]["batch_results"]
+        failed = [r["error"] for r in results if r.get("error")]
+        if failed:
+            raise VaultUnavailable(f"Vault refused to rewrap {len(failed)} key(s): {failed[0]}")
+        return [str(r["ciphertext"]) for r in results]
+
     async def sign(self, key_name: str, message: bytes) -> tuple[str, int]:
         """Sign `message` with a transit key; returns (signature, key version)."""
         response = await self._call(
