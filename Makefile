@@ -9,6 +9,9 @@ UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen
 # Helm renders and lints the chart in the tests; built from its pinned release with Go.
 HELM_VERSION := v3.22.0
+# The Kubernetes minor its client libraries (k8s.io/client-go v0.37) speak, stamped in as
+# helm's own release build does; without it helm assumes 1.20.
+HELM_KUBE_MINOR := 37
 HELM := $(TOOLS)/bin/helm
 
 .PHONY: help setup kafka-jars helm run test lint typecheck contracts unit service e2e bench bench-100k clean
@@ -30,7 +33,11 @@ setup: $(UV)
 $(HELM): | $(UV)
 	@command -v go >/dev/null || { echo "Go is required to build helm $(HELM_VERSION) (go not found)"; exit 1; }
 	GOBIN=$(CURDIR)/$(TOOLS)/bin GOFLAGS=-buildvcs=false go install -trimpath \
-		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" \
+		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)" \
 		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm: $(HELM)
