@@ -61,9 +61,16 @@ async def test_topic_catalogue_is_applied_once_and_differences_are_reported(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        described = {d["topic"]: d for d in await admin.describe_topics(sorted(expected))}
-        for name, spec in topic_catalogue().items():
-            assert len(described[f"{topic_prefix}{name}"]["partitions"]) == spec.partitions
+        wanted = {
+            f"{topic_prefix}{name}": spec.partitions for name, spec in topic_catalogue().items()
+        }
+        for _ in range(100):  # the brokers' metadata lists new partitions within moments
+            described = {d["topic"]: d for d in await admin.describe_topics(sorted(expected))}
+            found = {name: len(d["partitions"]) for name, d in described.items()}
+            if all(found.values()):
+                break
+            await asyncio.sleep(0.1)
+        assert found == wanted
         dead_letters = dead_letter_topic("careloop.audit.trail")
         configs = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, f"{topic_prefix}{dead_letters}")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass, field
@@ -131,15 +132,28 @@ async def apply_topic_catalogue(settings: KitSettings) -> TopicReport:
                 )
         report.created = missing
         present = [name for name in catalogue if name in existing]
-        if present:
-            for described in await admin.describe_topics(present):
-                name = described["topic"]
-                actual = len(described["partitions"])
-                wanted = catalogue[name].partitions
-                if actual == wanted:
-                    report.unchanged.append(name)
-                else:
-                    report.differing[name] = f"{actual} partitions, catalogue says {wanted}"
+        for name, actual in (await _partition_counts(admin, present)).items():
+            wanted = catalogue[name].partitions
+            if actual == wanted:
+                report.unchanged.append(name)
+            else:
+                report.differing[name] = f"{actual} partitions, catalogue says {wanted}"
     finally:
         await admin.close()
     return report
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic. A topic created a moment ago may be described with none yet
+    while the brokers' metadata catches up, so those are asked again for a few seconds."""
+    counts: dict[str, int] = {}
+    pending = list(names)
+    for _ in range(50):
+        if not pending:
+            break
+        described = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(pending)}
+        counts |= described
+        pending = [name for name in pending if not described.get(name)]
+        if pending:
+            await asyncio.sleep(0.1)
+    return counts
