@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CARELOOP_IMAGE = "careloop:local"
 
-# Settings the interface adds that the generated docs/configuration.md may not list yet.
 # One-shot containers that write into fresh named volumes (owned by root until then): root
 # with CHOWN as the only capability, to hand the files to the careloop user.
 VOLUME_SEEDERS = {"certs", "vault-init"}
