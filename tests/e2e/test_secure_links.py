@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,13 @@ from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import platform as scheduling_platform
 
-from .daytime import PRACTICE_ZONE
+from .practice import PRACTICE_ZONE, open_practice
 from .test_messaging_reminders import (
     BIRTH_DATE,
     BOOTSTRAP,
     FAMILY,
     GIVEN,
     PHI_MARKERS,
-    PROVIDER_NAME,
-    VISIT_TYPE,
     admin_of_new_org,
     eventually,
 )
@@ -252,38 +250,7 @@ async def stack(
                 headers=admin,
             )
             assert created.status_code == 201, created.text
-            day = (clock.now() + timedelta(days=5)).astimezone(ZONE).date()
-            located = await scheduling.put(
-                "/locations/loc-north",
-                json={"time_zone": ZONE.key, "display_name": "Bayview Family Practice"},
-                headers=admin,
-            )
-            provider = await scheduling.post(
-                "/providers",
-                json={"display_name": PROVIDER_NAME, "location_ids": ["loc-north"]},
-                headers=admin,
-            )
-            kind = await scheduling.post(
-                "/appointment-types",
-                json={"name": VISIT_TYPE, "duration_minutes": 30, "patient_kind": "established"},
-                headers=admin,
-            )
-            assert (located.status_code, provider.status_code, kind.status_code) == (
-                200,
-                201,
-                201,
-            )
-            window = await scheduling.post(
-                f"/providers/{provider.json()['id']}/availability",
-                json={
-                    "location_id": "loc-north",
-                    "weekday": day.weekday(),
-                    "start": "09:00",
-                    "end": "17:00",
-                },
-                headers=admin,
-            )
-            assert window.status_code == 201, window.text
+            practice = await open_practice(scheduling, admin, clock.now())
             yield Stack(
                 gateway=gateway,
                 link_base=link_base,
@@ -294,9 +261,9 @@ async def stack(
                 admin=admin,
                 org_id=org_id,
                 patient_id=str(created.json()["id"]),
-                provider_id=provider.json()["id"],
-                type_id=kind.json()["id"],
-                day=day,
+                provider_id=practice.provider_id,
+                type_id=practice.type_id,
+                day=practice.day,
                 messaging_settings=messaging_settings,
                 texts=[],
             )

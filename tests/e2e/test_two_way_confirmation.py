@@ -32,14 +32,12 @@ from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 
-from .daytime import PRACTICE_ZONE
+from .practice import PRACTICE_ZONE, open_practice
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
     GIVEN,
     PHI_MARKERS,
-    PROVIDER_NAME,
-    VISIT_TYPE,
     Chain,
     admin_of_new_org,
     eventually,
@@ -90,42 +88,14 @@ async def booked(
         clock=clock,
     )
     async with running_app(app) as client:
-        day = (clock.now() + timedelta(days=5)).astimezone(ZONE).date()
-        put = await client.put(
-            "/locations/loc-north",
-            json={"time_zone": ZONE.key, "display_name": "Bayview Family Practice"},
-            headers=admin,
-        )
-        assert put.status_code == 200, put.text
-        provider = await client.post(
-            "/providers",
-            json={"display_name": PROVIDER_NAME, "location_ids": ["loc-north"]},
-            headers=admin,
-        )
-        kind = await client.post(
-            "/appointment-types",
-            json={"name": VISIT_TYPE, "duration_minutes": 30, "patient_kind": "established"},
-            headers=admin,
-        )
-        assert provider.status_code == kind.status_code == 201
-        window = await client.post(
-            f"/providers/{provider.json()['id']}/availability",
-            json={
-                "location_id": "loc-north",
-                "weekday": day.weekday(),
-                "start": "09:00",
-                "end": "17:00",
-            },
-            headers=admin,
-        )
-        assert window.status_code == 201, window.text
-        start = datetime.combine(day, datetime.min.time().replace(hour=10), ZONE)
+        practice = await open_practice(client, admin, clock.now())
+        start = practice.at(10)
         appointment = await client.post(
             "/appointments",
             json={
                 "patient_id": patient_id,
-                "provider_id": provider.json()["id"],
-                "appointment_type_id": kind.json()["id"],
+                "provider_id": practice.provider_id,
+                "appointment_type_id": practice.type_id,
                 "location_id": "loc-north",
                 "start_at": start.astimezone(UTC).isoformat(),
             },

@@ -35,14 +35,12 @@ from careloop_messaging.domain.outreach import local_date_and_time
 from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.settings import SchedulingSettings
 
-from .daytime import PRACTICE_ZONE
+from .practice import PRACTICE_ZONE, open_practice
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
     GIVEN,
     PHI_MARKERS,
-    PROVIDER_NAME,
-    VISIT_TYPE,
     Chain,
     admin_of_new_org,
     eventually,
@@ -122,42 +120,15 @@ async def test_a_freed_time_goes_to_the_first_patient_who_answers_y(
         clock=clock,
     )
     async with running_app(app) as scheduling:
-        day = (clock.now() + timedelta(days=5)).astimezone(ZONE).date()
-        put = await scheduling.put(
-            "/locations/loc-north",
-            json={"time_zone": ZONE.key, "display_name": "Bayview Family Practice"},
-            headers=admin,
-        )
-        assert put.status_code == 200, put.text
-        provider = await scheduling.post(
-            "/providers",
-            json={"display_name": PROVIDER_NAME, "location_ids": ["loc-north"]},
-            headers=admin,
-        )
-        kind = await scheduling.post(
-            "/appointment-types",
-            json={"name": VISIT_TYPE, "duration_minutes": 30, "patient_kind": "established"},
-            headers=admin,
-        )
-        assert provider.status_code == kind.status_code == 201
-        window = await scheduling.post(
-            f"/providers/{provider.json()['id']}/availability",
-            json={
-                "location_id": "loc-north",
-                "weekday": day.weekday(),
-                "start": "09:00",
-                "end": "17:00",
-            },
-            headers=admin,
-        )
-        assert window.status_code == 201, window.text
-        start = datetime.combine(day, datetime.min.time().replace(hour=10), ZONE)
+        practice = await open_practice(scheduling, admin, clock.now())
+        day = practice.day
+        start = practice.at(10)
         booked = await scheduling.post(
             "/appointments",
             json={
                 "patient_id": leaving,
-                "provider_id": provider.json()["id"],
-                "appointment_type_id": kind.json()["id"],
+                "provider_id": practice.provider_id,
+                "appointment_type_id": practice.type_id,
                 "location_id": "loc-north",
                 "start_at": start.astimezone(UTC).isoformat(),
             },
@@ -171,7 +142,7 @@ async def test_a_freed_time_goes_to_the_first_patient_who_answers_y(
                 json={
                     "patient_id": patient,
                     "location_id": "loc-north",
-                    "appointment_type_id": kind.json()["id"],
+                    "appointment_type_id": practice.type_id,
                     "earliest_date": clock.now().astimezone(ZONE).date().isoformat(),
                     "latest_date": (day + timedelta(days=14)).isoformat(),
                 },
@@ -206,7 +177,7 @@ async def test_a_freed_time_goes_to_the_first_patient_who_answers_y(
 
         (mine,) = await eventually_async(lambda: appointments_of(first), bool)
         assert (mine["status"], mine["start_at"]) == ("booked", booked.json()["start_at"])
-        assert mine["provider_id"] == provider.json()["id"]
+        assert mine["provider_id"] == practice.provider_id
 
         # The second patient is told the time is gone; nobody else gets a message.
         await eventually(lambda: len(chain.double.messages) == 3)

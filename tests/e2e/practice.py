@@ -1,0 +1,93 @@
+"""The practice the scheduling e2e tests open: one location in a time zone where it is
+daytime when the tests run, one provider, one visit type and a day of availability.
+
+The e2e practices book a visit and expect the at-booking confirmation at once. Quiet
+hours (20:00-08:00 local by default) rightly hold that text until morning, so a
+practice fixed in one zone made these tests fail whenever CI ran in that zone's
+evening. The zones below are at most five hours apart around the globe, so one of
+them is always within three hours of local midday. The zone is chosen once per
+test session, so every e2e practice shares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from .test_messaging_reminders import PROVIDER_NAME, VISIT_TYPE
+
+CANDIDATE_ZONES = (
+    "Pacific/Honolulu",
+    "America/Chicago",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+)
+_MIDDAY_HOURS = 12.5
+
+
+def daytime_zone(now: datetime | None = None) -> ZoneInfo:
+    """The candidate zone whose local time at `now` is closest to midday."""
+    instant = now or datetime.now(UTC)
+
+    def distance_from_midday(zone: ZoneInfo) -> float:
+        local = instant.astimezone(zone)
+        return abs(local.hour + local.minute / 60 - _MIDDAY_HOURS)
+
+    return min((ZoneInfo(name) for name in CANDIDATE_ZONES), key=distance_from_midday)
+
+
+PRACTICE_ZONE = daytime_zone()
+
+
+PRACTICE_NAME = "Bayview Family Practice"
+LOCATION = "loc-north"
+
+
+@dataclass(frozen=True)
+class Practice:
+    provider_id: str
+    type_id: str
+    day: date
+    """Five days after the clock's now, in the practice's zone: the provider works 09-17."""
+
+    def at(self, hour: int) -> datetime:
+        """That day at `hour` o'clock, practice time."""
+        return datetime.combine(self.day, time(hour), PRACTICE_ZONE)
+
+
+async def open_practice(
+    scheduling: httpx.AsyncClient, admin: dict[str, str], now: datetime
+) -> Practice:
+    """Set the location's zone and name, add the provider and the visit type, and open the
+    provider's availability on the practice day."""
+    day = (now + timedelta(days=5)).astimezone(PRACTICE_ZONE).date()
+    located = await scheduling.put(
+        f"/locations/{LOCATION}",
+        json={"time_zone": PRACTICE_ZONE.key, "display_name": PRACTICE_NAME},
+        headers=admin,
+    )
+    assert located.status_code == 200, located.text
+    provider = await scheduling.post(
+        "/providers",
+        json={"display_name": PROVIDER_NAME, "location_ids": [LOCATION]},
+        headers=admin,
+    )
+    assert provider.status_code == 201, provider.text
+    kind = await scheduling.post(
+        "/appointment-types",
+        json={"name": VISIT_TYPE, "duration_minutes": 30, "patient_kind": "established"},
+        headers=admin,
+    )
+    assert kind.status_code == 201, kind.text
+    window = await scheduling.post(
+        f"/providers/{provider.json()['id']}/availability",
+        json={"location_id": LOCATION, "weekday": day.weekday(), "start": "09:00", "end": "17:00"},
+        headers=admin,
+    )
+    assert window.status_code == 201, window.text
+    return Practice(provider_id=provider.json()["id"], type_id=kind.json()["id"], day=day)
