@@ -11,13 +11,22 @@ test session, so every e2e practice shares it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
-from .test_messaging_reminders import PROVIDER_NAME, VISIT_TYPE
+import careloop_scheduling
+from careloop_kit.clock import FrozenClock
+from careloop_kit.db.migrate import upgrade_async
+from careloop_scheduling.app import create_app as create_scheduling
+from careloop_scheduling.settings import SchedulingSettings
+
+from .test_messaging_reminders import PROVIDER_NAME, VISIT_TYPE, Chain
 
 CANDIDATE_ZONES = (
     "Pacific/Honolulu",
@@ -91,3 +100,29 @@ async def open_practice(
     )
     assert window.status_code == 201, window.text
     return Practice(provider_id=provider.json()["id"], type_id=kind.json()["id"], day=day)
+
+
+async def scheduling_beside(
+    chain: Chain, make_database: Callable[[str], Awaitable[str]]
+) -> tuple[Any, FrozenClock]:
+    """A scheduling app on the chain's Kafka, Vault and identity, with its own migrated
+    database and a clock frozen at now; reminders fire only when the test says so."""
+    dsn = await make_database("scheduling")
+    await upgrade_async(Path(careloop_scheduling.__file__).parent / "migrations", dsn)
+    settings = chain.messaging_settings
+    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
+    app = create_scheduling(
+        SchedulingSettings(
+            environment="test",
+            database_url=dsn,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            vault_addr=settings.vault_addr,
+            vault_token=chain.vault_tokens["scheduling"],
+            topic_prefix=settings.topic_prefix,
+            auth_jwks_url=f"{chain.identity_url}/.well-known/jwks.json",
+            reminder_poll_interval_s=3600,
+            log_json=False,
+        ),
+        clock=clock,
+    )
+    return app, clock

@@ -16,18 +16,9 @@ import pytest
 
 from careloop_kit.infra.ports import free_port
 
+from .test_cli import careloop
+
 pytestmark = pytest.mark.e2e
-
-
-def careloop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "careloop_cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_audit_serves_https_from_secrets_files(

@@ -15,24 +15,19 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-import careloop_scheduling
 from careloop_kit.clock import FrozenClock
-from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import header, read_topic
 from careloop_messaging.channels.sms import SIGNATURE_HEADER, compute_signature
-from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.handlers.reminders import reminder_worker
-from careloop_scheduling.settings import SchedulingSettings
 
-from .practice import PRACTICE_ZONE, open_practice
+from .practice import PRACTICE_ZONE, open_practice, scheduling_beside
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
@@ -69,24 +64,7 @@ async def booked(
 ) -> AsyncIterator[Booked]:
     org_id, admin = await admin_of_new_org(chain.identity_url)
     patient_id = await register(chain, admin, allowed_channels=["sms"], preferred_channel="sms")
-    dsn = await make_database("scheduling")
-    await upgrade_async(Path(careloop_scheduling.__file__).parent / "migrations", dsn)
-    settings = chain.messaging_settings
-    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
-    app = create_scheduling(
-        SchedulingSettings(
-            environment="test",
-            database_url=dsn,
-            kafka_bootstrap=settings.kafka_bootstrap,
-            vault_addr=settings.vault_addr,
-            vault_token=chain.vault_tokens["scheduling"],
-            topic_prefix=settings.topic_prefix,
-            auth_jwks_url=f"{chain.identity_url}/.well-known/jwks.json",
-            reminder_poll_interval_s=3600,
-            log_json=False,
-        ),
-        clock=clock,
-    )
+    app, clock = await scheduling_beside(chain, make_database)
     async with running_app(app) as client:
         practice = await open_practice(client, admin, clock.now())
         start = practice.at(10)

@@ -20,22 +20,16 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-import careloop_scheduling
-from careloop_kit.clock import FrozenClock
-from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
 from careloop_messaging.channels.sms import SIGNATURE_HEADER, compute_signature
 from careloop_messaging.domain.outreach import local_date_and_time
-from careloop_scheduling.app import create_app as create_scheduling
-from careloop_scheduling.settings import SchedulingSettings
 
-from .practice import PRACTICE_ZONE, open_practice
+from .practice import PRACTICE_ZONE, open_practice, scheduling_beside
 from .test_messaging_reminders import (
     BIRTH_DATE,
     FAMILY,
@@ -101,24 +95,7 @@ async def test_a_freed_time_goes_to_the_first_patient_who_answers_y(
     leaving = await register(chain.patients, admin, "+15550100800")
     first = await register(chain.patients, admin, FIRST_PHONE)
     second = await register(chain.patients, admin, SECOND_PHONE)
-    dsn = await make_database("scheduling")
-    await upgrade_async(Path(careloop_scheduling.__file__).parent / "migrations", dsn)
-    settings = chain.messaging_settings
-    clock = FrozenClock(datetime.now(UTC).replace(microsecond=0))
-    app = create_scheduling(
-        SchedulingSettings(
-            environment="test",
-            database_url=dsn,
-            kafka_bootstrap=settings.kafka_bootstrap,
-            vault_addr=settings.vault_addr,
-            vault_token=chain.vault_tokens["scheduling"],
-            topic_prefix=settings.topic_prefix,
-            auth_jwks_url=f"{chain.identity_url}/.well-known/jwks.json",
-            reminder_poll_interval_s=3600,
-            log_json=False,
-        ),
-        clock=clock,
-    )
+    app, clock = await scheduling_beside(chain, make_database)
     async with running_app(app) as scheduling:
         practice = await open_practice(scheduling, admin, clock.now())
         day = practice.day

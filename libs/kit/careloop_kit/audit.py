@@ -8,7 +8,7 @@ transaction of its own: the trail is honest about denials and errors too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,14 @@ class AuditEntry:
     resource_id: str | None = None
     query_fingerprint: str | None = None
     extra_patient_ids: list[str] = field(default_factory=list)
+
+    def disclose_patients(self, patient_ids: Iterable[str]) -> None:
+        """Name every patient whose data a query returned: the first as `patient_id`, the
+        others (each once, in order) as `extra_patient_ids`, so each one's trail shows it."""
+        patients = list(dict.fromkeys(patient_ids))
+        if patients:
+            self.patient_id = patients[0]
+            self.extra_patient_ids = patients[1:]
 
 
 def recorder_of(runtime: Any) -> AuditRecorder:

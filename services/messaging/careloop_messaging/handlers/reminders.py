@@ -253,22 +253,7 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         await record(
             session,
             envelope,
-            Touch(
-                touch_key=waitlist_touch_key(event.offer_id, WAITLIST_OFFER_TOUCH),
-                touch=WAITLIST_OFFER_TOUCH,
-                org_id=event.org_id,
-                patient_id=event.patient_id,
-                # None even for an entry that moves a visit: a `C` or `R` must keep
-                # answering the visit's own reminders, never the offer (the Y carries the
-                # offer id, found from the touch key).
-                appointment_id=None,
-                location_id=event.location_id,
-                practice_name=event.practice_name,
-                sensitive_location=event.sensitive_location,
-                start_at=event.start_at,
-                time_zone=event.location_time_zone,
-                offer_expires_at=event.expires_at,
-            ),
+            waitlist_touch(event, WAITLIST_OFFER_TOUCH, offer_expires_at=event.expires_at),
         )
 
     async def on_waitlist_closed(session: AsyncSession, envelope: Envelope, event: Event) -> None:
@@ -294,22 +279,7 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
             return
         if offer.status not in (MessageStatus.SENT, MessageStatus.DELIVERED):
             return  # skipped or failed: the patient never saw the offer
-        await record(
-            session,
-            envelope,
-            Touch(
-                touch_key=waitlist_touch_key(event.offer_id, WAITLIST_CLOSED_TOUCH),
-                touch=WAITLIST_CLOSED_TOUCH,
-                org_id=event.org_id,
-                patient_id=event.patient_id,
-                appointment_id=None,
-                location_id=event.location_id,
-                practice_name=event.practice_name,
-                sensitive_location=event.sensitive_location,
-                start_at=event.start_at,
-                time_zone=event.location_time_zone,
-            ),
-        )
+        await record(session, envelope, waitlist_touch(event, WAITLIST_CLOSED_TOUCH))
 
     return {
         WaitlistSlotOffered.event_type: on_waitlist_offered,
@@ -331,6 +301,31 @@ def _contact_wanted(event: Event) -> tuple[str, str, str] | None:
 def offer_touch_key(offer_id: str) -> str:
     """The touch key of an offer's message: one message per offer."""
     return f"{offer_id}:offer"
+
+
+def waitlist_touch(
+    event: WaitlistSlotOffered | WaitlistOfferClosed,
+    touch: str,
+    *,
+    offer_expires_at: datetime | None = None,
+) -> Touch:
+    """The message of one waitlist offer: the offer itself, or the "it's gone" that follows."""
+    return Touch(
+        touch_key=waitlist_touch_key(event.offer_id, touch),
+        touch=touch,
+        org_id=event.org_id,
+        patient_id=event.patient_id,
+        # None even for an entry that moves a visit: a `C` or `R` must keep answering the
+        # visit's own reminders, never the offer (the Y carries the offer id, found from
+        # the touch key).
+        appointment_id=None,
+        location_id=event.location_id,
+        practice_name=event.practice_name,
+        sensitive_location=event.sensitive_location,
+        start_at=event.start_at,
+        time_zone=event.location_time_zone,
+        offer_expires_at=offer_expires_at,
+    )
 
 
 REMINDERS_CONSUMER = ConsumerSpec(

@@ -392,11 +392,8 @@ async def search_patients(
         )
         # Never reveal a record outside the caller's scope, whatever the query matched.
         found = [p for p in found if principal.allows_patient(p.id, p.location_id)]
-        # The trail must say whose records a query disclosed.
-        if found:
-            entry.patient_id = found[0].id
-            entry.resource_id = found[0].id
-            entry.extra_patient_ids = [p.id for p in found[1:]]
+        entry.disclose_patients(p.id for p in found)
+        entry.resource_id = entry.patient_id
     return PatientPage(items=[_read(p, disclosed) for p in found], count=len(found))
 
 

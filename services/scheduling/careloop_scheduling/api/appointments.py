@@ -301,11 +301,7 @@ async def list_appointments(
             limit=limit,
         )
         found = [a for a in found if principal.allows_patient(a.patient_id, a.location_id)]
-        # The trail must say whose appointments a query disclosed.
-        patients = list(dict.fromkeys(a.patient_id for a in found))
-        if patients:
-            entry.patient_id = patients[0]
-            entry.extra_patient_ids = patients[1:]
+        entry.disclose_patients(a.patient_id for a in found)
     return AppointmentPage(items=[appointment_read(a) for a in found], count=len(found))
 
 

@@ -228,11 +228,7 @@ async def list_entries(
             limit=limit,
         )
         found = [e for e in found if principal.allows_patient(e.patient_id, e.location_id)]
-        # The trail must say whose entries a query disclosed.
-        patients = list(dict.fromkeys(e.patient_id for e in found))
-        if patients:
-            entry.patient_id = patients[0]
-            entry.extra_patient_ids = patients[1:]
+        entry.disclose_patients(e.patient_id for e in found)
     return WaitlistPage(items=[entry_read(e) for e in found], count=len(found))
 
 
