@@ -18,7 +18,6 @@ from careloop_identity.signing import (
     AccessTokenVerifier,
     TokenSigner,
     TransitJwksSource,
-    TransitKeys,
 )
 from careloop_identity.store.tables import metadata, platform
 from careloop_kit.audit import AUDIT_RECORDER_KEY
@@ -38,7 +37,6 @@ def build_spec(settings: IdentitySettings) -> ServiceSpec:
         hasher = PasswordHasher()
         signer = TokenSigner(
             runtime.vault,
-            TransitKeys(runtime.vault),
             key_name=settings.signing_key,
             issuer=settings.token_issuer,
             ttl=timedelta(seconds=settings.access_token_ttl_s),
@@ -76,7 +74,7 @@ def create_app(settings: IdentitySettings | None = None, *, clock: Clock | None 
     settings = settings or IdentitySettings()
     the_clock = clock or SystemClock()
     jwks = TransitJwksSource(
-        TransitKeys(Vault.from_settings(settings)),
+        Vault.from_settings(settings),
         settings.signing_key,
         ttl_s=settings.auth_jwks_ttl_s,
         clock=the_clock,

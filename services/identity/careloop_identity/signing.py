@@ -8,7 +8,6 @@ tokens (for the MFA and logout endpoints) with PyJWT against that JWKS.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -36,25 +35,14 @@ CLOCK_SKEW_S = 30
 """Leeway for `nbf`/`iat` when checking tokens, for clocks that differ slightly."""
 
 
-class TransitKeys:
-    """Reads a transit key's public versions (the kit's `Vault` only signs)."""
-
-    def __init__(self, vault: Vault) -> None:
-        self._vault = vault
-
-    async def read(self, key_name: str) -> Mapping[str, Any]:
-        """The `data` of `transit/keys/<key_name>`."""
-        return await self._vault.read_transit_key(key_name)
-
-
 class TransitJwksSource:
     """The kit's `JwksSource` read straight from the transit key, so identity's own
     endpoints verify tokens with the same `TokenVerifier` every service uses
     (identity does not call its own HTTP JWKS). Cached for `ttl_s`; a failed read keeps
     the last good keys."""
 
-    def __init__(self, keys: TransitKeys, key_name: str, *, ttl_s: float, clock: Clock) -> None:
-        self._transit = keys
+    def __init__(self, vault: Vault, key_name: str, *, ttl_s: float, clock: Clock) -> None:
+        self._vault = vault
         self._key_name = key_name
         self._ttl_s = ttl_s
         self._clock = clock
@@ -76,7 +64,7 @@ class TransitJwksSource:
         async with self._lock:
             try:
                 document = jwks_from_transit(
-                    self._key_name, await self._transit.read(self._key_name)
+                    self._key_name, await self._vault.read_transit_key(self._key_name)
                 )
                 self._keys = parse_jwks(document)
                 self._read_at = self._clock.now().timestamp()
@@ -92,7 +80,6 @@ class TokenSigner:
     def __init__(
         self,
         vault: Vault,
-        keys: TransitKeys,
         *,
         key_name: str,
         issuer: str,
@@ -100,7 +87,6 @@ class TokenSigner:
         clock: Clock,
     ) -> None:
         self._vault = vault
-        self._keys = keys
         self.key_name = key_name
         self.issuer = issuer
         self.ttl = ttl
@@ -109,7 +95,7 @@ class TokenSigner:
 
     async def jwks(self) -> dict[str, Any]:
         """Public keys of every version still valid: old tokens verify until they expire."""
-        return jwks_from_transit(self.key_name, await self._keys.read(self.key_name))
+        return jwks_from_transit(self.key_name, await self._vault.read_transit_key(self.key_name))
 
     async def issue(self, grant: AccessGrant) -> str:
         """A signed access token for `grant`."""
@@ -117,7 +103,9 @@ class TokenSigner:
             grant, issuer=self.issuer, now=self._clock.now(), ttl=self.ttl, jti=str(uuid4())
         )
         if self._version is None:
-            self._version = int((await self._keys.read(self.key_name))["latest_version"])
+            self._version = int(
+                (await self._vault.read_transit_key(self.key_name))["latest_version"]
+            )
         # The kid is in the signed header, so it must name the version before signing.
         # Transit signs with its latest version: after an operator rotates the key the
         # first signature reveals the new version, and the token is signed again under it.

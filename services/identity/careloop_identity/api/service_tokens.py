@@ -43,7 +43,7 @@ from fastapi import Request
 
 from careloop_identity.api.common import UNKNOWN_ACTOR, audit, settings_of, signer_of
 from careloop_identity.domain.tokens import AccessGrant
-from careloop_identity.signing import TransitJwksSource, TransitKeys
+from careloop_identity.signing import TransitJwksSource
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.store.service_assertions import ServiceAssertionRepository
 from careloop_identity.store.tables import MAX_JTI_LENGTH
@@ -60,6 +60,7 @@ from careloop_kit.auth.tokens import json_segment
 from careloop_kit.clock import Clock
 from careloop_kit.problems import DependencyUnavailable, ProblemError
 from careloop_kit.service import Runtime
+from careloop_kit.vault import Vault
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
@@ -126,8 +127,8 @@ class ServiceKeys:
     like a JWKS; an unknown `kid` (a key rotated since) triggers a re-read, at most every
     `KEY_REFRESH_INTERVAL_S` per service so junk kids cannot hammer Vault."""
 
-    def __init__(self, transit: TransitKeys, *, ttl_s: float, clock: Clock) -> None:
-        self._transit = transit
+    def __init__(self, vault: Vault, *, ttl_s: float, clock: Clock) -> None:
+        self._vault = vault
         self._ttl_s = ttl_s
         self._clock = clock
         self._sources: dict[str, TransitJwksSource] = {}
@@ -138,7 +139,7 @@ class ServiceKeys:
         source = self._sources.get(service)
         if source is None:
             source = TransitJwksSource(
-                self._transit, service_key_name(service), ttl_s=self._ttl_s, clock=self._clock
+                self._vault, service_key_name(service), ttl_s=self._ttl_s, clock=self._clock
             )
             self._sources[service] = source
         try:
@@ -169,7 +170,7 @@ def _service_keys(runtime: Runtime) -> ServiceKeys:
     # Built on first use with identity's own Vault token, whose policy may read (never
     # sign with) every `careloop-service-*` key.
     built = ServiceKeys(
-        TransitKeys(runtime.vault),
+        runtime.vault,
         ttl_s=settings.auth_jwks_ttl_s,
         clock=runtime.clock,
     )
