@@ -18,7 +18,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careloop_contracts import AccessRecorded
-from careloop_kit.auth import Principal
+from careloop_kit.auth.principal import Principal
 from careloop_kit.bus.outbox import Outbox
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.problems import ProblemError

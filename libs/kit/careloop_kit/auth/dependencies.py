@@ -21,7 +21,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 
+from careloop_contracts.base import Id
+from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder, request_meta
 from careloop_kit.auth.permissions import (
     PERMISSIONS,
     any_allowed,
@@ -205,9 +208,6 @@ async def _audit_refusal(
     request: Request, principal: AuthenticatedPrincipal, permission: str, refusal: Forbidden
 ) -> None:
     """A refused attempt is audited too (HIPAA audit controls: failures included)."""
-    # Imported here: the audit hook itself depends on this package's Principal.
-    from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder, request_meta
-
     runtime = getattr(request.app.state, "runtime", None)
     recorder = getattr(runtime, "state", {}).get(AUDIT_RECORDER_KEY) if runtime else None
     if not isinstance(recorder, AuditRecorder):
@@ -240,10 +240,6 @@ async def _audit_refusal(
 
 def _valid_id(value: object) -> str | None:
     """The path's id if it is a well-formed id; a garbage id is not worth recording."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from careloop_contracts.base import Id
-
     try:
         return TypeAdapter(Id).validate_python(value)
     except ValidationError:

@@ -16,13 +16,38 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from careloop_kit.auth.tokens import BreakGlassGrant
-from careloop_kit.problems import Forbidden
+if TYPE_CHECKING:
+    from careloop_kit.problems import Forbidden
 
 ActorType = Literal["user", "service", "partner", "patient", "system"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    """One entry of the `bg` claim: emergency access to one patient outside the
+    caller's locations, until `expires_at` (epoch seconds), by grant `grant_id`."""
+
+    patient_id: str
+    expires_at: int
+    grant_id: str
+
+    def active_at(self, now: float) -> bool:
+        """Whether the grant still holds at `now` (epoch seconds; no leeway)."""
+        return now < self.expires_at
+
+
+def _forbidden(detail: str) -> Forbidden:
+    """The 403 a failed object check raises.
+
+    `careloop_kit.problems` brings FastAPI with it, and this module must stay importable
+    from a service's pure `domain/`, so the error class is loaded only when a check fails.
+    """
+    from careloop_kit.problems import Forbidden
+
+    return Forbidden(detail)
 
 
 @dataclass(frozen=True)
@@ -100,7 +125,7 @@ class AuthenticatedPrincipal(Principal):
         location of the organization)."""
         if self.is_patient:
             if patient_id is not None and patient_id != self.patient_id:
-                raise Forbidden("A patient account may only access its own record.")
+                raise _forbidden("A patient account may only access its own record.")
             return self.patient_id or "-", None
         if ALL_LOCATIONS in self.locations:
             return patient_id, None
@@ -145,13 +170,13 @@ class AuthenticatedPrincipal(Principal):
     def can_access_org(self, org_id: str) -> bool:
         """True, or `Forbidden` for another tenant's resource."""
         if not self.allows_org(org_id):
-            raise Forbidden("This resource belongs to another organization.")
+            raise _forbidden("This resource belongs to another organization.")
         return True
 
     def can_access_location(self, location_id: str | None) -> bool:
         """True, or `Forbidden` when the location is outside the caller's scope."""
         if not self.allows_location(location_id):
-            raise Forbidden("This location is outside your access scope.")
+            raise _forbidden("This location is outside your access scope.")
         return True
 
     def can_access_patient(
@@ -166,6 +191,6 @@ class AuthenticatedPrincipal(Principal):
             self.allows_patient_by_grant(patient_id)
         ):
             if self.is_patient:
-                raise Forbidden("A patient account may only access its own record.")
-            raise Forbidden("This patient is outside your location scope.")
+                raise _forbidden("A patient account may only access its own record.")
+            raise _forbidden("This patient is outside your location scope.")
         return True

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, cast, get_args
 from cryptography.exceptions import InvalidSignature
 
 from careloop_kit.auth.jwks import JwksError, JwksSource, b64url_decode
+from careloop_kit.auth.principal import BreakGlassGrant
 from careloop_kit.auth.revocation import DEFAULT_MAX_TOKEN_LIFETIME_S, RevokedSessions
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.problems import Unauthorized
@@ -47,20 +48,6 @@ class InvalidToken(Unauthorized):
     """The bearer token is missing, malformed, forged, expired or revoked."""
 
     title = "Invalid access token"
-
-
-@dataclass(frozen=True)
-class BreakGlassGrant:
-    """One entry of the `bg` claim: emergency access to one patient outside the
-    caller's locations, until `expires_at` (epoch seconds), by grant `grant_id`."""
-
-    patient_id: str
-    expires_at: int
-    grant_id: str
-
-    def active_at(self, now: float) -> bool:
-        """Whether the grant still holds at `now` (epoch seconds; no leeway)."""
-        return now < self.expires_at
 
 
 @dataclass(frozen=True)
