@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from careloop_kit.db.platform_schema import create_platform_tables_v1, drop_platform_tables_v1
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -20,61 +22,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    create_platform_tables_v1()
     # btree_gist is a trusted extension (PostgreSQL 13+): the database owner may create it.
     op.execute("CREATE EXTENSION IF NOT EXISTS btree_gist")
-    op.create_table(
-        "durable_timer",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("kind", sa.String(length=100), nullable=False),
-        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("dedup_key", sa.String(length=200), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("fired_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_durable_timer")),
-        sa.UniqueConstraint("dedup_key", name=op.f("uq_durable_timer_dedup_key")),
-    )
-    op.create_index(
-        "ix_durable_timer_due",
-        "durable_timer",
-        ["due_at"],
-        unique=False,
-        postgresql_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
-    )
-    op.create_table(
-        "inbox_message",
-        sa.Column("consumer_group", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=200), nullable=False),
-        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("consumer_group", "event_id", name="pk_inbox_message"),
-    )
-    op.create_table(
-        "outbox_message",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column("event_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=200), nullable=False),
-        sa.Column("topic", sa.String(length=249), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=True),
-        sa.Column("headers", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_message")),
-        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_message_event_id")),
-    )
-    op.create_index(
-        "ix_outbox_message_unsent",
-        "outbox_message",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
     op.create_table(
         "location",
         sa.Column("org_id", sa.String(length=64), nullable=False),
@@ -194,16 +144,4 @@ def downgrade() -> None:
     op.drop_table("appointment_type")
     op.drop_table("provider")
     op.drop_table("location")
-    op.drop_index(
-        "ix_outbox_message_unsent",
-        table_name="outbox_message",
-        postgresql_where=sa.text("sent_at IS NULL"),
-    )
-    op.drop_table("outbox_message")
-    op.drop_table("inbox_message")
-    op.drop_index(
-        "ix_durable_timer_due",
-        table_name="durable_timer",
-        postgresql_where=sa.text("fired_at IS NULL AND cancelled_at IS NULL"),
-    )
-    op.drop_table("durable_timer")
+    drop_platform_tables_v1()
