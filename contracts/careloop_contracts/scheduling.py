@@ -20,6 +20,24 @@ ConfirmationName = Literal["unconfirmed", "confirmed"]
 
 TOPIC = "careloop.scheduling"
 
+# The location details every patient-facing scheduling event carries, so messaging can
+# write the local time and sign neutrally without reading scheduling's data.
+LocationTimeZone = Annotated[
+    str,
+    Field(max_length=64, description="IANA zone of the location, to show the local date and time."),
+]
+PracticeName = Annotated[
+    str,
+    Field(
+        max_length=200,
+        description="Display name to sign the message with (neutral for sensitive locations).",
+    ),
+]
+SensitiveLocation = Annotated[
+    bool,
+    Field(description="Behavioral health and similar: neutral sender, no location details."),
+]
+
 
 class AppointmentEvent(Event):
     """The appointment snapshot every appointment event carries (abstract)."""
@@ -117,16 +135,9 @@ class ReminderDue(Event):
     org_id: Id = Field(description="Organization (tenant) that owns the appointment.")
     location_id: Id = Field(description="Location where the visit takes place.")
     start_at: UtcDatetime = Field(description="Start of the visit (UTC).")
-    location_time_zone: str = Field(
-        max_length=64, description="IANA zone of the location, to show the local date and time."
-    )
-    practice_name: str = Field(
-        max_length=200,
-        description="Display name to sign the message with (neutral for sensitive locations).",
-    )
-    sensitive_location: bool = Field(
-        description="Behavioral health and similar: neutral sender, no location details."
-    )
+    location_time_zone: LocationTimeZone
+    practice_name: PracticeName
+    sensitive_location: SensitiveLocation
     due_at: UtcDatetime = Field(description="When the touch was planned to fire (UTC).")
 
 
@@ -148,16 +159,9 @@ class RescheduleOffered(Event):
     options: list[UtcDatetime] = Field(
         min_length=1, max_length=9, description="Start times offered (UTC), option 1 first."
     )
-    location_time_zone: str = Field(
-        max_length=64, description="IANA zone of the location, to show local dates and times."
-    )
-    practice_name: str = Field(
-        max_length=200,
-        description="Display name to sign the message with (neutral for sensitive locations).",
-    )
-    sensitive_location: bool = Field(
-        description="Behavioral health and similar: neutral sender, no location details."
-    )
+    location_time_zone: LocationTimeZone
+    practice_name: PracticeName
+    sensitive_location: SensitiveLocation
     expires_at: UtcDatetime = Field(description="After this a numbered reply is refused.")
 
 
@@ -182,16 +186,9 @@ class WaitlistSlotOffered(Event):
         "asking for an earlier time), if any.",
     )
     start_at: UtcDatetime = Field(description="Start of the offered time (UTC).")
-    location_time_zone: str = Field(
-        max_length=64, description="IANA zone of the location, to show the local date and time."
-    )
-    practice_name: str = Field(
-        max_length=200,
-        description="Display name to sign the message with (neutral for sensitive locations).",
-    )
-    sensitive_location: bool = Field(
-        description="Behavioral health and similar: neutral sender, no location details."
-    )
+    location_time_zone: LocationTimeZone
+    practice_name: PracticeName
+    sensitive_location: SensitiveLocation
     expires_at: UtcDatetime = Field(
         description="After this an acceptance is refused (never after the start)."
     )
@@ -222,16 +219,9 @@ class WaitlistOfferClosed(Event):
     location_id: Id = Field(description="Location of the offered time.")
     reason: WaitlistCloseReason = Field(description="Why the offer closed.")
     start_at: UtcDatetime = Field(description="Start of the offered time (UTC).")
-    location_time_zone: str = Field(
-        max_length=64, description="IANA zone of the location, to show the local date and time."
-    )
-    practice_name: str = Field(
-        max_length=200,
-        description="Display name to sign the message with (neutral for sensitive locations).",
-    )
-    sensitive_location: bool = Field(
-        description="Behavioral health and similar: neutral sender, no location details."
-    )
+    location_time_zone: LocationTimeZone
+    practice_name: PracticeName
+    sensitive_location: SensitiveLocation
     appointment_id: Id | None = Field(
         default=None, description="For `accepted`: the appointment booked (or moved) into the time."
     )
