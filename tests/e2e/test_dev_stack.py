@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -25,8 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from careloop_cli.registry import SERVICES
 from careloop_contracts import topic_catalogue
 from careloop_kit.infra.ports import port_is_open
+from careloop_kit.testing.kafka import wait_for_records
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_block(size: int) -> int:
@@ -152,6 +156,91 @@ def _sign_in(gateway_url: str, logins: dict, role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
+def readme_journey() -> str:
+    """The fenced bash blocks of the README's "Try it" section, as a reader pastes them."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)
+    assert blocks, "no bash block in the README's Try it section"
+    return "\n".join(blocks)
+
+
+def _schedule(gateway_url: str, headers: dict[str, str]) -> dict[str, int]:
+    """How many providers, visit types and weekly windows scheduling holds."""
+    api = f"{gateway_url}/api/v1/scheduling"
+    providers = httpx.get(f"{api}/providers", headers=headers)
+    assert providers.status_code == 200, providers.text
+    types = httpx.get(f"{api}/appointment-types", headers=headers)
+    assert types.status_code == 200, types.text
+    windows = 0
+    for provider in providers.json()["items"]:
+        schedule = httpx.get(f"{api}/providers/{provider['id']}/availability", headers=headers)
+        assert schedule.status_code == 200, schedule.text
+        windows += len(schedule.json()["windows"])
+    return {
+        "providers": providers.json()["count"],
+        "visit_types": types.json()["count"],
+        "windows": windows,
+    }
+
+
+def _follow_the_readme(stack: StackProcess, gateway_url: str, logins: dict) -> None:
+    """Run the README's journey with bash against the stack: sign in, register, find a
+    slot, book; the booking's confirmation must be in messaging's delivery log."""
+    run = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", readme_journey()],
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    patient_id = re.search(r"^registered patient (\S+)$", run.stdout, re.MULTILINE)
+    appointment_id = re.search(r"^booked appointment (\S+)$", run.stdout, re.MULTILINE)
+    assert patient_id, run.stdout
+    assert appointment_id, run.stdout
+    desk = _sign_in(gateway_url, logins, "front_desk")
+    patient = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id[1]}", headers=desk)
+    assert patient.status_code == 200, patient.text
+    assert patient.json()["name"] == {"family": "Example", "given": ["Sam"]}
+    booked = httpx.get(
+        f"{gateway_url}/api/v1/scheduling/appointments/{appointment_id[1]}", headers=desk
+    )
+    assert booked.status_code == 200, booked.text
+    assert booked.json()["status"] == "booked"
+    assert booked.json()["patient_id"] == patient_id[1]
+    # Messaging's own event names the message sent for this appointment's confirmation.
+    endpoints = json.loads((stack.state / "endpoints.json").read_text())
+
+    def confirmation_sent(records: list) -> bool:
+        return any(_is_confirmation(r.value, appointment_id[1]) for r in records)
+
+    records = asyncio.run(
+        wait_for_records(
+            endpoints["kafka"]["bootstrap"], "careloop.messaging", confirmation_sent, timeout_s=60
+        )
+    )
+    (message_id,) = {
+        json.loads(r.value)["message_id"]
+        for r in records
+        if _is_confirmation(r.value, appointment_id[1])
+    }
+    line = f"delivery_mode=log: sms message {message_id} recorded as sent"
+    assert line in (stack.state / "logs" / "messaging.log").read_text()
+    # The README's last command showed the reader that very line.
+    assert line in run.stdout.strip().splitlines()[-1]
+
+
+def _is_confirmation(value: bytes | None, appointment_id: str) -> bool:
+    event = json.loads(value) if value else {}
+    return (
+        event.get("appointment_id") == appointment_id
+        and event.get("status") == "sent"
+        and str(event.get("touch_key", "")).endswith(":confirmation")
+    )
+
+
 def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, str]) -> None:
     first = StackProcess(stack_env)
     try:
@@ -204,6 +293,10 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
             headers=as_partner,
         )
         assert merge.status_code == 403, merge.text
+        seeded = _schedule(gateway_url, desk)
+        # Four synthetic providers in three locations, three visit types, weekday hours.
+        assert seeded == {"providers": 4, "visit_types": 3, "windows": 4 * 5 * 2}
+        _follow_the_readme(first, gateway_url, logins)
         spawned = _children(first.process.pid)
         assert spawned, "dev up should run services and servers as child processes"
     finally:
@@ -228,5 +321,8 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         assert again.json()["name"]["given"] == ["Devstack"]
         auditor = _sign_in(gateway_url, logins, "auditor")
         _wait_for_trail(gateway_url + "/api/v1/audit", patient_id, "read", auditor)
+        # The schedule is seeded again on every start, and finds nothing to add.
+        assert _schedule(gateway_url, desk) == seeded
+        assert "(0 added this time)" in (second.state / "devstack.log").read_text()
     finally:
         assert second.stop() == 0, second.tail()

@@ -105,8 +105,9 @@ def create_organization(
     )
 
 
-def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
-    """Create the demo organization, its locations and one staff login per role."""
+def seed_identity(identity_url: str, bootstrap_token: str) -> tuple[dict[str, Any], AdminSession]:
+    """Create the demo organization, its locations and one staff login per role; returns
+    the logins and the org admin's session (signed in with a one-time code)."""
     with httpx.Client(base_url=identity_url, timeout=30) as client:
         admin = create_organization(
             client,
@@ -169,7 +170,7 @@ def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
             ),
             "registering the demo partner client",
         ).json()
-    return {
+    logins = {
         "note": "Synthetic demo accounts for local development only.",
         "org_id": org_id,
         "locations": locations,
@@ -184,6 +185,7 @@ def seed_identity(identity_url: str, bootstrap_token: str) -> dict[str, Any]:
             }
         ],
     }
+    return logins, admin
 
 
 def demo_partner_client(today: date) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 Starts an embedded PostgreSQL (one database and role per service), an OpenBao
 server with persistent raft storage (initialised and unsealed locally, engines,
 keys, per-service policies and tokens), Apache Kafka in KRaft mode from its
-Maven jars, then every service as its own process with prefixed logs. It waits
-until each service is ready, writes `.careloop/endpoints.json`, seeds a
-synthetic demo practice once, and stops everything cleanly on Ctrl-C. Data
-lives under `.careloop/data/` and survives restarts.
+Maven jars, then every service as its own process with prefixed logs (also
+written to `.careloop/logs/<service>.log`). It waits until each service is
+ready, seeds a synthetic demo practice (identity once; the schedule on every
+start, adding only what is missing), writes `.careloop/endpoints.json`, and
+stops everything cleanly on Ctrl-C. Data lives under `.careloop/data/` and
+survives restarts.
 """
 
 from __future__ import annotations
@@ -62,11 +64,30 @@ class DevStackSettings(BaseSettings):
     seed_demo: bool = Field(True, description="Seed the synthetic demo practice on first start.")
 
 
+class ServiceLog:
+    """A service's log lines in `.careloop/logs/<service>.log`, from both of its streams."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1, encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
 @dataclass
 class RunningService:
     entry: ServiceEntry
     port: int
     process: subprocess.Popen[bytes]
+    log: ServiceLog
     pumps: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -102,9 +123,10 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)
 
 
-def _pump(stream: IO[bytes], prefix: str, color: str) -> None:
+def _pump(stream: IO[bytes], prefix: str, color: str, log: ServiceLog) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
+        log.write(line)
         console.print(f"[{color}]{prefix:>9} |[/] {line}", markup=True, soft_wrap=True)
 
 
@@ -132,6 +154,11 @@ def service_environment(
 ) -> dict[str, str]:
     """The settings `make run` gives a service (all but identity's bootstrap token)."""
     urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+    own: dict[str, str] = {}
+    if entry.name == "messaging":
+        # No SMS provider or mail relay here: messages are marked sent and their ids
+        # logged (`delivery_mode=log` lines in .careloop/logs/messaging.log).
+        own["CARELOOP_DELIVERY_MODE"] = "log"
     return {
         "CARELOOP_ENVIRONMENT": "development",
         "CARELOOP_LOG_JSON": "false",
@@ -142,6 +169,7 @@ def service_environment(
         "CARELOOP_VAULT_ADDR": vault_addr,
         "CARELOOP_VAULT_TOKEN": vault_token,
         **service_urls(entry.name, urls, public_url=urls["gateway"]),
+        **own,
     }
 
 
@@ -159,6 +187,10 @@ class DevStack:
     @property
     def endpoints_file(self) -> Path:
         return self.root / "endpoints.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     def service_port(self, index: int, entry: ServiceEntry) -> int:
         base = self.settings.service_port_base
@@ -258,11 +290,15 @@ class DevStack:
                 stderr=subprocess.PIPE,
                 preexec_fn=_die_with_parent,
             )
-            running = RunningService(entry, port, process)
+            running = RunningService(
+                entry, port, process, ServiceLog(self.logs / f"{entry.name}.log")
+            )
             color = COLORS[len(self.services) % len(COLORS)]
             for stream in (process.stdout, process.stderr):
                 assert stream is not None
-                pump = threading.Thread(target=_pump, args=(stream, entry.name, color), daemon=True)
+                pump = threading.Thread(
+                    target=_pump, args=(stream, entry.name, color, running.log), daemon=True
+                )
                 pump.start()
                 running.pumps.append(pump)
             self.services.append(running)
@@ -307,17 +343,30 @@ class DevStack:
         return endpoints
 
     def seed_demo(self) -> None:
-        """Seed the synthetic demo group once: organization, locations, one login per
-        role (written to `.careloop/demo-logins.json`) and a few patients."""
-        logins_file = self.root / "demo-logins.json"
-        # The logins file is the marker: a stack seeded before identity existed gets seeded.
-        if not self.settings.seed_demo or logins_file.exists():
+        """Seed the synthetic demo group: organization, locations, one login per role
+        (written to `.careloop/demo-logins.json`) and a few patients once; then, on
+        every start, its schedule, adding only what is missing."""
+        if not self.settings.seed_demo:
             return
+        from careloop_cli.demo_scheduling import seed_scheduling
+
+        logins_file = self.root / "demo-logins.json"
+        admin_token = None
+        # The logins file is the marker: a stack seeded before identity existed gets seeded.
+        if not logins_file.exists():
+            admin_token = self._seed_identity(logins_file)
+        logins = json.loads(logins_file.read_text())
+        urls = {s.entry.name: s.url for s in self.services}
+        seeded = seed_scheduling(urls["gateway"] + "/api/v1", logins, admin_token=admin_token)
+        console.print(f"[bold]careloop[/] demo schedule: {seeded.summary()}")
+
+    def _seed_identity(self, logins_file: Path) -> str:
+        """Seed identity and patients, print the logins; returns the org admin's token."""
         from careloop_cli.demo import seed_identity
 
         urls = {s.entry.name: s.url for s in self.services}
         bootstrap = _secret(self.root / "secrets" / "identity-bootstrap")
-        logins = seed_identity(urls["identity"], bootstrap)
+        logins, admin = seed_identity(urls["identity"], bootstrap)
         patients = seed_patients(urls["identity"], urls["patients"], logins)
         logins_file.write_text(json.dumps({**logins, "patient_ids": patients}, indent=2))
         logins_file.chmod(0o600)
@@ -336,6 +385,7 @@ class DevStack:
                 f"  scopes: {' '.join(partner['scopes'])}"
             )
         console.print(f"  (also in {logins_file}; synthetic, local development only)")
+        return admin.access_token
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -383,6 +433,10 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 running.process.kill()
                 running.process.wait()
+        for running in self.services:
+            for pump in running.pumps:
+                pump.join(timeout=5)
+            running.log.close()
         for server in (self.kafka, self.openbao, self.postgres):
             if server is not None:
                 try:
