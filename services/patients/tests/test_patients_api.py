@@ -209,6 +209,7 @@ def test_every_route_requires_a_permission() -> None:
         ("GET", "/patients/{patient_id}"): ["patients:read"],
         ("PATCH", "/patients/{patient_id}"): ["patients:update"],
         ("GET", "/patients"): ["patients:search"],
+        ("POST", "/patients/_search"): ["patients:search"],
         ("POST", "/patients/{patient_id}/merge"): ["patients:merge"],
     }
 

@@ -42,6 +42,7 @@ from careloop_gateway.domain.idempotency import (
     InvalidKey,
     Outcome,
     decide,
+    is_search,
     request_hash,
     should_store,
     validate_key,
@@ -280,7 +281,11 @@ async def _dispatch(
 ) -> Response:
     query = request.url.query
     key = request.headers.get("idempotency-key")
-    if request.method == "POST" and key is not None:
+    if (
+        request.method == "POST"
+        and key is not None
+        and not is_search(request.method, upstream_path)
+    ):
         try:
             validate_key(key)
         except InvalidKey as exc:

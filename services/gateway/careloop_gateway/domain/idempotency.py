@@ -75,3 +75,15 @@ def decide(record: StoredRecord, incoming_hash: str) -> Outcome:
 def should_store(status_code: int) -> bool:
     """Only final answers are kept: 2xx and 4xx. A 5xx may succeed when retried."""
     return 200 <= status_code < 300 or 400 <= status_code < 500
+
+
+SEARCH_SUFFIX = "/_search"
+
+
+def is_search(method: str, upstream_path: str) -> bool:
+    """A POST to `.../_search` is a read sent as a POST (FHIR's search by body).
+
+    It changes nothing, so it needs no key; and a kept answer would hold the patients it
+    found in the gateway's database and replay that disclosure without the owning
+    service auditing it. Such a POST is forwarded every time, key or not."""
+    return method.upper() == "POST" and upstream_path.rstrip("/").endswith(SEARCH_SUFFIX)

@@ -30,6 +30,7 @@ from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.problems import Conflict, Forbidden, NotFound, ProblemError
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_patients.api.schemas import (
+    MAX_PAGE,
     AddressIn,
     ContactPreferencesIn,
     NameIn,
@@ -37,6 +38,7 @@ from careloop_patients.api.schemas import (
     PatientMerge,
     PatientPage,
     PatientRead,
+    PatientSearch,
     PatientUpdate,
 )
 from careloop_patients.domain.patient import (
@@ -62,7 +64,6 @@ from careloop_patients.store.repository import PatientRepository, StaleVersion, 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
 RESOURCE = "Patient"
-MAX_PAGE = 50
 
 
 CREATE, READ, UPDATE, SEARCH, MERGE = (
@@ -342,8 +343,24 @@ async def update_patient(
     return _read(stored, _disclosed(principal, UPDATE))
 
 
-@router.get("", response_model=PatientPage)
+@router.post("/_search", response_model=PatientPage)
 async def search_patients(
+    body: PatientSearch,
+    request: Request,
+    principal: Searcher,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientPage:
+    """Find patients by exact name + birth date, phone or email, among the patients of
+    the caller's locations (only the PHI categories the caller's roles may see).
+
+    The keys travel in the body, as FHIR's `POST [type]/_search` does, so they stay out
+    of URLs and every log that records one."""
+    return await _search(body, request, principal, runtime, session)
+
+
+@router.get("", response_model=PatientPage)
+async def search_patients_by_query(
     request: Request,
     principal: Searcher,
     runtime: RuntimeDep,
@@ -355,10 +372,24 @@ async def search_patients(
     email: Annotated[str | None, Query(max_length=254)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
 ) -> PatientPage:
-    """Find patients by exact name + birth date, phone or email, among the patients of
-    the caller's locations (only the PHI categories the caller's roles may see)."""
+    """Find patients with the keys in the query string (kept for existing clients; prefer
+    `POST /patients/_search`, which keeps them out of URLs)."""
+    keys = PatientSearch(
+        family=family, given=given, birth_date=birth_date, phone=phone, email=email, limit=limit
+    )
+    return await _search(keys, request, principal, runtime, session)
+
+
+async def _search(
+    search: PatientSearch,
+    request: Request,
+    principal: AuthenticatedPrincipal,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> PatientPage:
     keys: list[SearchKey] = []
     used: list[str] = []
+    family, given, birth_date = search.family, search.given, search.birth_date
     if family is not None and given is not None and birth_date is not None:
         keys.append(name_birth_key(family, given, birth_date))
         used.append("name+birth_date")
@@ -366,11 +397,11 @@ async def search_patients(
         raise InvalidPatientProblem(
             "Searching by name needs family, given and birth_date together."
         )
-    if phone is not None:
-        keys.append(SearchKey("phone", normalize_phone(phone)))
+    if search.phone is not None:
+        keys.append(SearchKey("phone", normalize_phone(search.phone)))
         used.append("phone")
-    if email is not None:
-        keys.append(SearchKey("email", normalize_email(email)))
+    if search.email is not None:
+        keys.append(SearchKey("email", normalize_email(search.email)))
         used.append("email")
     if not keys:
         raise InvalidPatientProblem(
@@ -388,7 +419,7 @@ async def search_patients(
         if principal.is_patient:
             raise Forbidden("A patient account cannot search patients.")
         found = await repo.find(
-            principal.org_id, keys, limit=limit, locations=_search_locations(principal)
+            principal.org_id, keys, limit=search.limit, locations=_search_locations(principal)
         )
         # Never reveal a record outside the caller's scope, whatever the query matched.
         found = [p for p in found if principal.allows_patient(p.id, p.location_id)]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from careloop_patients.domain.patient import AdministrativeSex, Channel, PatientStatus
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+MAX_PAGE = 50
 
 
 class NameIn(BaseModel):
@@ -98,6 +99,21 @@ class PatientMerge(BaseModel):
     model_config = ConfigDict(extra="forbid")
     merged_patient_id: str = Field(pattern=_ID_PATTERN)
     version: int = Field(ge=1, description="Version of the surviving record you read.")
+
+
+class PatientSearch(BaseModel):
+    """Search keys: family + given + birth_date together, phone, or email (any of them).
+
+    Sent as the body of `POST /patients/_search`, so the values stay out of URLs and
+    every log that records one."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str | None = Field(None, max_length=100)
+    given: str | None = Field(None, max_length=100)
+    birth_date: date | None = None
+    phone: str | None = Field(None, max_length=40)
+    email: str | None = Field(None, max_length=254)
+    limit: int = Field(20, ge=1, le=MAX_PAGE, description="At most this many patients.")
 
 
 class NameOut(BaseModel):
