@@ -85,5 +85,5 @@ def test_unknown_names_of_the_auth_package_are_attribute_errors() -> None:
     import careloop_kit.auth as auth
 
     with pytest.raises(AttributeError):
-        _ = auth.no_such_name  # type: ignore[attr-defined]
+        _ = auth.no_such_name
     assert "require" in dir(auth)

@@ -28,6 +28,7 @@ from careloop_kit.audit import AUDIT_RECORDER_KEY, AuditEntry, AuditRecorder, re
 from careloop_kit.auth.permissions import (
     PERMISSIONS,
     any_allowed,
+    audited_as,
     categories_for,
     partner_categories,
     requires_mfa,
@@ -196,11 +197,7 @@ def require(
     return dependency
 
 
-# How a refused permission reads in the audit trail: (resource type, action).
-_REFUSAL_SHAPE = {
-    "patients": "Patient",
-    "audit": "AuditEvent",
-}
+# How a refused permission's verb reads as an audit action.
 _REFUSAL_ACTION = {"search": "query", "verify": "read", "export": "export"}
 
 
@@ -212,13 +209,13 @@ async def _audit_refusal(
     recorder = getattr(runtime, "state", {}).get(AUDIT_RECORDER_KEY) if runtime else None
     if not isinstance(recorder, AuditRecorder):
         return
-    resource, _, verb = permission.partition(":")
+    verb = permission.partition(":")[2]
     patient_id = _valid_id(request.path_params.get("patient_id"))
     entry = AuditEntry(
         action=_REFUSAL_ACTION.get(
             verb, verb if verb in ("create", "read", "update", "merge") else "read"
         ),
-        resource_type=_REFUSAL_SHAPE.get(resource, resource.capitalize() or "Resource"),
+        resource_type=audited_as(permission),
         phi_categories=[],
         patient_id=patient_id,
         resource_id=patient_id,

@@ -22,7 +22,7 @@ from careloop_kit.settings import KitSettings
 
 log = logging.getLogger(__name__)
 
-IDENTITY_TOPIC = "careloop.identity"
+IDENTITY_TOPIC = SessionRevoked.topic
 
 
 async def follow_revocations(

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from careloop_contracts.platform import SERVICE_GRANTS as PLATFORM_SERVICE_GRANTS
+
 # PHI categories, from least to most sensitive.
 DEMOGRAPHICS: Final = "demographics"
 CONTACT: Final = "contact"
@@ -148,7 +150,16 @@ ROLES: Final[tuple[str, ...]] = tuple(PERMISSION_TABLE)
 # of who saw them). A partner may hold one as a scope only while its business associate
 # agreement is current.
 PHI_PERMISSIONS: Final = frozenset(
-    p for p in PERMISSIONS if p.split(":")[0] in ("patients", "messages", "audit")
+    {
+        "patients:read",
+        "patients:search",
+        "patients:create",
+        "patients:update",
+        "patients:merge",
+        "messages:read",
+        "audit:read",
+        "audit:verify",
+    }
 )
 
 # What a partner API client may be granted: scope (a permission) -> the PHI categories
@@ -161,17 +172,27 @@ _PARTNER_SCOPES: dict[str, frozenset[str]] = {
 }
 PARTNER_SCOPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(_PARTNER_SCOPES)
 
-# What each Careloop service may do when it calls another one with its own service
-# identity (token `act: service`, `sub: service:<name>`): service -> permission ->
-# PHI categories. Each line must be justified by a call the architecture allows.
-_SERVICE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
-    # Delivering a reminder needs the address it goes to and the patient's channel
-    # choices; nothing clinical, nothing demographic.
-    "messaging": _grants(frozenset({CONTACT, PREFERENCES}), "patients:read"),
+# What each service may do when it calls another one with its own service identity
+# (token `act: service`, `sub: service:<name>`). Which services hold grants is the
+# platform's list, not the kit's; `_validate` checks it against this table.
+SERVICE_GRANTS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = PLATFORM_SERVICE_GRANTS
+
+# The FHIR resource type each permission guards: what a refused attempt is filed under
+# in the audit trail. A permission not listed is filed under its capitalised resource.
+_AUDITED_AS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "patients:read",
+            "patients:search",
+            "patients:create",
+            "patients:update",
+            "patients:merge",
+        ),
+        "Patient",
+    ),
+    **dict.fromkeys(("audit:read", "audit:verify"), "AuditEvent"),
 }
-SERVICE_GRANTS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingProxyType(
-    {service: MappingProxyType(grants) for service, grants in _SERVICE_GRANTS.items()}
-)
+AUDITED_AS: Final[Mapping[str, str]] = MappingProxyType(_AUDITED_AS)
 SERVICE_SUBJECT_PREFIX: Final = "service:"
 
 # Roles limited to one record: the principal's own patient id, whatever the location.
@@ -193,6 +214,9 @@ def _validate() -> None:
             raise ValueError(f"permission table: partner scope {scope} is invalid")
         if categories and scope not in PHI_PERMISSIONS:
             raise ValueError(f"permission table: partner scope {scope} shows PHI")
+    for permission in (*PHI_PERMISSIONS, *AUDITED_AS):
+        if permission not in PERMISSIONS:
+            raise ValueError(f"permission table: {permission} is not a permission")
     for service, grants in SERVICE_GRANTS.items():
         for permission, categories in grants.items():
             if permission not in PERMISSIONS or not categories <= _ALL:
@@ -266,6 +290,12 @@ def service_categories(service: str | None, permission: str) -> frozenset[str] |
     if service is None:
         return None
     return SERVICE_GRANTS.get(service, {}).get(permission)
+
+
+def audited_as(permission: str) -> str:
+    """The FHIR resource type an attempt on `permission` is audited under."""
+    resource = permission.partition(":")[0]
+    return AUDITED_AS.get(permission, resource.capitalize() or "Resource")
 
 
 def requires_mfa(role: str) -> bool:

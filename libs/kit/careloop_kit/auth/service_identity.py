@@ -38,6 +38,7 @@ from uuid import uuid4
 
 import httpx
 
+from careloop_contracts.platform import SERVICE_KEY_PREFIX as PLATFORM_SERVICE_KEY_PREFIX
 from careloop_kit.auth.jwks import b64url_encode
 from careloop_kit.auth.permissions import service_subject
 from careloop_kit.auth.tokens import DEFAULT_ISSUER
@@ -46,7 +47,7 @@ from careloop_kit.problems import DependencyUnavailable
 from careloop_kit.vault import Vault, VaultUnavailable
 
 JWT_BEARER_GRANT_TYPE: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-SERVICE_KEY_PREFIX: Final = "careloop-service-"
+SERVICE_KEY_PREFIX: Final = PLATFORM_SERVICE_KEY_PREFIX
 """Transit key of a service identity: `careloop-service-<name>` (see
 `careloop_kit.infra.openbao.bootstrap_vault`, which provisions it)."""
 ASSERTION_TYPE: Final = "JWT"

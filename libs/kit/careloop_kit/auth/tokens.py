@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, cast, get_args
 
 from cryptography.exceptions import InvalidSignature
 
+from careloop_contracts.platform import IDENTITY_SIGNING_KEY, TOKEN_ISSUER
 from careloop_kit.auth.jwks import JwksError, JwksSource, b64url_decode
 from careloop_kit.auth.principal import BreakGlassGrant
 from careloop_kit.auth.revocation import DEFAULT_MAX_TOKEN_LIFETIME_S, RevokedSessions
@@ -30,9 +31,9 @@ from careloop_kit.problems import Unauthorized
 
 ALLOWED_ALGORITHMS: Final = frozenset({"EdDSA"})
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a token type, not a secret
-DEFAULT_ISSUER: Final = "careloop-identity"
+DEFAULT_ISSUER: Final = TOKEN_ISSUER
 DEFAULT_AUDIENCE: Final = "careloop"
-SIGNING_KEY_NAME: Final = "careloop-identity-signing"
+SIGNING_KEY_NAME: Final = IDENTITY_SIGNING_KEY
 FORBIDDEN_HEADERS: Final = frozenset({"jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
 ALLOWED_HEADERS: Final = frozenset({"alg", "typ", "kid"})
 MAX_TOKEN_LENGTH: Final = 8192

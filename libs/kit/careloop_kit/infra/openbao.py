@@ -23,25 +23,32 @@ import secrets
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# The key and secret names are the platform's (contracts); re-exported for older imports.
+from careloop_contracts.platform import AUDIT_CHECKPOINT_KEY as AUDIT_CHECKPOINT_KEY
+from careloop_contracts.platform import BLIND_INDEX_PATH as BLIND_INDEX_PATH
+from careloop_contracts.platform import IDENTITY_SIGNING_KEY as IDENTITY_SIGNING_KEY
+from careloop_contracts.platform import (
+    KV_KEYS,
+    SERVICE_KEY_PREFIX,
+    TRANSIT_KEYS,
+    VAULT_GRANTS,
+    VaultGrant,
+)
+from careloop_contracts.platform import LINK_KEY_PATH as LINK_KEY_PATH
+from careloop_contracts.platform import PHI_KEY as PHI_KEY
+from careloop_contracts.platform import RECIPIENT_KEY_PATH as RECIPIENT_KEY_PATH
+from careloop_contracts.platform import TOTP_KEY_PATH as TOTP_KEY_PATH
 from careloop_kit.infra.ports import free_port_pair
 from careloop_kit.infra.process import kill_group, stop_group
 
-PHI_KEY = "careloop-phi"
-AUDIT_CHECKPOINT_KEY = "careloop-audit-checkpoint"
-IDENTITY_SIGNING_KEY = "careloop-identity-signing"
-BLIND_INDEX_PATH = "careloop/patients/blind-index"
-TOTP_KEY_PATH = "careloop/identity/totp-key"
-RECIPIENT_KEY_PATH = "careloop/messaging/recipient-key"
-LINK_KEY_PATH = "careloop/messaging/link-key"
-SERVICE_KEY_PREFIX = "careloop-service-"
-"""Transit keys (ed25519) that prove a service's identity: ``careloop-service-<name>``.
-Same prefix as ``careloop_kit.auth.service_identity.SERVICE_KEY_PREFIX``."""
 TOKEN_PERIOD = "768h"  # noqa: S105 (a duration, not a secret)
 
 _SERVICE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
@@ -358,53 +365,6 @@ path "secret/metadata/careloop/{service}/*" {{
 }}
 """
 
-POLICY_EXTRAS: dict[str, str] = {
-    "patients": f"""\
-# Envelope encryption of PHI: fresh data keys, unwrap, and rewrap after key rotation.
-path "transit/datakey/plaintext/{PHI_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/decrypt/{PHI_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/rewrap/{PHI_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/keys/{PHI_KEY}" {{
-  capabilities = ["read"]
-}}
-""",
-    "audit": f"""\
-# Signed checkpoints of the hash chain.
-path "transit/sign/{AUDIT_CHECKPOINT_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/verify/{AUDIT_CHECKPOINT_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/keys/{AUDIT_CHECKPOINT_KEY}" {{
-  capabilities = ["read"]
-}}
-""",
-    "identity": f"""\
-# Access tokens: sign with the identity key and publish its public keys (JWKS).
-# Rotating the key is an operator's action, not the service's.
-path "transit/sign/{IDENTITY_SIGNING_KEY}" {{
-  capabilities = ["update"]
-}}
-path "transit/keys/{IDENTITY_SIGNING_KEY}" {{
-  capabilities = ["read"]
-}}
-# Service identities: identity checks every service's assertion against that service's
-# public keys, so it reads them all; it signs with none of them (the glob covers reads
-# only, and a transit key's read shows public keys, never private ones).
-path "transit/keys/{SERVICE_KEY_PREFIX}*" {{
-  capabilities = ["read"]
-}}
-""",
-}
-"""Per-service additions to the base policy (which every service gets)."""
-
 _SERVICE_IDENTITY_POLICY = """\
 # This service's own identity: it signs its JWT-bearer assertions with this key (no
 # shared secret) and reads its public versions. Exactly this path: no other service's key.
@@ -428,15 +388,28 @@ def policy_name(service: str) -> str:
     return f"careloop-{service}"
 
 
-def policy_hcl(service: str) -> str:
-    """The HCL policy of ``service``: its own KV secrets and identity key, plus
-    :data:`POLICY_EXTRAS`."""
+def grants_hcl(grants: Sequence[VaultGrant]) -> str:
+    """Policy blocks for `grants`, each run of one reason under one comment."""
+    parts: list[str] = []
+    reason: str | None = None
+    for grant in grants:
+        if grant.why != reason:
+            reason = grant.why
+            parts.extend(f"# {line}\n" for line in textwrap.wrap(reason, 86))
+        capabilities = ", ".join(f'"{capability}"' for capability in grant.capabilities)
+        parts.append(f'path "{grant.path}" {{\n  capabilities = [{capabilities}]\n}}\n')
+    return "".join(parts)
+
+
+def policy_hcl(service: str, grants: Mapping[str, Sequence[VaultGrant]] = VAULT_GRANTS) -> str:
+    """The HCL policy of ``service``: its own KV secrets and identity key, plus what
+    ``grants`` (the platform's ``careloop_contracts.platform.VAULT_GRANTS``) add for it."""
     if not _SERVICE.match(service):
         raise ValueError(f"bad service name {service!r}")
     return (
         _SERVICE_POLICY.format(service=service)
         + _SERVICE_IDENTITY_POLICY.format(key=service_key_name(service))
-        + POLICY_EXTRAS.get(service, "")
+        + grants_hcl(grants.get(service, ()))
     )
 
 
@@ -444,18 +417,22 @@ def policy_hcl(service: str) -> str:
 
 
 def bootstrap_vault(
-    addr: str, root_token: str, services: list[str], *, ca_cert: str | None = None
+    addr: str,
+    root_token: str,
+    services: list[str],
+    *,
+    ca_cert: str | None = None,
+    grants: Mapping[str, Sequence[VaultGrant]] = VAULT_GRANTS,
 ) -> dict[str, str]:
     """Idempotently set up engines, keys, secrets and policies; return a new token per service.
 
     * kv-v2 at ``secret/`` and transit at ``transit/`` (enabled if missing);
-    * transit keys ``careloop-phi`` (aes256-gcm96), ``careloop-audit-checkpoint`` and
-      ``careloop-identity-signing`` (both ed25519);
-    * KV secrets ``careloop/patients/blind-index``, ``careloop/identity/totp-key``,
-      ``careloop/messaging/recipient-key`` and ``careloop/messaging/link-key``
-      (field ``key``: 32 random bytes, base64), created once and never overwritten;
+    * the shared transit keys of ``careloop_contracts.platform.TRANSIT_KEYS``;
+    * the KV secrets of ``careloop_contracts.platform.KV_KEYS`` (field ``key``: 32 random
+      bytes, base64), created once and never overwritten;
     * per service, an identity key ``careloop-service-<service>`` (ed25519, not
-      exportable), a policy ``careloop-<service>`` and a periodic, renewable token.
+      exportable), a policy ``careloop-<service>`` (its own KV space and identity key,
+      plus what ``grants`` add for it) and a periodic, renewable token.
 
     Keys that exist are reused, never replaced: a service's identity, like the PHI key,
     must survive a re-run.
@@ -478,9 +455,7 @@ def bootstrap_vault(
         if not _SERVICE.match(service):
             raise ValueError(f"bad service name {service!r}")
     keys = [
-        (PHI_KEY, "aes256-gcm96"),
-        (AUDIT_CHECKPOINT_KEY, "ed25519"),
-        (IDENTITY_SIGNING_KEY, "ed25519"),
+        *TRANSIT_KEYS,
         *((service_key_name(service), "ed25519") for service in services),
     ]
     for name, key_type in keys:
@@ -489,7 +464,7 @@ def bootstrap_vault(
         except InvalidPath:
             client.secrets.transit.create_key(name=name, key_type=key_type)
 
-    for path in (BLIND_INDEX_PATH, TOTP_KEY_PATH, RECIPIENT_KEY_PATH, LINK_KEY_PATH):
+    for path in KV_KEYS:
         try:
             client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point="secret", raise_on_deleted_version=True
@@ -503,7 +478,9 @@ def bootstrap_vault(
 
     tokens: dict[str, str] = {}
     for service in services:
-        client.sys.create_or_update_policy(name=policy_name(service), policy=policy_hcl(service))
+        client.sys.create_or_update_policy(
+            name=policy_name(service), policy=policy_hcl(service, grants)
+        )
         created = client.auth.token.create(
             policies=[policy_name(service)],
             no_parent=True,

@@ -28,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Plain data, no framework: safe to import in every pytest run.
+from careloop_contracts.platform import SERVICES
+
 if TYPE_CHECKING:
     from careloop_kit.infra.kafka import KafkaServer
     from careloop_kit.infra.openbao import OpenBaoServer
     from careloop_kit.infra.postgres import PostgresServer
 
-VAULT_SERVICES = ["patients", "audit", "identity", "scheduling", "messaging"]
-"""Services that ``vault_tokens`` holds a token for. ``messaging`` has no service yet, but
-its Vault identity exists so service-identity tests can act as its caller."""
+VAULT_SERVICES = list(SERVICES)
+"""Services that ``vault_tokens`` holds a token for: every service of the platform
+(``careloop_contracts.platform.SERVICES``), so a test can act as any of them."""
 
 # Which server each fixture needs (directly or through another fixture).
 _NEEDS: dict[str, str] = {
