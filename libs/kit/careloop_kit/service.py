@@ -1,5 +1,6 @@
 """One call gives every service its runtime: database, Vault, Kafka relay and
-consumers, telemetry, problem+json, request ids, `/healthz` and `/readyz`.
+consumers, telemetry and metrics, problem+json, request ids, `/healthz`, `/readyz`
+and `/metrics`.
 
 Nothing is built at import time: `create_service_app` returns an app whose
 lifespan builds the runtime, so tests and processes each get their own.
@@ -37,6 +38,15 @@ from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer, 
 from careloop_kit.bus.outbox import Outbox, OutboxRelay
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.db import PlatformTables, make_engine, make_sessionmaker
+from careloop_kit.db.timers import timer_backlog
+from careloop_kit.metrics import (
+    BACKLOG_SAMPLE_INTERVAL_S,
+    METRICS_PATH,
+    PROMETHEUS_CONTENT_TYPE,
+    ServiceMetrics,
+    reset_current,
+    set_current,
+)
 from careloop_kit.problems import install_problem_handlers, problem_response
 from careloop_kit.settings import KitSettings, internal_verify
 from careloop_kit.telemetry import setup_telemetry
@@ -46,6 +56,9 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("careloop.http")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+OPERATIONS_PATHS = HEALTH_PATHS | {METRICS_PATH}
+"""Answered while the service is not ready, and left out of request metrics and traces:
+probes and scrapes every few seconds would drown the traffic they measure."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class Runtime:
     producer: AIOKafkaProducer
     outbox: Outbox
     relay: OutboxRelay
+    metrics: ServiceMetrics
     consumers: list[EventConsumer] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
     state: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +190,26 @@ async def _renew_vault_token(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=VAULT_RENEW_INTERVAL_S)
 
 
+async def _sample_backlogs(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Measure consumer lag and the timer backlog for the metrics, once per interval.
+
+    Scrapes read these samples and never query anything themselves; the outbox relay
+    samples the outbox backlog in its own loop.
+    """
+    while not stop.is_set():
+        for consumer in runtime.consumers:
+            try:
+                await asyncio.wait_for(consumer.measure_lag(), timeout=BACKLOG_SAMPLE_INTERVAL_S)
+            except Exception as exc:  # the lag shown stays the last one measured
+                log.warning("measuring the lag of %s failed: %r", consumer.group_id, exc)
+        async with runtime.sessionmaker() as session:
+            runtime.metrics.timer_backlog = await timer_backlog(
+                session, runtime.spec.tables, runtime.clock.now()
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=BACKLOG_SAMPLE_INTERVAL_S)
+
+
 async def _supervise(name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Keep a background loop alive through transient failures until shutdown."""
     while not stop.is_set():
@@ -215,7 +249,7 @@ class _RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        if runtime is not None and path not in HEALTH_PATHS and not runtime.readiness.ready:
+        if runtime is not None and path not in OPERATIONS_PATHS and not runtime.readiness.ready:
             failing = ", ".join(sorted(runtime.readiness.errors)) or "start-up checks"
             response = problem_response(
                 503,
@@ -248,9 +282,18 @@ def create_service_app(
         otlp_endpoint=settings.otel_exporter_otlp_endpoint,
     )
     the_clock = clock or SystemClock()
+    # Built with the app, not per process: FastAPI records its request histogram on this
+    # provider, and apps sharing a process must not share their metrics.
+    metrics = ServiceMetrics(
+        spec.name, clock=the_clock, otlp_endpoint=settings.otel_exporter_otlp_endpoint
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Everything started below (start-up hook, consumers, background jobs) runs with
+        # this service's metrics current; it is reset before serving.
+        current = set_current(metrics)
+        current_set = True
         engine = make_engine(
             settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
         )
@@ -280,6 +323,7 @@ def create_service_app(
             producer=producer,
             outbox=outbox,
             relay=relay,
+            metrics=metrics,
         )
         runtime.state[AUDIT_RECORDER_KEY] = AuditRecorder(outbox, sessionmaker, clock=the_clock)
         stop = asyncio.Event()
@@ -319,6 +363,7 @@ def create_service_app(
                     max_retries=settings.consumer_max_retries,
                     retry_backoff_s=settings.consumer_retry_backoff_s,
                     clock=the_clock,
+                    dead_letters=metrics.dead_letters,
                 )
                 runtime.consumers.append(consumer)
                 tasks.append(
@@ -330,6 +375,12 @@ def create_service_app(
                 asyncio.create_task(_supervise("outbox relay", lambda: relay.run(stop), stop))
             )
             tasks.append(asyncio.create_task(_readiness_loop(runtime, stop)))
+            metrics.watch(consumers=runtime.consumers, outbox=relay)
+            tasks.append(
+                asyncio.create_task(
+                    _supervise("backlog sampler", lambda: _sample_backlogs(runtime, stop), stop)
+                )
+            )
             tasks.append(
                 asyncio.create_task(
                     _supervise(
@@ -344,8 +395,12 @@ def create_service_app(
                     )
                 )
             app.state.runtime = runtime
+            reset_current(current)
+            current_set = False
             yield
         finally:
+            if current_set:
+                reset_current(current)
             stop.set()
             for task in tasks:
                 try:
@@ -358,12 +413,18 @@ def create_service_app(
                 await kafka_consumer.stop()
             await producer.stop()
             await engine.dispose()
+            metrics.unwatch()
+            metrics.flush()
 
     app = FastAPI(
         title=f"Careloop {spec.name}",
         description=spec.description,
         version="0.1.0",
         lifespan=lifespan,
+        telemetry={
+            "meter_provider": metrics.provider,
+            "exclude": lambda scope: scope.get("path") in OPERATIONS_PATHS,
+        },
     )
     install_problem_handlers(app)
     install_auth_handlers(app)
@@ -399,6 +460,11 @@ def create_service_app(
         from fastapi.responses import JSONResponse
 
         return JSONResponse(body)
+
+    @app.get(METRICS_PATH, tags=["health"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Metrics in the Prometheus text format (no PHI: routes are templates)."""
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     for router in spec.routers:
         app.include_router(router)

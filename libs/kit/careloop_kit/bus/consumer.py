@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.metrics import Counter
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -114,7 +115,10 @@ class EventConsumer:
         max_retries: int = 3,
         retry_backoff_s: float = 0.2,
         clock: Clock | None = None,
+        dead_letters: Counter | None = None,
     ) -> None:
+        """`dead_letters` counts each record sent to the dead-letter topic (by group and
+        reason), on the service's own meter."""
         self._consumer = consumer
         self._dlq_producer = dlq_producer
         self._sessionmaker = sessionmaker
@@ -126,6 +130,9 @@ class EventConsumer:
         self._retry_backoff_s = retry_backoff_s
         self._clock = clock or SystemClock()
         self.stats = ConsumerStats()
+        self._dead_letters = dead_letters
+        self.lag: dict[tuple[str, int], int] = {}
+        """Records after the committed offset, by (topic, partition), as last measured."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set."""
@@ -140,6 +147,30 @@ class EventConsumer:
             await self._consumer.commit(
                 {partition: records[-1].offset + 1 for partition, records in batches.items()}
             )
+
+    async def measure_lag(self) -> dict[tuple[str, int], int]:
+        """Compare the group's committed offset with the end of each assigned partition.
+
+        Run beside `run` (not inside it), so a consumer stuck in a slow handler still
+        shows its lag growing. A partition the group never committed on counts from its
+        beginning, where `auto_offset_reset="earliest"` would start it.
+        """
+        partitions = sorted(self._consumer.assignment())
+        if not partitions:
+            self.lag = {}
+            return self.lag
+        ends = await self._consumer.end_offsets(partitions)
+        starts: dict[TopicPartition, int] = {}
+        lag: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                if not starts:
+                    starts = await self._consumer.beginning_offsets(partitions)
+                committed = starts[tp]
+            lag[(tp.topic, tp.partition)] = max(0, ends[tp] - committed)
+        self.lag = lag
+        return lag
 
     async def _process_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply records in order (per partition), normally in one transaction.
@@ -334,3 +365,5 @@ class EventConsumer:
             self.dlq_topic, value=record.value, key=record.key, headers=headers
         )
         self.stats.dead_lettered += 1
+        if self._dead_letters is not None:
+            self._dead_letters.add(1, {"consumer_group": self.group_id, "reason": reason})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from datetime import datetime
 from uuid import uuid4
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from careloop_contracts import Envelope, Event, to_headers
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.db.tables import PlatformTables
+from careloop_kit.metrics import BACKLOG_SAMPLE_INTERVAL_S, Backlog
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,10 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.05,
         clock: Clock | None = None,
+        backlog_interval_s: float = BACKLOG_SAMPLE_INTERVAL_S,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._tables = tables
         self._table = tables.outbox
         self._producer = producer
         self._batch_size = batch_size
@@ -127,6 +131,10 @@ class OutboxRelay:
         self._lock_id = zlib.crc32(f"careloop-outbox-relay:{service}".encode())
         self.published = 0
         self.last_error: str | None = None
+        self.backlog: Backlog | None = None
+        """Unsent rows as last sampled (every replica samples, leader or not)."""
+        self._backlog_interval_s = backlog_interval_s
+        self._backlog_sampled_at: float | None = None
 
     async def publish_batch(self) -> int:
         """Publish one batch of unsent rows; returns how many were published."""
@@ -164,11 +172,22 @@ class OutboxRelay:
         self.published += len(rows)
         return len(rows)
 
+    async def sample_backlog(self) -> Backlog:
+        """Count the unsent rows now (the metrics read the last sample)."""
+        async with self._sessionmaker() as session:
+            self.backlog = await outbox_backlog(session, self._tables)
+        self._backlog_sampled_at = time.monotonic()
+        return self.backlog
+
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; broker or database outages are retried with backoff."""
         backoff = self._poll_interval_s
         while not stop.is_set():
             try:
+                sampled = self._backlog_sampled_at
+                # At most one count per interval, not per poll (polls are 50 ms apart).
+                if sampled is None or time.monotonic() - sampled >= self._backlog_interval_s:
+                    await self.sample_backlog()
                 published = await self.publish_batch()
                 self.last_error = None
                 backoff = self._poll_interval_s
@@ -182,9 +201,7 @@ class OutboxRelay:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
 
 
-async def outbox_backlog(
-    session: AsyncSession, tables: PlatformTables
-) -> tuple[int, datetime | None]:
+async def outbox_backlog(session: AsyncSession, tables: PlatformTables) -> Backlog:
     """Unsent rows and the creation time of the oldest one (for metrics and health)."""
     table = tables.outbox
     row = (
@@ -192,7 +209,7 @@ async def outbox_backlog(
             select(func.count(), func.min(table.c.created_at)).where(table.c.sent_at.is_(None))
         )
     ).one()
-    return int(row[0]), row[1]
+    return Backlog(int(row[0]), row[1])
 
 
 async def purge_sent(session: AsyncSession, tables: PlatformTables, before: datetime) -> int:

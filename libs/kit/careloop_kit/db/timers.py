@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careloop_kit.clock import Clock, SystemClock
 from careloop_kit.db.tables import PlatformTables
+from careloop_kit.metrics import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +216,22 @@ class TimerWorker:
             await self.fire_due()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._poll_interval_s)
+
+
+async def timer_backlog(session: AsyncSession, tables: PlatformTables, now: datetime) -> Backlog:
+    """Due timers not yet fired or cancelled, and the due time of the oldest one.
+
+    Timers a worker has claimed but not yet committed still count: the backlog is work
+    not done, whoever holds it. The pending-timer index on `due_at` serves the count.
+    """
+    table = tables.timer
+    row = (
+        await session.execute(
+            select(func.count(), func.min(table.c.due_at)).where(
+                table.c.due_at <= now,
+                table.c.fired_at.is_(None),
+                table.c.cancelled_at.is_(None),
+            )
+        )
+    ).one()
+    return Backlog(int(row[0]), row[1])

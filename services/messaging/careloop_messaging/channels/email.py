@@ -15,7 +15,9 @@ from email.utils import format_datetime
 from typing import Literal
 
 import aiosmtplib
+from opentelemetry.metrics import Meter
 
+from careloop_messaging.channels import SentCounter
 from careloop_messaging.domain.channels import DeliveryResult, DeliveryStatus, OutboundMessage
 from careloop_messaging.domain.templates import Channel
 
@@ -93,12 +95,18 @@ class SmtpEmailChannel:
 
     channel = Channel.EMAIL
 
-    def __init__(self, config: SmtpConfig, identity: EmailIdentity) -> None:
+    def __init__(
+        self, config: SmtpConfig, identity: EmailIdentity, *, meter: Meter | None = None
+    ) -> None:
         self._config = config
         self._identity = identity
+        self._sent = SentCounter(Channel.EMAIL, meter)
 
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         email = build_email(message, self._identity)
+        return self._sent.count(await self._send(email))
+
+    async def _send(self, email: EmailMessage) -> DeliveryResult:
         config = self._config
         try:
             await aiosmtplib.send(

@@ -10,9 +10,11 @@ patient the same message twice.
 
 from __future__ import annotations
 
+from opentelemetry.metrics import Meter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careloop_kit.clock import Clock
+from careloop_messaging.channels import SentCounter
 from careloop_messaging.domain.channels import DeliveryResult, DeliveryStatus, OutboundMessage
 from careloop_messaging.domain.templates import Channel
 from careloop_messaging.store.repository import Inbox, InboxCipher
@@ -28,14 +30,20 @@ class PortalInboxChannel:
         sessionmaker: async_sessionmaker[AsyncSession],
         cipher: InboxCipher,
         clock: Clock,
+        *,
+        meter: Meter | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cipher = cipher
         self._clock = clock
+        self._sent = SentCounter(Channel.PORTAL, meter)
 
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         if message.channel is not Channel.PORTAL:
             raise ValueError(f"PortalInboxChannel cannot send a {message.channel} message")
+        return self._sent.count(await self._store(message))
+
+    async def _store(self, message: OutboundMessage) -> DeliveryResult:
         async with self._sessionmaker() as session, session.begin():
             item_id = await Inbox(session, self._cipher).deliver(
                 message_id=message.message_id,

@@ -20,7 +20,9 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+from opentelemetry.metrics import Meter
 
+from careloop_messaging.channels import SentCounter
 from careloop_messaging.domain.channels import DeliveryResult, DeliveryStatus, OutboundMessage
 from careloop_messaging.domain.templates import Channel
 
@@ -193,9 +195,11 @@ class TwilioSmsChannel:
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
         status_callback_url: str | None = None,
+        meter: Meter | None = None,
     ) -> None:
         if (from_number is None) == (messaging_service_sid is None):
             raise ValueError("give exactly one of from_number and messaging_service_sid")
+        self._sent = SentCounter(Channel.SMS, meter)
         self._client = client
         self._from = from_number
         self._service = messaging_service_sid
@@ -204,6 +208,9 @@ class TwilioSmsChannel:
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         if message.channel is not Channel.SMS:
             raise ValueError(f"TwilioSmsChannel cannot send a {message.channel} message")
+        return self._sent.count(await self._send(message))
+
+    async def _send(self, message: OutboundMessage) -> DeliveryResult:
         try:
             created = await self._client.create_message(
                 to=message.to,
