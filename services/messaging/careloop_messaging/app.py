@@ -12,9 +12,7 @@ from careloop_kit.auth import JwksSource, ServiceTokenSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_kit.settings import internal_verify
-from careloop_messaging.api.inbox import INBOX_CIPHER_KEY
 from careloop_messaging.api.inbox import router as inbox_router
-from careloop_messaging.api.links import LINKS_KEY
 from careloop_messaging.api.links import router as links_router
 from careloop_messaging.api.templates import router as templates_router
 from careloop_messaging.api.webhooks import router
@@ -24,12 +22,20 @@ from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
 from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.channels import OutboundChannel
 from careloop_messaging.domain.templates import Channel, TemplateRenderer
-from careloop_messaging.handlers.delivery import Delivery, LogChannel, delivery_worker
-from careloop_messaging.handlers.reminders import CIPHER_KEY, CONTACTS_KEY, REMINDERS_CONSUMER
+from careloop_messaging.handlers.delivery import LogChannel, delivery_worker
+from careloop_messaging.handlers.reminders import REMINDERS_CONSUMER
 from careloop_messaging.patients_client import ContactSource, HttpContactSource
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import InboxCipher, RecipientCipher, SecureLinks
 from careloop_messaging.store.tables import metadata, platform
+from careloop_messaging.usecases.context import (
+    CIPHER_KEY,
+    CONTACTS_KEY,
+    DELIVERY_KEY,
+    INBOX_CIPHER_KEY,
+    LINKS_KEY,
+)
+from careloop_messaging.usecases.delivery import Delivery
 
 SERVICE = "messaging"
 log = logging.getLogger(__name__)
@@ -105,7 +111,7 @@ def build_spec(
         catalog = TemplateCatalog(
             TemplateRenderer(neutral_sender_name=settings.neutral_sender_name)
         )
-        runtime.state["delivery"] = Delivery(
+        runtime.state[DELIVERY_KEY] = Delivery(
             settings=settings,
             catalog=catalog,
             # The portal inbox is our own storage: it delivers in every delivery mode.

@@ -38,11 +38,11 @@ from careloop_messaging.channels.portal import PortalInboxChannel
 from careloop_messaging.domain.channels import OutboundMessage
 from careloop_messaging.domain.outreach import ContactData, MessageStatus, Recipient
 from careloop_messaging.domain.templates import Channel
-from careloop_messaging.handlers.reminders import CIPHER_KEY
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import Messages, NewMessage, RecipientCipher
 from careloop_messaging.store.tables import inbox_item, message
 from careloop_messaging.testing.twilio_double import TwilioDouble
+from careloop_messaging.usecases.context import CIPHER_KEY
 
 pytestmark = pytest.mark.service
 

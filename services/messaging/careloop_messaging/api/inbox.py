@@ -9,24 +9,20 @@ staff reading it does not. Every read is audited (resource `Communication`, cate
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from careloop_kit.audit import AuditEntry, recorder_of, request_meta
+from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.problems import Forbidden, NotFound
-from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_messaging.store.repository import Inbox, InboxCipher, InboxItem
+from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_messaging.store.repository import InboxItem
+from careloop_messaging.usecases.inbox import open_inbox_item, own_inbox, patient_inbox
 
 router = APIRouter(tags=["inbox"])
 
-INBOX_CIPHER_KEY = "inbox_cipher"
-RESOURCE = "Communication"
-PHI = ["contact"]
 MAX_PAGE = 100
 
 Reader = Annotated[AuthenticatedPrincipal, Depends(require("messages:read", mfa=True))]
@@ -49,11 +45,6 @@ class InboxPage(BaseModel):
     items: list[InboxItemRead]
     count: int
     unread: int
-
-
-def _inbox(runtime: Runtime, session: SessionDep) -> Inbox:
-    cipher: InboxCipher = runtime.state[INBOX_CIPHER_KEY]
-    return Inbox(session, cipher)
 
 
 def _read(item: InboxItem) -> InboxItemRead:
@@ -87,15 +78,7 @@ async def read_own_inbox(
     limit: Limit = 50,
 ) -> InboxPage:
     """List the signed-in patient's inbox, newest first."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=principal.patient_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        if not principal.is_patient or principal.patient_id is None:
-            raise Forbidden("Staff read a patient's inbox at /patients/{patient_id}/inbox.")
-        items = await _inbox(runtime, session).of_patient(
-            principal.org_id, principal.patient_id, limit=limit
-        )
+    items = await own_inbox(runtime, session, principal, limit=limit, meta=request_meta(request))
     return _page(items)
 
 
@@ -109,14 +92,9 @@ async def read_patient_inbox(
     limit: Limit = 50,
 ) -> InboxPage:
     """List a patient's inbox (staff: the items of locations in scope; a patient: its own)."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=patient_id
+    items = await patient_inbox(
+        runtime, session, principal, patient_id, limit=limit, meta=request_meta(request)
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _, locations = principal.listing_scope(patient_id)
-        items = await _inbox(runtime, session).of_patient(
-            principal.org_id, patient_id, limit=limit, locations=locations
-        )
     return _page(items)
 
 
@@ -129,19 +107,5 @@ async def read_inbox_item(
     session: SessionDep,
 ) -> InboxItemRead:
     """Read one inbox item; the patient opening its own item marks it read."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=item_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        inbox = _inbox(runtime, session)
-        item = await inbox.get(principal.org_id, item_id)
-        if item is None or (principal.is_patient and item.patient_id != principal.patient_id):
-            # Another tenant's or another patient's item is not acknowledged to exist.
-            raise NotFound(f"No inbox item {item_id}.")
-        entry.patient_id = item.patient_id
-        principal.can_access_patient(item.patient_id, item.location_id)
-        if principal.is_patient and item.read_at is None:
-            now = runtime.clock.now()
-            await inbox.mark_read(item.id, now)
-            item = replace(item, read_at=now)
+    item = await open_inbox_item(runtime, session, principal, item_id, meta=request_meta(request))
     return _read(item)

@@ -23,7 +23,6 @@ HTML for browsers (Jinja2 pages in `api/pages/`, autoescaped), JSON with
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
@@ -36,28 +35,29 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import Principal
-from careloop_kit.auth.permissions import CLINICAL, CONTACT
+from careloop_kit.audit import request_meta
 from careloop_kit.problems import problem_response
-from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_messaging.api.replies import publish_reply
+from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_messaging.domain.outreach import (
-    WAITLIST_CLOSED_TOUCH,
-    MessageStatus,
     local_date_and_time,
     message_kind,
-    offer_id_of,
     shown_options,
     valid_choice,
-    waitlist_touch_key,
 )
 from careloop_messaging.domain.templates import MessageKind
 from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import Messages, SecureLinks, StoredMessage
+from careloop_messaging.store.repository import StoredMessage
+from careloop_messaging.usecases.context import settings_of
+from careloop_messaging.usecases.links import (
+    WAITLIST_KINDS,
+    link_expires_at,
+    link_history,
+    open_link,
+    record_link_viewed,
+    use_link,
+)
 
 LINKS_PATH = "/links"
-LINKS_KEY = "links"
 MAX_BODY_BYTES = 2048
 """A link action is one word and a digit: anything much larger is not one."""
 
@@ -92,7 +92,6 @@ _ACTIONS: dict[MessageKind, tuple[Action, ...]] = {
     MessageKind.WAITLIST_OFFER: ("accept",),
     MessageKind.WAITLIST_CLOSED: (),
 }
-_WAITLIST_KINDS = frozenset({MessageKind.WAITLIST_OFFER, MessageKind.WAITLIST_CLOSED})
 _LINK_KINDS: dict[MessageKind, LinkKind] = {
     MessageKind.CONFIRMATION: "appointment",
     MessageKind.REMINDER: "appointment",
@@ -186,12 +185,6 @@ def _pages() -> jinja2.Environment:
     )
 
 
-def _settings(runtime: Runtime) -> MessagingSettings:
-    settings = runtime.settings
-    assert isinstance(settings, MessagingSettings)
-    return settings
-
-
 def _wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "").lower()
     return "json" in accept and "text/html" not in accept
@@ -232,14 +225,6 @@ def _options(stored: StoredMessage) -> list[LinkOption]:
     return options
 
 
-def _expires_at(stored: StoredMessage) -> datetime:
-    """A reminder's link lapses when the visit starts, an offer's when the offer does (a
-    waitlist offer's at the latest when its time starts)."""
-    if message_kind(stored.touch) in _WAITLIST_KINDS and stored.offer_expires_at is not None:
-        return min(stored.offer_expires_at, stored.start_at)
-    return stored.offer_expires_at or stored.start_at
-
-
 def _practice_name(settings: MessagingSettings, stored: StoredMessage) -> str:
     # As in the messages: a behavioral health practice's own name reveals the care.
     return settings.neutral_sender_name if stored.sensitive_location else stored.practice_name
@@ -255,7 +240,7 @@ def _waitlist_view(
     expires_time: str | None = None
     if kind is MessageKind.WAITLIST_OFFER:
         expires_day, expires_time = local_date_and_time(
-            _expires_at(stored), stored.time_zone, PAGE_LANGUAGE
+            link_expires_at(stored), stored.time_zone, PAGE_LANGUAGE
         )
     done: LinkDone | None = None
     next_step: str | None = None
@@ -298,7 +283,7 @@ def _view(
     """What the page shows. `latest`: the last link action about the message's appointment;
     `closed`: a waitlist offer is known to be gone."""
     kind = message_kind(stored.touch)
-    if kind in _WAITLIST_KINDS:
+    if kind in WAITLIST_KINDS:
         return _waitlist_view(settings, stored, kind, closed=closed)
     options = _options(stored) if kind is MessageKind.RESCHEDULE_OFFER else []
     state: State = _STATE_AFTER.get(latest[0], "scheduled") if latest else "scheduled"
@@ -382,7 +367,7 @@ def _not_found(request: Request) -> Response:
 
 
 def _expired(request: Request, stored: StoredMessage) -> Response:
-    waitlist = message_kind(stored.touch) in _WAITLIST_KINDS
+    waitlist = message_kind(stored.touch) in WAITLIST_KINDS
     return _problem(
         request,
         410,
@@ -400,66 +385,12 @@ def _answer(request: Request, view: LinkRead, status: int = 200) -> Response:
     return _page("link.html", status, view=view)
 
 
-async def _message(
-    runtime: Runtime, session: AsyncSession, token: str, *, lock: bool
-) -> StoredMessage | None:
-    """The message a token opens, or None (malformed, forged, unknown, or never sent)."""
-    links: SecureLinks = runtime.state[LINKS_KEY]
-    message_id = links.message_id(token)
-    if message_id is None:
-        return None
-    messages = Messages(session)
-    stored = await (messages.get_for_update(message_id) if lock else messages.get(message_id))
-    if stored is None or stored.status is MessageStatus.SKIPPED:
-        return None
-    if stored.appointment_id is None and message_kind(stored.touch) not in _WAITLIST_KINDS:
-        return None
-    return stored
-
-
 async def _current_view(
     settings: MessagingSettings, session: AsyncSession, stored: StoredMessage
 ) -> LinkRead:
-    """The page as messaging knows it now: the appointment's last link action, or for a
-    waitlist offer whether its "gone" message exists (any status: even unsent, it means
-    scheduling closed the offer as taken or answered too late)."""
-    messages = Messages(session)
-    kind = message_kind(stored.touch)
-    if kind is MessageKind.WAITLIST_OFFER:
-        gone = waitlist_touch_key(offer_id_of(stored.touch_key), WAITLIST_CLOSED_TOUCH)
-        return _view(settings, stored, None, closed=await messages.touch_exists(gone))
-    if kind is MessageKind.WAITLIST_CLOSED:
-        return _view(settings, stored, None, closed=True)
-    if stored.appointment_id is None:
-        raise ValueError(f"message {stored.id} opens no link: it names no appointment")
-    latest = await messages.latest_link_action(stored.org_id, stored.appointment_id)
-    return _view(settings, stored, latest)
-
-
-async def _audit(
-    runtime: Runtime,
-    session: AsyncSession,
-    request: Request,
-    stored: StoredMessage,
-    *,
-    action: str,
-    resource_id: str,
-    detail: str,
-    phi: str,
-) -> None:
-    """The link's holder is taken to be the patient it was sent to: audited as the patient,
-    like a keyword reply (`api/webhooks.py`)."""
-    who = Principal(actor_id=stored.patient_id, actor_type="patient", org_id=stored.org_id)
-    entry = AuditEntry(
-        action=action,
-        resource_type="Communication",
-        phi_categories=[phi],
-        patient_id=stored.patient_id,
-        resource_id=resource_id,
-    )
-    await recorder_of(runtime).record(
-        session, who, entry, outcome_detail=detail, **request_meta(request)
-    )
+    """The page as messaging knows it now."""
+    history = await link_history(session, stored)
+    return _view(settings, stored, history.latest, closed=history.closed)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -478,22 +409,13 @@ async def read_link(
 ) -> Response:
     """A secure link's page: the visit or offered time and what the link can do (public;
     never acts)."""
-    stored = await _message(runtime, session, token, lock=False)
+    stored = await open_link(runtime, session, token, lock=False)
     if stored is None:
         return _not_found(request)
-    if runtime.clock.now() >= _expires_at(stored):
+    if runtime.clock.now() >= link_expires_at(stored):
         return _expired(request, stored)
-    view = await _current_view(_settings(runtime), session, stored)
-    await _audit(
-        runtime,
-        session,
-        request,
-        stored,
-        action="read",
-        resource_id=stored.id,
-        detail="secure link page viewed",
-        phi=CLINICAL,
-    )
+    view = await _current_view(settings_of(runtime), session, stored)
+    await record_link_viewed(runtime, session, stored, meta=request_meta(request))
     return _answer(request, view)
 
 
@@ -552,12 +474,11 @@ async def act_on_link(
 ) -> Response:
     """Act on a secure link once: confirm, ask for other times, cancel, choose an offered
     time, or take a waitlist offer's time (public; the token is the credential)."""
-    stored = await _message(runtime, session, token, lock=True)
+    stored = await open_link(runtime, session, token, lock=True)
     if stored is None:
         return _not_found(request)
-    messages = Messages(session)
     now = runtime.clock.now()
-    settings = _settings(runtime)
+    settings = settings_of(runtime)
     view = await _current_view(settings, session, stored)
     if stored.link_used_at is not None:
         return _problem(
@@ -568,7 +489,7 @@ async def act_on_link(
             "This link was already used; it works once.",
             view=view,
         )
-    if now >= _expires_at(stored):
+    if now >= link_expires_at(stored):
         return _expired(request, stored)
     try:
         posted = await _read_action(request)
@@ -601,27 +522,8 @@ async def act_on_link(
             + ("; choose takes the number of an offered time." if view.options else "."),
         )
     choice = posted.choice if posted.action == "choose" else None
-    reply_id = str(uuid.uuid4())
-    await messages.use_link(stored.id, action=posted.action, choice=choice, now=now)
-    await publish_reply(
-        runtime,
-        session,
-        stored,
-        reply_id=reply_id,
-        intent=posted.action,
-        choice=choice,
-        via="link",
-        now=now,
-    )
-    await _audit(
-        runtime,
-        session,
-        request,
-        stored,
-        action="create",
-        resource_id=reply_id,
-        detail=f"{posted.action} by secure link",
-        phi=CONTACT,
+    now = await use_link(
+        runtime, session, stored, action=posted.action, choice=choice, meta=request_meta(request)
     )
     used = replace(stored, link_used_at=now, link_action=posted.action, link_choice=choice)
     return _answer(request, _view(settings, used, (posted.action, choice, now)))

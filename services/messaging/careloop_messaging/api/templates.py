@@ -13,39 +13,31 @@ are versions: nothing is overwritten, and DELETE appends a revert to the default
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from careloop_kit.audit import AuditEntry, recorder_of, request_meta
-from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, require
-from careloop_kit.problems import Forbidden, NotFound, ProblemError
-from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_messaging.domain.catalog import TemplateCatalog, built_in, candidate_keys
-from careloop_messaging.domain.defaults import BUILT_IN_TEMPLATES
-from careloop_messaging.domain.outreach import local_date_and_time, offer_fields
-from careloop_messaging.domain.templates import (
-    ALLOWED_FILTERS,
-    ALLOWED_TESTS,
-    Channel,
-    MessageKind,
-    MessageTemplate,
-    SenderProfile,
-    TemplateKey,
-    TemplatePart,
-    TemplateRefused,
-    TemplateRenderError,
-    allowed_fields,
+from careloop_kit.audit import request_meta
+from careloop_kit.auth import AuthenticatedPrincipal, require
+from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_messaging.domain.templates import Channel, MessageKind
+from careloop_messaging.usecases.templates import (
+    SAMPLE_PRACTICE,
+    Draft,
+    EffectiveTemplate,
+    effective_template,
+    render_preview,
+    revert_to_default,
+    save_template_version,
+    template_key,
+    template_versions,
+    templates_in_effect,
 )
-from careloop_messaging.handlers.delivery import REPLY_KEYWORDS, Delivery
-from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import Templates, TemplateVersion
 
 router = APIRouter(prefix="/templates", tags=["templates"])
 
-RESOURCE = "MessageTemplate"
 KEY_PATH = "/{kind}/{channel}/{language}"
 
 Reader = Annotated[AuthenticatedPrincipal, Depends(require("templates:read", mfa=True))]
@@ -66,32 +58,6 @@ LocationQuery = Annotated[
         description="A location's template; without it, the organization's default.",
     ),
 ]
-
-# Saved templates are checked as if their location were sensitive: messaging does not
-# know yet which locations are (identity owns them) and fills in no location name or
-# address, so a template using one could only fail later, when a patient is waiting.
-SAVE_AS_SENSITIVE = True
-
-SAMPLE_START = datetime(2031, 3, 4, 14, 30, tzinfo=UTC)
-SAMPLE_OPTIONS = (
-    datetime(2031, 3, 5, 14, 0, tzinfo=UTC),
-    datetime(2031, 3, 6, 19, 30, tzinfo=UTC),
-    datetime(2031, 3, 7, 13, 15, tzinfo=UTC),
-)
-SAMPLE_TIME_ZONE = "America/New_York"
-SAMPLE_PRACTICE = "Sample Family Practice"
-# Invented values for the portal's extra fields: a preview never shows real patient data.
-SAMPLE_PORTAL_FIELDS = {
-    "patient_first_name": "Alex",
-    "provider_name": "Dr. Sample",
-    "visit_type": "Follow-up visit",
-    "preparation_instructions": "Bring your medication list.",
-}
-SAMPLE_LOCATION = {"location_name": "Sample Clinic North", "location_address": "1 Sample Street"}
-
-
-class TemplateRefusedProblem(ProblemError):
-    status, title, slug = 422, "Template refused", "template-refused"
 
 
 class TemplateIn(BaseModel):
@@ -173,127 +139,8 @@ class PreviewRead(BaseModel):
     """Length of the body (SMS: at most 320)."""
 
 
-def _catalog(runtime: Runtime) -> TemplateCatalog:
-    delivery: Delivery = runtime.state["delivery"]
-    return delivery.catalog
-
-
-def _key(
-    principal: AuthenticatedPrincipal,
-    kind: MessageKind,
-    channel: Channel,
-    language: str,
-    location_id: str | None,
-) -> TemplateKey:
-    return TemplateKey(kind, channel, language, principal.org_id, location_id)
-
-
-def _resource_id(key: TemplateKey) -> str:
-    scope = key.location_id or "organization"
-    return f"{scope}:{key.kind}:{key.channel}:{key.language}"
-
-
-def _check_read_scope(principal: AuthenticatedPrincipal, location_id: str | None) -> None:
-    if location_id is not None:
-        principal.can_access_location(location_id)
-
-
-def _check_write_scope(principal: AuthenticatedPrincipal, location_id: str | None) -> None:
-    if location_id is None and ALL_LOCATIONS not in principal.locations:
-        raise Forbidden("The organization's default template needs every location in scope.")
-    if location_id is not None:
-        principal.can_access_location(location_id)
-
-
-def _refusal(
-    catalog: TemplateCatalog, template: MessageTemplate, *, sensitive: bool, first: str
-) -> TemplateRefusedProblem:
-    """A 422 naming each part's first problem and what each part may use.
-
-    The check stops at the first problem of a template; each part is checked alone
-    (the others replaced by plain text) so an editor sees every broken part at once.
-    """
-    key = template.key
-    errors: list[dict[str, str]] = []
-    placeholder = "text"
-    shape = MessageTemplate(
-        key=key,
-        body=placeholder,
-        subject=template.subject and placeholder,
-        html_body=template.html_body and placeholder,
-    )
-    try:
-        catalog.save(shape, sensitive_location=sensitive)
-    except TemplateRefused as exc:
-        # The parts do not fit the channel (an SMS with a subject, an email without one).
-        return TemplateRefusedProblem(
-            f"The template does not fit its channel: {exc}",
-            errors=[{"part": "template", "problem": str(exc)}],
-        )
-    for part, source in (
-        (TemplatePart.BODY, template.body),
-        (TemplatePart.SUBJECT, template.subject),
-        (TemplatePart.HTML_BODY, template.html_body),
-    ):
-        if source is None:
-            continue
-        alone = MessageTemplate(
-            key=key,
-            body=source if part is TemplatePart.BODY else placeholder,
-            subject=(
-                source if part is TemplatePart.SUBJECT else (template.subject and placeholder)
-            ),
-            html_body=source if part is TemplatePart.HTML_BODY else None,
-        )
-        try:
-            catalog.save(alone, sensitive_location=sensitive)
-        except TemplateRefused as exc:
-            errors.append({"part": part.value, "problem": str(exc)})
-    if not errors:
-        errors.append({"part": "template", "problem": first})
-    parts = [TemplatePart.BODY]
-    if key.channel is not Channel.SMS:
-        parts.append(TemplatePart.SUBJECT)
-    if key.channel is Channel.EMAIL:
-        parts.append(TemplatePart.HTML_BODY)
-    allowed = {
-        part.value: sorted(allowed_fields(key.channel, part, sensitive=sensitive, kind=key.kind))
-        for part in parts
-    }
-    return TemplateRefusedProblem(
-        f"The template could leak PHI or uses what templates may not: {first}",
-        errors=errors,
-        allowed_fields=allowed,
-        allowed_filters=sorted(ALLOWED_FILTERS),
-        allowed_tests=sorted(ALLOWED_TESTS),
-        allowed_constructs=[
-            "{{ field }}",
-            "{% if %} / {% elif %} / {% else %}",
-            "x if c else y",
-            "comparisons, and / or / not",
-            "~ (concatenation)",
-        ],
-    )
-
-
-def _checked(
-    catalog: TemplateCatalog, key: TemplateKey, body: TemplateIn | PreviewIn, *, sensitive: bool
-) -> MessageTemplate:
-    template = MessageTemplate(
-        key=key, body=body.body or "", subject=body.subject, html_body=body.html_body
-    )
-    try:
-        catalog.save(template, sensitive_location=sensitive)
-    except TemplateRefused as exc:
-        raise _refusal(catalog, template, sensitive=sensitive, first=str(exc)) from exc
-    return template
-
-
-def _read(
-    requested: TemplateKey,
-    template: MessageTemplate,
-    version: TemplateVersion | None,
-) -> TemplateRead:
+def _read(effective: EffectiveTemplate) -> TemplateRead:
+    requested, template, version = effective.requested, effective.template, effective.version
     source: Literal["location", "organization", "built_in"]
     if template.key.organization_id is None:
         source = "built_in"
@@ -318,27 +165,6 @@ def _read(
     )
 
 
-async def _effective(repo: Templates, requested: TemplateKey) -> TemplateRead:
-    """The template the delivery worker would use for this key (see `TemplateCatalog`)."""
-    assert requested.organization_id is not None
-    for key in candidate_keys(
-        kind=requested.kind,
-        channel=requested.channel,
-        language=requested.language,
-        organization_id=requested.organization_id,
-        location_id=requested.location_id,
-    ):
-        latest = await repo.latest(key)
-        if latest is not None and latest.template is not None:
-            return _read(requested, latest.template, latest)
-    default = built_in(requested.kind, requested.channel, requested.language)
-    if default is None:
-        raise NotFound(
-            f"No {requested.channel} template for {requested.kind} in {requested.language!r}."
-        )
-    return _read(requested, default, None)
-
-
 @router.get("", response_model=TemplatePage)
 async def list_templates(
     principal: Reader,
@@ -346,32 +172,7 @@ async def list_templates(
     location_id: LocationQuery = None,
 ) -> TemplatePage:
     """List the template in effect for every kind, channel and language, built-ins marked."""
-    _check_read_scope(principal, location_id)
-    repo = Templates(session)
-    saved = {
-        (v.key.kind, v.key.channel, v.key.language, v.key.location_id): v
-        for v in await repo.current_of_org(principal.org_id, location_id)
-    }
-    languages = sorted(
-        {key.language for key in BUILT_IN_TEMPLATES} | {language for _, _, language, _ in saved}
-    )
-    items = []
-    for kind in MessageKind:
-        for channel in Channel:
-            for language in languages:
-                requested = _key(principal, kind, channel, language, location_id)
-                chosen: TemplateRead | None = None
-                for scope in (location_id, None) if location_id is not None else (None,):
-                    version = saved.get((kind, channel, language, scope))
-                    if version is not None and version.template is not None:
-                        chosen = _read(requested, version.template, version)
-                        break
-                if chosen is None:
-                    default = built_in(kind, channel, language)
-                    if default is None:
-                        continue
-                    chosen = _read(requested, default, None)
-                items.append(chosen)
+    items = [_read(t) for t in await templates_in_effect(session, principal, location_id)]
     return TemplatePage(items=items, count=len(items))
 
 
@@ -385,10 +186,8 @@ async def read_template(
     location_id: LocationQuery = None,
 ) -> TemplateRead:
     """Read the template in effect for one kind, channel and language."""
-    _check_read_scope(principal, location_id)
-    return await _effective(
-        Templates(session), _key(principal, kind, channel, language, location_id)
-    )
+    key = template_key(principal, kind, channel, language, location_id)
+    return _read(await effective_template(session, principal, key))
 
 
 @router.get(KEY_PATH + "/versions", response_model=TemplateVersionPage)
@@ -401,11 +200,8 @@ async def list_template_versions(
     location_id: LocationQuery = None,
 ) -> TemplateVersionPage:
     """List the saved versions of one template, newest first (reverts included)."""
-    _check_read_scope(principal, location_id)
-    key = _key(principal, kind, channel, language, location_id)
-    versions = await Templates(session).versions(key)
-    if not versions:
-        raise NotFound("This template was never saved in this organization.")
+    key = template_key(principal, kind, channel, language, location_id)
+    versions = await template_versions(session, principal, key)
     items = [
         TemplateVersionRead(
             version=v.version,
@@ -441,17 +237,12 @@ async def save_template(
     location_id: LocationQuery = None,
 ) -> TemplateRead:
     """Save a new version of a template after the PHI check (422 names what is refused)."""
-    key = _key(principal, kind, channel, language, location_id)
-    entry = AuditEntry(
-        action="update", resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
+    key = template_key(principal, kind, channel, language, location_id)
+    draft = Draft(body=body.body, subject=body.subject, html_body=body.html_body)
+    saved = await save_template_version(
+        runtime, session, principal, key, draft, meta=request_meta(request)
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _check_write_scope(principal, location_id)
-        template = _checked(_catalog(runtime), key, body, sensitive=SAVE_AS_SENSITIVE)
-        version = await Templates(session).add_version(
-            key, template, updated_by=principal.actor_id, now=runtime.clock.now()
-        )
-    return _read(key, template, version)
+    return _read(saved)
 
 
 @router.delete(KEY_PATH, status_code=204)
@@ -466,17 +257,8 @@ async def revert_template(
     location_id: LocationQuery = None,
 ) -> Response:
     """Revert a template to the default (the organization's, else the built-in)."""
-    key = _key(principal, kind, channel, language, location_id)
-    entry = AuditEntry(
-        action="delete", resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _check_write_scope(principal, location_id)
-        repo = Templates(session)
-        latest = await repo.latest(key)
-        if latest is None or latest.deleted:
-            raise NotFound("No saved template to revert in this organization.")
-        await repo.add_version(key, None, updated_by=principal.actor_id, now=runtime.clock.now())
+    key = template_key(principal, kind, channel, language, location_id)
+    await revert_to_default(runtime, session, principal, key, meta=request_meta(request))
     return Response(status_code=204)
 
 
@@ -492,49 +274,21 @@ async def preview_template(
     location_id: LocationQuery = None,
 ) -> PreviewRead:
     """Render a draft (or the template in effect) with invented, non-PHI sample values."""
-    _check_read_scope(principal, location_id)
-    catalog = _catalog(runtime)
-    key = _key(principal, kind, channel, language, location_id)
-    if body.body is not None:
-        template = _checked(catalog, key, body, sensitive=SAVE_AS_SENSITIVE)
-    else:
-        template = await catalog.resolve(
-            Templates(session),
-            kind=kind,
-            channel=channel,
-            language=language,
-            organization_id=principal.org_id,
-            location_id=location_id,
-        )
-    settings = runtime.settings
-    assert isinstance(settings, MessagingSettings)
-    day, time = local_date_and_time(SAMPLE_START, SAMPLE_TIME_ZONE, template.key.language)
-    fields = {
-        "appointment_date": day,
-        "appointment_time": time,
-        "secure_link": f"{settings.secure_link_base.rstrip('/')}/sample-link",
-        "reply_keywords": REPLY_KEYWORDS,
-    }
-    if kind is MessageKind.RESCHEDULE_OFFER:
-        fields |= offer_fields(SAMPLE_OPTIONS, SAMPLE_TIME_ZONE, template.key.language)
-    if channel is Channel.PORTAL:
-        fields |= SAMPLE_PORTAL_FIELDS
-    sender = SenderProfile(
-        practice_name=body.practice_name,
-        sensitive=body.sensitive_location,
-        **({} if body.sensitive_location else SAMPLE_LOCATION),
+    key = template_key(principal, kind, channel, language, location_id)
+    draft = (
+        Draft(body=body.body, subject=body.subject, html_body=body.html_body)
+        if body.body is not None
+        else None
     )
-    try:
-        rendered = catalog.renderer.render(template, fields, sender=sender)
-    except TemplateRefused as exc:
-        raise _refusal(
-            catalog, template, sensitive=body.sensitive_location, first=str(exc)
-        ) from exc
-    except TemplateRenderError as exc:
-        raise TemplateRefusedProblem(
-            f"The template cannot be rendered: {exc}",
-            errors=[{"part": "template", "problem": str(exc)}],
-        ) from exc
+    rendered = await render_preview(
+        runtime,
+        session,
+        principal,
+        key,
+        draft,
+        sensitive_location=body.sensitive_location,
+        practice_name=body.practice_name,
+    )
     return PreviewRead(
         channel=channel,
         sender_name=rendered.sender_name,

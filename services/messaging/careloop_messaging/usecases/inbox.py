@@ -1,0 +1,91 @@
+"""Reading the portal inbox: a patient its own items, staff a patient's items in the
+locations of their scope. Every read is audited (resource `Communication`, category
+`contact`), refusals included; a patient opening its own item marks it read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.problems import Forbidden, NotFound
+from careloop_kit.service import Runtime
+from careloop_messaging.store.repository import Inbox, InboxItem
+from careloop_messaging.usecases.context import inbox_cipher
+
+RESOURCE = "Communication"
+PHI = ["contact"]
+
+
+def _inbox(runtime: Runtime, session: AsyncSession) -> Inbox:
+    return Inbox(session, inbox_cipher(runtime))
+
+
+async def own_inbox(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: AuthenticatedPrincipal,
+    *,
+    limit: int,
+    meta: dict[str, Any],
+) -> list[InboxItem]:
+    """The signed-in patient's inbox, newest first; staff are refused."""
+    entry = AuditEntry(
+        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=principal.patient_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+        if not principal.is_patient or principal.patient_id is None:
+            raise Forbidden("Staff read a patient's inbox at /patients/{patient_id}/inbox.")
+        return await _inbox(runtime, session).of_patient(
+            principal.org_id, principal.patient_id, limit=limit
+        )
+
+
+async def patient_inbox(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: AuthenticatedPrincipal,
+    patient_id: str,
+    *,
+    limit: int,
+    meta: dict[str, Any],
+) -> list[InboxItem]:
+    """A patient's inbox: for staff the items of locations in scope, for a patient its own."""
+    entry = AuditEntry(
+        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=patient_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+        _, locations = principal.listing_scope(patient_id)
+        return await _inbox(runtime, session).of_patient(
+            principal.org_id, patient_id, limit=limit, locations=locations
+        )
+
+
+async def open_inbox_item(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: AuthenticatedPrincipal,
+    item_id: str,
+    *,
+    meta: dict[str, Any],
+) -> InboxItem:
+    """One inbox item; the patient opening its own unread item marks it read."""
+    entry = AuditEntry(
+        action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=item_id
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+        inbox = _inbox(runtime, session)
+        item = await inbox.get(principal.org_id, item_id)
+        if item is None or (principal.is_patient and item.patient_id != principal.patient_id):
+            # Another tenant's or another patient's item is not acknowledged to exist.
+            raise NotFound(f"No inbox item {item_id}.")
+        entry.patient_id = item.patient_id
+        principal.can_access_patient(item.patient_id, item.location_id)
+        if principal.is_patient and item.read_at is None:
+            now = runtime.clock.now()
+            await inbox.mark_read(item.id, now)
+            item = replace(item, read_at=now)
+    return item
