@@ -11,7 +11,6 @@ from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_scheduling.api.appointments import router as appointments_router
 from careloop_scheduling.api.attendance import router as attendance_router
 from careloop_scheduling.api.catalog import router as catalog_router
-from careloop_scheduling.api.common import SETTINGS_KEY
 from careloop_scheduling.api.reminder_settings import router as reminder_settings_router
 from careloop_scheduling.api.waitlist import router as waitlist_router
 from careloop_scheduling.domain.waitlist import WAITLIST_TIMER_KIND
@@ -21,10 +20,11 @@ from careloop_scheduling.handlers.reminders import (
     reminder_timers,
 )
 from careloop_scheduling.handlers.replies import REPLIES_CONSUMER
-from careloop_scheduling.handlers.timers import TIMERS_KEY
 from careloop_scheduling.handlers.waitlist import WAITLIST_CONSUMER, waitlist_round_handler
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform
+from careloop_scheduling.usecases.common import SETTINGS_KEY
+from careloop_scheduling.usecases.timers import TIMERS_KEY
 
 SERVICE = "scheduling"
 

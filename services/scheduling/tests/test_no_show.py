@@ -28,10 +28,10 @@ from careloop_kit.testing.apps import running_app
 from careloop_scheduling.app import create_app
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.attendance import PastVisit, summarize
-from careloop_scheduling.handlers.no_show import SYSTEM_ACTOR
 from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import platform
+from careloop_scheduling.usecases.no_show import SYSTEM_ACTOR
 
 from .practice import MONDAY_NINE, Mint, Practice, set_up_practice
 

@@ -38,7 +38,6 @@ from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
 from careloop_scheduling.app import create_app
 from careloop_scheduling.handlers.reminders import reminder_worker
-from careloop_scheduling.handlers.waitlist import waitlist_work
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import (
     metadata,
@@ -47,6 +46,7 @@ from careloop_scheduling.store.tables import (
     waitlist_offer,
     waitlist_slot,
 )
+from careloop_scheduling.usecases.waitlist import waitlist_work
 
 from .practice import MONDAY_NINE, NOW, Mint, Practice, set_up_practice
 

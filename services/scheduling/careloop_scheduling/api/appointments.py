@@ -16,31 +16,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentCheckedIn,
-    AppointmentConfirmed,
-    AppointmentEvent,
-    AppointmentRescheduled,
-)
+from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_scheduling.api.catalog import compute_slots, notice, zone_of
-from careloop_scheduling.api.common import (
-    Booker,
-    InvalidScheduling,
-    Reader,
-    RepoDep,
-    load_provider,
-    load_type,
-    settings_of,
-)
+from careloop_scheduling.api.common import Booker, Reader, RepoDep
 from careloop_scheduling.api.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -50,27 +33,16 @@ from careloop_scheduling.api.schemas import (
     RescheduleResult,
 )
 from careloop_scheduling.domain import appointment as lifecycle
-from careloop_scheduling.domain.appointment import (
-    Appointment,
-    AppointmentStatus,
-    InvalidTransition,
+from careloop_scheduling.domain.appointment import Appointment, InvalidTransition
+from careloop_scheduling.store.repository import SchedulingRepository, SlotTaken, StaleAppointment
+from careloop_scheduling.usecases.booking import (
+    apply_step,
+    book,
+    record_confirmation,
+    reschedule_to,
 )
-from careloop_scheduling.domain.availability import Slot
-from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
-from careloop_scheduling.handlers.no_show import (
-    appointment_fields,
-    no_show_grace,
-    record_no_show,
-    schedule_no_show_check,
-)
-from careloop_scheduling.handlers.reminders import schedule_reminders
-from careloop_scheduling.handlers.timers import cancel_appointment_timers, timers_of
-from careloop_scheduling.store.repository import (
-    SchedulingRepository,
-    SlotTaken,
-    StaleAppointment,
-    new_id,
-)
+from careloop_scheduling.usecases.common import InvalidScheduling
+from careloop_scheduling.usecases.no_show import record_no_show
 
 router = APIRouter(prefix="/appointments", tags=["appointments"])
 
@@ -98,28 +70,6 @@ def appointment_read(a: Appointment) -> AppointmentRead:
     )
 
 
-_snapshot = appointment_fields
-
-
-async def publish_change(
-    runtime: Runtime, session: AsyncSession, event: AppointmentEvent, correlation_id: str | None
-) -> None:
-    """Stage an appointment event in the outbox, in the change's transaction."""
-    await runtime.outbox.add(
-        session,
-        event,
-        org_id=event.org_id,
-        location_id=event.location_id,
-        correlation_id=correlation_id,
-    )
-
-
-async def _publish(
-    runtime: Runtime, session: SessionDep, request: Request, event: AppointmentEvent
-) -> None:
-    await publish_change(runtime, session, event, _request_id(request))
-
-
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -127,68 +77,6 @@ def _request_id(request: Request) -> str | None:
 def _check_patient(principal: AuthenticatedPrincipal, patient_id: str, location_id: str) -> None:
     """A patient only its own appointments (any location); staff only their locations."""
     principal.can_access_patient(patient_id, location_id)
-
-
-async def bookable_slot(
-    repo: SchedulingRepository,
-    runtime: Runtime,
-    org_id: str,
-    *,
-    provider_id: str,
-    location_id: str,
-    type_id: str,
-    start_at: datetime,
-) -> Slot:
-    """The slot starting at `start_at`, if it lies on the provider's grid and ahead of now.
-
-    Whether it is still free is left to the database (the exclusion constraint), which
-    alone can decide between two concurrent bookings."""
-    provider = await load_provider(repo, org_id, provider_id)
-    kind = await load_type(repo, org_id, type_id)
-    if not kind.active:
-        raise InvalidScheduling(f"Appointment type {type_id} is retired.")
-    if not provider.works_at(location_id):
-        raise InvalidScheduling(f"Provider {provider_id} does not work at {location_id}.")
-    zone_name = await zone_of(repo, org_id, location_id)
-    end_at = start_at + kind.duration
-    wanted = Slot(provider_id, location_id, start_at, end_at)
-    grid = await compute_slots(
-        repo,
-        org_id,
-        location_id=location_id,
-        zone_name=zone_name,
-        kind=kind,
-        provider_ids=[provider_id],
-        start=start_at,
-        end=end_at,
-        not_before=runtime.clock.now() + notice(settings_of(runtime)),
-        ignore_busy=True,
-    )
-    if wanted not in grid:
-        raise InvalidScheduling(
-            "That time is not an open slot of this provider: ask GET /slots for the grid."
-        )
-    return wanted
-
-
-async def _insert(repo: SchedulingRepository, appt: Appointment, now: datetime) -> None:
-    try:
-        await repo.add_appointment(appt, now)
-    except SlotTaken as exc:
-        raise Conflict("That slot was just taken; choose another one.") from exc
-
-
-async def plan_reminder_timers(
-    runtime: Runtime, session: AsyncSession, repo: SchedulingRepository, appt: Appointment
-) -> None:
-    """Schedule the new appointment's reminder timers and its no-show check in the
-    booking's transaction."""
-    zone_name = await zone_of(repo, appt.org_id, appt.location_id)
-    timers = timers_of(runtime)
-    await schedule_reminders(
-        timers, session, repo, appt, time_zone=zone_name, now=runtime.clock.now()
-    )
-    await schedule_no_show_check(timers, session, appt, grace=no_show_grace(settings_of(runtime)))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
@@ -206,31 +94,22 @@ async def book_appointment(
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _check_patient(principal, body.patient_id, body.location_id)
-        slot = await bookable_slot(
-            repo,
-            runtime,
-            principal.org_id,
-            provider_id=body.provider_id,
-            location_id=body.location_id,
-            type_id=body.appointment_type_id,
-            start_at=body.start_at,
-        )
-        now = runtime.clock.now()
-        appt = Appointment(
-            id=new_id(),
-            org_id=principal.org_id,
-            patient_id=body.patient_id,
-            provider_id=slot.provider_id,
-            location_id=slot.location_id,
-            appointment_type_id=body.appointment_type_id,
-            start_at=slot.start_at,
-            end_at=slot.end_at,
-            status=AppointmentStatus.BOOKED,
-        )
+        try:
+            appt = await book(
+                runtime,
+                session,
+                repo,
+                org_id=principal.org_id,
+                patient_id=body.patient_id,
+                provider_id=body.provider_id,
+                location_id=body.location_id,
+                type_id=body.appointment_type_id,
+                start_at=body.start_at,
+                correlation_id=_request_id(request),
+            )
+        except SlotTaken as exc:
+            raise Conflict("That slot was just taken; choose another one.") from exc
         entry.resource_id = appt.id
-        await _insert(repo, appt, now)
-        await plan_reminder_timers(runtime, session, repo, appt)
-        await _publish(runtime, session, request, AppointmentBooked(**_snapshot(appt, now)))
     return appointment_read(appt)
 
 
@@ -303,57 +182,6 @@ async def list_appointments(
         found = [a for a in found if principal.allows_patient(a.patient_id, a.location_id)]
         entry.disclose_patients(a.patient_id for a in found)
     return AppointmentPage(items=[appointment_read(a) for a in found], count=len(found))
-
-
-async def apply_step(
-    runtime: Runtime,
-    session: AsyncSession,
-    repo: SchedulingRepository,
-    current: Appointment,
-    change: Callable[[Appointment], Appointment],
-    event: type[AppointmentEvent],
-    *,
-    correlation_id: str | None = None,
-    **event_fields: object,
-) -> Appointment:
-    """Apply one lifecycle step to a locked appointment: transition, save, end its
-    timers when it leaves the active states, publish.
-
-    Raises `InvalidTransition` when the state machine refuses and `StaleAppointment`
-    when it changed since it was read; the caller decides what that means."""
-    changed = change(current)
-    now = runtime.clock.now()
-    await repo.save_appointment(changed, previous_version=current.version, now=now)
-    if changed.status not in REMINDABLE_STATUSES:
-        # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
-        # check for a no-show. A confirmation keeps the status, so its later
-        # reminders and its no-show check stay (see handlers).
-        await cancel_appointment_timers(timers_of(runtime), session, repo, changed.id)
-    await publish_change(
-        runtime, session, event(**_snapshot(changed, now), **event_fields), correlation_id
-    )
-    return changed
-
-
-async def record_confirmation(
-    runtime: Runtime,
-    session: AsyncSession,
-    repo: SchedulingRepository,
-    current: Appointment,
-    *,
-    correlation_id: str | None = None,
-) -> Appointment:
-    """Confirm a locked appointment and publish `AppointmentConfirmed`: the staff
-    endpoint and a patient's `C` reply (`handlers.replies`) both come through here."""
-    return await apply_step(
-        runtime,
-        session,
-        repo,
-        current,
-        lifecycle.confirm,
-        AppointmentConfirmed,
-        correlation_id=correlation_id,
-    )
 
 
 async def _step(
@@ -502,72 +330,13 @@ async def no_show_appointment(
                 repo,
                 current,
                 now=runtime.clock.now(),
-                correlation_id=getattr(request.state, "request_id", None),
+                correlation_id=_request_id(request),
             )
         except InvalidTransition as exc:
             raise Conflict(str(exc), current_status=current.status.value) from exc
         except StaleAppointment as exc:
             raise Conflict("The appointment changed meanwhile; read it again.") from exc
     return appointment_read(changed)
-
-
-async def reschedule_to(
-    runtime: Runtime,
-    session: AsyncSession,
-    repo: SchedulingRepository,
-    old: Appointment,
-    *,
-    start_at: datetime,
-    provider_id: str | None = None,
-    correlation_id: str | None = None,
-) -> tuple[Appointment, Appointment]:
-    """Move a locked appointment to the slot starting at `start_at`: cancel it, book its
-    replacement, move its timers, publish cancelled, booked and rescheduled. The staff
-    endpoint and a patient's numbered reply (`handlers.replies`) both come through here.
-
-    Raises `InvalidScheduling` (not a slot of the grid), `InvalidTransition`,
-    `StaleAppointment` and `SlotTaken` (someone holds that time); the caller's
-    transaction then holds a half-done move, so it must roll it back (the endpoint
-    fails the request, the reply handler runs this in a savepoint)."""
-    provider_id = provider_id or old.provider_id
-    slot = await bookable_slot(
-        repo,
-        runtime,
-        old.org_id,
-        provider_id=provider_id,
-        location_id=old.location_id,
-        type_id=old.appointment_type_id,
-        start_at=start_at,
-    )
-    cancelled, booked = lifecycle.reschedule(
-        old,
-        new_id=new_id(),
-        start_at=slot.start_at,
-        end_at=slot.end_at,
-        provider_id=provider_id,
-    )
-    now = runtime.clock.now()
-    # Free the old time first, so moving within an overlapping range is allowed.
-    await repo.save_appointment(cancelled, previous_version=old.version, now=now)
-    await repo.add_appointment(booked, now)
-    # The new appointment has its own id, hence its own timer keys: the old keys
-    # (reminders and no-show check) are cancelled and can never fire, the new plan
-    # starts from now (a confirmation of the new time, then the reminders before it)
-    # and its no-show check follows the new start.
-    await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
-    await plan_reminder_timers(runtime, session, repo, booked)
-    events: list[AppointmentEvent] = [
-        AppointmentCancelled(**_snapshot(cancelled, now), rescheduled_to_id=booked.id),
-        AppointmentBooked(**_snapshot(booked, now), rescheduled_from_id=cancelled.id),
-        AppointmentRescheduled(
-            **_snapshot(booked, now),
-            previous_appointment_id=cancelled.id,
-            previous_start_at=cancelled.start_at,
-        ),
-    ]
-    for event in events:
-        await publish_change(runtime, session, event, correlation_id)
-    return cancelled, booked
 
 
 @router.post("/{appointment_id}/reschedule", response_model=RescheduleResult)

@@ -8,22 +8,14 @@ need `scheduling:manage` and, for anything tied to a location, that location in 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.service import RuntimeDep
-from careloop_scheduling.api.common import (
-    InvalidScheduling,
-    Manager,
-    Reader,
-    RepoDep,
-    load_provider,
-    load_type,
-    settings_of,
-)
+from careloop_scheduling.api.common import Manager, Reader, RepoDep
 from careloop_scheduling.api.schemas import (
     AppointmentTypeCreate,
     AppointmentTypePage,
@@ -41,17 +33,12 @@ from careloop_scheduling.api.schemas import (
     SlotPage,
     SlotRead,
 )
-from careloop_scheduling.domain.availability import (
-    Busy,
-    Closure,
-    InvalidSchedule,
-    Slot,
-    WeeklyWindow,
-    open_slots,
-)
+from careloop_scheduling.domain.availability import Closure, InvalidSchedule, WeeklyWindow
 from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
-from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository, new_id
+from careloop_scheduling.store.repository import LocationInfo, new_id
+from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
+from careloop_scheduling.usecases.common import InvalidScheduling, settings_of
+from careloop_scheduling.usecases.slots import compute_slots, notice
 
 router = APIRouter(tags=["scheduling catalog"])
 
@@ -87,16 +74,6 @@ def _window_read(window_id: str, w: WeeklyWindow) -> AvailabilityRead:
         start=w.start,
         end=w.end,
     )
-
-
-async def zone_of(repo: SchedulingRepository, org_id: str, location_id: str) -> str:
-    """The location's IANA zone; slots cannot be computed without it."""
-    zone = await repo.time_zone(org_id, location_id)
-    if zone is None:
-        raise InvalidScheduling(
-            f"Location {location_id} has no time zone yet: PUT /locations/{location_id} first."
-        )
-    return zone
 
 
 def _scope_all(principal: AuthenticatedPrincipal, location_ids: list[str]) -> None:
@@ -294,47 +271,3 @@ async def list_slots(
         for s in slots[:limit]
     ]
     return SlotPage(items=items, count=len(items), time_zone=zone_name)
-
-
-def notice(settings: SchedulingSettings) -> timedelta:
-    """How far ahead of now a slot must start to be offered or booked."""
-    return timedelta(minutes=settings.min_booking_notice_minutes)
-
-
-async def compute_slots(
-    repo: SchedulingRepository,
-    org_id: str,
-    *,
-    location_id: str,
-    zone_name: str,
-    kind: AppointmentType,
-    provider_ids: list[str] | None,
-    start: datetime,
-    end: datetime,
-    not_before: datetime | None,
-    ignore_busy: bool = False,
-) -> list[Slot]:
-    """Open slots from the stored templates, closures and bookings."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise InvalidScheduling("`from` and `to` need a UTC offset, e.g. 2030-01-07T00:00:00Z.")
-    windows = [w.window for w in await repo.windows(org_id, location_id, provider_ids)]
-    providers = sorted({w.provider_id for w in windows})
-    zone = time_zone(zone_name)
-    # Closures are stored in local dates: widen the UTC range by a day on each side.
-    first = (start - timedelta(days=1)).date()
-    last = (end + timedelta(days=1)).date()
-    closures = [c.closure for c in await repo.closures(org_id, providers, first, last)]
-    busy: list[Busy] = [] if ignore_busy else await repo.busy(org_id, providers, start, end)
-    try:
-        return open_slots(
-            windows=windows,
-            closures=closures,
-            busy=busy,
-            zone=zone,
-            duration=kind.duration,
-            start=start,
-            end=end,
-            not_before=not_before,
-        )
-    except InvalidSchedule as exc:
-        raise InvalidScheduling(str(exc)) from exc

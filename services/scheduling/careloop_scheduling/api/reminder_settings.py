@@ -18,7 +18,7 @@ from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
 from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.common import InvalidScheduling, Manager, Reader, RepoDep, load_type
+from careloop_scheduling.api.common import Manager, Reader, RepoDep
 from careloop_scheduling.api.schemas import (
     EffectiveReminders,
     EffectiveTouch,
@@ -39,6 +39,8 @@ from careloop_scheduling.domain.reminders import (
     TouchOverride,
 )
 from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.usecases.catalog import load_type
+from careloop_scheduling.usecases.common import InvalidScheduling
 
 router = APIRouter(tags=["reminder settings"])
 

@@ -23,26 +23,19 @@ from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, reque
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.catalog import zone_of
-from careloop_scheduling.api.common import (
-    Booker,
-    InvalidScheduling,
-    Reader,
-    RepoDep,
-    load_provider,
-    load_type,
-)
+from careloop_scheduling.api.common import Booker, Reader, RepoDep
 from careloop_scheduling.domain.appointment import AppointmentStatus
 from careloop_scheduling.domain.waitlist import (
     ACTIVE_ENTRY_STATUSES,
     EntryStatus,
-    OfferStatus,
     PartOfDay,
     WaitlistEntry,
     validate_window,
 )
-from careloop_scheduling.handlers.waitlist import waitlist_work
 from careloop_scheduling.store.repository import new_id
+from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
+from careloop_scheduling.usecases.common import InvalidScheduling
+from careloop_scheduling.usecases.waitlist import waitlist_work
 
 router = APIRouter(prefix="/waitlist", tags=["waitlist"])
 
@@ -256,14 +249,7 @@ async def remove_entry(
                 f"The entry is {found.status}, no longer on the list.",
                 current_status=found.status.value,
             )
-        now = runtime.clock.now()
-        work = waitlist_work(runtime, session, None)
-        for offer in await repo.open_offers_of_entry(found.org_id, found.id):
-            slot = await repo.get_freed_slot(found.org_id, offer.slot_id)
-            where = await repo.get_location(found.org_id, found.location_id)
-            if slot is not None and where is not None:
-                await work.close_offers([offer], OfferStatus.WITHDRAWN, slot, where)
-        await repo.set_entry_status(found.org_id, [found.id], EntryStatus.REMOVED, now)
+        await waitlist_work(runtime, session).withdraw(found)
         removed = await repo.get_waitlist_entry(found.org_id, found.id)
     assert removed is not None
     return entry_read(removed)

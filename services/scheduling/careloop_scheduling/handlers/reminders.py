@@ -1,51 +1,25 @@
-"""Reminder sequences on durable timers: planned at booking, fired by a worker.
-
-The booking (or reschedule) plans the appointment's touches with
-`domain.reminders.plan` and schedules one kit timer per touch in the booking's own
-transaction, keyed by the touch key, so the timers exist exactly when the
-appointment does. Cancel, reschedule, check-in, no-show and fulfilment cancel the
-appointment's pending timers in their transaction (`handlers.timers`, which also ends
-the no-show check of `handlers.no_show`). A confirmation keeps them: the
-"1 day before" reminder still tells a confirmed patient when and where to come, and
-messaging may word it differently from the fields it already has.
-
-When a timer fires, `ReminderDue` goes into the outbox in the timer's transaction:
-the kit commits the fired mark and the outbox row together, so a crash can neither
-lose the reminder nor send it twice. The kit fires a batch of timers per transaction,
-so a location read once serves the rest of the batch.
-"""
+"""The replica's timer worker: it fires every scheduling timer (reminder touches,
+no-show checks, and whatever `extra` adds), each through its use case in the timer's
+transaction (`usecases.reminders`, `usecases.no_show`)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import ReminderDue
-from careloop_kit.db.timers import DueTimer, TimerHandler, Timers, TimerWorker
+from careloop_kit.db.timers import DueTimer, TimerHandler, TimerWorker
 from careloop_kit.service import Runtime
-from careloop_scheduling.domain.appointment import Appointment
 from careloop_scheduling.domain.attendance import NO_SHOW_TIMER_KIND
-from careloop_scheduling.domain.reminder_settings import (
-    REMINDABLE_STATUSES,
-    TIMER_KIND,
-    Level,
-    effective,
-)
-from careloop_scheduling.domain.reminders import PlannedTouch, plan
+from careloop_scheduling.domain.reminder_settings import TIMER_KIND
 from careloop_scheduling.handlers.no_show import no_show_handler
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository
 from careloop_scheduling.store.tables import platform
-
-log = logging.getLogger(__name__)
+from careloop_scheduling.usecases.reminders import send_reminder
 
 WORKER_KEY = "scheduling_reminder_worker"
-_LOCATIONS_INFO_KEY = "careloop_scheduling.reminder_locations"
 
 
 def reminder_worker(runtime: Runtime) -> TimerWorker:
@@ -55,101 +29,21 @@ def reminder_worker(runtime: Runtime) -> TimerWorker:
     return worker
 
 
-async def schedule_reminders(
-    timers: Timers,
-    session: AsyncSession,
-    repo: SchedulingRepository,
-    appt: Appointment,
-    *,
-    time_zone: str,
-    now: datetime,
-) -> list[PlannedTouch]:
-    """Plan the appointment's touches and schedule one timer each, in the caller's
-    transaction. Preferences are left to messaging, which knows the patient's channels
-    and opt-outs; scheduling only decides when."""
-    org = await repo.reminder_settings(appt.org_id, Level.ORGANIZATION)
-    at_location = await repo.reminder_settings(appt.org_id, Level.LOCATION, appt.location_id)
-    for_type = await repo.reminder_settings(
-        appt.org_id, Level.APPOINTMENT_TYPE, appt.appointment_type_id
-    )
-    sequence, quiet = effective(org, at_location, for_type)
-    touches = plan(appt.id, appt.start_at, now, time_zone, sequence, quiet)
-    for touch in touches:
-        await timers.schedule(
-            session,
-            TIMER_KIND,
-            touch.fire_at,
-            {
-                "org_id": appt.org_id,
-                "appointment_id": appt.id,
-                "touch": touch.touch_name,
-                "touch_key": touch.key,
-            },
-            dedup_key=touch.key,
-        )
-    return touches
-
-
-def practice_name_of(where: LocationInfo, settings: SchedulingSettings) -> str:
-    """The name patient messages about this location are signed with: neutral for a
-    sensitive location (the name alone could disclose the kind of care) or one without
-    a display name."""
-    if where.sensitive:
-        return settings.neutral_practice_name
-    return where.display_name or settings.neutral_practice_name
-
-
-async def _location(
-    session: AsyncSession, repo: SchedulingRepository, org_id: str, location_id: str
-) -> LocationInfo | None:
-    """The location, read once per transaction: the worker fires a batch of timers in
-    one transaction and most of a batch's appointments share a handful of locations."""
-    cache: dict[tuple[str, str], LocationInfo | None] = session.info.setdefault(
-        _LOCATIONS_INFO_KEY, {}
-    )
-    key = (org_id, location_id)
-    if key not in cache:
-        cache[key] = await repo.get_location(org_id, location_id)
-    return cache[key]
-
-
 def reminder_handler(runtime: Runtime, settings: SchedulingSettings) -> TimerHandler:
     """Publish `ReminderDue` for a fired reminder timer, in the timer's transaction."""
 
     async def fire(session: AsyncSession, timer: DueTimer) -> None:
         payload: dict[str, Any] = timer.payload
-        repo = SchedulingRepository(session)
-        # Raises (the kit retries the timer later) while a request is changing the
-        # appointment, so a reminder never races a cancellation that is committing.
-        appt = await repo.lock_appointment_nowait(payload["org_id"], payload["appointment_id"])
-        now = runtime.clock.now()
-        if appt is None or appt.status not in REMINDABLE_STATUSES:
-            log.info("reminder %s skipped: appointment no longer active", payload["touch_key"])
-            return
-        if now >= appt.start_at:
-            # A worker outage can leave a timer due after the visit began; a reminder
-            # for a visit already under way only confuses the patient.
-            log.info("reminder %s skipped: the visit has started", payload["touch_key"])
-            return
-        where = await _location(session, repo, appt.org_id, appt.location_id)
-        if where is None:
-            log.warning("reminder %s skipped: location unknown", payload["touch_key"])
-            return
-        practice_name = practice_name_of(where, settings)
-        event = ReminderDue(
-            touch_key=payload["touch_key"],
+        await send_reminder(
+            runtime,
+            settings,
+            session,
+            org_id=payload["org_id"],
+            appointment_id=payload["appointment_id"],
             touch=payload["touch"],
-            appointment_id=appt.id,
-            patient_id=appt.patient_id,
-            org_id=appt.org_id,
-            location_id=appt.location_id,
-            start_at=appt.start_at,
-            location_time_zone=where.time_zone,
-            practice_name=practice_name,
-            sensitive_location=where.sensitive,
+            touch_key=payload["touch_key"],
             due_at=timer.due_at,
         )
-        await runtime.outbox.add(session, event, org_id=appt.org_id, location_id=appt.location_id)
 
     return fire
 

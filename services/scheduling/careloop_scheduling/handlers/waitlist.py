@@ -1,544 +1,48 @@
-"""The waitlist at work: freed times offered in waitlist order, the first acceptance
-books, the rest are told the time is gone.
-
-- **A time frees up.** The consumer group `waitlist` reads scheduling's own
-  `AppointmentCancelled` and `AppointmentRescheduled` events, so every path that frees
-  a time (staff cancel, a patient's cancel, a reschedule by staff or by reply) reaches
-  it without those paths knowing about the waitlist. The time becomes a `waitlist_slot`
-  (one per freed appointment: the two events of one reschedule open it once) unless it
-  is already booked again or too close to its start.
-- **Rounds.** Each round offers the slot to the next `waitlist_offer_batch` matching
-  entries in waitlist order (`WaitlistSlotOffered` each) and schedules a kit timer at
-  the round's expiry. When it fires with the slot still open, the round's offers close
-  `expired` and the next entries in line get theirs; nobody left, or too late: the slot
-  lapses.
-- **Acceptance.** The same group reads `ReplyReceivedV2` with intent `accept` (the
-  patient's `Y`; other intents belong to the replies consumer). The slot row is locked
-  first, so of two acceptances at once the second waits and then finds it filled. The
-  first books through the booking path (`bookable_slot`, the double-booking constraint,
-  timers, `AppointmentBooked`) or, for an entry that names an appointment, through
-  `reschedule_to`; every other open offer closes `taken`. A late or repeated acceptance
-  books nothing: `answered_late` tells messaging to say the time is gone.
-
-Each event's effects (rows, outbox, audit) commit with the kit's inbox mark, so a
-redelivery is a no-op.
-"""
+"""The waitlist consumer and its round timer: freed times (scheduling's own
+cancellations and reschedules), patients' acceptances and offer rounds' expiries go to
+`usecases.waitlist`, each in the transaction of the kit's inbox mark or of the timer."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import (
-    AppointmentBooked,
     AppointmentCancelled,
     AppointmentRescheduled,
     Envelope,
     Event,
     ReplyReceivedV2,
-    WaitlistOfferClosed,
-    WaitlistSlotOffered,
 )
 from careloop_contracts.messaging import TOPIC as MESSAGING_TOPIC
 from careloop_contracts.scheduling import TOPIC as SCHEDULING_TOPIC
-from careloop_contracts.scheduling import WaitlistCloseReason
-from careloop_kit.audit import AuditEntry, recorder_of
-from careloop_kit.auth import Principal
-from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.bus.consumer import Handler
 from careloop_kit.db.timers import DueTimer, TimerHandler
-from careloop_kit.problems import ProblemError
 from careloop_kit.service import ConsumerSpec, Runtime
-from careloop_scheduling.api.appointments import (
-    bookable_slot,
-    plan_reminder_timers,
-    publish_change,
-    reschedule_to,
-)
-from careloop_scheduling.api.common import settings_of
-from careloop_scheduling.domain.appointment import (
-    Appointment,
-    AppointmentStatus,
-    InvalidTransition,
-)
-from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
-from careloop_scheduling.domain.waitlist import (
-    WAITLIST_TIMER_KIND,
-    Answer,
-    EntryStatus,
-    FreedSlot,
-    OfferStatus,
-    SlotStatus,
-    WaitlistEntry,
-    WaitlistOffer,
-    answer,
-    matches,
-    next_in_line,
-    round_expiry,
-)
-from careloop_scheduling.handlers.no_show import appointment_fields
-from careloop_scheduling.handlers.reminders import practice_name_of
-from careloop_scheduling.handlers.timers import timers_of
-from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import (
-    LocationInfo,
-    SchedulingRepository,
-    SlotTaken,
-    StaleAppointment,
-    new_id,
-)
+from careloop_scheduling.usecases.waitlist import Waitlist, waitlist_work
 
 log = logging.getLogger(__name__)
-
-SYSTEM_ACTOR = "scheduling-waitlist"
-# HL7 PurposeOfUse: offering a time is the practice's operations; an acceptance is the
-# patient's own request.
-OPERATIONS, PATIENT_REQUESTED = "HOPERAT", "PATRQT"
-
-_CLOSED_BY: dict[OfferStatus, WaitlistCloseReason] = {
-    OfferStatus.ACCEPTED: "accepted",
-    OfferStatus.TAKEN: "taken",
-    OfferStatus.EXPIRED: "expired",
-    OfferStatus.WITHDRAWN: "withdrawn",
-}
-
-
-def round_key(slot_id: str, round_number: int) -> str:
-    """Dedup key of a round's expiry timer."""
-    return f"waitlist:{slot_id}:{round_number}"
-
-
-@dataclass(frozen=True)
-class Waitlist:
-    """One event's or timer's work on the waitlist, in its transaction."""
-
-    runtime: Runtime
-    settings: SchedulingSettings
-    session: AsyncSession
-    repo: SchedulingRepository
-    correlation_id: str | None = None
-
-    def now(self) -> datetime:
-        return self.runtime.clock.now()
-
-    async def audit(
-        self,
-        *,
-        patient_id: str,
-        org_id: str,
-        action: str,
-        resource_type: str,
-        resource_id: str,
-        detail: str,
-        by_patient: bool = False,
-    ) -> None:
-        principal = Principal(
-            actor_id=patient_id if by_patient else SYSTEM_ACTOR,
-            actor_type="patient" if by_patient else "system",
-            org_id=org_id,
-            purpose_of_use=PATIENT_REQUESTED if by_patient else OPERATIONS,
-        )
-        entry = AuditEntry(
-            action=action,
-            resource_type=resource_type,
-            phi_categories=[CLINICAL],
-            patient_id=patient_id,
-            resource_id=resource_id,
-        )
-        await recorder_of(self.runtime).record(
-            self.session,
-            principal,
-            entry,
-            outcome_detail=detail,
-            request_id=self.correlation_id,
-        )
-
-    async def publish(self, event: WaitlistSlotOffered | WaitlistOfferClosed) -> None:
-        await self.runtime.outbox.add(
-            self.session,
-            event,
-            org_id=event.org_id,
-            location_id=event.location_id,
-            correlation_id=self.correlation_id,
-        )
-
-    async def publish_closed(
-        self,
-        offer: WaitlistOffer,
-        slot: FreedSlot,
-        where: LocationInfo,
-        reason: WaitlistCloseReason,
-        *,
-        appointment_id: str | None = None,
-    ) -> None:
-        await self.publish(
-            WaitlistOfferClosed(
-                offer_id=offer.id,
-                entry_id=offer.entry_id,
-                patient_id=offer.patient_id,
-                org_id=offer.org_id,
-                location_id=slot.location_id,
-                reason=reason,
-                start_at=slot.start_at,
-                location_time_zone=where.time_zone,
-                practice_name=practice_name_of(where, self.settings),
-                sensitive_location=where.sensitive,
-                appointment_id=appointment_id,
-                closed_at=self.now(),
-            )
-        )
-
-    async def close_offers(
-        self,
-        offers: list[WaitlistOffer],
-        status: OfferStatus,
-        slot: FreedSlot,
-        where: LocationInfo,
-    ) -> None:
-        """Close open offers; their entries go back to waiting (they still want a time)."""
-        now = self.now()
-        for offer in offers:
-            await self.repo.close_waitlist_offer(offer.id, status, now)
-            await self.publish_closed(offer, slot, where, _CLOSED_BY[status])
-        await self.repo.set_entry_status(
-            slot.org_id,
-            [o.entry_id for o in offers],
-            EntryStatus.WAITING,
-            now,
-            only_if=EntryStatus.OFFERED,
-        )
-
-    async def free(self, appt: Appointment) -> FreedSlot | None:
-        """Open the cancelled appointment's time to the waitlist, unless it is taken
-        again or too close to its start; None when nothing was opened."""
-        repo, now = self.repo, self.now()
-        if appt.start_at - now <= timedelta(minutes=self.settings.waitlist_min_notice_minutes):
-            log.info("freed time of %s not offered: too close to the start", appt.id)
-            return None
-        if await repo.busy(appt.org_id, [appt.provider_id], appt.start_at, appt.end_at):
-            # Booked again already (or a reschedule moved it within its own time).
-            log.info("freed time of %s not offered: taken again", appt.id)
-            return None
-        where = await repo.get_location(appt.org_id, appt.location_id)
-        if where is None:
-            log.warning("freed time of %s not offered: location unknown", appt.id)
-            return None
-        slot = FreedSlot(
-            id=new_id(),
-            org_id=appt.org_id,
-            provider_id=appt.provider_id,
-            location_id=appt.location_id,
-            appointment_type_id=appt.appointment_type_id,
-            start_at=appt.start_at,
-            end_at=appt.end_at,
-            source_appointment_id=appt.id,
-            source_patient_id=appt.patient_id,
-            created_at=now,
-        )
-        if not await repo.add_freed_slot(slot):
-            return None
-        return await self.offer_round(slot, where)
-
-    async def offer_round(self, slot: FreedSlot, where: LocationInfo) -> FreedSlot:
-        """Offer the slot to the next entries in line and time the round; lapse it when
-        nobody is left or it is too late."""
-        repo, settings, now = self.repo, self.settings, self.now()
-        expires = round_expiry(
-            now,
-            slot.start_at,
-            ttl=timedelta(minutes=settings.waitlist_offer_ttl_minutes),
-            min_notice=timedelta(minutes=settings.waitlist_min_notice_minutes),
-        )
-        chosen: list[WaitlistEntry] = []
-        if expires is not None:
-            zone = ZoneInfo(where.time_zone)
-            await repo.expire_entries_before(
-                slot.org_id, slot.location_id, now.astimezone(zone).date()
-            )
-            candidates = await repo.waiting_entries(
-                slot.org_id,
-                slot.location_id,
-                slot.appointment_type_id,
-                on_or_after=slot.start_at.astimezone(zone).date(),
-            )
-            matching: list[WaitlistEntry] = []
-            for entry in candidates:
-                current_start = await self._current_start(entry)
-                if entry.appointment_id is not None and current_start is None:
-                    continue  # the visit it wanted moved earlier is gone
-                if matches(entry, slot, time_zone=where.time_zone, current_start=current_start):
-                    matching.append(entry)
-            offered = [o.entry_id for o in await repo.slot_offers(slot.id)]
-            chosen = next_in_line(
-                matching, already_offered=offered, batch=settings.waitlist_offer_batch
-            )
-        if expires is None or not chosen:
-            lapsed = replace(slot, status=SlotStatus.LAPSED)
-            await repo.update_freed_slot(lapsed, now)
-            log.info("freed slot %s lapsed after %d round(s)", slot.id, slot.round)
-            return lapsed
-        current = replace(slot, round=slot.round + 1)
-        await repo.update_freed_slot(current, now)
-        for entry in chosen:
-            offer = WaitlistOffer(
-                id=new_id(),
-                org_id=slot.org_id,
-                slot_id=slot.id,
-                entry_id=entry.id,
-                patient_id=entry.patient_id,
-                round=current.round,
-                created_at=now,
-                expires_at=expires,
-            )
-            await repo.add_waitlist_offer(offer)
-            await self.publish(
-                WaitlistSlotOffered(
-                    offer_id=offer.id,
-                    entry_id=entry.id,
-                    patient_id=entry.patient_id,
-                    org_id=slot.org_id,
-                    location_id=slot.location_id,
-                    appointment_id=entry.appointment_id,
-                    start_at=slot.start_at,
-                    location_time_zone=where.time_zone,
-                    practice_name=practice_name_of(where, settings),
-                    sensitive_location=where.sensitive,
-                    expires_at=expires,
-                )
-            )
-            await self.audit(
-                patient_id=entry.patient_id,
-                org_id=slot.org_id,
-                action="update",
-                resource_type="WaitlistEntry",
-                resource_id=entry.id,
-                detail=f"offered freed slot {slot.id} (offer {offer.id})",
-            )
-        await repo.set_entry_status(slot.org_id, [e.id for e in chosen], EntryStatus.OFFERED, now)
-        await timers_of(self.runtime).schedule(
-            self.session,
-            WAITLIST_TIMER_KIND,
-            expires,
-            {"org_id": slot.org_id, "slot_id": slot.id, "round": current.round},
-            dedup_key=round_key(slot.id, current.round),
-        )
-        return current
-
-    async def _current_start(self, entry: WaitlistEntry) -> datetime | None:
-        """The start of the appointment an entry wants to move, while it is still
-        booked; None for an entry without one (or whose visit is gone)."""
-        if entry.appointment_id is None:
-            return None
-        appt = await self.repo.get_appointment(entry.org_id, entry.appointment_id)
-        if appt is None or appt.status not in REMINDABLE_STATUSES:
-            return None
-        return appt.start_at
-
-    async def end_round(self, slot: FreedSlot, round_number: int) -> None:
-        """The round's expiry: its unanswered offers close, the next entries get theirs."""
-        if slot.status is not SlotStatus.OPEN or slot.round != round_number:
-            return
-        where = await self.repo.get_location(slot.org_id, slot.location_id)
-        if where is None:
-            return
-        unanswered = await self.repo.slot_offers(slot.id, status=OfferStatus.OPEN)
-        await self.close_offers(unanswered, OfferStatus.EXPIRED, slot, where)
-        await self.offer_round(slot, where)
-
-    async def accept(self, event: ReplyReceivedV2, offer_id: str) -> None:
-        """A patient's `Y` to offer `offer_id`: book the slot if the offer is still
-        good, else say it is gone."""
-        repo = self.repo
-        found = await repo.get_waitlist_offer(event.org_id, offer_id)
-        if found is None or found.patient_id != event.patient_id:
-            log.warning(
-                "accept %s ignored: offer %s is not the patient's in org %s",
-                event.reply_id,
-                offer_id,
-                event.org_id,
-            )
-            return
-        # The slot first: every acceptance of this slot serializes here, so the second
-        # of two simultaneous ones reads the slot filled.
-        slot = await repo.get_freed_slot(found.org_id, found.slot_id, lock=True)
-        offer = await repo.get_waitlist_offer(found.org_id, found.id, for_update=True)
-        if slot is None or offer is None:
-            return
-        where = await repo.get_location(slot.org_id, slot.location_id)
-        if where is None:
-            return
-        verdict = answer(offer, slot, self.now())
-        if verdict is Answer.ALREADY_ACCEPTED:
-            log.info("accept %s: offer %s already accepted", event.reply_id, offer.id)
-            return
-        if verdict is Answer.LATE:
-            if offer.status is OfferStatus.OPEN:
-                # Expired but the round timer has not run yet: close it now.
-                await repo.close_waitlist_offer(offer.id, OfferStatus.EXPIRED, self.now())
-                await repo.set_entry_status(
-                    offer.org_id,
-                    [offer.entry_id],
-                    EntryStatus.WAITING,
-                    self.now(),
-                    only_if=EntryStatus.OFFERED,
-                )
-            await self.publish_closed(offer, slot, where, "answered_late")
-            await self.audit(
-                patient_id=offer.patient_id,
-                org_id=offer.org_id,
-                action="read",
-                resource_type="WaitlistEntry",
-                resource_id=offer.entry_id,
-                detail=f"late acceptance of waitlist offer {offer.id} by {event.via}",
-                by_patient=True,
-            )
-            return
-        entry = await repo.get_waitlist_entry(offer.org_id, offer.entry_id, for_update=True)
-        if entry is None:
-            return
-        try:
-            # A savepoint: a refused booking (someone booked the time directly, the grid
-            # changed, the visit to move is gone) must leave the reply's transaction
-            # usable to close the offers.
-            async with self.session.begin_nested():
-                booked, moved_from = await self._book(entry, slot)
-        except (SlotTaken, StaleAppointment, InvalidTransition, ProblemError) as exc:
-            log.info("accept %s: slot %s not bookable: %r", event.reply_id, slot.id, exc)
-            await self.close_offers(
-                await repo.slot_offers(slot.id, status=OfferStatus.OPEN),
-                OfferStatus.TAKEN,
-                slot,
-                where,
-            )
-            await repo.update_freed_slot(replace(slot, status=SlotStatus.LAPSED), self.now())
-            await timers_of(self.runtime).cancel(self.session, round_key(slot.id, slot.round))
-            return
-        now = self.now()
-        await repo.update_freed_slot(
-            replace(
-                slot,
-                status=SlotStatus.FILLED,
-                filled_by_entry_id=entry.id,
-                appointment_id=booked.id,
-            ),
-            now,
-        )
-        await repo.close_waitlist_offer(offer.id, OfferStatus.ACCEPTED, now)
-        await repo.set_entry_status(
-            entry.org_id, [entry.id], EntryStatus.BOOKED, now, booked_appointment_id=booked.id
-        )
-        await self.publish_closed(offer, slot, where, "accepted", appointment_id=booked.id)
-        others = await repo.slot_offers(slot.id, status=OfferStatus.OPEN)
-        await self.close_offers(others, OfferStatus.TAKEN, slot, where)
-        await timers_of(self.runtime).cancel(self.session, round_key(slot.id, slot.round))
-        via = f"by {event.via} acceptance of waitlist offer {offer.id}"
-        if moved_from is not None:
-            await self.audit(
-                patient_id=entry.patient_id,
-                org_id=entry.org_id,
-                action="update",
-                resource_type="Appointment",
-                resource_id=moved_from,
-                detail=f"rescheduled to {booked.id} {via}",
-                by_patient=True,
-            )
-        await self.audit(
-            patient_id=entry.patient_id,
-            org_id=entry.org_id,
-            action="create",
-            resource_type="Appointment",
-            resource_id=booked.id,
-            detail=f"booked {via}",
-            by_patient=True,
-        )
-
-    async def _book(self, entry: WaitlistEntry, slot: FreedSlot) -> tuple[Appointment, str | None]:
-        """Book the slot for the entry's patient (or move the entry's appointment into
-        it): the new appointment and the id of the one it replaces, if any."""
-        runtime, session, repo = self.runtime, self.session, self.repo
-        if entry.appointment_id is not None:
-            old = await repo.get_appointment(entry.org_id, entry.appointment_id, for_update=True)
-            if old is None or old.patient_id != entry.patient_id:
-                raise InvalidTransition("the appointment to move is gone")
-            _, booked = await reschedule_to(
-                runtime,
-                session,
-                repo,
-                old,
-                start_at=slot.start_at,
-                provider_id=slot.provider_id,
-                correlation_id=self.correlation_id,
-            )
-            return booked, old.id
-        wanted = await bookable_slot(
-            repo,
-            runtime,
-            entry.org_id,
-            provider_id=slot.provider_id,
-            location_id=slot.location_id,
-            type_id=entry.appointment_type_id,
-            start_at=slot.start_at,
-        )
-        now = self.now()
-        appt = Appointment(
-            id=new_id(),
-            org_id=entry.org_id,
-            patient_id=entry.patient_id,
-            provider_id=wanted.provider_id,
-            location_id=wanted.location_id,
-            appointment_type_id=entry.appointment_type_id,
-            start_at=wanted.start_at,
-            end_at=wanted.end_at,
-            status=AppointmentStatus.BOOKED,
-        )
-        # The same steps as `POST /appointments`: the constraint decides, then the
-        # reminders and the no-show check, then the event.
-        await repo.add_appointment(appt, now)
-        await plan_reminder_timers(runtime, session, repo, appt)
-        await publish_change(
-            runtime,
-            session,
-            AppointmentBooked(**appointment_fields(appt, now)),
-            self.correlation_id,
-        )
-        return appt, None
-
-
-def waitlist_work(runtime: Runtime, session: AsyncSession, envelope: Envelope | None) -> Waitlist:
-    return Waitlist(
-        runtime=runtime,
-        settings=settings_of(runtime),
-        session=session,
-        repo=SchedulingRepository(session),
-        correlation_id=None if envelope is None else envelope.correlation_id or envelope.id,
-    )
 
 
 def waitlist_handlers(runtime: Runtime) -> Mapping[str, Handler]:
     """Handlers of the waitlist consumer: freed times (scheduling's own cancellations
     and reschedules) and acceptances. Other events on the two topics are skipped."""
 
+    def work(session: AsyncSession, envelope: Envelope) -> Waitlist:
+        return waitlist_work(runtime, session, envelope.correlation_id or envelope.id)
+
     async def on_cancelled(session: AsyncSession, envelope: Envelope, event: Event) -> None:
         if not isinstance(event, AppointmentCancelled):
             raise TypeError(f"expected AppointmentCancelled, got {type(event).__name__}")
-        work = waitlist_work(runtime, session, envelope)
-        appt = await work.repo.get_appointment(event.org_id, event.appointment_id)
-        if appt is not None and appt.status is AppointmentStatus.CANCELLED:
-            await work.free(appt)
+        await work(session, envelope).free_time_of(event.org_id, event.appointment_id)
 
     async def on_rescheduled(session: AsyncSession, envelope: Envelope, event: Event) -> None:
         if not isinstance(event, AppointmentRescheduled):
             raise TypeError(f"expected AppointmentRescheduled, got {type(event).__name__}")
-        work = waitlist_work(runtime, session, envelope)
-        old = await work.repo.get_appointment(event.org_id, event.previous_appointment_id)
-        if old is not None and old.status is AppointmentStatus.CANCELLED:
-            await work.free(old)
+        await work(session, envelope).free_time_of(event.org_id, event.previous_appointment_id)
 
     async def on_reply(session: AsyncSession, envelope: Envelope, event: Event) -> None:
         if not isinstance(event, ReplyReceivedV2):
@@ -548,7 +52,7 @@ def waitlist_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         if event.offer_id is None:
             log.warning("accept %s ignored: no offer id", event.reply_id)
             return
-        await waitlist_work(runtime, session, envelope).accept(event, event.offer_id)
+        await work(session, envelope).accept(event, event.offer_id)
 
     return {
         AppointmentCancelled.event_type: on_cancelled,
@@ -562,14 +66,9 @@ def waitlist_round_handler(runtime: Runtime) -> TimerHandler:
 
     async def fire(session: AsyncSession, timer: DueTimer) -> None:
         payload: dict[str, Any] = timer.payload
-        work = waitlist_work(runtime, session, None)
-        # Without waiting: an acceptance holding the slot is about to fill it and cancel
-        # this timer; the kit retries the attempt later.
-        slot = await work.repo.get_freed_slot(
-            payload["org_id"], payload["slot_id"], lock=True, nowait=True
+        await waitlist_work(runtime, session).round_due(
+            payload["org_id"], payload["slot_id"], int(payload["round"])
         )
-        if slot is not None:
-            await work.end_round(slot, int(payload["round"]))
 
     return fire
 
