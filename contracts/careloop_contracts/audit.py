@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from careloop_contracts.base import Event, Id, UtcDatetime
 
@@ -15,16 +15,11 @@ Outcome = Literal["success", "denied", "error"]
 PhiCategory = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]*$", max_length=64)]
 
 
-class AccessRecorded(Event):
-    """Emitted by any service, on its own topic (`careloop.<service>`), for every read
-    or change of PHI and every denied attempt, in the same transaction as the access
-    (through the outbox). The audit service consumes these from every service topic
-    and chains them into the tamper-evident log. Says who did what to which record,
-    never the data itself. Shaped after FHIR AuditEvent."""
+class AccessRecordFields(BaseModel):
+    """The fields of one access record, declared once: the event below carries them,
+    and the audit service's log and API read them from here."""
 
-    event_type = "careloop.audit.access.recorded.v1"
-    emitted_by_any_service = True
-    key_fields = ("patient_id", "org_id")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     audit_id: UUID = Field(description="Unique id of this access record (idempotency key).")
     occurred_at: UtcDatetime = Field(description="When the access happened (UTC).")
@@ -72,6 +67,18 @@ class AccessRecorded(Event):
             "never their values."
         ),
     )
+
+
+class AccessRecorded(AccessRecordFields, Event):
+    """Emitted by any service, on its own topic (`careloop.<service>`), for every read
+    or change of PHI and every denied attempt, in the same transaction as the access
+    (through the outbox). The audit service consumes these from every service topic
+    and chains them into the tamper-evident log. Says who did what to which record,
+    never the data itself. Shaped after FHIR AuditEvent."""
+
+    event_type = "careloop.audit.access.recorded.v1"
+    emitted_by_any_service = True
+    key_fields = ("patient_id", "org_id")
 
 
 class AuditCheckpointSigned(Event):

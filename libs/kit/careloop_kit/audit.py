@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
@@ -29,7 +30,11 @@ AUDIT_RECORDER_KEY = "audit"
 
 @dataclass
 class AuditEntry:
-    """What the audited operation touched; filled in as the work learns it."""
+    """What the audited operation touched; filled in as the work learns it.
+
+    The fields of the record it becomes are the contract's (`AccessRecorded`); the entry
+    holds only what the operation knows, and `records` builds the events from it.
+    """
 
     action: str
     resource_type: str
@@ -46,6 +51,42 @@ class AuditEntry:
         if patients:
             self.patient_id = patients[0]
             self.extra_patient_ids = patients[1:]
+
+    def records(
+        self,
+        principal: Principal,
+        *,
+        source_service: str,
+        occurred_at: datetime,
+        outcome: str = "success",
+        outcome_detail: str | None = None,
+        request_id: str | None = None,
+        source_ip: str | None = None,
+    ) -> list[AccessRecorded]:
+        """One access record per patient touched (one with no patient for a search that
+        found none); the first names the resource, the others their patient."""
+        return [
+            AccessRecorded(
+                audit_id=uuid4(),
+                occurred_at=occurred_at,
+                org_id=principal.org_id,
+                actor_id=principal.actor_id,
+                actor_type=principal.actor_type,
+                action=self.action,
+                outcome=outcome,
+                outcome_detail=outcome_detail,
+                patient_id=patient_id,
+                resource_type=self.resource_type,
+                resource_id=self.resource_id if patient_id == self.patient_id else patient_id,
+                phi_categories=tuple(self.phi_categories),
+                purpose_of_use=principal.purpose_of_use,
+                source_service=source_service,
+                source_ip=source_ip,
+                request_id=request_id,
+                query_fingerprint=self.query_fingerprint,
+            )
+            for patient_id in [self.patient_id, *self.extra_patient_ids]
+        ]
 
 
 def recorder_of(runtime: Any) -> AuditRecorder:
@@ -93,27 +134,16 @@ class AuditRecorder:
         source_ip: str | None = None,
     ) -> None:
         """Stage one audit event per patient touched in `session`'s transaction."""
-        patients = [entry.patient_id, *entry.extra_patient_ids]
-        for patient_id in patients:
-            event = AccessRecorded(
-                audit_id=str(uuid4()),
-                occurred_at=self._clock.now(),
-                org_id=principal.org_id,
-                actor_id=principal.actor_id,
-                actor_type=principal.actor_type,
-                action=entry.action,
-                outcome=outcome,
-                outcome_detail=outcome_detail,
-                patient_id=patient_id,
-                resource_type=entry.resource_type,
-                resource_id=entry.resource_id if patient_id == entry.patient_id else patient_id,
-                phi_categories=entry.phi_categories,
-                purpose_of_use=principal.purpose_of_use,
-                source_service=self._outbox.service,
-                source_ip=source_ip,
-                request_id=request_id,
-                query_fingerprint=entry.query_fingerprint,
-            )
+        events = entry.records(
+            principal,
+            source_service=self._outbox.service,
+            occurred_at=self._clock.now(),
+            outcome=outcome,
+            outcome_detail=outcome_detail,
+            request_id=request_id,
+            source_ip=source_ip,
+        )
+        for event in events:
             # Keyed by patient (or by tenant when no patient was touched), so one
             # patient's trail stays in order.
             await self._outbox.add(session, event, org_id=principal.org_id)

@@ -7,36 +7,20 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from careloop_audit.domain.record import RecordFields
+from careloop_contracts.audit import AccessRecordFields
 
 
-class AuditRecordRead(BaseModel):
-    """One access record of the log."""
+class AuditRecordRead(AccessRecordFields):
+    """One access record of the log: the fields every service published, and where
+    and when the log took it in."""
 
     seq: int = Field(description="Position in the log (gapless, from 1).")
-    audit_id: str
-    event_id: str
-    org_id: str
-    actor_id: str
-    actor_type: str
-    action: str
-    outcome: str
-    outcome_detail: str | None
-    patient_id: str | None
-    resource_type: str
-    resource_id: str | None
-    phi_categories: list[str]
-    purpose_of_use: str
-    source_service: str
-    source_ip: str | None
-    request_id: str | None
-    query_fingerprint: str | None
-    occurred_at: datetime
-    recorded_at: datetime
+    event_id: str = Field(description="Id of the event that carried the record.")
+    recorded_at: datetime = Field(description="When the log took the record in (UTC).")
 
     @classmethod
     def of(cls, fields: RecordFields) -> AuditRecordRead:
-        data = fields.__dict__ | {"phi_categories": list(fields.phi_categories)}
-        return cls.model_validate(data)
+        return cls.model_validate(fields.__dict__)
 
 
 class AuditRecordPage(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careloop_audit.domain.record import RecordFields
 from careloop_audit.domain.verify import ChainHead, StoredRecordView, seal
 from careloop_audit.store.tables import HEAD_ID, audit_chain_head, audit_record
+from careloop_contracts.audit import AccessRecordFields
 
 _FIELD_COLUMNS = tuple(RecordFields.__dataclass_fields__)
 _FIELDS = [audit_record.c[name] for name in _FIELD_COLUMNS]
@@ -34,38 +34,17 @@ def _stored(row: Row[Any]) -> StoredRecordView:
     )
 
 
-@dataclass(frozen=True)
-class NewRecord:
-    """An access record to append; seq and recorded_at are assigned by the log."""
-
-    audit_id: str
-    event_id: str
-    org_id: str
-    actor_id: str
-    actor_type: str
-    action: str
-    outcome: str
-    outcome_detail: str | None
-    patient_id: str | None
-    resource_type: str
-    resource_id: str | None
-    phi_categories: tuple[str, ...]
-    purpose_of_use: str
-    source_service: str
-    source_ip: str | None
-    request_id: str | None
-    query_fingerprint: str | None
-    occurred_at: datetime
-
-
 class AuditLog:
     """The append-only, hash-chained audit log in the service's database."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def append(self, record: NewRecord, *, recorded_at: datetime) -> int | None:
-        """Append under the head lock; returns the new seq, or None if already logged."""
+    async def append(
+        self, record: AccessRecordFields, *, event_id: str, recorded_at: datetime
+    ) -> int | None:
+        """Append the access record that came in event `event_id`, under the head lock;
+        returns the new seq, or None if already logged."""
         head = (
             await self._session.execute(
                 select(audit_chain_head.c.last_seq, audit_chain_head.c.last_chain_hash)
@@ -76,13 +55,13 @@ class AuditLog:
         # The same access can reach us twice under two event ids (a re-published
         # outbox row keeps its id, but a replayed dead letter may not): audit_id decides.
         exists = await self._session.scalar(
-            select(audit_record.c.seq).where(audit_record.c.audit_id == record.audit_id)
+            select(audit_record.c.seq).where(audit_record.c.audit_id == str(record.audit_id))
         )
         if exists is not None:
             return None
         seq = int(head.last_seq) + 1
         sealed = seal(
-            RecordFields(seq=seq, recorded_at=recorded_at, **record.__dict__),
+            RecordFields.of(record, seq=seq, event_id=event_id, recorded_at=recorded_at),
             bytes(head.last_chain_hash),
         )
         values = sealed.fields.as_json() | {
