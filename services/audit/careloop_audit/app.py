@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from careloop_audit.api.routes import router
-from careloop_audit.handlers.checkpoints import CheckpointSigner, checkpoint_job
+from careloop_audit.handlers.checkpoints import checkpoint_job
 from careloop_audit.handlers.trail import TRAIL_CONSUMER
 from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.tables import metadata, platform
+from careloop_audit.usecases.checkpoints import CheckpointSigner
 from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from careloop_audit.api.schemas import AuditRecordPage, AuditRecordRead
-from careloop_audit.domain.fhir import to_audit_event
+from careloop_audit.domain.record import RecordFields
 from careloop_audit.store.checkpoints import CheckpointStore
-from careloop_audit.store.repository import AuditLog
-from careloop_audit.verification import VerificationReport, run_verification
-from careloop_kit.audit import (
-    AuditEntry,
-    fingerprint_query,
-    recorder_of,
-    request_meta,
-)
+from careloop_audit.usecases import disclosures
+from careloop_audit.usecases.verification import VerificationReport, run_verification
+from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.problems import NotFound, ProblemError
 from careloop_kit.service import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
-# Reading the trail is itself an access to PHI (who looked at whose record), so it is
-# audited like any other read, and lands in this very log.
-RESOURCE = "AuditEvent"
-CATEGORIES = ["access_history"]
 MAX_PAGE = 200
 
 IdPath = Annotated[str, Path(min_length=1, max_length=128)]
@@ -47,19 +38,8 @@ Reader = Annotated[AuthenticatedPrincipal, Depends(require("audit:read", mfa=Tru
 Verifier = Annotated[AuthenticatedPrincipal, Depends(require("audit:verify", mfa=True))]
 
 
-class InvalidTimeRange(ProblemError):
-    status, title, slug = 422, "Invalid time range", "invalid-time-range"
-
-
-def _check_range(since: datetime | None, until: datetime | None) -> None:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidTimeRange(f"`{name}` needs a UTC offset, e.g. 2030-01-01T00:00:00Z.")
-    if since is not None and until is not None and since >= until:
-        raise InvalidTimeRange("`since` must be earlier than `until`.")
-
-
-def _page(records: list[AuditRecordRead], limit: int) -> AuditRecordPage:
+def _page(rows: Sequence[RecordFields], limit: int) -> AuditRecordPage:
+    records = [AuditRecordRead.of(row) for row in rows]
     cursor = records[-1].seq if len(records) == limit else None
     return AuditRecordPage(items=records, next_cursor=cursor)
 
@@ -77,20 +57,18 @@ async def patient_trail(
     cursor: Cursor = None,
 ) -> AuditRecordPage:
     """Accounting of disclosures: every access to one patient's data, newest first."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=CATEGORIES, patient_id=patient_id
+    rows = await disclosures.patient_trail(
+        runtime,
+        session,
+        principal,
+        patient_id,
+        since=since,
+        until=until,
+        before_seq=cursor,
+        limit=limit,
+        **request_meta(request),
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _check_range(since, until)
-        rows = await AuditLog(session).page(
-            principal.org_id,
-            patient_id=patient_id,
-            since=since,
-            until=until,
-            before_seq=cursor,
-            limit=limit,
-        )
-    return _page([AuditRecordRead.of(r) for r in rows], limit)
+    return _page(rows, limit)
 
 
 @router.get("/events", response_model=AuditRecordPage)
@@ -106,28 +84,18 @@ async def query_events(
     cursor: Cursor = None,
 ) -> AuditRecordPage:
     """Query the log by actor and time range, newest first."""
-    used = [
-        name
-        for name, value in (("actor_id", actor_id), ("since", since), ("until", until))
-        if value is not None
-    ]
-    entry = AuditEntry(
-        action="query",
-        resource_type=RESOURCE,
-        phi_categories=CATEGORIES,
-        query_fingerprint=fingerprint_query(used),
+    rows = await disclosures.query_events(
+        runtime,
+        session,
+        principal,
+        actor_id=actor_id,
+        since=since,
+        until=until,
+        before_seq=cursor,
+        limit=limit,
+        **request_meta(request),
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _check_range(since, until)
-        rows = await AuditLog(session).page(
-            principal.org_id,
-            actor_id=actor_id,
-            since=since,
-            until=until,
-            before_seq=cursor,
-            limit=limit,
-        )
-    return _page([AuditRecordRead.of(r) for r in rows], limit)
+    return _page(rows, limit)
 
 
 @router.get("/events/{audit_id}/fhir")
@@ -139,15 +107,9 @@ async def export_fhir(
     session: SessionDep,
 ) -> dict[str, Any]:
     """One record as a FHIR R4 AuditEvent."""
-    entry = AuditEntry(
-        action="export", resource_type=RESOURCE, phi_categories=CATEGORIES, resource_id=audit_id
+    return await disclosures.export_record(
+        runtime, session, principal, audit_id, **request_meta(request)
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        fields = await AuditLog(session).get(principal.org_id, audit_id)
-        if fields is None:
-            raise NotFound(f"No audit record {audit_id} in this organization.")
-        entry.patient_id = fields.patient_id
-    return to_audit_event(fields)
 
 
 @router.post("/verify", response_model=VerificationReport)

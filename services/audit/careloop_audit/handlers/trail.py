@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_audit.store.repository import AuditLog
+from careloop_audit.usecases.trail import record_access
 from careloop_contracts import TOPICS, AccessRecorded, Envelope, Event
 from careloop_kit.bus.consumer import Handler
 from careloop_kit.service import ConsumerSpec, Runtime
@@ -21,7 +21,7 @@ def trail_handlers(runtime: Runtime) -> Mapping[str, Handler]:
     async def on_access_recorded(session: AsyncSession, envelope: Envelope, event: Event) -> None:
         if not isinstance(event, AccessRecorded):  # the kit routes by type; be explicit
             raise TypeError(f"expected AccessRecorded, got {type(event).__name__}")
-        await AuditLog(session).append(event, event_id=envelope.id, recorded_at=runtime.clock.now())
+        await record_access(session, event, event_id=envelope.id, recorded_at=runtime.clock.now())
 
     return {AccessRecorded.event_type: on_access_recorded}
 
