@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_identity.api.common import UNKNOWN_ACTOR, audit, problem, signer_of
+from careloop_identity.api.common import problem
 from careloop_identity.api.service_tokens import JWT_BEARER_GRANT, exchange_service_assertion
 from careloop_identity.domain.clients import (
     Baa,
@@ -42,6 +42,8 @@ from careloop_identity.domain.clients import (
 )
 from careloop_identity.domain.tokens import AccessGrant
 from careloop_identity.store.clients import ClientRepository, StoredClient
+from careloop_identity.usecases.common import UNKNOWN_ACTOR, audit, signer_of
+from careloop_kit.audit import request_meta
 from careloop_kit.auth import Principal
 from careloop_kit.problems import ProblemError
 from careloop_kit.service import Runtime, RuntimeDep
@@ -210,7 +212,7 @@ async def _authenticate(
         await audit(
             runtime,
             session,
-            request,
+            request_meta(request),
             who,
             action="create",
             resource_type=TOKEN_RESOURCE,
@@ -250,7 +252,7 @@ async def _client_credentials(
         await audit(
             runtime,
             session,
-            request,
+            request_meta(request),
             _partner(client),
             action="create",
             resource_type=TOKEN_RESOURCE,

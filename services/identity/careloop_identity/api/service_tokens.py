@@ -41,12 +41,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Request
 
-from careloop_identity.api.common import UNKNOWN_ACTOR, audit, settings_of, signer_of
 from careloop_identity.domain.tokens import AccessGrant
 from careloop_identity.signing import TransitJwksSource
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.store.service_assertions import ServiceAssertionRepository
 from careloop_identity.store.tables import MAX_JTI_LENGTH
+from careloop_identity.usecases.common import UNKNOWN_ACTOR, audit, settings_of, signer_of
+from careloop_kit.audit import request_meta
 from careloop_kit.auth import ALL_LOCATIONS, Principal
 from careloop_kit.auth.jwks import JwksError, b64url_decode
 from careloop_kit.auth.permissions import SERVICE_GRANTS, service_of, service_subject
@@ -378,7 +379,7 @@ async def _issue(
         await audit(
             runtime,
             session,
-            request,
+            request_meta(request),
             Principal(actor_id=service_subject(service), actor_type="service", org_id=org),
             action="create",
             resource_type=AUDIT_RESOURCE,
@@ -406,7 +407,7 @@ async def _audit_refusal(
         await audit(
             runtime,
             session,
-            request,
+            request_meta(request),
             who,
             action="create",
             resource_type=AUDIT_RESOURCE,

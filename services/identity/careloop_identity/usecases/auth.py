@@ -1,0 +1,619 @@
+"""Sign-in and sessions: login, refresh, logout, TOTP enrollment and break-glass.
+
+Failures that must stick (failed-attempt counters, lockouts, reuse detection and
+their audit events) are committed before the error response goes out, so these steps
+open their transaction themselves and return a `Failure` for the route to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import uuid4
+
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_contracts.identity import BreakGlassGranted
+from careloop_identity.domain.lockout import (
+    CLEAN,
+    FailureState,
+    LockoutPolicy,
+    after_failure,
+)
+from careloop_identity.domain.roles import make_assignment
+from careloop_identity.domain.session import SessionLimits, SessionState, refusal
+from careloop_identity.domain.tokens import AccessGrant, BreakGlassEntry
+from careloop_identity.store.repository import (
+    IdentityRepository,
+    StoredBreakGlassGrant,
+    StoredSession,
+    StoredUser,
+)
+from careloop_identity.usecases.common import (
+    ActorKind,
+    Failure,
+    InvalidCredentials,
+    Locked,
+    RequestMeta,
+    actor,
+    audit,
+    field_key_of,
+    hasher_of,
+    revoke_login,
+    settings_of,
+    signer_of,
+    verifier_of,
+)
+from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import Principal, totp
+from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
+from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field
+from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
+from careloop_kit.service import Runtime
+
+TOTP_KEY_ID = "totp-key"
+WRONG_CREDENTIALS = "The email, password or one-time code is not correct."
+
+
+class InvalidOtp(ProblemError):
+    status, title, slug = 422, "Invalid one-time code", "invalid-otp"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a sign-in presents."""
+
+    org_id: str
+    email: str
+    password: str
+    otp: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    mfa_enrollment_required: bool = False
+
+
+@dataclass(frozen=True)
+class MfaSecret:
+    secret: str
+    otpauth_uri: str
+
+
+@dataclass(frozen=True)
+class BreakGlassAsk:
+    """One patient to open, the typed reason and the reason in the caller's words."""
+
+    patient_id: str
+    reason_code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BreakGlassIssued:
+    grant_id: str
+    patient_id: str
+    reason_code: str
+    granted_at: datetime
+    expires_at: datetime
+    access_token: str
+    expires_in: int
+
+
+def _hash_refresh(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _totp_context(user: StoredUser) -> FieldContext:
+    return FieldContext(user.org_id, "user_account", "totp_secret", user.id, TOTP_KEY_ID)
+
+
+def _totp_secret(runtime: Runtime, user: StoredUser) -> bytes | None:
+    if user.totp_secret_ct is None:
+        return None
+    return totp.from_base32(
+        decrypt_field(field_key_of(runtime), user.totp_secret_ct, _totp_context(user))
+    )
+
+
+def _kind(user: StoredUser | None) -> ActorKind:
+    return "patient" if user is not None and "patient" in user.roles else "user"
+
+
+async def _session_actor(repo: IdentityRepository, login: StoredSession) -> Principal:
+    user = await repo.get_user(login.org_id, login.user_id)
+    return actor(login.user_id, login.org_id, _kind(user))
+
+
+def _grant(
+    user: StoredUser, login: StoredSession, grants: list[StoredBreakGlassGrant]
+) -> AccessGrant:
+    assignment = make_assignment(user.roles, list(user.locations), user.patient_id)
+    return AccessGrant(
+        user_id=user.id,
+        org_id=user.org_id,
+        session_id=login.id,
+        actor_type=assignment.actor_type,
+        roles=assignment.roles,
+        locations=assignment.locations,
+        patient_id=assignment.patient_id,
+        amr=login.amr,
+        break_glass=tuple(BreakGlassEntry(g.patient_id, g.expires_at, g.id) for g in grants),
+    )
+
+
+async def _access_token(
+    runtime: Runtime, repo: IdentityRepository, user: StoredUser, login: StoredSession
+) -> str:
+    """An access token for the session, carrying its unexpired break-glass grants."""
+    grants = await repo.active_break_glass_grants(login.id, runtime.clock.now())
+    return await signer_of(runtime).issue(_grant(user, login, grants))
+
+
+async def _tokens(
+    runtime: Runtime,
+    repo: IdentityRepository,
+    user: StoredUser,
+    login: StoredSession,
+    *,
+    mfa_enrollment_required: bool = False,
+) -> IssuedTokens:
+    refresh = secrets.token_urlsafe(32)
+    await repo.add_refresh_token(_hash_refresh(refresh), login.id, runtime.clock.now())
+    signer = signer_of(runtime)
+    return IssuedTokens(
+        access_token=await _access_token(runtime, repo, user, login),
+        refresh_token=refresh,
+        expires_in=int(signer.ttl.total_seconds()),
+        mfa_enrollment_required=mfa_enrollment_required,
+    )
+
+
+async def _password_matches(runtime: Runtime, password_hash: str, password: str) -> bool:
+    try:
+        return await asyncio.to_thread(hasher_of(runtime).verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# --- login ---------------------------------------------------------------------------
+
+
+async def login(
+    runtime: Runtime, credentials: Credentials, *, meta: RequestMeta
+) -> IssuedTokens | Failure:
+    """Sign in with email and password (and a TOTP code once enrolled). A refusal and
+    what it changes (failure counter, lockout, audit) are committed too."""
+    async with runtime.sessionmaker() as session, session.begin():
+        return await _login(runtime, session, meta, credentials)
+
+
+async def _login(
+    runtime: Runtime, session: AsyncSession, meta: RequestMeta, credentials: Credentials
+) -> IssuedTokens | Failure:
+    settings = settings_of(runtime)
+    repo = IdentityRepository(session)
+    now = runtime.clock.now()
+    email = credentials.email.strip().lower()
+    user = await repo.find_user_by_email(credentials.org_id, email)
+
+    async def record(outcome: str, detail: str | None, resource_id: str | None = None) -> None:
+        await audit(
+            runtime,
+            session,
+            meta,
+            actor(user.id, credentials.org_id, _kind(user))
+            if user
+            else actor(None, credentials.org_id),
+            action="create",
+            resource_type="Session",
+            resource_id=resource_id,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    if user is None:
+        # Same work and same answer as a wrong password: no account enumeration.
+        await _password_matches(runtime, runtime.state["dummy_hash"], credentials.password)
+        await record("denied", "401 unknown account")
+        return Failure(InvalidCredentials(WRONG_CREDENTIALS))
+
+    policy = LockoutPolicy(
+        threshold=settings.lockout_threshold,
+        duration=timedelta(seconds=settings.lockout_duration_s),
+    )
+    state = FailureState(user.failed_attempts, user.locked_until)
+    if state.locked_at(now):
+        await record("denied", "423 account locked")
+        return _locked(state, now)
+
+    async def failed(reason: str) -> Failure:
+        new_state = after_failure(state, now, policy)
+        await repo.set_failures(user.id, new_state.failed_attempts, new_state.locked_until, now)
+        if new_state.locked_at(now):
+            await record(
+                "denied", f"423 locked after {policy.threshold} consecutive failures ({reason})"
+            )
+            return _locked(new_state, now)
+        await record("denied", f"401 {reason}")
+        return Failure(InvalidCredentials(WRONG_CREDENTIALS))
+
+    if not await _password_matches(runtime, user.password_hash, credentials.password):
+        return await failed("wrong password")
+
+    amr: tuple[str, ...] = ("pwd",)
+    if user.totp_enabled:
+        if credentials.otp is None:
+            await record("denied", "401 one-time code required")
+            return Failure(
+                InvalidCredentials(
+                    "This account uses two-step verification: send the current code as `otp`.",
+                    mfa_required=True,
+                )
+            )
+        secret = _totp_secret(runtime, user)
+        step = (
+            None
+            if secret is None
+            else totp.verify(secret, credentials.otp, now, last_used_step=user.totp_last_step)
+        )
+        if step is None:
+            return await failed("wrong one-time code")
+        await repo.set_totp_last_step(user.id, step)
+        amr = ("pwd", "otp")
+
+    await repo.set_failures(user.id, CLEAN.failed_attempts, CLEAN.locked_until, now)
+    hasher = hasher_of(runtime)
+    if hasher.check_needs_rehash(user.password_hash):
+        new_hash = await asyncio.to_thread(hasher.hash, credentials.password)
+        await repo.set_password_hash(user.id, new_hash, now)
+    login = await repo.add_session(str(uuid4()), user.org_id, user.id, amr, now)
+    requires_mfa = make_assignment(user.roles, list(user.locations), user.patient_id).requires_mfa
+    tokens = await _tokens(
+        runtime,
+        repo,
+        user,
+        login,
+        mfa_enrollment_required=requires_mfa and not user.totp_enabled,
+    )
+    await record("success", None, resource_id=login.id)
+    return tokens
+
+
+def _locked(state: FailureState, now: datetime) -> Failure:
+    retry_after = state.retry_after_s(now)
+    return Failure(
+        Locked(
+            "Too many failed sign-in attempts; the account is locked for now.",
+            retry_after_s=retry_after,
+        ),
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+# --- refresh -------------------------------------------------------------------------
+
+
+async def refresh(runtime: Runtime, token: str, *, meta: RequestMeta) -> IssuedTokens | Failure:
+    """New tokens for a refresh token, which stops working; a second use of one ends its
+    session for every holder (committed before the refusal goes out)."""
+    async with runtime.sessionmaker() as session, session.begin():
+        return await _refresh(runtime, session, meta, token)
+
+
+async def _refresh(
+    runtime: Runtime, session: AsyncSession, meta: RequestMeta, token: str
+) -> IssuedTokens | Failure:
+    settings = settings_of(runtime)
+    repo = IdentityRepository(session)
+    now = runtime.clock.now()
+    stored = await repo.get_refresh_token(_hash_refresh(token))
+    if stored is None:
+        return Failure(Unauthorized("Unknown refresh token; sign in again."))
+    login = await repo.get_session(stored.session_id, for_update=True)
+    assert login is not None  # a foreign key guarantees it
+    if stored.used_at is not None:
+        # A refresh token works once: a second use means it was copied. End the session
+        # for every holder, the legitimate user included.
+        if await revoke_login(runtime, session, login, "refresh_token_reuse"):
+            await audit(
+                runtime,
+                session,
+                meta,
+                await _session_actor(repo, login),
+                action="update",
+                resource_type="Session",
+                resource_id=login.id,
+                outcome="denied",
+                detail="401 refresh token reuse: session revoked",
+            )
+        return Failure(Unauthorized("This refresh token was already used; sign in again."))
+    limits = SessionLimits(
+        idle=timedelta(seconds=settings.session_idle_timeout_s),
+        absolute=timedelta(seconds=settings.session_absolute_timeout_s),
+    )
+    why = refusal(
+        SessionState(login.created_at, login.last_active_at, login.revoked_at), now, limits
+    )
+    if why is not None:
+        messages = {
+            "revoked": "The session was ended; sign in again.",
+            "idle": "The session expired after inactivity; sign in again.",
+            "absolute": "The session reached its maximum length; sign in again.",
+        }
+        return Failure(Unauthorized(messages[why], reason=why))
+    user = await repo.get_user(login.org_id, login.user_id)
+    assert user is not None
+    await repo.mark_refresh_token_used(stored.token_hash, now)
+    await repo.touch_session(login.id, now)
+    return await _tokens(runtime, repo, user, login)
+
+
+# --- logout --------------------------------------------------------------------------
+
+
+async def logout(
+    runtime: Runtime,
+    *,
+    access_token: str | None,
+    refresh_token: str | None,
+    meta: RequestMeta,
+) -> None:
+    """End the session of an access token or, without one, of a refresh token."""
+    async with runtime.sessionmaker() as session, session.begin():
+        repo = IdentityRepository(session)
+        session_id: str | None = None
+        if access_token is not None:
+            claims = await verifier_of(runtime).verify(access_token)
+            session_id = str(claims["sid"])
+        elif refresh_token is not None:
+            stored = await repo.get_refresh_token(_hash_refresh(refresh_token))
+            session_id = stored.session_id if stored is not None else None
+        else:
+            raise Unauthorized("Send a bearer access token or the refresh token to log out.")
+        login = None if session_id is None else await repo.get_session(session_id, for_update=True)
+        if login is None:
+            raise Unauthorized("Unknown session.")
+        if await revoke_login(runtime, session, login, "logout"):
+            await audit(
+                runtime,
+                session,
+                meta,
+                await _session_actor(repo, login),
+                action="delete",
+                resource_type="Session",
+                resource_id=login.id,
+            )
+
+
+# --- MFA -----------------------------------------------------------------------------
+
+
+async def _current_user(
+    runtime: Runtime, repo: IdentityRepository, token: str | None
+) -> StoredUser:
+    if token is None:
+        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
+    claims = await verifier_of(runtime).verify(token)
+    login = await repo.get_session(str(claims["sid"]))
+    if login is None or login.revoked_at is not None:
+        raise Unauthorized("The session of this access token has ended.")
+    user = await repo.get_user(str(claims["org"]), str(claims["sub"]), for_update=True)
+    if user is None:
+        raise Unauthorized("The user of this access token no longer exists.")
+    return user
+
+
+async def enroll_mfa(runtime: Runtime, access_token: str | None, *, meta: RequestMeta) -> MfaSecret:
+    """Start TOTP enrollment for the token's user: the secret to add to an authenticator."""
+    settings = settings_of(runtime)
+    async with runtime.sessionmaker() as session, session.begin():
+        repo = IdentityRepository(session)
+        user = await _current_user(runtime, repo, access_token)
+        if user.totp_enabled:
+            raise Conflict("Two-step verification is already active for this account.")
+        secret = totp.new_secret()
+        sealed = encrypt_field(field_key_of(runtime), totp.to_base32(secret), _totp_context(user))
+        await repo.set_totp(
+            user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
+        )
+        await audit(
+            runtime,
+            session,
+            meta,
+            actor(user.id, user.org_id, _kind(user)),
+            action="update",
+            resource_type="User",
+            resource_id=user.id,
+            detail="mfa enrollment started",
+        )
+    return MfaSecret(
+        secret=totp.to_base32(secret),
+        otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=settings.totp_issuer),
+    )
+
+
+async def verify_mfa(
+    runtime: Runtime, access_token: str | None, code: str, *, meta: RequestMeta
+) -> bool | Failure:
+    """Confirm enrollment with a current code; from then on login needs a code too.
+    True once active; a wrong code's refusal is committed to the audit trail."""
+    async with runtime.sessionmaker() as session, session.begin():
+        return await _verify_mfa(runtime, session, meta, access_token, code)
+
+
+async def _verify_mfa(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    access_token: str | None,
+    code: str,
+) -> bool | Failure:
+    repo = IdentityRepository(session)
+    user = await _current_user(runtime, repo, access_token)
+    if user.totp_enabled:
+        raise Conflict("Two-step verification is already active for this account.")
+    secret = _totp_secret(runtime, user)
+    if secret is None:
+        raise Conflict("Start with POST /auth/mfa/enroll.")
+    now = runtime.clock.now()
+    step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
+    who = actor(user.id, user.org_id, _kind(user))
+    if step is None:
+        await audit(
+            runtime,
+            session,
+            meta,
+            who,
+            action="update",
+            resource_type="User",
+            resource_id=user.id,
+            outcome="denied",
+            detail="mfa verification failed",
+        )
+        return Failure(InvalidOtp("The code does not match; check the device clock and retry."))
+    await repo.set_totp(
+        user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=step, now=now
+    )
+    await audit(
+        runtime,
+        session,
+        meta,
+        who,
+        action="update",
+        resource_type="User",
+        resource_id=user.id,
+        detail="mfa activated",
+    )
+    return True
+
+
+# --- break-glass ---------------------------------------------------------------------
+
+BREAK_GLASS_ROLE = "provider"
+EMERGENCY_TREATMENT = "ETREAT"
+
+
+def _reason_context(org_id: str, grant_id: str) -> FieldContext:
+    return FieldContext(org_id, "break_glass_grant", "reason_ct", grant_id, TOTP_KEY_ID)
+
+
+async def break_glass(
+    runtime: Runtime, token: str | None, ask: BreakGlassAsk, *, meta: RequestMeta
+) -> BreakGlassIssued | Failure:
+    """Emergency access: open one patient outside the caller's locations for a limited
+    time (`break_glass_ttl_s`) with a typed reason. Audited (purpose `ETREAT`) and
+    announced as an alert event; refusals are committed to the audit trail too."""
+    async with runtime.sessionmaker() as session, session.begin():
+        return await _break_glass(runtime, session, meta, token, ask)
+
+
+async def _break_glass(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    token: str | None,
+    body: BreakGlassAsk,
+) -> BreakGlassIssued | Failure:
+    repo = IdentityRepository(session)
+    if token is None:
+        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
+    claims = await verifier_of(runtime).verify(token)
+    login = await repo.get_session(str(claims["sid"]), for_update=True)
+    if login is None or login.revoked_at is not None:
+        raise Unauthorized("The session of this access token has ended.")
+    user = await repo.get_user(str(claims["org"]), str(claims["sub"]))
+    if user is None or user.id != login.user_id:
+        raise Unauthorized("The user of this access token no longer exists.")
+    now = runtime.clock.now()
+    grant_id = str(uuid4())
+    who = Principal(
+        actor_id=user.id,
+        actor_type=_kind(user),
+        org_id=user.org_id,
+        purpose_of_use=EMERGENCY_TREATMENT,
+    )
+
+    async def record(outcome: str, detail: str, resource_id: str | None) -> None:
+        entry = AuditEntry(
+            action="create",
+            resource_type="BreakGlass",
+            phi_categories=[],
+            patient_id=body.patient_id,
+            resource_id=resource_id,
+        )
+        await recorder_of(runtime).record(
+            session, who, entry, outcome=outcome, outcome_detail=detail, **meta
+        )
+
+    token_roles = claims.get("roles")
+    if (
+        BREAK_GLASS_ROLE not in user.roles
+        or "patient" in user.roles
+        or not isinstance(token_roles, list)
+        or BREAK_GLASS_ROLE not in token_roles
+    ):
+        await record("denied", f"403 not a provider; reason_code={body.reason_code}", None)
+        return Failure(Forbidden("Only a provider may use emergency access (break-glass)."))
+    if "otp" not in login.amr:
+        await record("denied", f"403 no one-time code; reason_code={body.reason_code}", None)
+        return Failure(
+            Forbidden(
+                "multi-factor authentication required: sign in again with a one-time code "
+                "before using emergency access."
+            )
+        )
+    active = await repo.active_break_glass_grants(login.id, now)
+    if len(active) >= MAX_BREAK_GLASS_GRANTS:
+        await record("denied", f"409 too many active grants; reason_code={body.reason_code}", None)
+        return Failure(
+            Conflict(
+                f"This session already holds {len(active)} active emergency-access grants; "
+                "sign in again or wait for one to expire."
+            )
+        )
+    key = field_key_of(runtime)
+    stored = await repo.add_break_glass_grant(
+        StoredBreakGlassGrant(
+            id=grant_id,
+            org_id=user.org_id,
+            user_id=user.id,
+            session_id=login.id,
+            patient_id=body.patient_id,
+            reason_code=body.reason_code,
+            reason_ct=encrypt_field(key, body.reason, _reason_context(user.org_id, grant_id)),
+            granted_at=now,
+            expires_at=now + timedelta(seconds=settings_of(runtime).break_glass_ttl_s),
+        )
+    )
+    await runtime.outbox.add(
+        session,
+        BreakGlassGranted(
+            grant_id=stored.id,
+            org_id=stored.org_id,
+            user_id=stored.user_id,
+            patient_id=stored.patient_id,
+            reason_code=body.reason_code,
+            granted_at=stored.granted_at,
+            expires_at=stored.expires_at,
+        ),
+        org_id=stored.org_id,
+    )
+    await record("success", f"reason_code={body.reason_code}", stored.id)
+    signer = signer_of(runtime)
+    return BreakGlassIssued(
+        grant_id=stored.id,
+        patient_id=stored.patient_id,
+        reason_code=body.reason_code,
+        granted_at=stored.granted_at,
+        expires_at=stored.expires_at,
+        access_token=await signer.issue(_grant(user, login, [*active, stored])),
+        expires_in=int(signer.ttl.total_seconds()),
+    )
