@@ -61,7 +61,7 @@ BACKLOG_SAMPLE_INTERVAL_S = 5.0
 backlog as often): fresh enough for alerts measured in minutes, one query per interval."""
 OTLP_EXPORT_INTERVAL_MS = 15_000
 OTLP_TIMEOUT_S = 5.0
-SHUTDOWN_FLUSH_MS = 2_000
+SHUTDOWN_FLUSH_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -173,10 +173,10 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
     def flush(self) -> None:
-        """Push what the OTLP exporter has not sent yet (bounded: a missing collector
-        costs at most `SHUTDOWN_FLUSH_MS`)."""
+        """Push what the OTLP exporter has not sent yet. Blocking: with the collector down
+        it waits out the export timeout, so call it from a thread."""
         try:
-            self.provider.force_flush(timeout_millis=SHUTDOWN_FLUSH_MS)
+            self.provider.force_flush(timeout_millis=SHUTDOWN_FLUSH_S * 1000)
         except Exception as exc:  # a collector outage must not fail a shutdown
             log.warning("metrics flush failed: %r", exc)
 

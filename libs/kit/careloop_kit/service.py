@@ -43,6 +43,7 @@ from careloop_kit.metrics import (
     BACKLOG_SAMPLE_INTERVAL_S,
     METRICS_PATH,
     PROMETHEUS_CONTENT_TYPE,
+    SHUTDOWN_FLUSH_S,
     ServiceMetrics,
     reset_current,
     set_current,
@@ -202,10 +203,13 @@ async def _sample_backlogs(runtime: Runtime, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(consumer.measure_lag(), timeout=BACKLOG_SAMPLE_INTERVAL_S)
             except Exception as exc:  # the lag shown stays the last one measured
                 log.warning("measuring the lag of %s failed: %r", consumer.group_id, exc)
-        async with runtime.sessionmaker() as session:
-            runtime.metrics.timer_backlog = await timer_backlog(
-                session, runtime.spec.tables, runtime.clock.now()
-            )
+        try:
+            async with runtime.sessionmaker() as session:
+                runtime.metrics.timer_backlog = await timer_backlog(
+                    session, runtime.spec.tables, runtime.clock.now()
+                )
+        except Exception as exc:  # a database outage: readiness reports it, the gauge waits
+            log.warning("measuring the timer backlog failed: %r", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=BACKLOG_SAMPLE_INTERVAL_S)
 
@@ -414,7 +418,10 @@ def create_service_app(
             await producer.stop()
             await engine.dispose()
             metrics.unwatch()
-            metrics.flush()
+            # The last points go to the collector from a thread: with the collector down the
+            # export waits out its timeout, which must not stall the event loop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(metrics.flush), timeout=SHUTDOWN_FLUSH_S)
 
     app = FastAPI(
         title=f"Careloop {spec.name}",
