@@ -9,9 +9,9 @@ and marked as synthetic.
 
 from __future__ import annotations
 
-import time as clock
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import sleep
 from typing import Any
 
 import httpx
@@ -80,7 +80,7 @@ class _Gateway:
             response = self.client.request(method, path, json=body, headers=self.headers)
             if response.status_code != 429:
                 break
-            clock.sleep(float(response.headers.get("Retry-After", "1")))
+            sleep(float(response.headers.get("Retry-After", "1")))
         if response.is_error:
             raise RuntimeError(f"{what} failed: HTTP {response.status_code} {response.text[:300]}")
         return response.json()
@@ -101,7 +101,7 @@ def sign_in_admin(client: httpx.Client, org_id: str, admin: dict[str, Any]) -> s
         if response.status_code != 401 or attempt == 2:
             break
         # That step is spent too (a sign-in moments ago): the next one is fresh.
-        clock.sleep(totp.STEP_S - now.timestamp() % totp.STEP_S + 1)
+        sleep(totp.STEP_S - now.timestamp() % totp.STEP_S + 1)
     raise RuntimeError(
         f"the demo org admin's sign-in failed: HTTP {response.status_code} {response.text[:300]}"
     )
