@@ -34,7 +34,7 @@ from careloop_audit.domain.record import RecordFields
 from careloop_audit.domain.verify import seal
 from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
-from careloop_audit.verification import verify_trail
+from careloop_audit.usecases.verification import verify_trail
 from careloop_contracts import AccessRecorded, Envelope, to_headers
 from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
