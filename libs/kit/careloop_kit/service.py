@@ -294,10 +294,6 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Everything started below (start-up hook, consumers, background jobs) runs with
-        # this service's metrics current; it is reset before serving.
-        current = set_current(metrics)
-        current_set = True
         engine = make_engine(
             settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
         )
@@ -333,6 +329,10 @@ def create_service_app(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         kafka_consumers = []
+        # Everything started below (start-up hook, consumers, background jobs) runs with
+        # this service's metrics current; it is reset before serving.
+        current = set_current(metrics)
+        current_set = True
         try:
             await ensure_topics(settings, [outbox.own_topic])
             if spec.verifies_tokens:
