@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -31,6 +32,16 @@ from careloop_kit.testing.kafka import wait_for_records
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
+# Sign-ins hash passwords with argon2id: seconds each on a busy two-core runner.
+HTTP_TIMEOUT_S = 60
+
+
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=HTTP_TIMEOUT_S, **kwargs)
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=HTTP_TIMEOUT_S, **kwargs)
 
 
 def _free_block(size: int) -> int:
@@ -145,7 +156,7 @@ def _wait_for_trail(
     deadline = time.monotonic() + 30
     items: list[dict] = []
     while time.monotonic() < deadline:
-        response = httpx.get(f"{audit_url}/audit/patients/{patient_id}/trail", headers=headers)
+        response = _get(f"{audit_url}/audit/patients/{patient_id}/trail", headers=headers)
         items = response.json().get("items", []) if response.status_code == 200 else []
         if any(i.get("action") == action for i in items):
             return items
@@ -156,7 +167,7 @@ def _wait_for_trail(
 def _sign_in(gateway_url: str, logins: dict, role: str) -> dict[str, str]:
     """Headers of a demo user signed in through the gateway."""
     user = next(u for u in logins["users"] if u["role"] == role)
-    response = httpx.post(
+    response = _post(
         f"{gateway_url}/api/v1/identity/auth/login",
         json={"org_id": logins["org_id"], "email": user["email"], "password": user["password"]},
     )
@@ -177,13 +188,13 @@ def readme_journey() -> str:
 def _schedule(gateway_url: str, headers: dict[str, str]) -> dict[str, int]:
     """How many providers, visit types and weekly windows scheduling holds."""
     api = f"{gateway_url}/api/v1/scheduling"
-    providers = httpx.get(f"{api}/providers", headers=headers)
+    providers = _get(f"{api}/providers", headers=headers)
     assert providers.status_code == 200, providers.text
-    types = httpx.get(f"{api}/appointment-types", headers=headers)
+    types = _get(f"{api}/appointment-types", headers=headers)
     assert types.status_code == 200, types.text
     windows = 0
     for provider in providers.json()["items"]:
-        schedule = httpx.get(f"{api}/providers/{provider['id']}/availability", headers=headers)
+        schedule = _get(f"{api}/providers/{provider['id']}/availability", headers=headers)
         assert schedule.status_code == 200, schedule.text
         windows += len(schedule.json()["windows"])
     return {
@@ -210,12 +221,10 @@ def _follow_the_readme(stack: StackProcess, gateway_url: str, logins: dict) -> N
     assert patient_id, run.stdout
     assert appointment_id, run.stdout
     desk = _sign_in(gateway_url, logins, "front_desk")
-    patient = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id[1]}", headers=desk)
+    patient = _get(f"{gateway_url}/api/v1/patients/patients/{patient_id[1]}", headers=desk)
     assert patient.status_code == 200, patient.text
     assert patient.json()["name"] == {"family": "Example", "given": ["Sam"]}
-    booked = httpx.get(
-        f"{gateway_url}/api/v1/scheduling/appointments/{appointment_id[1]}", headers=desk
-    )
+    booked = _get(f"{gateway_url}/api/v1/scheduling/appointments/{appointment_id[1]}", headers=desk)
     assert booked.status_code == 200, booked.text
     assert booked.json()["status"] == "booked"
     assert booked.json()["patient_id"] == patient_id[1]
@@ -266,7 +275,7 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         auditor = _sign_in(gateway_url, logins, "auditor")
         home = next(u for u in logins["users"] if u["role"] == "front_desk")["locations"][0]
         # Through the gateway, as a practice's integration would.
-        registered = httpx.post(
+        registered = _post(
             f"{gateway_url}/api/v1/patients/patients",
             json={
                 "location_id": home,
@@ -277,7 +286,7 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         )
         assert registered.status_code == 201, registered.text
         patient_id = registered.json()["id"]
-        anonymous = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}")
+        anonymous = _get(f"{gateway_url}/api/v1/patients/patients/{patient_id}")
         assert anonymous.status_code == 401
 
         trail = _wait_for_trail(gateway_url + "/api/v1/audit", patient_id, "create", auditor)
@@ -286,7 +295,7 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         # The demo partner client: client credentials through the gateway, then a read
         # that shows only what its scope and BAA allow, within its own rate limit.
         (partner,) = logins["partner_clients"]
-        issued = httpx.post(
+        issued = _post(
             f"{gateway_url}/api/v1/identity/oauth/token",
             data={"grant_type": "client_credentials"},
             auth=(partner["client_id"], partner["client_secret"]),
@@ -294,11 +303,11 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         assert issued.status_code == 200, issued.text
         assert "patients:read" in issued.json()["scope"].split()
         as_partner = {"Authorization": f"Bearer {issued.json()['access_token']}"}
-        read = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=as_partner)
+        read = _get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=as_partner)
         assert read.status_code == 200, read.text
         assert read.json()["name"]["given"] == ["Devstack"]
         assert "preferences" in read.json()["withheld_categories"]
-        merge = httpx.post(
+        merge = _post(
             f"{gateway_url}/api/v1/patients/patients/{patient_id}/merge",
             json={"merged_patient_id": logins["patient_ids"][0], "version": 1},
             headers=as_partner,
@@ -327,7 +336,7 @@ def test_dev_up_serves_audits_stops_cleanly_and_keeps_data(stack_env: dict[str, 
         endpoints = second.wait_endpoints()
         gateway_url = endpoints["services"]["gateway"]["url"]
         desk = _sign_in(gateway_url, logins, "front_desk")
-        again = httpx.get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=desk)
+        again = _get(f"{gateway_url}/api/v1/patients/patients/{patient_id}", headers=desk)
         assert again.status_code == 200, again.text
         assert again.json()["name"]["given"] == ["Devstack"]
         auditor = _sign_in(gateway_url, logins, "auditor")

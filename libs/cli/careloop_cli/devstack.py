@@ -108,7 +108,7 @@ def seed_patients(identity_url: str, patients_url: str, logins: dict[str, Any]) 
         login.raise_for_status()
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
     ids = []
-    with httpx.Client(base_url=patients_url, timeout=10) as client:
+    with httpx.Client(base_url=patients_url, timeout=30) as client:
         for body in demo_patients():
             body = {**body, "location_id": desk["locations"][0]}
             response = client.post("/patients", json=body, headers=headers)
