@@ -468,7 +468,9 @@ def create_service_app(
 
         return JSONResponse(body)
 
-    @app.get(METRICS_PATH, tags=["health"], response_class=Response)
+    # Left out of the OpenAPI document: it is for the operator's scraper, not an API
+    # operation, and the gateway publishes every service's document.
+    @app.get(METRICS_PATH, tags=["health"], response_class=Response, include_in_schema=False)
     async def prometheus_metrics() -> Response:
         """Metrics in the Prometheus text format (no PHI: routes are templates)."""
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
