@@ -19,13 +19,14 @@ import pytest
 from fastapi import FastAPI, Request
 from hvac.exceptions import Forbidden
 
-from careloop_identity.api.service_tokens import (
+from careloop_identity.app import create_app
+from careloop_identity.settings import IdentitySettings
+from careloop_identity.usecases.service_tokens import (
     JWT_BEARER_GRANT,
     UnsupportedGrant,
     exchange_service_assertion,
 )
-from careloop_identity.app import create_app
-from careloop_identity.settings import IdentitySettings
+from careloop_kit.audit import request_meta
 from careloop_kit.auth import (
     ServiceCredentials,
     ServiceTokenError,
@@ -62,7 +63,15 @@ def with_token_endpoint(app: FastAPI) -> FastAPI:
             raise UnsupportedGrant("Only the JWT-bearer grant is enabled here.")
         (assertion,) = form.get("assertion", [""])
         scope = form.get("scope", [None])[0]
-        return await exchange_service_assertion(request, runtime, assertion=assertion, scope=scope)
+        orgs = form.get("org", [])
+        return await exchange_service_assertion(
+            runtime,
+            assertion=assertion,
+            scope=scope,
+            # Sent once or it counts as not sent (RFC 6749 §3.2).
+            org=orgs[0] if len(orgs) == 1 else None,
+            meta=request_meta(request),
+        )
 
     app.add_api_route(TOKEN_PATH, token, methods=["POST"])
     return app

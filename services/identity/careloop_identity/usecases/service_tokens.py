@@ -3,7 +3,8 @@ signed by its own Vault transit key (RFC 7523 JWT-bearer grant), never a shared
 secret, and gets a short access token (`act: service`, `sub: service:<name>`).
 
 The token endpoint (`careloop_identity.api.oauth`) hands grant type
-`urn:ietf:params:oauth:grant-type:jwt-bearer` to `exchange_service_assertion`.
+`urn:ietf:params:oauth:grant-type:jwt-bearer` to `exchange_service_assertion`, with the
+form fields it parsed.
 
 What is checked, in order (RFC 7523 section 3, RFC 8725):
 
@@ -27,27 +28,28 @@ Every issued token and every refusal is audited (`ServiceToken`).
 
 from __future__ import annotations
 
-import enum
-import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, cast
-from urllib.parse import parse_qs
 from uuid import uuid4
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fastapi import Request
 
 from careloop_identity.domain.tokens import AccessGrant
 from careloop_identity.signing import TransitJwksSource
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.store.service_assertions import ServiceAssertionRepository
 from careloop_identity.store.tables import MAX_JTI_LENGTH
-from careloop_identity.usecases.common import UNKNOWN_ACTOR, audit, settings_of, signer_of
-from careloop_kit.audit import request_meta
+from careloop_identity.usecases.common import (
+    UNKNOWN_ACTOR,
+    RequestMeta,
+    audit,
+    settings_of,
+    signer_of,
+)
 from careloop_kit.auth import ALL_LOCATIONS, Principal
 from careloop_kit.auth.jwks import JwksError, b64url_decode
 from careloop_kit.auth.permissions import SERVICE_GRANTS, service_of, service_subject
@@ -74,10 +76,6 @@ KEY_REFRESH_INTERVAL_S: Final = 30.0
 SERVICE_KEYS_STATE: Final = "service_identity_keys"
 AUDIT_RESOURCE: Final = "ServiceToken"
 AMR: Final = ("jwt-bearer",)
-
-# Starlette parses forms only with python-multipart installed; without it the token
-# endpoint has read the body itself, and the `org` field is read from the same bytes.
-_FORM_PARSER = importlib.util.find_spec("python_multipart") is not None
 
 _SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -300,32 +298,6 @@ def granted_scope(service: str, requested: str | None) -> str:
     return " ".join(sorted(grants))
 
 
-class FormField(enum.Enum):
-    """`org` was not handed over by the token endpoint: read it from the request."""
-
-    READ = "read"
-
-
-async def _org_from_request(request: Request) -> str | None:
-    """The `org` form field, read again from the request (RFC 6749: sent at most once)."""
-    values: Sequence[Any]
-    try:
-        if _FORM_PARSER:
-            values = (await request.form()).getlist("org")
-        else:
-            body = (await request.body()).decode("utf-8", errors="replace")
-            values = parse_qs(body, keep_blank_values=True).get("org", [])
-    except RuntimeError as exc:
-        # A programming error, not the caller's: fail loudly instead of answering 400.
-        raise RuntimeError(
-            "the token endpoint consumed the request body as a stream, so the `org` field "
-            "is gone: pass `org=` to exchange_service_assertion"
-        ) from exc
-    if len(values) != 1:
-        return None
-    return values[0] if isinstance(values[0], str) else None
-
-
 def _valid_org(value: str | None) -> str | None:
     return value if value is not None and _SAFE_ID.match(value) else None
 
@@ -348,7 +320,14 @@ async def _verify(runtime: Runtime, assertion: Assertion, service: str) -> None:
 
 
 async def _issue(
-    request: Request, runtime: Runtime, *, service: str, org: str, jti: str, exp: int, scope: str
+    runtime: Runtime,
+    meta: RequestMeta,
+    *,
+    service: str,
+    org: str,
+    jti: str,
+    exp: int,
+    scope: str,
 ) -> dict[str, Any]:
     signer = signer_of(runtime)
     grant = AccessGrant(
@@ -379,7 +358,7 @@ async def _issue(
         await audit(
             runtime,
             session,
-            request_meta(request),
+            meta,
             Principal(actor_id=service_subject(service), actor_type="service", org_id=org),
             action="create",
             resource_type=AUDIT_RESOURCE,
@@ -394,7 +373,7 @@ async def _issue(
 
 
 async def _audit_refusal(
-    request: Request, runtime: Runtime, presented: Presented, refusal: OAuthProblem
+    runtime: Runtime, meta: RequestMeta, presented: Presented, refusal: OAuthProblem
 ) -> None:
     """A refused exchange is audited in a transaction of its own, so it stays recorded
     although the request fails."""
@@ -407,7 +386,7 @@ async def _audit_refusal(
         await audit(
             runtime,
             session,
-            request_meta(request),
+            meta,
             who,
             action="create",
             resource_type=AUDIT_RESOURCE,
@@ -418,23 +397,20 @@ async def _audit_refusal(
 
 
 async def exchange_service_assertion(
-    request: Request,
     runtime: Runtime,
     *,
     assertion: str,
     scope: str | None,
-    org: str | FormField | None = FormField.READ,
+    org: str | None,
+    meta: RequestMeta,
 ) -> dict[str, Any]:
     """The token response body (`access_token`, `token_type`, `expires_in`, `scope`) for
     a valid service assertion; a ProblemError (400 `invalid_grant`) otherwise.
 
     `org` is the form field naming the organization the token acts for (None: not
-    sent). A token endpoint that has parsed the form passes it; otherwise it is read
-    from the request's form."""
+    sent, or sent more than once)."""
     presented = Presented()
     try:
-        if isinstance(org, FormField):
-            org = await _org_from_request(request)
         org = _valid_org(org)
         presented.org = org
         parsed = parse_assertion(assertion)
@@ -452,8 +428,8 @@ async def exchange_service_assertion(
             raise InvalidRequest("Send `org`, once: the organization the service acts for.")
         scope_granted = granted_scope(service, scope)
         return await _issue(
-            request, runtime, service=service, org=org, jti=jti, exp=exp, scope=scope_granted
+            runtime, meta, service=service, org=org, jti=jti, exp=exp, scope=scope_granted
         )
     except OAuthProblem as refusal:
-        await _audit_refusal(request, runtime, presented, refusal)
+        await _audit_refusal(runtime, meta, presented, refusal)
         raise

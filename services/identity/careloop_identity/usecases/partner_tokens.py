@@ -1,0 +1,186 @@
+"""The `client_credentials` grant (RFC 6749 §4.4): a partner API client authenticates
+with its secret and gets a short access token (`act: partner`) carrying its scopes,
+locations and rate limit (`rl`). Scopes that reach patient data are issued only while
+the client's business associate agreement is current.
+
+Failed client authentication is committed to the audit trail before the 401 goes out,
+so `issue_client_token` opens its transaction itself, like the login step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_identity.domain.clients import (
+    Baa,
+    ScopeRefused,
+    effective_scopes,
+    hash_secret,
+    parse_scope_parameter,
+    secret_matches,
+    session_id,
+    utc_day,
+)
+from careloop_identity.domain.tokens import AccessGrant
+from careloop_identity.store.clients import ClientRepository, StoredClient
+from careloop_identity.usecases.common import (
+    UNKNOWN_ACTOR,
+    Failure,
+    RequestMeta,
+    audit,
+    signer_of,
+)
+from careloop_identity.usecases.service_tokens import InvalidScope, OAuthProblem
+from careloop_kit.auth import Principal
+from careloop_kit.service import Runtime
+
+MAX_CLIENT_ID = 128
+BASIC_CHALLENGE = 'Basic realm="careloop"'
+# What the audit trail calls a partner's token request (a `ServiceToken` for services).
+TOKEN_RESOURCE = "ClientToken"  # noqa: S105 - a resource type, not a secret
+# Compared against when the client is unknown, so that case costs the same hash work.
+_NO_CLIENT_HASH = hash_secret("no client has this secret")
+CLIENT_AUTH_FAILED = (
+    "Client authentication failed: unknown client, wrong secret, or a disabled client. "
+    "Send client_id and client_secret by HTTP Basic or as form fields."
+)
+
+
+class InvalidClientCredentials(OAuthProblem):
+    status, title, slug = 401, "Client authentication failed", "invalid-client"
+    error = "invalid_client"
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class ClientToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+async def issue_client_token(
+    runtime: Runtime,
+    credentials: ClientCredentials | None,
+    requested_scope: str | None,
+    *,
+    meta: RequestMeta,
+) -> ClientToken | Failure:
+    """An access token for an authenticated, enabled client, with the scopes asked for
+    (or all it holds) that its BAA allows today; a `Failure` (committed to the audit
+    trail) otherwise."""
+    async with runtime.sessionmaker() as session, session.begin():
+        return await _client_credentials(runtime, session, meta, credentials, requested_scope)
+
+
+def _partner(client: StoredClient) -> Principal:
+    return Principal(actor_id=client.id, actor_type="partner", org_id=client.org_id)
+
+
+# Who failed to authenticate is unknown. The presented client_id is not recorded: a
+# partner who swaps its fields would otherwise write its secret into the audit trail.
+_UNKNOWN_CLIENT = Principal(actor_id=UNKNOWN_ACTOR, actor_type="partner", org_id=UNKNOWN_ACTOR)
+
+
+async def _authenticate(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    credentials: ClientCredentials | None,
+) -> StoredClient | Failure:
+    client = None
+    if credentials is not None and 0 < len(credentials.client_id) <= MAX_CLIENT_ID:
+        client = await ClientRepository(session).find(credentials.client_id)
+
+    async def refuse(who: Principal, reason: str) -> Failure:
+        await audit(
+            runtime,
+            session,
+            meta,
+            who,
+            action="create",
+            resource_type=TOKEN_RESOURCE,
+            resource_id=None,
+            outcome="denied",
+            detail=f"401 {reason}",
+        )
+        return Failure(
+            InvalidClientCredentials(CLIENT_AUTH_FAILED), {"WWW-Authenticate": BASIC_CHALLENGE}
+        )
+
+    if credentials is None:
+        return await refuse(_UNKNOWN_CLIENT, "no client credentials")
+    if client is None:
+        secret_matches(credentials.secret, _NO_CLIENT_HASH)
+        return await refuse(_UNKNOWN_CLIENT, "unknown client")
+    if not secret_matches(credentials.secret, client.secret_hash):
+        return await refuse(_partner(client), "wrong client secret")
+    # Checked after the secret, so only the secret's holder learns it is disabled (from
+    # the audit trail of its organization; the answer is the same).
+    if client.disabled_at is not None:
+        return await refuse(_partner(client), "client disabled")
+    return client
+
+
+async def _client_credentials(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    credentials: ClientCredentials | None,
+    requested_scope: str | None,
+) -> ClientToken | Failure:
+    authenticated = await _authenticate(runtime, session, meta, credentials)
+    if isinstance(authenticated, Failure):
+        return authenticated
+    client = authenticated
+    now = runtime.clock.now()
+    sid = session_id(client.id, client.secret_version)
+
+    async def record(outcome: str, detail: str, resource_id: str | None) -> None:
+        await audit(
+            runtime,
+            session,
+            meta,
+            _partner(client),
+            action="create",
+            resource_type=TOKEN_RESOURCE,
+            resource_id=resource_id,
+            outcome=outcome,
+            detail=detail[:128],
+        )
+
+    try:
+        scopes = effective_scopes(
+            parse_scope_parameter(requested_scope),
+            client.scopes,
+            Baa(client.baa_signed_on, client.baa_expires_on),
+            utc_day(now),
+        )
+    except ScopeRefused as exc:
+        await record("denied", "400 invalid_scope", None)
+        return Failure(InvalidScope(str(exc)), {})
+    scope = " ".join(scopes)
+    signer = signer_of(runtime)
+    token = await signer.issue(
+        AccessGrant(
+            user_id=client.id,
+            org_id=client.org_id,
+            session_id=sid,
+            actor_type="partner",
+            roles=(),
+            locations=client.locations,
+            patient_id=None,
+            amr=(),
+            scope=scope,
+            rate_limit=client.rate_limit_per_minute,
+        )
+    )
+    await record("success", f"scope={scope}", sid)
+    return ClientToken(access_token=token, expires_in=int(signer.ttl.total_seconds()), scope=scope)
