@@ -23,7 +23,7 @@ from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Booker, Reader, RepoDep
+from careloop_scheduling.api.common import Booker, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -34,7 +34,8 @@ from careloop_scheduling.api.schemas import (
 )
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, InvalidTransition
-from careloop_scheduling.store.repository import SchedulingRepository, SlotTaken, StaleAppointment
+from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
+from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.booking import (
     apply_step,
     book,
@@ -86,7 +87,7 @@ async def book_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Book an open slot for a patient."""
     entry = AuditEntry(
@@ -98,7 +99,7 @@ async def book_appointment(
             appt = await book(
                 runtime,
                 session,
-                repo,
+                repos,
                 org_id=principal.org_id,
                 patient_id=body.patient_id,
                 provider_id=body.provider_id,
@@ -120,14 +121,14 @@ async def read_appointment(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Read one appointment."""
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        found = await repo.get_appointment(principal.org_id, appointment_id)
+        found = await repos.appointments.get_appointment(principal.org_id, appointment_id)
         if found is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = found.patient_id
@@ -141,7 +142,7 @@ async def list_appointments(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
     patient_id: str | None = None,
     provider_id: str | None = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
@@ -170,7 +171,7 @@ async def list_appointments(
         patient_id, locations = principal.listing_scope(patient_id)
         if patient_id is None and provider_id is None:
             raise InvalidScheduling("Give patient_id or provider_id.")
-        found = await repo.list_appointments(
+        found = await repos.appointments.list_appointments(
             principal.org_id,
             patient_id=patient_id,
             provider_id=provider_id,
@@ -191,7 +192,7 @@ async def _step(
     principal: AuthenticatedPrincipal,
     runtime: Runtime,
     session: SessionDep,
-    repo: SchedulingRepository,
+    repos: Repositories,
     apply: Callable[[Appointment], Awaitable[Appointment]],
 ) -> Appointment:
     """Load (locked), check, apply one lifecycle step; all audited."""
@@ -199,7 +200,9 @@ async def _step(
         action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        current = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        current = await repos.appointments.get_appointment(
+            principal.org_id, appointment_id, for_update=True
+        )
         if current is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = current.patient_id
@@ -221,7 +224,7 @@ async def cancel_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Cancel an appointment; its time becomes free again."""
     changed = await _step(
@@ -231,11 +234,11 @@ async def cancel_appointment(
         principal,
         runtime,
         session,
-        repo,
+        repos,
         lambda a: apply_step(
             runtime,
             session,
-            repo,
+            repos,
             a,
             lambda current: lifecycle.cancel(current, reason=body.reason),
             AppointmentCancelled,
@@ -252,7 +255,7 @@ async def confirm_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Record that the patient confirmed they will come."""
     changed = await _step(
@@ -262,9 +265,9 @@ async def confirm_appointment(
         principal,
         runtime,
         session,
-        repo,
+        repos,
         lambda a: record_confirmation(
-            runtime, session, repo, a, correlation_id=_request_id(request)
+            runtime, session, repos, a, correlation_id=_request_id(request)
         ),
     )
     return appointment_read(changed)
@@ -277,7 +280,7 @@ async def check_in_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Check the patient in on arrival."""
     now = runtime.clock.now()
@@ -288,11 +291,11 @@ async def check_in_appointment(
         principal,
         runtime,
         session,
-        repo,
+        repos,
         lambda a: apply_step(
             runtime,
             session,
-            repo,
+            repos,
             a,
             lambda current: lifecycle.check_in(current, now=now),
             AppointmentCheckedIn,
@@ -309,14 +312,16 @@ async def no_show_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AppointmentRead:
     """Mark a booked appointment whose start has passed as a no-show."""
     entry = AuditEntry(
         action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        current = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        current = await repos.appointments.get_appointment(
+            principal.org_id, appointment_id, for_update=True
+        )
         if current is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = current.patient_id
@@ -327,7 +332,7 @@ async def no_show_appointment(
             changed = await record_no_show(
                 runtime,
                 session,
-                repo,
+                repos,
                 current,
                 now=runtime.clock.now(),
                 correlation_id=_request_id(request),
@@ -347,7 +352,7 @@ async def reschedule_appointment(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> RescheduleResult:
     """Move an appointment to another open slot: the old one is cancelled and a new one
     booked, linked both ways; one transaction, so either both happen or neither."""
@@ -355,7 +360,9 @@ async def reschedule_appointment(
         action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        old = await repo.get_appointment(principal.org_id, appointment_id, for_update=True)
+        old = await repos.appointments.get_appointment(
+            principal.org_id, appointment_id, for_update=True
+        )
         if old is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = old.patient_id
@@ -364,7 +371,7 @@ async def reschedule_appointment(
             cancelled, booked = await reschedule_to(
                 runtime,
                 session,
-                repo,
+                repos,
                 old,
                 start_at=body.start_at,
                 provider_id=body.provider_id,

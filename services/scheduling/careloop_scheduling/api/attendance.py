@@ -21,7 +21,7 @@ from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, reque
 from careloop_kit.problems import Forbidden
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
-from careloop_scheduling.api.common import Reader, RepoDep
+from careloop_scheduling.api.common import Reader, ReposDep
 from careloop_scheduling.api.schemas import AttendanceCounts, AttendanceRead
 from careloop_scheduling.domain.attendance import DEFAULT_WINDOW, summarize
 
@@ -37,7 +37,7 @@ async def read_attendance(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
     window_days: Annotated[int, Query(ge=1, le=MAX_WINDOW_DAYS)] = DEFAULT_WINDOW.days,
     as_of: Annotated[AwareDatetime | None, Query()] = None,
 ) -> AttendanceRead:
@@ -53,7 +53,8 @@ async def read_attendance(
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _, locations = principal.listing_scope(patient_id)
         if locations is not None and (
-            not locations or not await repo.patient_seen_at(principal.org_id, patient_id, locations)
+            not locations
+            or not await repos.appointments.patient_seen_at(principal.org_id, patient_id, locations)
         ):
             raise Forbidden("This patient has no appointment at your locations.")
         now = runtime.clock.now()
@@ -61,7 +62,9 @@ async def read_attendance(
         # an earlier one gives the history as it stood then (features for training).
         until = now if as_of is None else min(as_of, now)
         since = until - timedelta(days=window_days)
-        visits = await repo.patient_visits(principal.org_id, patient_id, since=since, until=until)
+        visits = await repos.appointments.patient_visits(
+            principal.org_id, patient_id, since=since, until=until
+        )
         summary = summarize(visits, since=since, as_of=until)
         listed = [
             v.appointment

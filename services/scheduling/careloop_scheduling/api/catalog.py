@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, status
 
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.service import RuntimeDep
-from careloop_scheduling.api.common import Manager, Reader, RepoDep
+from careloop_scheduling.api.common import Manager, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
     AppointmentTypeCreate,
     AppointmentTypePage,
@@ -35,7 +35,8 @@ from careloop_scheduling.api.schemas import (
 )
 from careloop_scheduling.domain.availability import Closure, InvalidSchedule, WeeklyWindow
 from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
-from careloop_scheduling.store.repository import LocationInfo, new_id
+from careloop_scheduling.store.base import new_id
+from careloop_scheduling.store.locations import LocationInfo
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling, settings_of
 from careloop_scheduling.usecases.slots import compute_slots, notice
@@ -87,7 +88,7 @@ async def set_location(
     body: LocationSettingsIn,
     principal: Manager,
     runtime: RuntimeDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> LocationSettingsRead:
     """Set a location's IANA time zone, reminder display name and sensitivity."""
     principal.can_access_location(location_id)
@@ -97,7 +98,7 @@ async def set_location(
         raise InvalidScheduling(str(exc)) from exc
     display_name = None if body.display_name is None else body.display_name.strip() or None
     item = LocationInfo(location_id, body.time_zone, display_name, body.sensitive)
-    await repo.set_location(principal.org_id, item, runtime.clock.now())
+    await repos.locations.put(principal.org_id, item, runtime.clock.now())
     return LocationSettingsRead(
         location_id=location_id,
         time_zone=body.time_zone,
@@ -108,7 +109,7 @@ async def set_location(
 
 @router.post("/providers", status_code=status.HTTP_201_CREATED, response_model=ProviderRead)
 async def create_provider(
-    body: ProviderCreate, principal: Manager, runtime: RuntimeDep, repo: RepoDep
+    body: ProviderCreate, principal: Manager, runtime: RuntimeDep, repos: ReposDep
 ) -> ProviderRead:
     """Add a provider who sees patients at the given locations."""
     _scope_all(principal, body.location_ids)
@@ -118,30 +119,30 @@ async def create_provider(
         display_name=body.display_name.strip(),
         location_ids=tuple(dict.fromkeys(body.location_ids)),
     )
-    await repo.add_provider(item, runtime.clock.now())
+    await repos.catalog.add_provider(item, runtime.clock.now())
     return _provider_read(item)
 
 
 @router.get("/providers", response_model=ProviderPage)
 async def list_providers(
-    principal: Reader, repo: RepoDep, location_id: str | None = None
+    principal: Reader, repos: ReposDep, location_id: str | None = None
 ) -> ProviderPage:
     """List the organization's active providers (optionally of one location)."""
-    items = await repo.list_providers(principal.org_id, location_id)
+    items = await repos.catalog.list_providers(principal.org_id, location_id)
     return ProviderPage(items=[_provider_read(p) for p in items], count=len(items))
 
 
 @router.get("/providers/{provider_id}", response_model=ProviderRead)
-async def read_provider(provider_id: str, principal: Reader, repo: RepoDep) -> ProviderRead:
+async def read_provider(provider_id: str, principal: Reader, repos: ReposDep) -> ProviderRead:
     """Read one provider."""
-    return _provider_read(await load_provider(repo, principal.org_id, provider_id))
+    return _provider_read(await load_provider(repos, principal.org_id, provider_id))
 
 
 @router.post(
     "/appointment-types", status_code=status.HTTP_201_CREATED, response_model=AppointmentTypeRead
 )
 async def create_type(
-    body: AppointmentTypeCreate, principal: Manager, runtime: RuntimeDep, repo: RepoDep
+    body: AppointmentTypeCreate, principal: Manager, runtime: RuntimeDep, repos: ReposDep
 ) -> AppointmentTypeRead:
     """Add an appointment type to the organization's catalogue."""
     item = AppointmentType(
@@ -152,14 +153,14 @@ async def create_type(
         visit_category=body.visit_category,
         patient_kind=body.patient_kind,
     )
-    await repo.add_type(item, runtime.clock.now())
+    await repos.catalog.add_type(item, runtime.clock.now())
     return _type_read(item)
 
 
 @router.get("/appointment-types", response_model=AppointmentTypePage)
-async def list_types(principal: Reader, repo: RepoDep) -> AppointmentTypePage:
+async def list_types(principal: Reader, repos: ReposDep) -> AppointmentTypePage:
     """List the organization's active appointment types."""
-    items = await repo.list_types(principal.org_id)
+    items = await repos.catalog.list_types(principal.org_id)
     return AppointmentTypePage(items=[_type_read(t) for t in items], count=len(items))
 
 
@@ -173,27 +174,29 @@ async def add_availability(
     body: AvailabilityCreate,
     principal: Manager,
     runtime: RuntimeDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> AvailabilityRead:
     """Add a weekly window (local time at the location) to a provider's template."""
-    found = await load_provider(repo, principal.org_id, provider_id)
+    found = await load_provider(repos, principal.org_id, provider_id)
     principal.can_access_location(body.location_id)
     if not found.works_at(body.location_id):
         raise InvalidScheduling(f"Provider {provider_id} does not work at {body.location_id}.")
-    await zone_of(repo, principal.org_id, body.location_id)
+    await zone_of(repos, principal.org_id, body.location_id)
     try:
         window = WeeklyWindow(provider_id, body.location_id, body.weekday, body.start, body.end)
     except InvalidSchedule as exc:
         raise InvalidScheduling(str(exc)) from exc
-    window_id = await repo.add_window(principal.org_id, window, runtime.clock.now())
+    window_id = await repos.catalog.add_window(principal.org_id, window, runtime.clock.now())
     return _window_read(window_id, window)
 
 
 @router.get("/providers/{provider_id}/availability", response_model=ProviderSchedule)
-async def read_availability(provider_id: str, principal: Reader, repo: RepoDep) -> ProviderSchedule:
+async def read_availability(
+    provider_id: str, principal: Reader, repos: ReposDep
+) -> ProviderSchedule:
     """A provider's weekly template, every location."""
-    await load_provider(repo, principal.org_id, provider_id)
-    windows = await repo.provider_windows(principal.org_id, provider_id)
+    await load_provider(repos, principal.org_id, provider_id)
+    windows = await repos.catalog.provider_windows(principal.org_id, provider_id)
     return ProviderSchedule(
         provider_id=provider_id, windows=[_window_read(w.id, w.window) for w in windows]
     )
@@ -209,17 +212,19 @@ async def add_exception(
     body: ClosureCreate,
     principal: Manager,
     runtime: RuntimeDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ClosureRead:
     """Close dates for a provider: one location (holiday) or all of them (leave)."""
-    found = await load_provider(repo, principal.org_id, provider_id)
+    found = await load_provider(repos, principal.org_id, provider_id)
     # Leave closes every location the provider works at: all of them must be in scope.
     _scope_all(principal, [body.location_id] if body.location_id else list(found.location_ids))
     try:
         closure = Closure(provider_id, body.first_day, body.last_day, body.location_id)
     except InvalidSchedule as exc:
         raise InvalidScheduling(str(exc)) from exc
-    closure_id = await repo.add_closure(principal.org_id, closure, body.reason, runtime.clock.now())
+    closure_id = await repos.catalog.add_closure(
+        principal.org_id, closure, body.reason, runtime.clock.now()
+    )
     return ClosureRead(
         id=closure_id,
         provider_id=provider_id,
@@ -234,7 +239,7 @@ async def add_exception(
 async def list_slots(
     principal: Reader,
     runtime: RuntimeDep,
-    repo: RepoDep,
+    repos: ReposDep,
     appointment_type_id: str,
     location_id: str,
     from_: Annotated[datetime, Query(alias="from")],
@@ -243,12 +248,12 @@ async def list_slots(
 ) -> SlotPage:
     """Open slots of one appointment type at one location (optionally one provider)."""
     settings = settings_of(runtime)
-    kind = await load_type(repo, principal.org_id, appointment_type_id)
-    zone_name = await zone_of(repo, principal.org_id, location_id)
+    kind = await load_type(repos, principal.org_id, appointment_type_id)
+    zone_name = await zone_of(repos, principal.org_id, location_id)
     if provider_id is not None:
-        await load_provider(repo, principal.org_id, provider_id)
+        await load_provider(repos, principal.org_id, provider_id)
     slots = await compute_slots(
-        repo,
+        repos,
         principal.org_id,
         location_id=location_id,
         zone_name=zone_name,

@@ -8,7 +8,7 @@ from fastapi import Depends
 
 from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.service import SessionDep
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import Repositories, repositories
 
 READ, BOOK, MANAGE = "scheduling:read", "scheduling:book", "scheduling:manage"
 
@@ -19,8 +19,9 @@ Booker = Annotated[AuthenticatedPrincipal, Depends(require(BOOK, mfa=True))]
 Manager = Annotated[AuthenticatedPrincipal, Depends(require(MANAGE, mfa=True))]
 
 
-def repository(session: SessionDep) -> SchedulingRepository:
-    return SchedulingRepository(session)
+def _repositories(session: SessionDep) -> Repositories:
+    return repositories(session)
 
 
-RepoDep = Annotated[SchedulingRepository, Depends(repository)]
+# The request's repositories, on its session: the one way a route reaches the tables.
+ReposDep = Annotated[Repositories, Depends(_repositories)]

@@ -18,7 +18,7 @@ from careloop_kit.audit import AuditEntry, recorder_of, request_meta
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
 from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Manager, Reader, RepoDep
+from careloop_scheduling.api.common import Manager, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
     EffectiveReminders,
     EffectiveTouch,
@@ -38,7 +38,7 @@ from careloop_scheduling.domain.reminders import (
     QuietHours,
     TouchOverride,
 )
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.catalog import load_type
 from careloop_scheduling.usecases.common import InvalidScheduling
 
@@ -128,25 +128,23 @@ def _read(
 
 
 async def _chain(
-    repo: SchedulingRepository, org_id: str, level: Level, scope_id: str
+    repos: Repositories, org_id: str, level: Level, scope_id: str
 ) -> tuple[tuple[ReminderSettings | None, ...], ReminderSettings | None]:
     """The levels above and including this one (in resolve order), and this one's."""
-    org = await repo.reminder_settings(org_id, Level.ORGANIZATION)
+    org = await repos.reminder_settings.get(org_id, Level.ORGANIZATION)
     if level is Level.ORGANIZATION:
         return (org,), org
-    own = await repo.reminder_settings(org_id, level, scope_id)
+    own = await repos.reminder_settings.get(org_id, level, scope_id)
     if level is Level.LOCATION:
         return (org, own), own
     return (org, None, own), own
 
 
-async def _known_scope(
-    repo: SchedulingRepository, org_id: str, level: Level, scope_id: str
-) -> None:
-    if level is Level.LOCATION and await repo.get_location(org_id, scope_id) is None:
+async def _known_scope(repos: Repositories, org_id: str, level: Level, scope_id: str) -> None:
+    if level is Level.LOCATION and await repos.locations.get(org_id, scope_id) is None:
         raise NotFound(f"No location {scope_id} in scheduling: PUT /locations/{scope_id} first.")
     if level is Level.APPOINTMENT_TYPE:
-        await load_type(repo, org_id, scope_id)
+        await load_type(repos, org_id, scope_id)
 
 
 def _check_write_scope(principal: AuthenticatedPrincipal, level: Level, scope_id: str) -> None:
@@ -163,14 +161,14 @@ async def _get(
     principal: AuthenticatedPrincipal,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: SchedulingRepository,
+    repos: Repositories,
 ) -> ReminderSettingsRead:
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=[], resource_id=f"{level}:{scope_id}"
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        await _known_scope(repo, principal.org_id, level, scope_id)
-        chain, own = await _chain(repo, principal.org_id, level, scope_id)
+        await _known_scope(repos, principal.org_id, level, scope_id)
+        chain, own = await _chain(repos, principal.org_id, level, scope_id)
     return _read(level, scope_id or None, own, chain)
 
 
@@ -182,7 +180,7 @@ async def _put(
     principal: AuthenticatedPrincipal,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: SchedulingRepository,
+    repos: Repositories,
 ) -> ReminderSettingsRead:
     entry = AuditEntry(
         action="update",
@@ -192,21 +190,21 @@ async def _put(
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         _check_write_scope(principal, level, scope_id)
-        await _known_scope(repo, principal.org_id, level, scope_id)
+        await _known_scope(repos, principal.org_id, level, scope_id)
         settings = _to_domain(body)
-        await repo.put_reminder_settings(
+        await repos.reminder_settings.put(
             principal.org_id, level, scope_id, settings, runtime.clock.now()
         )
-        chain, own = await _chain(repo, principal.org_id, level, scope_id)
+        chain, own = await _chain(repos, principal.org_id, level, scope_id)
     return _read(level, scope_id or None, own, chain)
 
 
 @router.get("/reminder-settings", response_model=ReminderSettingsRead)
 async def read_org_reminder_settings(
-    request: Request, principal: Reader, runtime: RuntimeDep, session: SessionDep, repo: RepoDep
+    request: Request, principal: Reader, runtime: RuntimeDep, session: SessionDep, repos: ReposDep
 ) -> ReminderSettingsRead:
     """Read the organization's reminder settings and the effective sequence."""
-    return await _get(Level.ORGANIZATION, "", request, principal, runtime, session, repo)
+    return await _get(Level.ORGANIZATION, "", request, principal, runtime, session, repos)
 
 
 @router.put("/reminder-settings", response_model=ReminderSettingsRead)
@@ -216,10 +214,10 @@ async def put_org_reminder_settings(
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ReminderSettingsRead:
     """Replace the organization's reminder settings (applies to bookings made from now on)."""
-    return await _put(Level.ORGANIZATION, "", body, request, principal, runtime, session, repo)
+    return await _put(Level.ORGANIZATION, "", body, request, principal, runtime, session, repos)
 
 
 @router.get("/locations/{location_id}/reminder-settings", response_model=ReminderSettingsRead)
@@ -229,10 +227,10 @@ async def read_location_reminder_settings(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ReminderSettingsRead:
     """Read a location's reminder overrides and its effective sequence."""
-    return await _get(Level.LOCATION, location_id, request, principal, runtime, session, repo)
+    return await _get(Level.LOCATION, location_id, request, principal, runtime, session, repos)
 
 
 @router.put("/locations/{location_id}/reminder-settings", response_model=ReminderSettingsRead)
@@ -243,10 +241,12 @@ async def put_location_reminder_settings(
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ReminderSettingsRead:
     """Replace a location's reminder overrides."""
-    return await _put(Level.LOCATION, location_id, body, request, principal, runtime, session, repo)
+    return await _put(
+        Level.LOCATION, location_id, body, request, principal, runtime, session, repos
+    )
 
 
 @router.get("/appointment-types/{type_id}/reminder-settings", response_model=ReminderSettingsRead)
@@ -256,10 +256,10 @@ async def read_type_reminder_settings(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ReminderSettingsRead:
     """Read an appointment type's reminder overrides (effective: organization, then type)."""
-    return await _get(Level.APPOINTMENT_TYPE, type_id, request, principal, runtime, session, repo)
+    return await _get(Level.APPOINTMENT_TYPE, type_id, request, principal, runtime, session, repos)
 
 
 @router.put("/appointment-types/{type_id}/reminder-settings", response_model=ReminderSettingsRead)
@@ -270,9 +270,9 @@ async def put_type_reminder_settings(
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> ReminderSettingsRead:
     """Replace an appointment type's reminder overrides (most specific level)."""
     return await _put(
-        Level.APPOINTMENT_TYPE, type_id, body, request, principal, runtime, session, repo
+        Level.APPOINTMENT_TYPE, type_id, body, request, principal, runtime, session, repos
     )

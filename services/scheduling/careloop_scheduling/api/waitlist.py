@@ -23,7 +23,7 @@ from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, reque
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
 from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Booker, Reader, RepoDep
+from careloop_scheduling.api.common import Booker, Reader, ReposDep
 from careloop_scheduling.domain.appointment import AppointmentStatus
 from careloop_scheduling.domain.waitlist import (
     ACTIVE_ENTRY_STATUSES,
@@ -32,7 +32,7 @@ from careloop_scheduling.domain.waitlist import (
     WaitlistEntry,
     validate_window,
 )
-from careloop_scheduling.store.repository import new_id
+from careloop_scheduling.store.base import new_id
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling
 from careloop_scheduling.usecases.waitlist import waitlist_work
@@ -121,7 +121,7 @@ async def add_entry(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> WaitlistEntryRead:
     """Put a patient on a location's waitlist for an appointment type."""
     entry = AuditEntry(
@@ -130,12 +130,12 @@ async def add_entry(
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         principal.can_access_patient(body.patient_id, body.location_id)
         org_id = principal.org_id
-        kind = await load_type(repo, org_id, body.appointment_type_id)
+        kind = await load_type(repos, org_id, body.appointment_type_id)
         if not kind.active:
             raise InvalidScheduling(f"Appointment type {kind.id} is retired.")
-        zone = await zone_of(repo, org_id, body.location_id)
+        zone = await zone_of(repos, org_id, body.location_id)
         if body.provider_id is not None:
-            provider = await load_provider(repo, org_id, body.provider_id)
+            provider = await load_provider(repos, org_id, body.provider_id)
             if not provider.works_at(body.location_id):
                 raise InvalidScheduling(
                     f"Provider {provider.id} does not work at {body.location_id}."
@@ -145,7 +145,7 @@ async def add_entry(
         if why is not None:
             raise InvalidScheduling(why)
         if body.appointment_id is not None:
-            current = await repo.get_appointment(org_id, body.appointment_id)
+            current = await repos.appointments.get_appointment(org_id, body.appointment_id)
             if current is None or current.patient_id != body.patient_id:
                 raise NotFound(f"No appointment {body.appointment_id} of this patient.")
             if current.status not in (AppointmentStatus.BOOKED, AppointmentStatus.PROPOSED):
@@ -160,11 +160,11 @@ async def add_entry(
                 raise InvalidScheduling(
                     "The appointment to move must be of the same location and type."
                 )
-        if await repo.active_entry_exists(
+        if await repos.waitlist.active_entry_exists(
             org_id, body.patient_id, body.location_id, body.appointment_type_id
         ):
             raise Conflict("The patient is already on this waitlist.")
-        created = await repo.add_waitlist_entry(
+        created = await repos.waitlist.add_waitlist_entry(
             WaitlistEntry(
                 id=new_id(),
                 org_id=org_id,
@@ -191,7 +191,7 @@ async def list_entries(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
     patient_id: str | None = None,
     location_id: str | None = None,
     status_: Annotated[list[EntryStatus] | None, Query(alias="status")] = None,
@@ -212,7 +212,7 @@ async def list_entries(
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         patient_id, locations = principal.listing_scope(patient_id)
-        found = await repo.list_waitlist_entries(
+        found = await repos.waitlist.list_waitlist_entries(
             principal.org_id,
             patient_id=patient_id,
             location_id=location_id,
@@ -232,14 +232,14 @@ async def remove_entry(
     principal: Booker,
     runtime: RuntimeDep,
     session: SessionDep,
-    repo: RepoDep,
+    repos: ReposDep,
 ) -> WaitlistEntryRead:
     """Take an entry off the waitlist; its open offer, if any, is withdrawn."""
     audit = AuditEntry(
         action="delete", resource_type=RESOURCE, phi_categories=PHI, resource_id=entry_id
     )
     async with recorder_of(runtime).scope(session, principal, audit, **request_meta(request)):
-        found = await repo.get_waitlist_entry(principal.org_id, entry_id, for_update=True)
+        found = await repos.waitlist.get_waitlist_entry(principal.org_id, entry_id, for_update=True)
         if found is None:
             raise NotFound(f"No waitlist entry {entry_id} in this organization.")
         audit.patient_id = found.patient_id
@@ -250,6 +250,6 @@ async def remove_entry(
                 current_status=found.status.value,
             )
         await waitlist_work(runtime, session).withdraw(found)
-        removed = await repo.get_waitlist_entry(found.org_id, found.id)
+        removed = await repos.waitlist.get_waitlist_entry(found.org_id, found.id)
     assert removed is not None
     return entry_read(removed)

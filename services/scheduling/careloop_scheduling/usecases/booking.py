@@ -20,7 +20,8 @@ from careloop_kit.service import Runtime
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
-from careloop_scheduling.store.repository import SchedulingRepository, new_id
+from careloop_scheduling.store.base import new_id
+from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.catalog import zone_of
 from careloop_scheduling.usecases.common import settings_of
 from careloop_scheduling.usecases.events import appointment_fields, publish_change
@@ -31,14 +32,14 @@ from careloop_scheduling.usecases.timers import cancel_appointment_timers, timer
 
 
 async def plan_reminder_timers(
-    runtime: Runtime, session: AsyncSession, repo: SchedulingRepository, appt: Appointment
+    runtime: Runtime, session: AsyncSession, repos: Repositories, appt: Appointment
 ) -> None:
     """Schedule the new appointment's reminder timers and its no-show check in the
     booking's transaction."""
-    zone_name = await zone_of(repo, appt.org_id, appt.location_id)
+    zone_name = await zone_of(repos, appt.org_id, appt.location_id)
     timers = timers_of(runtime)
     await schedule_reminders(
-        timers, session, repo, appt, time_zone=zone_name, now=runtime.clock.now()
+        timers, session, repos, appt, time_zone=zone_name, now=runtime.clock.now()
     )
     await schedule_no_show_check(timers, session, appt, grace=no_show_grace(settings_of(runtime)))
 
@@ -46,7 +47,7 @@ async def plan_reminder_timers(
 async def book(
     runtime: Runtime,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     *,
     org_id: str,
     patient_id: str,
@@ -63,7 +64,7 @@ async def book(
     Raises `InvalidScheduling` (not a slot of the grid), `NotFound` (no such provider
     or type) and `SlotTaken` (someone holds that time)."""
     slot = await bookable_slot(
-        repo,
+        repos,
         runtime,
         org_id,
         provider_id=provider_id,
@@ -83,8 +84,8 @@ async def book(
         end_at=slot.end_at,
         status=AppointmentStatus.BOOKED,
     )
-    await repo.add_appointment(appt, now)
-    await plan_reminder_timers(runtime, session, repo, appt)
+    await repos.appointments.add_appointment(appt, now)
+    await plan_reminder_timers(runtime, session, repos, appt)
     await publish_change(
         runtime, session, AppointmentBooked(**appointment_fields(appt, now)), correlation_id
     )
@@ -94,7 +95,7 @@ async def book(
 async def apply_step(
     runtime: Runtime,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     current: Appointment,
     change: Callable[[Appointment], Appointment],
     event: type[AppointmentEvent],
@@ -109,12 +110,12 @@ async def apply_step(
     when it changed since it was read; the caller decides what that means."""
     changed = change(current)
     now = runtime.clock.now()
-    await repo.save_appointment(changed, previous_version=current.version, now=now)
+    await repos.appointments.save_appointment(changed, previous_version=current.version, now=now)
     if changed.status not in REMINDABLE_STATUSES:
         # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
         # check for a no-show. A confirmation keeps the status, so its later
         # reminders and its no-show check stay (see usecases.reminders).
-        await cancel_appointment_timers(timers_of(runtime), session, repo, changed.id)
+        await cancel_appointment_timers(timers_of(runtime), session, repos, changed.id)
     await publish_change(
         runtime,
         session,
@@ -127,7 +128,7 @@ async def apply_step(
 async def record_confirmation(
     runtime: Runtime,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     current: Appointment,
     *,
     correlation_id: str | None = None,
@@ -137,7 +138,7 @@ async def record_confirmation(
     return await apply_step(
         runtime,
         session,
-        repo,
+        repos,
         current,
         lifecycle.confirm,
         AppointmentConfirmed,
@@ -148,7 +149,7 @@ async def record_confirmation(
 async def reschedule_to(
     runtime: Runtime,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     old: Appointment,
     *,
     start_at: datetime,
@@ -165,7 +166,7 @@ async def reschedule_to(
     fails the request, the reply and waitlist paths run this in a savepoint)."""
     provider_id = provider_id or old.provider_id
     slot = await bookable_slot(
-        repo,
+        repos,
         runtime,
         old.org_id,
         provider_id=provider_id,
@@ -182,14 +183,14 @@ async def reschedule_to(
     )
     now = runtime.clock.now()
     # Free the old time first, so moving within an overlapping range is allowed.
-    await repo.save_appointment(cancelled, previous_version=old.version, now=now)
-    await repo.add_appointment(booked, now)
+    await repos.appointments.save_appointment(cancelled, previous_version=old.version, now=now)
+    await repos.appointments.add_appointment(booked, now)
     # The new appointment has its own id, hence its own timer keys: the old keys
     # (reminders and no-show check) are cancelled and can never fire, the new plan
     # starts from now (a confirmation of the new time, then the reminders before it)
     # and its no-show check follows the new start.
-    await cancel_appointment_timers(timers_of(runtime), session, repo, cancelled.id)
-    await plan_reminder_timers(runtime, session, repo, booked)
+    await cancel_appointment_timers(timers_of(runtime), session, repos, cancelled.id)
+    await plan_reminder_timers(runtime, session, repos, booked)
     events: list[AppointmentEvent] = [
         AppointmentCancelled(**appointment_fields(cancelled, now), rescheduled_to_id=booked.id),
         AppointmentBooked(**appointment_fields(booked, now), rescheduled_from_id=cancelled.id),

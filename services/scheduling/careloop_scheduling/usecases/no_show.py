@@ -28,7 +28,7 @@ from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.attendance import NO_SHOW_TIMER_KIND, no_show_key
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.events import appointment_fields, publish_change
 from careloop_scheduling.usecases.timers import cancel_appointment_timers, timers_of
 
@@ -47,7 +47,7 @@ def no_show_grace(settings: SchedulingSettings) -> timedelta:
 async def record_no_show(
     runtime: Runtime,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     current: Appointment,
     *,
     now: datetime,
@@ -62,9 +62,9 @@ async def record_no_show(
     holds the row lock and found it `booked`, neither can happen).
     """
     changed = lifecycle.no_show(current, now=now)
-    await repo.save_appointment(changed, previous_version=current.version, now=now)
+    await repos.appointments.save_appointment(changed, previous_version=current.version, now=now)
     await cancel_appointment_timers(
-        timers_of(runtime), session, repo, changed.id, sparing=firing_key
+        timers_of(runtime), session, repos, changed.id, sparing=firing_key
     )
     await publish_change(
         runtime, session, AppointmentNoShow(**appointment_fields(changed, now)), correlation_id
@@ -90,11 +90,11 @@ async def check_no_show(
 ) -> None:
     """The no-show check fired: mark the appointment `noshow` if it is still booked,
     audited under the service's own principal."""
-    repo = SchedulingRepository(session)
+    repos = repositories(session)
     # Locked for the change, without waiting: a request changing the appointment
     # right now (a check-in) holds the row and is about to cancel this timer, so
     # the attempt fails at once and the kit retries it later (by then cancelled).
-    appt = await repo.lock_appointment_nowait(org_id, appointment_id, exclusive=True)
+    appt = await repos.appointments.lock_appointment_nowait(org_id, appointment_id, exclusive=True)
     if appt is None or appt.status is not AppointmentStatus.BOOKED:
         # Arrived, cancelled, fulfilled, already missed, or never confirmed as
         # booked (proposed): nothing to mark. Lifecycle steps cancel this timer, so
@@ -103,7 +103,7 @@ async def check_no_show(
         return
     now = runtime.clock.now()
     changed = await record_no_show(
-        runtime, session, repo, appt, now=now, firing_key=no_show_key(appt.id)
+        runtime, session, repos, appt, now=now, firing_key=no_show_key(appt.id)
     )
     principal = Principal(
         actor_id=SYSTEM_ACTOR,

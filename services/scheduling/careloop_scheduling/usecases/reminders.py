@@ -34,7 +34,8 @@ from careloop_scheduling.domain.reminder_settings import (
 )
 from careloop_scheduling.domain.reminders import PlannedTouch, plan
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository
+from careloop_scheduling.store.locations import LocationInfo
+from careloop_scheduling.store.repository import Repositories, repositories
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ _LOCATIONS_INFO_KEY = "careloop_scheduling.reminder_locations"
 async def schedule_reminders(
     timers: Timers,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     appt: Appointment,
     *,
     time_zone: str,
@@ -53,9 +54,9 @@ async def schedule_reminders(
     """Plan the appointment's touches and schedule one timer each, in the caller's
     transaction. Preferences are left to messaging, which knows the patient's channels
     and opt-outs; scheduling only decides when."""
-    org = await repo.reminder_settings(appt.org_id, Level.ORGANIZATION)
-    at_location = await repo.reminder_settings(appt.org_id, Level.LOCATION, appt.location_id)
-    for_type = await repo.reminder_settings(
+    org = await repos.reminder_settings.get(appt.org_id, Level.ORGANIZATION)
+    at_location = await repos.reminder_settings.get(appt.org_id, Level.LOCATION, appt.location_id)
+    for_type = await repos.reminder_settings.get(
         appt.org_id, Level.APPOINTMENT_TYPE, appt.appointment_type_id
     )
     sequence, quiet = effective(org, at_location, for_type)
@@ -86,7 +87,7 @@ def practice_name_of(where: LocationInfo, settings: SchedulingSettings) -> str:
 
 
 async def _location(
-    session: AsyncSession, repo: SchedulingRepository, org_id: str, location_id: str
+    session: AsyncSession, repos: Repositories, org_id: str, location_id: str
 ) -> LocationInfo | None:
     """The location, read once per transaction: the worker fires a batch of timers in
     one transaction and most of a batch's appointments share a handful of locations."""
@@ -95,7 +96,7 @@ async def _location(
     )
     key = (org_id, location_id)
     if key not in cache:
-        cache[key] = await repo.get_location(org_id, location_id)
+        cache[key] = await repos.locations.get(org_id, location_id)
     return cache[key]
 
 
@@ -112,10 +113,10 @@ async def send_reminder(
 ) -> None:
     """Publish `ReminderDue` for a fired reminder touch, in the timer's transaction,
     unless the appointment is no longer active or its visit has begun."""
-    repo = SchedulingRepository(session)
+    repos = repositories(session)
     # Raises (the kit retries the timer later) while a request is changing the
     # appointment, so a reminder never races a cancellation that is committing.
-    appt = await repo.lock_appointment_nowait(org_id, appointment_id)
+    appt = await repos.appointments.lock_appointment_nowait(org_id, appointment_id)
     now = runtime.clock.now()
     if appt is None or appt.status not in REMINDABLE_STATUSES:
         log.info("reminder %s skipped: appointment no longer active", touch_key)
@@ -125,7 +126,7 @@ async def send_reminder(
         # for a visit already under way only confuses the patient.
         log.info("reminder %s skipped: the visit has started", touch_key)
         return
-    where = await _location(session, repo, appt.org_id, appt.location_id)
+    where = await _location(session, repos, appt.org_id, appt.location_id)
     if where is None:
         log.warning("reminder %s skipped: location unknown", touch_key)
         return

@@ -62,12 +62,9 @@ from careloop_scheduling.domain.reschedule_offer import (
     choose,
 )
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import (
-    SchedulingRepository,
-    SlotTaken,
-    StaleAppointment,
-    new_id,
-)
+from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
+from careloop_scheduling.store.base import new_id
+from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.booking import apply_step, record_confirmation, reschedule_to
 from careloop_scheduling.usecases.common import settings_of
 from careloop_scheduling.usecases.reminders import practice_name_of
@@ -131,7 +128,7 @@ class _Reply:
     runtime: Runtime
     settings: SchedulingSettings
     session: AsyncSession
-    repo: SchedulingRepository
+    repos: Repositories
     event: Answer
     correlation_id: str
 
@@ -164,7 +161,7 @@ async def _confirm(reply: _Reply, appt: Appointment) -> None:
         log.info("reply %s: appointment %s already confirmed", reply.event.reply_id, appt.id)
         return
     changed = await record_confirmation(
-        reply.runtime, reply.session, reply.repo, appt, correlation_id=reply.correlation_id
+        reply.runtime, reply.session, reply.repos, appt, correlation_id=reply.correlation_id
     )
     await reply.audit(changed, "update", "confirmed")
 
@@ -179,7 +176,7 @@ async def _cancel(reply: _Reply, appt: Appointment) -> None:
         changed = await apply_step(
             reply.runtime,
             reply.session,
-            reply.repo,
+            reply.repos,
             appt,
             lambda current: lifecycle.cancel(current, reason=PATIENT_CANCELLED),
             AppointmentCancelled,
@@ -194,9 +191,9 @@ async def _cancel(reply: _Reply, appt: Appointment) -> None:
 async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer | None:
     """Offer the next open slots of the appointment's type, provider and location;
     None (nothing published) when there is none."""
-    settings, repo = reply.settings, reply.repo
-    kind = await repo.get_type(appt.org_id, appt.appointment_type_id)
-    where = await repo.get_location(appt.org_id, appt.location_id)
+    settings, repos = reply.settings, reply.repos
+    kind = await repos.catalog.get_type(appt.org_id, appt.appointment_type_id)
+    where = await repos.locations.get(appt.org_id, appt.location_id)
     if kind is None or not kind.active or where is None:
         log.warning("reply %s: appointment %s cannot be rebooked", reply.event.reply_id, appt.id)
         return None
@@ -206,7 +203,7 @@ async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer 
     notice = max(settings.reschedule_min_notice_minutes, settings.min_booking_notice_minutes)
     earliest = now + timedelta(minutes=notice)
     slots = await compute_slots(
-        repo,
+        repos,
         appt.org_id,
         location_id=appt.location_id,
         zone_name=where.time_zone,
@@ -230,8 +227,8 @@ async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer 
         expires_at=now + timedelta(hours=settings.reschedule_offer_ttl_hours),
     )
     # One live offer per appointment: a number always refers to the latest message.
-    await repo.expire_open_offers(appt.org_id, appt.id)
-    await repo.add_offer(offer)
+    await repos.reschedule_offers.expire_open_offers(appt.org_id, appt.id)
+    await repos.reschedule_offers.add_offer(offer)
     await reply.runtime.outbox.add(
         reply.session,
         RescheduleOffered(
@@ -255,7 +252,7 @@ async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer 
 
 
 async def _choose(reply: _Reply, appt: Appointment) -> None:
-    offer = await reply.repo.latest_offer(appt.org_id, appt.id)
+    offer = await reply.repos.reschedule_offers.latest_offer(appt.org_id, appt.id)
     if offer is None:
         log.info("reply %s: no reschedule offer for %s", reply.event.reply_id, appt.id)
         return
@@ -266,7 +263,9 @@ async def _choose(reply: _Reply, appt: Appointment) -> None:
         return
     if isinstance(picked, Refusal):
         if picked is Refusal.EXPIRED and offer.status is OfferStatus.OPEN:
-            await reply.repo.set_offer_status(offer.org_id, offer.id, OfferStatus.EXPIRED)
+            await reply.repos.reschedule_offers.set_offer_status(
+                offer.org_id, offer.id, OfferStatus.EXPIRED
+            )
         log.info("reply %s: offer %s refused (%s)", reply.event.reply_id, offer.id, picked)
         await _offer(reply, appt, f"reschedule offered again ({picked.value})")
         return
@@ -278,7 +277,7 @@ async def _choose(reply: _Reply, appt: Appointment) -> None:
             _, booked = await reschedule_to(
                 reply.runtime,
                 reply.session,
-                reply.repo,
+                reply.repos,
                 appt,
                 start_at=picked,
                 correlation_id=reply.correlation_id,
@@ -289,7 +288,7 @@ async def _choose(reply: _Reply, appt: Appointment) -> None:
         log.info("reply %s: option %s not bookable: %r", reply.event.reply_id, picked, exc)
         await _offer(reply, appt, "reschedule offered again (option taken)")
         return
-    await reply.repo.set_offer_status(offer.org_id, offer.id, OfferStatus.USED)
+    await reply.repos.reschedule_offers.set_offer_status(offer.org_id, offer.id, OfferStatus.USED)
     # Two records: the trail of either appointment must show the patient moved it.
     await reply.audit(appt, "update", f"rescheduled to {booked.id}")
     await reply.audit(booked, "create", f"booked in place of {appt.id}")
@@ -303,10 +302,12 @@ async def apply_reply(
     if answer.intent == "accept" or answer.appointment_id is None:
         # A waitlist answer: the waitlist consumer (its own group) applies it.
         return
-    repo = SchedulingRepository(session)
+    repos = repositories(session)
     # Locked like a request's change, in the same order (appointment, then its
     # timers), so a reply and a staff action on the same visit serialize.
-    appt = await repo.get_appointment(answer.org_id, answer.appointment_id, for_update=True)
+    appt = await repos.appointments.get_appointment(
+        answer.org_id, answer.appointment_id, for_update=True
+    )
     if appt is None or appt.patient_id != answer.patient_id:
         log.warning(
             "reply %s ignored: appointment %s is not the patient's in org %s",
@@ -322,7 +323,7 @@ async def apply_reply(
         runtime=runtime,
         settings=settings_of(runtime),
         session=session,
-        repo=repo,
+        repos=repos,
         event=answer,
         correlation_id=correlation_id,
     )

@@ -9,7 +9,7 @@ from careloop_kit.service import Runtime
 from careloop_scheduling.domain.availability import Busy, InvalidSchedule, Slot, open_slots
 from careloop_scheduling.domain.catalog import AppointmentType, time_zone
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling, settings_of
 
@@ -20,7 +20,7 @@ def notice(settings: SchedulingSettings) -> timedelta:
 
 
 async def compute_slots(
-    repo: SchedulingRepository,
+    repos: Repositories,
     org_id: str,
     *,
     location_id: str,
@@ -35,14 +35,16 @@ async def compute_slots(
     """Open slots from the stored templates, closures and bookings."""
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidScheduling("`from` and `to` need a UTC offset, e.g. 2030-01-07T00:00:00Z.")
-    windows = [w.window for w in await repo.windows(org_id, location_id, provider_ids)]
+    windows = [w.window for w in await repos.catalog.windows(org_id, location_id, provider_ids)]
     providers = sorted({w.provider_id for w in windows})
     zone = time_zone(zone_name)
     # Closures are stored in local dates: widen the UTC range by a day on each side.
     first = (start - timedelta(days=1)).date()
     last = (end + timedelta(days=1)).date()
-    closures = [c.closure for c in await repo.closures(org_id, providers, first, last)]
-    busy: list[Busy] = [] if ignore_busy else await repo.busy(org_id, providers, start, end)
+    closures = [c.closure for c in await repos.catalog.closures(org_id, providers, first, last)]
+    busy: list[Busy] = (
+        [] if ignore_busy else await repos.appointments.busy(org_id, providers, start, end)
+    )
     try:
         return open_slots(
             windows=windows,
@@ -59,7 +61,7 @@ async def compute_slots(
 
 
 async def bookable_slot(
-    repo: SchedulingRepository,
+    repos: Repositories,
     runtime: Runtime,
     org_id: str,
     *,
@@ -72,17 +74,17 @@ async def bookable_slot(
 
     Whether it is still free is left to the database (the exclusion constraint), which
     alone can decide between two concurrent bookings."""
-    provider = await load_provider(repo, org_id, provider_id)
-    kind = await load_type(repo, org_id, type_id)
+    provider = await load_provider(repos, org_id, provider_id)
+    kind = await load_type(repos, org_id, type_id)
     if not kind.active:
         raise InvalidScheduling(f"Appointment type {type_id} is retired.")
     if not provider.works_at(location_id):
         raise InvalidScheduling(f"Provider {provider_id} does not work at {location_id}.")
-    zone_name = await zone_of(repo, org_id, location_id)
+    zone_name = await zone_of(repos, org_id, location_id)
     end_at = start_at + kind.duration
     wanted = Slot(provider_id, location_id, start_at, end_at)
     grid = await compute_slots(
-        repo,
+        repos,
         org_id,
         location_id=location_id,
         zone_name=zone_name,

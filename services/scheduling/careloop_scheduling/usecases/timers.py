@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime
-from careloop_scheduling.store.repository import SchedulingRepository
+from careloop_scheduling.store.repository import Repositories
 
 TIMERS_KEY = "scheduling_timers"
 
@@ -28,7 +28,7 @@ def appointment_key_prefix(appointment_id: str) -> str:
 async def cancel_appointment_timers(
     timers: Timers,
     session: AsyncSession,
-    repo: SchedulingRepository,
+    repos: Repositories,
     appointment_id: str,
     *,
     sparing: str | None = None,
@@ -40,7 +40,7 @@ async def cancel_appointment_timers(
     Looks the keys up rather than recomputing them, so a touch added or removed in the
     settings since the booking is cancelled all the same."""
     cancelled = 0
-    for key in await repo.pending_timer_keys(appointment_key_prefix(appointment_id)):
+    for key in await repos.timers.pending_keys(appointment_key_prefix(appointment_id)):
         if key != sparing:
             cancelled += await timers.cancel(session, key)
     return cancelled

@@ -62,13 +62,10 @@ from careloop_scheduling.domain.waitlist import (
     round_expiry,
 )
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import (
-    LocationInfo,
-    SchedulingRepository,
-    SlotTaken,
-    StaleAppointment,
-    new_id,
-)
+from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
+from careloop_scheduling.store.base import new_id
+from careloop_scheduling.store.locations import LocationInfo
+from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.booking import book, reschedule_to
 from careloop_scheduling.usecases.common import settings_of
 from careloop_scheduling.usecases.reminders import practice_name_of
@@ -101,7 +98,7 @@ class Waitlist:
     runtime: Runtime
     settings: SchedulingSettings
     session: AsyncSession
-    repo: SchedulingRepository
+    repos: Repositories
     correlation_id: str | None = None
 
     def now(self) -> datetime:
@@ -184,9 +181,9 @@ class Waitlist:
         """Close open offers; their entries go back to waiting (they still want a time)."""
         now = self.now()
         for offer in offers:
-            await self.repo.close_waitlist_offer(offer.id, status, now)
+            await self.repos.waitlist.close_waitlist_offer(offer.id, status, now)
             await self.publish_closed(offer, slot, where, _CLOSED_BY[status])
-        await self.repo.set_entry_status(
+        await self.repos.waitlist.set_entry_status(
             slot.org_id,
             [o.entry_id for o in offers],
             EntryStatus.WAITING,
@@ -197,15 +194,17 @@ class Waitlist:
     async def free(self, appt: Appointment) -> FreedSlot | None:
         """Open the cancelled appointment's time to the waitlist, unless it is taken
         again or too close to its start; None when nothing was opened."""
-        repo, now = self.repo, self.now()
+        repos, now = self.repos, self.now()
         if appt.start_at - now <= timedelta(minutes=self.settings.waitlist_min_notice_minutes):
             log.info("freed time of %s not offered: too close to the start", appt.id)
             return None
-        if await repo.busy(appt.org_id, [appt.provider_id], appt.start_at, appt.end_at):
+        if await repos.appointments.busy(
+            appt.org_id, [appt.provider_id], appt.start_at, appt.end_at
+        ):
             # Booked again already (or a reschedule moved it within its own time).
             log.info("freed time of %s not offered: taken again", appt.id)
             return None
-        where = await repo.get_location(appt.org_id, appt.location_id)
+        where = await repos.locations.get(appt.org_id, appt.location_id)
         if where is None:
             log.warning("freed time of %s not offered: location unknown", appt.id)
             return None
@@ -221,14 +220,14 @@ class Waitlist:
             source_patient_id=appt.patient_id,
             created_at=now,
         )
-        if not await repo.add_freed_slot(slot):
+        if not await repos.waitlist.add_freed_slot(slot):
             return None
         return await self.offer_round(slot, where)
 
     async def offer_round(self, slot: FreedSlot, where: LocationInfo) -> FreedSlot:
         """Offer the slot to the next entries in line and time the round; lapse it when
         nobody is left or it is too late."""
-        repo, settings, now = self.repo, self.settings, self.now()
+        repos, settings, now = self.repos, self.settings, self.now()
         expires = round_expiry(
             now,
             slot.start_at,
@@ -238,10 +237,10 @@ class Waitlist:
         chosen: list[WaitlistEntry] = []
         if expires is not None:
             zone = ZoneInfo(where.time_zone)
-            await repo.expire_entries_before(
+            await repos.waitlist.expire_entries_before(
                 slot.org_id, slot.location_id, now.astimezone(zone).date()
             )
-            candidates = await repo.waiting_entries(
+            candidates = await repos.waitlist.waiting_entries(
                 slot.org_id,
                 slot.location_id,
                 slot.appointment_type_id,
@@ -254,17 +253,17 @@ class Waitlist:
                     continue  # the visit it wanted moved earlier is gone
                 if matches(entry, slot, time_zone=where.time_zone, current_start=current_start):
                     matching.append(entry)
-            offered = [o.entry_id for o in await repo.slot_offers(slot.id)]
+            offered = [o.entry_id for o in await repos.waitlist.slot_offers(slot.id)]
             chosen = next_in_line(
                 matching, already_offered=offered, batch=settings.waitlist_offer_batch
             )
         if expires is None or not chosen:
             lapsed = replace(slot, status=SlotStatus.LAPSED)
-            await repo.update_freed_slot(lapsed, now)
+            await repos.waitlist.update_freed_slot(lapsed, now)
             log.info("freed slot %s lapsed after %d round(s)", slot.id, slot.round)
             return lapsed
         current = replace(slot, round=slot.round + 1)
-        await repo.update_freed_slot(current, now)
+        await repos.waitlist.update_freed_slot(current, now)
         for entry in chosen:
             offer = WaitlistOffer(
                 id=new_id(),
@@ -276,7 +275,7 @@ class Waitlist:
                 created_at=now,
                 expires_at=expires,
             )
-            await repo.add_waitlist_offer(offer)
+            await repos.waitlist.add_waitlist_offer(offer)
             await self.publish(
                 WaitlistSlotOffered(
                     offer_id=offer.id,
@@ -300,7 +299,9 @@ class Waitlist:
                 resource_id=entry.id,
                 detail=f"offered freed slot {slot.id} (offer {offer.id})",
             )
-        await repo.set_entry_status(slot.org_id, [e.id for e in chosen], EntryStatus.OFFERED, now)
+        await repos.waitlist.set_entry_status(
+            slot.org_id, [e.id for e in chosen], EntryStatus.OFFERED, now
+        )
         await timers_of(self.runtime).schedule(
             self.session,
             WAITLIST_TIMER_KIND,
@@ -315,7 +316,7 @@ class Waitlist:
         booked; None for an entry without one (or whose visit is gone)."""
         if entry.appointment_id is None:
             return None
-        appt = await self.repo.get_appointment(entry.org_id, entry.appointment_id)
+        appt = await self.repos.appointments.get_appointment(entry.org_id, entry.appointment_id)
         if appt is None or appt.status not in REMINDABLE_STATUSES:
             return None
         return appt.start_at
@@ -324,18 +325,18 @@ class Waitlist:
         """The round's expiry: its unanswered offers close, the next entries get theirs."""
         if slot.status is not SlotStatus.OPEN or slot.round != round_number:
             return
-        where = await self.repo.get_location(slot.org_id, slot.location_id)
+        where = await self.repos.locations.get(slot.org_id, slot.location_id)
         if where is None:
             return
-        unanswered = await self.repo.slot_offers(slot.id, status=OfferStatus.OPEN)
+        unanswered = await self.repos.waitlist.slot_offers(slot.id, status=OfferStatus.OPEN)
         await self.close_offers(unanswered, OfferStatus.EXPIRED, slot, where)
         await self.offer_round(slot, where)
 
     async def accept(self, event: ReplyReceivedV2, offer_id: str) -> None:
         """A patient's `Y` to offer `offer_id`: book the slot if the offer is still
         good, else say it is gone."""
-        repo = self.repo
-        found = await repo.get_waitlist_offer(event.org_id, offer_id)
+        repos = self.repos
+        found = await repos.waitlist.get_waitlist_offer(event.org_id, offer_id)
         if found is None or found.patient_id != event.patient_id:
             log.warning(
                 "accept %s ignored: offer %s is not the patient's in org %s",
@@ -346,11 +347,11 @@ class Waitlist:
             return
         # The slot first: every acceptance of this slot serializes here, so the second
         # of two simultaneous ones reads the slot filled.
-        slot = await repo.get_freed_slot(found.org_id, found.slot_id, lock=True)
-        offer = await repo.get_waitlist_offer(found.org_id, found.id, for_update=True)
+        slot = await repos.waitlist.get_freed_slot(found.org_id, found.slot_id, lock=True)
+        offer = await repos.waitlist.get_waitlist_offer(found.org_id, found.id, for_update=True)
         if slot is None or offer is None:
             return
-        where = await repo.get_location(slot.org_id, slot.location_id)
+        where = await repos.locations.get(slot.org_id, slot.location_id)
         if where is None:
             return
         verdict = answer(offer, slot, self.now())
@@ -360,8 +361,8 @@ class Waitlist:
         if verdict is Answer.LATE:
             if offer.status is OfferStatus.OPEN:
                 # Expired but the round timer has not run yet: close it now.
-                await repo.close_waitlist_offer(offer.id, OfferStatus.EXPIRED, self.now())
-                await repo.set_entry_status(
+                await repos.waitlist.close_waitlist_offer(offer.id, OfferStatus.EXPIRED, self.now())
+                await repos.waitlist.set_entry_status(
                     offer.org_id,
                     [offer.entry_id],
                     EntryStatus.WAITING,
@@ -379,7 +380,9 @@ class Waitlist:
                 by_patient=True,
             )
             return
-        entry = await repo.get_waitlist_entry(offer.org_id, offer.entry_id, for_update=True)
+        entry = await repos.waitlist.get_waitlist_entry(
+            offer.org_id, offer.entry_id, for_update=True
+        )
         if entry is None:
             return
         try:
@@ -391,16 +394,18 @@ class Waitlist:
         except (SlotTaken, StaleAppointment, InvalidTransition, ProblemError) as exc:
             log.info("accept %s: slot %s not bookable: %r", event.reply_id, slot.id, exc)
             await self.close_offers(
-                await repo.slot_offers(slot.id, status=OfferStatus.OPEN),
+                await repos.waitlist.slot_offers(slot.id, status=OfferStatus.OPEN),
                 OfferStatus.TAKEN,
                 slot,
                 where,
             )
-            await repo.update_freed_slot(replace(slot, status=SlotStatus.LAPSED), self.now())
+            await repos.waitlist.update_freed_slot(
+                replace(slot, status=SlotStatus.LAPSED), self.now()
+            )
             await timers_of(self.runtime).cancel(self.session, round_key(slot.id, slot.round))
             return
         now = self.now()
-        await repo.update_freed_slot(
+        await repos.waitlist.update_freed_slot(
             replace(
                 slot,
                 status=SlotStatus.FILLED,
@@ -409,12 +414,12 @@ class Waitlist:
             ),
             now,
         )
-        await repo.close_waitlist_offer(offer.id, OfferStatus.ACCEPTED, now)
-        await repo.set_entry_status(
+        await repos.waitlist.close_waitlist_offer(offer.id, OfferStatus.ACCEPTED, now)
+        await repos.waitlist.set_entry_status(
             entry.org_id, [entry.id], EntryStatus.BOOKED, now, booked_appointment_id=booked.id
         )
         await self.publish_closed(offer, slot, where, "accepted", appointment_id=booked.id)
-        others = await repo.slot_offers(slot.id, status=OfferStatus.OPEN)
+        others = await repos.waitlist.slot_offers(slot.id, status=OfferStatus.OPEN)
         await self.close_offers(others, OfferStatus.TAKEN, slot, where)
         await timers_of(self.runtime).cancel(self.session, round_key(slot.id, slot.round))
         via = f"by {event.via} acceptance of waitlist offer {offer.id}"
@@ -441,7 +446,7 @@ class Waitlist:
     async def free_time_of(self, org_id: str, appointment_id: str) -> FreedSlot | None:
         """A time was freed (a cancellation, or the old half of a reschedule): offer it
         if the appointment is indeed cancelled."""
-        appt = await self.repo.get_appointment(org_id, appointment_id)
+        appt = await self.repos.appointments.get_appointment(org_id, appointment_id)
         if appt is None or appt.status is not AppointmentStatus.CANCELLED:
             return None
         return await self.free(appt)
@@ -450,32 +455,36 @@ class Waitlist:
         """A round's expiry timer fired: end the round if the slot is still in it."""
         # Without waiting: an acceptance holding the slot is about to fill it and cancel
         # this timer; the kit retries the attempt later.
-        slot = await self.repo.get_freed_slot(org_id, slot_id, lock=True, nowait=True)
+        slot = await self.repos.waitlist.get_freed_slot(org_id, slot_id, lock=True, nowait=True)
         if slot is not None:
             await self.end_round(slot, round_number)
 
     async def withdraw(self, entry: WaitlistEntry) -> None:
         """Take a locked entry off the waitlist; its open offers are withdrawn."""
-        repo = self.repo
-        for offer in await repo.open_offers_of_entry(entry.org_id, entry.id):
-            slot = await repo.get_freed_slot(entry.org_id, offer.slot_id)
-            where = await repo.get_location(entry.org_id, entry.location_id)
+        repos = self.repos
+        for offer in await repos.waitlist.open_offers_of_entry(entry.org_id, entry.id):
+            slot = await repos.waitlist.get_freed_slot(entry.org_id, offer.slot_id)
+            where = await repos.locations.get(entry.org_id, entry.location_id)
             if slot is not None and where is not None:
                 await self.close_offers([offer], OfferStatus.WITHDRAWN, slot, where)
-        await repo.set_entry_status(entry.org_id, [entry.id], EntryStatus.REMOVED, self.now())
+        await repos.waitlist.set_entry_status(
+            entry.org_id, [entry.id], EntryStatus.REMOVED, self.now()
+        )
 
     async def _book(self, entry: WaitlistEntry, slot: FreedSlot) -> tuple[Appointment, str | None]:
         """Book the slot for the entry's patient (or move the entry's appointment into
         it): the new appointment and the id of the one it replaces, if any."""
-        runtime, session, repo = self.runtime, self.session, self.repo
+        runtime, session, repos = self.runtime, self.session, self.repos
         if entry.appointment_id is not None:
-            old = await repo.get_appointment(entry.org_id, entry.appointment_id, for_update=True)
+            old = await repos.appointments.get_appointment(
+                entry.org_id, entry.appointment_id, for_update=True
+            )
             if old is None or old.patient_id != entry.patient_id:
                 raise InvalidTransition("the appointment to move is gone")
             _, booked = await reschedule_to(
                 runtime,
                 session,
-                repo,
+                repos,
                 old,
                 start_at=slot.start_at,
                 provider_id=slot.provider_id,
@@ -487,7 +496,7 @@ class Waitlist:
         appt = await book(
             runtime,
             session,
-            repo,
+            repos,
             org_id=entry.org_id,
             patient_id=entry.patient_id,
             provider_id=slot.provider_id,
@@ -508,6 +517,6 @@ def waitlist_work(
         runtime=runtime,
         settings=settings_of(runtime),
         session=session,
-        repo=SchedulingRepository(session),
+        repos=repositories(session),
         correlation_id=correlation_id,
     )

@@ -1,0 +1,345 @@
+"""The waitlist: entries, freed slots and the offers made of them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from careloop_scheduling.domain.waitlist import (
+    EntryStatus,
+    FreedSlot,
+    PartOfDay,
+    SlotStatus,
+    WaitlistEntry,
+    WaitlistOffer,
+)
+from careloop_scheduling.domain.waitlist import OfferStatus as WaitlistOfferStatus
+from careloop_scheduling.store.base import Repository
+from careloop_scheduling.store.tables import (
+    waitlist_entry,
+    waitlist_offer,
+    waitlist_slot,
+)
+
+
+class WaitlistRepository(Repository):
+    """Waitlist entries, the freed slots offered to them and the offers made."""
+
+    async def add_waitlist_entry(self, entry: WaitlistEntry, now: datetime) -> WaitlistEntry:
+        """Insert an entry; returns it with its waitlist position."""
+        position = await self._session.scalar(
+            insert(waitlist_entry)
+            .values(
+                id=entry.id,
+                org_id=entry.org_id,
+                patient_id=entry.patient_id,
+                location_id=entry.location_id,
+                appointment_type_id=entry.appointment_type_id,
+                provider_id=entry.provider_id,
+                earliest_date=entry.earliest_date,
+                latest_date=entry.latest_date,
+                weekdays=None if entry.weekdays is None else list(entry.weekdays),
+                parts_of_day=(
+                    None if entry.parts_of_day is None else [p.value for p in entry.parts_of_day]
+                ),
+                appointment_id=entry.appointment_id,
+                status=entry.status.value,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(waitlist_entry.c.position)
+        )
+        return replace(entry, position=int(position or 0), created_at=now)
+
+    async def get_waitlist_entry(
+        self, org_id: str, entry_id: str, *, for_update: bool = False
+    ) -> WaitlistEntry | None:
+        query = select(waitlist_entry).where(
+            waitlist_entry.c.org_id == org_id, waitlist_entry.c.id == entry_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
+        return None if row is None else _entry(row._mapping)
+
+    async def list_waitlist_entries(
+        self,
+        org_id: str,
+        *,
+        patient_id: str | None,
+        location_id: str | None,
+        locations: Collection[str] | None,
+        statuses: Collection[EntryStatus],
+        limit: int,
+    ) -> list[WaitlistEntry]:
+        """Entries in waitlist order (first in first)."""
+        conditions: list[Any] = [
+            waitlist_entry.c.org_id == org_id,
+            waitlist_entry.c.status.in_([s.value for s in statuses]),
+        ]
+        if patient_id is not None:
+            conditions.append(waitlist_entry.c.patient_id == patient_id)
+        if location_id is not None:
+            conditions.append(waitlist_entry.c.location_id == location_id)
+        if locations is not None:
+            conditions.append(waitlist_entry.c.location_id.in_(list(locations)))
+        rows = (
+            await self._session.execute(
+                select(waitlist_entry)
+                .where(*conditions)
+                .order_by(waitlist_entry.c.position)
+                .limit(limit)
+            )
+        ).all()
+        return [_entry(r._mapping) for r in rows]
+
+    async def active_entry_exists(
+        self, org_id: str, patient_id: str, location_id: str, type_id: str
+    ) -> bool:
+        found = await self._session.scalar(
+            select(waitlist_entry.c.id)
+            .where(
+                waitlist_entry.c.org_id == org_id,
+                waitlist_entry.c.patient_id == patient_id,
+                waitlist_entry.c.location_id == location_id,
+                waitlist_entry.c.appointment_type_id == type_id,
+                waitlist_entry.c.status.in_([EntryStatus.WAITING.value, EntryStatus.OFFERED.value]),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def waiting_entries(
+        self, org_id: str, location_id: str, type_id: str, *, on_or_after: date
+    ) -> list[WaitlistEntry]:
+        """Waiting entries of one location and type whose window has not ended, in
+        waitlist order, locked (skipping none: a concurrent round waits) so an entry is
+        never offered two slots at once."""
+        rows = (
+            await self._session.execute(
+                select(waitlist_entry)
+                .where(
+                    waitlist_entry.c.org_id == org_id,
+                    waitlist_entry.c.location_id == location_id,
+                    waitlist_entry.c.appointment_type_id == type_id,
+                    waitlist_entry.c.status == EntryStatus.WAITING.value,
+                    waitlist_entry.c.latest_date >= on_or_after,
+                )
+                .order_by(waitlist_entry.c.position)
+                .with_for_update()
+            )
+        ).all()
+        return [_entry(r._mapping) for r in rows]
+
+    async def set_entry_status(
+        self,
+        org_id: str,
+        entry_ids: Collection[str],
+        status: EntryStatus,
+        now: datetime,
+        *,
+        only_if: EntryStatus | None = None,
+        booked_appointment_id: str | None = None,
+    ) -> None:
+        if not entry_ids:
+            return
+        query = update(waitlist_entry).where(
+            waitlist_entry.c.org_id == org_id, waitlist_entry.c.id.in_(list(entry_ids))
+        )
+        if only_if is not None:
+            query = query.where(waitlist_entry.c.status == only_if.value)
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if booked_appointment_id is not None:
+            values["booked_appointment_id"] = booked_appointment_id
+        await self._session.execute(query.values(**values))
+
+    async def expire_entries_before(self, org_id: str, location_id: str, day: date) -> None:
+        """Entries whose window ended before `day` leave the list."""
+        await self._session.execute(
+            update(waitlist_entry)
+            .where(
+                waitlist_entry.c.org_id == org_id,
+                waitlist_entry.c.location_id == location_id,
+                waitlist_entry.c.status == EntryStatus.WAITING.value,
+                waitlist_entry.c.latest_date < day,
+            )
+            .values(status=EntryStatus.EXPIRED.value)
+        )
+
+    async def add_freed_slot(self, slot: FreedSlot) -> bool:
+        """Insert; False when this appointment's time was already freed (the
+        cancellation and the reschedule event of one move both report it)."""
+        inserted = await self._session.scalar(
+            pg_insert(waitlist_slot)
+            .values(
+                id=slot.id,
+                org_id=slot.org_id,
+                provider_id=slot.provider_id,
+                location_id=slot.location_id,
+                appointment_type_id=slot.appointment_type_id,
+                start_at=slot.start_at,
+                end_at=slot.end_at,
+                source_appointment_id=slot.source_appointment_id,
+                source_patient_id=slot.source_patient_id,
+                status=slot.status.value,
+                round=slot.round,
+                created_at=slot.created_at,
+                updated_at=slot.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=[waitlist_slot.c.source_appointment_id])
+            .returning(waitlist_slot.c.id)
+        )
+        return inserted is not None
+
+    async def get_freed_slot(
+        self, org_id: str, slot_id: str, *, lock: bool = False, nowait: bool = False
+    ) -> FreedSlot | None:
+        """The slot; `lock`: locked for a change (`nowait`: raise at once if held)."""
+        query = select(waitlist_slot).where(
+            waitlist_slot.c.org_id == org_id, waitlist_slot.c.id == slot_id
+        )
+        if lock:
+            query = query.with_for_update(nowait=nowait)
+        row = (await self._session.execute(query)).first()
+        return None if row is None else _slot(row._mapping)
+
+    async def update_freed_slot(self, slot: FreedSlot, now: datetime) -> None:
+        await self._session.execute(
+            update(waitlist_slot)
+            .where(waitlist_slot.c.org_id == slot.org_id, waitlist_slot.c.id == slot.id)
+            .values(
+                status=slot.status.value,
+                round=slot.round,
+                filled_by_entry_id=slot.filled_by_entry_id,
+                appointment_id=slot.appointment_id,
+                updated_at=now,
+            )
+        )
+
+    async def add_waitlist_offer(self, offer: WaitlistOffer) -> None:
+        await self._session.execute(
+            insert(waitlist_offer).values(
+                id=offer.id,
+                org_id=offer.org_id,
+                slot_id=offer.slot_id,
+                entry_id=offer.entry_id,
+                patient_id=offer.patient_id,
+                round=offer.round,
+                status=offer.status.value,
+                created_at=offer.created_at,
+                expires_at=offer.expires_at,
+            )
+        )
+
+    async def get_waitlist_offer(
+        self, org_id: str, offer_id: str, *, for_update: bool = False
+    ) -> WaitlistOffer | None:
+        query = select(waitlist_offer).where(
+            waitlist_offer.c.org_id == org_id, waitlist_offer.c.id == offer_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
+        return None if row is None else _waitlist_offer(row._mapping)
+
+    async def slot_offers(
+        self, slot_id: str, *, status: WaitlistOfferStatus | None = None
+    ) -> list[WaitlistOffer]:
+        """Every offer made of the slot (or those in `status`), in waitlist order: by
+        round, then by the entry's place in line (offers of one round share a creation
+        time, so that alone would leave their order, and the order of the events they
+        close with, to chance)."""
+        query = (
+            select(waitlist_offer)
+            .join(waitlist_entry, waitlist_entry.c.id == waitlist_offer.c.entry_id)
+            .where(waitlist_offer.c.slot_id == slot_id)
+        )
+        if status is not None:
+            query = query.where(waitlist_offer.c.status == status.value)
+        rows = (
+            await self._session.execute(
+                query.order_by(waitlist_offer.c.round, waitlist_entry.c.position)
+            )
+        ).all()
+        return [_waitlist_offer(r._mapping) for r in rows]
+
+    async def open_offers_of_entry(self, org_id: str, entry_id: str) -> list[WaitlistOffer]:
+        rows = (
+            await self._session.execute(
+                select(waitlist_offer).where(
+                    waitlist_offer.c.org_id == org_id,
+                    waitlist_offer.c.entry_id == entry_id,
+                    waitlist_offer.c.status == WaitlistOfferStatus.OPEN.value,
+                )
+            )
+        ).all()
+        return [_waitlist_offer(r._mapping) for r in rows]
+
+    async def close_waitlist_offer(
+        self, offer_id: str, status: WaitlistOfferStatus, now: datetime
+    ) -> None:
+        await self._session.execute(
+            update(waitlist_offer)
+            .where(waitlist_offer.c.id == offer_id)
+            .values(status=status.value, closed_at=now)
+        )
+
+
+def _entry(m: Any) -> WaitlistEntry:
+    return WaitlistEntry(
+        id=m["id"],
+        org_id=m["org_id"],
+        patient_id=m["patient_id"],
+        location_id=m["location_id"],
+        appointment_type_id=m["appointment_type_id"],
+        earliest_date=m["earliest_date"],
+        latest_date=m["latest_date"],
+        created_at=m["created_at"],
+        provider_id=m["provider_id"],
+        weekdays=None if m["weekdays"] is None else tuple(m["weekdays"]),
+        parts_of_day=(
+            None if m["parts_of_day"] is None else tuple(PartOfDay(p) for p in m["parts_of_day"])
+        ),
+        appointment_id=m["appointment_id"],
+        status=EntryStatus(m["status"]),
+        booked_appointment_id=m["booked_appointment_id"],
+        position=m["position"],
+    )
+
+
+def _slot(m: Any) -> FreedSlot:
+    return FreedSlot(
+        id=m["id"],
+        org_id=m["org_id"],
+        provider_id=m["provider_id"],
+        location_id=m["location_id"],
+        appointment_type_id=m["appointment_type_id"],
+        start_at=m["start_at"],
+        end_at=m["end_at"],
+        source_appointment_id=m["source_appointment_id"],
+        source_patient_id=m["source_patient_id"],
+        created_at=m["created_at"],
+        status=SlotStatus(m["status"]),
+        round=m["round"],
+        filled_by_entry_id=m["filled_by_entry_id"],
+        appointment_id=m["appointment_id"],
+    )
+
+
+def _waitlist_offer(m: Any) -> WaitlistOffer:
+    return WaitlistOffer(
+        id=m["id"],
+        org_id=m["org_id"],
+        slot_id=m["slot_id"],
+        entry_id=m["entry_id"],
+        patient_id=m["patient_id"],
+        round=m["round"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        status=WaitlistOfferStatus(m["status"]),
+    )
