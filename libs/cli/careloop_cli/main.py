@@ -110,7 +110,7 @@ def audit_verify(
 ) -> None:
     """Verify the audit hash chain and its signed checkpoint; names the first bad record."""
     from careloop_audit.settings import AuditSettings
-    from careloop_audit.verification import verify_trail
+    from careloop_audit.usecases.verification import verify_trail
 
     report = asyncio.run(verify_trail(load_settings("audit", AuditSettings)))
     data = report.model_dump(mode="json")

@@ -22,7 +22,7 @@ from careloop_contracts import AccessRecorded
 from careloop_kit.auth.principal import Principal
 from careloop_kit.bus.outbox import Outbox
 from careloop_kit.clock import Clock, SystemClock
-from careloop_kit.problems import ProblemError
+from careloop_kit.errors import ProblemError
 
 AUDIT_RECORDER_KEY = "audit"
 """Where every service runtime keeps its `AuditRecorder` (`runtime.state[...]`)."""

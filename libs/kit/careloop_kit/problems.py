@@ -12,6 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from careloop_kit.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    Unauthorized,
+)
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://careloop.dev/problems/"
 
@@ -50,40 +59,16 @@ VALIDATION_PROBLEM_SCHEMA: dict[str, Any] = {
 
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
-
-class ProblemError(Exception):
-    """A business error that carries its HTTP status; subclass per kind."""
-
-    status: int = 400
-    title: str = "Bad request"
-    slug: str = "bad-request"
-
-    def __init__(self, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
-
-
-class NotFound(ProblemError):
-    status, title, slug = 404, "Not found", "not-found"
-
-
-class Conflict(ProblemError):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class Forbidden(ProblemError):
-    status, title, slug = 403, "Forbidden", "forbidden"
-
-
-class Unauthorized(ProblemError):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-
-class DependencyUnavailable(ProblemError):
-    """A database, broker or Vault is unreachable: refuse work rather than half-do it."""
-
-    status, title, slug = 503, "Service unavailable", "dependency-unavailable"
+__all__ = [
+    "Conflict",
+    "DependencyUnavailable",
+    "Forbidden",
+    "NotFound",
+    "ProblemError",
+    "Unauthorized",
+    "install_problem_handlers",
+    "problem_response",
+]
 
 
 def problem_response(

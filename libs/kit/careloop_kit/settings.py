@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from careloop_contracts.platform import TOKEN_ISSUER
+
 # Values that only ever make sense on a developer's machine. Production refuses them.
 LOCAL_DEVELOPMENT_PLACEHOLDER = "local-development-only"
 
@@ -82,7 +84,7 @@ class KitSettings(BaseSettings):
         "http://127.0.0.1:8103/.well-known/jwks.json",
         description="Identity's JWKS document, used to verify access tokens.",
     )
-    auth_issuer: str = Field("careloop-identity", description="Expected `iss` of access tokens.")
+    auth_issuer: str = Field(TOKEN_ISSUER, description="Expected `iss` of access tokens.")
     auth_audience: str = Field("careloop", description="Expected `aud` of access tokens.")
     auth_jwks_ttl_s: int = Field(300, description="Seconds the JWKS document is cached.")
     otel_exporter_otlp_endpoint: str | None = Field(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import hvac
 import requests
 
-from careloop_kit.problems import DependencyUnavailable
+from careloop_kit.errors import DependencyUnavailable
 
 if TYPE_CHECKING:
     from careloop_kit.settings import KitSettings

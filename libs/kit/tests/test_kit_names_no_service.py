@@ -31,9 +31,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # OpenTelemetry semantic conventions for messaging systems (Kafka spans).
     ("bus/consumer.py", "messaging.system"): "OpenTelemetry attribute, not the service",
     ("bus/consumer.py", "messaging.message.id"): "OpenTelemetry attribute, not the service",
-    # Default token issuer in the settings; careloop_contracts.platform.TOKEN_ISSUER is the
-    # one source and settings.py should read it from there.
-    ("settings.py", "careloop-identity"): "the token issuer's default; to read TOKEN_ISSUER",
 }
 
 

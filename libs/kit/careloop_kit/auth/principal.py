@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
-if TYPE_CHECKING:
-    from careloop_kit.problems import Forbidden
+from careloop_kit.errors import Forbidden
 
 ActorType = Literal["user", "service", "partner", "patient", "system"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -37,17 +36,6 @@ class BreakGlassGrant:
     def active_at(self, now: float) -> bool:
         """Whether the grant still holds at `now` (epoch seconds; no leeway)."""
         return now < self.expires_at
-
-
-def _forbidden(detail: str) -> Forbidden:
-    """The 403 a failed object check raises.
-
-    `careloop_kit.problems` brings FastAPI with it, and this module must stay importable
-    from a service's pure `domain/`, so the error class is loaded only when a check fails.
-    """
-    from careloop_kit.problems import Forbidden
-
-    return Forbidden(detail)
 
 
 @dataclass(frozen=True)
@@ -125,7 +113,7 @@ class AuthenticatedPrincipal(Principal):
         location of the organization)."""
         if self.is_patient:
             if patient_id is not None and patient_id != self.patient_id:
-                raise _forbidden("A patient account may only access its own record.")
+                raise Forbidden("A patient account may only access its own record.")
             return self.patient_id or "-", None
         if ALL_LOCATIONS in self.locations:
             return patient_id, None
@@ -170,13 +158,13 @@ class AuthenticatedPrincipal(Principal):
     def can_access_org(self, org_id: str) -> bool:
         """True, or `Forbidden` for another tenant's resource."""
         if not self.allows_org(org_id):
-            raise _forbidden("This resource belongs to another organization.")
+            raise Forbidden("This resource belongs to another organization.")
         return True
 
     def can_access_location(self, location_id: str | None) -> bool:
         """True, or `Forbidden` when the location is outside the caller's scope."""
         if not self.allows_location(location_id):
-            raise _forbidden("This location is outside your access scope.")
+            raise Forbidden("This location is outside your access scope.")
         return True
 
     def can_access_patient(
@@ -191,6 +179,6 @@ class AuthenticatedPrincipal(Principal):
             self.allows_patient_by_grant(patient_id)
         ):
             if self.is_patient:
-                raise _forbidden("A patient account may only access its own record.")
-            raise _forbidden("This patient is outside your location scope.")
+                raise Forbidden("A patient account may only access its own record.")
+            raise Forbidden("This patient is outside your location scope.")
         return True

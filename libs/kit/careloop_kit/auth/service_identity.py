@@ -43,7 +43,7 @@ from careloop_kit.auth.jwks import b64url_encode
 from careloop_kit.auth.permissions import service_subject
 from careloop_kit.auth.tokens import DEFAULT_ISSUER
 from careloop_kit.clock import Clock, SystemClock
-from careloop_kit.problems import DependencyUnavailable
+from careloop_kit.errors import DependencyUnavailable
 from careloop_kit.vault import Vault, VaultUnavailable
 
 JWT_BEARER_GRANT_TYPE: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"

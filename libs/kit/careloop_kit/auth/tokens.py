@@ -27,7 +27,7 @@ from careloop_kit.auth.jwks import JwksError, JwksSource, b64url_decode
 from careloop_kit.auth.principal import BreakGlassGrant
 from careloop_kit.auth.revocation import DEFAULT_MAX_TOKEN_LIFETIME_S, RevokedSessions
 from careloop_kit.clock import Clock, SystemClock
-from careloop_kit.problems import Unauthorized
+from careloop_kit.errors import Unauthorized
 
 ALLOWED_ALGORITHMS: Final = frozenset({"EdDSA"})
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a token type, not a secret
