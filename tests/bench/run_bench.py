@@ -116,7 +116,8 @@ from careloop_scheduling.domain.catalog import (
 )
 from careloop_scheduling.domain.reminder_settings import TIMER_KIND as REMINDER_TIMER_KIND
 from careloop_scheduling.store import tables as scheduling_tables
-from careloop_scheduling.store.repository import LocationInfo, SchedulingRepository
+from careloop_scheduling.store.locations import LocationInfo
+from careloop_scheduling.store.repository import repositories
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
@@ -1068,16 +1069,16 @@ async def seed_reminder_timers(
     began = time.perf_counter()
     try:
         async with sessionmaker() as session, session.begin():
-            repo = SchedulingRepository(session)
-            await repo.set_location(
+            repos = repositories(session)
+            await repos.locations.put(
                 org_id,
                 LocationInfo(REMINDER_LOCATION, "America/New_York", PRACTICE_NAME, False),
                 now,
             )
-            await repo.add_provider(
+            await repos.catalog.add_provider(
                 Provider(provider_id, org_id, "Dr. Bench", (REMINDER_LOCATION,)), now
             )
-            await repo.add_type(
+            await repos.catalog.add_type(
                 AppointmentType(
                     type_id,
                     org_id,
