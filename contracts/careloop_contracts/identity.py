@@ -1,7 +1,9 @@
-"""Events of the identity service (topic ``careloop.identity``, keyed by user id)."""
+"""Events of the identity service (topic ``careloop.identity``): session, role and
+break-glass events keyed by user id, location events keyed by location id."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
@@ -73,3 +75,73 @@ class UserRolesChanged(Event):
     locations_after: list[Id] = Field(description='Location scope after ("*" = all).')
     sessions_ended: int = Field(ge=0, description="Open sessions the change ended.")
     changed_at: UtcDatetime = Field(description="When the change was made (UTC).")
+
+
+LocationFeature = Literal["reminders", "two_way_confirmation", "waitlist", "self_scheduling"]
+"""The per-location feature switches, each named after the workflow it turns on or off."""
+
+LOCATION_FEATURES: tuple[LocationFeature, ...] = (
+    "reminders",
+    "two_way_confirmation",
+    "waitlist",
+    "self_scheduling",
+)
+"""Every switch a location may set. A switch that is absent is on: a new location runs
+every workflow until an administrator turns one off (a location may go live with some
+workflows first)."""
+
+
+def feature_enabled(features: Mapping[str, bool], name: LocationFeature) -> bool:
+    """Whether the workflow `name` runs at a location with these switches (absent: on)."""
+    return bool(features.get(name, True))
+
+
+class _LocationState(Event):
+    """The whole of a location's shared state, as both location events carry it: a
+    consumer keeps its view by replacing what it holds with the newest event's fields."""
+
+    key_fields = ("location_id",)
+
+    org_id: Id = Field(description="Organization (tenant) of the location.")
+    location_id: Id = Field(description="The location.")
+    name: str = Field(max_length=200, description="The location's display name.")
+    time_zone: str = Field(max_length=64, description="IANA time zone, e.g. America/Chicago.")
+    sensitive: bool = Field(
+        description=(
+            "A sensitive (behavioural-health) location: its appointments, messages and "
+            "notes are visible only to staff scoped to it, and messages use a neutral "
+            "sender name."
+        )
+    )
+    features: dict[str, bool] = Field(
+        description=(
+            "Feature switches by name (reminders, two_way_confirmation, waitlist, "
+            "self_scheduling); a switch not named is on."
+        )
+    )
+    occurred_at: UtcDatetime = Field(
+        description=(
+            "When identity made the change (UTC). A consumer never lets an event older "
+            "than the one it applied last overwrite its view."
+        )
+    )
+
+
+class LocationCreated(_LocationState):
+    """Emitted when an administrator adds a location to an organization, in the same
+    transaction. Carries the location's name, zone, sensitivity and feature switches
+    (no PHI). Keyed by location id so one location's events stay in order."""
+
+    event_type = "careloop.identity.location.created.v1"
+    topic = "careloop.identity"
+
+
+class LocationChanged(_LocationState):
+    """Emitted when an administrator changes a location (name, address, sensitivity,
+    feature switches), in the same transaction. Carries the location's whole state after
+    the change, not a difference, so a consumer that missed an event catches up with the
+    next one. The address is not carried: no other service needs it. Keyed by location
+    id."""
+
+    event_type = "careloop.identity.location.changed.v1"
+    topic = "careloop.identity"

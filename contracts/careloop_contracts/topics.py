@@ -83,13 +83,16 @@ TOPICS: dict[str, TopicSpec] = {
             cleanup_policy="delete",
             owner="identity",
             key=(
-                "Per event: session events by user id; access records by patient id "
-                "(org id when no patient)."
+                "Per event: session, role and break-glass events by user id; location "
+                "events by location id; access records by patient id (org id when no "
+                "patient)."
             ),
             description=(
                 "Session revocations (logout, refresh-token reuse), which every service "
-                "that verifies access tokens consumes, and the access records of the "
-                "identity service (logins, failures, lockouts, MFA changes)."
+                "that verifies access tokens consumes, locations created and changed "
+                "(zone, sensitivity, feature switches), which scheduling keeps its view "
+                "from, and the access records of the identity service (logins, "
+                "failures, lockouts, MFA changes)."
             ),
         ),
         TopicSpec(
@@ -176,6 +179,15 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             name="waitlist",
             topics=("careloop.scheduling", "careloop.messaging"),
             description="Freed slots offered to the waitlist, and patients' acceptances.",
+        ),
+        ConsumerGroupSpec(
+            service="scheduling",
+            name="locations",
+            topics=("careloop.identity",),
+            description=(
+                "Identity's location events: the zone, name, sensitivity and feature "
+                "switches scheduling plans and authorizes with."
+            ),
         ),
         ConsumerGroupSpec(
             service="messaging",

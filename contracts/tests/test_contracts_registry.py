@@ -35,7 +35,13 @@ from careloop_contracts import (
     parse,
     registry,
 )
-from careloop_contracts.identity import BreakGlassGranted, UserRolesChanged
+from careloop_contracts.identity import (
+    BreakGlassGranted,
+    LocationChanged,
+    LocationCreated,
+    UserRolesChanged,
+    feature_enabled,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +53,8 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.audit.access.recorded.v1": AccessRecorded,
         "careloop.audit.checkpoint.signed.v1": AuditCheckpointSigned,
         "careloop.identity.break_glass.granted.v1": BreakGlassGranted,
+        "careloop.identity.location.changed.v1": LocationChanged,
+        "careloop.identity.location.created.v1": LocationCreated,
         "careloop.identity.session.revoked.v1": SessionRevoked,
         "careloop.identity.user.roles_changed.v1": UserRolesChanged,
         "careloop.messaging.message.failed.v1": MessageFailed,
@@ -244,3 +252,19 @@ def test_subclassing_a_concrete_event_needs_a_new_type() -> None:
         assert registry()["careloop.patients.patient.registered.v2"] is PatientRegisteredV2
         assert PatientRegisteredV2.event_version == 2
     assert "careloop.patients.patient.registered.v2" not in registry()
+
+
+def test_location_events_are_keyed_by_location_and_switches_default_on() -> None:
+    event = LocationChanged(
+        org_id="org-1",
+        location_id="loc-7",
+        name="North Clinic",
+        time_zone="America/Chicago",
+        sensitive=True,
+        features={"reminders": False},
+        occurred_at=NOW,
+    )
+    assert event.partition_key() == "loc-7"
+    assert parse(event.event_type, event.to_json()) == event
+    assert not feature_enabled(event.features, "reminders")
+    assert feature_enabled(event.features, "waitlist")
