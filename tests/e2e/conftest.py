@@ -14,6 +14,7 @@ how many lines and values were checked either way.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -160,6 +161,12 @@ def register(slice_apps: Slice) -> Callable[[dict[str, object]], Awaitable[str]]
 # --- the log scan -------------------------------------------------------------------
 
 _WORD_EDGE_BEFORE, _WORD_EDGE_AFTER = r"(?<!\w)", r"(?!\w)"
+_SET_BY_THE_CODE = frozenset({"time", "level", "logger", "service", "trace_id", "span_id"})
+"""Fields of a production log line that the logging set-up fills, never data: a given
+name `Trace` is not leaked by the logger `opentelemetry.sdk.trace.export`."""
+_NOT_OURS = ("mail.log",)
+"""Loggers of the stand-ins for outside systems: aiosmtpd, the SMTP server the messaging
+tests deliver to, logs each recipient as any mail server does. Not a Careloop log."""
 _PHONE_RUN = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
 _MIN_TEXT, _MIN_PHONE_DIGITS = 3, 7
 """Shorter names (a given name `V1`) match version tags and words; they identify no one."""
@@ -314,7 +321,7 @@ class _ScanHandler(logging.Handler):
         )
 
     def handle(self, record: logging.LogRecord) -> bool:
-        if not self._scan.active:
+        if not self._scan.active or record.name.startswith(_NOT_OURS):
             return False
         return self._production.handle(record)
 
@@ -367,8 +374,24 @@ class LogScan:
             self._undo.pop()()
 
     def leaks(self) -> list[Leak]:
-        found = [leak for source, line in self.lines for leak in self.registry.find(source, line)]
+        found = [
+            Leak(leak.source, leak.kind, leak.value, line)
+            for source, line in self.lines
+            for leak in self.registry.find(source, _data_of(line))
+        ]
         return list({(leak.source, leak.value, leak.line): leak for leak in found}.values())
+
+
+def _data_of(line: str) -> str:
+    """What of a kept line can carry data: a JSON log line without the fields the
+    logging set-up fills; any other line whole."""
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(fields, dict):
+        return line
+    return "\n".join(str(v) for k, v in fields.items() if k not in _SET_BY_THE_CODE)
 
 
 def _teeing_popen(scan: LogScan, base: type[subprocess.Popen[Any]]) -> type[Any]:
@@ -472,6 +495,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         scan.active = False
 
 
+def _origin(leak: Leak) -> str:
+    try:
+        fields = json.loads(leak.line)
+    except ValueError:
+        return leak.source
+    return f"logger {fields.get('logger')}" if isinstance(fields, dict) else leak.source
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     scan = session.config.stash.get(_SCAN, None)
     if scan is None:
@@ -490,7 +521,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     write = reporter.write_line if reporter is not None else print
     write("")
     write(summary)
-    for leak in leaks[:50]:
-        write(f"  PHI ({leak.kind} {leak.value!r}) in {leak.source}: {leak.line[:300]}")
+    # One entry per value and place, so a noisy one cannot hide the others.
+    grouped: dict[tuple[str, str, str], list[Leak]] = {}
+    for leak in leaks:
+        grouped.setdefault((leak.kind, leak.value, _origin(leak)), []).append(leak)
+    for (kind, value, origin), same in list(grouped.items())[:50]:
+        write(
+            f"  PHI ({kind} {value!r}) in {origin}, {len(same)} lines, first: {same[0].line[:300]}"
+        )
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from careloop_kit.telemetry import REDACTED, redact
+
 from .conftest import LogScan
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +105,19 @@ def test_phones_are_compared_by_their_digits_and_names_as_whole_words(scan: LogS
         assert scan.registry.find("log", text) == [], text
 
 
+def test_only_what_a_line_carries_is_scanned_not_the_fields_the_set_up_fills(
+    scan: LogScan,
+) -> None:
+    scan.registry.add_body({"name": {"family": "Synthetic", "given": ["Trace"]}})
+
+    logging.getLogger("opentelemetry.sdk.trace.export").warning("Processor is already shutdown")
+    logging.getLogger("mail.log").warning("recip: trace@example.org")
+    logging.getLogger("careloop.e2e.logscan.trace").warning("patient Synthetic")
+
+    assert [(leak.kind, leak.value) for leak in scan.leaks()] == [("name", "synthetic")]
+    assert not any("mail.log" in line for _, line in scan.lines)
+
+
 def test_the_production_redaction_keeps_a_searched_phone_out_of_the_kept_line(
     scan: LogScan,
 ) -> None:
@@ -115,6 +130,43 @@ def test_the_production_redaction_keeps_a_searched_phone_out_of_the_kept_line(
     assert len(kept) == 1
     assert "/patients?[redacted]" in kept[0]
     assert scan.leaks() == []
+
+
+@pytest.mark.parametrize(
+    ("line", "kept", "gone"),
+    [
+        (
+            'HTTP Request: GET http://10.0.0.5:8101/patients?phone=5550100 "HTTP/1.1 200 OK"',
+            "http://10.0.0.5:8101/patients?",
+            "5550100",
+        ),
+        ('127.0.0.1:5000 - "GET /patients?email=a%40b.org HTTP/1.1" 200', "/patients?", "a%40b"),
+        ("postgresql+asyncpg://careloop:s3cret@db:5432/patients", "careloop:", "s3cret"),
+        ("{'authorization': 'Bearer abc.def', 'host': 'x'}", "'host': 'x'", "abc.def"),
+        ("(b'cookie', b'sid=42; theme=dark')", "b'cookie'", "sid=42"),
+        ("X-Twilio-Signature: AbCd0123+/=", "X-Twilio-Signature", "AbCd0123"),
+        ("token eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl seen", "seen", "eyJzdWIi"),
+        ("vault said hvs.CAESIJ0abcdefghijklmnop", "vault said", "CAESIJ0"),
+    ],
+)
+def test_the_redaction_keeps_the_line_and_drops_queries_and_credentials(
+    line: str, kept: str, gone: str
+) -> None:
+    redacted = redact(line)
+
+    assert kept in redacted
+    assert gone not in redacted
+    assert REDACTED in redacted
+
+
+def test_ordinary_lines_pass_the_redaction_unchanged() -> None:
+    for line in [
+        "signed audit checkpoint at size 12",
+        "authorization failed for patients:read",
+        "is /readyz ok? yes",
+        "reply r-1: appointment a-2 already confirmed",
+    ]:
+        assert redact(line) == line
 
 
 def test_what_a_watched_subprocess_writes_to_its_pipes_is_scanned(scan: LogScan) -> None:

@@ -8,13 +8,14 @@ credential-bearing header reaches a log line.
    whatever `log_level` says (`QUIET_LIBRARIES`): `httpx` and `httpcore` log every
    request with its query string at INFO, `uvicorn.access` every request target,
    `urllib3` (under hvac) every Vault path, `sqlalchemy.engine` statements with their
-   parameters, `aiokafka` and `faststream` message metadata.
+   parameters, `aiokafka` and `faststream` message metadata, `aiosmtplib` the SMTP
+   conversation (recipients).
 2. A second wall on the root handler, `RedactingFilter`, rewrites every record before it
    is formatted: the query of any URL or request target becomes `?[redacted]`, the
    password of a URL's user info `[redacted]`, and the values of credential headers
-   (`CREDENTIAL_HEADERS`), `Bearer`/`Basic` credentials and JWT-shaped strings
-   `[redacted]`, in the message, its arguments, the exception and stack text and string
-   extras. A record logged by a library the cap does not name is caught here.
+   (`CREDENTIAL_HEADERS`), `Bearer`/`Basic` credentials, JWT-shaped strings and Vault
+   tokens `[redacted]`, in the message, its arguments, the exception and stack text
+   and string extras. A record logged by a library the cap does not name is caught.
 3. Our own log calls name ids, counts and states, never request bodies or PHI values;
    an exception whose text embeds a URL is logged through the same filter.
 4. APIs take PHI in request bodies, never in URLs (`POST /patients/_search`, as FHIR
@@ -48,6 +49,7 @@ QUIET_LIBRARIES = (
     "sqlalchemy.pool",
     "aiokafka",
     "faststream",
+    "aiosmtplib",
 )
 """Loggers that write URLs, headers or payloads below WARNING: capped at WARNING."""
 
@@ -80,6 +82,7 @@ _SCHEME_CREDENTIAL = re.compile(
     r"\b(?P<head>(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_VAULT_TOKEN = re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{16,}")
 
 # Attributes every LogRecord has; anything else was passed as `extra=`.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -99,7 +102,8 @@ def redact(text: str) -> str:
     text = _USERINFO.sub(rf"\g<head>:{REDACTED}@", text)
     text = _HEADER.sub(rf"\g<head>{REDACTED}", text)
     text = _SCHEME_CREDENTIAL.sub(rf"\g<head>{REDACTED}", text)
-    return _JWT.sub(REDACTED, text)
+    text = _JWT.sub(REDACTED, text)
+    return _VAULT_TOKEN.sub(REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -16,8 +15,8 @@ from careloop_gateway.api.proxy import router as proxy_router
 from careloop_gateway.api.state import STATE_KEY, Gateway
 from careloop_gateway.domain.ratelimit import RateLimiter, VerifiedTokens
 from careloop_gateway.settings import GatewaySettings
-from careloop_gateway.store.repository import IdempotencyRepository
 from careloop_gateway.store.tables import metadata, platform
+from careloop_gateway.usecases import idempotency
 from careloop_kit.auth.jwks import JwksSource
 from careloop_kit.clock import Clock
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
@@ -67,9 +66,7 @@ def build_spec(settings: GatewaySettings) -> ServiceSpec:
     async def purge_expired_keys(runtime: Runtime, stop: asyncio.Event) -> None:
         """Delete idempotency records past their lifetime, every few minutes."""
         while not stop.is_set():
-            expired_before = runtime.clock.now() - timedelta(seconds=settings.idempotency_ttl_s)
-            async with runtime.sessionmaker() as session, session.begin():
-                purged = await IdempotencyRepository(session).purge_expired(expired_before)
+            purged = await idempotency.purge_expired_keys(runtime, settings.idempotency_ttl_s)
             if purged:
                 log.info("purged %d expired idempotency records", purged)
             with contextlib.suppress(TimeoutError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from urllib.parse import quote
 
 import httpx
@@ -47,7 +46,7 @@ from careloop_gateway.domain.idempotency import (
     should_store,
     validate_key,
 )
-from careloop_gateway.store.repository import IdempotencyRepository
+from careloop_gateway.usecases.idempotency import claim_key, complete_key, release_key
 from careloop_kit.problems import ProblemError
 from careloop_kit.service import Runtime
 
@@ -178,21 +177,8 @@ async def _idempotent(
     fingerprint: str,
 ) -> Response:
     """Forward a POST at most once per (principal, key); replay its stored answer after."""
-    settings = gateway.settings
     principal = principal_key(request)
-    now = runtime.clock.now()
-    # A replica that died mid-request leaves its claim in progress; after this long the
-    # key is taken over rather than answering 409 until it expires.
-    lease = timedelta(seconds=2 * settings.upstream_timeout_s + 30)
-    async with runtime.sessionmaker() as session, session.begin():
-        existing = await IdempotencyRepository(session).claim(
-            principal,
-            key,
-            fingerprint,
-            now=now,
-            expired_before=now - timedelta(seconds=settings.idempotency_ttl_s),
-            abandoned_before=now - lease,
-        )
+    existing = await claim_key(runtime, gateway.settings, principal, key, fingerprint)
     if existing is not None:
         outcome = decide(existing, fingerprint)
         if outcome is Outcome.MISMATCH:
@@ -207,28 +193,18 @@ async def _idempotent(
             existing.status_code or 200, existing.headers, existing.body or b"", replayed=True
         )
 
-    async def release() -> None:
-        async with runtime.sessionmaker() as session, session.begin():
-            await IdempotencyRepository(session).release(principal, key)
-
     try:
         status_code, headers, body = await _forward_buffered(gateway, target, service)
     except BaseException:
         # No final answer: free the key so the client's retry is forwarded again.
-        await asyncio.shield(release())
+        await asyncio.shield(release_key(runtime, principal, key))
         raise
     if should_store(status_code):
-        async with runtime.sessionmaker() as session, session.begin():
-            await IdempotencyRepository(session).complete(
-                principal,
-                key,
-                status_code=status_code,
-                headers=headers,
-                body=body,
-                now=runtime.clock.now(),
-            )
+        await complete_key(
+            runtime, principal, key, status_code=status_code, headers=headers, body=body
+        )
     else:
-        await release()
+        await release_key(runtime, principal, key)
     return _buffered_response(status_code, headers, body)
 
 

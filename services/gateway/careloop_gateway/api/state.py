@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from fastapi import Request
 
 from careloop_gateway.domain.ratelimit import RateLimiter, VerifiedTokens
 from careloop_gateway.settings import GatewaySettings
+from careloop_gateway.usecases.openapi import OpenApiCache
 from careloop_kit.service import Runtime
 
 STATE_KEY = "gateway"
-
-
-@dataclass
-class OpenApiCache:
-    document: dict[str, Any] | None = None
-    built_at: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
