@@ -266,3 +266,59 @@ async def test_feature_switches_change_one_at_a_time(
     assert changed.json()["features"] == {"reminders": True, "referrals": True}
     assert changed.json()["sensitive"] is True
     assert missing.status_code == 404
+
+
+LOCATION_CREATED = "careloop.identity.location.created.v1"
+LOCATION_CHANGED = "careloop.identity.location.changed.v1"
+
+
+async def test_locations_are_announced_with_their_whole_state(
+    identity: httpx.AsyncClient, identity_settings: IdentitySettings, clock: FrozenClock
+) -> None:
+    account = await make_account(identity, ["front_desk"], clock=clock, marker="locev")
+    org = account.org_id
+    created = await identity.post(
+        f"/organizations/{org}/locations",
+        json={"name": "Harbor Counseling", "time_zone": "America/Denver", "sensitive": True},
+        headers=account.admin.headers,
+    )
+    location_id = created.json()["id"]
+    changed = await identity.patch(
+        f"/organizations/{org}/locations/{location_id}",
+        json={"time_zone": "America/Phoenix", "features": {"waitlist": False}},
+        headers=account.admin.headers,
+    )
+    bad_zone = await identity.patch(
+        f"/organizations/{org}/locations/{location_id}",
+        json={"time_zone": "Mars/Olympus"},
+        headers=account.admin.headers,
+    )
+
+    assert created.status_code == 201, created.text
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["time_zone"] == "America/Phoenix"
+    assert bad_zone.status_code == 422
+    records = await wait_for_records(
+        identity_settings.kafka_bootstrap,
+        f"{identity_settings.topic_prefix}careloop.identity",
+        lambda rs: any(
+            header(r, "ce_type") == LOCATION_CHANGED and r.key == location_id.encode()
+            for r in rs
+        ),
+    )
+    mine = [
+        (header(r, "ce_type"), json.loads(r.value))
+        for r in records
+        if r.key == location_id.encode()
+    ]
+    assert [kind for kind, _ in mine] == [LOCATION_CREATED, LOCATION_CHANGED]
+    (_, first), (_, second) = mine
+    assert first["org_id"] == org
+    assert first["name"] == "Harbor Counseling"
+    assert first["time_zone"] == "America/Denver"
+    assert first["sensitive"] is True
+    assert first["features"] == {}
+    assert "address" not in first
+    assert second["time_zone"] == "America/Phoenix"
+    assert second["sensitive"] is True
+    assert second["features"] == {"waitlist": False}

@@ -171,8 +171,8 @@ async def update_location(
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> LocationRead:
-    """Rename a location, change its address or sensitivity, or switch features on and
-    off (a location can go live with reminders first and add workflows later)."""
+    """Rename a location, change its address, zone or sensitivity, or switch features on
+    and off (a location can go live with reminders first and add workflows later)."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude_none=True)
     updated = await steps.update_location(
         runtime, session, principal, org_id, location_id, changes, meta=request_meta(request)

@@ -67,17 +67,27 @@ class LocationCreate(_In):
     )
     features: dict[FeatureName, bool] = Field(
         default_factory=dict,
-        description='Feature switches, e.g. `{"reminders": true, "referrals": false}`.',
+        description=(
+            'Feature switches, e.g. `{"reminders": true, "waitlist": false}`; a switch not '
+            "named is on."
+        ),
     )
 
 
 class LocationUpdate(_In):
     name: Name | None = None
     address: AddressIn | None = None
+    time_zone: str | None = Field(
+        default=None, description="IANA time zone, e.g. `America/Chicago`.", max_length=64
+    )
     sensitive: bool | None = None
     features: dict[FeatureName, bool] | None = Field(
         default=None,
-        description="Feature switches to set; switches not named keep their value.",
+        description=(
+            "Feature switches to set; switches not named keep their value, and a switch "
+            "never set is on. Scheduling honours `reminders`, `two_way_confirmation`, "
+            "`waitlist` and `self_scheduling`."
+        ),
     )
 
 

@@ -9,6 +9,11 @@ its scope.
 A role change ends the user's open sessions (their tokens carry the old roles) and is
 announced with the old and new assignment; the last org admin cannot be demoted, so an
 organization never locks itself out of its own administration.
+
+Identity owns locations: creating or changing one publishes `LocationCreated` /
+`LocationChanged` (the location's whole state: name, zone, sensitivity, feature
+switches) through the outbox in the same transaction, and other services keep their
+view of locations from those events only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.identity import UserRolesChanged
+from careloop_contracts.identity import LocationChanged, LocationCreated, UserRolesChanged
 from careloop_identity.domain.locations import InvalidTimeZone, validate_time_zone
 from careloop_identity.domain.password import WeakPassword, check_password
 from careloop_identity.domain.roles import (
@@ -211,6 +216,18 @@ async def read_organization(
 # --- locations ----------------------------------------------------------------------
 
 
+def _location_state(stored: StoredLocation) -> dict[str, Any]:
+    """The fields both location events carry (never the address: no one else needs it)."""
+    return {
+        "org_id": stored.org_id,
+        "location_id": stored.id,
+        "name": stored.name,
+        "time_zone": stored.time_zone,
+        "sensitive": stored.sensitive,
+        "features": dict(stored.features),
+    }
+
+
 async def create_location(
     runtime: Runtime,
     session: AsyncSession,
@@ -220,7 +237,7 @@ async def create_location(
     *,
     meta: RequestMeta,
 ) -> StoredLocation:
-    """Add a location to the organization (its time zone checked)."""
+    """Add a location to the organization (its time zone checked), announced."""
     own_organization(principal, org_id)
     repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
@@ -239,6 +256,12 @@ async def create_location(
         created_at=runtime.clock.now(),
     )
     await repo.add_location(stored)
+    await runtime.outbox.add(
+        session,
+        LocationCreated(**_location_state(stored), occurred_at=stored.created_at),
+        org_id=org_id,
+        location_id=stored.id,
+    )
     await audit(
         runtime,
         session,
@@ -271,17 +294,33 @@ async def update_location(
     *,
     meta: RequestMeta,
 ) -> StoredLocation:
-    """Change a location's fields; feature switches not named keep their value."""
+    """Change a location's fields (its zone checked); feature switches not named keep
+    their value. A change is announced with the location's whole new state."""
     own_organization(principal, org_id)
     repo = IdentityRepository(session)
     stored = await repo.get_location(org_id, location_id, for_update=True)
     if stored is None:
         raise NotFound(f"No location {location_id} in this organization.")
     changes = dict(changes)
+    if "time_zone" in changes:
+        try:
+            changes["time_zone"] = validate_time_zone(changes["time_zone"])
+        except InvalidTimeZone as exc:
+            raise Invalid(str(exc)) from exc
     if "features" in changes:
         changes["features"] = {**stored.features, **changes["features"]}
     if changes:
         await repo.update_location(org_id, location_id, changes)
+        changed = await repo.get_location(org_id, location_id)
+        assert changed is not None
+        # The row is locked since the read above, so the next change of this location
+        # takes its time after this one's: `occurred_at` orders one location's events.
+        await runtime.outbox.add(
+            session,
+            LocationChanged(**_location_state(changed), occurred_at=runtime.clock.now()),
+            org_id=org_id,
+            location_id=location_id,
+        )
         await audit(
             runtime,
             session,
