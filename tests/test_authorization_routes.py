@@ -22,7 +22,7 @@ pytestmark = pytest.mark.unit
 
 # Served by FastAPI itself or by the kit for every service: no PHI, no tenant data.
 FRAMEWORK_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+    {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 )
 
 # Routes that are public by design, per service: (method, path).
@@ -141,6 +141,7 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/patients/{patient_id}"): {"patients:read"},
             ("PATCH", "/patients/{patient_id}"): {"patients:update"},
             ("GET", "/patients"): {"patients:search"},
+            ("POST", "/patients/_search"): {"patients:search"},
             ("POST", "/patients/{patient_id}/merge"): {"patients:merge"},
         },
         "audit": {

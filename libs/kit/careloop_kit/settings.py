@@ -90,8 +90,9 @@ class KitSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         description=(
-            "OTLP/HTTP endpoint traces are exported to (an OpenTelemetry collector, e.g. "
-            "`http://otel-collector:4318`); unset: traces stay in the process."
+            "OTLP/HTTP endpoint traces (`/v1/traces`) and metrics (`/v1/metrics`) are exported "
+            "to (an OpenTelemetry collector, e.g. `http://otel-collector:4318`); unset: traces "
+            "stay in the process and metrics are served on `/metrics` only."
         ),
     )
     log_level: str = Field("INFO", description="Root log level.")
