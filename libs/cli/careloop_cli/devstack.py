@@ -61,7 +61,11 @@ class DevStackSettings(BaseSettings):
     ready_timeout_s: float = Field(
         90, description="How long to wait for every service to be ready."
     )
-    seed_demo: bool = Field(True, description="Seed the synthetic demo practice on first start.")
+    seed_demo: bool = Field(
+        True,
+        description="Seed the synthetic demo practice (organization, logins and patients on "
+        "first start; its schedule on every start, adding only what is missing).",
+    )
 
 
 class ServiceLog:
