@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,12 +132,18 @@ def smtp_server() -> Iterator[tuple[SmtpCollector, int]]:
     """A local SMTP server on a free port: (collector, port)."""
     collector = SmtpCollector()
     port = free_port()
+    # aiosmtpd logs every envelope recipient at INFO: the stand-in relay would write the
+    # patients' email addresses into the logs the PHI log scan reads.
+    smtp_log = logging.getLogger("mail.log")
+    level = smtp_log.level
+    smtp_log.setLevel(logging.WARNING)
     controller = Controller(collector, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         yield collector, port
     finally:
         controller.stop()
+        smtp_log.setLevel(level)
 
 
 def email_texts(message: EmailMessage) -> list[str]:
