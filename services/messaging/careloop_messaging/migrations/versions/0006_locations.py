@@ -18,9 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column(
         "inbox_item",
-        sa.Column(
-            "sensitive_location", sa.Boolean(), nullable=False, server_default=sa.false()
-        ),
+        sa.Column("sensitive_location", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     # The message an item was delivered from carries the flag scheduling sent with it.
     op.execute(
