@@ -17,12 +17,13 @@ from careloop_messaging.api.links import router as links_router
 from careloop_messaging.api.templates import router as templates_router
 from careloop_messaging.api.webhooks import router
 from careloop_messaging.channels.email import SmtpEmailChannel
+from careloop_messaging.channels.log import LogChannel
 from careloop_messaging.channels.portal import PortalInboxChannel
 from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
 from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.channels import OutboundChannel
 from careloop_messaging.domain.templates import Channel, TemplateRenderer
-from careloop_messaging.handlers.delivery import LogChannel, delivery_worker
+from careloop_messaging.handlers.delivery import delivery_worker
 from careloop_messaging.handlers.reminders import REMINDERS_CONSUMER
 from careloop_messaging.patients_client import ContactSource, HttpContactSource
 from careloop_messaging.settings import MessagingSettings

@@ -15,6 +15,7 @@ from careloop_kit.infra.ports import free_port
 from careloop_kit.metrics import ServiceMetrics, reset_current, set_current
 from careloop_kit.testing.apps import serve_in_task
 from careloop_messaging.channels.email import EmailIdentity, SmtpConfig, SmtpEmailChannel
+from careloop_messaging.channels.log import LogChannel
 from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
 from careloop_messaging.domain.channels import DeliveryStatus, OutboundMessage
 from careloop_messaging.domain.templates import Channel
@@ -89,3 +90,12 @@ async def test_a_channel_built_during_start_up_counts_on_that_services_meter() -
 
     assert sent(metrics) == {("email", "retry"): 1}
     assert sent(other) == {}
+
+
+async def test_the_log_stand_in_counts_what_it_would_have_sent() -> None:
+    metrics = ServiceMetrics("messaging", clock=SystemClock())
+    channel = LogChannel(Channel.SMS, meter=metrics.meter)
+    result = await channel.send(message(Channel.SMS, "+15550100126"))
+    assert result.ok
+    assert sent(metrics) == {("sms", "sent"): 1}
+    assert "+1555" not in metrics.render().decode()
