@@ -38,6 +38,15 @@ Reader = Annotated[AuthenticatedPrincipal, Depends(require("audit:read", mfa=Tru
 Verifier = Annotated[AuthenticatedPrincipal, Depends(require("audit:verify", mfa=True))]
 
 
+def _window(
+    since: Since = None, until: Until = None, limit: Limit = 50, cursor: Cursor = None
+) -> disclosures.Window:
+    return disclosures.Window(since=since, until=until, before_seq=cursor, limit=limit)
+
+
+WindowDep = Annotated[disclosures.Window, Depends(_window)]
+
+
 def _page(rows: Sequence[RecordFields], limit: int) -> AuditRecordPage:
     records = [AuditRecordRead.of(row) for row in rows]
     cursor = records[-1].seq if len(records) == limit else None
@@ -51,24 +60,12 @@ async def patient_trail(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
-    since: Since = None,
-    until: Until = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
+    window: WindowDep,
 ) -> AuditRecordPage:
     """Accounting of disclosures: every access to one patient's data, newest first."""
-    rows = await disclosures.patient_trail(
-        runtime,
-        session,
-        principal,
-        patient_id,
-        since=since,
-        until=until,
-        before_seq=cursor,
-        limit=limit,
-        **request_meta(request),
-    )
-    return _page(rows, limit)
+    meta = request_meta(request)
+    rows = await disclosures.patient_trail(runtime, session, principal, patient_id, window, meta)
+    return _page(rows, window.limit)
 
 
 @router.get("/events", response_model=AuditRecordPage)
@@ -77,25 +74,13 @@ async def query_events(
     principal: Reader,
     runtime: RuntimeDep,
     session: SessionDep,
+    window: WindowDep,
     actor_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    since: Since = None,
-    until: Until = None,
-    limit: Limit = 50,
-    cursor: Cursor = None,
 ) -> AuditRecordPage:
     """Query the log by actor and time range, newest first."""
-    rows = await disclosures.query_events(
-        runtime,
-        session,
-        principal,
-        actor_id=actor_id,
-        since=since,
-        until=until,
-        before_seq=cursor,
-        limit=limit,
-        **request_meta(request),
-    )
-    return _page(rows, limit)
+    meta = request_meta(request)
+    rows = await disclosures.query_events(runtime, session, principal, actor_id, window, meta)
+    return _page(rows, window.limit)
 
 
 @router.get("/events/{audit_id}/fhir")
@@ -107,9 +92,8 @@ async def export_fhir(
     session: SessionDep,
 ) -> dict[str, Any]:
     """One record as a FHIR R4 AuditEvent."""
-    return await disclosures.export_record(
-        runtime, session, principal, audit_id, **request_meta(request)
-    )
+    meta = request_meta(request)
+    return await disclosures.export_record(runtime, session, principal, audit_id, meta)
 
 
 @router.post("/verify", response_model=VerificationReport)

@@ -7,6 +7,7 @@ query here is audited like any other read, and lands in this very log.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,9 @@ from careloop_kit.service import Runtime
 RESOURCE = "AuditEvent"
 CATEGORIES = ["access_history"]
 
+RequestMeta = dict[str, Any]
+"""Where a request came from, as the audit trail records it (`request_meta`)."""
+
 
 class InvalidTimeRange(ProblemError):
     status, title, slug = 422, "Invalid time range", "invalid-time-range"
@@ -37,55 +41,71 @@ def check_range(since: datetime | None, until: datetime | None) -> None:
         raise InvalidTimeRange("`since` must be earlier than `until`.")
 
 
+@dataclass(frozen=True)
+class Window:
+    """A time range of the log and a keyset cursor into it, read newest first."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    before_seq: int | None = None
+    limit: int = 50
+
+
+async def _read_page(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: AuthenticatedPrincipal,
+    entry: AuditEntry,
+    window: Window,
+    meta: RequestMeta,
+    *,
+    patient_id: str | None = None,
+    actor_id: str | None = None,
+) -> Sequence[RecordFields]:
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+        check_range(window.since, window.until)
+        return await AuditLog(session).page(
+            principal.org_id,
+            patient_id=patient_id,
+            actor_id=actor_id,
+            since=window.since,
+            until=window.until,
+            before_seq=window.before_seq,
+            limit=window.limit,
+        )
+
+
 async def patient_trail(
     runtime: Runtime,
     session: AsyncSession,
     principal: AuthenticatedPrincipal,
     patient_id: str,
-    *,
-    since: datetime | None,
-    until: datetime | None,
-    before_seq: int | None,
-    limit: int,
-    request_id: str | None = None,
-    source_ip: str | None = None,
+    window: Window,
+    meta: RequestMeta,
 ) -> Sequence[RecordFields]:
     """Every access to one patient's data in the caller's organization, newest first."""
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=CATEGORIES, patient_id=patient_id
     )
-    recorder = recorder_of(runtime)
-    async with recorder.scope(
-        session, principal, entry, request_id=request_id, source_ip=source_ip
-    ):
-        check_range(since, until)
-        return await AuditLog(session).page(
-            principal.org_id,
-            patient_id=patient_id,
-            since=since,
-            until=until,
-            before_seq=before_seq,
-            limit=limit,
-        )
+    return await _read_page(runtime, session, principal, entry, window, meta, patient_id=patient_id)
 
 
 async def query_events(
     runtime: Runtime,
     session: AsyncSession,
     principal: AuthenticatedPrincipal,
-    *,
     actor_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_seq: int | None,
-    limit: int,
-    request_id: str | None = None,
-    source_ip: str | None = None,
+    window: Window,
+    meta: RequestMeta,
 ) -> Sequence[RecordFields]:
     """The caller's organization's records by actor and time range, newest first."""
     used = [
         name
-        for name, value in (("actor_id", actor_id), ("since", since), ("until", until))
+        for name, value in (
+            ("actor_id", actor_id),
+            ("since", window.since),
+            ("until", window.until),
+        )
         if value is not None
     ]
     entry = AuditEntry(
@@ -94,19 +114,7 @@ async def query_events(
         phi_categories=CATEGORIES,
         query_fingerprint=fingerprint_query(used),
     )
-    recorder = recorder_of(runtime)
-    async with recorder.scope(
-        session, principal, entry, request_id=request_id, source_ip=source_ip
-    ):
-        check_range(since, until)
-        return await AuditLog(session).page(
-            principal.org_id,
-            actor_id=actor_id,
-            since=since,
-            until=until,
-            before_seq=before_seq,
-            limit=limit,
-        )
+    return await _read_page(runtime, session, principal, entry, window, meta, actor_id=actor_id)
 
 
 async def export_record(
@@ -114,18 +122,13 @@ async def export_record(
     session: AsyncSession,
     principal: AuthenticatedPrincipal,
     audit_id: str,
-    *,
-    request_id: str | None = None,
-    source_ip: str | None = None,
+    meta: RequestMeta,
 ) -> dict[str, Any]:
     """One record of the caller's organization as a FHIR R4 AuditEvent, or `NotFound`."""
     entry = AuditEntry(
         action="export", resource_type=RESOURCE, phi_categories=CATEGORIES, resource_id=audit_id
     )
-    recorder = recorder_of(runtime)
-    async with recorder.scope(
-        session, principal, entry, request_id=request_id, source_ip=source_ip
-    ):
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
         fields = await AuditLog(session).get(principal.org_id, audit_id)
         if fields is None:
             raise NotFound(f"No audit record {audit_id} in this organization.")
