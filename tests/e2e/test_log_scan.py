@@ -108,13 +108,15 @@ def test_phones_are_compared_by_their_digits_and_names_as_whole_words(scan: LogS
 def test_only_what_a_line_carries_is_scanned_not_the_fields_the_set_up_fills(
     scan: LogScan,
 ) -> None:
-    scan.registry.add_body({"name": {"family": "Synthetic", "given": ["Trace"]}})
+    marker = uuid.uuid4().hex[:8]
+    family, given = f"Fieldfam{marker}", f"Tracer{marker}"
+    scan.registry.add_body({"name": {"family": family, "given": [given]}})
 
-    logging.getLogger("opentelemetry.sdk.trace.export").warning("Processor is already shutdown")
-    logging.getLogger("mail.log").warning("recip: trace@example.org")
-    logging.getLogger("careloop.e2e.logscan.trace").warning("patient Synthetic")
+    logging.getLogger(f"opentelemetry.sdk.{given.lower()}.export").warning("Processor is shut")
+    logging.getLogger("mail.log").warning(f"recip: {given}@example.org")
+    logging.getLogger(f"careloop.e2e.logscan.{given}").warning(f"patient {family}")
 
-    assert [(leak.kind, leak.value) for leak in scan.leaks()] == [("name", "synthetic")]
+    assert [(leak.kind, leak.value) for leak in scan.leaks()] == [("name", family.lower())]
     assert not any("mail.log" in line for _, line in scan.lines)
 
 
