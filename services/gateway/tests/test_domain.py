@@ -14,6 +14,7 @@ from careloop_gateway.domain.idempotency import (
     RecordStatus,
     StoredRecord,
     decide,
+    is_search,
     request_hash,
     should_store,
     validate_key,
@@ -319,3 +320,18 @@ class TestOpenApiMerge:
         doc = _service_doc("p")
         merge_documents({"title": "t", "version": "v"}, {"patients": doc})
         assert doc == _service_doc("p")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "search"),
+    [
+        ("POST", "/patients/_search", True),
+        ("post", "/patients/_search/", True),
+        ("GET", "/patients/_search", False),
+        ("POST", "/patients", False),
+        ("POST", "/patients/_searches", False),
+        ("POST", "/patients/p-1/merge", False),
+    ],
+)
+def test_only_a_post_to_a_search_path_is_a_search(method: str, path: str, search: bool) -> None:
+    assert is_search(method, path) is search
