@@ -14,6 +14,7 @@ from careloop_scheduling.api.catalog import router as catalog_router
 from careloop_scheduling.api.reminder_settings import router as reminder_settings_router
 from careloop_scheduling.api.waitlist import router as waitlist_router
 from careloop_scheduling.domain.waitlist import WAITLIST_TIMER_KIND
+from careloop_scheduling.handlers.locations import LOCATIONS_CONSUMER
 from careloop_scheduling.handlers.reminders import (
     WORKER_KEY,
     build_reminder_worker,
@@ -56,7 +57,7 @@ def build_spec(settings: SchedulingSettings) -> ServiceSpec:
             reminder_settings_router,
             waitlist_router,
         ],
-        consumers=[REPLIES_CONSUMER, WAITLIST_CONSUMER],
+        consumers=[LOCATIONS_CONSUMER, REPLIES_CONSUMER, WAITLIST_CONSUMER],
         on_startup=on_startup,
         background=[reminder_timers],
         verifies_tokens=True,

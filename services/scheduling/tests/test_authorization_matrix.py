@@ -65,8 +65,25 @@ ENDPOINTS: dict[str, str] = {
     "waitlist_list": "scheduling:read",
     "waitlist_remove": "scheduling:book",
 }
-STAFF_SITUATIONS = ("own_location", "other_location", "other_tenant", "own_location_no_mfa")
-PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant")
+STAFF_SITUATIONS = (
+    "own_location",
+    "other_location",
+    "other_tenant",
+    "own_location_no_mfa",
+    # The target's location is sensitive (behavioural health): its own staff (scope
+    # naming it) see its records; staff of every location ("*") do not.
+    "sensitive_own_location",
+    "sensitive_every_location",
+)
+PATIENT_SITUATIONS = ("own_record", "other_record", "other_tenant", "sensitive_own_record")
+SENSITIVE_SITUATIONS = frozenset(
+    ("sensitive_own_location", "sensitive_every_location", "sensitive_own_record")
+)
+# Endpoints that reach the appointment or waitlist entry itself (not the catalog,
+# settings or lists): refused to staff whose scope does not name the sensitive location.
+SENSITIVE_RECORD_ENDPOINTS = frozenset(
+    ("book", "read", "cancel", "reschedule", "confirm", "waitlist_add", "waitlist_remove")
+)
 CLIENT_SITUATIONS = ("own_location", "other_location", "other_tenant")
 
 PARTNER_PREFIX, SERVICE_PREFIX = "partner:", "service:"
@@ -99,6 +116,14 @@ def expected(role: str, endpoint: str, situation: str) -> str | int:
     """ALLOW or the refusal status, from the permission table and the object rules."""
     if not holds(role, ENDPOINTS[endpoint]):
         return 403
+    if situation == "sensitive_own_location":
+        return expected(role, endpoint, "own_location")
+    if situation == "sensitive_own_record":
+        return expected(role, endpoint, "own_record")
+    if situation == "sensitive_every_location":
+        # Every location in scope: the catalog, settings and lists are open (lists
+        # leave the sensitive location's records out); its records are not.
+        return 403 if endpoint in SENSITIVE_RECORD_ENDPOINTS else ALLOW
     if endpoint == "org_reminders_put":
         # Changes every location's reminders: needs every location in scope, which no
         # case of the matrix has (staff hold one location).
@@ -148,7 +173,13 @@ def waitlisting(practice: Practice, patient_id: str) -> dict[str, str]:
 
 
 def discloses_target(situation: str) -> bool:
-    return situation in ("own_location", "own_location_no_mfa", "own_record")
+    return situation in (
+        "own_location",
+        "own_location_no_mfa",
+        "own_record",
+        "sensitive_own_location",
+        "sensitive_own_record",
+    )
 
 
 @dataclass(frozen=True)
@@ -184,9 +215,9 @@ class Matrix:
     def headers(self, **claims: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.issuer.mint(**claims)}"}
 
-    def admin(self, org_id: str) -> dict[str, str]:
+    def admin(self, org_id: str, location: str = "*") -> dict[str, str]:
         return self.headers(
-            org=org_id, sub="admin", roles=["org_admin"], loc=["*"], amr=["pwd", "otp"]
+            org=org_id, sub="admin", roles=["org_admin"], loc=[location], amr=["pwd", "otp"]
         )
 
 
@@ -294,8 +325,10 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
     location = OTHER_LOCATION if case.situation == "other_location" else OWN_LOCATION
     target, someone_else = f"pat-{marker}", f"pat-{marker}-x"
 
-    admin = matrix.admin(org_id)
-    practice = await set_up_practice(matrix.client, admin, location)
+    sensitive = case.situation in SENSITIVE_SITUATIONS
+    # Only staff whose scope names a sensitive location may book there.
+    admin = matrix.admin(org_id, location if sensitive else "*")
+    practice = await set_up_practice(matrix.client, admin, location, sensitive=sensitive)
     booked = await matrix.client.post(
         "/appointments", json=practice.booking(target, MONDAY_NINE), headers=admin
     )
@@ -314,7 +347,7 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
         "sub": f"{case.role}-{marker}",
         "sid": f"sid-{marker}",
         "roles": [case.role],
-        "loc": [OWN_LOCATION],
+        "loc": ["*"] if case.situation == "sensitive_every_location" else [OWN_LOCATION],
         "amr": ["pwd"] if case.situation == "own_location_no_mfa" else ["pwd", "otp"],
     }
     patient_role = case.role in OWN_RECORD_ROLES
@@ -347,6 +380,7 @@ async def test_authorization_matrix(matrix: Matrix, case: Case) -> None:
         if case.endpoint == "attendance":
             # The booked visit is still ahead: nothing past to count or list yet.
             assert response.json()["counts"]["total"] == 0, case
+            assert response.json()["items"] == [], case
             assert response.json()["patient_id"] == target, case
         if case.endpoint in ("book", "create_provider", "waitlist_add"):
             assert response.json()["org_id"] == claims["org"], case

@@ -6,7 +6,10 @@ under the `clinical` PHI category (the breach-notice rules want the kind of PHI 
 
 Object checks on top of the permission: another tenant's appointment is a 404; staff
 reach appointments of locations in their scope (403 otherwise); a patient account
-reaches only its own appointments, at any location (self-scheduling).
+reaches only its own appointments, at any location (self-scheduling, unless the
+location's `self_scheduling` switch is off: 403). Appointments at a sensitive location
+are reached only by staff whose scope names that location: an org-wide scope or other
+locations are not enough (403 on direct access, left out of lists).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
-from careloop_kit.problems import Conflict, NotFound
+from careloop_kit.problems import Conflict, Forbidden, NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 from careloop_scheduling.api.common import Booker, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
@@ -43,6 +46,7 @@ from careloop_scheduling.usecases.booking import (
     reschedule_to,
 )
 from careloop_scheduling.usecases.common import InvalidScheduling
+from careloop_scheduling.usecases.locations import check_visible, feature_on, hidden_locations
 from careloop_scheduling.usecases.no_show import record_no_show
 
 router = APIRouter(prefix="/appointments", tags=["appointments"])
@@ -75,9 +79,13 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _check_patient(principal: AuthenticatedPrincipal, patient_id: str, location_id: str) -> None:
-    """A patient only its own appointments (any location); staff only their locations."""
+async def _check_patient(
+    repos: Repositories, principal: AuthenticatedPrincipal, patient_id: str, location_id: str
+) -> None:
+    """A patient only its own appointments (any location); staff only their locations,
+    and a sensitive location only when their scope names it."""
     principal.can_access_patient(patient_id, location_id)
+    await check_visible(repos, principal, location_id)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
@@ -94,7 +102,14 @@ async def book_appointment(
         action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        _check_patient(principal, body.patient_id, body.location_id)
+        await _check_patient(repos, principal, body.patient_id, body.location_id)
+        if principal.is_patient and not await feature_on(
+            repos, principal.org_id, body.location_id, "self_scheduling"
+        ):
+            raise Forbidden(
+                f"Self-scheduling is switched off at location {body.location_id}: "
+                "the practice books visits there."
+            )
         try:
             appt = await book(
                 runtime,
@@ -132,7 +147,7 @@ async def read_appointment(
         if found is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = found.patient_id
-        _check_patient(principal, found.patient_id, found.location_id)
+        await _check_patient(repos, principal, found.patient_id, found.location_id)
     return appointment_read(found)
 
 
@@ -179,6 +194,7 @@ async def list_appointments(
             end=to,
             locations=locations,
             limit=limit,
+            hidden_locations=await hidden_locations(repos, principal),
         )
         found = [a for a in found if principal.allows_patient(a.patient_id, a.location_id)]
         entry.disclose_patients(a.patient_id for a in found)
@@ -206,7 +222,7 @@ async def _step(
         if current is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = current.patient_id
-        _check_patient(principal, current.patient_id, current.location_id)
+        await _check_patient(repos, principal, current.patient_id, current.location_id)
         try:
             changed = await apply(current)
         except InvalidTransition as exc:
@@ -325,7 +341,7 @@ async def no_show_appointment(
         if current is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = current.patient_id
-        _check_patient(principal, current.patient_id, current.location_id)
+        await _check_patient(repos, principal, current.patient_id, current.location_id)
         # The same function the automatic no-show check uses, so both paths change the
         # state, end the timers and publish the event identically.
         try:
@@ -366,7 +382,7 @@ async def reschedule_appointment(
         if old is None:
             raise NotFound(f"No appointment {appointment_id} in this organization.")
         entry.patient_id = old.patient_id
-        _check_patient(principal, old.patient_id, old.location_id)
+        await _check_patient(repos, principal, old.patient_id, old.location_id)
         try:
             cancelled, booked = await reschedule_to(
                 runtime,

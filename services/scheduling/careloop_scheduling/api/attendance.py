@@ -24,6 +24,7 @@ from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
 from careloop_scheduling.api.common import Reader, ReposDep
 from careloop_scheduling.api.schemas import AttendanceCounts, AttendanceRead
 from careloop_scheduling.domain.attendance import DEFAULT_WINDOW, summarize
+from careloop_scheduling.usecases.locations import hidden_locations
 
 router = APIRouter(prefix="/patients", tags=["attendance"])
 
@@ -66,10 +67,12 @@ async def read_attendance(
             principal.org_id, patient_id, since=since, until=until
         )
         summary = summarize(visits, since=since, as_of=until)
+        hidden = await hidden_locations(repos, principal)
         listed = [
             v.appointment
             for v in visits
-            if locations is None or v.appointment.location_id in locations
+            if (locations is None or v.appointment.location_id in locations)
+            and v.appointment.location_id not in hidden
         ]
     return AttendanceRead(
         patient_id=patient_id,

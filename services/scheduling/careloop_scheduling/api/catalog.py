@@ -1,5 +1,5 @@
-"""Locations' time zones, providers, appointment types, weekly availability, closures
-and open slots.
+"""Scheduling's view of locations (read-only: identity owns them), providers,
+appointment types, weekly availability, closures and open slots.
 
 The catalog holds no PHI, so anyone holding `scheduling:read` in the organization may
 read all of it (a patient self-scheduling must see every location's slots). Changes
@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.problems import NotFound
 from careloop_kit.service import RuntimeDep
 from careloop_scheduling.api.common import Manager, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
@@ -24,8 +25,7 @@ from careloop_scheduling.api.schemas import (
     AvailabilityRead,
     ClosureCreate,
     ClosureRead,
-    LocationSettingsIn,
-    LocationSettingsRead,
+    LocationRead,
     ProviderCreate,
     ProviderPage,
     ProviderRead,
@@ -36,7 +36,6 @@ from careloop_scheduling.api.schemas import (
 from careloop_scheduling.domain.availability import Closure, InvalidSchedule, WeeklyWindow
 from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
 from careloop_scheduling.store.base import new_id
-from careloop_scheduling.store.locations import LocationInfo
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling, settings_of
 from careloop_scheduling.usecases.slots import compute_slots, notice
@@ -82,28 +81,19 @@ def _scope_all(principal: AuthenticatedPrincipal, location_ids: list[str]) -> No
         principal.can_access_location(location_id)
 
 
-@router.put("/locations/{location_id}", response_model=LocationSettingsRead)
-async def set_location(
-    location_id: str,
-    body: LocationSettingsIn,
-    principal: Manager,
-    runtime: RuntimeDep,
-    repos: ReposDep,
-) -> LocationSettingsRead:
-    """Set a location's IANA time zone, reminder display name and sensitivity."""
-    principal.can_access_location(location_id)
-    try:
-        time_zone(body.time_zone)
-    except ValueError as exc:
-        raise InvalidScheduling(str(exc)) from exc
-    display_name = None if body.display_name is None else body.display_name.strip() or None
-    item = LocationInfo(location_id, body.time_zone, display_name, body.sensitive)
-    await repos.locations.put(principal.org_id, item, runtime.clock.now())
-    return LocationSettingsRead(
-        location_id=location_id,
-        time_zone=body.time_zone,
-        display_name=display_name,
-        sensitive=body.sensitive,
+@router.get("/locations/{location_id}", response_model=LocationRead)
+async def read_location(location_id: str, principal: Reader, repos: ReposDep) -> LocationRead:
+    """Read scheduling's view of a location (kept from identity's location events)."""
+    where = await repos.locations.get(principal.org_id, location_id)
+    if where is None:
+        raise NotFound(f"Scheduling has not heard of location {location_id} from identity yet.")
+    return LocationRead(
+        location_id=where.id,
+        time_zone=where.time_zone,
+        display_name=where.display_name,
+        sensitive=where.sensitive,
+        features=dict(where.features),
+        changed_at=await repos.locations.changed_at(principal.org_id, location_id),
     )
 
 

@@ -142,7 +142,10 @@ async def _chain(
 
 async def _known_scope(repos: Repositories, org_id: str, level: Level, scope_id: str) -> None:
     if level is Level.LOCATION and await repos.locations.get(org_id, scope_id) is None:
-        raise NotFound(f"No location {scope_id} in scheduling: PUT /locations/{scope_id} first.")
+        raise NotFound(
+            f"Scheduling has not heard of location {scope_id} from identity yet "
+            "(create the location in identity first)."
+        )
     if level is Level.APPOINTMENT_TYPE:
         await load_type(repos, org_id, scope_id)
 

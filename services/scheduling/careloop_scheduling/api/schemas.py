@@ -17,30 +17,16 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LocationSettingsIn(_In):
-    time_zone: str = Field(
-        min_length=1, max_length=64, description="IANA time zone, e.g. America/New_York."
-    )
-    display_name: str | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="Practice name reminders are signed with (none: the neutral name).",
-    )
-    sensitive: bool = Field(
-        False,
-        description=(
-            "Behavioral health and similar: reminders use the neutral practice name and "
-            "no location details."
-        ),
-    )
+class LocationRead(BaseModel):
+    """Scheduling's view of a location, as identity last announced it (read-only here:
+    change a location in identity, `PATCH /organizations/{org}/locations/{id}`)."""
 
-
-class LocationSettingsRead(BaseModel):
     location_id: str
     time_zone: str
     display_name: str | None
     sensitive: bool
+    features: dict[str, bool] = Field(description="Feature switches; a switch not named is on.")
+    changed_at: datetime | None = Field(description="When identity made the change applied last.")
 
 
 TouchName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]

@@ -7,7 +7,9 @@ earlier time then replaces. Patients add, list and remove their own (self-schedu
 Object checks and audit follow the appointments: an entry ties a patient to a kind of
 visit at a location, so every access is audited under the `clinical` PHI category;
 staff reach entries of locations in their scope, a patient only its own, another
-tenant's entry is a 404.
+tenant's entry is a 404. Entries at a sensitive location are reached only by staff
+whose scope names that location (an org-wide scope is not enough: 403, and left out of
+lists). A location whose `waitlist` switch is off takes no new entries (409).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from careloop_scheduling.domain.waitlist import (
 from careloop_scheduling.store.base import new_id
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling
+from careloop_scheduling.usecases.locations import check_visible, feature_on, hidden_locations
 from careloop_scheduling.usecases.waitlist import waitlist_work
 
 router = APIRouter(prefix="/waitlist", tags=["waitlist"])
@@ -129,7 +132,10 @@ async def add_entry(
     )
     async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
         principal.can_access_patient(body.patient_id, body.location_id)
+        await check_visible(repos, principal, body.location_id)
         org_id = principal.org_id
+        if not await feature_on(repos, org_id, body.location_id, "waitlist"):
+            raise Conflict(f"The waitlist is switched off at location {body.location_id}.")
         kind = await load_type(repos, org_id, body.appointment_type_id)
         if not kind.active:
             raise InvalidScheduling(f"Appointment type {kind.id} is retired.")
@@ -219,6 +225,7 @@ async def list_entries(
             locations=locations,
             statuses=status_ or ACTIVE_ENTRY_STATUSES,
             limit=limit,
+            hidden_locations=await hidden_locations(repos, principal),
         )
         found = [e for e in found if principal.allows_patient(e.patient_id, e.location_id)]
         entry.disclose_patients(e.patient_id for e in found)
@@ -244,6 +251,7 @@ async def remove_entry(
             raise NotFound(f"No waitlist entry {entry_id} in this organization.")
         audit.patient_id = found.patient_id
         principal.can_access_patient(found.patient_id, found.location_id)
+        await check_visible(repos, principal, found.location_id)
         if found.status not in ACTIVE_ENTRY_STATUSES:
             raise Conflict(
                 f"The entry is {found.status}, no longer on the list.",

@@ -102,7 +102,10 @@ class AppointmentRepository(Repository):
         end: datetime | None,
         locations: Collection[str] | None,
         limit: int,
+        hidden_locations: Collection[str] = (),
     ) -> list[Appointment]:
+        """Appointments in start order; none at `hidden_locations` (sensitive locations
+        the caller may not see), so a page is never short because of them."""
         conditions: list[Any] = [appointment.c.org_id == org_id]
         if patient_id is not None:
             conditions.append(appointment.c.patient_id == patient_id)
@@ -114,6 +117,8 @@ class AppointmentRepository(Repository):
             conditions.append(appointment.c.start_at < end)
         if locations is not None:
             conditions.append(appointment.c.location_id.in_(list(locations)))
+        if hidden_locations:
+            conditions.append(appointment.c.location_id.not_in(list(hidden_locations)))
         rows = (
             await self._session.execute(
                 select(appointment)

@@ -1,43 +1,47 @@
-"""Scheduling's own settings of a location: its zone, display name and sensitivity."""
+"""Scheduling's view of locations, kept from identity's location events."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_scheduling.domain.locations import LocationInfo
 from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import location
 
-
-@dataclass(frozen=True)
-class LocationInfo:
-    """What scheduling knows of a location: its zone, and how reminders sign."""
-
-    id: str
-    time_zone: str
-    display_name: str | None
-    sensitive: bool
+__all__ = ["LocationInfo", "LocationRepository"]
 
 
 class LocationRepository(Repository):
-    """Scheduling's settings per location (zone, display name, sensitivity)."""
+    """The location view (zone, display name, sensitivity, feature switches)."""
 
-    async def put(self, org_id: str, item: LocationInfo, now: datetime) -> None:
+    async def apply(
+        self, org_id: str, item: LocationInfo, *, changed_at: datetime, now: datetime
+    ) -> bool:
+        """Take identity's state of a location as of `changed_at`; False (nothing
+        written) when the view already holds a later state. An equal time is applied:
+        one location's events arrive in order on its partition, so the later arrival is
+        the later change."""
         values = {
             "time_zone": item.time_zone,
             "display_name": item.display_name,
             "sensitive": item.sensitive,
+            "features": dict(item.features),
+            "changed_at": changed_at,
             "updated_at": now,
         }
         statement = pg_insert(location).values(org_id=org_id, id=item.id, **values)
-        await self._session.execute(
+        result = await self._session.execute(
             statement.on_conflict_do_update(
-                index_elements=[location.c.org_id, location.c.id], set_=values
-            )
+                index_elements=[location.c.org_id, location.c.id],
+                set_=values,
+                where=location.c.changed_at.is_(None)
+                | (location.c.changed_at <= statement.excluded.changed_at),
+            ).returning(location.c.id)
         )
+        return result.first() is not None
 
     async def get(self, org_id: str, location_id: str) -> LocationInfo | None:
         row = (
@@ -47,7 +51,25 @@ class LocationRepository(Repository):
         ).first()
         if row is None:
             return None
-        return LocationInfo(row.id, row.time_zone, row.display_name, row.sensitive)
+        return LocationInfo(
+            row.id, row.time_zone, row.display_name, row.sensitive, dict(row.features)
+        )
+
+    async def changed_at(self, org_id: str, location_id: str) -> datetime | None:
+        """When identity made the change the view holds (None: set before the events)."""
+        value: datetime | None = await self._session.scalar(
+            select(location.c.changed_at).where(
+                location.c.org_id == org_id, location.c.id == location_id
+            )
+        )
+        return value
+
+    async def sensitive_ids(self, org_id: str) -> frozenset[str]:
+        """The organization's sensitive locations (a handful at most)."""
+        rows = await self._session.scalars(
+            select(location.c.id).where(location.c.org_id == org_id, location.c.sensitive)
+        )
+        return frozenset(rows)
 
     async def time_zone(self, org_id: str, location_id: str) -> str | None:
         value: str | None = await self._session.scalar(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Time,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -28,9 +29,10 @@ from careloop_kit.db import add_platform_tables, service_metadata
 metadata = service_metadata()
 platform = add_platform_tables(metadata)
 
-# The scheduling view of a location: its IANA time zone, and the name and sensitivity
-# reminders need. Locations themselves belong to identity; scheduling keeps only what
-# slot computation and reminder events need.
+# The scheduling view of a location, kept from identity's location events only:
+# identity owns locations, and scheduling holds what slot computation, reminders,
+# feature switches and the sensitive-location rule need. `changed_at` is the
+# `occurred_at` of the event applied last, so an older event never overwrites it.
 location = Table(
     "location",
     metadata,
@@ -39,6 +41,8 @@ location = Table(
     Column("time_zone", String(64), nullable=False),
     Column("display_name", String(200), nullable=True),
     Column("sensitive", Boolean, nullable=False, server_default=false()),
+    Column("features", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("changed_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -76,8 +76,9 @@ class WaitlistRepository(Repository):
         locations: Collection[str] | None,
         statuses: Collection[EntryStatus],
         limit: int,
+        hidden_locations: Collection[str] = (),
     ) -> list[WaitlistEntry]:
-        """Entries in waitlist order (first in first)."""
+        """Entries in waitlist order (first in first); none at `hidden_locations`."""
         conditions: list[Any] = [
             waitlist_entry.c.org_id == org_id,
             waitlist_entry.c.status.in_([s.value for s in statuses]),
@@ -88,6 +89,8 @@ class WaitlistRepository(Repository):
             conditions.append(waitlist_entry.c.location_id == location_id)
         if locations is not None:
             conditions.append(waitlist_entry.c.location_id.in_(list(locations)))
+        if hidden_locations:
+            conditions.append(waitlist_entry.c.location_id.not_in(list(hidden_locations)))
         rows = (
             await self._session.execute(
                 select(waitlist_entry)

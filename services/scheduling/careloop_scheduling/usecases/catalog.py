@@ -28,6 +28,7 @@ async def zone_of(repos: Repositories, org_id: str, location_id: str) -> str:
     zone = await repos.locations.time_zone(org_id, location_id)
     if zone is None:
         raise InvalidScheduling(
-            f"Location {location_id} has no time zone yet: PUT /locations/{location_id} first."
+            f"Location {location_id} has no time zone yet: scheduling learns it from "
+            "identity's location events (create the location in identity first)."
         )
     return zone

@@ -9,6 +9,9 @@ the no-show check of `usecases.no_show`). A confirmation keeps them: the
 "1 day before" reminder still tells a confirmed patient when and where to come, and
 messaging may word it differently from the fields it already has.
 
+A location whose `reminders` feature switch (identity's, see `usecases.locations`) is
+off plans no touches, and touches planned before the switch went off send nothing.
+
 When a timer fires, `ReminderDue` goes into the outbox in the timer's transaction:
 the kit commits the fired mark and the outbox row together, so a crash can neither
 lose the reminder nor send it twice. The kit fires a batch of timers per transaction,
@@ -53,7 +56,12 @@ async def schedule_reminders(
 ) -> list[PlannedTouch]:
     """Plan the appointment's touches and schedule one timer each, in the caller's
     transaction. Preferences are left to messaging, which knows the patient's channels
-    and opt-outs; scheduling only decides when."""
+    and opt-outs; scheduling only decides when. A location whose `reminders` switch is
+    off plans none."""
+    where = await repos.locations.get(appt.org_id, appt.location_id)
+    if where is not None and not where.runs("reminders"):
+        log.info("reminders of %s not planned: switched off at its location", appt.id)
+        return []
     org = await repos.reminder_settings.get(appt.org_id, Level.ORGANIZATION)
     at_location = await repos.reminder_settings.get(appt.org_id, Level.LOCATION, appt.location_id)
     for_type = await repos.reminder_settings.get(
@@ -129,6 +137,10 @@ async def send_reminder(
     where = await _location(session, repos, appt.org_id, appt.location_id)
     if where is None:
         log.warning("reminder %s skipped: location unknown", touch_key)
+        return
+    if not where.runs("reminders"):
+        # Switched off after this visit was booked: the planned touches go quiet too.
+        log.info("reminder %s skipped: reminders switched off at the location", touch_key)
         return
     event = ReminderDue(
         touch_key=touch_key,

@@ -20,6 +20,9 @@ for other times, picks one, or cancels.
 - `accept` answers a waitlist offer: the waitlist's own consumer applies it
   (`usecases.waitlist`).
 
+A location whose `two_way_confirmation` switch is off accepts no replies: they are
+logged and dropped (the staff confirm by phone there), so nothing above happens.
+
 Everything a reply changes (state, offer, outbox rows, audit record) commits with the
 kit's inbox mark, so a redelivered reply is a no-op; replies that no longer apply (a
 second `C`, a second number for a used offer, an appointment cancelled meanwhile) are
@@ -67,6 +70,7 @@ from careloop_scheduling.store.base import new_id
 from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.booking import apply_step, record_confirmation, reschedule_to
 from careloop_scheduling.usecases.common import settings_of
+from careloop_scheduling.usecases.locations import feature_on
 from careloop_scheduling.usecases.reminders import practice_name_of
 from careloop_scheduling.usecases.slots import compute_slots
 
@@ -318,6 +322,13 @@ async def apply_reply(
         return
     if appt.status not in REMINDABLE_STATUSES:
         log.info("reply %s ignored: appointment %s is %s", answer.reply_id, appt.id, appt.status)
+        return
+    if not await feature_on(repos, appt.org_id, appt.location_id, "two_way_confirmation"):
+        log.info(
+            "reply %s ignored: two-way confirmation is switched off at location %s",
+            answer.reply_id,
+            appt.location_id,
+        )
         return
     reply = _Reply(
         runtime=runtime,

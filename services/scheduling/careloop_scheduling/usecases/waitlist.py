@@ -6,7 +6,8 @@ books, the rest are told the time is gone.
   path that frees a time (staff cancel, a patient's cancel, a reschedule by staff or by
   reply) reaches it without those paths knowing about the waitlist. The time becomes a
   `waitlist_slot` (one per freed appointment: the two events of one reschedule open it
-  once) unless it is already booked again or too close to its start.
+  once) unless it is already booked again, too close to its start, or at a location
+  whose `waitlist` feature switch is off.
 - **Rounds.** Each round offers the slot to the next `waitlist_offer_batch` matching
   entries in waitlist order (`WaitlistSlotOffered` each) and schedules a kit timer at
   the round's expiry. When it fires with the slot still open, the round's offers close
@@ -207,6 +208,9 @@ class Waitlist:
         where = await repos.locations.get(appt.org_id, appt.location_id)
         if where is None:
             log.warning("freed time of %s not offered: location unknown", appt.id)
+            return None
+        if not where.runs("waitlist"):
+            log.info("freed time of %s not offered: the waitlist is switched off", appt.id)
             return None
         slot = FreedSlot(
             id=new_id(),
