@@ -12,6 +12,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    text,
 )
 
 from careloop_kit.db import add_platform_tables, service_metadata
@@ -71,4 +73,28 @@ Index(
     patient_lookup.c.org_id,
     patient_lookup.c.kind,
     patient_lookup.c.token,
+)
+
+# Why staff of a location other than the patient's home may reach the record: one row per
+# source (an appointment today; a referral or a care gap later), open while ended_at is null.
+care_relationship = Table(
+    "care_relationship",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), ForeignKey("patient.id"), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("source_id", String(64), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("end_reason", String(32), nullable=True),
+    UniqueConstraint("org_id", "kind", "source_id", name="uq_care_relationship_source"),
+)
+Index(
+    "ix_care_relationship_open",
+    care_relationship.c.org_id,
+    care_relationship.c.patient_id,
+    care_relationship.c.location_id,
+    postgresql_where=text("ended_at IS NULL"),
 )
