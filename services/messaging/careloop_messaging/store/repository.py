@@ -716,6 +716,7 @@ class InboxItem:
     body: str
     delivered_at: datetime
     read_at: datetime | None
+    sensitive_location: bool = False
 
 
 class Inbox:
@@ -743,14 +744,17 @@ class Inbox:
             return str(existing)
         owner = (
             await self._session.execute(
-                select(message.c.org_id, message.c.patient_id, message.c.location_id).where(
-                    message.c.id == message_id
-                )
+                select(
+                    message.c.org_id,
+                    message.c.patient_id,
+                    message.c.location_id,
+                    message.c.sensitive_location,
+                ).where(message.c.id == message_id)
             )
         ).first()
         if owner is None:
             return None
-        org_id, patient_id, location_id = owner
+        org_id, patient_id, location_id, sensitive_location = owner
         item_id = f"inbox-{uuid.uuid4().hex}"
         inserted = await self._session.scalar(
             insert(inbox_item)
@@ -760,6 +764,7 @@ class Inbox:
                 org_id=org_id,
                 patient_id=patient_id,
                 location_id=location_id,
+                sensitive_location=sensitive_location,
                 sender_name=sender_name,
                 subject_ct=(
                     None
@@ -780,14 +785,25 @@ class Inbox:
         )
 
     async def of_patient(
-        self, org_id: str, patient_id: str, *, limit: int, locations: tuple[str, ...] | None = None
+        self,
+        org_id: str,
+        patient_id: str,
+        *,
+        limit: int,
+        locations: tuple[str, ...] | None = None,
+        sensitive_seen_at: tuple[str, ...] | None = None,
     ) -> list[InboxItem]:
-        """A patient's items, newest first (`locations`: only items of these locations)."""
+        """A patient's items, newest first (`locations`: only items of these locations;
+        `sensitive_seen_at`: items of sensitive locations only at these)."""
         query = select(inbox_item).where(
             inbox_item.c.org_id == org_id, inbox_item.c.patient_id == patient_id
         )
         if locations is not None:
             query = query.where(inbox_item.c.location_id.in_(locations))
+        if sensitive_seen_at is not None:
+            query = query.where(
+                ~inbox_item.c.sensitive_location | inbox_item.c.location_id.in_(sensitive_seen_at)
+            )
         rows = await self._session.execute(
             query.order_by(inbox_item.c.delivered_at.desc(), inbox_item.c.id.desc()).limit(limit)
         )
@@ -827,4 +843,5 @@ class Inbox:
             body=self._cipher.decrypt(org_id, item_id, "body", r["body_ct"]),
             delivered_at=r["delivered_at"],
             read_at=r["read_at"],
+            sensitive_location=r["sensitive_location"],
         )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from careloop_kit.db import add_platform_tables, service_metadata
@@ -142,6 +143,9 @@ inbox_item = Table(
     Column("org_id", String(64), nullable=False),
     Column("patient_id", String(128), nullable=False),
     Column("location_id", String(128), nullable=True),
+    # From the message (scheduling's events carry it): a sensitive location's items are
+    # shown only to staff whose scope names that location (migration 0006).
+    Column("sensitive_location", Boolean, nullable=False, server_default=false()),
     Column("sender_name", String(200), nullable=False),
     Column("subject_ct", LargeBinary, nullable=True),
     Column("body_ct", LargeBinary, nullable=False),

@@ -1,6 +1,9 @@
 """Reading the portal inbox: a patient its own items, staff a patient's items in the
-locations of their scope. Every read is audited (resource `Communication`, category
-`contact`), refusals included; a patient opening its own item marks it read."""
+locations of their scope; items from a sensitive location (the flag scheduling's events
+carried with the message) only to staff whose scope names that location, whatever
+their other scopes (an org-wide scope is not enough: left out of lists, 403 on a
+read). Every read is audited (resource `Communication`, category `contact`), refusals
+included; a patient opening its own item marks it read."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.audit import AuditEntry, recorder_of
-from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
 from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.service import Runtime
 from careloop_messaging.store.repository import Inbox, InboxItem
@@ -18,6 +21,17 @@ from careloop_messaging.usecases.context import inbox_cipher
 
 RESOURCE = "Communication"
 PHI = ["contact"]
+
+
+SENSITIVE_REFUSAL = (
+    "This message is from a sensitive location: only staff scoped to that location see it."
+)
+
+
+def _named(principal: AuthenticatedPrincipal) -> tuple[str, ...]:
+    """The locations the caller's scope names itself: a sensitive location's items are
+    shown only to its own staff, never on the strength of an every-location scope."""
+    return tuple(loc for loc in principal.locations if loc != ALL_LOCATIONS)
 
 
 def _inbox(runtime: Runtime, session: AsyncSession) -> Inbox:
@@ -60,7 +74,11 @@ async def patient_inbox(
     async with recorder_of(runtime).scope(session, principal, entry, **meta):
         _, locations = principal.listing_scope(patient_id)
         return await _inbox(runtime, session).of_patient(
-            principal.org_id, patient_id, limit=limit, locations=locations
+            principal.org_id,
+            patient_id,
+            limit=limit,
+            locations=locations,
+            sensitive_seen_at=None if principal.is_patient else _named(principal),
         )
 
 
@@ -84,6 +102,12 @@ async def open_inbox_item(
             raise NotFound(f"No inbox item {item_id}.")
         entry.patient_id = item.patient_id
         principal.can_access_patient(item.patient_id, item.location_id)
+        if (
+            item.sensitive_location
+            and not principal.is_patient
+            and item.location_id not in _named(principal)
+        ):
+            raise Forbidden(SENSITIVE_REFUSAL)
         if principal.is_patient and item.read_at is None:
             now = runtime.clock.now()
             await inbox.mark_read(item.id, now)
