@@ -26,6 +26,7 @@ from careloop_identity.usecases import clients as steps
 from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.auth.permissions import PARTNER_SCOPES
+from careloop_kit.rows import values_of
 from careloop_kit.service import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/organizations/{org_id}/clients", tags=["partner clients"])
@@ -115,19 +116,9 @@ class ClientPage(BaseModel):
 
 def _read(client: StoredClient, today: date) -> ClientRead:
     return ClientRead(
+        **values_of(client, leave_out=("id", "secret_hash")),
         client_id=client.id,
-        org_id=client.org_id,
-        name=client.name,
-        scopes=list(client.scopes),
-        locations=list(client.locations),
-        rate_limit_per_minute=client.rate_limit_per_minute,
-        baa_signed_on=client.baa_signed_on,
-        baa_expires_on=client.baa_expires_on,
         baa_current=Baa(client.baa_signed_on, client.baa_expires_on).current_on(today),
-        secret_version=client.secret_version,
-        disabled_at=client.disabled_at,
-        created_at=client.created_at,
-        updated_at=client.updated_at,
     )
 
 

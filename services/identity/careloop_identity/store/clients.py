@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_identity.store.tables import partner_client
+from careloop_kit.rows import record_of, values_of
 
 
 @dataclass(frozen=True)
@@ -29,39 +30,16 @@ class StoredClient:
     updated_at: datetime
 
 
+# JSON lists in the table, tuples in the record.
+_LISTS = ("scopes", "locations")
+
+
 def _client(m: Any) -> StoredClient:
-    return StoredClient(
-        id=m["id"],
-        org_id=m["org_id"],
-        name=m["name"],
-        secret_hash=m["secret_hash"],
-        secret_version=m["secret_version"],
-        scopes=tuple(m["scopes"]),
-        locations=tuple(m["locations"]),
-        rate_limit_per_minute=m["rate_limit_per_minute"],
-        baa_signed_on=m["baa_signed_on"],
-        baa_expires_on=m["baa_expires_on"],
-        disabled_at=m["disabled_at"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
+    return record_of(StoredClient, m, tuples=_LISTS)
 
 
 def _values(client: StoredClient) -> dict[str, Any]:
-    return {
-        "org_id": client.org_id,
-        "name": client.name,
-        "secret_hash": client.secret_hash,
-        "secret_version": client.secret_version,
-        "scopes": list(client.scopes),
-        "locations": list(client.locations),
-        "rate_limit_per_minute": client.rate_limit_per_minute,
-        "baa_signed_on": client.baa_signed_on,
-        "baa_expires_on": client.baa_expires_on,
-        "disabled_at": client.disabled_at,
-        "created_at": client.created_at,
-        "updated_at": client.updated_at,
-    }
+    return values_of(client, lists=_LISTS, leave_out=("id",))
 
 
 class ClientRepository:

@@ -132,6 +132,52 @@ async def _revoke_tokens(runtime: Runtime, session: AsyncSession, client: Stored
     )
 
 
+async def _audit_client(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    principal: AuthenticatedPrincipal,
+    client_id: str,
+    *,
+    action: str,
+    detail: str,
+) -> None:
+    await audit(
+        runtime,
+        session,
+        meta,
+        principal,
+        action=action,
+        resource_type="Client",
+        resource_id=client_id,
+        detail=detail,
+    )
+
+
+async def _save(
+    runtime: Runtime,
+    session: AsyncSession,
+    meta: RequestMeta,
+    principal: AuthenticatedPrincipal,
+    client: StoredClient,
+    detail: str,
+) -> StoredClient:
+    """Store a changed client and audit the change, in the caller's transaction."""
+    await ClientRepository(session).save(client)
+    await _audit_client(
+        runtime, session, meta, principal, client.id, action="update", detail=detail
+    )
+    return client
+
+
+async def _locked(
+    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str, client_id: str
+) -> StoredClient:
+    """The caller's organization's client, locked for the change about to be made."""
+    own_organization(principal, org_id)
+    return await _existing(session, org_id, client_id, for_update=True)
+
+
 async def create_client(
     runtime: Runtime,
     session: AsyncSession,
@@ -171,15 +217,9 @@ async def create_client(
             updated_at=now,
         )
     )
-    await audit(
-        runtime,
-        session,
-        meta,
-        principal,
-        action="create",
-        resource_type="Client",
-        resource_id=client.id,
-        detail=short(f"scopes={' '.join(scopes)}"),
+    detail = short(f"scopes={' '.join(scopes)}")
+    await _audit_client(
+        runtime, session, meta, principal, client.id, action="create", detail=detail
     )
     return ClientWithSecret(client, secret)
 
@@ -212,9 +252,8 @@ async def update_client(
 ) -> StoredClient:
     """Change the fields in `sent` (name, scopes, locations, rate limit, BAA dates; the
     dates may be None to clear them)."""
-    own_organization(principal, org_id)
     today = today_of(runtime)
-    client = await _existing(session, org_id, client_id, for_update=True)
+    client = await _locked(session, principal, org_id, client_id)
     changes: dict[str, Any] = {}
     if sent.get("name") is not None:
         changes["name"] = sent["name"]
@@ -235,18 +274,9 @@ async def update_client(
     # change of dates alone records the agreement as it is; a lapsed BAA then takes
     # the PHI scopes out of new tokens at the token endpoint.
     _check(updated.scopes, _baa(updated), today, granting="scopes" in changes)
-    await ClientRepository(session).save(updated)
-    await audit(
-        runtime,
-        session,
-        meta,
-        principal,
-        action="update",
-        resource_type="Client",
-        resource_id=client.id,
-        detail=short(f"changed: {', '.join(changed)}"),
+    return await _save(
+        runtime, session, meta, principal, updated, short(f"changed: {', '.join(changed)}")
     )
-    return updated
 
 
 async def rotate_secret(
@@ -259,8 +289,7 @@ async def rotate_secret(
     meta: RequestMeta,
 ) -> ClientWithSecret:
     """A new secret; the old one and every token issued under it stop working now."""
-    own_organization(principal, org_id)
-    client = await _existing(session, org_id, client_id, for_update=True)
+    client = await _locked(session, principal, org_id, client_id)
     if client.disabled_at is not None:
         raise Conflict("This client is disabled; register a new client instead.")
     now = runtime.clock.now()
@@ -272,18 +301,8 @@ async def rotate_secret(
         secret_version=client.secret_version + 1,
         updated_at=now,
     )
-    await ClientRepository(session).save(rotated)
-    await audit(
-        runtime,
-        session,
-        meta,
-        principal,
-        action="update",
-        resource_type="Client",
-        resource_id=client.id,
-        detail=f"secret rotated to version {rotated.secret_version}",
-    )
-    return ClientWithSecret(rotated, secret)
+    detail = f"secret rotated to version {rotated.secret_version}"
+    return ClientWithSecret(await _save(runtime, session, meta, principal, rotated, detail), secret)
 
 
 async def disable_client(
@@ -296,22 +315,10 @@ async def disable_client(
     meta: RequestMeta,
 ) -> StoredClient:
     """Disable a client for good: no new tokens, and its current tokens stop working."""
-    own_organization(principal, org_id)
-    client = await _existing(session, org_id, client_id, for_update=True)
+    client = await _locked(session, principal, org_id, client_id)
     if client.disabled_at is not None:
         return client
     now = runtime.clock.now()
     await _revoke_tokens(runtime, session, client)
     disabled = replace(client, disabled_at=now, updated_at=now)
-    await ClientRepository(session).save(disabled)
-    await audit(
-        runtime,
-        session,
-        meta,
-        principal,
-        action="update",
-        resource_type="Client",
-        resource_id=client.id,
-        detail="disabled",
-    )
-    return disabled
+    return await _save(runtime, session, meta, principal, disabled, "disabled")
