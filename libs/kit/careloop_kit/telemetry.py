@@ -20,6 +20,10 @@ credential-bearing header reaches a log line.
    an exception whose text embeds a URL is logged through the same filter.
 4. APIs take PHI in request bodies, never in URLs (`POST /patients/_search`, as FHIR
    does), so neither the gateway's nor any proxy's request line carries it.
+5. Traces follow the same policy: `RedactingSpanProcessor` runs first on every span of
+   the tracer provider installed here and blanks the values of a server span's query
+   (`url.query`, recorded by FastAPI's telemetry) and the query of any URL attribute,
+   before an exporter sees the span.
 
 Loggers with their own handlers that do not propagate (uvicorn's default log config,
 used by `serve_in_task` in tests at WARNING) bypass the root handler; `careloop serve`
@@ -32,10 +36,12 @@ import logging
 import re
 import sys
 from typing import IO, Any
+from urllib.parse import parse_qsl
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.json import JsonFormatter
 
@@ -133,6 +139,30 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+URL_SPAN_ATTRIBUTES = ("url.full", "http.url", "http.target")
+"""Span attributes that hold a whole URL or request target: their query is redacted."""
+
+
+def redact_query(query: str) -> str:
+    """A query string with every value blanked, keys kept for debugging."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(f"{key}={REDACTED}" for key, _ in pairs) if pairs else REDACTED
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Blanks query values on spans as they start, so no exporter ever holds them."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes or {}
+        query = attributes.get("url.query")
+        if isinstance(query, str) and query:
+            span.set_attribute("url.query", redact_query(query))
+        for name in URL_SPAN_ATTRIBUTES:
+            value = attributes.get(name)
+            if isinstance(value, str):
+                span.set_attribute(name, redact(value))
+
+
 class _TraceIdFilter(logging.Filter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -202,6 +232,7 @@ def setup_telemetry(
     _configured = True
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider(resource=Resource.create({"service.name": f"careloop-{service}"}))
+        provider.add_span_processor(RedactingSpanProcessor())
         if otlp_endpoint:
             provider.add_span_processor(BatchSpanProcessor(otlp_exporter(otlp_endpoint)))
         trace.set_tracer_provider(provider)

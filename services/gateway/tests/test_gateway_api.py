@@ -111,6 +111,19 @@ async def test_an_unknown_service_is_a_404_problem(make_gateway: GatewayFactory)
     assert response.json()["type"].endswith("/unknown-service")
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+async def test_a_services_probes_and_metrics_are_not_published(
+    make_gateway: GatewayFactory, org: dict[str, str], path: str
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    async with make_gateway(routes={"patients": down}) as gateway:
+        response = await gateway.get(f"/api/v1/patients{path}", headers=org)
+
+    # Refused before any upstream is called: an unreachable upstream would be a 502.
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
 async def test_an_unreachable_service_is_a_502_problem(make_gateway: GatewayFactory) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     async with make_gateway(routes={"patients": down}) as gateway:

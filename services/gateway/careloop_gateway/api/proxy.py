@@ -48,7 +48,7 @@ from careloop_gateway.domain.idempotency import (
 )
 from careloop_gateway.usecases.idempotency import claim_key, complete_key, release_key
 from careloop_kit.problems import ProblemError
-from careloop_kit.service import Runtime
+from careloop_kit.service import OPERATIONS_PATHS, Runtime
 
 router = APIRouter()
 tracer = trace.get_tracer("careloop.gateway")
@@ -216,6 +216,10 @@ async def _proxy(request: Request, service: str, upstream_path: str) -> Response
         raise ServiceNotFound(f"No service is published at {API_PREFIX}/{service}.")
     if any(segment in (".", "..") for segment in upstream_path.split("/")):
         raise ServiceNotFound("Paths with dot segments are not routed.")
+    if upstream_path in OPERATIONS_PATHS:
+        # Probes and metrics are for the platform's own network (request rates by route,
+        # readiness of its dependencies), not for API clients.
+        raise ServiceNotFound("A service's health and metrics endpoints are not published.")
     body = await _read_body(request, settings.max_body_bytes)
     query = request.url.query
     url = base.rstrip("/") + upstream_path + (f"?{query}" if query else "")
