@@ -74,21 +74,11 @@ class TestTokenIssuer:
             "loc": ["loc-1"],
             "amr": ["pwd"],
         }
-        for name, value in overrides.items():
-            if value is OMIT:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return claims
+        return _overridden(claims, overrides)
 
     def header(self, **overrides: Any) -> dict[str, Any]:
-        header: dict[str, Any] = {"alg": "EdDSA", "typ": ACCESS_TOKEN_TYPE, "kid": self.kid}
-        for name, value in overrides.items():
-            if value is OMIT:
-                header.pop(name, None)
-            else:
-                header[name] = value
-        return header
+        header = {"alg": "EdDSA", "typ": ACCESS_TOKEN_TYPE, "kid": self.kid}
+        return _overridden(header, overrides)
 
     def sign(
         self,
@@ -107,3 +97,13 @@ class TestTokenIssuer:
 
 
 OMIT: Any = _OMIT
+
+
+def _overridden(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with `overrides` applied in place; a value of `OMIT` drops its name."""
+    for name, value in overrides.items():
+        if value is OMIT:
+            values.pop(name, None)
+        else:
+            values[name] = value
+    return values

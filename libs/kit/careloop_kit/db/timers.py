@@ -75,20 +75,14 @@ class Timers:
 
     async def cancel(self, session: AsyncSession, dedup_key: str) -> bool:
         """Cancel a pending timer by its dedup key; False if none was pending."""
-        table = self._table
-        result = await session.execute(
-            update(table)
-            .where(
-                table.c.dedup_key == dedup_key,
-                table.c.fired_at.is_(None),
-                table.c.cancelled_at.is_(None),
-            )
-            .values(cancelled_at=self._clock.now())
-        )
-        return bool(getattr(result, "rowcount", 0))
+        return await self._update_pending(session, dedup_key, cancelled_at=self._clock.now())
 
     async def reschedule(self, session: AsyncSession, dedup_key: str, due_at: datetime) -> bool:
         """Move a pending timer; False if none was pending."""
+        return await self._update_pending(session, dedup_key, due_at=due_at)
+
+    async def _update_pending(self, session: AsyncSession, dedup_key: str, **values: Any) -> bool:
+        """Set `values` on the timer of `dedup_key` unless it fired or was cancelled."""
         table = self._table
         result = await session.execute(
             update(table)
@@ -97,7 +91,7 @@ class Timers:
                 table.c.fired_at.is_(None),
                 table.c.cancelled_at.is_(None),
             )
-            .values(due_at=due_at)
+            .values(**values)
         )
         return bool(getattr(result, "rowcount", 0))
 
