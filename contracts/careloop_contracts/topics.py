@@ -190,6 +190,15 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             ),
         ),
         ConsumerGroupSpec(
+            service="patients",
+            name="care-relationships",
+            topics=("careloop.scheduling",),
+            description=(
+                "Appointment events: a booked or past appointment at a location opens the "
+                "patient's record to that location's staff; a cancellation closes it."
+            ),
+        ),
+        ConsumerGroupSpec(
             service="messaging",
             name="reminders",
             topics=("careloop.scheduling",),

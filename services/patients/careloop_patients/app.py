@@ -12,6 +12,7 @@ from careloop_kit.clock import Clock
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_patients.api.routes import router
+from careloop_patients.handlers.appointments import CARE_RELATIONSHIPS_CONSUMER
 from careloop_patients.settings import PatientsSettings
 from careloop_patients.store.tables import metadata, platform
 
@@ -36,6 +37,7 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
         metadata=metadata,
         tables=platform,
         routers=[router],
+        consumers=[CARE_RELATIONSHIPS_CONSUMER],
         on_startup=on_startup,
         verifies_tokens=True,
     )

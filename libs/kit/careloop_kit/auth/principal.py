@@ -10,11 +10,19 @@ one patient of the same organization outside the provider's locations until it
 expires. `authenticate` keeps only the grants still active by the verifier's
 clock. An access that relies on a grant is emergency treatment: the audit event
 of that request carries purpose of use `ETREAT` (see `acting_for`).
+
+Care relationships: a service that keeps them (an appointment, later a referral or a
+care gap, at one of the organization's locations) hands the open ones of a patient to
+the checks below (`relationships=`). Staff scoped to a relationship's location reach
+the patient as if the patient were at that location, with what their role allows, and
+the access is audited with the relationship's purpose of use (`<KIND>_RELATIONSHIP`,
+e.g. `APPOINTMENT_RELATIONSHIP`). A new kind is a new row, never a new check.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
@@ -22,6 +30,9 @@ from careloop_kit.errors import Forbidden
 
 ActorType = Literal["user", "service", "partner", "patient", "system"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# The audit record's purpose of use is an upper-case code of at most 32 characters.
+_RELATIONSHIP_KIND = re.compile(r"^[a-z][a-z_]{0,18}$")
+RELATIONSHIP_PURPOSE_SUFFIX: Final = "_RELATIONSHIP"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,33 @@ class BreakGlassGrant:
     def active_at(self, now: float) -> bool:
         """Whether the grant still holds at `now` (epoch seconds; no leeway)."""
         return now < self.expires_at
+
+
+@dataclass(frozen=True)
+class CareRelationship:
+    """An open reason for staff of `location_id` to reach `patient_id`'s record: an
+    appointment there (`kind="appointment"`), later a referral or a care gap.
+    `relationship_id` names the row that holds it."""
+
+    relationship_id: str
+    patient_id: str
+    location_id: str
+    kind: str
+
+    def __post_init__(self) -> None:
+        if not _RELATIONSHIP_KIND.fullmatch(self.kind):
+            raise ValueError(f"care relationship kind {self.kind!r}: use [a-z_], at most 19")
+
+    @property
+    def purpose_of_use(self) -> str:
+        """The purpose of use of an access this relationship opened."""
+        return relationship_purpose(self.kind)
+
+
+def relationship_purpose(kind: str) -> str:
+    """`<KIND>_RELATIONSHIP`: the purpose of use of an access opened by a care
+    relationship of `kind`."""
+    return kind.upper() + RELATIONSHIP_PURPOSE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -95,14 +133,35 @@ class AuthenticatedPrincipal(Principal):
         return location_id is not None and location_id in self.locations
 
     def allows_patient(
-        self, patient_id: str, location_id: str | None, *, org_id: str | None = None
+        self,
+        patient_id: str,
+        location_id: str | None,
+        *,
+        org_id: str | None = None,
+        relationships: Iterable[CareRelationship] = (),
     ) -> bool:
-        """Whether the caller may reach this patient's record."""
+        """Whether the caller may reach this patient's record: through the record's
+        location, or through an open care relationship at one of the caller's."""
         if org_id is not None and not self.allows_org(org_id):
             return False
         if self.is_patient:
             return self.patient_id is not None and patient_id == self.patient_id
-        return self.allows_location(location_id)
+        if self.allows_location(location_id):
+            return True
+        return self.relationship_for(patient_id, relationships) is not None
+
+    def relationship_for(
+        self, patient_id: str, relationships: Iterable[CareRelationship]
+    ) -> CareRelationship | None:
+        """The first open care relationship of `patient_id` at a location the caller's
+        scope names, or None. A patient account never reaches a record this way."""
+        if self.is_patient:
+            return None
+        for relationship in relationships:
+            at_own_location = relationship.location_id in self.locations
+            if relationship.patient_id == patient_id and at_own_location:
+                return relationship
+        return None
 
     def listing_scope(self, patient_id: str | None) -> tuple[str | None, tuple[str, ...] | None]:
         """The bounds of a list of per-patient records, as `(patient_id, locations)`.
@@ -137,20 +196,40 @@ class AuthenticatedPrincipal(Principal):
             return False
         return self.grant_for(patient_id, now=now) is not None
 
-    def purpose_for(self, patient_id: str, location_id: str | None = None) -> str:
-        """The purpose of use of an access to this patient: `ETREAT` when it relies
-        on a break-glass grant (the patient is outside the caller's locations, or its
-        location is not known yet, and a grant names it), else the principal's own."""
-        if location_id is not None and self.allows_patient(patient_id, location_id):
+    def purpose_for(
+        self,
+        patient_id: str,
+        location_id: str | None = None,
+        *,
+        relationships: Iterable[CareRelationship] = (),
+    ) -> str:
+        """The purpose of use of an access to this patient: the principal's own when
+        the record's location is in scope; the relationship's (`<KIND>_RELATIONSHIP`)
+        when an open care relationship at one of the caller's locations opens it;
+        `ETREAT` when it relies on a break-glass grant (the patient is outside the
+        caller's locations, or its location is not known yet, and a grant names it);
+        else the principal's own."""
+        if location_id is not None and self.allows_location(location_id):
             return self.purpose_of_use
+        if self.is_patient:
+            return self.purpose_of_use
+        relationship = self.relationship_for(patient_id, relationships)
+        if relationship is not None and ALL_LOCATIONS not in self.locations:
+            return relationship.purpose_of_use
         if self.grant_for(patient_id) is not None and ALL_LOCATIONS not in self.locations:
             return EMERGENCY_TREATMENT
         return self.purpose_of_use
 
-    def acting_for(self, patient_id: str, location_id: str | None = None) -> AuthenticatedPrincipal:
+    def acting_for(
+        self,
+        patient_id: str,
+        location_id: str | None = None,
+        *,
+        relationships: Iterable[CareRelationship] = (),
+    ) -> AuthenticatedPrincipal:
         """This principal with the purpose of use of an access to `patient_id`: the
         one to hand to the audit recorder for that request."""
-        purpose = self.purpose_for(patient_id, location_id)
+        purpose = self.purpose_for(patient_id, location_id, relationships=relationships)
         if purpose == self.purpose_of_use:
             return self
         return replace(self, purpose_of_use=purpose)
@@ -168,16 +247,22 @@ class AuthenticatedPrincipal(Principal):
         return True
 
     def can_access_patient(
-        self, patient_id: str, location_id: str | None, *, org_id: str | None = None
+        self,
+        patient_id: str,
+        location_id: str | None,
+        *,
+        org_id: str | None = None,
+        relationships: Iterable[CareRelationship] = (),
     ) -> bool:
         """True, or `Forbidden`: patients reach only their own record; staff only
-        patients of a location in their scope (or every location with `*`), or the
-        patient an active break-glass grant names."""
+        patients of a location in their scope (or every location with `*`), patients
+        with an open care relationship at one of their locations, or the patient an
+        active break-glass grant names."""
         if org_id is not None:
             self.can_access_org(org_id)
-        if not self.allows_patient(patient_id, location_id) and not (
-            self.allows_patient_by_grant(patient_id)
-        ):
+        if not self.allows_patient(
+            patient_id, location_id, relationships=relationships
+        ) and not self.allows_patient_by_grant(patient_id):
             if self.is_patient:
                 raise Forbidden("A patient account may only access its own record.")
             raise Forbidden("This patient is outside your location scope.")

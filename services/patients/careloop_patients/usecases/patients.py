@@ -5,7 +5,9 @@ commits with the change, a refusal is recorded in its own transaction. Authoriza
 the object happens here, after the door checked the permission: tenant (another
 organization's patient is a 404), location scope (403), a patient account's own record
 (403); break-glass reads and updates are audited with purpose of use `ETREAT`
-(`AuthenticatedPrincipal.acting_for`).
+(`AuthenticatedPrincipal.acting_for`). Staff of a location where the patient has an
+open care relationship (`usecases.care_relationships`) read and update the record as
+if it were at their location, audited with the relationship's purpose of use.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from careloop_patients.domain.patient import (
     validate,
 )
 from careloop_patients.store.repository import PatientRepository, StaleVersion, StoredPatient
+from careloop_patients.usecases.care_relationships import access_basis, move_to_survivor
 
 RESOURCE = "Patient"
 CREATE, READ, UPDATE, SEARCH, MERGE = (
@@ -165,11 +168,14 @@ async def read_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    acting = principal.acting_for(patient_id)
+    basis = await access_basis(session, principal, patient_id)
+    acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
     async with recorder_of(runtime).scope(session, acting, entry, **_meta(caller)):
         _only_own_record(principal, patient_id)
         stored = await _load(repository(runtime, session), principal.org_id, patient_id)
-        principal.can_access_patient(stored.id, stored.location_id)
+        principal.can_access_patient(
+            stored.id, stored.location_id, relationships=basis.relationships
+        )
     return stored
 
 
@@ -194,12 +200,15 @@ async def update_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    acting = principal.acting_for(patient_id)
+    basis = await access_basis(session, principal, patient_id)
+    acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
     async with recorder_of(runtime).scope(session, acting, entry, **_meta(caller)):
         _only_own_record(principal, patient_id)
         repo = repository(runtime, session)
         current = await _load(repo, principal.org_id, patient_id, for_update=True)
-        principal.can_access_patient(current.id, current.location_id)
+        principal.can_access_patient(
+            current.id, current.location_id, relationships=basis.relationships
+        )
         if current.status is not PatientStatus.ACTIVE:
             raise Conflict(
                 f"Patient {patient_id} was merged into {current.merged_into_id}; "
@@ -346,6 +355,15 @@ async def merge_patient(
             now=now,
             status=PatientStatus.MERGED,
             merged_into_id=surviving.id,
+        )
+        await move_to_survivor(
+            runtime,
+            session,
+            principal,
+            org_id=principal.org_id,
+            merged_patient_id=merged.id,
+            surviving_patient_id=surviving.id,
+            **_meta(caller),
         )
         await runtime.outbox.add(
             session,

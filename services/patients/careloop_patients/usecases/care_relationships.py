@@ -1,0 +1,204 @@
+"""Care relationships: an appointment at a location opens the patient's record to the
+staff of that location; cancelling it before it takes place closes it again.
+
+Scheduling's appointment events (`careloop.scheduling`) reach `apply_appointment` in
+the transaction of the consumer's inbox mark, so a redelivered event is a no-op. One
+row per appointment: a booked or past (arrived, fulfilled, no-show) appointment opens
+its row, a cancellation committed before the visit's start ends it, so a location's
+access lasts while any of its appointments with the patient holds. A later kind
+(referral, care gap) is another `kind` of row; `access_basis` and the kit's check
+read every kind alike.
+
+Opening, ending and moving a relationship (a merge hands the duplicate's to the
+survivor) are audited as changes of a `CareRelationship` resource on the patient's
+trail; every access a relationship opened is audited with its purpose of use
+(`APPOINTMENT_RELATIONSHIP`, see `careloop_kit.auth.principal.CareRelationship`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_contracts.scheduling import AppointmentEvent
+from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, Principal
+from careloop_kit.auth.principal import CareRelationship, relationship_purpose
+from careloop_kit.service import Runtime
+from careloop_patients.store.care_relationships import (
+    CareRelationshipRepository,
+    StoredRelationship,
+)
+
+log = logging.getLogger(__name__)
+
+RESOURCE = "CareRelationship"
+APPOINTMENT = "appointment"
+# FHIR statuses of an appointment that is, or was, a reason to care for the patient.
+OPENING_STATUSES = frozenset({"booked", "arrived", "fulfilled", "noshow"})
+SERVICE_ACTOR = "patients"
+# A merge chain longer than this is a data error, not a reason to loop.
+MAX_MERGE_HOPS = 16
+
+
+@dataclass(frozen=True)
+class AccessBasis:
+    """What the access check of one record needs: the record's location (None when
+    unknown or not looked up) and the open relationships at the caller's locations."""
+
+    location_id: str | None
+    relationships: tuple[CareRelationship, ...]
+
+
+def relationships(session: AsyncSession) -> CareRelationshipRepository:
+    """The care-relationship repository in the caller's session."""
+    return CareRelationshipRepository(session)
+
+
+async def access_basis(
+    session: AsyncSession, principal: AuthenticatedPrincipal, patient_id: str
+) -> AccessBasis:
+    """Read before the record is opened, so the audit scope carries the purpose the
+    access will have. Read on every request, so an ended relationship closes access
+    at the next one. Nothing is looked up for a patient account (its own record only)
+    or for staff of every location (no relationship can add to that)."""
+    if principal.is_patient or ALL_LOCATIONS in principal.locations:
+        return AccessBasis(None, ())
+    repo = relationships(session)
+    link = await repo.patient_link(principal.org_id, patient_id)
+    if link is None:
+        return AccessBasis(None, ())
+    if principal.allows_location(link.location_id):
+        return AccessBasis(link.location_id, ())
+    found = await repo.open_for(principal.org_id, patient_id, principal.locations)
+    return AccessBasis(link.location_id, tuple(found))
+
+
+async def apply_appointment(
+    runtime: Runtime, session: AsyncSession, event: AppointmentEvent
+) -> StoredRelationship | None:
+    """Open or end the relationship of one appointment; the relationship changed, or
+    None when nothing changed."""
+    repo = relationships(session)
+    patient_id = await _survivor(repo, event.org_id, event.patient_id)
+    if patient_id is None:
+        # Patients may hear of an appointment before the record's registration
+        # commits only through a bug elsewhere; there is no record to open.
+        log.warning(
+            "appointment %s names patient %s, unknown in organization %s: no relationship",
+            event.appointment_id,
+            event.patient_id,
+            event.org_id,
+        )
+        return None
+    if event.status in OPENING_STATUSES:
+        opened = await repo.open(
+            org_id=event.org_id,
+            patient_id=patient_id,
+            location_id=event.location_id,
+            kind=APPOINTMENT,
+            source_id=event.appointment_id,
+            now=event.occurred_at,
+        )
+        if opened is not None:
+            await _audit(runtime, session, opened, "create")
+            log.info(
+                "care relationship %s opened: appointment %s at %s",
+                opened.id,
+                event.appointment_id,
+                event.location_id,
+            )
+        return opened
+    if event.status == "cancelled":
+        if not _cancelled_before_visit(event.occurred_at, event.start_at):
+            # The visit's time had come: the patient was in this location's care.
+            return None
+        ended = await repo.end(
+            event.org_id,
+            APPOINTMENT,
+            event.appointment_id,
+            now=event.occurred_at,
+            reason="cancelled",
+        )
+        if ended is not None:
+            await _audit(runtime, session, ended, "update")
+            log.info(
+                "care relationship %s ended: appointment %s cancelled",
+                ended.id,
+                event.appointment_id,
+            )
+        return ended
+    return None
+
+
+async def move_to_survivor(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    org_id: str,
+    merged_patient_id: str,
+    surviving_patient_id: str,
+    request_id: str | None = None,
+    source_ip: str | None = None,
+) -> list[str]:
+    """A merged record's relationships follow its survivor (in the merge's transaction)."""
+    moved = await relationships(session).move(
+        org_id, from_patient=merged_patient_id, to_patient=surviving_patient_id
+    )
+    for relationship_id in moved:
+        entry = AuditEntry(
+            action="update",
+            resource_type=RESOURCE,
+            phi_categories=[],
+            patient_id=surviving_patient_id,
+            resource_id=relationship_id,
+            extra_patient_ids=[merged_patient_id],
+        )
+        await recorder_of(runtime).record(
+            session, principal, entry, request_id=request_id, source_ip=source_ip
+        )
+    return moved
+
+
+def _cancelled_before_visit(cancelled_at: datetime, start_at: datetime) -> bool:
+    return cancelled_at < start_at
+
+
+async def _survivor(repo: CareRelationshipRepository, org_id: str, patient_id: str) -> str | None:
+    """The record an appointment's patient id leads to: itself, or the survivor of its
+    merge (scheduling may still book under a merged id)."""
+    current = patient_id
+    for _ in range(MAX_MERGE_HOPS):
+        link = await repo.patient_link(org_id, current)
+        if link is None:
+            return None
+        if link.merged_into_id is None:
+            return link.id
+        current = link.merged_into_id
+    log.error("patient %s: merge chain longer than %d hops", patient_id, MAX_MERGE_HOPS)
+    return None
+
+
+async def _audit(
+    runtime: Runtime, session: AsyncSession, relationship: StoredRelationship, action: str
+) -> None:
+    """The opening or end of a relationship on the patient's trail: no PHI is touched,
+    so no category is named; the purpose is the one its accesses will carry."""
+    system = Principal(
+        actor_id=SERVICE_ACTOR,
+        actor_type="system",
+        org_id=relationship.org_id,
+        purpose_of_use=relationship_purpose(relationship.kind),
+    )
+    entry = AuditEntry(
+        action=action,
+        resource_type=RESOURCE,
+        phi_categories=[],
+        patient_id=relationship.patient_id,
+        resource_id=relationship.id,
+    )
+    await recorder_of(runtime).record(session, system, entry)
