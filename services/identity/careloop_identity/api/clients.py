@@ -126,15 +126,21 @@ def _with_secret(created: steps.ClientWithSecret, today: date) -> ClientCreated:
     return ClientCreated(**_read(created.client, today).model_dump(), client_secret=created.secret)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
-async def create_client(
+def _call(
     org_id: str,
-    body: ClientCreate,
     request: Request,
     principal: ManageClients,
     runtime: RuntimeDep,
     session: SessionDep,
-) -> ClientCreated:
+) -> steps.ClientsCall:
+    return steps.ClientsCall(runtime, session, principal, org_id, request_meta(request))
+
+
+Call = Annotated[steps.ClientsCall, Depends(_call)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
+async def create_client(body: ClientCreate, call: Call) -> ClientCreated:
     """Register a partner API client; its secret is returned only in this response."""
     new = steps.NewClient(
         name=body.name,
@@ -144,84 +150,42 @@ async def create_client(
         baa_signed_on=body.baa_signed_on,
         baa_expires_on=body.baa_expires_on,
     )
-    created = await steps.create_client(
-        runtime, session, principal, org_id, new, meta=request_meta(request)
-    )
-    return _with_secret(created, steps.today_of(runtime))
+    created = await steps.create_client(call, new)
+    return _with_secret(created, steps.today_of(call.runtime))
 
 
 @router.get("", response_model=ClientPage)
-async def list_clients(
-    org_id: str,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> ClientPage:
+async def list_clients(call: Call, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> ClientPage:
     """List the organization's partner clients (never their secrets)."""
-    clients = await steps.list_clients(session, principal, org_id, limit=limit)
-    today = steps.today_of(runtime)
+    clients = await steps.list_clients(call, limit=limit)
+    today = steps.today_of(call.runtime)
     return ClientPage(items=[_read(c, today) for c in clients])
 
 
 @router.get("/{client_id}", response_model=ClientRead)
-async def read_client(
-    org_id: str,
-    client_id: str,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> ClientRead:
+async def read_client(client_id: str, call: Call) -> ClientRead:
     """Read one partner client (never its secret)."""
-    client = await steps.read_client(session, principal, org_id, client_id)
-    return _read(client, steps.today_of(runtime))
+    client = await steps.read_client(call, client_id)
+    return _read(client, steps.today_of(call.runtime))
 
 
 @router.patch("/{client_id}", response_model=ClientRead)
-async def update_client(
-    org_id: str,
-    client_id: str,
-    body: ClientUpdate,
-    request: Request,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> ClientRead:
+async def update_client(client_id: str, body: ClientUpdate, call: Call) -> ClientRead:
     """Change a client's name, scopes, locations, rate limit or BAA dates."""
     sent = {name: getattr(body, name) for name in body.model_fields_set}
-    updated = await steps.update_client(
-        runtime, session, principal, org_id, client_id, sent, meta=request_meta(request)
-    )
-    return _read(updated, steps.today_of(runtime))
+    updated = await steps.update_client(call, client_id, sent)
+    return _read(updated, steps.today_of(call.runtime))
 
 
 @router.post("/{client_id}/secret", response_model=ClientCreated)
-async def rotate_secret(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> ClientCreated:
+async def rotate_secret(client_id: str, call: Call) -> ClientCreated:
     """Issue a new secret; the old one and every token issued under it stop working now."""
-    rotated = await steps.rotate_secret(
-        runtime, session, principal, org_id, client_id, meta=request_meta(request)
-    )
-    return _with_secret(rotated, steps.today_of(runtime))
+    rotated = await steps.rotate_secret(call, client_id)
+    return _with_secret(rotated, steps.today_of(call.runtime))
 
 
 @router.post("/{client_id}/disable", response_model=ClientRead)
-async def disable_client(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> ClientRead:
+async def disable_client(client_id: str, call: Call) -> ClientRead:
     """Disable a client for good: no new tokens, and its current tokens stop working."""
-    disabled = await steps.disable_client(
-        runtime, session, principal, org_id, client_id, meta=request_meta(request)
-    )
-    return _read(disabled, steps.today_of(runtime))
+    disabled = await steps.disable_client(call, client_id)
+    return _read(disabled, steps.today_of(call.runtime))

@@ -111,10 +111,22 @@ def _scopes(scopes: list[str]) -> tuple[str, ...]:
         raise Invalid(str(exc)) from exc
 
 
-async def _existing(
-    session: AsyncSession, org_id: str, client_id: str, *, for_update: bool = False
-) -> StoredClient:
-    client = await ClientRepository(session).get(org_id, client_id, for_update=for_update)
+@dataclass(frozen=True)
+class ClientsCall:
+    """A request on the partner clients of one organization: who asks, from where, and
+    the transaction it runs in."""
+
+    runtime: Runtime
+    session: AsyncSession
+    principal: AuthenticatedPrincipal
+    org_id: str
+    meta: RequestMeta
+
+
+async def _existing(call: ClientsCall, client_id: str, *, for_update: bool = False) -> StoredClient:
+    """The caller's organization's client (locked for a change with `for_update`)."""
+    own_organization(call.principal, call.org_id)
+    client = await ClientRepository(call.session).get(call.org_id, client_id, for_update=for_update)
     if client is None:
         raise NotFound(f"No client {client_id} in this organization.")
     return client
@@ -132,21 +144,12 @@ async def _revoke_tokens(runtime: Runtime, session: AsyncSession, client: Stored
     )
 
 
-async def _audit_client(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    principal: AuthenticatedPrincipal,
-    client_id: str,
-    *,
-    action: str,
-    detail: str,
-) -> None:
+async def _audit_client(call: ClientsCall, client_id: str, *, action: str, detail: str) -> None:
     await audit(
-        runtime,
-        session,
-        meta,
-        principal,
+        call.runtime,
+        call.session,
+        call.meta,
+        call.principal,
         action=action,
         resource_type="Client",
         resource_id=client_id,
@@ -154,41 +157,17 @@ async def _audit_client(
     )
 
 
-async def _save(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    principal: AuthenticatedPrincipal,
-    client: StoredClient,
-    detail: str,
-) -> StoredClient:
+async def _save(call: ClientsCall, client: StoredClient, detail: str) -> StoredClient:
     """Store a changed client and audit the change, in the caller's transaction."""
-    await ClientRepository(session).save(client)
-    await _audit_client(
-        runtime, session, meta, principal, client.id, action="update", detail=detail
-    )
+    await ClientRepository(call.session).save(client)
+    await _audit_client(call, client.id, action="update", detail=detail)
     return client
 
 
-async def _locked(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str, client_id: str
-) -> StoredClient:
-    """The caller's organization's client, locked for the change about to be made."""
-    own_organization(principal, org_id)
-    return await _existing(session, org_id, client_id, for_update=True)
-
-
-async def create_client(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    new: NewClient,
-    *,
-    meta: RequestMeta,
-) -> ClientWithSecret:
+async def create_client(call: ClientsCall, new: NewClient) -> ClientWithSecret:
     """Register a partner API client; a PHI scope needs a current BAA."""
-    own_organization(principal, org_id)
+    runtime, session, org_id = call.runtime, call.session, call.org_id
+    own_organization(call.principal, org_id)
     today = today_of(runtime)
     scopes = _scopes(list(new.scopes))
     locations = await _locations(
@@ -218,49 +197,33 @@ async def create_client(
         )
     )
     detail = short(f"scopes={' '.join(scopes)}")
-    await _audit_client(
-        runtime, session, meta, principal, client.id, action="create", detail=detail
-    )
+    await _audit_client(call, client.id, action="create", detail=detail)
     return ClientWithSecret(client, secret)
 
 
-async def list_clients(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str, *, limit: int
-) -> list[StoredClient]:
+async def list_clients(call: ClientsCall, *, limit: int) -> list[StoredClient]:
     """The organization's partner clients."""
-    own_organization(principal, org_id)
-    return await ClientRepository(session).list_for_org(org_id, limit)
+    own_organization(call.principal, call.org_id)
+    return await ClientRepository(call.session).list_for_org(call.org_id, limit)
 
 
-async def read_client(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str, client_id: str
-) -> StoredClient:
+async def read_client(call: ClientsCall, client_id: str) -> StoredClient:
     """One partner client of the caller's organization."""
-    own_organization(principal, org_id)
-    return await _existing(session, org_id, client_id)
+    return await _existing(call, client_id)
 
 
-async def update_client(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    client_id: str,
-    sent: dict[str, Any],
-    *,
-    meta: RequestMeta,
-) -> StoredClient:
+async def update_client(call: ClientsCall, client_id: str, sent: dict[str, Any]) -> StoredClient:
     """Change the fields in `sent` (name, scopes, locations, rate limit, BAA dates; the
     dates may be None to clear them)."""
-    today = today_of(runtime)
-    client = await _locked(session, principal, org_id, client_id)
+    today = today_of(call.runtime)
+    client = await _existing(call, client_id, for_update=True)
     changes: dict[str, Any] = {}
     if sent.get("name") is not None:
         changes["name"] = sent["name"]
     if sent.get("scopes") is not None:
         changes["scopes"] = _scopes(list(sent["scopes"]))
     if sent.get("locations") is not None:
-        changes["locations"] = await _locations(session, org_id, sent["locations"])
+        changes["locations"] = await _locations(call.session, call.org_id, sent["locations"])
     if sent.get("rate_limit_per_minute") is not None:
         changes["rate_limit_per_minute"] = sent["rate_limit_per_minute"]
     for name in ("baa_signed_on", "baa_expires_on"):
@@ -269,56 +232,37 @@ async def update_client(
     changed = sorted(name for name, value in changes.items() if getattr(client, name) != value)
     if not changed:
         return client
-    updated = replace(client, **changes, updated_at=runtime.clock.now())
+    updated = replace(client, **changes, updated_at=call.runtime.clock.now())
     # Sending scopes grants them anew: a PHI scope among them needs a current BAA. A
     # change of dates alone records the agreement as it is; a lapsed BAA then takes
     # the PHI scopes out of new tokens at the token endpoint.
     _check(updated.scopes, _baa(updated), today, granting="scopes" in changes)
-    return await _save(
-        runtime, session, meta, principal, updated, short(f"changed: {', '.join(changed)}")
-    )
+    return await _save(call, updated, short(f"changed: {', '.join(changed)}"))
 
 
-async def rotate_secret(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    client_id: str,
-    *,
-    meta: RequestMeta,
-) -> ClientWithSecret:
+async def rotate_secret(call: ClientsCall, client_id: str) -> ClientWithSecret:
     """A new secret; the old one and every token issued under it stop working now."""
-    client = await _locked(session, principal, org_id, client_id)
+    client = await _existing(call, client_id, for_update=True)
     if client.disabled_at is not None:
         raise Conflict("This client is disabled; register a new client instead.")
-    now = runtime.clock.now()
-    await _revoke_tokens(runtime, session, client)
+    await _revoke_tokens(call.runtime, call.session, client)
     secret = new_secret()
     rotated = replace(
         client,
         secret_hash=hash_secret(secret),
         secret_version=client.secret_version + 1,
-        updated_at=now,
+        updated_at=call.runtime.clock.now(),
     )
     detail = f"secret rotated to version {rotated.secret_version}"
-    return ClientWithSecret(await _save(runtime, session, meta, principal, rotated, detail), secret)
+    return ClientWithSecret(await _save(call, rotated, detail), secret)
 
 
-async def disable_client(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    client_id: str,
-    *,
-    meta: RequestMeta,
-) -> StoredClient:
+async def disable_client(call: ClientsCall, client_id: str) -> StoredClient:
     """Disable a client for good: no new tokens, and its current tokens stop working."""
-    client = await _locked(session, principal, org_id, client_id)
+    client = await _existing(call, client_id, for_update=True)
     if client.disabled_at is not None:
         return client
-    now = runtime.clock.now()
-    await _revoke_tokens(runtime, session, client)
+    now = call.runtime.clock.now()
+    await _revoke_tokens(call.runtime, call.session, client)
     disabled = replace(client, disabled_at=now, updated_at=now)
-    return await _save(runtime, session, meta, principal, disabled, "disabled")
+    return await _save(call, disabled, "disabled")
