@@ -10,10 +10,13 @@ works in an organization of its own.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,17 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy import func, select
 
 import careloop_patients
+from careloop_contracts import AccessRecorded, Envelope
+from careloop_contracts.envelope import to_headers
+from careloop_contracts.scheduling import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentNoShow,
+)
 from careloop_kit.auth import ROLES, StaticJwksSource, allowed, requires_mfa
 from careloop_kit.auth.permissions import (
     OWN_RECORD_ROLES,
@@ -41,6 +53,7 @@ from careloop_kit.service import Runtime
 from careloop_patients.app import create_app
 from careloop_patients.domain.patient import ALL_CATEGORIES
 from careloop_patients.settings import PatientsSettings
+from careloop_patients.store.tables import care_relationship, platform
 
 pytestmark = pytest.mark.service
 
@@ -351,3 +364,441 @@ async def test_a_revoked_session_is_401_everywhere(matrix: Matrix) -> None:
         assert response.status_code == 401, (method, path)
     again = await matrix.client.get(f"/patients/{target}", headers=headers)
     assert again.status_code == 401
+
+
+# Care relationships: the record lives at HOME; scheduling books the patient at SECOND.
+# Staff scoped to SECOND reach the record once patients has consumed the booking, with
+# exactly the categories their role allows, and lose it at the next request after the
+# cancellation; staff of THIRD never reach it.
+HOME, SECOND, THIRD = OWN_LOCATION, OTHER_LOCATION, "loc-c"
+STAFF_ROLES = [role for role in ROLES if role not in OWN_RECORD_ROLES]
+RELATIONSHIP_PURPOSE = "APPOINTMENT_RELATIONSHIP"
+
+
+def appointment_event(
+    kind: type[AppointmentEvent],
+    *,
+    org_id: str,
+    patient_id: str,
+    appointment_id: str,
+    location_id: str,
+    status: str,
+    start_at: datetime,
+    occurred_at: datetime,
+) -> AppointmentEvent:
+    return kind(
+        appointment_id=appointment_id,
+        patient_id=patient_id,
+        org_id=org_id,
+        location_id=location_id,
+        provider_id="prov-1",
+        appointment_type_id="type-1",
+        start_at=start_at,
+        end_at=start_at + timedelta(minutes=30),
+        status=status,
+        confirmation="unconfirmed",
+        occurred_at=occurred_at,
+    )
+
+
+async def publish(matrix: Matrix, event: AppointmentEvent, *, event_id: str | None = None) -> str:
+    """Publish a scheduling event on the scheduling topic, as scheduling's relay would
+    (same envelope headers, keyed by patient); returns the event id."""
+    envelope = Envelope(
+        id=event_id or str(uuid.uuid4()),
+        type=event.event_type,
+        source="/careloop/scheduling",
+        time=datetime.now(UTC),
+        subject=event.partition_key(),
+        org_id=event.org_id,
+        location_id=event.location_id,
+    )
+    await matrix.runtime.producer.send_and_wait(
+        matrix.runtime.topic(event.topic),
+        value=event.to_json(),
+        key=event.partition_key().encode(),
+        headers=to_headers(envelope),
+    )
+    return envelope.id
+
+
+async def relationship_rows(matrix: Matrix, org_id: str) -> list[dict[str, Any]]:
+    async with matrix.runtime.sessionmaker() as session:
+        rows = await session.execute(
+            select(care_relationship)
+            .where(care_relationship.c.org_id == org_id)
+            .order_by(care_relationship.c.since)
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+async def wait_rows(
+    matrix: Matrix,
+    org_id: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    *,
+    timeout_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """The org's relationship rows once `until` holds (the consumer has caught up)."""
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = await relationship_rows(matrix, org_id)
+        if until(rows):
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"care relationships of {org_id} never reached the state: {rows}")
+
+
+async def access_records(matrix: Matrix, patient_id: str) -> list[dict[str, Any]]:
+    """The access records staged for a patient, in the order they were written."""
+    outbox = platform.outbox
+    async with matrix.runtime.sessionmaker() as session:
+        payloads = await session.scalars(
+            select(outbox.c.payload)
+            .where(outbox.c.event_type == AccessRecorded.event_type)
+            .order_by(outbox.c.id)
+        )
+        records = [json.loads(payload) for payload in payloads]
+    return [r for r in records if r["patient_id"] == patient_id]
+
+
+async def inboxed(matrix: Matrix, event_id: str) -> int:
+    inbox = platform.inbox
+    async with matrix.runtime.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(inbox).where(inbox.c.event_id == event_id)
+        )
+    return int(count or 0)
+
+
+async def wait_inboxed(matrix: Matrix, event_id: str, *, timeout_s: float = 30.0) -> None:
+    """Until the consumer has applied the event (its inbox mark commits with the effect)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await inboxed(matrix, event_id):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"event {event_id} was never applied")
+
+
+def staff_headers(matrix: Matrix, org_id: str, role: str, location: str) -> dict[str, str]:
+    return matrix.headers(
+        org=org_id,
+        sub=f"{role}-{location}",
+        sid=f"sid-{role}-{location}",
+        roles=[role],
+        loc=[location],
+        amr=["pwd", "otp"],
+    )
+
+
+async def read_and_update(
+    matrix: Matrix, patient_id: str, headers: dict[str, str], *, version: int
+) -> tuple[httpx.Response, httpx.Response]:
+    read = await matrix.client.get(f"/patients/{patient_id}", headers=headers)
+    update = await matrix.client.patch(
+        f"/patients/{patient_id}",
+        json={"version": version, "preferred_language": "fr"},
+        headers=headers,
+    )
+    return read, update
+
+
+@pytest.mark.parametrize("role", STAFF_ROLES)
+async def test_a_booked_appointment_opens_the_record_to_its_location(
+    matrix: Matrix, role: str
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    second = staff_headers(matrix, org_id, role, SECOND)
+    third = staff_headers(matrix, org_id, role, THIRD)
+    may_read = holds(role, "patients:read")
+    may_update = holds(role, "patients:update")
+    start = datetime.now(UTC) + timedelta(days=3)
+    appointment = f"appt-{uuid.uuid4().hex[:10]}"
+    fields: dict[str, Any] = {
+        "org_id": org_id,
+        "patient_id": patient_id,
+        "appointment_id": appointment,
+        "location_id": SECOND,
+        "start_at": start,
+    }
+
+    before = await read_and_update(matrix, patient_id, second, version=1)
+    assert [r.status_code for r in before] == [403, 403], role
+
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked, status="booked", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    rows = await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    assert rows[0]["patient_id"] == patient_id
+    assert rows[0]["location_id"] == SECOND
+    assert rows[0]["kind"] == "appointment"
+    assert rows[0]["source_id"] == appointment
+    assert rows[0]["ended_at"] is None
+
+    read, update = await read_and_update(matrix, patient_id, second, version=1)
+    if may_read:
+        assert read.status_code == 200, (role, read.text)
+        # Exactly the categories the role allows, as at the record's own location.
+        visible = shown(role, "patients:read")
+        assert read.json()["withheld_categories"] == [
+            c for c in ALL_CATEGORIES if c not in visible
+        ], role
+    else:
+        assert read.status_code == 403, role
+    if may_update:
+        assert update.status_code == 200, (role, update.text)
+        assert update.json()["version"] == 2
+    else:
+        assert update.status_code == 403, role
+    # A relationship at SECOND opens nothing to the staff of a third location.
+    elsewhere = await read_and_update(matrix, patient_id, third, version=2)
+    assert [r.status_code for r in elsewhere] == [403, 403], role
+
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled, status="cancelled", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    rows = await wait_rows(matrix, org_id, lambda rows: rows[0]["ended_at"] is not None)
+    assert rows[0]["end_reason"] == "cancelled"
+    after = await read_and_update(matrix, patient_id, second, version=2)
+    assert [r.status_code for r in after] == [403, 403], role
+
+    if may_read:
+        trail = await access_records(matrix, patient_id)
+        mine = [r for r in trail if r["actor_id"] == f"{role}-{SECOND}" and r["action"] == "read"]
+        assert [(r["outcome"], r["purpose_of_use"]) for r in mine] == [
+            ("denied", "TREAT"),
+            ("success", RELATIONSHIP_PURPOSE),
+            ("denied", "TREAT"),
+        ], role
+
+
+async def test_the_audit_trail_names_the_relationship_and_its_opening_and_end(
+    matrix: Matrix,
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    fields: dict[str, Any] = {
+        "org_id": org_id,
+        "patient_id": patient_id,
+        "appointment_id": f"appt-{uuid.uuid4().hex[:10]}",
+        "location_id": SECOND,
+        "start_at": datetime.now(UTC) + timedelta(days=1),
+    }
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked, status="booked", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    (row,) = await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    provider = staff_headers(matrix, org_id, "provider", SECOND)
+    assert (await matrix.client.get(f"/patients/{patient_id}", headers=provider)).status_code == 200
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled, status="cancelled", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: rows[0]["ended_at"] is not None)
+
+    trail = await access_records(matrix, patient_id)
+    changes = [r for r in trail if r["resource_type"] == "CareRelationship"]
+    assert [(r["action"], r["resource_id"], r["actor_type"]) for r in changes] == [
+        ("create", row["id"], "system"),
+        ("update", row["id"], "system"),
+    ]
+    assert all(r["phi_categories"] == [] for r in changes)
+    assert all(r["purpose_of_use"] == RELATIONSHIP_PURPOSE for r in changes)
+    (opened_read,) = [r for r in trail if r["actor_id"] == f"provider-{SECOND}"]
+    assert opened_read["action"] == "read"
+    assert opened_read["outcome"] == "success"
+    assert opened_read["purpose_of_use"] == RELATIONSHIP_PURPOSE
+    assert opened_read["resource_id"] == patient_id
+
+
+async def test_a_redelivered_event_is_a_no_op(matrix: Matrix) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    start = datetime.now(UTC) + timedelta(days=2)
+    fields: dict[str, Any] = {
+        "org_id": org_id,
+        "patient_id": patient_id,
+        "appointment_id": f"appt-{uuid.uuid4().hex[:10]}",
+        "location_id": SECOND,
+        "start_at": start,
+    }
+    booked = appointment_event(
+        AppointmentBooked, status="booked", occurred_at=datetime.now(UTC), **fields
+    )
+    booked_id = await publish(matrix, booked)
+    await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    cancelled = appointment_event(
+        AppointmentCancelled, status="cancelled", occurred_at=datetime.now(UTC), **fields
+    )
+    cancelled_id = await publish(matrix, cancelled)
+    await wait_rows(matrix, org_id, lambda rows: rows[0]["ended_at"] is not None)
+
+    # Both again, exactly as the broker would redeliver them (same ids), then a marker
+    # booking at THIRD on the same key, so the same partition: behind both.
+    await publish(matrix, booked, event_id=booked_id)
+    await publish(matrix, cancelled, event_id=cancelled_id)
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked,
+            status="booked",
+            occurred_at=datetime.now(UTC),
+            **{**fields, "appointment_id": f"appt-{uuid.uuid4().hex[:10]}", "location_id": THIRD},
+        ),
+    )
+    rows = await wait_rows(matrix, org_id, lambda rows: len(rows) == 2)
+
+    first = rows[0]
+    assert first["location_id"] == SECOND
+    assert first["ended_at"] is not None, "a redelivered booking must not reopen access"
+    assert await inboxed(matrix, booked_id) == 1
+    assert await inboxed(matrix, cancelled_id) == 1
+    changes = [
+        r["action"]
+        for r in await access_records(matrix, patient_id)
+        if r["resource_id"] == first["id"]
+    ]
+    assert changes == ["create", "update"]
+    second = staff_headers(matrix, org_id, "front_desk", SECOND)
+    assert (await matrix.client.get(f"/patients/{patient_id}", headers=second)).status_code == 403
+
+
+async def test_the_relationship_holds_while_another_appointment_at_the_location_does(
+    matrix: Matrix,
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    now = datetime.now(UTC)
+    common: dict[str, Any] = {"org_id": org_id, "patient_id": patient_id, "location_id": SECOND}
+    first, later, past = (f"appt-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    for appointment, start in ((first, now + timedelta(days=1)), (later, now + timedelta(days=9))):
+        await publish(
+            matrix,
+            appointment_event(
+                AppointmentBooked,
+                status="booked",
+                occurred_at=now,
+                appointment_id=appointment,
+                start_at=start,
+                **common,
+            ),
+        )
+    await wait_rows(matrix, org_id, lambda rows: len(rows) == 2)
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled,
+            status="cancelled",
+            occurred_at=now,
+            appointment_id=first,
+            start_at=now + timedelta(days=1),
+            **common,
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: any(r["ended_at"] for r in rows))
+    desk = staff_headers(matrix, org_id, "front_desk", SECOND)
+    assert (await matrix.client.get(f"/patients/{patient_id}", headers=desk)).status_code == 200
+
+    # A visit that took place (no-show), cancelled afterwards: the relationship stays.
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentNoShow,
+            status="noshow",
+            occurred_at=now,
+            appointment_id=past,
+            start_at=now - timedelta(hours=2),
+            **common,
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: len(rows) == 3)
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled,
+            status="cancelled",
+            occurred_at=now,
+            appointment_id=later,
+            start_at=now + timedelta(days=9),
+            **common,
+        ),
+    )
+    late_cancel = await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled,
+            status="cancelled",
+            occurred_at=now,
+            appointment_id=past,
+            start_at=now - timedelta(hours=2),
+            **common,
+        ),
+    )
+    await wait_inboxed(matrix, late_cancel)
+    rows = await relationship_rows(matrix, org_id)
+    assert [r["source_id"] for r in rows if r["ended_at"] is None] == [past]
+    assert (await matrix.client.get(f"/patients/{patient_id}", headers=desk)).status_code == 200
+
+
+async def test_a_merged_patients_relationships_follow_the_survivor(matrix: Matrix) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    marker = uuid.uuid4().hex[:10]
+    survivor = await matrix.register(org_id, HOME, marker)
+    duplicate = await matrix.register(org_id, HOME, marker + "d")
+    start = datetime.now(UTC) + timedelta(days=4)
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked,
+            status="booked",
+            occurred_at=datetime.now(UTC),
+            org_id=org_id,
+            patient_id=duplicate,
+            appointment_id=f"appt-{uuid.uuid4().hex[:10]}",
+            location_id=SECOND,
+            start_at=start,
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    merged = await matrix.client.post(
+        f"/patients/{survivor}/merge",
+        json={"merged_patient_id": duplicate, "version": 1},
+        headers=matrix.admin(org_id),
+    )
+    assert merged.status_code == 200, merged.text
+    rows = await relationship_rows(matrix, org_id)
+    assert [r["patient_id"] for r in rows] == [survivor]
+    # Scheduling may still book under the merged id: the relationship is the survivor's.
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked,
+            status="booked",
+            occurred_at=datetime.now(UTC),
+            org_id=org_id,
+            patient_id=duplicate,
+            appointment_id=f"appt-{uuid.uuid4().hex[:10]}",
+            location_id=THIRD,
+            start_at=start,
+        ),
+    )
+    rows = await wait_rows(matrix, org_id, lambda rows: len(rows) == 2)
+    assert {r["patient_id"] for r in rows} == {survivor}
+    for location in (SECOND, THIRD):
+        desk = staff_headers(matrix, org_id, "front_desk", location)
+        opened = await matrix.client.get(f"/patients/{survivor}", headers=desk)
+        assert opened.status_code == 200, (location, opened.text)
