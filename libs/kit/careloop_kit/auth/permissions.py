@@ -318,6 +318,11 @@ service checks, per object:
   records are not found (404) or refused (403);
 - **location scope**: staff reach only patients of locations in their token's
   `loc` claim (`*` means every location of the organization);
+- **care relationship**: staff also reach a patient with an open care relationship
+  (an appointment booked or past, later a referral or a care gap) at a location in
+  their `loc`, with what their roles allow, as if the patient were at that
+  location; such an access is audited with purpose of use `<KIND>_RELATIONSHIP`
+  (e.g. `APPOINTMENT_RELATIONSHIP`) and ends with the relationship;
 - **own record**: the `patient` role reaches only the record in its token's `pat`
   claim, whatever the location.
 
