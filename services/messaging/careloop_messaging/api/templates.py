@@ -14,7 +14,7 @@ are versions: nothing is overwritten, and DELETE appends a revert to the default
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_messaging.domain.templates import Channel, MessageKind
+from careloop_messaging.domain.templates import Channel, MessageKind, TemplateKey
 from careloop_messaging.usecases.templates import (
     SAMPLE_PRACTICE,
     Draft,
@@ -165,6 +165,27 @@ def _read(effective: EffectiveTemplate) -> TemplateRead:
     )
 
 
+class KeyPath(NamedTuple):
+    """A template's key as the path and query name it (the organization is the caller's)."""
+
+    kind: MessageKind
+    channel: Channel
+    language: str
+    location_id: str | None
+
+    def of(self, principal: AuthenticatedPrincipal) -> TemplateKey:
+        return template_key(principal, *self)
+
+
+def _key_path(
+    kind: MessageKind, channel: Channel, language: Language, location_id: LocationQuery = None
+) -> KeyPath:
+    return KeyPath(kind, channel, language, location_id)
+
+
+KeyPathDep = Annotated[KeyPath, Depends(_key_path)]
+
+
 @router.get("", response_model=TemplatePage)
 async def list_templates(
     principal: Reader,
@@ -177,31 +198,17 @@ async def list_templates(
 
 
 @router.get(KEY_PATH, response_model=TemplateRead)
-async def read_template(
-    kind: MessageKind,
-    channel: Channel,
-    language: Language,
-    principal: Reader,
-    session: SessionDep,
-    location_id: LocationQuery = None,
-) -> TemplateRead:
+async def read_template(path: KeyPathDep, principal: Reader, session: SessionDep) -> TemplateRead:
     """Read the template in effect for one kind, channel and language."""
-    key = template_key(principal, kind, channel, language, location_id)
-    return _read(await effective_template(session, principal, key))
+    return _read(await effective_template(session, principal, path.of(principal)))
 
 
 @router.get(KEY_PATH + "/versions", response_model=TemplateVersionPage)
 async def list_template_versions(
-    kind: MessageKind,
-    channel: Channel,
-    language: Language,
-    principal: Reader,
-    session: SessionDep,
-    location_id: LocationQuery = None,
+    path: KeyPathDep, principal: Reader, session: SessionDep
 ) -> TemplateVersionPage:
     """List the saved versions of one template, newest first (reverts included)."""
-    key = template_key(principal, kind, channel, language, location_id)
-    versions = await template_versions(session, principal, key)
+    versions = await template_versions(session, principal, path.of(principal))
     items = [
         TemplateVersionRead(
             version=v.version,
@@ -214,67 +221,49 @@ async def list_template_versions(
         )
         for v in versions
     ]
-    return TemplateVersionPage(
-        kind=kind,
-        channel=channel,
-        language=language,
-        location_id=location_id,
-        items=items,
-        count=len(items),
-    )
+    return TemplateVersionPage(**path._asdict(), items=items, count=len(items))
 
 
 @router.put(KEY_PATH, response_model=TemplateRead)
 async def save_template(
-    kind: MessageKind,
-    channel: Channel,
-    language: Language,
+    path: KeyPathDep,
     body: TemplateIn,
     request: Request,
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    location_id: LocationQuery = None,
 ) -> TemplateRead:
     """Save a new version of a template after the PHI check (422 names what is refused)."""
-    key = template_key(principal, kind, channel, language, location_id)
     draft = Draft(body=body.body, subject=body.subject, html_body=body.html_body)
     saved = await save_template_version(
-        runtime, session, principal, key, draft, meta=request_meta(request)
+        runtime, session, principal, path.of(principal), draft, meta=request_meta(request)
     )
     return _read(saved)
 
 
 @router.delete(KEY_PATH, status_code=204)
 async def revert_template(
-    kind: MessageKind,
-    channel: Channel,
-    language: Language,
+    path: KeyPathDep,
     request: Request,
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    location_id: LocationQuery = None,
 ) -> Response:
     """Revert a template to the default (the organization's, else the built-in)."""
-    key = template_key(principal, kind, channel, language, location_id)
+    key = path.of(principal)
     await revert_to_default(runtime, session, principal, key, meta=request_meta(request))
     return Response(status_code=204)
 
 
 @router.post(KEY_PATH + "/preview", response_model=PreviewRead)
 async def preview_template(
-    kind: MessageKind,
-    channel: Channel,
-    language: Language,
+    path: KeyPathDep,
     body: PreviewIn,
     principal: Manager,
     runtime: RuntimeDep,
     session: SessionDep,
-    location_id: LocationQuery = None,
 ) -> PreviewRead:
     """Render a draft (or the template in effect) with invented, non-PHI sample values."""
-    key = template_key(principal, kind, channel, language, location_id)
     draft = (
         Draft(body=body.body, subject=body.subject, html_body=body.html_body)
         if body.body is not None
@@ -284,13 +273,13 @@ async def preview_template(
         runtime,
         session,
         principal,
-        key,
+        path.of(principal),
         draft,
         sensitive_location=body.sensitive_location,
         practice_name=body.practice_name,
     )
     return PreviewRead(
-        channel=channel,
+        channel=path.channel,
         sender_name=rendered.sender_name,
         subject=rendered.subject,
         body=rendered.body,

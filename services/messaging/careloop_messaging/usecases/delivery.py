@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -146,21 +147,13 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
             await messages.mark_sent(
                 stored.id, provider_id=result.provider_id, attempts=attempts, now=now
             )
-            await runtime.outbox.add(
-                session,
-                MessageSent(
-                    message_id=stored.id,
-                    org_id=stored.org_id,
-                    patient_id=stored.patient_id,
-                    appointment_id=stored.appointment_id,
-                    touch_key=stored.touch_key,
-                    channel=stored.channel.value,
-                    attempts=attempts,
-                    occurred_at=now,
-                ),
-                org_id=stored.org_id,
-                location_id=stored.location_id,
+            sent = MessageSent(
+                **_message_ids(stored),
+                channel=stored.channel.value,
+                attempts=attempts,
+                occurred_at=now,
             )
+            await _stage(runtime, session, stored, sent)
         elif result.retryable and attempts < delivery.settings.delivery_max_attempts:
             at = now + retry_delay(attempts, base_s=delivery.settings.delivery_backoff_s)
             await messages.schedule_retry(
@@ -183,22 +176,34 @@ async def publish_failed(
     runtime: Runtime, session: AsyncSession, stored: StoredMessage, *, attempts: int, reason: str
 ) -> None:
     """Stage `message.failed` for `stored` in the caller's transaction."""
-    await runtime.outbox.add(
-        session,
-        MessageFailed(
-            message_id=stored.id,
-            org_id=stored.org_id,
-            patient_id=stored.patient_id,
-            appointment_id=stored.appointment_id,
-            touch_key=stored.touch_key,
-            channel=stored.channel.value if stored.channel else None,
-            reason=reason[:200],
-            attempts=attempts,
-            occurred_at=runtime.clock.now(),
-        ),
-        org_id=stored.org_id,
-        location_id=stored.location_id,
+    failed = MessageFailed(
+        **_message_ids(stored),
+        channel=stored.channel.value if stored.channel else None,
+        reason=reason[:200],
+        attempts=attempts,
+        occurred_at=runtime.clock.now(),
     )
+    await _stage(runtime, session, stored, failed)
+
+
+def _message_ids(stored: StoredMessage) -> dict[str, Any]:
+    """What every event about a message says of it: ids only, never its content."""
+    return {
+        "message_id": stored.id,
+        "org_id": stored.org_id,
+        "patient_id": stored.patient_id,
+        "appointment_id": stored.appointment_id,
+        "touch_key": stored.touch_key,
+    }
+
+
+async def _stage(
+    runtime: Runtime,
+    session: AsyncSession,
+    stored: StoredMessage,
+    event: MessageSent | MessageFailed,
+) -> None:
+    await runtime.outbox.add(session, event, org_id=stored.org_id, location_id=stored.location_id)
 
 
 async def deliver_due(runtime: Runtime) -> int:

@@ -10,6 +10,8 @@ a revert appends a version without sources.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -271,6 +273,24 @@ async def template_versions(
     return versions
 
 
+@asynccontextmanager
+async def _changing(
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: AuthenticatedPrincipal,
+    key: TemplateKey,
+    action: str,
+    meta: dict[str, Any],
+) -> AsyncIterator[Templates]:
+    """An audited change of one template, by a principal who may write its scope."""
+    entry = AuditEntry(
+        action=action, resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
+    )
+    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+        _check_write_scope(principal, key.location_id)
+        yield Templates(session)
+
+
 async def save_template_version(
     runtime: Runtime,
     session: AsyncSession,
@@ -281,13 +301,9 @@ async def save_template_version(
     meta: dict[str, Any],
 ) -> EffectiveTemplate:
     """A new version of a template, after the PHI check (`TemplateRefusedProblem`)."""
-    entry = AuditEntry(
-        action="update", resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
-        _check_write_scope(principal, key.location_id)
+    async with _changing(runtime, session, principal, key, "update", meta) as repo:
         template = _checked(catalog_of(runtime), key, draft)
-        version = await Templates(session).add_version(
+        version = await repo.add_version(
             key, template, updated_by=principal.actor_id, now=runtime.clock.now()
         )
     return EffectiveTemplate(key, template, version)
@@ -302,12 +318,7 @@ async def revert_to_default(
     meta: dict[str, Any],
 ) -> None:
     """Revert a template to the default (the organization's, else the built-in)."""
-    entry = AuditEntry(
-        action="delete", resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
-        _check_write_scope(principal, key.location_id)
-        repo = Templates(session)
+    async with _changing(runtime, session, principal, key, "delete", meta) as repo:
         latest = await repo.latest(key)
         if latest is None or latest.deleted:
             raise NotFound("No saved template to revert in this organization.")
