@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from careloop_audit.api.schemas import AuditRecordPage, AuditRecordRead
 from careloop_audit.domain.record import RecordFields
+from careloop_audit.domain.window import Window
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.usecases import disclosures
 from careloop_audit.usecases.verification import VerificationReport, run_verification
@@ -40,11 +41,11 @@ Verifier = Annotated[AuthenticatedPrincipal, Depends(require("audit:verify", mfa
 
 def _window(
     since: Since = None, until: Until = None, limit: Limit = 50, cursor: Cursor = None
-) -> disclosures.Window:
-    return disclosures.Window(since=since, until=until, before_seq=cursor, limit=limit)
+) -> Window:
+    return Window(since=since, until=until, before_seq=cursor, limit=limit)
 
 
-WindowDep = Annotated[disclosures.Window, Depends(_window)]
+WindowDep = Annotated[Window, Depends(_window)]
 
 
 def _page(rows: Sequence[RecordFields], limit: int) -> AuditRecordPage:

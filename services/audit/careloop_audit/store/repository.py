@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_audit.domain.record import RecordFields
 from careloop_audit.domain.verify import ChainHead, StoredRecordView, seal
+from careloop_audit.domain.window import Window
 from careloop_audit.store.tables import HEAD_ID, audit_chain_head, audit_record
 from careloop_contracts.audit import AccessRecordFields
 
@@ -141,32 +142,29 @@ class AuditLog:
     async def page(
         self,
         org_id: str,
+        window: Window,
         *,
         patient_id: str | None = None,
         actor_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
     ) -> Sequence[RecordFields]:
-        """Newest first; `before_seq` continues a previous page."""
+        """Newest first; `window.before_seq` continues a previous page."""
         conditions = [audit_record.c.org_id == org_id]
         if patient_id is not None:
             conditions.append(audit_record.c.patient_id == patient_id)
         if actor_id is not None:
             conditions.append(audit_record.c.actor_id == actor_id)
-        if since is not None:
-            conditions.append(audit_record.c.occurred_at >= since)
-        if until is not None:
-            conditions.append(audit_record.c.occurred_at < until)
-        if before_seq is not None:
-            conditions.append(audit_record.c.seq < before_seq)
+        if window.since is not None:
+            conditions.append(audit_record.c.occurred_at >= window.since)
+        if window.until is not None:
+            conditions.append(audit_record.c.occurred_at < window.until)
+        if window.before_seq is not None:
+            conditions.append(audit_record.c.seq < window.before_seq)
         rows = (
             await self._session.execute(
                 select(*_FIELDS)
                 .where(and_(*conditions))
                 .order_by(audit_record.c.seq.desc())
-                .limit(limit)
+                .limit(window.limit)
             )
         ).all()
         return [_fields(row) for row in rows]

@@ -7,7 +7,6 @@ query here is audited like any other read, and lands in this very log.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_audit.domain.fhir import to_audit_event
 from careloop_audit.domain.record import RecordFields
+from careloop_audit.domain.window import Window
 from careloop_audit.store.repository import AuditLog
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of
 from careloop_kit.auth.principal import AuthenticatedPrincipal
@@ -41,16 +41,6 @@ def check_range(since: datetime | None, until: datetime | None) -> None:
         raise InvalidTimeRange("`since` must be earlier than `until`.")
 
 
-@dataclass(frozen=True)
-class Window:
-    """A time range of the log and a keyset cursor into it, read newest first."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    before_seq: int | None = None
-    limit: int = 50
-
-
 async def _read_page(
     runtime: Runtime,
     session: AsyncSession,
@@ -65,13 +55,7 @@ async def _read_page(
     async with recorder_of(runtime).scope(session, principal, entry, **meta):
         check_range(window.since, window.until)
         return await AuditLog(session).page(
-            principal.org_id,
-            patient_id=patient_id,
-            actor_id=actor_id,
-            since=window.since,
-            until=window.until,
-            before_seq=window.before_seq,
-            limit=window.limit,
+            principal.org_id, window, patient_id=patient_id, actor_id=actor_id
         )
 
 
