@@ -8,7 +8,7 @@ immutable, and they are written back as lists.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,12 +18,21 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound="DataclassInstance")
 
 
-def record_of(cls: type[R], row: Mapping[str, Any], *, tuples: Collection[str] = ()) -> R:
+def record_of(
+    cls: type[R],
+    row: Mapping[str, Any],
+    *,
+    tuples: Collection[str] = (),
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> R:
     """The dataclass `cls` from the row's columns of the same names (`row._mapping`);
-    the columns named in `tuples` become tuples."""
+    the columns named in `tuples` become tuples, those in `convert` go through their
+    function (an enum, a dict copy of a JSON object)."""
     values = {field.name: row[field.name] for field in fields(cls)}
     for name in tuples:
         values[name] = tuple(values[name])
+    for name, function in (convert or {}).items():
+        values[name] = function(values[name])
     return cls(**values)
 
 

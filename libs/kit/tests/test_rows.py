@@ -22,6 +22,12 @@ def test_a_row_becomes_the_record_with_its_list_columns_as_tuples() -> None:
     assert record == Stored(id="c-1", name="Partner", scopes=("patients:read",))
 
 
+def test_a_column_can_go_through_a_conversion() -> None:
+    row = {"id": "c-1", "name": "partner", "scopes": ["a:b"]}
+    record = record_of(Stored, row, tuples=("scopes",), convert={"name": str.title})
+    assert record.name == "Partner"
+
+
 def test_a_row_missing_a_field_of_the_record_is_refused() -> None:
     with pytest.raises(KeyError):
         record_of(Stored, {"id": "c-1", "name": "Partner"})
