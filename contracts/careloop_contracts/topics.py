@@ -199,6 +199,15 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             ),
         ),
         ConsumerGroupSpec(
+            service="patients",
+            name="locations",
+            topics=("careloop.identity",),
+            description=(
+                "Identity's location events: which locations are sensitive, whose records "
+                "no care relationship at another location opens."
+            ),
+        ),
+        ConsumerGroupSpec(
             service="messaging",
             name="reminders",
             topics=("careloop.scheduling",),

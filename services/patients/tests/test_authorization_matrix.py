@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 import careloop_patients
 from careloop_contracts import AccessRecorded, Envelope
 from careloop_contracts.envelope import to_headers
+from careloop_contracts.identity import LocationCreated
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -802,3 +803,56 @@ async def test_a_merged_patients_relationships_follow_the_survivor(matrix: Matri
         desk = staff_headers(matrix, org_id, "front_desk", location)
         opened = await matrix.client.get(f"/patients/{survivor}", headers=desk)
         assert opened.status_code == 200, (location, opened.text)
+
+
+async def test_no_relationship_opens_a_record_of_a_sensitive_location(matrix: Matrix) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    sensitive_home = f"loc-bh-{uuid.uuid4().hex[:6]}"
+    patient_id = await matrix.register(org_id, sensitive_home, uuid.uuid4().hex[:10])
+    location = LocationCreated(
+        org_id=org_id,
+        location_id=sensitive_home,
+        name="Counseling Center",
+        time_zone="America/New_York",
+        sensitive=True,
+        features={},
+        occurred_at=datetime.now(UTC),
+    )
+    envelope = Envelope(
+        id=str(uuid.uuid4()),
+        type=location.event_type,
+        source="/careloop/identity",
+        time=datetime.now(UTC),
+        subject=location.partition_key(),
+        org_id=org_id,
+        location_id=sensitive_home,
+    )
+    await matrix.runtime.producer.send_and_wait(
+        matrix.runtime.topic(location.topic),
+        value=location.to_json(),
+        key=location.partition_key().encode(),
+        headers=to_headers(envelope),
+    )
+    await wait_inboxed(matrix, envelope.id)
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked,
+            status="booked",
+            occurred_at=datetime.now(UTC),
+            org_id=org_id,
+            patient_id=patient_id,
+            appointment_id=f"appt-{uuid.uuid4().hex[:10]}",
+            location_id=SECOND,
+            start_at=datetime.now(UTC) + timedelta(days=2),
+        ),
+    )
+    (row,) = await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    assert row["ended_at"] is None
+
+    for role in ("provider", "front_desk"):
+        second = staff_headers(matrix, org_id, role, SECOND)
+        refused = await read_and_update(matrix, patient_id, second, version=1)
+        assert [r.status_code for r in refused] == [403, 403], role
+    own = staff_headers(matrix, org_id, "provider", sensitive_home)
+    assert (await matrix.client.get(f"/patients/{patient_id}", headers=own)).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -97,4 +98,16 @@ Index(
     care_relationship.c.patient_id,
     care_relationship.c.location_id,
     postgresql_where=text("ended_at IS NULL"),
+)
+
+# Patients' view of identity's locations: only what the access check needs. A location
+# patients has not heard of is not sensitive, as in scheduling's view.
+location_view = Table(
+    "location_view",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("sensitive", Boolean, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

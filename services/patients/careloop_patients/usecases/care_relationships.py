@@ -13,6 +13,8 @@ Opening, ending and moving a relationship (a merge hands the duplicate's to the
 survivor) are audited as changes of a `CareRelationship` resource on the patient's
 trail; every access a relationship opened is audited with its purpose of use
 (`APPOINTMENT_RELATIONSHIP`, see `careloop_kit.auth.principal.CareRelationship`).
+A record whose location identity marks sensitive is opened by no relationship: it stays
+visible only to the staff of its own location.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from careloop_patients.store.care_relationships import (
     CareRelationshipRepository,
     StoredRelationship,
 )
+from careloop_patients.usecases.locations import is_sensitive
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,10 @@ async def access_basis(
     if link is None:
         return AccessBasis(None, ())
     if principal.allows_location(link.location_id):
+        return AccessBasis(link.location_id, ())
+    if await is_sensitive(session, principal.org_id, link.location_id):
+        # A sensitive location's records stay with its own staff, whatever the caller's
+        # relationships elsewhere.
         return AccessBasis(link.location_id, ())
     found = await repo.open_for(principal.org_id, patient_id, principal.locations)
     return AccessBasis(link.location_id, tuple(found))

@@ -1,4 +1,5 @@
-"""care relationships: a location's reason to reach a patient's record
+"""care relationships: a location's reason to reach a patient's record; the
+sensitivity of each location, from identity's location events
 
 Revision ID: 0002
 Revises: 0001
@@ -39,8 +40,18 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("ended_at IS NULL"),
     )
+    op.create_table(
+        "location_view",
+        sa.Column("org_id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("sensitive", sa.Boolean(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("org_id", "id", name=op.f("pk_location_view")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("location_view")
     op.drop_index("ix_care_relationship_open", table_name="care_relationship")
     op.drop_table("care_relationship")

@@ -1,0 +1,45 @@
+"""Patients' view of identity's locations: whether each one is sensitive.
+
+Identity owns locations and publishes their whole state on every change; the view
+keeps the latest. Repositories never commit: the consumer's inbox transaction does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_patients.store.tables import location_view
+
+
+class LocationViewRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def apply(
+        self, org_id: str, location_id: str, *, sensitive: bool, changed_at: datetime, now: datetime
+    ) -> bool:
+        """Take identity's state of a location as of `changed_at`; False (nothing
+        written) when the view already holds a later state."""
+        values = {"sensitive": sensitive, "changed_at": changed_at, "updated_at": now}
+        statement = insert(location_view).values(org_id=org_id, id=location_id, **values)
+        result = await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[location_view.c.org_id, location_view.c.id],
+                set_=values,
+                where=location_view.c.changed_at <= statement.excluded.changed_at,
+            ).returning(location_view.c.id)
+        )
+        return result.first() is not None
+
+    async def is_sensitive(self, org_id: str, location_id: str) -> bool:
+        """Whether identity marked the location sensitive (unknown: not sensitive)."""
+        value = await self._session.scalar(
+            select(location_view.c.sensitive).where(
+                location_view.c.org_id == org_id, location_view.c.id == location_id
+            )
+        )
+        return bool(value)
