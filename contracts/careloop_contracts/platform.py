@@ -30,6 +30,9 @@ TOKEN_ISSUER: Final = "careloop-identity"  # noqa: S105 - an issuer name, not a 
 
 PHI_KEY: Final = "careloop-phi"
 """Transit key (aes256-gcm96) that wraps the data keys of PHI at rest."""
+IDENTITY_FIELDS_KEY: Final = "careloop-identity-fields"
+"""Transit key (aes256-gcm96) that wraps identity's data keys (TOTP secrets, break-glass
+reasons)."""
 AUDIT_CHECKPOINT_KEY: Final = "careloop-audit-checkpoint"
 """Transit key (ed25519) that signs checkpoints of the audit hash chain."""
 IDENTITY_SIGNING_KEY: Final = "careloop-identity-signing"
@@ -39,6 +42,7 @@ SERVICE_KEY_PREFIX: Final = "careloop-service-"
 
 TRANSIT_KEYS: Final[tuple[tuple[str, str], ...]] = (
     (PHI_KEY, "aes256-gcm96"),
+    (IDENTITY_FIELDS_KEY, "aes256-gcm96"),
     (AUDIT_CHECKPOINT_KEY, "ed25519"),
     (IDENTITY_SIGNING_KEY, "ed25519"),
 )
@@ -89,6 +93,14 @@ VAULT_GRANTS: Final[Mapping[str, tuple[VaultGrant, ...]]] = MappingProxyType(
             AUDIT_CHECKPOINT_KEY, "Signed checkpoints of the hash chain.", "sign", "verify"
         ),
         "identity": (
+            *_transit(
+                IDENTITY_FIELDS_KEY,
+                "Envelope encryption of TOTP secrets and break-glass reasons: fresh data "
+                "keys, unwrap, and rewrap after key rotation.",
+                "datakey/plaintext",
+                "decrypt",
+                "rewrap",
+            ),
             *_transit(
                 IDENTITY_SIGNING_KEY,
                 "Access tokens: sign with the identity key and publish its public keys "

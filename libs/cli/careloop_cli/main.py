@@ -224,29 +224,92 @@ def topics_list(
     console.print(table)
 
 
-@keys.command("rewrap-phi")
-def keys_rewrap_phi() -> None:
-    """Rewrap every stored patient data key under the PHI transit key's latest version
-    (run after `transit/keys/careloop-phi/rotate`; no plaintext leaves Vault)."""
+def _stores_phi(name: str) -> bool:
+    """A service that seals fields through the kit's port ships a `rewrap` module."""
+    import importlib.util
+
+    return importlib.util.find_spec(f"{service(name).package}.rewrap") is not None
+
+
+def _rewrap_one(name: str, batch_size: int) -> bool:
+    """Rewrap one service's data keys with a progress bar; False if rows changed meanwhile."""
     from rich.progress import Progress
 
-    from careloop_patients.rewrap import rewrap_data_keys
-    from careloop_patients.settings import PatientsSettings
-
-    settings = load_settings("patients", PatientsSettings)
+    entry = service(name)
+    settings = load_settings(name, entry.settings_class())
     with Progress(console=console) as progress:
-        task = progress.add_task("rewrapping data keys", total=None)
+        task = progress.add_task(f"{name}: rewrapping data keys", total=None)
 
         def advance(done: int, to_do: int) -> None:
             progress.update(task, completed=done, total=to_do)
 
-        report = asyncio.run(rewrap_data_keys(settings, on_batch=advance))
+        report = asyncio.run(
+            entry.module("rewrap").rewrap(settings, batch_size=batch_size, on_batch=advance)
+        )
+    resealed = f", {report.resealed} moved onto data keys" if report.resealed else ""
     console.print(
-        f"{report.key_name} v{report.latest_version}: {report.rewrapped} rewrapped, "
+        f"{name}: {report.key_name} v{report.latest_version}: {report.rewrapped} rewrapped, "
         f"{report.already_latest} already current, {report.changed_meanwhile} changed "
-        f"meanwhile (run again), {report.total} in all"
+        f"meanwhile (run again), {report.total} in all{resealed}"
     )
-    if report.changed_meanwhile:
+    return not report.changed_meanwhile
+
+
+@keys.command("rewrap")
+def keys_rewrap(
+    name: Annotated[str | None, typer.Argument(help="The service whose keys to rewrap.")] = None,
+    all_services: Annotated[
+        bool, typer.Option("--all", help="Every service that stores PHI.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Data keys per transaction.")] = 200,
+) -> None:
+    """Rewrap every stored data key of a service under its transit key's latest version
+    (run after `transit/keys/<key>/rotate`; no plaintext leaves Vault; safe to re-run)."""
+    if (name is None) == (not all_services):
+        raise typer.BadParameter("name one service or pass --all")
+    names = [n for n in SERVICES if _stores_phi(n)] if all_services else [name or ""]
+    for one in names:
+        if not _stores_phi(one):
+            raise typer.BadParameter(f"{one} stores no sealed fields")
+    results = [_rewrap_one(one, batch_size) for one in names]
+    if not all(results):
+        raise typer.Exit(1)
+
+
+@keys.command("reindex")
+def keys_reindex(
+    name: Annotated[str, typer.Argument(help="The service whose blind indexes to rebuild.")],
+    batch_size: Annotated[int, typer.Option(help="Records per transaction.")] = 200,
+) -> None:
+    """Recompute every blind-index token still under an older key version (run after
+    writing a new key version with `previous_key`; safe to re-run). When it reports no
+    rows left, remove `previous_key` from the secret and restart the service."""
+    from rich.progress import Progress
+
+    entry = service(name)
+    module = entry.module("rewrap") if _stores_phi(name) else None
+    if module is None or not hasattr(module, "reindex"):
+        raise typer.BadParameter(f"{name} keeps no blind indexes")
+    settings = load_settings(name, entry.settings_class())
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{name}: re-indexing", total=None)
+
+        def advance(done: int, to_do: int) -> None:
+            progress.update(task, completed=done, total=to_do)
+
+        report = asyncio.run(module.reindex(settings, batch_size=batch_size, on_batch=advance))
+    console.print(
+        f"{name}: blind index v{report.version}: {report.reindexed} re-indexed, "
+        f"{report.left} rows left under older versions"
+    )
+    if report.left:
+        raise typer.Exit(1)
+
+
+@keys.command("rewrap-phi")
+def keys_rewrap_phi() -> None:
+    """Same as `careloop keys rewrap patients` (the name of the first runbooks)."""
+    if not _rewrap_one("patients", 200):
         raise typer.Exit(1)
 
 

@@ -6,16 +6,22 @@ transit stays off the hot path. The associated data binds each ciphertext to
 its tenant, table, column, row and DEK: a ciphertext copied to another row or
 column does not decrypt. Blind indexes (truncated HMAC-SHA256 under per-column
 keys derived from a master key held in Vault) allow exact-match lookups.
+
+Services do not call the AES-GCM functions here: they go through the port in
+`careloop_kit.fields`, which names the data key of every field.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -137,27 +143,103 @@ class KeyRing:
 
 
 class BlindIndexer:
-    """Deterministic lookup tokens for exact-match search over encrypted fields."""
+    """Deterministic lookup tokens for exact-match search over encrypted fields.
 
-    def __init__(self, master_key: bytes, *, version: int = 1, digest_bytes: int = 16) -> None:
-        if len(master_key) < 32:
-            raise ValueError("blind-index master key must be at least 32 bytes")
-        self._master_key = master_key
+    Versioned for rotation: new tokens are made under the current version only, while
+    `tokens` also gives those of the `previous` versions, so lookups keep finding rows
+    indexed before a rotation until a re-index has moved every row to the current one.
+    """
+
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        version: int = 1,
+        digest_bytes: int = 16,
+        previous: Mapping[int, bytes] | None = None,
+    ) -> None:
+        for key in (master_key, *(previous or {}).values()):
+            if len(key) < 32:
+                raise ValueError("blind-index master key must be at least 32 bytes")
+        if version in (previous or {}):
+            raise ValueError(f"blind-index version {version} given twice")
+        self._master_keys = {version: master_key, **(previous or {})}
         self.version = version
         self._digest_bytes = digest_bytes
-        self._column_keys: dict[str, bytes] = {}
+        self._column_keys: dict[tuple[int, str], bytes] = {}
 
-    def _column_key(self, column: str) -> bytes:
-        key = self._column_keys.get(column)
+    @classmethod
+    def from_secret(cls, secret: Mapping[str, Any]) -> BlindIndexer:
+        """From the KV secret: `key` (base64) at `version` (1 when absent) and, during a
+        rotation, `previous_key` at `previous_version`."""
+        version = int(secret.get("version") or 1)
+        previous: dict[int, bytes] = {}
+        if secret.get("previous_key"):
+            previous_version = int(secret.get("previous_version") or version - 1)
+            previous[previous_version] = base64.b64decode(secret["previous_key"])
+        return cls(base64.b64decode(secret["key"]), version=version, previous=previous)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Every version lookups try, the current one first."""
+        return (self.version, *sorted(v for v in self._master_keys if v != self.version))
+
+    def _column_key(self, version: int, column: str) -> bytes:
+        key = self._column_keys.get((version, column))
         if key is None:
             key = HKDF(
                 algorithm=SHA256(), length=32, salt=None, info=f"blind-index:{column}".encode()
-            ).derive(self._master_key)
-            self._column_keys[column] = key
+            ).derive(self._master_keys[version])
+            self._column_keys[(version, column)] = key
         return key
 
     def token(self, column: str, org_id: str, normalized_value: str) -> str:
-        """The index token for one normalized value within one tenant."""
+        """The index token of one normalized value within one tenant, current version."""
+        return self.token_at(self.version, column, org_id, normalized_value)
+
+    def token_at(self, version: int, column: str, org_id: str, normalized_value: str) -> str:
         message = f"{org_id}\x1f{normalized_value}".encode()
-        digest = hmac.new(self._column_key(column), message, hashlib.sha256).digest()
+        digest = hmac.new(self._column_key(version, column), message, hashlib.sha256).digest()
         return digest[: self._digest_bytes].hex()
+
+    def tokens(self, column: str, org_id: str, normalized_value: str) -> dict[int, str]:
+        """The value's token under every version lookups try: {version: token}."""
+        return {v: self.token_at(v, column, org_id, normalized_value) for v in self.versions}
+
+
+class MessageSigner:
+    """HMAC-SHA256 tags (truncated to `tag_bytes`) under a key derived from a master key
+    with its own label; versioned for rotation like `BlindIndexer`: tags are made with the
+    current key, and a tag made under one of the `previous` keys still verifies until that
+    key is retired (dropped from `previous`)."""
+
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        label: str,
+        previous: Sequence[bytes] = (),
+        tag_bytes: int = 32,
+    ) -> None:
+        for key in (master_key, *previous):
+            if len(key) < 32:
+                raise ValueError(f"the {label} key must be at least 32 bytes")
+        self._keys = [self._derive(key, label) for key in (master_key, *previous)]
+        self._tag_bytes = tag_bytes
+
+    @staticmethod
+    def _derive(master_key: bytes, label: str) -> bytes:
+        return HKDF(algorithm=SHA256(), length=32, salt=None, info=label.encode()).derive(
+            master_key
+        )
+
+    def _tag(self, key: bytes, message: bytes) -> bytes:
+        return hmac.new(key, message, hashlib.sha256).digest()[: self._tag_bytes]
+
+    def sign(self, message: bytes) -> bytes:
+        return self._tag(self._keys[0], message)
+
+    def verify(self, message: bytes, tag: bytes) -> bool:
+        """True if any key still held made `tag`; each comparison in constant time."""
+        matches = [hmac.compare_digest(tag, self._tag(key, message)) for key in self._keys]
+        return any(matches)

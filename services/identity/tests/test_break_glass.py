@@ -226,7 +226,7 @@ async def test_migrations_reach_head_and_match_the_tables(
 
     config = alembic_config(MIGRATIONS, identity_settings.database_url.get_secret_value())
     head = ScriptDirectory.from_config(config).get_current_head()
-    assert head == "0004_partner_clients"
+    assert head == "0005_field_keys"
     engine = create_async_engine(identity_settings.database_url.get_secret_value())
     try:
         async with engine.connect() as conn:

@@ -5,7 +5,9 @@ version, but the keys stored before stay wrapped by the old ones, which Vault mu
 keep forever. Rewrapping moves them to the latest version without any plaintext leaving
 Vault and without touching the encrypted fields (they are encrypted by the data keys,
 which do not change); afterwards the old versions can be retired with
-`min_decryption_version`.
+`min_decryption_version`. The work itself is the kit port's (`careloop_kit.fields`).
+
+`reindex` is the blind index's counterpart after its master key is rotated.
 """
 
 from __future__ import annotations
@@ -13,51 +15,77 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import distinct, func, select
 
+from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.db import make_engine, make_sessionmaker
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rewrap_data_keys
 from careloop_kit.vault import Vault
 from careloop_patients.settings import PatientsSettings
-from careloop_patients.store.tables import patient_key
+from careloop_patients.store.repository import PatientRepository
+from careloop_patients.store.tables import patient, patient_key, patient_lookup
 
-REWRAP_BATCH = 200
-
-
-@dataclass
-class RewrapReport:
-    key_name: str
-    latest_version: int
-    total: int
-    rewrapped: int
-    already_latest: int
-    changed_meanwhile: int
-    """Rows another writer changed between the read and the update; a re-run takes them."""
+__all__ = ["REWRAP_BATCH", "ReindexReport", "RewrapReport", "reindex", "rewrap"]
 
 
-async def rewrap_data_keys(
+async def rewrap(
     settings: PatientsSettings,
     *,
     batch_size: int = REWRAP_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> RewrapReport:
-    """Rewrap, in batches, every data key not yet under the latest version. `on_batch`
-    hears (keys done so far, keys to do) after each batch."""
+    """Rewrap, in batches, every patient data key not yet under the latest version."""
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
+    try:
+        return await rewrap_data_keys(
+            make_sessionmaker(engine),
+            Vault.from_settings(settings),
+            patient_key,
+            settings.phi_transit_key,
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class ReindexReport:
+    version: int
+    reindexed: int
+    left: int
+    """Lookup rows still under an older version (0: the old key can be retired)."""
+
+
+async def reindex(
+    settings: PatientsSettings,
+    *,
+    indexer: BlindIndexer | None = None,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ReindexReport:
+    """Recompute, in batches, the lookup tokens of every patient still indexed under an
+    older blind-index version. Each patient is decrypted through the port and re-indexed
+    in its own row lock, so it is safe while the service runs and safe to re-run."""
     vault = Vault.from_settings(settings)
-    key_name = settings.phi_transit_key
-    latest = int((await vault.read_transit_key(key_name))["latest_version"])
-    current = f"vault:v{latest}:"
+    if indexer is None:
+        indexer = BlindIndexer.from_secret(
+            await vault.read_secret(settings.blind_index_secret_path)
+        )
+    keys = KeyRing(vault, settings.phi_transit_key)
+    stale = select(patient_lookup.c.patient_id).where(
+        patient_lookup.c.index_version != indexer.version
+    )
     engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
     sessions = make_sessionmaker(engine)
-    rewrapped = changed = 0
+    done = 0
     try:
         async with sessions() as session:
-            total = int(await session.scalar(select(func.count()).select_from(patient_key)) or 0)
-            stale_filter = (patient_key.c.kek_name == key_name) & ~patient_key.c.wrapped.startswith(
-                current
-            )
             to_do = int(
                 await session.scalar(
-                    select(func.count()).select_from(patient_key).where(stale_filter)
+                    select(func.count(distinct(patient_lookup.c.patient_id))).where(
+                        patient_lookup.c.index_version != indexer.version
+                    )
                 )
                 or 0
             )
@@ -66,38 +94,32 @@ async def rewrap_data_keys(
             async with sessions.begin() as session:
                 rows = (
                     await session.execute(
-                        select(patient_key.c.dek_id, patient_key.c.wrapped)
-                        .where(stale_filter, patient_key.c.dek_id > after)
-                        .order_by(patient_key.c.dek_id)
+                        select(patient.c.id, patient.c.org_id)
+                        .where(patient.c.id.in_(stale), patient.c.id > after)
+                        .order_by(patient.c.id)
                         .limit(batch_size)
                     )
                 ).all()
                 if not rows:
                     break
-                fresh = await vault.rewrap(key_name, [row.wrapped for row in rows])
-                for row, wrapped in zip(rows, fresh, strict=True):
-                    result = await session.execute(
-                        update(patient_key)
-                        .where(
-                            patient_key.c.dek_id == row.dek_id,
-                            patient_key.c.wrapped == row.wrapped,
-                        )
-                        .values(wrapped=wrapped)
-                    )
-                    if result.rowcount == 1:  # type: ignore[attr-defined]
-                        rewrapped += 1
-                    else:
-                        changed += 1
-                after = rows[-1].dek_id
+                repo = PatientRepository(session, keys, indexer)
+                for row in rows:
+                    stored = await repo.get(row.org_id, row.id, for_update=True)
+                    if stored is not None:
+                        await repo.reindex(stored)
+                        done += 1
+                after = rows[-1].id
             if on_batch is not None:
-                on_batch(rewrapped + changed, to_do)
+                on_batch(done, to_do)
+        async with sessions() as session:
+            left = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(patient_lookup)
+                    .where(patient_lookup.c.index_version != indexer.version)
+                )
+                or 0
+            )
     finally:
         await engine.dispose()
-    return RewrapReport(
-        key_name=key_name,
-        latest_version=latest,
-        total=total,
-        rewrapped=rewrapped,
-        already_latest=total - to_do,
-        changed_meanwhile=changed,
-    )
+    return ReindexReport(version=indexer.version, reindexed=done, left=left)

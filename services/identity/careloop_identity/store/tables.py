@@ -19,9 +19,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from careloop_kit.db import add_platform_tables, service_metadata
+from careloop_kit.fields import add_field_key_table
 
 metadata = service_metadata()
 platform = add_platform_tables(metadata)
+field_key = add_field_key_table(metadata)
 
 organization = Table(
     "organization",

@@ -41,7 +41,7 @@ from careloop_identity.usecases.common import (
     RequestMeta,
     actor,
     audit,
-    field_key_of,
+    field_cipher_of,
     hasher_of,
     revoke_login,
     settings_of,
@@ -51,11 +51,9 @@ from careloop_identity.usecases.common import (
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal, totp
 from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
-from careloop_kit.crypto import FieldContext, decrypt_field, encrypt_field
 from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
 from careloop_kit.service import Runtime
 
-TOTP_KEY_ID = "totp-key"
 WRONG_CREDENTIALS = "The email, password or one-time code is not correct."
 
 
@@ -111,15 +109,20 @@ def _hash_refresh(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _totp_context(user: StoredUser) -> FieldContext:
-    return FieldContext(user.org_id, "user_account", "totp_secret", user.id, TOTP_KEY_ID)
+def _totp_where(user: StoredUser) -> dict[str, str]:
+    return {
+        "org_id": user.org_id,
+        "table": "user_account",
+        "column": "totp_secret",
+        "row_id": user.id,
+    }
 
 
-def _totp_secret(runtime: Runtime, user: StoredUser) -> bytes | None:
+async def _totp_secret(runtime: Runtime, session: AsyncSession, user: StoredUser) -> bytes | None:
     if user.totp_secret_ct is None:
         return None
     return totp.from_base32(
-        decrypt_field(field_key_of(runtime), user.totp_secret_ct, _totp_context(user))
+        await field_cipher_of(runtime).open_field(session, user.totp_secret_ct, **_totp_where(user))
     )
 
 
@@ -258,7 +261,7 @@ async def _login(
                     mfa_required=True,
                 )
             )
-        secret = _totp_secret(runtime, user)
+        secret = await _totp_secret(runtime, session, user)
         step = (
             None
             if secret is None
@@ -420,7 +423,9 @@ async def enroll_mfa(runtime: Runtime, access_token: str | None, *, meta: Reques
         if user.totp_enabled:
             raise Conflict("Two-step verification is already active for this account.")
         secret = totp.new_secret()
-        sealed = encrypt_field(field_key_of(runtime), totp.to_base32(secret), _totp_context(user))
+        sealed = await field_cipher_of(runtime).seal_field(
+            session, totp.to_base32(secret), **_totp_where(user)
+        )
         await repo.set_totp(
             user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
         )
@@ -460,7 +465,7 @@ async def _verify_mfa(
     user = await _current_user(runtime, repo, access_token)
     if user.totp_enabled:
         raise Conflict("Two-step verification is already active for this account.")
-    secret = _totp_secret(runtime, user)
+    secret = await _totp_secret(runtime, session, user)
     if secret is None:
         raise Conflict("Start with POST /auth/mfa/enroll.")
     now = runtime.clock.now()
@@ -499,10 +504,6 @@ async def _verify_mfa(
 
 BREAK_GLASS_ROLE = "provider"
 EMERGENCY_TREATMENT = "ETREAT"
-
-
-def _reason_context(org_id: str, grant_id: str) -> FieldContext:
-    return FieldContext(org_id, "break_glass_grant", "reason_ct", grant_id, TOTP_KEY_ID)
 
 
 async def break_glass(
@@ -579,7 +580,14 @@ async def _break_glass(
                 "sign in again or wait for one to expire."
             )
         )
-    key = field_key_of(runtime)
+    reason_ct = await field_cipher_of(runtime).seal_field(
+        session,
+        body.reason,
+        org_id=user.org_id,
+        table="break_glass_grant",
+        column="reason_ct",
+        row_id=grant_id,
+    )
     stored = await repo.add_break_glass_grant(
         StoredBreakGlassGrant(
             id=grant_id,
@@ -588,7 +596,7 @@ async def _break_glass(
             session_id=login.id,
             patient_id=body.patient_id,
             reason_code=body.reason_code,
-            reason_ct=encrypt_field(key, body.reason, _reason_context(user.org_id, grant_id)),
+            reason_ct=reason_ct,
             granted_at=now,
             expires_at=now + timedelta(seconds=settings_of(runtime).break_glass_ttl_s),
         )

@@ -12,14 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import SessionRevoked
 from careloop_contracts.identity import RevocationReason
+from careloop_contracts.platform import IDENTITY_FIELDS_KEY
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner
 from careloop_identity.store.repository import IdentityRepository, StoredSession
+from careloop_identity.store.tables import break_glass_grant, field_key, user_account
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import AuthenticatedPrincipal, Principal, RevokedSessions
 from careloop_kit.auth.revocation import REVOKED_SESSIONS_KEY
+from careloop_kit.clock import Clock
+from careloop_kit.crypto import KeyRing
+from careloop_kit.fields import FieldCipher, LegacyKey, SealedColumn
 from careloop_kit.problems import NotFound, ProblemError
 from careloop_kit.service import Runtime
+from careloop_kit.vault import Vault
 
 UNKNOWN_ACTOR = "unknown"
 ActorKind = Literal["user", "patient"]
@@ -70,10 +76,34 @@ def hasher_of(runtime: Runtime) -> PasswordHasher:
     return hasher
 
 
-def field_key_of(runtime: Runtime) -> bytes:
-    """The key of identity's encrypted fields (TOTP secrets, break-glass reasons)."""
-    key: bytes = runtime.state["totp_key"]
-    return key
+LEGACY_FIELD_KEY_ID = "totp-key"
+"""The DEK id the associated data of identity's fields named before the kit's port."""
+
+ENCRYPTED_COLUMNS = (
+    SealedColumn(user_account, "totp_secret_ct", "totp_secret"),
+    SealedColumn(break_glass_grant, "reason_ct", "reason_ct"),
+)
+"""Every column of identity sealed through the port (with the column name the associated
+data carries)."""
+
+
+def field_cipher(
+    vault: Vault, legacy_key: bytes | None, *, clock: Clock | None = None
+) -> FieldCipher:
+    """Identity's port to its encrypted fields: data keys wrapped by identity's transit
+    key; the fixed key of before only opens what `careloop keys rewrap identity` has not
+    moved yet."""
+    legacy = None if legacy_key is None else LegacyKey(legacy_key, LEGACY_FIELD_KEY_ID)
+    return FieldCipher(KeyRing(vault, IDENTITY_FIELDS_KEY, clock=clock), field_key, legacy=legacy)
+
+
+def field_cipher_of(runtime: Runtime) -> FieldCipher:
+    """The port of identity's encrypted fields (TOTP secrets, break-glass reasons)."""
+    cipher: FieldCipher | None = runtime.state.get("field_cipher")
+    if cipher is None:
+        cipher = field_cipher(runtime.vault, runtime.state.get("totp_key"), clock=runtime.clock)
+        runtime.state["field_cipher"] = cipher
+    return cipher
 
 
 def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> Principal:

@@ -10,20 +10,25 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hmac
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.crypto import BlindIndexer, FieldContext, decrypt_field, encrypt_field
+from careloop_kit.crypto import (
+    BlindIndexer,
+    FieldContext,
+    MessageSigner,
+    decrypt_field,
+    encrypt_field,
+)
 from careloop_messaging.domain.outreach import (
     BUDGET_WINDOW,
     UNSOLICITED_EXEMPT_TOUCHES,
@@ -96,25 +101,24 @@ class SecureLinks:
     _TEXT = b"\x02"
     MAC_BYTES = 12
 
-    def __init__(self, master_key: bytes, base_url: str) -> None:
-        if len(master_key) < 32:
-            raise ValueError("the link key must be at least 32 bytes")
-        self._key = HKDF(
-            algorithm=SHA256(), length=32, salt=None, info=b"messaging:secure-link"
-        ).derive(master_key)
+    def __init__(self, master_key: bytes, base_url: str, *, previous: Sequence[bytes] = ()) -> None:
+        # `previous`: link keys of before a rotation, still accepted until every link
+        # they signed has lapsed; new links are signed with `master_key` only.
+        self._signer = MessageSigner(
+            master_key, label="messaging:secure-link", previous=previous, tag_bytes=self.MAC_BYTES
+        )
         self._base = base_url.rstrip("/")
 
-    def _mac(self, message_id: str) -> bytes:
-        mac = HMAC(self._key, SHA256())
-        mac.update(b"careloop-link-v1:" + message_id.encode())
-        return mac.finalize()[: self.MAC_BYTES]
+    @staticmethod
+    def _message(message_id: str) -> bytes:
+        return b"careloop-link-v1:" + message_id.encode()
 
     def token(self, message_id: str) -> str:
         body = self._TEXT + message_id.encode()
         with contextlib.suppress(ValueError):
             if str(uuid.UUID(message_id)) == message_id:
                 body = self._UUID + uuid.UUID(message_id).bytes
-        raw = body + self._mac(message_id)
+        raw = body + self._signer.sign(self._message(message_id))
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
     def url(self, message_id: str) -> str:
@@ -140,7 +144,7 @@ class SecureLinks:
         except UnicodeDecodeError:
             return None
         # Constant time: the comparison reveals nothing about how close a forgery came.
-        if not hmac.compare_digest(mac, self._mac(message_id)):
+        if not self._signer.verify(self._message(message_id), mac):
             return None
         return message_id
 

@@ -10,18 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.crypto import (
-    BlindIndexer,
-    FieldContext,
-    KeyRing,
-    WrappedKey,
-    decrypt_field,
-    encrypt_field,
-)
+from careloop_kit.crypto import BlindIndexer, KeyRing
+from careloop_kit.fields import DataKey, FieldCipher
 from careloop_patients.domain.patient import PatientDetails, PatientStatus, SearchKey, search_keys
 from careloop_patients.store.codec import decode_fields, encode_fields
 from careloop_patients.store.tables import ENCRYPTED_COLUMNS, patient, patient_key, patient_lookup
@@ -47,7 +41,8 @@ class StaleVersion(Exception):
 class PatientRepository:
     def __init__(self, session: AsyncSession, keys: KeyRing, indexer: BlindIndexer) -> None:
         self._session = session
-        self._keys = keys
+        # Each record has its own data key, named by `patient.dek_id`.
+        self._cipher = FieldCipher(keys, patient_key)
         self._indexer = indexer
 
     async def add(
@@ -59,17 +54,7 @@ class PatientRepository:
         now: datetime,
     ) -> StoredPatient:
         patient_id = str(uuid4())
-        dek_id = str(uuid4())
-        key, wrapped = await self._keys.new_key(dek_id)
-        await self._session.execute(
-            insert(patient_key).values(
-                dek_id=dek_id,
-                org_id=org_id,
-                kek_name=self._keys.kek_name,
-                wrapped=wrapped.wrapped,
-                created_at=now,
-            )
-        )
+        key = await self._cipher.new_data_key(self._session, org_id, now=now)
         await self._session.execute(
             insert(patient).values(
                 id=patient_id,
@@ -78,10 +63,10 @@ class PatientRepository:
                 status=PatientStatus.ACTIVE.value,
                 merged_into_id=None,
                 version=1,
-                dek_id=dek_id,
+                dek_id=key.dek_id,
                 created_at=now,
                 updated_at=now,
-                **self._encrypt(key, org_id, patient_id, dek_id, details),
+                **self._encrypt(key, org_id, patient_id, details),
             )
         )
         await self._write_lookups(org_id, patient_id, details)
@@ -127,11 +112,22 @@ class PatientRepository:
         if locations is not None:
             conditions.append(patient.c.location_id.in_(list(locations)))
         for key in keys:
+            # Every blind-index version still held: rows indexed before a rotation match
+            # until `careloop keys reindex patients` has moved them to the current one.
+            tokens = self._indexer.tokens(key.kind, org_id, key.value)
             matching = select(patient_lookup.c.patient_id).where(
                 and_(
                     patient_lookup.c.org_id == org_id,
                     patient_lookup.c.kind == key.kind,
-                    patient_lookup.c.token == self._token(org_id, key),
+                    or_(
+                        *(
+                            and_(
+                                patient_lookup.c.index_version == version,
+                                patient_lookup.c.token == token,
+                            )
+                            for version, token in tokens.items()
+                        )
+                    ),
                 )
             )
             conditions.append(patient.c.id.in_(matching))
@@ -149,8 +145,8 @@ class PatientRepository:
         status: PatientStatus | None = None,
         merged_into_id: str | None = None,
     ) -> StoredPatient:
-        dek_id, key = await self._key_of(current)
-        values = self._encrypt(key, current.org_id, current.id, dek_id, details)
+        key = await self._key_of(current)
+        values = self._encrypt(key, current.org_id, current.id, details)
         result = await self._session.execute(
             update(patient)
             .where(
@@ -190,6 +186,14 @@ class PatientRepository:
     def _token(self, org_id: str, key: SearchKey) -> str:
         return self._indexer.token(key.kind, org_id, key.value)
 
+    async def reindex(self, stored: StoredPatient) -> None:
+        """Replace the patient's lookup tokens with the current blind-index version's."""
+        await self._session.execute(
+            delete(patient_lookup).where(patient_lookup.c.patient_id == stored.id)
+        )
+        if stored.status is PatientStatus.ACTIVE:
+            await self._write_lookups(stored.org_id, stored.id, stored.details)
+
     async def _write_lookups(self, org_id: str, patient_id: str, details: PatientDetails) -> None:
         rows = [
             {
@@ -204,23 +208,25 @@ class PatientRepository:
         if rows:
             await self._session.execute(insert(patient_lookup), rows)
 
-    @staticmethod
     def _encrypt(
-        key: bytes, org_id: str, patient_id: str, dek_id: str, details: PatientDetails
+        self, key: DataKey, org_id: str, patient_id: str, details: PatientDetails
     ) -> dict[str, bytes | None]:
         plain = encode_fields(details)
         return {
             f"{column}_ct": None
             if plain[column] is None
-            else encrypt_field(
+            else self._cipher.seal(
                 key,
                 plain[column] or "",
-                FieldContext(org_id, "patient", column, patient_id, dek_id),
+                org_id=org_id,
+                table="patient",
+                column=column,
+                row_id=patient_id,
             )
             for column in ENCRYPTED_COLUMNS
         }
 
-    async def _key_of(self, stored: StoredPatient) -> tuple[str, bytes]:
+    async def _key_of(self, stored: StoredPatient) -> DataKey:
         row = (
             await self._session.execute(
                 select(patient_key.c.dek_id, patient_key.c.wrapped)
@@ -228,19 +234,19 @@ class PatientRepository:
                 .where(patient.c.id == stored.id)
             )
         ).one()
-        return row.dek_id, await self._keys.key_for(WrappedKey(row.dek_id, row.wrapped))
+        return await self._cipher.unwrap(row.dek_id, row.wrapped)
 
     async def _decrypt_row(self, row: Row[tuple[object, ...]]) -> StoredPatient:
         m = row._mapping
-        key = await self._keys.key_for(WrappedKey(m["dek_id"], m["wrapped"]))
+        key = await self._cipher.unwrap(m["dek_id"], m["wrapped"])
         plain: dict[str, str | None] = {}
         for column in ENCRYPTED_COLUMNS:
             blob = m[f"{column}_ct"]
             plain[column] = (
                 None
                 if blob is None
-                else decrypt_field(
-                    key, blob, FieldContext(m["org_id"], "patient", column, m["id"], m["dek_id"])
+                else self._cipher.open(
+                    key, blob, org_id=m["org_id"], table="patient", column=column, row_id=m["id"]
                 )
             )
         return StoredPatient(

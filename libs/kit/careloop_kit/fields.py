@@ -1,0 +1,371 @@
+"""The field-encryption port: the one way a service seals and opens PHI at rest.
+
+Envelope encryption: every field is AES-256-GCM under a data key (DEK); each DEK is made by
+the service's Vault transit key, stored only wrapped in the service's key table (the same
+shape in every service, see `add_field_key_table`) and unwrapped on demand into a cache.
+The associated data binds a ciphertext to its tenant, table, column, row and DEK, so a
+value copied to another row or column does not decrypt.
+
+Two ways to name the DEK of a field:
+
+* `seal` / `open` with a `DataKey` the caller keeps next to the row (patients keep one DEK
+  per record, named by `patient.dek_id`);
+* `seal_field` / `open_field`, whose ciphertext carries its DEK id (format 2), for services
+  that keep no key column: one current DEK per tenant, found or made on first use.
+
+After the transit key is rotated, `rewrap_data_keys` moves every stored DEK to the latest
+version without any plaintext leaving Vault; then the old versions can be retired with
+`min_decryption_version`. Ciphertexts from before the port (format 1 under one fixed key)
+open only while a `LegacyKey` is configured, and `reseal_legacy` moves them onto the port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import sqlalchemy as sa
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careloop_kit.crypto import (
+    CIPHERTEXT_VERSION,
+    DecryptionFailed,
+    FieldContext,
+    KeyRing,
+    WrappedKey,
+    decrypt_field,
+    encrypt_field,
+)
+from careloop_kit.vault import Vault
+
+__all__ = [
+    "FIELD_KEY_TABLE",
+    "DataKey",
+    "DecryptionFailed",
+    "FieldCipher",
+    "LegacyKey",
+    "RewrapReport",
+    "SealedColumn",
+    "add_field_key_table",
+    "create_field_key_table_v1",
+    "drop_field_key_table_v1",
+    "reseal_legacy",
+    "rewrap_data_keys",
+]
+
+FIELD_KEY_TABLE = "field_key"
+SELF_DESCRIBING_VERSION = b"\x02"
+REWRAP_BATCH = 200
+
+
+def _key_columns() -> list[Column[Any]]:
+    return [
+        Column("dek_id", String(64), primary_key=True),
+        Column("org_id", String(64), nullable=False),
+        Column("kek_name", String(100), nullable=False),
+        Column("wrapped", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    ]
+
+
+def add_field_key_table(metadata: MetaData, name: str = FIELD_KEY_TABLE) -> Table:
+    """Declare the service's key table (wrapped DEKs) in its metadata."""
+    return Table(name, metadata, *_key_columns())
+
+
+def create_field_key_table_v1() -> None:
+    """Migration step: create `field_key` as first released (frozen, like the platform
+    tables: a change is a new `_v2` step, never an edit of this one)."""
+    from alembic import op
+
+    op.create_table(
+        FIELD_KEY_TABLE,
+        sa.Column("dek_id", sa.String(length=64), nullable=False),
+        sa.Column("org_id", sa.String(length=64), nullable=False),
+        sa.Column("kek_name", sa.String(length=100), nullable=False),
+        sa.Column("wrapped", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("dek_id", name=op.f(f"pk_{FIELD_KEY_TABLE}")),
+    )
+
+
+def drop_field_key_table_v1() -> None:
+    """Drop what `create_field_key_table_v1` created."""
+    from alembic import op
+
+    op.drop_table(FIELD_KEY_TABLE)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    dek_id: str
+    key: bytes
+
+
+@dataclass(frozen=True)
+class LegacyKey:
+    """The fixed key of ciphertexts written before the port, with the DEK id their
+    associated data names; kept only until `reseal_legacy` has run."""
+
+    key: bytes
+    dek_id: str
+
+
+class FieldCipher:
+    """Seals and opens PHI fields of one service under its transit key and key table."""
+
+    def __init__(self, keys: KeyRing, key_table: Table, *, legacy: LegacyKey | None = None) -> None:
+        self._keys = keys
+        self.key_table = key_table
+        self._legacy = legacy
+        self._current: dict[str, str] = {}
+
+    @property
+    def kek_name(self) -> str:
+        return self._keys.kek_name
+
+    # --- data keys -----------------------------------------------------------
+
+    async def new_data_key(
+        self, session: AsyncSession, org_id: str, *, now: datetime | None = None
+    ) -> DataKey:
+        """A fresh DEK for `org_id`, stored wrapped in the key table in the caller's
+        transaction."""
+        dek_id = str(uuid4())
+        key, wrapped = await self._keys.new_key(dek_id)
+        await session.execute(
+            insert(self.key_table).values(
+                dek_id=dek_id,
+                org_id=org_id,
+                kek_name=self.kek_name,
+                wrapped=wrapped.wrapped,
+                created_at=now or datetime.now(UTC),
+            )
+        )
+        return DataKey(dek_id, key)
+
+    async def unwrap(self, dek_id: str, wrapped: str) -> DataKey:
+        """The DEK of a key row the caller already selected (e.g. in a join)."""
+        return DataKey(dek_id, await self._keys.key_for(WrappedKey(dek_id, wrapped)))
+
+    async def data_key(self, session: AsyncSession, dek_id: str) -> DataKey:
+        wrapped = await session.scalar(
+            select(self.key_table.c.wrapped).where(self.key_table.c.dek_id == dek_id)
+        )
+        if wrapped is None:
+            raise DecryptionFailed(f"no data key {dek_id}")
+        return await self.unwrap(dek_id, wrapped)
+
+    async def _current_key(self, session: AsyncSession, org_id: str) -> DataKey:
+        dek_id = self._current.get(org_id)
+        if dek_id is None:
+            dek_id = await session.scalar(
+                select(self.key_table.c.dek_id)
+                .where(
+                    self.key_table.c.org_id == org_id,
+                    self.key_table.c.kek_name == self.kek_name,
+                )
+                .order_by(self.key_table.c.created_at.desc(), self.key_table.c.dek_id)
+                .limit(1)
+            )
+        if dek_id is None:
+            fresh = await self.new_data_key(session, org_id)
+            # Remembered only once it is committed elsewhere; a rolled-back key row is made
+            # again next time, which costs one Vault call and nothing else.
+            return fresh
+        self._current[org_id] = dek_id
+        return await self.data_key(session, dek_id)
+
+    # --- fields ---------------------------------------------------------------
+
+    @staticmethod
+    def seal(
+        key: DataKey, plaintext: str, *, org_id: str, table: str, column: str, row_id: str
+    ) -> bytes:
+        return encrypt_field(
+            key.key, plaintext, FieldContext(org_id, table, column, row_id, key.dek_id)
+        )
+
+    @staticmethod
+    def open(
+        key: DataKey, blob: bytes, *, org_id: str, table: str, column: str, row_id: str
+    ) -> str:
+        return decrypt_field(key.key, blob, FieldContext(org_id, table, column, row_id, key.dek_id))
+
+    async def seal_field(
+        self,
+        session: AsyncSession,
+        plaintext: str,
+        *,
+        org_id: str,
+        table: str,
+        column: str,
+        row_id: str,
+    ) -> bytes:
+        """A ciphertext that names its DEK: 0x02 || len || dek id || format-1 ciphertext."""
+        key = await self._current_key(session, org_id)
+        sealed = self.seal(key, plaintext, org_id=org_id, table=table, column=column, row_id=row_id)
+        name = key.dek_id.encode()
+        return SELF_DESCRIBING_VERSION + bytes([len(name)]) + name + sealed
+
+    async def open_field(
+        self,
+        session: AsyncSession,
+        blob: bytes,
+        *,
+        org_id: str,
+        table: str,
+        column: str,
+        row_id: str,
+    ) -> str:
+        if blob[:1] == SELF_DESCRIBING_VERSION and len(blob) > 2:
+            size = blob[1]
+            dek_id = blob[2 : 2 + size].decode()
+            key = await self.data_key(session, dek_id)
+            return self.open(
+                key, blob[2 + size :], org_id=org_id, table=table, column=column, row_id=row_id
+            )
+        if blob[:1] == CIPHERTEXT_VERSION and self._legacy is not None:
+            return decrypt_field(
+                self._legacy.key,
+                blob,
+                FieldContext(org_id, table, column, row_id, self._legacy.dek_id),
+            )
+        raise DecryptionFailed(f"{table}.{column} of {row_id} is not sealed by this service")
+
+    @staticmethod
+    def is_legacy(blob: bytes) -> bool:
+        return blob[:1] == CIPHERTEXT_VERSION
+
+
+@dataclass
+class RewrapReport:
+    key_name: str
+    latest_version: int
+    total: int
+    rewrapped: int
+    already_latest: int
+    changed_meanwhile: int
+    """Rows another writer changed between the read and the update; a re-run takes them."""
+    resealed: int = 0
+    """Ciphertexts from before the port moved onto it (`reseal_legacy`)."""
+
+
+async def rewrap_data_keys(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    key_table: Table,
+    key_name: str,
+    *,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RewrapReport:
+    """Rewrap, in batches, every DEK of `key_table` not yet under the latest version of
+    `key_name`. Safe to re-run: keys already current are left alone. `on_batch` hears
+    (keys done so far, keys to do) after each batch."""
+    latest = int((await vault.read_transit_key(key_name))["latest_version"])
+    current = f"vault:v{latest}:"
+    table = key_table
+    rewrapped = changed = 0
+    stale = (table.c.kek_name == key_name) & ~table.c.wrapped.startswith(current)
+    async with sessions() as session:
+        total = int(await session.scalar(select(func.count()).select_from(table)) or 0)
+        to_do = int(await session.scalar(select(func.count()).select_from(table).where(stale)) or 0)
+    after = ""
+    while True:
+        async with sessions.begin() as session:
+            rows = (
+                await session.execute(
+                    select(table.c.dek_id, table.c.wrapped)
+                    .where(stale, table.c.dek_id > after)
+                    .order_by(table.c.dek_id)
+                    .limit(batch_size)
+                )
+            ).all()
+            if not rows:
+                break
+            fresh = await vault.rewrap(key_name, [row.wrapped for row in rows])
+            for row, wrapped in zip(rows, fresh, strict=True):
+                result = await session.execute(
+                    sa.update(table)
+                    .where(table.c.dek_id == row.dek_id, table.c.wrapped == row.wrapped)
+                    .values(wrapped=wrapped)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    rewrapped += 1
+                else:
+                    changed += 1
+            after = rows[-1].dek_id
+        if on_batch is not None:
+            on_batch(rewrapped + changed, to_do)
+    return RewrapReport(
+        key_name=key_name,
+        latest_version=latest,
+        total=total,
+        rewrapped=rewrapped,
+        already_latest=total - to_do,
+        changed_meanwhile=changed,
+    )
+
+
+@dataclass(frozen=True)
+class SealedColumn:
+    """A column whose values `seal_field` writes: `row_id` and `org_id` name the columns
+    that its associated data binds."""
+
+    table: Table
+    column: str
+    context_column: str
+    """The column name the associated data carries (kept from before the port)."""
+    id_column: str = "id"
+    org_column: str = "org_id"
+
+
+async def reseal_legacy(
+    sessions: async_sessionmaker[AsyncSession],
+    cipher: FieldCipher,
+    columns: Sequence[SealedColumn],
+    *,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Move format-1 ciphertexts (one fixed key) onto the port, in batches; a value
+    another writer changed meanwhile is left for the next run. Returns how many moved."""
+    moved = 0
+    for spec in columns:
+        table = spec.table
+        value = table.c[spec.column]
+        legacy = sa.func.substr(value, 1, 1) == CIPHERTEXT_VERSION
+        after = ""
+        while True:
+            async with sessions.begin() as session:
+                rows = (
+                    await session.execute(
+                        select(table.c[spec.id_column], table.c[spec.org_column], value)
+                        .where(value.is_not(None), legacy, table.c[spec.id_column] > after)
+                        .order_by(table.c[spec.id_column])
+                        .limit(batch_size)
+                    )
+                ).all()
+                if not rows:
+                    break
+                for row_id, org_id, blob in rows:
+                    where = dict(
+                        org_id=org_id, table=table.name, column=spec.context_column, row_id=row_id
+                    )
+                    plaintext = await cipher.open_field(session, blob, **where)
+                    sealed = await cipher.seal_field(session, plaintext, **where)
+                    result = await session.execute(
+                        sa.update(table)
+                        .where(table.c[spec.id_column] == row_id, value == blob)
+                        .values({spec.column: sealed})
+                    )
+                    moved += int(result.rowcount == 1)  # type: ignore[attr-defined]
+                after = rows[-1][0]
+            if on_batch is not None:
+                on_batch(moved, moved)
+    return moved
