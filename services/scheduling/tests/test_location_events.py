@@ -32,16 +32,9 @@ from careloop_kit.testing.kafka import header, read_topic
 from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import platform
+from careloop_scheduling.testing.locations import announce_location, location_view, runtime_of
 
-from .practice import (
-    MONDAY_NINE,
-    NOW,
-    Practice,
-    announce_location,
-    location_view,
-    open_catalog,
-    runtime_of,
-)
+from .practice import MONDAY_NINE, NOW, Practice, open_catalog
 
 pytestmark = pytest.mark.service
 

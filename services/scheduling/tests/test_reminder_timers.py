@@ -65,9 +65,15 @@ class Service:
         fired: int = await reminder_worker(self.runtime).fire_due()
         return fired
 
-    async def book(self, practice: Practice, patient: str, start: datetime) -> dict[str, Any]:
+    async def book(
+        self,
+        practice: Practice,
+        patient: str,
+        start: datetime,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         response = await self.client.post(
-            "/appointments", json=practice.booking(patient, start), headers=self.mint()
+            "/appointments", json=practice.booking(patient, start), headers=headers or self.mint()
         )
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
@@ -354,7 +360,9 @@ async def test_quiet_hours_move_a_late_evening_confirmation_to_eight_local(
     practice = await la_practice(service, sensitive=True)
     late = utc(2030, 2, 28, 6, 0)  # Wednesday 22:00 PST
     service.clock.set(late)
-    booked = await service.book(practice, "pat-late", MONDAY_NINE_LA)
+    # Only staff scoped to a sensitive location book there.
+    its_own = service.mint(loc=[practice.location_id])
+    booked = await service.book(practice, "pat-late", MONDAY_NINE_LA, its_own)
 
     at_booking = await service.fire(late)
     at_eight = await service.fire(utc(2030, 2, 28, 16, 0))  # Thursday 08:00 PST
