@@ -488,3 +488,26 @@ async def test_migration_0003_matches_the_offer_table(
     assert current is not None
     assert current >= "0003"
     assert [d for d in diff if "reschedule_offer" in repr(d)] == []
+
+
+async def test_replies_do_nothing_where_two_way_confirmation_is_switched_off(
+    service: Service,
+) -> None:
+    off = await set_up_practice(
+        service.client,
+        service.mint(),
+        "loc-no-replies",
+        features={"two_way_confirmation": False},
+    )
+    on = await set_up_practice(service.client, service.mint(), "loc-replies")
+    quiet = await service.book(off, "pat-off", MONDAY_NINE)
+    heard = await service.book(on, "pat-on", MONDAY_NINE + timedelta(minutes=30))
+
+    await service.reply(quiet, "confirm")
+    await service.reply(quiet, "cancel", via="link")
+    await service.reply(heard, "confirm")
+
+    assert (await service.read(quiet["id"]))["confirmation"] == "unconfirmed"
+    assert (await service.read(quiet["id"]))["status"] == "booked"
+    assert (await service.read(heard["id"]))["confirmation"] == "confirmed"
+    assert [e["appointment_id"] for e in await service.staged(CONFIRMED)] == [heard["id"]]

@@ -389,3 +389,57 @@ def test_every_route_requires_a_permission() -> None:
     assert found[("GET", "/slots")] == ["scheduling:read"]
     assert found[("POST", "/providers")] == ["scheduling:manage"]
     assert len(found) == 18
+
+
+async def test_patients_book_themselves_only_where_self_scheduling_is_on(
+    scheduling: httpx.AsyncClient, org: dict[str, str], mint: Mint
+) -> None:
+    off = await set_up_practice(
+        scheduling, org, "loc-staff-books", features={"self_scheduling": False}
+    )
+    on = await set_up_practice(scheduling, org, "loc-self-books")
+    me = mint(roles=["patient"], act="patient", loc=[], pat="pat-me", amr=["pwd"])
+
+    refused = await scheduling.post(
+        "/appointments", json=off.booking("pat-me", MONDAY_NINE), headers=me
+    )
+    by_staff = await scheduling.post(
+        "/appointments", json=off.booking("pat-me", MONDAY_NINE), headers=org
+    )
+    mine = await scheduling.post(
+        "/appointments", json=on.booking("pat-me", MONDAY_NINE), headers=me
+    )
+
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert by_staff.status_code == 201, by_staff.text
+    assert mine.status_code == 201, mine.text
+
+
+async def test_staff_of_every_location_do_not_see_a_sensitive_locations_appointments(
+    scheduling: httpx.AsyncClient, org: dict[str, str], mint: Mint
+) -> None:
+    counselling = await set_up_practice(scheduling, org, "loc-counselling", sensitive=True)
+    its_staff = mint(roles=["provider"], loc=["loc-counselling"])
+    booked = await scheduling.post(
+        "/appointments", json=counselling.booking("pat-bh", MONDAY_NINE), headers=its_staff
+    )
+    assert booked.status_code == 201, booked.text
+    path = f"/appointments/{booked.json()['id']}"
+
+    org_wide = await scheduling.get(path, headers=org)
+    org_wide_list = await scheduling.get(
+        "/appointments", params={"patient_id": "pat-bh"}, headers=org
+    )
+    own = await scheduling.get(path, headers=its_staff)
+    own_list = await scheduling.get(
+        "/appointments", params={"patient_id": "pat-bh"}, headers=its_staff
+    )
+    patient = mint(roles=["patient"], act="patient", loc=[], pat="pat-bh", amr=["pwd"])
+
+    assert org_wide.status_code == 403
+    assert org_wide_list.json()["items"] == []
+    assert (await scheduling.post(f"{path}/cancel", json={}, headers=org)).status_code == 403
+    assert own.status_code == 200
+    assert [a["id"] for a in own_list.json()["items"]] == [booked.json()["id"]]
+    assert (await scheduling.get(path, headers=patient)).status_code == 200
