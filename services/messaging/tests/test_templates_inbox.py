@@ -578,3 +578,39 @@ async def test_staff_read_a_patients_inbox_only_at_their_locations(api: ApiRig) 
         "items"
     ] == []
     assert (await api.http.get("/inbox", headers=provider)).status_code == 403
+
+
+async def test_a_sensitive_locations_messages_are_only_for_its_own_staff(api: ApiRig) -> None:
+    patient = f"pat-{uuid.uuid4().hex[:8]}"
+    plain, _ = await api.queue(Channel.PORTAL, address="portal", patient_id=patient)
+    hidden, _ = await api.queue(
+        Channel.PORTAL, address="portal", patient_id=patient, location_id=SOUTH, sensitive=True
+    )
+    await api.wait_sent(plain)
+    await api.wait_sent(hidden)
+    (plain_item,) = await api.inbox_rows(plain)
+    (hidden_item,) = await api.inbox_rows(hidden)
+    assert (plain_item["sensitive_location"], hidden_item["sensitive_location"]) == (False, True)
+
+    org_wide = api.headers()  # an org admin of every location
+    elsewhere = api.headers(roles=["provider"], loc=[NORTH])
+    its_own = api.headers(roles=["provider"], loc=[SOUTH])
+
+    def ids(response: httpx.Response) -> list[str]:
+        assert response.status_code == 200, response.text
+        return [i["id"] for i in response.json()["items"]]
+
+    listing = f"/patients/{patient}/inbox"
+    assert ids(await api.http.get(listing, headers=org_wide)) == [plain_item["id"]]
+    assert ids(await api.http.get(listing, headers=elsewhere)) == [plain_item["id"]]
+    assert ids(await api.http.get(listing, headers=its_own)) == [hidden_item["id"]]
+    # The patient reads its own messages wherever they come from.
+    assert set(ids(await api.http.get("/inbox", headers=api.patient(patient)))) == {
+        hidden_item["id"],
+        plain_item["id"],
+    }
+    for refused in (org_wide, elsewhere):
+        read = await api.http.get(f"/inbox/{hidden_item['id']}", headers=refused)
+        assert read.status_code == 403
+        assert read.headers["content-type"].startswith(PROBLEM)
+    assert (await api.http.get(f"/inbox/{hidden_item['id']}", headers=its_own)).status_code == 200
