@@ -173,10 +173,9 @@ class FieldCipher:
                 .limit(1)
             )
         if dek_id is None:
-            fresh = await self.new_data_key(session, org_id)
-            # Remembered only once it is committed elsewhere; a rolled-back key row is made
-            # again next time, which costs one Vault call and nothing else.
-            return fresh
+            # Not remembered: if the caller's transaction rolls back, the key row goes with
+            # it, and the next call makes another (one Vault call, nothing else).
+            return await self.new_data_key(session, org_id)
         self._current[org_id] = dek_id
         return await self.data_key(session, dek_id)
 
@@ -335,18 +334,32 @@ async def reseal_legacy(
 ) -> int:
     """Move format-1 ciphertexts (one fixed key) onto the port, in batches; a value
     another writer changed meanwhile is left for the next run. Returns how many moved."""
+
+    def legacy_of(spec: SealedColumn) -> Any:
+        value = spec.table.c[spec.column]
+        return value.is_not(None) & (sa.func.substr(value, 1, 1) == CIPHERTEXT_VERSION)
+
+    async with sessions() as session:
+        to_do = 0
+        for spec in columns:
+            to_do += int(
+                await session.scalar(
+                    select(func.count()).select_from(spec.table).where(legacy_of(spec))
+                )
+                or 0
+            )
     moved = 0
     for spec in columns:
         table = spec.table
         value = table.c[spec.column]
-        legacy = sa.func.substr(value, 1, 1) == CIPHERTEXT_VERSION
+        legacy = legacy_of(spec)
         after = ""
         while True:
             async with sessions.begin() as session:
                 rows = (
                     await session.execute(
                         select(table.c[spec.id_column], table.c[spec.org_column], value)
-                        .where(value.is_not(None), legacy, table.c[spec.id_column] > after)
+                        .where(legacy, table.c[spec.id_column] > after)
                         .order_by(table.c[spec.id_column])
                         .limit(batch_size)
                     )
@@ -367,5 +380,5 @@ async def reseal_legacy(
                     moved += int(result.rowcount == 1)  # type: ignore[attr-defined]
                 after = rows[-1][0]
             if on_batch is not None:
-                on_batch(moved, moved)
+                on_batch(moved, to_do)
     return moved
