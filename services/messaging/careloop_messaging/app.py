@@ -42,18 +42,24 @@ SERVICE = "messaging"
 log = logging.getLogger(__name__)
 
 
-async def _vault_key(runtime: Runtime, path: str) -> bytes:
-    """A 32-byte key from messaging's KV space (provisioned by `bootstrap_vault`):
-    start-up fails without it rather than working with a key that dies with the process
-    (addresses nobody could decrypt, links that stop working on restart)."""
+async def _vault_keys(runtime: Runtime, path: str) -> tuple[bytes, list[bytes]]:
+    """A 32-byte key from messaging's KV space (provisioned by `bootstrap_vault`), and
+    during a rotation the key it replaced (`previous_key`), still accepted: start-up fails
+    without a key rather than working with one that dies with the process (addresses
+    nobody could decrypt, links that stop working on restart)."""
     secret = await runtime.vault.read_secret(path)
-    try:
-        key = base64.b64decode(secret["key"])
-    except (KeyError, ValueError) as exc:
-        raise RuntimeError(f"{path} must hold field `key` (base64, 32 bytes)") from exc
-    if len(key) < 32:
-        raise RuntimeError(f"{path} must hold a 32-byte key")
-    return key
+    keys = []
+    for field in ("key", "previous_key"):
+        if field == "previous_key" and not secret.get(field):
+            break
+        try:
+            key = base64.b64decode(secret[field])
+        except (KeyError, ValueError) as exc:
+            raise RuntimeError(f"{path} must hold field `{field}` (base64, 32 bytes)") from exc
+        if len(key) < 32:
+            raise RuntimeError(f"{path} field `{field}` must hold a 32-byte key")
+        keys.append(key)
+    return keys[0], keys[1:]
 
 
 def _channels(
@@ -100,14 +106,15 @@ def build_spec(
             )
         else:
             runtime.state[CONTACTS_KEY] = contacts
-        recipient_key = await _vault_key(runtime, settings.recipient_key_secret_path)
+        # The recipient key is not rotated (its ciphertexts are not on the kit's port yet):
+        # only the current key counts.
+        recipient_key, _ = await _vault_keys(runtime, settings.recipient_key_secret_path)
         cipher = RecipientCipher(recipient_key)
         inbox_cipher = InboxCipher(recipient_key)
         runtime.state[INBOX_CIPHER_KEY] = inbox_cipher
         runtime.state[CIPHER_KEY] = cipher
-        links = SecureLinks(
-            await _vault_key(runtime, settings.link_key_secret_path), settings.secure_link_base
-        )
+        link_key, previous_link_keys = await _vault_keys(runtime, settings.link_key_secret_path)
+        links = SecureLinks(link_key, settings.secure_link_base, previous=previous_link_keys)
         runtime.state[LINKS_KEY] = links
         catalog = TemplateCatalog(
             TemplateRenderer(neutral_sender_name=settings.neutral_sender_name)

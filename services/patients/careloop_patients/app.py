@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -23,7 +22,7 @@ SERVICE = "patients"
 def build_spec(settings: PatientsSettings) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
         secret = await runtime.vault.read_secret(settings.blind_index_secret_path)
-        runtime.state["indexer"] = BlindIndexer(base64.b64decode(secret["key"]))
+        runtime.state["indexer"] = BlindIndexer.from_secret(secret)
         runtime.state["keys"] = KeyRing(
             runtime.vault,
             settings.phi_transit_key,
