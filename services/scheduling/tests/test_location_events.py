@@ -83,7 +83,10 @@ class Pair:
     async def view(
         self, location_id: str, until: Callable[[dict[str, Any]], bool] = lambda _: True
     ) -> dict[str, Any]:
-        return await location_view(self.scheduling, self.staff(), location_id, until)
+        view: dict[str, Any] = await location_view(
+            self.scheduling, self.staff(), location_id, until
+        )
+        return view
 
 
 async def _first_admin(identity: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
