@@ -302,8 +302,7 @@ async def test_locations_are_announced_with_their_whole_state(
         identity_settings.kafka_bootstrap,
         f"{identity_settings.topic_prefix}careloop.identity",
         lambda rs: any(
-            header(r, "ce_type") == LOCATION_CHANGED and r.key == location_id.encode()
-            for r in rs
+            header(r, "ce_type") == LOCATION_CHANGED and r.key == location_id.encode() for r in rs
         ),
     )
     mine = [
