@@ -25,6 +25,7 @@ from careloop_kit.clock import FrozenClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_scheduling.app import create_app as create_scheduling
 from careloop_scheduling.settings import SchedulingSettings
+from careloop_scheduling.testing.locations import open_location
 
 from .test_messaging_reminders import PROVIDER_NAME, VISIT_TYPE, Chain
 
@@ -72,15 +73,14 @@ class Practice:
 async def open_practice(
     scheduling: httpx.AsyncClient, admin: dict[str, str], now: datetime
 ) -> Practice:
-    """Set the location's zone and name, add the provider and the visit type, and open the
+    """Give the location its zone and name, add the provider and the visit type, and open the
     provider's availability on the practice day."""
     day = (now + timedelta(days=5)).astimezone(PRACTICE_ZONE).date()
-    located = await scheduling.put(
-        f"/locations/{LOCATION}",
-        json={"time_zone": PRACTICE_ZONE.key, "display_name": PRACTICE_NAME},
-        headers=admin,
+    # Identity owns locations: announce it as identity's relay would and wait for
+    # scheduling's view.
+    await open_location(
+        scheduling, admin, LOCATION, time_zone=PRACTICE_ZONE.key, name=PRACTICE_NAME
     )
-    assert located.status_code == 200, located.text
     provider = await scheduling.post(
         "/providers",
         json={"display_name": PROVIDER_NAME, "location_ids": [LOCATION]},

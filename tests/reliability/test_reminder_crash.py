@@ -47,11 +47,13 @@ from typing import Any
 import httpx
 import hvac
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careloop_cli.registry import service
 from careloop_contracts import ReminderDue
+from careloop_contracts.identity import LocationCreated
 from careloop_identity.app import create_app as create_identity
 from careloop_identity.settings import IdentitySettings
 from careloop_kit.auth import totp
@@ -62,6 +64,7 @@ from careloop_kit.testing.apps import serve_in_task
 from careloop_kit.testing.kafka import header, read_topic
 from careloop_messaging.store.tables import message
 from careloop_messaging.testing.twilio_double import TwilioDouble
+from careloop_scheduling.testing.locations import org_of, publish_location
 
 pytestmark = [pytest.mark.service, pytest.mark.crash]
 
@@ -435,7 +438,7 @@ async def register_patients(run: Run, count: int) -> list[str]:
     return list(await gather_limited([partial(register, i) for i in range(count)]))
 
 
-async def set_up_waves(client: httpx.AsyncClient, admin: dict[str, str]) -> list[str]:
+async def set_up_waves(client: httpx.AsyncClient, run: Run) -> list[str]:
     """A practice whose confirmations fall due in waves: the day-offset reminders off,
     and per appointment type quiet hours that end `WAVE_SPACING_S` apart, starting a
     little after the bookings. Returns the appointment type id of each wave."""
@@ -446,14 +449,26 @@ async def set_up_waves(client: httpx.AsyncClient, admin: dict[str, str]) -> list
         body: dict[str, Any] = answer.json()
         return body
 
-    # UTC as the location's zone: quiet hours below are then plain UTC wall times.
-    await ok(
-        client.put(
-            f"/locations/{LOCATION}",
-            json={"time_zone": "UTC", "display_name": "Crash Test Clinic"},
-            headers=admin,
+    admin = run.admin
+    # UTC as the location's zone: quiet hours below are then plain UTC wall times. The
+    # location reaches scheduling (a process of its own here) as identity's event.
+    producer = AIOKafkaProducer(bootstrap_servers=run.kafka_bootstrap)
+    await producer.start()
+    try:
+        await publish_location(
+            producer,
+            f"{run.topic_prefix}{LocationCreated.topic}",
+            org_of(admin),
+            LOCATION,
+            time_zone="UTC",
+            name="Crash Test Clinic",
         )
-    )
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + 60
+    while (await client.get(f"/locations/{LOCATION}", headers=admin)).status_code != 200:
+        assert time.monotonic() < deadline, "scheduling never applied the location event"
+        await asyncio.sleep(0.2)
     await ok(
         client.put(
             "/reminder-settings",
@@ -590,7 +605,7 @@ async def test_reminder_run_survives_scheduling_and_messaging_crashes(
 
     patient_ids = await register_patients(run, PATIENTS)
     async with httpx.AsyncClient(base_url=run.scheduling.url, timeout=30) as client:
-        type_ids = await set_up_waves(client, run.admin)
+        type_ids = await set_up_waves(client, run)
     # Several visits per patient: registering a patient costs more than booking.
     booked_for = [patient_ids[i % PATIENTS] for i in range(APPOINTMENTS)]
     appointment_ids = await book(run, booked_for, type_ids)

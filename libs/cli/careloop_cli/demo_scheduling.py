@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from time import sleep
+from time import monotonic, sleep
 from typing import Any
 
 import httpx
@@ -48,6 +48,10 @@ BUSINESS_HOURS = [(time(9, 0), time(12, 0)), (time(13, 0), time(17, 0))]
 DEMO_QUIET_HOURS = {"quiet_hours_start": "03:00:00", "quiet_hours_end": "03:01:00"}
 
 _RATE_LIMITED_RETRIES = 5
+# Scheduling learns a location from identity's events; a fresh stack applies them within
+# seconds. A location older than those events has none: one unchanged edit republishes it.
+_VIEW_WAIT_S = 90.0
+_REPUBLISH_AFTER_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,39 @@ def sign_in_admin(client: httpx.Client, org_id: str, admin: dict[str, Any]) -> s
     )
 
 
+def wait_for_location_view(api: _Gateway, org_id: str, location: dict[str, Any]) -> None:
+    """Wait until scheduling holds its view of an identity `location` (built from the
+    location events), republishing the location once if it takes too long."""
+    path = f"/scheduling/locations/{location['id']}"
+    began = monotonic()
+    republished = False
+    while True:
+        response = api.client.get(path, headers=api.headers)
+        if response.status_code == 200:
+            return
+        if response.status_code not in (404, 429):
+            raise RuntimeError(
+                f"reading {location['name']} in scheduling failed: "
+                f"HTTP {response.status_code} {response.text[:300]}"
+            )
+        waited = monotonic() - began
+        if not republished and waited > _REPUBLISH_AFTER_S:
+            api.call(
+                "PATCH",
+                f"/identity/organizations/{org_id}/locations/{location['id']}",
+                f"announcing {location['name']} again",
+                {"name": location["name"]},
+            )
+            republished = True
+        if waited > _VIEW_WAIT_S:
+            raise RuntimeError(
+                f"scheduling has not learnt {location['name']} from identity's location "
+                f"events after {_VIEW_WAIT_S:.0f} s: check the scheduling log and the "
+                "careloop.scheduling.locations consumer group"
+            )
+        sleep(0.5)
+
+
 def _same_time(wire: str, wanted: time) -> bool:
     return time.fromisoformat(wire) == wanted
 
@@ -139,17 +176,7 @@ def seed_scheduling(
         providers = windows = 0
         for location in demo:
             loc_id = location["id"]
-            # Identity owns the zone and the sensitive flag; scheduling keeps its copy.
-            api.call(
-                "PUT",
-                f"/scheduling/locations/{loc_id}",
-                f"setting {location['name']}'s scheduling settings",
-                {
-                    "time_zone": location["time_zone"],
-                    "display_name": location["name"],
-                    "sensitive": location["sensitive"],
-                },
-            )
+            wait_for_location_view(api, org_id, location)
             reminders = api.call(
                 "GET",
                 f"/scheduling/locations/{loc_id}/reminder-settings",

@@ -18,6 +18,7 @@ from uuid import uuid4
 
 import httpx
 import jwt
+from aiokafka import AIOKafkaProducer
 
 from careloop_contracts import Envelope, to_headers
 from careloop_contracts.identity import LocationChanged, LocationCreated
@@ -39,8 +40,9 @@ def org_of(headers: dict[str, str]) -> str:
     return str(claims["org"])
 
 
-async def announce_location(
-    client: httpx.AsyncClient,
+async def publish_location(
+    producer: AIOKafkaProducer,
+    topic: str,
     org_id: str,
     location_id: str,
     *,
@@ -52,9 +54,9 @@ async def announce_location(
     changed: bool = False,
     event_id: str | None = None,
 ) -> str:
-    """Publish identity's `LocationCreated` (or `LocationChanged`) on the identity topic,
-    as identity's relay would; returns the event id."""
-    runtime = runtime_of(client)
+    """Publish identity's `LocationCreated` (or `LocationChanged`) on `topic` (the identity
+    topic under the run's prefix) with `producer`, as identity's relay would; returns the
+    event id."""
     kind = LocationChanged if changed else LocationCreated
     event = kind(
         org_id=org_id,
@@ -74,13 +76,27 @@ async def announce_location(
         org_id=org_id,
         location_id=location_id,
     )
-    await runtime.producer.send_and_wait(
-        runtime.topic(event.topic),
+    await producer.send_and_wait(
+        topic,
         value=event.to_json(),
         key=event.partition_key().encode(),
         headers=to_headers(envelope),
     )
     return envelope.id
+
+
+async def announce_location(
+    client: httpx.AsyncClient, org_id: str, location_id: str, **fields: Any
+) -> str:
+    """`publish_location` through the runtime of the in-process app behind `client`."""
+    runtime = runtime_of(client)
+    return await publish_location(
+        runtime.producer,
+        runtime.topic(LocationCreated.topic),
+        org_id,
+        location_id,
+        **fields,
+    )
 
 
 async def location_view(
