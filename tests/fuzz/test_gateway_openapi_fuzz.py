@@ -52,6 +52,7 @@ AWAY = "loc-south"
 OPERATIONS = [
     "POST /api/v1/patients/patients",
     "GET /api/v1/patients/patients",
+    "POST /api/v1/patients/patients/_search",
     "GET /api/v1/patients/patients/{patient_id}",
     "PATCH /api/v1/patients/patients/{patient_id}",
     "POST /api/v1/patients/patients/{patient_id}/merge",
