@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from careloop_kit.auth import totp
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.ports import free_port
 from careloop_kit.testing.apps import running_app, serve_in_task
+from careloop_kit.testing.kafka import header, wait_for_records
 from careloop_messaging.app import create_app as create_messaging
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.testing.rig import (
@@ -222,6 +224,28 @@ async def eventually(check: Callable[[], bool], *, timeout_s: float = 30) -> Non
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.1)
+
+
+async def texts_recorded_as_sent(chain: Chain) -> None:
+    """Wait until messaging has committed every text the double accepted as sent.
+
+    A patient answers a text after their phone got it, so after the provider's answer
+    reached messaging; a test that replies the moment the double holds the text would
+    race that commit, and its reply would answer the text before."""
+    texted = len(chain.double.messages)
+    await wait_for_records(
+        chain.messaging_settings.kafka_bootstrap,
+        f"{chain.messaging_settings.topic_prefix}careloop.messaging",
+        lambda records: (
+            sum(
+                header(r, "ce_type") == "careloop.messaging.message.sent.v1"
+                and json.loads(r.value)["channel"] == "sms"
+                for r in records
+            )
+            >= texted
+        ),
+        timeout_s=30,
+    )
 
 
 async def test_a_reminder_reaches_the_patient_by_sms_and_email_without_phi(

@@ -37,6 +37,7 @@ from .test_messaging_reminders import (
     admin_of_new_org,
     eventually,
     register,
+    texts_recorded_as_sent,
 )
 from .test_messaging_reminders import chain as chain
 
@@ -93,6 +94,7 @@ async def booked(
 
 async def reply(chain: Chain, body: str) -> None:
     """The patient's SMS, as Twilio posts it to the inbound webhook (signed)."""
+    await texts_recorded_as_sent(chain)
     # Twilio signs the URL it called: here, the in-process app's own URL.
     url = f"{chain.messaging.base_url}".rstrip("/") + "/webhooks/twilio/inbound"
     form = {

@@ -38,6 +38,7 @@ from .test_messaging_reminders import (
     Chain,
     admin_of_new_org,
     eventually,
+    texts_recorded_as_sent,
 )
 from .test_messaging_reminders import chain as chain
 from .test_secure_links import JSON, LINKS, Stack, audit_records_of
@@ -73,6 +74,7 @@ async def register(patients: httpx.AsyncClient, admin: dict[str, str], phone: st
 
 async def reply(chain: Chain, phone: str, body: str) -> None:
     """A patient's SMS, as Twilio posts it to the inbound webhook (signed)."""
+    await texts_recorded_as_sent(chain)
     url = f"{chain.messaging.base_url}".rstrip("/") + "/webhooks/twilio/inbound"
     form = {
         "MessageSid": "SM" + secrets.token_hex(16),
