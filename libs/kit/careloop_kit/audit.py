@@ -95,10 +95,16 @@ def recorder_of(runtime: Any) -> AuditRecorder:
     return recorder
 
 
+def request_id_of(request: Request) -> str | None:
+    """The request's id (set by the kit's middleware; None outside it)."""
+    value = getattr(request.state, "request_id", None)
+    return None if value is None else str(value)
+
+
 def request_meta(request: Request) -> dict[str, Any]:
     """Where a request came from, as the audit trail records it."""
     return {
-        "request_id": getattr(request.state, "request_id", None),
+        "request_id": request_id_of(request),
         "source_ip": request.client.host if request.client else None,
     }
 

@@ -14,19 +14,19 @@ locations are not enough (403 on direct access, left out of lists).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
 from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn
-from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
-from careloop_kit.problems import Conflict, Forbidden, NotFound
-from careloop_kit.service import Runtime, RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Booker, Reader, ReposDep
+from careloop_kit.problems import Conflict, Forbidden
+from careloop_scheduling.api.common import BookContext, Context, ReadContext
 from careloop_scheduling.api.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -75,10 +75,6 @@ def appointment_read(a: Appointment) -> AppointmentRead:
     )
 
 
-def _request_id(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
-
-
 async def _check_patient(
     repos: Repositories, principal: AuthenticatedPrincipal, patient_id: str, location_id: str
 ) -> None:
@@ -88,20 +84,45 @@ async def _check_patient(
     await check_visible(repos, principal, location_id)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
-async def book_appointment(
-    body: AppointmentCreate,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> AppointmentRead:
-    """Book an open slot for a patient."""
-    entry = AuditEntry(
-        action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
+def _entry(action: str, appointment_id: str | None = None) -> AuditEntry:
+    return AuditEntry(
+        action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+
+
+@asynccontextmanager
+async def _opened(
+    ctx: Context, appointment_id: str, action: str, *, for_update: bool = True
+) -> AsyncIterator[Appointment]:
+    """The appointment in the caller's scope (404 / 403), inside one audited scope; the
+    lifecycle's refusals inside it become 409s."""
+    repos = ctx.repos
+    async with ctx.opened(
+        _entry(action, appointment_id),
+        repos.appointments.get_appointment(
+            ctx.principal.org_id, appointment_id, for_update=for_update
+        ),
+        missing=f"No appointment {appointment_id} in this organization.",
+        patient_of=lambda a: a.patient_id,
+        check=lambda a: _check_patient(repos, ctx.principal, a.patient_id, a.location_id),
+    ) as current:
+        try:
+            yield current
+        except InvalidTransition as exc:
+            raise Conflict(str(exc), current_status=current.status.value) from exc
+        except StaleAppointment as exc:
+            raise Conflict("The appointment changed meanwhile; read it again.") from exc
+        except SlotTaken as exc:
+            raise Conflict("That slot was just taken; choose another one.") from exc
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
+async def book_appointment(body: AppointmentCreate, ctx: BookContext) -> AppointmentRead:
+    """Book an open slot for a patient."""
+    principal, repos = ctx.principal, ctx.repos
+    entry = _entry("create")
+    entry.patient_id = body.patient_id
+    async with ctx.audited(entry):
         await _check_patient(repos, principal, body.patient_id, body.location_id)
         if principal.is_patient and not await feature_on(
             repos, principal.org_id, body.location_id, "self_scheduling"
@@ -112,8 +133,8 @@ async def book_appointment(
             )
         try:
             appt = await book(
-                runtime,
-                session,
+                ctx.runtime,
+                ctx.session,
                 repos,
                 org_id=principal.org_id,
                 patient_id=body.patient_id,
@@ -121,7 +142,7 @@ async def book_appointment(
                 location_id=body.location_id,
                 type_id=body.appointment_type_id,
                 start_at=body.start_at,
-                correlation_id=_request_id(request),
+                correlation_id=ctx.request_id,
             )
         except SlotTaken as exc:
             raise Conflict("That slot was just taken; choose another one.") from exc
@@ -130,34 +151,16 @@ async def book_appointment(
 
 
 @router.get("/{appointment_id}", response_model=AppointmentRead)
-async def read_appointment(
-    appointment_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> AppointmentRead:
+async def read_appointment(appointment_id: str, ctx: ReadContext) -> AppointmentRead:
     """Read one appointment."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        found = await repos.appointments.get_appointment(principal.org_id, appointment_id)
-        if found is None:
-            raise NotFound(f"No appointment {appointment_id} in this organization.")
-        entry.patient_id = found.patient_id
-        await _check_patient(repos, principal, found.patient_id, found.location_id)
+    async with _opened(ctx, appointment_id, "read", for_update=False) as found:
+        pass
     return appointment_read(found)
 
 
 @router.get("", response_model=AppointmentPage)
 async def list_appointments(
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    ctx: ReadContext,
     patient_id: str | None = None,
     provider_id: str | None = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
@@ -166,6 +169,7 @@ async def list_appointments(
 ) -> AppointmentPage:
     """List appointments by patient and/or provider and time range, within the caller's
     locations (a patient account: its own appointments only)."""
+    principal, repos = ctx.principal, ctx.repos
     used = [
         k
         for k, v in (
@@ -176,13 +180,9 @@ async def list_appointments(
         )
         if v is not None
     ]
-    entry = AuditEntry(
-        action="query",
-        resource_type=RESOURCE,
-        phi_categories=PHI,
-        query_fingerprint=fingerprint_query(used),
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+    entry = _entry("query")
+    entry.query_fingerprint = fingerprint_query(used)
+    async with ctx.audited(entry):
         patient_id, locations = principal.listing_scope(patient_id)
         if patient_id is None and provider_id is None:
             raise InvalidScheduling("Give patient_id or provider_id.")
@@ -201,202 +201,82 @@ async def list_appointments(
     return AppointmentPage(items=[appointment_read(a) for a in found], count=len(found))
 
 
-async def _step(
-    appointment_id: str,
-    action: str,
-    request: Request,
-    principal: AuthenticatedPrincipal,
-    runtime: Runtime,
-    session: SessionDep,
-    repos: Repositories,
-    apply: Callable[[Appointment], Awaitable[Appointment]],
-) -> Appointment:
-    """Load (locked), check, apply one lifecycle step; all audited."""
-    entry = AuditEntry(
-        action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        current = await repos.appointments.get_appointment(
-            principal.org_id, appointment_id, for_update=True
-        )
-        if current is None:
-            raise NotFound(f"No appointment {appointment_id} in this organization.")
-        entry.patient_id = current.patient_id
-        await _check_patient(repos, principal, current.patient_id, current.location_id)
-        try:
-            changed = await apply(current)
-        except InvalidTransition as exc:
-            raise Conflict(str(exc), current_status=current.status.value) from exc
-        except StaleAppointment as exc:
-            raise Conflict("The appointment changed meanwhile; read it again.") from exc
-    return changed
-
-
 @router.post("/{appointment_id}/cancel", response_model=AppointmentRead)
 async def cancel_appointment(
-    appointment_id: str,
-    body: AppointmentCancel,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    appointment_id: str, body: AppointmentCancel, ctx: BookContext
 ) -> AppointmentRead:
     """Cancel an appointment; its time becomes free again."""
-    changed = await _step(
-        appointment_id,
-        "update",
-        request,
-        principal,
-        runtime,
-        session,
-        repos,
-        lambda a: apply_step(
-            runtime,
-            session,
-            repos,
-            a,
-            lambda current: lifecycle.cancel(current, reason=body.reason),
+    async with _opened(ctx, appointment_id, "update") as current:
+        changed = await apply_step(
+            ctx.runtime,
+            ctx.session,
+            ctx.repos,
+            current,
+            lambda a: lifecycle.cancel(a, reason=body.reason),
             AppointmentCancelled,
-            correlation_id=_request_id(request),
-        ),
-    )
+            correlation_id=ctx.request_id,
+        )
     return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/confirm", response_model=AppointmentRead)
-async def confirm_appointment(
-    appointment_id: str,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> AppointmentRead:
+async def confirm_appointment(appointment_id: str, ctx: BookContext) -> AppointmentRead:
     """Record that the patient confirmed they will come."""
-    changed = await _step(
-        appointment_id,
-        "update",
-        request,
-        principal,
-        runtime,
-        session,
-        repos,
-        lambda a: record_confirmation(
-            runtime, session, repos, a, correlation_id=_request_id(request)
-        ),
-    )
+    async with _opened(ctx, appointment_id, "update") as current:
+        changed = await record_confirmation(
+            ctx.runtime, ctx.session, ctx.repos, current, correlation_id=ctx.request_id
+        )
     return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/check-in", response_model=AppointmentRead)
-async def check_in_appointment(
-    appointment_id: str,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> AppointmentRead:
+async def check_in_appointment(appointment_id: str, ctx: BookContext) -> AppointmentRead:
     """Check the patient in on arrival."""
-    now = runtime.clock.now()
-    changed = await _step(
-        appointment_id,
-        "update",
-        request,
-        principal,
-        runtime,
-        session,
-        repos,
-        lambda a: apply_step(
-            runtime,
-            session,
-            repos,
-            a,
-            lambda current: lifecycle.check_in(current, now=now),
+    now = ctx.runtime.clock.now()
+    async with _opened(ctx, appointment_id, "update") as current:
+        changed = await apply_step(
+            ctx.runtime,
+            ctx.session,
+            ctx.repos,
+            current,
+            lambda a: lifecycle.check_in(a, now=now),
             AppointmentCheckedIn,
-            correlation_id=_request_id(request),
-        ),
-    )
+            correlation_id=ctx.request_id,
+        )
     return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentRead)
-async def no_show_appointment(
-    appointment_id: str,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> AppointmentRead:
+async def no_show_appointment(appointment_id: str, ctx: BookContext) -> AppointmentRead:
     """Mark a booked appointment whose start has passed as a no-show."""
-    entry = AuditEntry(
-        action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        current = await repos.appointments.get_appointment(
-            principal.org_id, appointment_id, for_update=True
-        )
-        if current is None:
-            raise NotFound(f"No appointment {appointment_id} in this organization.")
-        entry.patient_id = current.patient_id
-        await _check_patient(repos, principal, current.patient_id, current.location_id)
+    async with _opened(ctx, appointment_id, "update") as current:
         # The same function the automatic no-show check uses, so both paths change the
         # state, end the timers and publish the event identically.
-        try:
-            changed = await record_no_show(
-                runtime,
-                session,
-                repos,
-                current,
-                now=runtime.clock.now(),
-                correlation_id=_request_id(request),
-            )
-        except InvalidTransition as exc:
-            raise Conflict(str(exc), current_status=current.status.value) from exc
-        except StaleAppointment as exc:
-            raise Conflict("The appointment changed meanwhile; read it again.") from exc
+        changed = await record_no_show(
+            ctx.runtime,
+            ctx.session,
+            ctx.repos,
+            current,
+            now=ctx.runtime.clock.now(),
+            correlation_id=ctx.request_id,
+        )
     return appointment_read(changed)
 
 
 @router.post("/{appointment_id}/reschedule", response_model=RescheduleResult)
 async def reschedule_appointment(
-    appointment_id: str,
-    body: AppointmentReschedule,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    appointment_id: str, body: AppointmentReschedule, ctx: BookContext
 ) -> RescheduleResult:
     """Move an appointment to another open slot: the old one is cancelled and a new one
     booked, linked both ways; one transaction, so either both happen or neither."""
-    entry = AuditEntry(
-        action="update", resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        old = await repos.appointments.get_appointment(
-            principal.org_id, appointment_id, for_update=True
+    async with _opened(ctx, appointment_id, "update") as old:
+        cancelled, booked = await reschedule_to(
+            ctx.runtime,
+            ctx.session,
+            ctx.repos,
+            old,
+            start_at=body.start_at,
+            provider_id=body.provider_id,
+            correlation_id=ctx.request_id,
         )
-        if old is None:
-            raise NotFound(f"No appointment {appointment_id} in this organization.")
-        entry.patient_id = old.patient_id
-        await _check_patient(repos, principal, old.patient_id, old.location_id)
-        try:
-            cancelled, booked = await reschedule_to(
-                runtime,
-                session,
-                repos,
-                old,
-                start_at=body.start_at,
-                provider_id=body.provider_id,
-                correlation_id=_request_id(request),
-            )
-        except InvalidTransition as exc:
-            raise Conflict(str(exc), current_status=old.status.value) from exc
-        except StaleAppointment as exc:
-            raise Conflict("The appointment changed meanwhile; read it again.") from exc
-        except SlotTaken as exc:
-            raise Conflict("That slot was just taken; choose another one.") from exc
     return RescheduleResult(cancelled=appointment_read(cancelled), booked=appointment_read(booked))

@@ -1,4 +1,5 @@
-"""What every router shares: permission dependencies and the repository."""
+"""What every router shares: permission dependencies, the repositories and the request
+context (caller, transaction and repositories in one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from careloop_kit.auth import AuthenticatedPrincipal, require
+from careloop_kit.context import RequestContext, request_context
 from careloop_kit.service import SessionDep
 from careloop_scheduling.store.repository import Repositories, repositories
 
@@ -25,3 +27,12 @@ def _repositories(session: SessionDep) -> Repositories:
 
 # The request's repositories, on its session: the one way a route reaches the tables.
 ReposDep = Annotated[Repositories, Depends(_repositories)]
+
+
+Context = RequestContext[Repositories]
+# The request context of a route, by the permission it needs.
+ReadContext = Annotated[Context, Depends(request_context(require(READ, mfa=True), repositories))]
+BookContext = Annotated[Context, Depends(request_context(require(BOOK, mfa=True), repositories))]
+ManageContext = Annotated[
+    Context, Depends(request_context(require(MANAGE, mfa=True), repositories))
+]

@@ -1,0 +1,145 @@
+"""The request context, and the one way to load an aggregate in the caller's scope.
+
+A route asks for one `RequestContext`: who calls (the principal holding the route's
+permission), where the request came from (its id and the client address, as the audit
+trail records them), the request's transaction and the service's repositories on it.
+Use cases take it instead of four loose arguments, so every service audits, loads and
+checks the same way.
+
+`RequestContext.opened` is the "load this aggregate for the caller, or answer 404/403,
+audited" step every service repeats: the record is looked up (locked when the caller
+asks), a missing one is a 404 (another tenant's row looks the same), its patient is named
+in the trail before the access check runs, so a refused access is recorded against the
+right patient.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency closure's
+# `Depends(principal)` as an object, not a string it cannot resolve.
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_kit.audit import AuditEntry, recorder_of, request_id_of
+from careloop_kit.auth.dependencies import PERMISSION_ATTRIBUTE, required_permission
+from careloop_kit.auth.principal import AuthenticatedPrincipal
+from careloop_kit.errors import NotFound
+from careloop_kit.service import Runtime, RuntimeDep, SessionDep
+
+__all__ = ["Caller", "RequestContext", "load_in_scope", "request_context", "request_id_of"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, and where the request came from, as the audit trail records it."""
+
+    principal: AuthenticatedPrincipal
+    request_id: str | None = None
+    source_ip: str | None = None
+
+    @staticmethod
+    def of(request: Request, principal: AuthenticatedPrincipal) -> "Caller":
+        return Caller(
+            principal=principal,
+            request_id=request_id_of(request),
+            source_ip=request.client.host if request.client else None,
+        )
+
+    @property
+    def meta(self) -> dict[str, str | None]:
+        """The request's origin as `AuditRecorder.scope` and `record` take it."""
+        return {"request_id": self.request_id, "source_ip": self.source_ip}
+
+
+async def load_in_scope(
+    entry: AuditEntry,
+    load: Awaitable[T | None],
+    *,
+    missing: str,
+    patient_of: Callable[[T], str | None],
+    check: Callable[[T], Awaitable[None] | None],
+) -> T:
+    """The aggregate `load` finds, for the audited operation `entry`: `NotFound(missing)`
+    when there is none, else its patient named in `entry`, then `check` (which raises
+    `Forbidden` when the caller may not reach it)."""
+    found = await load
+    if found is None:
+        raise NotFound(missing)
+    entry.patient_id = patient_of(found)
+    checked = check(found)
+    if inspect.isawaitable(checked):
+        await checked
+    return found
+
+
+@dataclass(frozen=True)
+class RequestContext(Generic[R]):
+    """One request: the service's runtime, the caller, its transaction and repositories."""
+
+    runtime: Runtime
+    session: AsyncSession
+    caller: Caller
+    repos: R
+
+    @property
+    def principal(self) -> AuthenticatedPrincipal:
+        return self.caller.principal
+
+    @property
+    def request_id(self) -> str | None:
+        return self.caller.request_id
+
+    def audited(self, entry: AuditEntry) -> AbstractAsyncContextManager[AuditEntry]:
+        """Audit the enclosed work: success in the request's transaction, a refusal or
+        failure in a transaction of its own."""
+        return recorder_of(self.runtime).scope(
+            self.session, self.caller.principal, entry, **self.caller.meta
+        )
+
+    @asynccontextmanager
+    async def opened(
+        self,
+        entry: AuditEntry,
+        load: Awaitable[T | None],
+        *,
+        missing: str,
+        patient_of: Callable[[T], str | None],
+        check: Callable[[T], Awaitable[None] | None],
+    ) -> AsyncIterator[T]:
+        """Inside one audited scope: the aggregate `load` finds, checked as
+        `load_in_scope` does; the enclosed work runs in the same scope."""
+        async with self.audited(entry):
+            yield await load_in_scope(
+                entry, load, missing=missing, patient_of=patient_of, check=check
+            )
+
+
+def request_context(
+    principal: Callable[..., Awaitable[AuthenticatedPrincipal]],
+    repositories: Callable[[AsyncSession], R],
+) -> Callable[..., RequestContext[R]]:
+    """A dependency: the `RequestContext` of a route whose caller `principal` (a
+    `require(...)` dependency) admits, with `repositories` built on the request's
+    session. The dependency carries the permission of `principal`, so a route's own
+    dependencies still name what it requires."""
+
+    def dependency(
+        request: Request,
+        caller: Annotated[AuthenticatedPrincipal, Depends(principal)],
+        runtime: RuntimeDep,
+        session: SessionDep,
+    ) -> RequestContext[R]:
+        return RequestContext(runtime, session, Caller.of(request, caller), repositories(session))
+
+    permission = required_permission(principal)
+    if permission is not None:
+        setattr(dependency, PERMISSION_ATTRIBUTE, permission)
+    return dependency
