@@ -65,11 +65,12 @@ async def load_in_scope(
     *,
     missing: str,
     patient_of: Callable[[T], str | None],
-    check: Callable[[T], Awaitable[None] | None],
+    check: Callable[[T], object],
 ) -> T:
     """The aggregate `load` finds, for the audited operation `entry`: `NotFound(missing)`
     when there is none, else its patient named in `entry`, then `check` (which raises
-    `Forbidden` when the caller may not reach it)."""
+    `Forbidden` when the caller may not reach it; its result, awaited when it is a
+    coroutine, is otherwise ignored)."""
     found = await load
     if found is None:
         raise NotFound(missing)
@@ -112,7 +113,7 @@ class RequestContext(Generic[R]):
         *,
         missing: str,
         patient_of: Callable[[T], str | None],
-        check: Callable[[T], Awaitable[None] | None],
+        check: Callable[[T], object],
     ) -> AsyncIterator[T]:
         """Inside one audited scope: the aggregate `load` finds, checked as
         `load_in_scope` does; the enclosed work runs in the same scope."""

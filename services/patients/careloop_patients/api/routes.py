@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from careloop_kit.auth import AuthenticatedPrincipal, require
+from careloop_kit.context import Caller
 from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_patients.api.schemas import (
     MAX_PAGE,
@@ -44,7 +45,6 @@ from careloop_patients.usecases.patients import (
     READ,
     SEARCH,
     UPDATE,
-    Caller,
     PatientQuery,
     disclosed,
 )
@@ -59,14 +59,6 @@ Merger = Annotated[AuthenticatedPrincipal, Depends(require(MERGE, mfa=True))]
 
 # Fields shown as an empty list rather than null when their category is withheld.
 _LIST_FIELDS = frozenset({"phones", "emails"})
-
-
-def _caller(request: Request, principal: AuthenticatedPrincipal) -> Caller:
-    return Caller(
-        principal=principal,
-        request_id=getattr(request.state, "request_id", None),
-        source_ip=request.client.host if request.client else None,
-    )
 
 
 def _name(n: NameIn) -> HumanName:
@@ -151,7 +143,7 @@ async def register_patient(
     stored = await steps.register_patient(
         runtime,
         session,
-        _caller(request, principal),
+        Caller.of(request, principal),
         location_id=body.location_id,
         details=details,
     )
@@ -167,7 +159,7 @@ async def read_patient(
     session: SessionDep,
 ) -> PatientRead:
     """Read one patient (only the PHI categories the caller's roles may see)."""
-    stored = await steps.read_patient(runtime, session, _caller(request, principal), patient_id)
+    stored = await steps.read_patient(runtime, session, Caller.of(request, principal), patient_id)
     return _read(stored, disclosed(principal, READ))
 
 
@@ -202,7 +194,7 @@ async def update_patient(
     stored = await steps.update_patient(
         runtime,
         session,
-        _caller(request, principal),
+        Caller.of(request, principal),
         patient_id,
         version=body.version,
         changes=changes,
@@ -256,7 +248,7 @@ async def _search(
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> PatientPage:
-    found = await steps.search_patients(runtime, session, _caller(request, principal), query)
+    found = await steps.search_patients(runtime, session, Caller.of(request, principal), query)
     shown = disclosed(principal, SEARCH)
     return PatientPage(items=[_read(p, shown) for p in found], count=len(found))
 
@@ -274,7 +266,7 @@ async def merge_patient(
     stored = await steps.merge_patient(
         runtime,
         session,
-        _caller(request, principal),
+        Caller.of(request, principal),
         patient_id,
         merged_patient_id=body.merged_patient_id,
         version=body.version,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careloop_contracts import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, visible_categories
+from careloop_kit.context import Caller, load_in_scope
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.problems import Conflict, Forbidden, NotFound, ProblemError
 from careloop_kit.service import Runtime
@@ -53,15 +54,6 @@ CREATE, READ, UPDATE, SEARCH, MERGE = (
 
 class InvalidPatientProblem(ProblemError):
     status, title, slug = 422, "Invalid patient", "invalid-patient"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks, and where the request came from, as the audit trail records it."""
-
-    principal: AuthenticatedPrincipal
-    request_id: str | None = None
-    source_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,13 +99,13 @@ async def _load(
 ) -> StoredPatient:
     stored = await repo.get(org_id, patient_id, for_update=for_update)
     if stored is None:
-        # Another tenant's patient is indistinguishable from a missing one.
-        raise NotFound(f"No patient {patient_id} in this organization.")
+        raise NotFound(_missing(patient_id))
     return stored
 
 
-def _meta(caller: Caller) -> dict[str, str | None]:
-    return {"request_id": caller.request_id, "source_ip": caller.source_ip}
+def _missing(patient_id: str) -> str:
+    # Another tenant's patient is indistinguishable from a missing one.
+    return f"No patient {patient_id} in this organization."
 
 
 async def register_patient(
@@ -127,7 +119,7 @@ async def register_patient(
     """Register a patient at a location in the caller's scope; `PatientRegistered`."""
     principal = caller.principal
     entry = AuditEntry(action="create", resource_type=RESOURCE, phi_categories=ALL_CATEGORIES)
-    async with recorder_of(runtime).scope(session, principal, entry, **_meta(caller)):
+    async with recorder_of(runtime).scope(session, principal, entry, **caller.meta):
         # The registering location must be in scope; no location needs every location.
         principal.can_access_location(location_id)
         try:
@@ -170,11 +162,16 @@ async def read_patient(
     )
     basis = await access_basis(session, principal, patient_id)
     acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
-    async with recorder_of(runtime).scope(session, acting, entry, **_meta(caller)):
+    async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
         _only_own_record(principal, patient_id)
-        stored = await _load(repository(runtime, session), principal.org_id, patient_id)
-        principal.can_access_patient(
-            stored.id, stored.location_id, relationships=basis.relationships
+        stored = await load_in_scope(
+            entry,
+            repository(runtime, session).get(principal.org_id, patient_id),
+            missing=_missing(patient_id),
+            patient_of=lambda p: p.id,
+            check=lambda p: principal.can_access_patient(
+                p.id, p.location_id, relationships=basis.relationships
+            ),
         )
     return stored
 
@@ -202,12 +199,17 @@ async def update_patient(
     )
     basis = await access_basis(session, principal, patient_id)
     acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
-    async with recorder_of(runtime).scope(session, acting, entry, **_meta(caller)):
+    async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
         _only_own_record(principal, patient_id)
         repo = repository(runtime, session)
-        current = await _load(repo, principal.org_id, patient_id, for_update=True)
-        principal.can_access_patient(
-            current.id, current.location_id, relationships=basis.relationships
+        current = await load_in_scope(
+            entry,
+            repo.get(principal.org_id, patient_id, for_update=True),
+            missing=_missing(patient_id),
+            patient_of=lambda p: p.id,
+            check=lambda p: principal.can_access_patient(
+                p.id, p.location_id, relationships=basis.relationships
+            ),
         )
         if current.status is not PatientStatus.ACTIVE:
             raise Conflict(
@@ -285,7 +287,7 @@ async def search_patients(
         phi_categories=disclosed(principal, SEARCH),
         query_fingerprint=fingerprint_query(used),
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **_meta(caller)):
+    async with recorder_of(runtime).scope(session, principal, entry, **caller.meta):
         if principal.is_patient:
             raise Forbidden("A patient account cannot search patients.")
         found = await repository(runtime, session).find(
@@ -320,7 +322,7 @@ async def merge_patient(
         resource_id=patient_id,
         extra_patient_ids=[merged_patient_id],
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **_meta(caller)):
+    async with recorder_of(runtime).scope(session, principal, entry, **caller.meta):
         repo = repository(runtime, session)
         # Lock both rows in a fixed order so concurrent merges cannot deadlock.
         first, second = sorted([patient_id, merged_patient_id])
@@ -363,7 +365,7 @@ async def merge_patient(
             org_id=principal.org_id,
             merged_patient_id=merged.id,
             surviving_patient_id=surviving.id,
-            **_meta(caller),
+            **caller.meta,
         )
         await runtime.outbox.add(
             session,

@@ -23,7 +23,6 @@ from fastapi import APIRouter, Query, status
 
 from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn
 from careloop_kit.audit import AuditEntry, fingerprint_query
-from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, Forbidden
 from careloop_scheduling.api.common import BookContext, Context, ReadContext
@@ -38,7 +37,6 @@ from careloop_scheduling.api.schemas import (
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, InvalidTransition
 from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
-from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.booking import (
     apply_step,
     book,
@@ -46,7 +44,7 @@ from careloop_scheduling.usecases.booking import (
     reschedule_to,
 )
 from careloop_scheduling.usecases.common import InvalidScheduling
-from careloop_scheduling.usecases.locations import check_visible, feature_on, hidden_locations
+from careloop_scheduling.usecases.locations import check_reach, feature_on, hidden_locations
 from careloop_scheduling.usecases.no_show import record_no_show
 
 router = APIRouter(prefix="/appointments", tags=["appointments"])
@@ -75,15 +73,6 @@ def appointment_read(a: Appointment) -> AppointmentRead:
     )
 
 
-async def _check_patient(
-    repos: Repositories, principal: AuthenticatedPrincipal, patient_id: str, location_id: str
-) -> None:
-    """A patient only its own appointments (any location); staff only their locations,
-    and a sensitive location only when their scope names it."""
-    principal.can_access_patient(patient_id, location_id)
-    await check_visible(repos, principal, location_id)
-
-
 def _entry(action: str, appointment_id: str | None = None) -> AuditEntry:
     return AuditEntry(
         action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
@@ -104,7 +93,7 @@ async def _opened(
         ),
         missing=f"No appointment {appointment_id} in this organization.",
         patient_of=lambda a: a.patient_id,
-        check=lambda a: _check_patient(repos, ctx.principal, a.patient_id, a.location_id),
+        check=lambda a: check_reach(repos, ctx.principal, a.patient_id, a.location_id),
     ) as current:
         try:
             yield current
@@ -123,7 +112,7 @@ async def book_appointment(body: AppointmentCreate, ctx: BookContext) -> Appoint
     entry = _entry("create")
     entry.patient_id = body.patient_id
     async with ctx.audited(entry):
-        await _check_patient(repos, principal, body.patient_id, body.location_id)
+        await check_reach(repos, principal, body.patient_id, body.location_id)
         if principal.is_patient and not await feature_on(
             repos, principal.org_id, body.location_id, "self_scheduling"
         ):

@@ -14,14 +14,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.problems import Forbidden
-from careloop_kit.service import RuntimeDep, SessionDep
 from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
-from careloop_scheduling.api.common import Reader, ReposDep
+from careloop_scheduling.api.common import ReadContext
 from careloop_scheduling.api.schemas import AttendanceCounts, AttendanceRead
 from careloop_scheduling.domain.attendance import DEFAULT_WINDOW, summarize
 from careloop_scheduling.usecases.locations import hidden_locations
@@ -34,11 +33,7 @@ MAX_WINDOW_DAYS = 3650
 @router.get("/{patient_id}/attendance", response_model=AttendanceRead)
 async def read_attendance(
     patient_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    ctx: ReadContext,
     window_days: Annotated[int, Query(ge=1, le=MAX_WINDOW_DAYS)] = DEFAULT_WINDOW.days,
     as_of: Annotated[AwareDatetime | None, Query()] = None,
 ) -> AttendanceRead:
@@ -51,14 +46,15 @@ async def read_attendance(
         patient_id=patient_id,
         query_fingerprint=fingerprint_query(used),
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+    principal, repos = ctx.principal, ctx.repos
+    async with ctx.audited(entry):
         _, locations = principal.listing_scope(patient_id)
         if locations is not None and (
             not locations
             or not await repos.appointments.patient_seen_at(principal.org_id, patient_id, locations)
         ):
             raise Forbidden("This patient has no appointment at your locations.")
-        now = runtime.clock.now()
+        now = ctx.runtime.clock.now()
         # A later moment would count visits that have not happened yet as unresolved;
         # an earlier one gives the history as it stood then (features for training).
         until = now if as_of is None else min(as_of, now)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from careloop_kit.audit import AuditEntry, recorder_of, request_meta
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
 from careloop_kit.problems import Forbidden, NotFound
-from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Manager, Reader, ReposDep
+from careloop_scheduling.api.common import Context, ManageContext, ReadContext
 from careloop_scheduling.api.schemas import (
     EffectiveReminders,
     EffectiveTouch,
@@ -157,125 +156,77 @@ def _check_write_scope(principal: AuthenticatedPrincipal, level: Level, scope_id
         principal.can_access_location(scope_id)
 
 
-async def _get(
-    level: Level,
-    scope_id: str,
-    request: Request,
-    principal: AuthenticatedPrincipal,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: Repositories,
-) -> ReminderSettingsRead:
+async def _get(level: Level, scope_id: str, ctx: Context) -> ReminderSettingsRead:
+    principal, repos = ctx.principal, ctx.repos
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=[], resource_id=f"{level}:{scope_id}"
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+    async with ctx.audited(entry):
         await _known_scope(repos, principal.org_id, level, scope_id)
         chain, own = await _chain(repos, principal.org_id, level, scope_id)
     return _read(level, scope_id or None, own, chain)
 
 
 async def _put(
-    level: Level,
-    scope_id: str,
-    body: ReminderSettingsIn,
-    request: Request,
-    principal: AuthenticatedPrincipal,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: Repositories,
+    level: Level, scope_id: str, body: ReminderSettingsIn, ctx: Context
 ) -> ReminderSettingsRead:
+    principal, repos = ctx.principal, ctx.repos
     entry = AuditEntry(
         action="update",
         resource_type=RESOURCE,
         phi_categories=[],
         resource_id=f"{level}:{scope_id}",
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+    async with ctx.audited(entry):
         _check_write_scope(principal, level, scope_id)
         await _known_scope(repos, principal.org_id, level, scope_id)
         settings = _to_domain(body)
         await repos.reminder_settings.put(
-            principal.org_id, level, scope_id, settings, runtime.clock.now()
+            principal.org_id, level, scope_id, settings, ctx.runtime.clock.now()
         )
         chain, own = await _chain(repos, principal.org_id, level, scope_id)
     return _read(level, scope_id or None, own, chain)
 
 
 @router.get("/reminder-settings", response_model=ReminderSettingsRead)
-async def read_org_reminder_settings(
-    request: Request, principal: Reader, runtime: RuntimeDep, session: SessionDep, repos: ReposDep
-) -> ReminderSettingsRead:
+async def read_org_reminder_settings(ctx: ReadContext) -> ReminderSettingsRead:
     """Read the organization's reminder settings and the effective sequence."""
-    return await _get(Level.ORGANIZATION, "", request, principal, runtime, session, repos)
+    return await _get(Level.ORGANIZATION, "", ctx)
 
 
 @router.put("/reminder-settings", response_model=ReminderSettingsRead)
 async def put_org_reminder_settings(
-    body: ReminderSettingsIn,
-    request: Request,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    body: ReminderSettingsIn, ctx: ManageContext
 ) -> ReminderSettingsRead:
     """Replace the organization's reminder settings (applies to bookings made from now on)."""
-    return await _put(Level.ORGANIZATION, "", body, request, principal, runtime, session, repos)
+    return await _put(Level.ORGANIZATION, "", body, ctx)
 
 
 @router.get("/locations/{location_id}/reminder-settings", response_model=ReminderSettingsRead)
 async def read_location_reminder_settings(
-    location_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    location_id: str, ctx: ReadContext
 ) -> ReminderSettingsRead:
     """Read a location's reminder overrides and its effective sequence."""
-    return await _get(Level.LOCATION, location_id, request, principal, runtime, session, repos)
+    return await _get(Level.LOCATION, location_id, ctx)
 
 
 @router.put("/locations/{location_id}/reminder-settings", response_model=ReminderSettingsRead)
 async def put_location_reminder_settings(
-    location_id: str,
-    body: ReminderSettingsIn,
-    request: Request,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    location_id: str, body: ReminderSettingsIn, ctx: ManageContext
 ) -> ReminderSettingsRead:
     """Replace a location's reminder overrides."""
-    return await _put(
-        Level.LOCATION, location_id, body, request, principal, runtime, session, repos
-    )
+    return await _put(Level.LOCATION, location_id, body, ctx)
 
 
 @router.get("/appointment-types/{type_id}/reminder-settings", response_model=ReminderSettingsRead)
-async def read_type_reminder_settings(
-    type_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> ReminderSettingsRead:
+async def read_type_reminder_settings(type_id: str, ctx: ReadContext) -> ReminderSettingsRead:
     """Read an appointment type's reminder overrides (effective: organization, then type)."""
-    return await _get(Level.APPOINTMENT_TYPE, type_id, request, principal, runtime, session, repos)
+    return await _get(Level.APPOINTMENT_TYPE, type_id, ctx)
 
 
 @router.put("/appointment-types/{type_id}/reminder-settings", response_model=ReminderSettingsRead)
 async def put_type_reminder_settings(
-    type_id: str,
-    body: ReminderSettingsIn,
-    request: Request,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    type_id: str, body: ReminderSettingsIn, ctx: ManageContext
 ) -> ReminderSettingsRead:
     """Replace an appointment type's reminder overrides (most specific level)."""
-    return await _put(
-        Level.APPOINTMENT_TYPE, type_id, body, request, principal, runtime, session, repos
-    )
+    return await _put(Level.APPOINTMENT_TYPE, type_id, body, ctx)

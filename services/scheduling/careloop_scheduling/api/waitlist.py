@@ -18,14 +18,13 @@ from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of, request_meta
+from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
-from careloop_kit.service import RuntimeDep, SessionDep
-from careloop_scheduling.api.common import Booker, Reader, ReposDep
+from careloop_scheduling.api.common import BookContext, ReadContext
 from careloop_scheduling.domain.appointment import AppointmentStatus
 from careloop_scheduling.domain.waitlist import (
     ACTIVE_ENTRY_STATUSES,
@@ -37,7 +36,7 @@ from careloop_scheduling.domain.waitlist import (
 from careloop_scheduling.store.base import new_id
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling
-from careloop_scheduling.usecases.locations import check_visible, feature_on, hidden_locations
+from careloop_scheduling.usecases.locations import check_reach, feature_on, hidden_locations
 from careloop_scheduling.usecases.waitlist import waitlist_work
 
 router = APIRouter(prefix="/waitlist", tags=["waitlist"])
@@ -118,21 +117,14 @@ def entry_read(e: WaitlistEntry) -> WaitlistEntryRead:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WaitlistEntryRead)
-async def add_entry(
-    body: WaitlistEntryCreate,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> WaitlistEntryRead:
+async def add_entry(body: WaitlistEntryCreate, ctx: BookContext) -> WaitlistEntryRead:
     """Put a patient on a location's waitlist for an appointment type."""
+    runtime, principal, repos = ctx.runtime, ctx.principal, ctx.repos
     entry = AuditEntry(
         action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
-        principal.can_access_patient(body.patient_id, body.location_id)
-        await check_visible(repos, principal, body.location_id)
+    async with ctx.audited(entry):
+        await check_reach(repos, principal, body.patient_id, body.location_id)
         org_id = principal.org_id
         if not await feature_on(repos, org_id, body.location_id, "waitlist"):
             raise Conflict(f"The waitlist is switched off at location {body.location_id}.")
@@ -193,11 +185,7 @@ async def add_entry(
 
 @router.get("", response_model=WaitlistPage)
 async def list_entries(
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
+    ctx: ReadContext,
     patient_id: str | None = None,
     location_id: str | None = None,
     status_: Annotated[list[EntryStatus] | None, Query(alias="status")] = None,
@@ -216,7 +204,8 @@ async def list_entries(
         phi_categories=PHI,
         query_fingerprint=fingerprint_query(used),
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **request_meta(request)):
+    principal, repos = ctx.principal, ctx.repos
+    async with ctx.audited(entry):
         patient_id, locations = principal.listing_scope(patient_id)
         found = await repos.waitlist.list_waitlist_entries(
             principal.org_id,
@@ -233,31 +222,25 @@ async def list_entries(
 
 
 @router.delete("/{entry_id}", response_model=WaitlistEntryRead)
-async def remove_entry(
-    entry_id: str,
-    request: Request,
-    principal: Booker,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    repos: ReposDep,
-) -> WaitlistEntryRead:
+async def remove_entry(entry_id: str, ctx: BookContext) -> WaitlistEntryRead:
     """Take an entry off the waitlist; its open offer, if any, is withdrawn."""
+    principal, repos = ctx.principal, ctx.repos
     audit = AuditEntry(
         action="delete", resource_type=RESOURCE, phi_categories=PHI, resource_id=entry_id
     )
-    async with recorder_of(runtime).scope(session, principal, audit, **request_meta(request)):
-        found = await repos.waitlist.get_waitlist_entry(principal.org_id, entry_id, for_update=True)
-        if found is None:
-            raise NotFound(f"No waitlist entry {entry_id} in this organization.")
-        audit.patient_id = found.patient_id
-        principal.can_access_patient(found.patient_id, found.location_id)
-        await check_visible(repos, principal, found.location_id)
+    async with ctx.opened(
+        audit,
+        repos.waitlist.get_waitlist_entry(principal.org_id, entry_id, for_update=True),
+        missing=f"No waitlist entry {entry_id} in this organization.",
+        patient_of=lambda e: e.patient_id,
+        check=lambda e: check_reach(repos, principal, e.patient_id, e.location_id),
+    ) as found:
         if found.status not in ACTIVE_ENTRY_STATUSES:
             raise Conflict(
                 f"The entry is {found.status}, no longer on the list.",
                 current_status=found.status.value,
             )
-        await waitlist_work(runtime, session).withdraw(found)
+        await waitlist_work(ctx.runtime, ctx.session).withdraw(found)
         removed = await repos.waitlist.get_waitlist_entry(found.org_id, found.id)
     assert removed is not None
     return entry_read(removed)

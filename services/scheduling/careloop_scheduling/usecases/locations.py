@@ -85,6 +85,15 @@ async def check_visible(
         raise Forbidden(SENSITIVE_REFUSAL)
 
 
+async def check_reach(
+    repos: Repositories, principal: AuthenticatedPrincipal, patient_id: str, location_id: str
+) -> None:
+    """A patient reaches only its own records (any location); staff only their
+    locations, and a sensitive location only when their scope names it."""
+    principal.can_access_patient(patient_id, location_id)
+    await check_visible(repos, principal, location_id)
+
+
 async def hidden_locations(
     repos: Repositories, principal: AuthenticatedPrincipal
 ) -> frozenset[str]:
