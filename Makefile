@@ -61,8 +61,14 @@ typecheck: setup
 		services/identity/careloop_identity services/gateway/careloop_gateway \
 		services/scheduling/careloop_scheduling services/messaging/careloop_messaging
 
+# Test processes (pytest-xdist), each with its own Kafka, PostgreSQL and OpenBao; a test
+# file stays in one process, so its module fixtures start once. Half the suite waits on
+# brokers and timers, so two workers keep a two-core machine busy (TEST_WORKERS=0: one
+# process, no xdist).
+TEST_WORKERS ?= 2
+
 test: setup kafka-jars helm lint typecheck
-	$(RUN) pytest
+	$(RUN) pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 unit: setup
 	$(RUN) pytest -m unit

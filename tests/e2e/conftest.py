@@ -504,30 +504,30 @@ def _origin(leak: Leak) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Hand this process's scan to the run's report (`tests/conftest.py`), which prints
+    one summary over every process and fails the run on a leak."""
     scan = session.config.stash.get(_SCAN, None)
     if scan is None:
         return
     scan.uninstall()
-    leaks = scan.leaks()
+    if not scan.lines and not scan.registry.count:
+        return  # this process ran no e2e test (an xdist controller, for one)
     sources = {source for source, _ in scan.lines}
     subprocess_lines = sum(1 for source, _ in scan.lines if source != "log")
-    summary = (
-        f"log scan: {len(scan.lines)} lines ({len(scan.lines) - subprocess_lines} log records, "
-        f"{subprocess_lines} lines of {len(sources - {'log'})} subprocess commands) checked "
-        f"against {scan.registry.count} PHI values of {scan.registry.patients} patient writes: "
-        + (f"{len(leaks)} leaks" if leaks else "no PHI found")
-    )
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    write = reporter.write_line if reporter is not None else print
-    write("")
-    write(summary)
     # One entry per value and place, so a noisy one cannot hide the others.
     grouped: dict[tuple[str, str, str], list[Leak]] = {}
-    for leak in leaks:
+    for leak in scan.leaks():
         grouped.setdefault((leak.kind, leak.value, _origin(leak)), []).append(leak)
-    for (kind, value, origin), same in list(grouped.items())[:50]:
-        write(
-            f"  PHI ({kind} {value!r}) in {origin}, {len(same)} lines, first: {same[0].line[:300]}"
-        )
-    if leaks:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    report = {
+        "lines": len(scan.lines),
+        "subprocess_lines": subprocess_lines,
+        "commands": sorted(sources - {"log"}),
+        "values": scan.registry.count,
+        "patients": scan.registry.patients,
+        "leaks": [
+            f"PHI ({kind} {value!r}) in {origin}, {len(same)} lines, first: {same[0].line[:300]}"
+            for (kind, value, origin), same in grouped.items()
+        ],
+    }
+    # Registered by tests/conftest.py, which reports the scans of every process.
+    session.config.pluginmanager.get_plugin("careloop-log-scan-report").add(report)
