@@ -6,17 +6,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 
 from careloop_audit.api.schemas import AuditRecordPage, AuditRecordRead
 from careloop_audit.domain.record import RecordFields
 from careloop_audit.domain.window import Window
 from careloop_audit.store.checkpoints import CheckpointStore
+from careloop_audit.store.repository import AuditLog
 from careloop_audit.usecases import disclosures
 from careloop_audit.usecases.verification import VerificationReport, run_verification
-from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_kit.context import request_context
+from careloop_kit.service import RuntimeDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -35,7 +36,10 @@ Cursor = Annotated[
 
 # Only roles holding audit:read / audit:verify in the permission table (auditor,
 # org_admin with MFA), and only ever the caller's own organization (the token `org`).
-Reader = Annotated[AuthenticatedPrincipal, Depends(require("audit:read", mfa=True))]
+ReadContext = Annotated[
+    disclosures.AuditContext,
+    Depends(request_context(require("audit:read", mfa=True), AuditLog)),
+]
 Verifier = Annotated[AuthenticatedPrincipal, Depends(require("audit:verify", mfa=True))]
 
 
@@ -55,46 +59,27 @@ def _page(rows: Sequence[RecordFields], limit: int) -> AuditRecordPage:
 
 
 @router.get("/patients/{patient_id}/trail", response_model=AuditRecordPage)
-async def patient_trail(
-    patient_id: IdPath,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    window: WindowDep,
-) -> AuditRecordPage:
+async def patient_trail(patient_id: IdPath, ctx: ReadContext, window: WindowDep) -> AuditRecordPage:
     """Accounting of disclosures: every access to one patient's data, newest first."""
-    meta = request_meta(request)
-    rows = await disclosures.patient_trail(runtime, session, principal, patient_id, window, meta)
+    rows = await disclosures.patient_trail(ctx, patient_id, window)
     return _page(rows, window.limit)
 
 
 @router.get("/events", response_model=AuditRecordPage)
 async def query_events(
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: ReadContext,
     window: WindowDep,
     actor_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
 ) -> AuditRecordPage:
     """Query the log by actor and time range, newest first."""
-    meta = request_meta(request)
-    rows = await disclosures.query_events(runtime, session, principal, actor_id, window, meta)
+    rows = await disclosures.query_events(ctx, actor_id, window)
     return _page(rows, window.limit)
 
 
 @router.get("/events/{audit_id}/fhir")
-async def export_fhir(
-    audit_id: IdPath,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> dict[str, Any]:
+async def export_fhir(audit_id: IdPath, ctx: ReadContext) -> dict[str, Any]:
     """One record as a FHIR R4 AuditEvent."""
-    meta = request_meta(request)
-    return await disclosures.export_record(runtime, session, principal, audit_id, meta)
+    return await disclosures.export_record(ctx, audit_id)
 
 
 @router.post("/verify", response_model=VerificationReport)

@@ -10,22 +10,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from careloop_audit.domain.fhir import to_audit_event
 from careloop_audit.domain.record import RecordFields
 from careloop_audit.domain.window import Window
 from careloop_audit.store.repository import AuditLog
-from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of
-from careloop_kit.auth.principal import AuthenticatedPrincipal
-from careloop_kit.problems import NotFound, ProblemError
-from careloop_kit.service import Runtime
+from careloop_kit.audit import AuditEntry, fingerprint_query
+from careloop_kit.context import RequestContext
+from careloop_kit.problems import ProblemError
 
 RESOURCE = "AuditEvent"
 CATEGORIES = ["access_history"]
-
-RequestMeta = dict[str, Any]
-"""Where a request came from, as the audit trail records it (`request_meta`)."""
 
 
 class InvalidTimeRange(ProblemError):
@@ -41,46 +35,37 @@ def check_range(since: datetime | None, until: datetime | None) -> None:
         raise InvalidTimeRange("`since` must be earlier than `until`.")
 
 
+AuditContext = RequestContext[AuditLog]
+"""A request to the log: its caller, transaction and the log on that transaction."""
+
+
 async def _read_page(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
+    ctx: AuditContext,
     entry: AuditEntry,
     window: Window,
-    meta: RequestMeta,
     *,
     patient_id: str | None = None,
     actor_id: str | None = None,
 ) -> Sequence[RecordFields]:
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+    async with ctx.audited(entry):
         check_range(window.since, window.until)
-        return await AuditLog(session).page(
-            principal.org_id, window, patient_id=patient_id, actor_id=actor_id
+        return await ctx.repos.page(
+            ctx.principal.org_id, window, patient_id=patient_id, actor_id=actor_id
         )
 
 
 async def patient_trail(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    patient_id: str,
-    window: Window,
-    meta: RequestMeta,
+    ctx: AuditContext, patient_id: str, window: Window
 ) -> Sequence[RecordFields]:
     """Every access to one patient's data in the caller's organization, newest first."""
     entry = AuditEntry(
         action="read", resource_type=RESOURCE, phi_categories=CATEGORIES, patient_id=patient_id
     )
-    return await _read_page(runtime, session, principal, entry, window, meta, patient_id=patient_id)
+    return await _read_page(ctx, entry, window, patient_id=patient_id)
 
 
 async def query_events(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    actor_id: str | None,
-    window: Window,
-    meta: RequestMeta,
+    ctx: AuditContext, actor_id: str | None, window: Window
 ) -> Sequence[RecordFields]:
     """The caller's organization's records by actor and time range, newest first."""
     used = [
@@ -98,23 +83,21 @@ async def query_events(
         phi_categories=CATEGORIES,
         query_fingerprint=fingerprint_query(used),
     )
-    return await _read_page(runtime, session, principal, entry, window, meta, actor_id=actor_id)
+    return await _read_page(ctx, entry, window, actor_id=actor_id)
 
 
-async def export_record(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    audit_id: str,
-    meta: RequestMeta,
-) -> dict[str, Any]:
+async def export_record(ctx: AuditContext, audit_id: str) -> dict[str, Any]:
     """One record of the caller's organization as a FHIR R4 AuditEvent, or `NotFound`."""
     entry = AuditEntry(
         action="export", resource_type=RESOURCE, phi_categories=CATEGORIES, resource_id=audit_id
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
-        fields = await AuditLog(session).get(principal.org_id, audit_id)
-        if fields is None:
-            raise NotFound(f"No audit record {audit_id} in this organization.")
-        entry.patient_id = fields.patient_id
+    # The organization is the whole scope: `audit:read` reaches every record of it.
+    async with ctx.opened(
+        entry,
+        ctx.repos.get(ctx.principal.org_id, audit_id),
+        missing=f"No audit record {audit_id} in this organization.",
+        patient_of=lambda record: record.patient_id,
+        check=lambda record: None,
+    ) as fields:
+        pass
     return to_audit_event(fields)
