@@ -34,18 +34,37 @@ from careloop_identity.api.schemas import (
     UserPage,
     UserRead,
 )
-from careloop_identity.store.repository import StoredLocation, StoredOrganization, StoredUser
+from careloop_identity.store.repository import (
+    IdentityRepository,
+    StoredLocation,
+    StoredOrganization,
+    StoredUser,
+)
 from careloop_identity.usecases import admin as steps
 from careloop_kit.audit import request_meta
-from careloop_kit.auth import AuthenticatedPrincipal, require
+from careloop_kit.auth import require
+from careloop_kit.context import request_context
 from careloop_kit.service import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/organizations", tags=["administration"])
 
-ReadLocations = Annotated[AuthenticatedPrincipal, Depends(require("locations:read"))]
-ManageLocations = Annotated[AuthenticatedPrincipal, Depends(require("locations:manage", mfa=True))]
-ReadUsers = Annotated[AuthenticatedPrincipal, Depends(require("users:read", mfa=True))]
-ManageUsers = Annotated[AuthenticatedPrincipal, Depends(require("users:manage", mfa=True))]
+
+ReadLocations = Annotated[
+    steps.AdminContext,
+    Depends(request_context(require("locations:read"), IdentityRepository)),
+]
+ManageLocations = Annotated[
+    steps.AdminContext,
+    Depends(request_context(require("locations:manage", mfa=True), IdentityRepository)),
+]
+ReadUsers = Annotated[
+    steps.AdminContext,
+    Depends(request_context(require("users:read", mfa=True), IdentityRepository)),
+]
+ManageUsers = Annotated[
+    steps.AdminContext,
+    Depends(request_context(require("users:manage", mfa=True), IdentityRepository)),
+]
 
 
 def _org(stored: StoredOrganization) -> OrganizationRead:
@@ -117,11 +136,9 @@ async def list_organizations(
 
 
 @router.get("/{org_id}", response_model=OrganizationRead)
-async def read_organization(
-    org_id: str, principal: ReadLocations, session: SessionDep
-) -> OrganizationRead:
+async def read_organization(org_id: str, ctx: ReadLocations) -> OrganizationRead:
     """Read the caller's own organization."""
-    return _org(await steps.read_organization(session, principal, org_id))
+    return _org(await steps.read_organization(ctx, org_id))
 
 
 # --- locations ----------------------------------------------------------------------
@@ -133,10 +150,7 @@ async def read_organization(
 async def create_location(
     org_id: str,
     body: LocationCreate,
-    request: Request,
-    principal: ManageLocations,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: ManageLocations,
 ) -> LocationRead:
     """Add a location to the organization."""
     new = steps.NewLocation(
@@ -146,18 +160,14 @@ async def create_location(
         sensitive=body.sensitive,
         features=dict(body.features),
     )
-    stored = await steps.create_location(
-        runtime, session, principal, org_id, new, meta=request_meta(request)
-    )
+    stored = await steps.create_location(ctx, org_id, new)
     return _location(stored)
 
 
 @router.get("/{org_id}/locations", response_model=LocationPage)
-async def list_locations(
-    org_id: str, principal: ReadLocations, session: SessionDep
-) -> LocationPage:
+async def list_locations(org_id: str, ctx: ReadLocations) -> LocationPage:
     """List the locations of the organization."""
-    locations = await steps.list_locations(session, principal, org_id)
+    locations = await steps.list_locations(ctx, org_id)
     return LocationPage(items=[_location(loc) for loc in locations])
 
 
@@ -166,17 +176,12 @@ async def update_location(
     org_id: str,
     location_id: str,
     body: LocationUpdate,
-    request: Request,
-    principal: ManageLocations,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: ManageLocations,
 ) -> LocationRead:
     """Rename a location, change its address, zone or sensitivity, or switch features on
     and off (a location can go live with reminders first and add workflows later)."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude_none=True)
-    updated = await steps.update_location(
-        runtime, session, principal, org_id, location_id, changes, meta=request_meta(request)
-    )
+    updated = await steps.update_location(ctx, org_id, location_id, changes)
     return _location(updated)
 
 
@@ -187,10 +192,7 @@ async def update_location(
 async def create_user(
     org_id: str,
     body: UserCreate,
-    request: Request,
-    principal: ManageUsers,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: ManageUsers,
 ) -> UserRead:
     """Create a staff user or a patient portal account."""
     new = steps.NewAccount(
@@ -201,31 +203,26 @@ async def create_user(
         locations=body.locations,
         patient_id=body.patient_id,
     )
-    stored = await steps.create_user(
-        runtime, session, principal, org_id, new, meta=request_meta(request)
-    )
+    stored = await steps.create_user(ctx, org_id, new)
     return _user(stored)
 
 
 @router.get("/{org_id}/users", response_model=UserPage)
 async def list_users(
     org_id: str,
-    principal: ReadUsers,
-    session: SessionDep,
+    ctx: ReadUsers,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> UserPage:
     """List the accounts the caller may see, in id order (page with `after`)."""
-    page = await steps.list_users(session, principal, org_id, limit=limit, after=after)
+    page = await steps.list_users(ctx, org_id, limit=limit, after=after)
     return UserPage(items=[_user(u) for u in page.items], next_after=page.next_after)
 
 
 @router.get("/{org_id}/users/{user_id}", response_model=UserRead)
-async def read_user(
-    org_id: str, user_id: str, principal: ReadUsers, session: SessionDep
-) -> UserRead:
+async def read_user(org_id: str, user_id: str, ctx: ReadUsers) -> UserRead:
     """Read one account (never the password hash or TOTP secret)."""
-    return _user(await steps.read_user(session, principal, org_id, user_id))
+    return _user(await steps.read_user(ctx, org_id, user_id))
 
 
 @router.put("/{org_id}/users/{user_id}/roles", response_model=UserRead)
@@ -233,22 +230,16 @@ async def change_roles(
     org_id: str,
     user_id: str,
     body: UserAssignment,
-    request: Request,
-    principal: ManageUsers,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: ManageUsers,
 ) -> UserRead:
     """Replace a user's roles, location scope and patient link. The user's open sessions
     end (their tokens carry the old roles): the user signs in again."""
     updated = await steps.change_roles(
-        runtime,
-        session,
-        principal,
+        ctx,
         org_id,
         user_id,
         roles=list(body.roles),
         locations=body.locations,
         patient_id=body.patient_id,
-        meta=request_meta(request),
     )
     return _user(updated)

@@ -52,6 +52,7 @@ from careloop_identity.usecases.common import (
     short,
 )
 from careloop_kit.auth import AuthenticatedPrincipal, Principal
+from careloop_kit.context import RequestContext
 from careloop_kit.problems import Conflict, Forbidden, NotFound
 from careloop_kit.service import Runtime
 
@@ -83,6 +84,10 @@ class NewLocation:
 class UserPage:
     items: list[StoredUser]
     next_after: str | None
+
+
+AdminContext = RequestContext[IdentityRepository]
+"""An administration request: its caller, transaction and identity's repository on it."""
 
 
 async def _existing_org(repo: IdentityRepository, org_id: str) -> StoredOrganization:
@@ -205,12 +210,10 @@ async def list_organizations(session: AsyncSession, limit: int) -> list[StoredOr
     return await IdentityRepository(session).list_organizations(limit)
 
 
-async def read_organization(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str
-) -> StoredOrganization:
+async def read_organization(ctx: AdminContext, org_id: str) -> StoredOrganization:
     """The caller's own organization."""
-    own_organization(principal, org_id)
-    return await _existing_org(IdentityRepository(session), org_id)
+    own_organization(ctx.principal, org_id)
+    return await _existing_org(ctx.repos, org_id)
 
 
 # --- locations ----------------------------------------------------------------------
@@ -228,18 +231,10 @@ def _location_state(stored: StoredLocation) -> dict[str, Any]:
     }
 
 
-async def create_location(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    new: NewLocation,
-    *,
-    meta: RequestMeta,
-) -> StoredLocation:
+async def create_location(ctx: AdminContext, org_id: str, new: NewLocation) -> StoredLocation:
     """Add a location to the organization (its time zone checked), announced."""
+    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
     own_organization(principal, org_id)
-    repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     try:
         time_zone = validate_time_zone(new.time_zone)
@@ -265,7 +260,7 @@ async def create_location(
     await audit(
         runtime,
         session,
-        meta,
+        ctx.caller.meta,
         principal,
         action="create",
         resource_type="Location",
@@ -274,30 +269,21 @@ async def create_location(
     return stored
 
 
-async def list_locations(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str
-) -> list[StoredLocation]:
+async def list_locations(ctx: AdminContext, org_id: str) -> list[StoredLocation]:
     """The locations of the caller's organization."""
-    own_organization(principal, org_id)
-    repo = IdentityRepository(session)
+    own_organization(ctx.principal, org_id)
+    repo = ctx.repos
     await _existing_org(repo, org_id)
     return await repo.list_locations(org_id)
 
 
 async def update_location(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    location_id: str,
-    changes: dict[str, Any],
-    *,
-    meta: RequestMeta,
+    ctx: AdminContext, org_id: str, location_id: str, changes: dict[str, Any]
 ) -> StoredLocation:
     """Change a location's fields (its zone checked); feature switches not named keep
     their value. A change is announced with the location's whole new state."""
+    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
     own_organization(principal, org_id)
-    repo = IdentityRepository(session)
     stored = await repo.get_location(org_id, location_id, for_update=True)
     if stored is None:
         raise NotFound(f"No location {location_id} in this organization.")
@@ -324,7 +310,7 @@ async def update_location(
         await audit(
             runtime,
             session,
-            meta,
+            ctx.caller.meta,
             principal,
             action="update",
             resource_type="Location",
@@ -339,18 +325,10 @@ async def update_location(
 # --- users and roles ----------------------------------------------------------------
 
 
-async def create_user(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    new: NewAccount,
-    *,
-    meta: RequestMeta,
-) -> StoredUser:
+async def create_user(ctx: AdminContext, org_id: str, new: NewAccount) -> StoredUser:
     """Create a staff user or a patient portal account."""
+    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
     own_organization(principal, org_id)
-    repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     assignment = await _checked_assignment(
         repo, org_id, list(new.roles), new.locations, new.patient_id
@@ -367,7 +345,7 @@ async def create_user(
     await audit(
         runtime,
         session,
-        meta,
+        ctx.caller.meta,
         principal,
         action="create",
         resource_type="User",
@@ -377,29 +355,21 @@ async def create_user(
     return stored
 
 
-async def list_users(
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    org_id: str,
-    *,
-    limit: int,
-    after: str | None,
-) -> UserPage:
+async def list_users(ctx: AdminContext, org_id: str, *, limit: int, after: str | None) -> UserPage:
     """The accounts the caller may see, in id order (page with `after`)."""
+    principal, repo = ctx.principal, ctx.repos
     own_organization(principal, org_id)
-    repo = IdentityRepository(session)
     await _existing_org(repo, org_id)
     page = await repo.list_users(org_id, limit, after)
     visible = [u for u in page if _sees_user(principal, u)]
     return UserPage(items=visible, next_after=page[-1].id if len(page) == limit else None)
 
 
-async def read_user(
-    session: AsyncSession, principal: AuthenticatedPrincipal, org_id: str, user_id: str
-) -> StoredUser:
+async def read_user(ctx: AdminContext, org_id: str, user_id: str) -> StoredUser:
     """One account in the caller's scope."""
+    principal = ctx.principal
     own_organization(principal, org_id)
-    stored = await IdentityRepository(session).get_user(org_id, user_id)
+    stored = await ctx.repos.get_user(org_id, user_id)
     if stored is None or not _sees_user(principal, stored):
         raise NotFound(f"No user {user_id} in your scope.")
     return stored
@@ -423,21 +393,18 @@ async def _end_sessions(runtime: Runtime, session: AsyncSession, user: StoredUse
 
 
 async def change_roles(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
+    ctx: AdminContext,
     org_id: str,
     user_id: str,
     *,
     roles: list[str],
     locations: list[str] | str,
     patient_id: str | None,
-    meta: RequestMeta,
 ) -> StoredUser:
     """Replace a user's roles, location scope and patient link. The user's open sessions
     end (their tokens carry the old roles): the user signs in again."""
+    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
     own_organization(principal, org_id)
-    repo = IdentityRepository(session)
     user = await repo.get_user(org_id, user_id, for_update=True)
     if user is None:
         raise NotFound(f"No user {user_id} in this organization.")
@@ -480,7 +447,7 @@ async def change_roles(
         await audit(
             runtime,
             session,
-            meta,
+            ctx.caller.meta,
             principal,
             action="update",
             resource_type="User",
