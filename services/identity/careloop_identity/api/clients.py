@@ -17,21 +17,23 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from careloop_identity.domain.clients import Baa
-from careloop_identity.store.clients import StoredClient
+from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.usecases import clients as steps
-from careloop_kit.audit import request_meta
-from careloop_kit.auth import AuthenticatedPrincipal, require
+from careloop_kit.auth import require
 from careloop_kit.auth.permissions import PARTNER_SCOPES
+from careloop_kit.context import RequestContext, request_context
 from careloop_kit.rows import values_of
-from careloop_kit.service import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/organizations/{org_id}/clients", tags=["partner clients"])
 
-ManageClients = Annotated[AuthenticatedPrincipal, Depends(require("clients:manage", mfa=True))]
+ManageClients = Annotated[
+    RequestContext[ClientRepository],
+    Depends(request_context(require("clients:manage", mfa=True), ClientRepository)),
+]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z]+$", max_length=64)]
@@ -126,14 +128,8 @@ def _with_secret(created: steps.ClientWithSecret, today: date) -> ClientCreated:
     return ClientCreated(**_read(created.client, today).model_dump(), client_secret=created.secret)
 
 
-def _call(
-    org_id: str,
-    request: Request,
-    principal: ManageClients,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> steps.ClientsCall:
-    return steps.ClientsCall(runtime, session, principal, org_id, request_meta(request))
+def _call(org_id: str, ctx: ManageClients) -> steps.ClientsCall:
+    return steps.ClientsCall(ctx, org_id)
 
 
 Call = Annotated[steps.ClientsCall, Depends(_call)]

@@ -34,7 +34,6 @@ from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.usecases.common import (
     Invalid,
-    RequestMeta,
     announce_revocation,
     audit,
     own_organization,
@@ -42,6 +41,7 @@ from careloop_identity.usecases.common import (
     short,
 )
 from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.context import RequestContext
 from careloop_kit.problems import Conflict, NotFound, ProblemError
 from careloop_kit.service import Runtime
 
@@ -113,20 +113,33 @@ def _scopes(scopes: list[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ClientsCall:
-    """A request on the partner clients of one organization: who asks, from where, and
-    the transaction it runs in."""
+    """A request (the kit's context: who asks, from where, its transaction and the
+    client repository on it) on the partner clients of the organization `org_id`."""
 
-    runtime: Runtime
-    session: AsyncSession
-    principal: AuthenticatedPrincipal
+    ctx: RequestContext[ClientRepository]
     org_id: str
-    meta: RequestMeta
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.ctx.runtime
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.ctx.session
+
+    @property
+    def principal(self) -> AuthenticatedPrincipal:
+        return self.ctx.principal
+
+    @property
+    def clients(self) -> ClientRepository:
+        return self.ctx.repos
 
 
 async def _existing(call: ClientsCall, client_id: str, *, for_update: bool = False) -> StoredClient:
     """The caller's organization's client (locked for a change with `for_update`)."""
     own_organization(call.principal, call.org_id)
-    client = await ClientRepository(call.session).get(call.org_id, client_id, for_update=for_update)
+    client = await call.clients.get(call.org_id, client_id, for_update=for_update)
     if client is None:
         raise NotFound(f"No client {client_id} in this organization.")
     return client
@@ -148,7 +161,7 @@ async def _audit_client(call: ClientsCall, client_id: str, *, action: str, detai
     await audit(
         call.runtime,
         call.session,
-        call.meta,
+        call.ctx.caller.meta,
         call.principal,
         action=action,
         resource_type="Client",
@@ -159,7 +172,7 @@ async def _audit_client(call: ClientsCall, client_id: str, *, action: str, detai
 
 async def _save(call: ClientsCall, client: StoredClient, detail: str) -> StoredClient:
     """Store a changed client and audit the change, in the caller's transaction."""
-    await ClientRepository(call.session).save(client)
+    await call.clients.save(client)
     await _audit_client(call, client.id, action="update", detail=detail)
     return client
 
@@ -177,7 +190,7 @@ async def create_client(call: ClientsCall, new: NewClient) -> ClientWithSecret:
     _check(scopes, baa, today, granting=True)
     secret = new_secret()
     now = runtime.clock.now()
-    client = await ClientRepository(session).add(
+    client = await call.clients.add(
         StoredClient(
             id=str(uuid4()),
             org_id=org_id,
@@ -204,7 +217,7 @@ async def create_client(call: ClientsCall, new: NewClient) -> ClientWithSecret:
 async def list_clients(call: ClientsCall, *, limit: int) -> list[StoredClient]:
     """The organization's partner clients."""
     own_organization(call.principal, call.org_id)
-    return await ClientRepository(call.session).list_for_org(call.org_id, limit)
+    return await call.clients.list_for_org(call.org_id, limit)
 
 
 async def read_client(call: ClientsCall, client_id: str) -> StoredClient:
