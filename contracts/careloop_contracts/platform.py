@@ -33,6 +33,9 @@ PHI_KEY: Final = "careloop-phi"
 IDENTITY_FIELDS_KEY: Final = "careloop-identity-fields"
 """Transit key (aes256-gcm96) that wraps identity's data keys (TOTP secrets, break-glass
 reasons)."""
+MESSAGING_FIELDS_KEY: Final = "careloop-messaging-fields"
+"""Transit key (aes256-gcm96) that wraps messaging's data keys (recipient addresses, portal
+inbox items)."""
 AUDIT_CHECKPOINT_KEY: Final = "careloop-audit-checkpoint"
 """Transit key (ed25519) that signs checkpoints of the audit hash chain."""
 IDENTITY_SIGNING_KEY: Final = "careloop-identity-signing"
@@ -43,6 +46,7 @@ SERVICE_KEY_PREFIX: Final = "careloop-service-"
 TRANSIT_KEYS: Final[tuple[tuple[str, str], ...]] = (
     (PHI_KEY, "aes256-gcm96"),
     (IDENTITY_FIELDS_KEY, "aes256-gcm96"),
+    (MESSAGING_FIELDS_KEY, "aes256-gcm96"),
     (AUDIT_CHECKPOINT_KEY, "ed25519"),
     (IDENTITY_SIGNING_KEY, "ed25519"),
 )
@@ -115,6 +119,14 @@ VAULT_GRANTS: Final[Mapping[str, tuple[VaultGrant, ...]]] = MappingProxyType(
                 "them (the glob covers reads only, and a transit key's read shows public "
                 "keys, never private ones).",
             ),
+        ),
+        "messaging": _transit(
+            MESSAGING_FIELDS_KEY,
+            "Envelope encryption of recipient addresses and portal inbox items: fresh data "
+            "keys, unwrap, and rewrap after key rotation.",
+            "datakey/plaintext",
+            "decrypt",
+            "rewrap",
         ),
     }
 )

@@ -289,7 +289,7 @@ def keys_reindex(
     entry = service(name)
     module = entry.module("rewrap") if _stores_phi(name) else None
     if module is None or not hasattr(module, "reindex"):
-        raise typer.BadParameter(f"{name} keeps no blind indexes")
+        raise typer.BadParameter(f"{name} keeps no versioned blind indexes")
     settings = load_settings(name, entry.settings_class())
     with Progress(console=console) as progress:
         task = progress.add_task(f"{name}: re-indexing", total=None)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> None:
-    assert [name for name in SERVICES if _stores_phi(name)] == ["patients", "identity"]
+    assert [name for name in SERVICES if _stores_phi(name)] == ["patients", "identity", "messaging"]
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,8 @@ def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> 
         (["keys", "rewrap"], "name one service or pass --all"),
         (["keys", "rewrap", "patients", "--all"], "name one service or pass --all"),
         (["keys", "rewrap", "scheduling"], "scheduling stores no sealed fields"),
-        (["keys", "reindex", "identity"], "identity keeps no blind indexes"),
+        (["keys", "reindex", "identity"], "identity keeps no versioned blind indexes"),
+        (["keys", "reindex", "messaging"], "messaging keeps no versioned blind indexes"),
     ],
 )
 def test_wrong_targets_are_refused_before_anything_runs(args: list[str], message: str) -> None:

@@ -79,6 +79,13 @@ def decrypt_field(key: bytes, blob: bytes, context: FieldContext) -> str:
         ) from exc
 
 
+def derive_key(master_key: bytes, label: str) -> bytes:
+    """A 32-byte key for one use, derived (HKDF-SHA256, no salt) from a master key under
+    that use's own label, so one secret in Vault can serve several uses without any two
+    sharing a key."""
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=label.encode()).derive(master_key)
+
+
 class DataKeyCache:
     """Unwrapped DEKs kept in memory for a bounded time and count."""
 
@@ -187,9 +194,7 @@ class BlindIndexer:
     def _column_key(self, version: int, column: str) -> bytes:
         key = self._column_keys.get((version, column))
         if key is None:
-            key = HKDF(
-                algorithm=SHA256(), length=32, salt=None, info=f"blind-index:{column}".encode()
-            ).derive(self._master_keys[version])
+            key = derive_key(self._master_keys[version], f"blind-index:{column}")
             self._column_keys[(version, column)] = key
         return key
 
@@ -224,14 +229,8 @@ class MessageSigner:
         for key in (master_key, *previous):
             if len(key) < 32:
                 raise ValueError(f"the {label} key must be at least 32 bytes")
-        self._keys = [self._derive(key, label) for key in (master_key, *previous)]
+        self._keys = [derive_key(key, label) for key in (master_key, *previous)]
         self._tag_bytes = tag_bytes
-
-    @staticmethod
-    def _derive(master_key: bytes, label: str) -> bytes:
-        return HKDF(algorithm=SHA256(), length=32, salt=None, info=label.encode()).derive(
-            master_key
-        )
 
     def _tag(self, key: bytes, message: bytes) -> bytes:
         return hmac.new(key, message, hashlib.sha256).digest()[: self._tag_bytes]

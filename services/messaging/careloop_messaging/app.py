@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 
 import httpx
@@ -27,7 +26,7 @@ from careloop_messaging.handlers.delivery import delivery_worker
 from careloop_messaging.handlers.reminders import REMINDERS_CONSUMER
 from careloop_messaging.patients_client import ContactSource, HttpContactSource
 from careloop_messaging.settings import MessagingSettings
-from careloop_messaging.store.repository import InboxCipher, RecipientCipher, SecureLinks
+from careloop_messaging.store.repository import SecureLinks, field_ciphers
 from careloop_messaging.store.tables import metadata, platform
 from careloop_messaging.usecases.context import (
     CIPHER_KEY,
@@ -35,31 +34,12 @@ from careloop_messaging.usecases.context import (
     DELIVERY_KEY,
     INBOX_CIPHER_KEY,
     LINKS_KEY,
+    vault_keys,
 )
 from careloop_messaging.usecases.delivery import Delivery
 
 SERVICE = "messaging"
 log = logging.getLogger(__name__)
-
-
-async def _vault_keys(runtime: Runtime, path: str) -> tuple[bytes, list[bytes]]:
-    """A 32-byte key from messaging's KV space (provisioned by `bootstrap_vault`), and
-    during a rotation the key it replaced (`previous_key`), still accepted: start-up fails
-    without a key rather than working with one that dies with the process (addresses
-    nobody could decrypt, links that stop working on restart)."""
-    secret = await runtime.vault.read_secret(path)
-    keys = []
-    for field in ("key", "previous_key"):
-        if field == "previous_key" and not secret.get(field):
-            break
-        try:
-            key = base64.b64decode(secret[field])
-        except (KeyError, ValueError) as exc:
-            raise RuntimeError(f"{path} must hold field `{field}` (base64, 32 bytes)") from exc
-        if len(key) < 32:
-            raise RuntimeError(f"{path} field `{field}` must hold a 32-byte key")
-        keys.append(key)
-    return keys[0], keys[1:]
 
 
 def _channels(
@@ -106,14 +86,16 @@ def build_spec(
             )
         else:
             runtime.state[CONTACTS_KEY] = contacts
-        # The recipient key is not rotated (its ciphertexts are not on the kit's port yet):
-        # only the current key counts.
-        recipient_key, _ = await _vault_keys(runtime, settings.recipient_key_secret_path)
-        cipher = RecipientCipher(recipient_key)
-        inbox_cipher = InboxCipher(recipient_key)
+        # Addresses and inbox items are sealed under data keys of messaging's transit key;
+        # the recipient secret keys their blind index and opens what was sealed before the
+        # port (it has no versions: only the current key counts).
+        recipient_key, _ = await vault_keys(runtime.vault, settings.recipient_key_secret_path)
+        cipher, inbox_cipher = field_ciphers(runtime.vault, recipient_key, clock=runtime.clock)
         runtime.state[INBOX_CIPHER_KEY] = inbox_cipher
         runtime.state[CIPHER_KEY] = cipher
-        link_key, previous_link_keys = await _vault_keys(runtime, settings.link_key_secret_path)
+        link_key, previous_link_keys = await vault_keys(
+            runtime.vault, settings.link_key_secret_path
+        )
         links = SecureLinks(link_key, settings.secure_link_base, previous=previous_link_keys)
         runtime.state[LINKS_KEY] = links
         catalog = TemplateCatalog(

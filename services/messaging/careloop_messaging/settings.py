@@ -47,9 +47,12 @@ class MessagingSettings(KitSettings):
     recipient_key_secret_path: str = Field(
         "careloop/messaging/recipient-key",
         description=(
-            "KV v2 path of the key (field `key`, base64, 32+ bytes) that encrypts stored "
-            "addresses and derives their blind index; created by the Vault bootstrap. The "
-            "service refuses to start without it."
+            "KV v2 path of the key (field `key`, base64, 32+ bytes) that derives the blind "
+            "index of stored addresses (opt-outs, inbound replies) and opens addresses and "
+            "inbox items sealed before the field port, until `careloop keys rewrap "
+            "messaging` has moved them onto data keys of the transit key "
+            "`careloop-messaging-fields`; created by the Vault bootstrap. The service "
+            "refuses to start without it."
         ),
     )
     link_key_secret_path: str = Field(

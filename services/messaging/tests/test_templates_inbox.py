@@ -111,26 +111,27 @@ class ApiRig:
         cipher: RecipientCipher = self.runtime.state[CIPHER_KEY]
         message_id, patient = str(uuid.uuid4()), patient_id or f"pat-{uuid.uuid4().hex[:8]}"
         recipient = Recipient(channel, address)
-        new = NewMessage(
-            id=message_id,
-            org_id=self.org_id,
-            patient_id=patient,
-            appointment_id=f"appt-{uuid.uuid4().hex[:8]}",
-            location_id=location_id,
-            touch_key=f"{message_id}:1_day_before",
-            touch="1_day_before",
-            language="en",
-            practice_name="Bayview Family Practice",
-            sensitive_location=sensitive,
-            start_at=datetime(2031, 3, 4, 14, 30, tzinfo=UTC),
-            time_zone="America/New_York",
-            status=MessageStatus.QUEUED,
-            channel=channel,
-            recipient_ct=cipher.encrypt(self.org_id, message_id, address),
-            recipient_index=cipher.index(self.org_id, recipient),
-            recipient_lookup=cipher.lookup(recipient),
-        )
+        # Sealed in the transaction that stores the row, as the consumer does.
         async with self.runtime.sessionmaker() as session, session.begin():
+            new = NewMessage(
+                id=message_id,
+                org_id=self.org_id,
+                patient_id=patient,
+                appointment_id=f"appt-{uuid.uuid4().hex[:8]}",
+                location_id=location_id,
+                touch_key=f"{message_id}:1_day_before",
+                touch="1_day_before",
+                language="en",
+                practice_name="Bayview Family Practice",
+                sensitive_location=sensitive,
+                start_at=datetime(2031, 3, 4, 14, 30, tzinfo=UTC),
+                time_zone="America/New_York",
+                status=MessageStatus.QUEUED,
+                channel=channel,
+                recipient_ct=await cipher.seal(session, self.org_id, message_id, address),
+                recipient_index=cipher.index(self.org_id, recipient),
+                recipient_lookup=cipher.lookup(recipient),
+            )
             assert await Messages(session).add(new, now=self.runtime.clock.now())
         return message_id, patient
 

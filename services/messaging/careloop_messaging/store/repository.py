@@ -16,19 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.crypto import (
-    BlindIndexer,
-    FieldContext,
-    MessageSigner,
-    decrypt_field,
-    encrypt_field,
-)
+from careloop_contracts.platform import MESSAGING_FIELDS_KEY
+from careloop_kit.clock import Clock
+from careloop_kit.crypto import BlindIndexer, KeyRing, MessageSigner, derive_key
+from careloop_kit.fields import FieldCipher, LegacyKey, SealedColumn
+from careloop_kit.vault import Vault
 from careloop_messaging.domain.outreach import (
     BUDGET_WINDOW,
     UNSOLICITED_EXEMPT_TOUCHES,
@@ -41,32 +37,44 @@ from careloop_messaging.domain.templates import (
     MessageTemplate,
     TemplateKey,
 )
-from careloop_messaging.store.tables import inbox_item, message, message_template, opt_out
+from careloop_messaging.store.tables import (
+    field_key,
+    inbox_item,
+    message,
+    message_template,
+    opt_out,
+)
 
-RECIPIENT_KEY_ID = "recipient-v1"
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 """A link token's alphabet (base64url without padding); anything else is no token."""
 
 
-class RecipientCipher:
-    """Encrypts stored addresses and computes their blind index.
+LEGACY_RECIPIENT_KEY_ID = "recipient-v1"
+LEGACY_INBOX_KEY_ID = "inbox-v1"
+"""The DEK ids the associated data of addresses and of inbox items named before the kit's
+port, when each use was sealed under its own key derived from the recipient secret."""
 
-    Both keys are derived (HKDF, distinct labels) from one master secret kept in Vault:
-    the encryption key is never the index key. The index is per organization and per
-    channel, so the same phone number in two tenants gives unrelated tokens.
+RECIPIENT_COLUMNS = (SealedColumn(message, "recipient_ct", "recipient"),)
+INBOX_COLUMNS = (
+    SealedColumn(inbox_item, "subject_ct", "subject"),
+    SealedColumn(inbox_item, "body_ct", "body"),
+)
+"""Every column of messaging sealed through the port (with the column name the
+associated data carries), grouped by the legacy key that opens what came before it."""
+
+
+class RecipientCipher:
+    """Seals stored addresses through the kit's field port and computes their blind index.
+
+    The index key is derived (its own label) from the recipient secret in Vault, not from
+    the transit key, so opt-outs and inbound replies keep matching through a transit key
+    rotation. The index is per organization and per channel, so the same phone number in
+    two tenants gives unrelated tokens.
     """
 
-    def __init__(self, master_key: bytes) -> None:
-        if len(master_key) < 32:
-            raise ValueError("the recipient master key must be at least 32 bytes")
-        self._aead_key = HKDF(
-            algorithm=SHA256(), length=32, salt=None, info=b"messaging:recipient-encryption"
-        ).derive(master_key)
-        self._indexer = BlindIndexer(
-            HKDF(
-                algorithm=SHA256(), length=32, salt=None, info=b"messaging:recipient-index"
-            ).derive(master_key)
-        )
+    def __init__(self, fields: FieldCipher, indexer: BlindIndexer) -> None:
+        self.fields = fields
+        self._indexer = indexer
 
     def index(self, org_id: str, recipient: Recipient) -> str:
         return self._indexer.token(f"recipient:{recipient.channel}", org_id, recipient.address)
@@ -75,15 +83,69 @@ class RecipientCipher:
         """The address's token in every tenant (for inbound messages, which name no org)."""
         return self._indexer.token(f"recipient-any:{recipient.channel}", "*", recipient.address)
 
-    def encrypt(self, org_id: str, message_id: str, address: str) -> bytes:
-        return encrypt_field(self._aead_key, address, self._context(org_id, message_id))
+    async def seal(
+        self, session: AsyncSession, org_id: str, message_id: str, address: str
+    ) -> bytes:
+        """A message's address, sealed in the caller's transaction (which also stores the
+        organization's data key, the first time)."""
+        return await self.fields.seal_field(session, address, **self._where(org_id, message_id))
 
-    def decrypt(self, org_id: str, message_id: str, blob: bytes) -> str:
-        return decrypt_field(self._aead_key, blob, self._context(org_id, message_id))
+    async def open(self, session: AsyncSession, org_id: str, message_id: str, blob: bytes) -> str:
+        return await self.fields.open_field(session, blob, **self._where(org_id, message_id))
 
     @staticmethod
-    def _context(org_id: str, message_id: str) -> FieldContext:
-        return FieldContext(org_id, "message", "recipient", message_id, RECIPIENT_KEY_ID)
+    def _where(org_id: str, message_id: str) -> dict[str, str]:
+        return {"org_id": org_id, "table": "message", "column": "recipient", "row_id": message_id}
+
+
+class InboxCipher:
+    """Seals what the portal inbox stores (subject and body may hold PHI) through the kit's
+    field port. The associated data binds each field to its item, so a swapped ciphertext
+    fails."""
+
+    def __init__(self, fields: FieldCipher) -> None:
+        self.fields = fields
+
+    async def seal(
+        self, session: AsyncSession, org_id: str, item_id: str, field: str, value: str
+    ) -> bytes:
+        return await self.fields.seal_field(session, value, **self._where(org_id, item_id, field))
+
+    async def open(
+        self, session: AsyncSession, org_id: str, item_id: str, field: str, blob: bytes
+    ) -> str:
+        return await self.fields.open_field(session, blob, **self._where(org_id, item_id, field))
+
+    @staticmethod
+    def _where(org_id: str, item_id: str, field: str) -> dict[str, str]:
+        return {"org_id": org_id, "table": "inbox_item", "column": field, "row_id": item_id}
+
+
+def field_ciphers(
+    vault: Vault, recipient_key: bytes, *, clock: Clock | None = None
+) -> tuple[RecipientCipher, InboxCipher]:
+    """Messaging's ports to its sealed fields: data keys wrapped by the transit key
+    `careloop-messaging-fields`, one key ring and one key table for both.
+
+    `recipient_key` (the KV secret) derives the address blind index and the two keys that
+    addresses and inbox items were sealed under before the port. The port's legacy
+    fallback holds one key, so each use gets its own view of the port with its own legacy
+    key; `careloop keys rewrap messaging` moves what those still open onto data keys.
+    """
+    if len(recipient_key) < 32:
+        raise ValueError("the recipient master key must be at least 32 bytes")
+    keys = KeyRing(vault, MESSAGING_FIELDS_KEY, clock=clock)
+
+    def port(label: str, legacy_id: str) -> FieldCipher:
+        legacy = LegacyKey(derive_key(recipient_key, label), legacy_id)
+        return FieldCipher(keys, field_key, legacy=legacy)
+
+    recipients = RecipientCipher(
+        port("messaging:recipient-encryption", LEGACY_RECIPIENT_KEY_ID),
+        BlindIndexer(derive_key(recipient_key, "messaging:recipient-index")),
+    )
+    inbox = InboxCipher(port("messaging:inbox-content", LEGACY_INBOX_KEY_ID))
+    return recipients, inbox
 
 
 class SecureLinks:
@@ -515,35 +577,6 @@ class OptOuts:
         )
 
 
-INBOX_KEY_ID = "inbox-v1"
-
-
-class InboxCipher:
-    """Encrypts what the portal inbox stores (subject and body may hold PHI).
-
-    Derived (HKDF, its own label) from the same master secret as :class:`RecipientCipher`,
-    so there is one secret to provision and rotate, and never the same key for two uses.
-    The associated data binds each field to its item, so a swapped ciphertext fails.
-    """
-
-    def __init__(self, master_key: bytes) -> None:
-        if len(master_key) < 32:
-            raise ValueError("the master key must be at least 32 bytes")
-        self._key = HKDF(
-            algorithm=SHA256(), length=32, salt=None, info=b"messaging:inbox-content"
-        ).derive(master_key)
-
-    def encrypt(self, org_id: str, item_id: str, field: str, value: str) -> bytes:
-        return encrypt_field(self._key, value, self._context(org_id, item_id, field))
-
-    def decrypt(self, org_id: str, item_id: str, field: str, blob: bytes) -> str:
-        return decrypt_field(self._key, blob, self._context(org_id, item_id, field))
-
-    @staticmethod
-    def _context(org_id: str, item_id: str, field: str) -> FieldContext:
-        return FieldContext(org_id, "inbox_item", field, item_id, INBOX_KEY_ID)
-
-
 ORG_DEFAULT = ""
 """`message_template.location_id` of an organization's default template."""
 
@@ -724,7 +757,8 @@ class InboxItem:
 
 
 class Inbox:
-    """The portal inbox. Content is encrypted on the way in and decrypted on the way out."""
+    """The portal inbox. Content is sealed on the way in and opened on the way out, in the
+    caller's transaction (the port reads its data keys there)."""
 
     def __init__(self, session: AsyncSession, cipher: InboxCipher) -> None:
         self._session = session
@@ -773,9 +807,9 @@ class Inbox:
                 subject_ct=(
                     None
                     if subject is None
-                    else self._cipher.encrypt(org_id, item_id, "subject", subject)
+                    else await self._cipher.seal(self._session, org_id, item_id, "subject", subject)
                 ),
-                body_ct=self._cipher.encrypt(org_id, item_id, "body", body),
+                body_ct=await self._cipher.seal(self._session, org_id, item_id, "body", body),
                 delivered_at=now,
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
@@ -811,7 +845,7 @@ class Inbox:
         rows = await self._session.execute(
             query.order_by(inbox_item.c.delivered_at.desc(), inbox_item.c.id.desc()).limit(limit)
         )
-        return [self._item(row) for row in rows]
+        return [await self._item(row) for row in rows]
 
     async def get(self, org_id: str, item_id: str) -> InboxItem | None:
         row = (
@@ -819,7 +853,7 @@ class Inbox:
                 select(inbox_item).where(inbox_item.c.org_id == org_id, inbox_item.c.id == item_id)
             )
         ).first()
-        return self._item(row) if row is not None else None
+        return await self._item(row) if row is not None else None
 
     async def mark_read(self, item_id: str, now: datetime) -> None:
         """First read only: a later read keeps when the patient first opened it."""
@@ -829,9 +863,10 @@ class Inbox:
             .values(read_at=now)
         )
 
-    def _item(self, row: object) -> InboxItem:
+    async def _item(self, row: object) -> InboxItem:
         r = row._mapping  # type: ignore[attr-defined]
         org_id, item_id = r["org_id"], r["id"]
+        subject_ct, body_ct = r["subject_ct"], r["body_ct"]
         return InboxItem(
             id=item_id,
             message_id=r["message_id"],
@@ -841,10 +876,10 @@ class Inbox:
             sender_name=r["sender_name"],
             subject=(
                 None
-                if r["subject_ct"] is None
-                else self._cipher.decrypt(org_id, item_id, "subject", r["subject_ct"])
+                if subject_ct is None
+                else await self._cipher.open(self._session, org_id, item_id, "subject", subject_ct)
             ),
-            body=self._cipher.decrypt(org_id, item_id, "body", r["body_ct"]),
+            body=await self._cipher.open(self._session, org_id, item_id, "body", body_ct),
             delivered_at=r["delivered_at"],
             read_at=r["read_at"],
             sensitive_location=r["sensitive_location"],

@@ -1,6 +1,7 @@
-"""Tables of the messaging database. Addresses are stored only encrypted, with a blind
-index for exact matching (inbound replies, opt-outs); bodies are never stored, they are
-rendered again from the template when a message is (re)sent."""
+"""Tables of the messaging database. Addresses are stored only encrypted (the kit's field
+port, data keys in `field_key`), with a blind index for exact matching (inbound replies,
+opt-outs); bodies are never stored, they are rendered again from the template when a
+message is (re)sent."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from sqlalchemy import (
 )
 
 from careloop_kit.db import add_platform_tables, service_metadata
+from careloop_kit.fields import add_field_key_table
 
 metadata = service_metadata()
 platform = add_platform_tables(metadata)
+# The wrapped data keys of the kit's field port, under `careloop-messaging-fields`.
+field_key = add_field_key_table(metadata)
 
 message = Table(
     "message",

@@ -3,7 +3,10 @@ helpers `app.py` puts in `runtime.state` at start-up, each under one name."""
 
 from __future__ import annotations
 
+import base64
+
 from careloop_kit.service import Runtime
+from careloop_kit.vault import Vault
 from careloop_messaging.patients_client import ContactSource
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import InboxCipher, RecipientCipher, SecureLinks
@@ -13,6 +16,26 @@ INBOX_CIPHER_KEY = "inbox_cipher"
 LINKS_KEY = "links"
 CONTACTS_KEY = "contacts"
 DELIVERY_KEY = "delivery"
+
+
+async def vault_keys(vault: Vault, path: str) -> tuple[bytes, list[bytes]]:
+    """A 32-byte key from messaging's KV space (provisioned by `bootstrap_vault`), and
+    during a rotation the key it replaced (`previous_key`), still accepted: start-up fails
+    without a key rather than working with one that dies with the process (addresses
+    nobody could find again, links that stop working on restart)."""
+    secret = await vault.read_secret(path)
+    keys = []
+    for field in ("key", "previous_key"):
+        if field == "previous_key" and not secret.get(field):
+            break
+        try:
+            key = base64.b64decode(secret[field])
+        except (KeyError, ValueError) as exc:
+            raise RuntimeError(f"{path} must hold field `{field}` (base64, 32 bytes)") from exc
+        if len(key) < 32:
+            raise RuntimeError(f"{path} field `{field}` must hold a 32-byte key")
+        keys.append(key)
+    return keys[0], keys[1:]
 
 
 def settings_of(runtime: Runtime) -> MessagingSettings:

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import MessageFailed, MessageSent
-from careloop_kit.crypto import DecryptionFailed
+from careloop_kit.fields import DecryptionFailed
 from careloop_kit.service import Runtime
 from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.channels import OutboundChannel, OutboundMessage
@@ -131,7 +131,9 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
         try:
             if stored.recipient_ct is None or stored.channel is None:
                 raise TemplateRefused("queued message without a recipient")
-            address = delivery.cipher.decrypt(stored.org_id, stored.id, stored.recipient_ct)
+            address = await delivery.cipher.open(
+                session, stored.org_id, stored.id, stored.recipient_ct
+            )
             outbound = await render(delivery, stored, address, session)
         except (TemplateRefused, TemplateRenderError, TemplateNotFound, DecryptionFailed) as exc:
             # A template or key problem does not heal by waiting.

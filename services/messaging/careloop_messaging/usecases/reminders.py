@@ -130,6 +130,11 @@ async def record_touch(
     channel: Channel | None = recipient.channel if recipient else None
     if channel is None and contact.preferred_channel is not None:
         channel = contact.preferred_channel
+    sealed = (
+        await cipher.seal(session, touch.org_id, message_id, recipient.address)
+        if recipient
+        else None
+    )
     added = await messages.add(
         NewMessage(
             id=message_id,
@@ -147,9 +152,7 @@ async def record_touch(
             status=MessageStatus.QUEUED if recipient else MessageStatus.SKIPPED,
             channel=channel,
             skip_reason=decision.skip.value if decision.skip else None,
-            recipient_ct=(
-                cipher.encrypt(touch.org_id, message_id, recipient.address) if recipient else None
-            ),
+            recipient_ct=sealed,
             recipient_index=cipher.index(touch.org_id, recipient) if recipient else None,
             recipient_lookup=cipher.lookup(recipient) if recipient else None,
             offer_options=touch.offer_options,

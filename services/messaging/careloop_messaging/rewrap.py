@@ -1,0 +1,55 @@
+"""After `transit/keys/careloop-messaging-fields/rotate`: rewrap messaging's data keys, and
+move any address or inbox item sealed before the kit's port (under keys derived from the
+recipient secret) onto it.
+
+Every step is idempotent, so the command is safe to re-run; once it reports nothing
+changed meanwhile, old transit versions can be retired with `min_decryption_version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from careloop_contracts.platform import MESSAGING_FIELDS_KEY
+from careloop_kit.db import make_engine, make_sessionmaker
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, reseal_legacy, rewrap_data_keys
+from careloop_kit.vault import Vault
+from careloop_messaging.settings import MessagingSettings
+from careloop_messaging.store.repository import INBOX_COLUMNS, RECIPIENT_COLUMNS, field_ciphers
+from careloop_messaging.store.tables import field_key
+from careloop_messaging.usecases.context import vault_keys
+
+
+async def rewrap(
+    settings: MessagingSettings,
+    *,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RewrapReport:
+    vault = Vault.from_settings(settings)
+    recipient_key, _ = await vault_keys(vault, settings.recipient_key_secret_path)
+    recipients, inbox = field_ciphers(vault, recipient_key)
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
+    sessions = make_sessionmaker(engine)
+    try:
+        # Each use opens its old ciphertexts with its own legacy key, hence two passes.
+        resealed = 0
+        for cipher, columns in (
+            (recipients.fields, RECIPIENT_COLUMNS),
+            (inbox.fields, INBOX_COLUMNS),
+        ):
+            resealed += await reseal_legacy(
+                sessions, cipher, columns, batch_size=batch_size, on_batch=on_batch
+            )
+        report = await rewrap_data_keys(
+            sessions,
+            vault,
+            field_key,
+            MESSAGING_FIELDS_KEY,
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )
+    finally:
+        await engine.dispose()
+    report.resealed = resealed
+    return report
