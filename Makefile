@@ -56,7 +56,7 @@ lint: setup
 	$(RUN) python -m careloop_kit.auth.permissions_doc --check
 
 typecheck: setup
-	$(RUN) mypy libs/kit/careloop_kit libs/cli/careloop_cli contracts/careloop_contracts \
+	$(RUN) mypy libs/kit/careloop_kit cli/careloop_cli contracts/careloop_contracts \
 		services/patients/careloop_patients services/audit/careloop_audit \
 		services/identity/careloop_identity services/gateway/careloop_gateway \
 		services/scheduling/careloop_scheduling services/messaging/careloop_messaging

@@ -61,7 +61,7 @@ class SourceTree:
     @classmethod
     def scan(cls, root: Path) -> SourceTree:
         tree = cls(root)
-        for top in ("libs", "contracts", "services"):
+        for top in ("libs", "cli", "contracts", "services"):
             base = root / top
             if not base.exists():
                 continue
@@ -248,7 +248,9 @@ def test_every_service_has_the_same_rooms(service: Path) -> None:
 
 
 def test_kit_and_contracts_import_no_service() -> None:
-    services = {package_of(s) for s in SERVICES}
+    # The `careloop` command is an application (cli/), not a library: it may drive the
+    # services; nothing under libs/ or contracts/ may reach it or them.
+    services = {package_of(s) for s in SERVICES} | {"careloop_cli"}
     offenders = [
         f"{path.relative_to(ROOT)} imports {i.module}"
         for module, path in TREE.modules.items()
@@ -257,6 +259,13 @@ def test_kit_and_contracts_import_no_service() -> None:
         if i.module.split(".")[0] in services
     ]
     assert offenders == []
+
+
+def test_libraries_hold_no_application() -> None:
+    # Every package under libs/ is a library the services build on.
+    packages = [p.parent.name for p in (ROOT / "libs").glob("*/pyproject.toml")]
+    assert packages == ["kit"]
+    assert (ROOT / "cli" / "careloop_cli" / "main.py").exists()
 
 
 # --- the rules fail on a tree that breaks them -------------------------------------------
