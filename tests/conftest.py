@@ -1,4 +1,10 @@
-"""Session-wide reports of the test tree: the end-to-end log scan's verdict.
+"""Session-wide concerns of the test tree: the order files start in, and the end-to-end
+log scan's verdict.
+
+Order: the crash tests and the end-to-end tests run first. Each of their files takes
+from seconds to minutes (the dev stack test alone several), and pytest-xdist hands out
+whole files in collection order, so started last they would leave one worker running
+them while the other idles; started first, the short files fill in around them.
 
 The e2e suite's log scan (`tests/e2e/conftest.py`) runs in every process that runs e2e
 tests; under pytest-xdist those are workers, whose own summary nobody sees and whose exit
@@ -13,6 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+SLOW_FIRST = ("crash", "e2e")
+"""Markers of the tests that start first, in this order (stable within each group)."""
 
 LOG_SCAN_PLUGIN = "careloop-log-scan-report"
 WORKER_OUTPUT_KEY = "careloop_log_scan"
@@ -68,3 +77,14 @@ class LogScanReport:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(LogScanReport(config), LOG_SCAN_PLUGIN)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    for rank, marker in enumerate(SLOW_FIRST):
+        if item.get_closest_marker(marker) is not None:
+            return rank
+    return len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_start_rank)
