@@ -20,7 +20,8 @@ R = TypeVar("R", bound="DataclassInstance")
 
 def record_of(
     cls: type[R],
-    row: Mapping[str, Any],
+    # Any keys: SQLAlchemy's RowMapping is keyed by column objects as well as names.
+    row: Mapping[Any, Any],
     *,
     tuples: Collection[str] = (),
     convert: Mapping[str, Callable[[Any], Any]] | None = None,

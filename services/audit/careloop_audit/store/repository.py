@@ -14,6 +14,7 @@ from careloop_audit.domain.verify import ChainHead, StoredRecordView, seal
 from careloop_audit.domain.window import Window
 from careloop_audit.store.tables import HEAD_ID, audit_chain_head, audit_record
 from careloop_contracts.audit import AccessRecordFields
+from careloop_kit.rows import record_of
 
 _FIELD_COLUMNS = tuple(RecordFields.__dataclass_fields__)
 _FIELDS = [audit_record.c[name] for name in _FIELD_COLUMNS]
@@ -21,9 +22,7 @@ _STORED = [*_FIELDS, audit_record.c.canonical, audit_record.c.leaf_hash, audit_r
 
 
 def _fields(row: Row[Any]) -> RecordFields:
-    values = {name: getattr(row, name) for name in _FIELD_COLUMNS}
-    values["phi_categories"] = tuple(values["phi_categories"])
-    return RecordFields(**values)
+    return record_of(RecordFields, row._mapping, tuples=("phi_categories",))
 
 
 def _stored(row: Row[Any]) -> StoredRecordView:

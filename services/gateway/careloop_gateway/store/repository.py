@@ -12,21 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_gateway.domain.idempotency import RecordStatus, StoredRecord
 from careloop_gateway.store.tables import idempotency_record
+from careloop_kit.rows import record_of
 
 T = idempotency_record
 
 
+def _headers(pairs: list[list[str]] | None) -> list[tuple[str, str]]:
+    return [(str(n), str(v)) for n, v in (pairs or [])]
+
+
 def _record(row: Any) -> StoredRecord:
-    return StoredRecord(
-        principal_key=row.principal_key,
-        key=row.key,
-        request_hash=row.request_hash,
-        status=RecordStatus(row.status),
-        status_code=row.status_code,
-        headers=[(str(n), str(v)) for n, v in (row.headers or [])],
-        body=row.body,
-        created_at=row.created_at,
-        completed_at=row.completed_at,
+    return record_of(
+        StoredRecord, row._mapping, convert={"status": RecordStatus, "headers": _headers}
     )
 
 

@@ -19,6 +19,7 @@ from careloop_identity.store.tables import (
     refresh_token,
     user_account,
 )
+from careloop_kit.rows import record_of, values_of
 
 
 class DuplicateEmail(Exception):
@@ -94,47 +95,15 @@ class StoredBreakGlassGrant:
 
 
 def _user(m: Any) -> StoredUser:
-    return StoredUser(
-        id=m["id"],
-        org_id=m["org_id"],
-        email=m["email"],
-        display_name=m["display_name"],
-        password_hash=m["password_hash"],
-        roles=tuple(m["roles"]),
-        locations=tuple(m["locations"]),
-        patient_id=m["patient_id"],
-        failed_attempts=m["failed_attempts"],
-        locked_until=m["locked_until"],
-        totp_secret_ct=m["totp_secret_ct"],
-        totp_enabled=m["totp_enabled"],
-        totp_last_step=m["totp_last_step"],
-        created_at=m["created_at"],
-    )
+    return record_of(StoredUser, m, tuples=("roles", "locations"))
 
 
 def _session(m: Any) -> StoredSession:
-    return StoredSession(
-        id=m["id"],
-        org_id=m["org_id"],
-        user_id=m["user_id"],
-        amr=tuple(m["amr"]),
-        created_at=m["created_at"],
-        last_active_at=m["last_active_at"],
-        revoked_at=m["revoked_at"],
-    )
+    return record_of(StoredSession, m, tuples=("amr",))
 
 
 def _location(m: Any) -> StoredLocation:
-    return StoredLocation(
-        id=m["id"],
-        org_id=m["org_id"],
-        name=m["name"],
-        address=m["address"],
-        time_zone=m["time_zone"],
-        sensitive=m["sensitive"],
-        features=dict(m["features"]),
-        created_at=m["created_at"],
-    )
+    return record_of(StoredLocation, m, convert={"features": dict})
 
 
 class IdentityRepository:
@@ -144,38 +113,24 @@ class IdentityRepository:
     # --- organizations and locations -------------------------------------------
 
     async def add_organization(self, org_id: str, name: str, now: datetime) -> StoredOrganization:
-        await self._session.execute(
-            insert(organization).values(id=org_id, name=name, created_at=now)
-        )
-        return StoredOrganization(id=org_id, name=name, created_at=now)
+        stored = StoredOrganization(id=org_id, name=name, created_at=now)
+        await self._session.execute(insert(organization).values(**values_of(stored)))
+        return stored
 
     async def get_organization(self, org_id: str) -> StoredOrganization | None:
         row = (
             await self._session.execute(select(organization).where(organization.c.id == org_id))
         ).one_or_none()
-        if row is None:
-            return None
-        return StoredOrganization(id=row.id, name=row.name, created_at=row.created_at)
+        return None if row is None else record_of(StoredOrganization, row._mapping)
 
     async def list_organizations(self, limit: int) -> list[StoredOrganization]:
         rows = await self._session.execute(
             select(organization).order_by(organization.c.created_at, organization.c.id).limit(limit)
         )
-        return [StoredOrganization(id=r.id, name=r.name, created_at=r.created_at) for r in rows]
+        return [record_of(StoredOrganization, r._mapping) for r in rows]
 
     async def add_location(self, stored: StoredLocation) -> StoredLocation:
-        await self._session.execute(
-            insert(location).values(
-                id=stored.id,
-                org_id=stored.org_id,
-                name=stored.name,
-                address=stored.address,
-                time_zone=stored.time_zone,
-                sensitive=stored.sensitive,
-                features=stored.features,
-                created_at=stored.created_at,
-            )
-        )
+        await self._session.execute(insert(location).values(**values_of(stored)))
         return stored
 
     async def list_locations(self, org_id: str) -> list[StoredLocation]:
@@ -321,17 +276,7 @@ class IdentityRepository:
     async def add_session(
         self, session_id: str, org_id: str, user_id: str, amr: tuple[str, ...], now: datetime
     ) -> StoredSession:
-        await self._session.execute(
-            insert(login_session).values(
-                id=session_id,
-                org_id=org_id,
-                user_id=user_id,
-                amr=list(amr),
-                created_at=now,
-                last_active_at=now,
-            )
-        )
-        return StoredSession(
+        stored = StoredSession(
             id=session_id,
             org_id=org_id,
             user_id=user_id,
@@ -340,6 +285,10 @@ class IdentityRepository:
             last_active_at=now,
             revoked_at=None,
         )
+        await self._session.execute(
+            insert(login_session).values(**values_of(stored, lists=("amr",)))
+        )
+        return stored
 
     async def get_session(
         self, session_id: str, *, for_update: bool = False
@@ -388,11 +337,7 @@ class IdentityRepository:
                 .with_for_update()
             )
         ).one_or_none()
-        if row is None:
-            return None
-        return StoredRefreshToken(
-            token_hash=row.token_hash, session_id=row.session_id, used_at=row.used_at
-        )
+        return None if row is None else record_of(StoredRefreshToken, row._mapping)
 
     async def mark_refresh_token_used(self, token_hash: str, now: datetime) -> None:
         await self._session.execute(
@@ -404,19 +349,7 @@ class IdentityRepository:
     # --- break-glass grants ----------------------------------------------------
 
     async def add_break_glass_grant(self, grant: StoredBreakGlassGrant) -> StoredBreakGlassGrant:
-        await self._session.execute(
-            insert(break_glass_grant).values(
-                id=grant.id,
-                org_id=grant.org_id,
-                user_id=grant.user_id,
-                session_id=grant.session_id,
-                patient_id=grant.patient_id,
-                reason_code=grant.reason_code,
-                reason_ct=grant.reason_ct,
-                granted_at=grant.granted_at,
-                expires_at=grant.expires_at,
-            )
-        )
+        await self._session.execute(insert(break_glass_grant).values(**values_of(grant)))
         return grant
 
     async def active_break_glass_grants(
@@ -431,17 +364,4 @@ class IdentityRepository:
             )
             .order_by(break_glass_grant.c.granted_at, break_glass_grant.c.id)
         )
-        return [
-            StoredBreakGlassGrant(
-                id=r.id,
-                org_id=r.org_id,
-                user_id=r.user_id,
-                session_id=r.session_id,
-                patient_id=r.patient_id,
-                reason_code=r.reason_code,
-                reason_ct=r.reason_ct,
-                granted_at=r.granted_at,
-                expires_at=r.expires_at,
-            )
-            for r in rows
-        ]
+        return [record_of(StoredBreakGlassGrant, r._mapping) for r in rows]

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.auth.principal import CareRelationship
+from careloop_kit.rows import record_of, values_of
 from careloop_patients.store.tables import care_relationship, patient
 
 
@@ -72,25 +73,8 @@ class CareRelationshipRepository:
     ) -> StoredRelationship | None:
         """Open the relationship `source_id` stands for; None when that source already
         has one (open or ended: a source opens a relationship once)."""
-        relationship_id = str(uuid4())
-        inserted = await self._session.scalar(
-            insert(care_relationship)
-            .values(
-                id=relationship_id,
-                org_id=org_id,
-                patient_id=patient_id,
-                location_id=location_id,
-                kind=kind,
-                source_id=source_id,
-                since=now,
-            )
-            .on_conflict_do_nothing(constraint="uq_care_relationship_source")
-            .returning(care_relationship.c.id)
-        )
-        if inserted is None:
-            return None
-        return StoredRelationship(
-            id=relationship_id,
+        relationship = StoredRelationship(
+            id=str(uuid4()),
             org_id=org_id,
             patient_id=patient_id,
             location_id=location_id,
@@ -100,6 +84,13 @@ class CareRelationshipRepository:
             ended_at=None,
             end_reason=None,
         )
+        inserted = await self._session.scalar(
+            insert(care_relationship)
+            .values(**values_of(relationship))
+            .on_conflict_do_nothing(constraint="uq_care_relationship_source")
+            .returning(care_relationship.c.id)
+        )
+        return None if inserted is None else relationship
 
     async def by_source(self, org_id: str, kind: str, source_id: str) -> StoredRelationship | None:
         row = (
@@ -111,7 +102,7 @@ class CareRelationshipRepository:
                 )
             )
         ).one_or_none()
-        return None if row is None else StoredRelationship(**row._mapping)
+        return None if row is None else record_of(StoredRelationship, row._mapping)
 
     async def end(
         self, org_id: str, kind: str, source_id: str, *, now: datetime, reason: str
@@ -130,7 +121,7 @@ class CareRelationshipRepository:
                 .returning(*care_relationship.c)
             )
         ).one_or_none()
-        return None if row is None else StoredRelationship(**row._mapping)
+        return None if row is None else record_of(StoredRelationship, row._mapping)
 
     async def open_for(
         self, org_id: str, patient_id: str, locations: Collection[str]
@@ -148,7 +139,7 @@ class CareRelationshipRepository:
             )
             .order_by(care_relationship.c.since, care_relationship.c.id)
         )
-        return [StoredRelationship(**row._mapping).as_access() for row in rows]
+        return [record_of(StoredRelationship, row._mapping).as_access() for row in rows]
 
     async def of_patient(self, org_id: str, patient_id: str) -> list[StoredRelationship]:
         """Every relationship of a patient, open or ended (oldest first)."""
@@ -160,7 +151,7 @@ class CareRelationshipRepository:
             )
             .order_by(care_relationship.c.since, care_relationship.c.id)
         )
-        return [StoredRelationship(**row._mapping) for row in rows]
+        return [record_of(StoredRelationship, row._mapping) for row in rows]
 
     async def move(self, org_id: str, *, from_patient: str, to_patient: str) -> list[str]:
         """Hand every relationship of a merged record to its survivor; their ids."""

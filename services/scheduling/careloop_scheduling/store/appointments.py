@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.appointment import (
     ACTIVE_STATUSES,
     Appointment,
@@ -183,38 +184,13 @@ class AppointmentRepository(Repository):
 
 
 def _values(appt: Appointment) -> dict[str, Any]:
-    return {
-        "id": appt.id,
-        "org_id": appt.org_id,
-        "patient_id": appt.patient_id,
-        "provider_id": appt.provider_id,
-        "location_id": appt.location_id,
-        "appointment_type_id": appt.appointment_type_id,
-        "start_at": appt.start_at,
-        "end_at": appt.end_at,
+    return values_of(appt) | {
         "status": appt.status.value,
         "confirmation": appt.confirmation.value,
-        "rescheduled_from_id": appt.rescheduled_from_id,
-        "rescheduled_to_id": appt.rescheduled_to_id,
-        "cancel_reason": appt.cancel_reason,
-        "version": appt.version,
     }
 
 
 def _appointment(m: Any) -> Appointment:
-    return Appointment(
-        id=m["id"],
-        org_id=m["org_id"],
-        patient_id=m["patient_id"],
-        provider_id=m["provider_id"],
-        location_id=m["location_id"],
-        appointment_type_id=m["appointment_type_id"],
-        start_at=m["start_at"],
-        end_at=m["end_at"],
-        status=AppointmentStatus(m["status"]),
-        confirmation=Confirmation(m["confirmation"]),
-        rescheduled_from_id=m["rescheduled_from_id"],
-        rescheduled_to_id=m["rescheduled_to_id"],
-        cancel_reason=m["cancel_reason"],
-        version=m["version"],
+    return record_of(
+        Appointment, m, convert={"status": AppointmentStatus, "confirmation": Confirmation}
     )

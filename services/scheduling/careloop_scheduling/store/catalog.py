@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.availability import Closure, WeeklyWindow
 from careloop_scheduling.domain.catalog import (
     AppointmentType,
@@ -44,14 +45,7 @@ class CatalogRepository(Repository):
 
     async def add_provider(self, item: Provider, now: datetime) -> None:
         await self._session.execute(
-            insert(provider).values(
-                id=item.id,
-                org_id=item.org_id,
-                display_name=item.display_name,
-                location_ids=list(item.location_ids),
-                active=item.active,
-                created_at=now,
-            )
+            insert(provider).values(**values_of(item, lists=("location_ids",)), created_at=now)
         )
 
     async def get_provider(self, org_id: str, provider_id: str) -> Provider | None:
@@ -70,18 +64,11 @@ class CatalogRepository(Repository):
         return [_provider(r._mapping) for r in rows]
 
     async def add_type(self, item: AppointmentType, now: datetime) -> None:
-        await self._session.execute(
-            insert(appointment_type).values(
-                id=item.id,
-                org_id=item.org_id,
-                name=item.name,
-                duration_minutes=item.duration_minutes,
-                visit_category=item.visit_category.value,
-                patient_kind=item.patient_kind.value,
-                active=item.active,
-                created_at=now,
-            )
-        )
+        values = values_of(item) | {
+            "visit_category": item.visit_category.value,
+            "patient_kind": item.patient_kind.value,
+        }
+        await self._session.execute(insert(appointment_type).values(**values, created_at=now))
 
     async def get_type(self, org_id: str, type_id: str) -> AppointmentType | None:
         row = (
@@ -128,13 +115,7 @@ class CatalogRepository(Repository):
         if provider_ids is not None:
             query = query.where(availability.c.provider_id.in_(list(provider_ids)))
         rows = (await self._session.execute(query.order_by(availability.c.weekday))).all()
-        return [
-            StoredWindow(
-                r.id,
-                WeeklyWindow(r.provider_id, r.location_id, r.weekday, r.start_time, r.end_time),
-            )
-            for r in rows
-        ]
+        return [_window(r) for r in rows]
 
     async def provider_windows(self, org_id: str, provider_id: str) -> list[StoredWindow]:
         rows = (
@@ -144,13 +125,7 @@ class CatalogRepository(Repository):
                 .order_by(availability.c.location_id, availability.c.weekday)
             )
         ).all()
-        return [
-            StoredWindow(
-                r.id,
-                WeeklyWindow(r.provider_id, r.location_id, r.weekday, r.start_time, r.end_time),
-            )
-            for r in rows
-        ]
+        return [_window(r) for r in rows]
 
     async def add_closure(
         self, org_id: str, closure: Closure, reason: ClosureReason, now: datetime
@@ -194,16 +169,18 @@ class CatalogRepository(Repository):
 
 
 def _provider(m: Any) -> Provider:
-    return Provider(m["id"], m["org_id"], m["display_name"], tuple(m["location_ids"]), m["active"])
+    return record_of(Provider, m, tuples=("location_ids",))
 
 
 def _type(m: Any) -> AppointmentType:
-    return AppointmentType(
-        m["id"],
-        m["org_id"],
-        m["name"],
-        m["duration_minutes"],
-        VisitCategory(m["visit_category"]),
-        PatientKind(m["patient_kind"]),
-        m["active"],
+    return record_of(
+        AppointmentType,
+        m,
+        convert={"visit_category": VisitCategory, "patient_kind": PatientKind},
+    )
+
+
+def _window(r: Any) -> StoredWindow:
+    return StoredWindow(
+        r.id, WeeklyWindow(r.provider_id, r.location_id, r.weekday, r.start_time, r.end_time)
     )

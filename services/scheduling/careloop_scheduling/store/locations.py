@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.locations import LocationInfo
 from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import location
@@ -24,10 +25,7 @@ class LocationRepository(Repository):
         written) when the view already holds a later state. An equal time is applied:
         one location's events arrive in order on its partition, so the later arrival is
         the later change."""
-        values = {
-            "time_zone": item.time_zone,
-            "display_name": item.display_name,
-            "sensitive": item.sensitive,
+        values = values_of(item, leave_out=("id",)) | {
             "features": dict(item.features),
             "changed_at": changed_at,
             "updated_at": now,
@@ -51,9 +49,7 @@ class LocationRepository(Repository):
         ).first()
         if row is None:
             return None
-        return LocationInfo(
-            row.id, row.time_zone, row.display_name, row.sensitive, dict(row.features)
-        )
+        return record_of(LocationInfo, row._mapping, convert={"features": dict})
 
     async def changed_at(self, org_id: str, location_id: str) -> datetime | None:
         """When identity made the change the view holds (None: set before the events)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import case, insert, select, update
 
+from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.reschedule_offer import OfferStatus, RescheduleOffer
 from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import reschedule_offer
@@ -16,18 +17,11 @@ class RescheduleOfferRepository(Repository):
     """Offers of other times sent to a patient, at most one open per appointment."""
 
     async def add_offer(self, offer: RescheduleOffer) -> None:
-        await self._session.execute(
-            insert(reschedule_offer).values(
-                id=offer.id,
-                org_id=offer.org_id,
-                appointment_id=offer.appointment_id,
-                patient_id=offer.patient_id,
-                options=[o.isoformat() for o in offer.options],
-                created_at=offer.created_at,
-                expires_at=offer.expires_at,
-                status=offer.status.value,
-            )
-        )
+        values = values_of(offer) | {
+            "options": [o.isoformat() for o in offer.options],
+            "status": offer.status.value,
+        }
+        await self._session.execute(insert(reschedule_offer).values(**values))
 
     async def latest_offer(self, org_id: str, appointment_id: str) -> RescheduleOffer | None:
         """The appointment's open offer if it has one (there is at most one), else its
@@ -69,14 +63,9 @@ class RescheduleOfferRepository(Repository):
         )
 
 
+def _times(options: list[str]) -> tuple[datetime, ...]:
+    return tuple(datetime.fromisoformat(o) for o in options)
+
+
 def _offer(m: Any) -> RescheduleOffer:
-    return RescheduleOffer(
-        id=m["id"],
-        org_id=m["org_id"],
-        appointment_id=m["appointment_id"],
-        patient_id=m["patient_id"],
-        options=tuple(datetime.fromisoformat(o) for o in m["options"]),
-        created_at=m["created_at"],
-        expires_at=m["expires_at"],
-        status=OfferStatus(m["status"]),
-    )
+    return record_of(RescheduleOffer, m, convert={"options": _times, "status": OfferStatus})

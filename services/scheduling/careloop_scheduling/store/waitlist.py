@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.waitlist import (
     EntryStatus,
     FreedSlot,
@@ -177,23 +178,14 @@ class WaitlistRepository(Repository):
     async def add_freed_slot(self, slot: FreedSlot) -> bool:
         """Insert; False when this appointment's time was already freed (the
         cancellation and the reschedule event of one move both report it)."""
+        # A freed slot is not filled yet: `update_freed_slot` sets those columns.
+        values = values_of(slot, leave_out=("filled_by_entry_id", "appointment_id")) | {
+            "status": slot.status.value,
+            "updated_at": slot.created_at,
+        }
         inserted = await self._session.scalar(
             pg_insert(waitlist_slot)
-            .values(
-                id=slot.id,
-                org_id=slot.org_id,
-                provider_id=slot.provider_id,
-                location_id=slot.location_id,
-                appointment_type_id=slot.appointment_type_id,
-                start_at=slot.start_at,
-                end_at=slot.end_at,
-                source_appointment_id=slot.source_appointment_id,
-                source_patient_id=slot.source_patient_id,
-                status=slot.status.value,
-                round=slot.round,
-                created_at=slot.created_at,
-                updated_at=slot.created_at,
-            )
+            .values(**values)
             .on_conflict_do_nothing(index_elements=[waitlist_slot.c.source_appointment_id])
             .returning(waitlist_slot.c.id)
         )
@@ -225,19 +217,8 @@ class WaitlistRepository(Repository):
         )
 
     async def add_waitlist_offer(self, offer: WaitlistOffer) -> None:
-        await self._session.execute(
-            insert(waitlist_offer).values(
-                id=offer.id,
-                org_id=offer.org_id,
-                slot_id=offer.slot_id,
-                entry_id=offer.entry_id,
-                patient_id=offer.patient_id,
-                round=offer.round,
-                status=offer.status.value,
-                created_at=offer.created_at,
-                expires_at=offer.expires_at,
-            )
-        )
+        values = values_of(offer) | {"status": offer.status.value}
+        await self._session.execute(insert(waitlist_offer).values(**values))
 
     async def get_waitlist_offer(
         self, org_id: str, offer_id: str, *, for_update: bool = False
@@ -293,56 +274,29 @@ class WaitlistRepository(Repository):
         )
 
 
+def _tuple_or_none(values: list[Any] | None) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def _parts_of_day(values: list[str] | None) -> tuple[PartOfDay, ...] | None:
+    return None if values is None else tuple(PartOfDay(p) for p in values)
+
+
 def _entry(m: Any) -> WaitlistEntry:
-    return WaitlistEntry(
-        id=m["id"],
-        org_id=m["org_id"],
-        patient_id=m["patient_id"],
-        location_id=m["location_id"],
-        appointment_type_id=m["appointment_type_id"],
-        earliest_date=m["earliest_date"],
-        latest_date=m["latest_date"],
-        created_at=m["created_at"],
-        provider_id=m["provider_id"],
-        weekdays=None if m["weekdays"] is None else tuple(m["weekdays"]),
-        parts_of_day=(
-            None if m["parts_of_day"] is None else tuple(PartOfDay(p) for p in m["parts_of_day"])
-        ),
-        appointment_id=m["appointment_id"],
-        status=EntryStatus(m["status"]),
-        booked_appointment_id=m["booked_appointment_id"],
-        position=m["position"],
+    return record_of(
+        WaitlistEntry,
+        m,
+        convert={
+            "weekdays": _tuple_or_none,
+            "parts_of_day": _parts_of_day,
+            "status": EntryStatus,
+        },
     )
 
 
 def _slot(m: Any) -> FreedSlot:
-    return FreedSlot(
-        id=m["id"],
-        org_id=m["org_id"],
-        provider_id=m["provider_id"],
-        location_id=m["location_id"],
-        appointment_type_id=m["appointment_type_id"],
-        start_at=m["start_at"],
-        end_at=m["end_at"],
-        source_appointment_id=m["source_appointment_id"],
-        source_patient_id=m["source_patient_id"],
-        created_at=m["created_at"],
-        status=SlotStatus(m["status"]),
-        round=m["round"],
-        filled_by_entry_id=m["filled_by_entry_id"],
-        appointment_id=m["appointment_id"],
-    )
+    return record_of(FreedSlot, m, convert={"status": SlotStatus})
 
 
 def _waitlist_offer(m: Any) -> WaitlistOffer:
-    return WaitlistOffer(
-        id=m["id"],
-        org_id=m["org_id"],
-        slot_id=m["slot_id"],
-        entry_id=m["entry_id"],
-        patient_id=m["patient_id"],
-        round=m["round"],
-        created_at=m["created_at"],
-        expires_at=m["expires_at"],
-        status=WaitlistOfferStatus(m["status"]),
-    )
+    return record_of(WaitlistOffer, m, convert={"status": WaitlistOfferStatus})
