@@ -40,6 +40,7 @@ from careloop_kit.crypto import (
     decrypt_field,
     encrypt_field,
 )
+from careloop_kit.db.engine import make_engine, make_sessionmaker
 from careloop_kit.vault import Vault
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "drop_field_key_table_v1",
     "reseal_legacy",
     "rewrap_data_keys",
+    "rotate_fields",
 ]
 
 FIELD_KEY_TABLE = "field_key"
@@ -382,3 +384,35 @@ async def reseal_legacy(
             if on_batch is not None:
                 on_batch(moved, to_do)
     return moved
+
+
+async def rotate_fields(
+    database_url: str,
+    vault: Vault,
+    key_table: Table,
+    key_name: str,
+    *,
+    legacy: Sequence[tuple[FieldCipher, Sequence[SealedColumn]]] = (),
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RewrapReport:
+    """What `careloop keys rewrap <service>` runs after the service's transit key rotated:
+    first every ciphertext from before the port is moved onto it (each `legacy` cipher
+    opens its own columns), then every data key of `key_table` is rewrapped under the
+    latest version of `key_name`. Both steps are idempotent, so a re-run is safe; once it
+    reports nothing changed meanwhile, old versions can be retired."""
+    engine = make_engine(database_url, pool_size=1)
+    sessions = make_sessionmaker(engine)
+    try:
+        resealed = 0
+        for cipher, columns in legacy:
+            resealed += await reseal_legacy(
+                sessions, cipher, columns, batch_size=batch_size, on_batch=on_batch
+            )
+        report = await rewrap_data_keys(
+            sessions, vault, key_table, key_name, batch_size=batch_size, on_batch=on_batch
+        )
+    finally:
+        await engine.dispose()
+    report.resealed = resealed
+    return report

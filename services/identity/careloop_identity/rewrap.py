@@ -14,8 +14,7 @@ from careloop_contracts.platform import IDENTITY_FIELDS_KEY
 from careloop_identity.settings import IdentitySettings
 from careloop_identity.store.tables import field_key
 from careloop_identity.usecases.common import ENCRYPTED_COLUMNS, field_cipher
-from careloop_kit.db import make_engine, make_sessionmaker
-from careloop_kit.fields import REWRAP_BATCH, RewrapReport, reseal_legacy, rewrap_data_keys
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
 from careloop_kit.vault import Vault
 
 
@@ -28,21 +27,12 @@ async def rewrap(
     vault = Vault.from_settings(settings)
     secret = await vault.read_secret(settings.totp_key_secret_path)
     cipher = field_cipher(vault, base64.b64decode(secret["key"]))
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
-    sessions = make_sessionmaker(engine)
-    try:
-        resealed = await reseal_legacy(
-            sessions, cipher, ENCRYPTED_COLUMNS, batch_size=batch_size, on_batch=on_batch
-        )
-        report = await rewrap_data_keys(
-            sessions,
-            vault,
-            field_key,
-            IDENTITY_FIELDS_KEY,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        )
-    finally:
-        await engine.dispose()
-    report.resealed = resealed
-    return report
+    return await rotate_fields(
+        settings.database_url.get_secret_value(),
+        vault,
+        field_key,
+        IDENTITY_FIELDS_KEY,
+        legacy=[(cipher, ENCRYPTED_COLUMNS)],
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )

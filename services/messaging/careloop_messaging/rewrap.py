@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from careloop_contracts.platform import MESSAGING_FIELDS_KEY
-from careloop_kit.db import make_engine, make_sessionmaker
-from careloop_kit.fields import REWRAP_BATCH, RewrapReport, reseal_legacy, rewrap_data_keys
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
 from careloop_kit.vault import Vault
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import INBOX_COLUMNS, RECIPIENT_COLUMNS, field_ciphers
@@ -29,27 +28,13 @@ async def rewrap(
     vault = Vault.from_settings(settings)
     recipient_key, _ = await vault_keys(vault, settings.recipient_key_secret_path)
     recipients, inbox = field_ciphers(vault, recipient_key)
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
-    sessions = make_sessionmaker(engine)
-    try:
-        # Each use opens its old ciphertexts with its own legacy key, hence two passes.
-        resealed = 0
-        for cipher, columns in (
-            (recipients.fields, RECIPIENT_COLUMNS),
-            (inbox.fields, INBOX_COLUMNS),
-        ):
-            resealed += await reseal_legacy(
-                sessions, cipher, columns, batch_size=batch_size, on_batch=on_batch
-            )
-        report = await rewrap_data_keys(
-            sessions,
-            vault,
-            field_key,
-            MESSAGING_FIELDS_KEY,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        )
-    finally:
-        await engine.dispose()
-    report.resealed = resealed
-    return report
+    # Each use opens its old ciphertexts with its own legacy key, hence two passes.
+    return await rotate_fields(
+        settings.database_url.get_secret_value(),
+        vault,
+        field_key,
+        MESSAGING_FIELDS_KEY,
+        legacy=[(recipients.fields, RECIPIENT_COLUMNS), (inbox.fields, INBOX_COLUMNS)],
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )

@@ -19,7 +19,7 @@ from sqlalchemy import distinct, func, select
 
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.db import make_engine, make_sessionmaker
-from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rewrap_data_keys
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
 from careloop_kit.vault import Vault
 from careloop_patients.settings import PatientsSettings
 from careloop_patients.store.repository import PatientRepository
@@ -34,19 +34,16 @@ async def rewrap(
     batch_size: int = REWRAP_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> RewrapReport:
-    """Rewrap, in batches, every patient data key not yet under the latest version."""
-    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
-    try:
-        return await rewrap_data_keys(
-            make_sessionmaker(engine),
-            Vault.from_settings(settings),
-            patient_key,
-            settings.phi_transit_key,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        )
-    finally:
-        await engine.dispose()
+    """Rewrap, in batches, every patient data key not yet under the latest version
+    (patients has no ciphertexts from before the port to move)."""
+    return await rotate_fields(
+        settings.database_url.get_secret_value(),
+        Vault.from_settings(settings),
+        patient_key,
+        settings.phi_transit_key,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
 
 
 @dataclass
