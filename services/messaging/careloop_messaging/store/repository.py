@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -438,21 +438,22 @@ class Messages:
         ).first()
         return _stored(row) if row is not None else None
 
-    async def get(self, message_id: str) -> StoredMessage | None:
-        row = (
-            await self._session.execute(select(message).where(message.c.id == message_id))
-        ).first()
+    async def _one(
+        self, condition: ColumnElement[bool], *, for_update: bool = False
+    ) -> StoredMessage | None:
+        query = select(message).where(condition)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).first()
         return _stored(row) if row is not None else None
+
+    async def get(self, message_id: str) -> StoredMessage | None:
+        return await self._one(message.c.id == message_id)
 
     async def get_for_update(self, message_id: str) -> StoredMessage | None:
         """The message, locked until the transaction ends: two taps on one secure link
         serialize here, so only the first acts."""
-        row = (
-            await self._session.execute(
-                select(message).where(message.c.id == message_id).with_for_update()
-            )
-        ).first()
-        return _stored(row) if row is not None else None
+        return await self._one(message.c.id == message_id, for_update=True)
 
     async def use_link(
         self, message_id: str, *, action: str, choice: int | None, now: datetime
@@ -484,12 +485,8 @@ class Messages:
         return str(row.link_action), row.link_choice, row.link_used_at
 
     async def by_provider_id(self, provider_id: str) -> StoredMessage | None:
-        row = (
-            await self._session.execute(
-                select(message).where(message.c.provider_id == provider_id).with_for_update()
-            )
-        ).first()
-        return _stored(row) if row is not None else None
+        """The message a provider's status callback names, locked like `get_for_update`."""
+        return await self._one(message.c.provider_id == provider_id, for_update=True)
 
     async def mark_sent(
         self, message_id: str, *, provider_id: str | None, attempts: int, now: datetime

@@ -55,22 +55,9 @@ MAX_PAGE = 100
 
 
 def appointment_read(a: Appointment) -> AppointmentRead:
-    return AppointmentRead(
-        id=a.id,
-        org_id=a.org_id,
-        patient_id=a.patient_id,
-        provider_id=a.provider_id,
-        location_id=a.location_id,
-        appointment_type_id=a.appointment_type_id,
-        start_at=a.start_at,
-        end_at=a.end_at,
-        status=a.status,
-        confirmation=a.confirmation,
-        rescheduled_from_id=a.rescheduled_from_id,
-        rescheduled_to_id=a.rescheduled_to_id,
-        cancel_reason=a.cancel_reason,
-        version=a.version,
-    )
+    # The response carries the aggregate's fields one for one; a field added to both
+    # needs no third edit here.
+    return AppointmentRead.model_validate(a, from_attributes=True)
 
 
 def _entry(action: str, appointment_id: str | None = None) -> AuditEntry:
