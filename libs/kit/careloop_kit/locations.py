@@ -1,0 +1,39 @@
+"""The consumer every service uses to keep its own view of identity's locations.
+
+Identity owns locations and publishes their whole state as `LocationCreated` /
+`LocationChanged` on `careloop.identity`. A service that needs locations (time zone,
+sensitivity, feature switches) keeps a view of them; only what it stores differs, so the
+consumer is declared once here and each service passes the step that applies an event.
+The step runs in the transaction of the kit's inbox mark, so a redelivered event is a
+no-op. The other identity events on the topic (sessions, roles, break-glass, access
+records) are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_contracts import Envelope, Event
+from careloop_contracts.identity import LocationChanged, LocationCreated
+from careloop_kit.bus.consumer import Handler
+from careloop_kit.service import ConsumerSpec, Runtime
+
+ApplyLocation = Callable[
+    [Runtime, AsyncSession, LocationCreated | LocationChanged], Awaitable[object]
+]
+
+
+def location_consumer(apply_location: ApplyLocation) -> ConsumerSpec:
+    """The `locations` consumer group: both location events go to `apply_location`."""
+
+    def handlers(runtime: Runtime) -> Mapping[str, Handler]:
+        async def on_location(session: AsyncSession, envelope: Envelope, event: Event) -> None:
+            if not isinstance(event, LocationCreated | LocationChanged):
+                raise TypeError(f"expected a location event, got {type(event).__name__}")
+            await apply_location(runtime, session, event)
+
+        return {LocationCreated.event_type: on_location, LocationChanged.event_type: on_location}
+
+    return ConsumerSpec(name="locations", topics=(LocationCreated.topic,), handlers=handlers)
