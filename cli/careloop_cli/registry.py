@@ -51,6 +51,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("identity", "careloop_identity", 8103),
         ServiceEntry("scheduling", "careloop_scheduling", 8104),
         ServiceEntry("messaging", "careloop_messaging", 8105),
+        ServiceEntry("referrals", "careloop_referrals", 8106),
         ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }

@@ -28,6 +28,7 @@ from careloop_contracts.messaging import (
     ReplyReceivedV2,
 )
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_contracts.referrals import ReferralEvent, ReferralReceived, ReferralStageChanged
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -77,6 +78,9 @@ __all__ = [
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",
+    "ReferralEvent",
+    "ReferralReceived",
+    "ReferralStageChanged",
     "ReminderDue",
     "ReplyReceived",
     "ReplyReceivedV2",

@@ -20,6 +20,7 @@ SERVICES: Final[tuple[str, ...]] = (
     "scheduling",
     "messaging",
     "audit",
+    "referrals",
 )
 """Every Careloop service; each has its own Vault identity, policy and token."""
 
@@ -36,6 +37,9 @@ reasons)."""
 MESSAGING_FIELDS_KEY: Final = "careloop-messaging-fields"
 """Transit key (aes256-gcm96) that wraps messaging's data keys (recipient addresses, portal
 inbox items)."""
+REFERRALS_FIELDS_KEY: Final = "careloop-referrals-fields"
+"""Transit key (aes256-gcm96) that wraps referrals' data keys (reasons for referral and
+for each transition)."""
 AUDIT_CHECKPOINT_KEY: Final = "careloop-audit-checkpoint"
 """Transit key (ed25519) that signs checkpoints of the audit hash chain."""
 IDENTITY_SIGNING_KEY: Final = "careloop-identity-signing"
@@ -47,6 +51,7 @@ TRANSIT_KEYS: Final[tuple[tuple[str, str], ...]] = (
     (PHI_KEY, "aes256-gcm96"),
     (IDENTITY_FIELDS_KEY, "aes256-gcm96"),
     (MESSAGING_FIELDS_KEY, "aes256-gcm96"),
+    (REFERRALS_FIELDS_KEY, "aes256-gcm96"),
     (AUDIT_CHECKPOINT_KEY, "ed25519"),
     (IDENTITY_SIGNING_KEY, "ed25519"),
 )
@@ -124,6 +129,14 @@ VAULT_GRANTS: Final[Mapping[str, tuple[VaultGrant, ...]]] = MappingProxyType(
             MESSAGING_FIELDS_KEY,
             "Envelope encryption of recipient addresses and portal inbox items: fresh data "
             "keys, unwrap, and rewrap after key rotation.",
+            "datakey/plaintext",
+            "decrypt",
+            "rewrap",
+        ),
+        "referrals": _transit(
+            REFERRALS_FIELDS_KEY,
+            "Envelope encryption of reasons for referral and transition reasons: fresh "
+            "data keys, unwrap, and rewrap after key rotation.",
             "datakey/plaintext",
             "decrypt",
             "rewrap",

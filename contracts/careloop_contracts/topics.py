@@ -77,6 +77,18 @@ TOPICS: dict[str, TopicSpec] = {
             ),
         ),
         TopicSpec(
+            name="careloop.referrals",
+            partitions=6,
+            retention_ms=7 * DAY_MS,
+            cleanup_policy="delete",
+            owner="referrals",
+            description=(
+                "Referral lifecycle (received, each stage change to outcome reported) and "
+                "the access records of the referrals service: ids, stages and codes, "
+                "never a reason or a packet."
+            ),
+        ),
+        TopicSpec(
             name="careloop.identity",
             partitions=3,
             retention_ms=7 * DAY_MS,
@@ -205,6 +217,16 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             description=(
                 "Identity's location events: which locations are sensitive, whose records "
                 "no care relationship at another location opens."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="referrals",
+            name="appointments",
+            topics=("careloop.scheduling",),
+            description=(
+                "Appointment events of visits linked to referrals: arrival moves the "
+                "referral to seen, a cancellation or no-show back to patient contacted, "
+                "a reschedule carries the link to the new appointment."
             ),
         ),
         ConsumerGroupSpec(

@@ -48,6 +48,13 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         "templates:read": "Read the organization's message templates and their versions (no PHI).",
         "templates:manage": "Change, revert and preview message templates (no PHI).",
         "messages:read": "Read the messages in a patient's portal inbox.",
+        "referrals:read": (
+            "Read referrals, their history, the provider directory and loop-closure "
+            "figures (the reason for a referral is clinical)."
+        ),
+        "referrals:create": "Create inbound and outbound referrals.",
+        "referrals:update": "Move referrals through their stages and link their appointments.",
+        "referrals:manage": "Manage the provider directory (no PHI).",
     }
 )
 
@@ -80,6 +87,10 @@ def _grants(categories: frozenset[str], *permissions: str) -> dict[str, frozense
 _SCHEDULING_STAFF = ("scheduling:read", "scheduling:book")
 _SCHEDULING_ALL = (*_SCHEDULING_STAFF, "scheduling:manage")
 
+# Referrals: the reason for a referral and each step's reason are clinical; the rest
+# (stage, clocks, providers) is what coordinating the loop needs.
+_REFERRALS_CARE = ("referrals:read", "referrals:create", "referrals:update")
+
 # Templates hold no PHI (the save-time check keeps patient fields out of them); who
 # may change what patients are told is still an admin right, per location for managers.
 _TEMPLATES = ("templates:read", "templates:manage")
@@ -106,37 +117,58 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             "clients:manage",
             *_SCHEDULING_ALL,
             *_TEMPLATES,
+            "referrals:manage",
         ),
-        "messages:read": _ALL,
+        **_grants(_ALL, "messages:read", *_REFERRALS_CARE),
     },
     "location_manager": {
         **_grants(
             _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
         ),
-        **_grants(_NONE, "locations:read", "users:read", *_SCHEDULING_ALL, *_TEMPLATES),
+        **_grants(
+            _NONE, "locations:read", "users:read", *_SCHEDULING_ALL, *_TEMPLATES, "referrals:manage"
+        ),
+        "referrals:read": _NON_CLINICAL,
     },
     "provider": {
-        **_grants(_ALL, "patients:read", "patients:search", "patients:update", "messages:read"),
+        **_grants(
+            _ALL,
+            "patients:read",
+            "patients:search",
+            "patients:update",
+            "messages:read",
+            *_REFERRALS_CARE,
+        ),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
     },
     "care_coordinator": {
-        **_grants(_ALL, "patients:read", "patients:search", "patients:update", "messages:read"),
-        **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
+        **_grants(
+            _ALL,
+            "patients:read",
+            "patients:search",
+            "patients:update",
+            "messages:read",
+            *_REFERRALS_CARE,
+        ),
+        **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF, "referrals:manage"),
     },
     "front_desk": {
         **_grants(
             _NON_CLINICAL, "patients:read", "patients:search", "patients:create", "patients:update"
         ),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
+        # The front desk moves referrals along (contacts, books) without reading why.
+        **_grants(_NON_CLINICAL, "referrals:read", "referrals:update"),
     },
     "billing": {
-        **_grants(_IDENTIFY, "patients:read", "patients:search"),
+        # Authorizations are billing's work; the clinical reason is not.
+        **_grants(_IDENTIFY, "patients:read", "patients:search", "referrals:read"),
         **_grants(_NONE, "locations:read", "scheduling:read"),
     },
     "auditor": _grants(_NONE, "audit:read", "audit:verify", "locations:read"),
     # Self-scheduling: the object checks keep a patient to its own appointments.
     "patient": {
-        **_grants(_ALL, "patients:read", "messages:read"),
+        **_grants(_ALL, "patients:read", "messages:read", "referrals:read"),
         **_grants(_NONE, *_SCHEDULING_STAFF),
     },
 }
@@ -159,6 +191,9 @@ PHI_PERMISSIONS: Final = frozenset(
         "messages:read",
         "audit:read",
         "audit:verify",
+        "referrals:read",
+        "referrals:create",
+        "referrals:update",
     }
 )
 
@@ -169,6 +204,8 @@ _PARTNER_SCOPES: dict[str, frozenset[str]] = {
     "patients:read": _IDENTIFY,
     "patients:search": _IDENTIFY,
     "patients:create": _IDENTIFY,
+    # A referring practice's system sends referrals (and sees back what it sent).
+    "referrals:create": _ALL,
 }
 PARTNER_SCOPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(_PARTNER_SCOPES)
 
@@ -191,6 +228,10 @@ _AUDITED_AS: dict[str, str] = {
         "Patient",
     ),
     **dict.fromkeys(("audit:read", "audit:verify"), "AuditEvent"),
+    **dict.fromkeys(
+        ("referrals:read", "referrals:create", "referrals:update"), "ServiceRequest"
+    ),
+    "referrals:manage": "Practitioner",
 }
 AUDITED_AS: Final[Mapping[str, str]] = MappingProxyType(_AUDITED_AS)
 SERVICE_SUBJECT_PREFIX: Final = "service:"

@@ -1,0 +1,93 @@
+"""Events of the referrals service (topic ``careloop.referrals``, keyed by patient id).
+
+A referral's events carry ids, codes and the loop's stage, never the reason for the
+referral, a packet's content or a transition's free-text reason: consumers (tasks,
+patients' care relationships, analytics, partners) read what they need from the
+referrals API, which audits the access.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from careloop_contracts.base import Event, Id, UtcDatetime
+
+TOPIC = "careloop.referrals"
+
+ReferralStageName = Literal[
+    "received",
+    "triaged",
+    "authorization-pending",
+    "authorized",
+    "denied",
+    "patient-contacted",
+    "scheduled",
+    "seen",
+    "outcome-reported",
+    "declined",
+    "cancelled",
+    "expired",
+    "redirected",
+]
+"""The loop's stages (IHE 360X; FHIR ``Task.businessStatus``)."""
+
+TaskStatusName = Literal[
+    "received",
+    "accepted",
+    "on-hold",
+    "ready",
+    "in-progress",
+    "completed",
+    "rejected",
+    "cancelled",
+    "failed",
+]
+"""FHIR R4 ``Task.status`` values a referral's stage maps to."""
+
+DirectionName = Literal["inbound", "outbound"]
+UrgencyName = Literal["routine", "urgent", "stat"]
+
+
+class ReferralEvent(Event):
+    """The referral snapshot every referral event carries (abstract)."""
+
+    referral_id: Id = Field(description="Id of the referral.")
+    patient_id: Id = Field(description="Id of the patient referred.")
+    org_id: Id = Field(description="Organization (tenant) that owns the referral.")
+    location_id: Id = Field(description="Location that manages the referral.")
+    direction: DirectionName = Field(
+        description="`inbound` (to our specialists) or `outbound` (to an outside one)."
+    )
+    urgency: UrgencyName = Field(description="Routine, urgent or stat: sets the clocks.")
+    stage: ReferralStageName = Field(description="Stage after the change.")
+    task_status: TaskStatusName = Field(description="FHIR `Task.status` of that stage.")
+    version: int = Field(ge=1, description="Referral version after the change.")
+    occurred_at: UtcDatetime = Field(description="When the change was committed (UTC).")
+
+
+class ReferralReceived(ReferralEvent):
+    """Emitted when a referral is created: by staff, by a partner through the API, or
+    from an uploaded referral packet. Its stage is `received`."""
+
+    event_type = "careloop.referrals.referral.received.v1"
+    topic = TOPIC
+
+    referring_provider_id: Id = Field(description="Directory id of the referring provider.")
+    receiving_provider_id: Id | None = Field(
+        default=None, description="Directory id of the receiving provider, once known."
+    )
+
+
+class ReferralStageChanged(ReferralEvent):
+    """Emitted when a referral moves from one stage to another, by staff, by a linked
+    appointment's progress, or by its clocks (expired)."""
+
+    event_type = "careloop.referrals.referral.stage_changed.v1"
+    topic = TOPIC
+
+    from_stage: ReferralStageName = Field(description="Stage before the change.")
+    appointment_id: Id | None = Field(
+        default=None, description="The linked appointment, when the referral has one."
+    )

@@ -1,0 +1,43 @@
+"""The base of every repository: one aggregate's tables on the caller's session.
+
+A repository never commits: the request, event or timer boundary does, so a state
+change, its outbox rows, the inbox mark and the audit record commit together.
+"""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from sqlalchemy import RowMapping, Table, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def new_id() -> str:
+    """A new random id for a row (a UUID4 string)."""
+    return str(uuid4())
+
+
+class Repository:
+    """A repository of one aggregate, on the caller's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def _row(
+        self,
+        table: Table,
+        org_id: str,
+        row_id: str,
+        *,
+        for_update: bool = False,
+        read: bool = False,
+        nowait: bool = False,
+    ) -> RowMapping | None:
+        """The organization's row of `table` with the id `row_id`, or None (another
+        tenant's row looks the same). `for_update`: locked (`read`: share-locked;
+        `nowait`: raise at once if someone holds it)."""
+        query = select(table).where(table.c.org_id == org_id, table.c.id == row_id)
+        if for_update:
+            query = query.with_for_update(read=read, nowait=nowait)
+        row = (await self._session.execute(query)).first()
+        return None if row is None else row._mapping

@@ -1,0 +1,1 @@
+"""HTTP routes of the referrals service (a door)."""

@@ -1,0 +1,144 @@
+"""Referrals: create, list, read, move through the loop, and the loop-closure figures.
+
+Each route requires its permission from the permission table first (`require`, MFA
+included); the use case (`usecases/referrals.py`) authorizes the object and audits the
+call; the response leaves out the clinical reason for callers who may not see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import AwareDatetime
+
+from careloop_kit.auth.permissions import CLINICAL
+from careloop_referrals.api.common import CreateContext, ReadContext, UpdateContext
+from careloop_referrals.api.schemas import (
+    IdStr,
+    LoopClosureRead,
+    LoopClosureReport,
+    ReferralCreate,
+    ReferralPage,
+    ReferralRead,
+    ReferralSummary,
+    TransitionCreate,
+    TransitionRead,
+)
+from careloop_referrals.domain.referral import FHIR_TASK_STATUS, Direction, Stage, allowed_next
+from careloop_referrals.usecases import referrals as steps
+from careloop_referrals.usecases.referrals import ReferralFilter, ReferralView
+
+router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+
+def _read(view: ReferralView) -> ReferralRead:
+    r = view.referral
+    return ReferralRead(
+        **ReferralSummary.model_validate(r).model_dump(),
+        org_id=r.org_id,
+        referring_provider_id=r.referring_provider_id,
+        receiving_provider_id=r.receiving_provider_id,
+        task_status=FHIR_TASK_STATUS[r.stage],
+        allowed_next=sorted(allowed_next(r.stage)),
+        reason=view.reason,
+        history=[
+            TransitionRead(**{**asdict(s.transition), "reason": s.reason}) for s in view.history
+        ],
+        withheld_categories=[CLINICAL] if view.withheld_clinical else [],
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ReferralRead)
+async def create_referral(body: ReferralCreate, ctx: CreateContext) -> ReferralRead:
+    """Create a referral (it starts in `received`)."""
+    source = "partner" if ctx.principal.actor_type == "partner" else "staff"
+    view = await steps.create_referral(
+        ctx,
+        location_id=body.location_id,
+        patient_id=body.patient_id,
+        direction=body.direction,
+        urgency=body.urgency,
+        referring_provider_id=body.referring_provider_id,
+        receiving_provider_id=body.receiving_provider_id,
+        reason=body.reason,
+        source=source,
+    )
+    return _read(view)
+
+
+@router.get("", response_model=ReferralPage)
+async def list_referrals(
+    ctx: ReadContext,
+    patient_id: IdStr | None = None,
+    location_id: IdStr | None = None,
+    stage: Annotated[list[Stage] | None, Query()] = None,
+    direction: Direction | None = None,
+    after: IdStr | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> ReferralPage:
+    """List referrals in your scope, in id order (repeat `stage` to ask for several)."""
+    found, next_after = await steps.list_referrals(
+        ctx,
+        ReferralFilter(
+            patient_id=patient_id,
+            location_id=location_id,
+            stages=tuple(stage or ()),
+            direction=direction,
+            after=after,
+            limit=limit,
+        ),
+    )
+    items = [ReferralSummary.model_validate(r) for r in found]
+    return ReferralPage(items=items, next_after=next_after)
+
+
+@router.get("/figures", response_model=LoopClosureReport)
+async def loop_closure_figures(
+    ctx: ReadContext,
+    created_from: Annotated[AwareDatetime, Query(alias="from")],
+    created_to: Annotated[AwareDatetime, Query(alias="to")],
+    group_by: Literal["location", "referring_provider", "month"] = "location",
+    location_id: IdStr | None = None,
+) -> LoopClosureReport:
+    """Loop closure of the referrals created in [from, to): share closed and median days
+    to scheduled, seen and reported, per location, referring provider or month."""
+    figures = await steps.loop_closure_figures(
+        ctx,
+        created_from=created_from,
+        created_to=created_to,
+        group_by=group_by,
+        location_id=location_id,
+    )
+    return LoopClosureReport(
+        created_from=created_from,
+        created_to=created_to,
+        group_by=group_by,
+        groups=[
+            LoopClosureRead(group=str(group), share_closed=f.share_closed, **asdict(f))
+            for group, f in figures
+        ],
+    )
+
+
+@router.get("/{referral_id}", response_model=ReferralRead)
+async def read_referral(referral_id: IdStr, ctx: ReadContext) -> ReferralRead:
+    """Read one referral with its history."""
+    return _read(await steps.read_referral(ctx, referral_id))
+
+
+@router.post("/{referral_id}/transitions", response_model=ReferralRead)
+async def move_referral(
+    referral_id: IdStr, body: TransitionCreate, ctx: UpdateContext
+) -> ReferralRead:
+    """Move a referral to its next stage; 409 names the allowed next stages."""
+    view = await steps.move_referral(
+        ctx,
+        referral_id,
+        to=body.to,
+        reason=body.reason,
+        appointment_id=body.appointment_id,
+        expected_version=body.version,
+    )
+    return _read(view)

@@ -1,0 +1,176 @@
+"""Request and response bodies of the referrals API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from careloop_referrals.domain.directory import Channel, EntryKind
+from careloop_referrals.domain.referral import Direction, Stage, Urgency
+
+IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ReferralCreate(_In):
+    location_id: IdStr = Field(description="Location that manages the referral.")
+    patient_id: IdStr = Field(description="The patient referred (their Careloop id).")
+    direction: Direction = Field(
+        description="`inbound`: to our specialists; `outbound`: to an outside specialist."
+    )
+    urgency: Urgency = Field(Urgency.ROUTINE, description="Sets the stage clocks.")
+    referring_provider_id: IdStr = Field(description="Directory entry of the referrer.")
+    receiving_provider_id: IdStr | None = Field(
+        None, description="Directory entry of the receiving provider, once known."
+    )
+    reason: Reason | None = Field(
+        None, description="The clinical reason for the referral (stored encrypted)."
+    )
+
+
+class TransitionCreate(_In):
+    to: Stage = Field(description="The stage to move to.")
+    reason: Reason | None = Field(
+        None,
+        description=(
+            "Why (stored encrypted); required to leave the loop (declined, cancelled, "
+            "expired, redirected) and for a denial."
+        ),
+    )
+    appointment_id: IdStr | None = Field(
+        None, description="The booked visit, when moving to `scheduled`."
+    )
+    version: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "The version the step was decided on; a referral changed since is refused "
+            "with 409 instead of moved twice."
+        ),
+    )
+
+
+class TransitionRead(BaseModel):
+    from_stage: Stage | None
+    to_stage: Stage
+    actor: str
+    at: datetime
+    reason: str | None = Field(description="Null when withheld or none was given.")
+
+
+class ReferralRead(BaseModel):
+    id: str
+    org_id: str
+    location_id: str
+    patient_id: str
+    direction: Direction
+    urgency: Urgency
+    referring_provider_id: str
+    receiving_provider_id: str | None
+    stage: Stage
+    task_status: str = Field(description="FHIR `Task.status` of the stage.")
+    stage_entered_at: datetime
+    appointment_id: str | None
+    version: int
+    created_at: datetime
+    allowed_next: list[Stage] = Field(description="The stages the referral may move to.")
+    reason: str | None = Field(description="Null when withheld (no clinical access) or none.")
+    history: list[TransitionRead]
+    withheld_categories: list[str] = Field(description="PHI categories left out for this caller.")
+
+
+class ReferralSummary(_Out):
+    id: str
+    location_id: str
+    patient_id: str
+    direction: Direction
+    urgency: Urgency
+    stage: Stage
+    stage_entered_at: datetime
+    appointment_id: str | None
+    version: int
+    created_at: datetime
+
+
+class ReferralPage(BaseModel):
+    items: list[ReferralSummary]
+    next_after: str | None = Field(description="Pass as `after` for the next page; null: last.")
+
+
+class LoopClosureRead(BaseModel):
+    group: str
+    referrals: int = Field(description="Referrals created in the period (redirected left out).")
+    closed: int = Field(description="Of those, outcome reported to the referring provider.")
+    share_closed: float | None
+    median_days_to_scheduled: float | None
+    median_days_to_seen: float | None
+    median_days_to_report: float | None
+
+
+class LoopClosureReport(BaseModel):
+    created_from: datetime
+    created_to: datetime
+    group_by: str
+    groups: list[LoopClosureRead]
+
+
+class ContactIn(_In):
+    email: EmailStr | None = None
+    phone: Annotated[str, StringConstraints(max_length=32)] | None = None
+    fax: Annotated[str, StringConstraints(max_length=32)] | None = None
+    direct_address: EmailStr | None = Field(None, description="Direct secure messaging address.")
+
+
+class ContactRead(_Out):
+    email: str | None
+    phone: str | None
+    fax: str | None
+    direct_address: str | None
+
+
+class DirectoryEntryCreate(_In):
+    kind: EntryKind
+    npi: Annotated[str, StringConstraints(pattern=r"^\s*[0-9]{10}\s*$")] | None = Field(
+        None, description="Ten-digit NPI; its check digit is verified."
+    )
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    specialty: Annotated[str, StringConstraints(max_length=100)] | None = None
+    contact: ContactIn = Field(default_factory=ContactIn)
+    preferred_channel: Channel = Channel.SECURE_EMAIL
+    internal: bool = Field(False, description="One of the practice's own providers.")
+
+
+class DirectoryEntryUpdate(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    specialty: Annotated[str, StringConstraints(max_length=100)] | None = None
+    contact: ContactIn | None = None
+    preferred_channel: Channel | None = None
+    active: bool | None = None
+
+
+class DirectoryEntryRead(_Out):
+    id: str
+    org_id: str
+    kind: EntryKind
+    npi: str | None
+    name: str
+    specialty: str | None
+    contact: ContactRead
+    preferred_channel: Channel
+    internal: bool
+    active: bool
+
+
+class DirectoryPage(BaseModel):
+    items: list[DirectoryEntryRead]
+    next_after: str | None

@@ -1,0 +1,51 @@
+"""Composition root of the referrals service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from careloop_kit.auth import JwksSource
+from careloop_kit.clock import Clock
+from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_referrals.api.directory import router as directory_router
+from careloop_referrals.api.referrals import router as referrals_router
+from careloop_referrals.handlers.appointments import APPOINTMENTS_CONSUMER
+from careloop_referrals.settings import ReferralsSettings
+from careloop_referrals.store.tables import metadata, platform
+from careloop_referrals.usecases.common import SETTINGS_KEY
+
+SERVICE = "referrals"
+
+
+def build_spec(settings: ReferralsSettings) -> ServiceSpec:
+    async def on_startup(runtime: Runtime) -> None:
+        runtime.state[SETTINGS_KEY] = settings
+
+    return ServiceSpec(
+        name=SERVICE,
+        description=(
+            "Closed-loop referrals: inbound and outbound, the provider directory, each "
+            "stage with its clock, until the referring provider has the outcome."
+        ),
+        metadata=metadata,
+        tables=platform,
+        # The directory's fixed paths come before `/referrals/{id}`.
+        routers=[directory_router, referrals_router],
+        consumers=[APPOINTMENTS_CONSUMER],
+        on_startup=on_startup,
+        verifies_tokens=True,
+    )
+
+
+def create_app(
+    settings: ReferralsSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks: JwksSource | None = None,
+) -> FastAPI:
+    """The referrals API with its runtime lifespan.
+
+    `jwks` replaces identity's published keys (tests sign their own tokens).
+    """
+    settings = settings or ReferralsSettings()
+    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)

@@ -1,0 +1,1 @@
+"""Pure referral logic: the lifecycle, NPI check digits, stage clocks, loop closure."""

@@ -1,0 +1,105 @@
+"""Clocks per stage: how long a referral may wait in a stage before it is stalled.
+
+A stalled referral puts a task on the location's worklist; if it is still in the same
+stage `escalate_after` later, the task escalates. The clocks depend on urgency, and an
+organization (then a location) may set its own for any urgency and stage: the most
+specific setting wins, a missing one inherits.
+
+The defaults follow the order of magnitude practices hold themselves to: a routine
+referral triaged within two business days, a stat one within hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from careloop_referrals.domain.referral import Referral, Stage, Urgency
+
+
+@dataclass(frozen=True)
+class StageClock:
+    stall_after: timedelta
+    escalate_after: timedelta
+
+
+ClockLayer = Mapping[tuple[Urgency, Stage], StageClock]
+"""Clocks one level (organization or location) sets; what it leaves out it inherits."""
+
+
+def _clocks(hours: Mapping[Stage, tuple[float, float]]) -> dict[Stage, StageClock]:
+    return {
+        stage: StageClock(timedelta(hours=stall), timedelta(hours=escalate))
+        for stage, (stall, escalate) in hours.items()
+    }
+
+
+# (stall after, escalate after) in hours, per stage that waits on someone at the practice.
+# `seen` waits on the outcome note; `scheduled` is a safety net for visits that never
+# report back (the appointment's own events normally move it).
+DEFAULT_CLOCKS: Mapping[Urgency, Mapping[Stage, StageClock]] = {
+    Urgency.ROUTINE: _clocks(
+        {
+            Stage.RECEIVED: (48, 24),
+            Stage.TRIAGED: (72, 48),
+            Stage.AUTHORIZATION_PENDING: (120, 72),
+            Stage.AUTHORIZED: (72, 48),
+            Stage.DENIED: (72, 48),
+            Stage.PATIENT_CONTACTED: (120, 72),
+            Stage.SCHEDULED: (45 * 24, 7 * 24),
+            Stage.SEEN: (7 * 24, 3 * 24),
+        }
+    ),
+    Urgency.URGENT: _clocks(
+        {
+            Stage.RECEIVED: (8, 4),
+            Stage.TRIAGED: (24, 8),
+            Stage.AUTHORIZATION_PENDING: (48, 24),
+            Stage.AUTHORIZED: (24, 8),
+            Stage.DENIED: (24, 8),
+            Stage.PATIENT_CONTACTED: (48, 24),
+            Stage.SCHEDULED: (14 * 24, 2 * 24),
+            Stage.SEEN: (72, 24),
+        }
+    ),
+    Urgency.STAT: _clocks(
+        {
+            Stage.RECEIVED: (1, 1),
+            Stage.TRIAGED: (4, 2),
+            Stage.AUTHORIZATION_PENDING: (8, 4),
+            Stage.AUTHORIZED: (4, 2),
+            Stage.DENIED: (4, 2),
+            Stage.PATIENT_CONTACTED: (8, 4),
+            Stage.SCHEDULED: (3 * 24, 24),
+            Stage.SEEN: (24, 8),
+        }
+    ),
+}
+
+
+def clock_for(urgency: Urgency, stage: Stage, *layers: ClockLayer) -> StageClock | None:
+    """The clock of `stage` at `urgency`: the last layer that sets it (pass the
+    organization's, then the location's), else the default; None for a stage that waits
+    on no one (a finished referral)."""
+    for layer in reversed(layers):
+        if (urgency, stage) in layer:
+            return layer[(urgency, stage)]
+    return DEFAULT_CLOCKS[urgency].get(stage)
+
+
+@dataclass(frozen=True)
+class StageDeadlines:
+    stalled_at: datetime
+    escalate_at: datetime
+
+
+def deadlines(referral: Referral, *layers: ClockLayer) -> StageDeadlines | None:
+    """When the referral's current stage stalls and escalates, or None if nothing waits."""
+    if not referral.is_open:
+        return None
+    clock = clock_for(referral.urgency, referral.stage, *layers)
+    if clock is None:
+        return None
+    stalled_at = referral.stage_entered_at + clock.stall_after
+    return StageDeadlines(stalled_at, stalled_at + clock.escalate_after)

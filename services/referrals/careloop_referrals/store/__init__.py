@@ -1,0 +1,1 @@
+"""Tables and repositories of the referrals database, one repository per aggregate."""

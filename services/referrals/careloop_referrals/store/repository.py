@@ -1,0 +1,25 @@
+"""The one way to reach the referrals tables: `repositories(session)`, one repository
+per aggregate, all on the caller's session (and so in its transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_referrals.store.directory import DirectoryRepository
+from careloop_referrals.store.referrals import ReferralRepository
+
+
+@dataclass(frozen=True)
+class Repositories:
+    referrals: ReferralRepository
+    directory: DirectoryRepository
+
+
+def repositories(session: AsyncSession) -> Repositories:
+    """Every repository on the caller's session."""
+    return Repositories(
+        referrals=ReferralRepository(session),
+        directory=DirectoryRepository(session),
+    )

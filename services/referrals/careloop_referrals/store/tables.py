@@ -1,0 +1,88 @@
+"""Tables of the referrals database. The referral's clinical reason and every free-text
+transition reason hold only ciphertext (the kit's field port, data keys in `field_key`
+wrapped by the transit key `careloop-referrals-fields`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from careloop_kit.db import add_platform_tables, service_metadata
+from careloop_kit.fields import add_field_key_table
+
+metadata = service_metadata()
+platform = add_platform_tables(metadata)
+field_key = add_field_key_table(metadata)
+
+# The directory of referring and receiving providers and organizations, inside and
+# outside the practice. Names, NPIs and practice contacts are not PHI.
+directory_entry = Table(
+    "directory_entry",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("npi", String(10), nullable=True),
+    Column("name", String(200), nullable=False),
+    Column("specialty", String(100), nullable=True),
+    Column("contact", JSONB, nullable=False),
+    Column("preferred_channel", String(16), nullable=False),
+    Column("internal", Boolean, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "npi", name="uq_directory_entry_npi"),
+)
+
+referral = Table(
+    "referral",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("urgency", String(16), nullable=False),
+    Column("referring_provider_id", String(64), ForeignKey("directory_entry.id"), nullable=False),
+    Column("receiving_provider_id", String(64), ForeignKey("directory_entry.id"), nullable=True),
+    Column("stage", String(32), nullable=False),
+    Column("stage_entered_at", DateTime(timezone=True), nullable=False),
+    Column("appointment_id", String(64), nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("reason_ct", LargeBinary, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_referral_location_stage", referral.c.org_id, referral.c.location_id, referral.c.stage)
+Index("ix_referral_patient", referral.c.org_id, referral.c.patient_id)
+Index("ix_referral_appointment", referral.c.org_id, referral.c.appointment_id)
+
+# Every step of every referral, kept for ever: the history, the clocks and the figures.
+referral_transition = Table(
+    "referral_transition",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column("referral_id", String(64), ForeignKey("referral.id"), nullable=False),
+    Column("org_id", String(64), nullable=False),
+    Column("from_stage", String(32), nullable=True),
+    Column("to_stage", String(32), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("reason_ct", LargeBinary, nullable=True),
+)
+Index("ix_referral_transition_referral", referral_transition.c.referral_id)

@@ -1,0 +1,44 @@
+"""What every use case shares: the service's settings on the runtime, the port to its
+encrypted fields, and the problems it answers with."""
+
+from __future__ import annotations
+
+from careloop_kit.crypto import KeyRing
+from careloop_kit.fields import FieldCipher
+from careloop_kit.problems import Conflict, ProblemError
+from careloop_kit.service import Runtime
+from careloop_referrals.settings import ReferralsSettings
+from careloop_referrals.store.tables import field_key
+
+SETTINGS_KEY = "referrals_settings"
+CIPHER_KEY = "field_cipher"
+
+
+class InvalidReferral(ProblemError):
+    status, title, slug = 422, "Invalid referral request", "invalid-referral"
+
+
+class TransitionRefused(Conflict):
+    """The stage does not allow the step; the problem's `allowed_next` says what does."""
+
+    title, slug = "Transition not allowed", "transition-not-allowed"
+
+
+class ReferralChanged(Conflict):
+    title, slug = "Referral changed", "referral-changed"
+
+
+def settings_of(runtime: Runtime) -> ReferralsSettings:
+    """The service's own settings (the runtime holds them typed as the kit's base)."""
+    settings: ReferralsSettings = runtime.state[SETTINGS_KEY]
+    return settings
+
+
+def field_cipher(runtime: Runtime) -> FieldCipher:
+    """The port of referrals' encrypted fields (reasons), made once per runtime."""
+    cipher: FieldCipher | None = runtime.state.get(CIPHER_KEY)
+    if cipher is None:
+        keys = KeyRing(runtime.vault, settings_of(runtime).fields_transit_key, clock=runtime.clock)
+        cipher = FieldCipher(keys, field_key)
+        runtime.state[CIPHER_KEY] = cipher
+    return cipher
