@@ -9,6 +9,7 @@ import httpx
 import pytest
 from careloop_referrals.app import create_app
 from careloop_referrals.settings import ReferralsSettings
+from fastapi import FastAPI
 
 from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
@@ -77,9 +78,15 @@ def mint(issuer: TestTokenIssuer, unique_id: str) -> Mint:
 
 
 @pytest.fixture
-async def referrals(
+def referrals_app(
     referrals_settings: ReferralsSettings, issuer: TestTokenIssuer, clock: FrozenClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(referrals_settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document()))
-    async with running_app(app) as client:
+) -> FastAPI:
+    return create_app(
+        referrals_settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document())
+    )
+
+
+@pytest.fixture
+async def referrals(referrals_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(referrals_app) as client:
         yield client
