@@ -28,7 +28,13 @@ from careloop_contracts.messaging import (
     ReplyReceivedV2,
 )
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
-from careloop_contracts.referrals import ReferralEvent, ReferralReceived, ReferralStageChanged
+from careloop_contracts.referrals import (
+    ReferralEscalated,
+    ReferralEvent,
+    ReferralReceived,
+    ReferralStageChanged,
+    ReferralStalled,
+)
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -78,9 +84,11 @@ __all__ = [
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",
+    "ReferralEscalated",
     "ReferralEvent",
     "ReferralReceived",
     "ReferralStageChanged",
+    "ReferralStalled",
     "ReminderDue",
     "ReplyReceived",
     "ReplyReceivedV2",

@@ -91,3 +91,28 @@ class ReferralStageChanged(ReferralEvent):
     appointment_id: Id | None = Field(
         default=None, description="The linked appointment, when the referral has one."
     )
+
+
+class ReferralStalled(ReferralEvent):
+    """Emitted once per stage a referral stays in past its clock (the stage's
+    `stall_after` for its urgency): the tasks service puts the referral on the managing
+    location's worklist. Not emitted when the referral moved on in time."""
+
+    event_type = "careloop.referrals.referral.stalled.v1"
+    topic = TOPIC
+
+    stage_entered_at: UtcDatetime = Field(description="When the referral entered the stage.")
+    escalate_at: UtcDatetime = Field(
+        description="When the stall escalates if the referral is still in the stage."
+    )
+
+
+class ReferralEscalated(ReferralEvent):
+    """Emitted once per stage a stalled referral is still in at its escalation time:
+    the tasks service escalates the stall's task (raises its priority, tells the
+    location's coordinators)."""
+
+    event_type = "careloop.referrals.referral.escalated.v1"
+    topic = TOPIC
+
+    stage_entered_at: UtcDatetime = Field(description="When the referral entered the stage.")

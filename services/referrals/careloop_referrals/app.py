@@ -6,12 +6,15 @@ from fastapi import FastAPI
 
 from careloop_kit.auth import JwksSource
 from careloop_kit.clock import Clock
+from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_referrals.api.directory import router as directory_router
 from careloop_referrals.api.referrals import router as referrals_router
 from careloop_referrals.handlers.appointments import APPOINTMENTS_CONSUMER
+from careloop_referrals.handlers.clocks import WORKER_KEY, build_clock_worker, stage_clocks
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import metadata, platform
+from careloop_referrals.usecases.clocks import TIMERS_KEY
 from careloop_referrals.usecases.common import SETTINGS_KEY
 
 SERVICE = "referrals"
@@ -20,12 +23,15 @@ SERVICE = "referrals"
 def build_spec(settings: ReferralsSettings) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
         runtime.state[SETTINGS_KEY] = settings
+        runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
+        runtime.state[WORKER_KEY] = build_clock_worker(runtime, settings)
 
     return ServiceSpec(
         name=SERVICE,
         description=(
             "Closed-loop referrals: inbound and outbound, the provider directory, each "
-            "stage with its clock, until the referring provider has the outcome."
+            "stage with its clock on durable timers (stalled, escalated), until the "
+            "referring provider has the outcome."
         ),
         metadata=metadata,
         tables=platform,
@@ -33,6 +39,7 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
         routers=[directory_router, referrals_router],
         consumers=[APPOINTMENTS_CONSUMER],
         on_startup=on_startup,
+        background=[stage_clocks],
         verifies_tokens=True,
     )
 

@@ -14,6 +14,14 @@ class ReferralsSettings(KitSettings):
         REFERRALS_FIELDS_KEY,
         description="Vault transit key that wraps the data keys of referral reasons.",
     )
+    clock_poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Seconds between two scans for stage clocks that ran out (a stall is reported "
+            "at most this late; every replica scans, they share the work)."
+        ),
+    )
     max_page_size: int = Field(
         200, ge=1, le=1000, description="Referrals or directory entries one page lists at most."
     )

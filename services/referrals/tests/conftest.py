@@ -40,6 +40,8 @@ async def referrals_settings(
         vault_token=vault_tokens["referrals"],
         topic_prefix=topic_prefix,
         log_json=False,
+        # Tests fire the stage clocks themselves after moving time (`clock_worker`).
+        clock_poll_interval_s=3600,
     )
 
 

@@ -15,7 +15,6 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.referrals import ReferralStageChanged
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -30,8 +29,10 @@ from careloop_kit.repository import new_id
 from careloop_kit.service import Runtime
 from careloop_referrals.domain.referral import Referral, Stage, advance, relink
 from careloop_referrals.store.repository import repositories
+from careloop_referrals.usecases.clocks import restart_clock
 from careloop_referrals.usecases.common import field_cipher
-from careloop_referrals.usecases.referrals import RESOURCE, event_fields
+from careloop_referrals.usecases.events import publish_stage_change
+from careloop_referrals.usecases.referrals import RESOURCE
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ async def apply_appointment(
         await repos.referrals.relink(
             moved, previous_version=current.version, now=runtime.clock.now()
         )
+        await restart_clock(runtime, session, moved, left=current)
         await _audit(runtime, session, moved)
         log.info(
             "referral %s follows appointment %s to %s",
@@ -100,17 +102,8 @@ async def apply_appointment(
         transition_id=transition_id,
         reason_ct=reason_ct,
     )
-    await runtime.outbox.add(
-        session,
-        ReferralStageChanged(
-            **event_fields(moved, now),
-            from_stage=current.stage.value,
-            appointment_id=moved.appointment_id,
-        ),
-        org_id=moved.org_id,
-        location_id=moved.location_id,
-        subject=moved.id,
-    )
+    await publish_stage_change(runtime, session, moved, left=current)
+    await restart_clock(runtime, session, moved, left=current)
     await _audit(runtime, session, moved)
     log.info(
         "referral %s: %s -> %s by appointment %s",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from careloop_contracts.referrals import ReferralReceived, ReferralStageChanged
+from careloop_contracts.referrals import ReferralReceived
 from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import visible_categories
 from careloop_kit.auth.permissions import CLINICAL
@@ -27,7 +27,6 @@ from careloop_kit.problems import Forbidden
 from careloop_kit.repository import new_id
 from careloop_referrals.domain.loop_closure import LoopClosure, ReferralHistory, loop_closure_by
 from careloop_referrals.domain.referral import (
-    FHIR_TASK_STATUS,
     Direction,
     InvalidTransition,
     ReasonRequired,
@@ -40,6 +39,7 @@ from careloop_referrals.domain.referral import (
 )
 from careloop_referrals.store.referrals import StaleReferral
 from careloop_referrals.store.repository import Repositories
+from careloop_referrals.usecases.clocks import restart_clock
 from careloop_referrals.usecases.common import (
     InvalidReferral,
     ReferralChanged,
@@ -47,6 +47,7 @@ from careloop_referrals.usecases.common import (
     field_cipher,
     settings_of,
 )
+from careloop_referrals.usecases.events import event_fields, publish_stage_change, routing
 
 RESOURCE = "ServiceRequest"
 READ, CREATE, UPDATE = "referrals:read", "referrals:create", "referrals:update"
@@ -85,21 +86,6 @@ def _check(ctx: Context) -> Callable[[Referral], object]:
         )
 
     return check
-
-
-def event_fields(r: Referral, at: datetime) -> dict[str, object]:
-    return {
-        "referral_id": r.id,
-        "patient_id": r.patient_id,
-        "org_id": r.org_id,
-        "location_id": r.location_id,
-        "direction": r.direction.value,
-        "urgency": r.urgency.value,
-        "stage": r.stage.value,
-        "task_status": FHIR_TASK_STATUS[r.stage],
-        "version": r.version,
-        "occurred_at": at,
-    }
 
 
 async def _seal(
@@ -178,10 +164,9 @@ async def create_referral(
                 referring_provider_id=referral.referring_provider_id,
                 receiving_provider_id=referral.receiving_provider_id,
             ),
-            org_id=referral.org_id,
-            location_id=referral.location_id,
-            subject=referral.id,
+            **routing(referral),
         )
+        await restart_clock(ctx.runtime, ctx.session, referral, left=None)
     shown = _sees_clinical(ctx, CREATE)
     step = HistoryStep(opened, None)
     return ReferralView(referral, reason.strip() if shown and reason else None, (step,), not shown)
@@ -281,17 +266,8 @@ async def move_referral(
             raise ReferralChanged(
                 "Another change to this referral was saved first: read it again.",
             ) from exc
-        await ctx.runtime.outbox.add(
-            ctx.session,
-            ReferralStageChanged(
-                **event_fields(moved, now),
-                from_stage=current.stage.value,
-                appointment_id=moved.appointment_id,
-            ),
-            org_id=moved.org_id,
-            location_id=moved.location_id,
-            subject=moved.id,
-        )
+        await publish_stage_change(ctx.runtime, ctx.session, moved, left=current)
+        await restart_clock(ctx.runtime, ctx.session, moved, left=current)
         return await _view(ctx, moved, shown=_sees_clinical(ctx, UPDATE))
 
 

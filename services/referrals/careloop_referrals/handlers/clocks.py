@@ -1,0 +1,41 @@
+"""The replica's timer worker: it fires the stage clocks of referrals, each through
+`usecases.clocks.fire_clock` in the timer's transaction. Every replica runs one; they
+share the due timers (`FOR UPDATE SKIP LOCKED`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careloop_kit.db.timers import DueTimer, TimerWorker
+from careloop_kit.service import Runtime
+from careloop_referrals.settings import ReferralsSettings
+from careloop_referrals.store.tables import platform
+from careloop_referrals.usecases.clocks import CLOCK_TIMER, fire_clock
+
+WORKER_KEY = "referral_clock_worker"
+
+
+def clock_worker(runtime: Runtime) -> TimerWorker:
+    """The replica's timer worker (tests call its `fire_due()` after moving the clock)."""
+    worker: TimerWorker = runtime.state[WORKER_KEY]
+    return worker
+
+
+def build_clock_worker(runtime: Runtime, settings: ReferralsSettings) -> TimerWorker:
+    async def fire(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_clock(runtime, session, timer)
+
+    return TimerWorker(
+        runtime.sessionmaker,
+        platform,
+        {CLOCK_TIMER: fire},
+        clock=runtime.clock,
+        poll_interval_s=settings.clock_poll_interval_s,
+    )
+
+
+async def stage_clocks(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Background job: fire due stage clocks until shutdown."""
+    await clock_worker(runtime).run(stop)
