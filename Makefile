@@ -59,7 +59,8 @@ typecheck: setup
 	$(RUN) mypy libs/kit/careloop_kit cli/careloop_cli contracts/careloop_contracts \
 		services/patients/careloop_patients services/audit/careloop_audit \
 		services/identity/careloop_identity services/gateway/careloop_gateway \
-		services/scheduling/careloop_scheduling services/messaging/careloop_messaging
+		services/scheduling/careloop_scheduling services/messaging/careloop_messaging \
+		services/referrals/careloop_referrals
 
 # Test processes (pytest-xdist), each with its own Kafka, PostgreSQL and OpenBao; a test
 # file stays in one process, so its module fixtures start once. Half the suite waits on

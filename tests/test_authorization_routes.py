@@ -30,6 +30,7 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
     "patients": frozenset(),
     "audit": frozenset(),
     "scheduling": frozenset(),
+    "referrals": frozenset(),
     "messaging": frozenset(
         {
             # Twilio's delivery status callbacks and incoming SMS (STOP / START): Twilio
@@ -149,6 +150,17 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/audit/events"): {"audit:read"},
             ("GET", "/audit/events/{audit_id}/fhir"): {"audit:read"},
             ("POST", "/audit/verify"): {"audit:verify"},
+        },
+        "referrals": {
+            ("POST", "/referrals"): {"referrals:create"},
+            ("GET", "/referrals"): {"referrals:read"},
+            ("GET", "/referrals/figures"): {"referrals:read"},
+            ("GET", "/referrals/{referral_id}"): {"referrals:read"},
+            ("POST", "/referrals/{referral_id}/transitions"): {"referrals:update"},
+            ("POST", "/referrals/directory"): {"referrals:manage"},
+            ("GET", "/referrals/directory"): {"referrals:read"},
+            ("GET", "/referrals/directory/{entry_id}"): {"referrals:read"},
+            ("PATCH", "/referrals/directory/{entry_id}"): {"referrals:manage"},
         },
     }
     for service, routes in expected.items():

@@ -5,10 +5,10 @@ server with persistent raft storage (initialised and unsealed locally, engines,
 keys, per-service policies and tokens), Apache Kafka in KRaft mode from its
 Maven jars, then every service as its own process with prefixed logs (also
 written to `.careloop/logs/<service>.log`). It waits until each service is
-ready, seeds a synthetic demo practice (identity once; the schedule on every
-start, adding only what is missing), writes `.careloop/endpoints.json`, and
-stops everything cleanly on Ctrl-C. Data lives under `.careloop/data/` and
-survives restarts.
+ready, seeds a synthetic demo practice (identity once; the schedule and the
+referral directory on every start, adding only what is missing), writes
+`.careloop/endpoints.json`, and stops everything cleanly on Ctrl-C. Data lives
+under `.careloop/data/` and survives restarts.
 """
 
 from __future__ import annotations
@@ -349,10 +349,12 @@ class DevStack:
     def seed_demo(self) -> None:
         """Seed the synthetic demo group: organization, locations, one login per role
         (written to `.careloop/demo-logins.json`) and a few patients once; then, on
-        every start, its schedule, adding only what is missing."""
+        every start, its schedule and its referral directory, adding only what is
+        missing."""
         if not self.settings.seed_demo:
             return
-        from careloop_cli.demo_scheduling import seed_scheduling
+        from careloop_cli.demo_referrals import seed_referrals
+        from careloop_cli.demo_scheduling import seed_scheduling, sign_in_admin
 
         logins_file = self.root / "demo-logins.json"
         admin_token = None
@@ -361,8 +363,16 @@ class DevStack:
             admin_token = self._seed_identity(logins_file)
         logins = json.loads(logins_file.read_text())
         urls = {s.entry.name: s.url for s in self.services}
-        seeded = seed_scheduling(urls["gateway"] + "/api/v1", logins, admin_token=admin_token)
+        gateway_url = urls["gateway"] + "/api/v1"
+        if admin_token is None:
+            # One sign-in for both seeders: each one-time code is good for one sign-in.
+            admin = next(u for u in logins["users"] if u["role"] == "org_admin")
+            with httpx.Client(base_url=gateway_url, timeout=30) as client:
+                admin_token = sign_in_admin(client, logins["org_id"], admin)
+        seeded = seed_scheduling(gateway_url, logins, admin_token=admin_token)
         console.print(f"[bold]careloop[/] demo schedule: {seeded.summary()}")
+        directory = seed_referrals(gateway_url, logins, admin_token=admin_token)
+        console.print(f"[bold]careloop[/] demo referral directory: {directory.summary()}")
 
     def _seed_identity(self, logins_file: Path) -> str:
         """Seed identity and patients, print the logins; returns the org admin's token."""

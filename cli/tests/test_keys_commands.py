@@ -12,7 +12,12 @@ pytestmark = pytest.mark.unit
 
 
 def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> None:
-    assert [name for name in SERVICES if _stores_phi(name)] == ["patients", "identity", "messaging"]
+    assert [name for name in SERVICES if _stores_phi(name)] == [
+        "patients",
+        "identity",
+        "messaging",
+        "referrals",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -23,6 +28,7 @@ def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> 
         (["keys", "rewrap", "scheduling"], "scheduling stores no sealed fields"),
         (["keys", "reindex", "identity"], "identity keeps no versioned blind indexes"),
         (["keys", "reindex", "messaging"], "messaging keeps no versioned blind indexes"),
+        (["keys", "reindex", "referrals"], "referrals keeps no versioned blind indexes"),
     ],
 )
 def test_wrong_targets_are_refused_before_anything_runs(args: list[str], message: str) -> None:

@@ -88,6 +88,7 @@ import careloop_gateway
 import careloop_identity
 import careloop_messaging
 import careloop_patients
+import careloop_referrals
 import careloop_scheduling
 from careloop_contracts import Envelope, Event, PatientRegistered, ReminderDue
 from careloop_kit.auth import totp
@@ -121,6 +122,7 @@ from careloop_scheduling.store.repository import repositories
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENTS_MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
+REFERRALS_MIGRATIONS = Path(careloop_referrals.__file__).parent / "migrations"
 GATEWAY_MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
 IDENTITY_MIGRATIONS = Path(careloop_identity.__file__).parent / "migrations"
 SCHEDULING_MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
@@ -964,6 +966,146 @@ PRACTICE_NAME = "Bayview Family Practice"
 REMINDER_LOCATION = "loc-north"
 
 
+# A referral's whole loop after `received`: five steps, each one transition.
+REFERRAL_LOOP = ("triaged", "patient-contacted", "scheduled", "seen", "outcome-reported")
+
+
+async def bench_referrals(
+    stack: Stack, n: int, workers: int, progress: Progress, log_file: Path
+) -> dict[str, Any]:
+    """`n` referrals created and moved through their whole loop over HTTP (token check,
+    state machine, optimistic save, sealed reason, outbox, audit); the baseline, in the
+    same run, is reading one referral (token check, read, audit) with as many workers."""
+    assert stack.openbao is not None
+    dsn = await stack.database("bench_referrals")
+    await upgrade_async(REFERRALS_MIGRATIONS, dsn)
+    tokens = await asyncio.to_thread(
+        bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["referrals"]
+    )
+    issuer = TestTokenIssuer(SystemClock())
+    access = issuer.mint(
+        org=ORG,
+        sub="user-bench",
+        roles=["care_coordinator"],
+        loc=["*"],
+        amr=["pwd", "otp"],
+        exp=int(time.time()) + 3000,
+    )
+    headers = {"Authorization": f"Bearer {access}"}
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    setup = progress.add_task("6/6 starting the referrals service", total=None)
+    async with serve_jwks(issuer) as jwks_url:
+        with service_server(
+            "careloop_referrals",
+            stack,
+            dsn,
+            tokens["referrals"],
+            log_file,
+            {"CARELOOP_AUTH_JWKS_URL": jwks_url},
+        ) as url:
+            async with httpx.AsyncClient(
+                base_url=url, headers=headers, limits=limits, timeout=60
+            ) as client:
+                await wait_ready(client)
+                progress.remove_task(setup)
+                referrer = await client.post(
+                    "/referrals/directory",
+                    json={
+                        "kind": "provider",
+                        "npi": "1234567893",
+                        "name": "Dr. Bench (synthetic)",
+                        "contact": {"email": "bench@clinic.example"},
+                    },
+                )
+                referrer.raise_for_status()
+                return await _referral_phases(client, referrer.json()["id"], n, workers, progress)
+
+
+async def _referral_phases(
+    client: httpx.AsyncClient, referrer: str, n: int, workers: int, progress: Progress
+) -> dict[str, Any]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for number in range(n):
+        queue.put_nowait(number)
+    created: list[str] = []
+    step_latencies: list[float] = []
+    errors: dict[str, int] = {}
+    task = progress.add_task(f"6/6 {n:,} referrals through their loop", total=n)
+
+    def failed(what: str) -> None:
+        errors[what] = errors.get(what, 0) + 1
+
+    async def one_loop(number: int) -> None:
+        try:
+            response = await client.post(
+                "/referrals",
+                json={
+                    "location_id": "loc-bench",
+                    "patient_id": f"pat-bench-{number % 1000}",
+                    "direction": "inbound",
+                    "referring_provider_id": referrer,
+                    "reason": "Synthetic benchmark referral",
+                },
+            )
+        except httpx.HTTPError as exc:
+            return failed(type(exc).__name__)
+        if response.status_code != 201:
+            return failed(str(response.status_code))
+        referral_id = response.json()["id"]
+        created.append(referral_id)
+        for stage in REFERRAL_LOOP:
+            body: dict[str, Any] = {"to": stage}
+            if stage == "scheduled":
+                body["appointment_id"] = f"apt-{referral_id}"
+            began = time.perf_counter()
+            try:
+                moved = await client.post(f"/referrals/{referral_id}/transitions", json=body)
+            except httpx.HTTPError as exc:
+                return failed(type(exc).__name__)
+            if moved.status_code != 200:
+                return failed(str(moved.status_code))
+            step_latencies.append(time.perf_counter() - began)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await one_loop(queue.get_nowait())
+            progress.advance(task)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    loop_seconds = time.perf_counter() - t0
+    progress.remove_task(task)
+    transitions = len(step_latencies)
+
+    # Baseline: reads of the same referrals, closed-loop, for a fixed time.
+    read_task = progress.add_task("6/6 baseline: GET /referrals/{id}", total=10.0)
+    reads, _ = await load_phase(
+        client,
+        10.0,
+        workers,
+        lambda c, i: c.get(f"/referrals/{created[i % len(created)]}"),
+        200,
+        progress,
+        read_task,
+    )
+    progress.remove_task(read_task)
+    per_s = transitions / loop_seconds if loop_seconds else 0.0
+    return {
+        "referrals": n,
+        "workers": workers,
+        "seconds": round(loop_seconds, 2),
+        "transitions": transitions,
+        "transitions_per_s": round(per_s, 1),
+        "referrals_per_s": round(len(created) / loop_seconds, 1) if loop_seconds else 0.0,
+        "errors": errors,
+        "step": summarize_ms(step_latencies),
+        "baseline_reads": reads,
+        "ratio_to_reads": round(per_s / reads["requests_per_s"], 3)
+        if reads["requests_per_s"]
+        else None,
+    }
+
+
 class ArrivalRecorder:
     """ASGI wrapper around the Twilio double: the wall-clock time of every 201 it sends."""
 
@@ -1507,6 +1649,22 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
             (f"  raw aiokafka produce + consume ({n})", rem["raw"]["events_per_s"], "events/s")
         )
         rows.append(("ratio reminders / raw", rem["ratio_to_raw"], "x"))
+    ref = results.get("referrals")
+    if ref:
+        n = f"{ref['referrals']:,}"
+        rows.append(
+            (f"referral transitions ({n} whole loops)", ref["transitions_per_s"], "steps/s")
+        )
+        rows.append(("  referrals through their loop", ref["referrals_per_s"], "referrals/s"))
+        if ref["step"].get("count"):
+            rows.append(("  one transition p50", ref["step"]["p50_ms"], "ms"))
+            rows.append(("  one transition p99", ref["step"]["p99_ms"], "ms"))
+        rows.append(
+            ("  baseline GET /referrals/{id}", ref["baseline_reads"]["requests_per_s"], "req/s")
+        )
+        rows.append(("ratio transitions / reads", ref["ratio_to_reads"], "x"))
+        if ref["errors"]:
+            rows.append(("  referral errors", json.dumps(ref["errors"]), ""))
     return rows
 
 
@@ -1669,6 +1827,17 @@ async def run(args: argparse.Namespace, stack: Stack, base: Path) -> dict[str, A
                 f"{rem['end_to_end_seconds']:.1f} s ({rem['end_to_end_per_s']:,.0f} messages/s); "
                 f"raw aiokafka {rem['raw']['events_per_s']:,.0f} records/s"
             )
+        if "referrals" in args.only:
+            results["referrals"] = with_load(
+                await bench_referrals(
+                    stack, args.referrals, args.workers, progress, base / "referrals-service.log"
+                )
+            )
+            ref = results["referrals"]
+            console.print(
+                f"referrals: {ref['referrals']:,} loops, {ref['transitions']:,} transitions in "
+                f"{ref['seconds']:.1f} s ({ref['transitions_per_s']:,.0f} transitions/s)"
+            )
     return {
         "postgres_version": postgres_version,
         "postgres_settings": postgres_settings,
@@ -1721,9 +1890,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds 5 may take before the run gives up",
     )
     parser.add_argument(
+        "--referrals",
+        type=int,
+        default=10_000,
+        help="referrals taken through their whole loop for 6",
+    )
+    parser.add_argument(
         "--only",
-        default="pipeline,raw,latency,api,reminders",
-        help="comma-separated subset of pipeline,raw,latency,api,reminders",
+        default="pipeline,raw,latency,api,reminders,referrals",
+        help="comma-separated subset of pipeline,raw,latency,api,reminders,referrals",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON")
@@ -1749,8 +1924,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.events, args.duration, args.api_seconds = 2_000, 3.0, 3.0
         args.appointments, args.reminder_patients = 2_000, 200
+        args.referrals = 500
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders"}
+    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders", "referrals"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     return args

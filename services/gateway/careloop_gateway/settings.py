@@ -12,6 +12,7 @@ DEFAULT_ROUTES = {
     "identity": "http://127.0.0.1:8103",
     "scheduling": "http://127.0.0.1:8104",
     "messaging": "http://127.0.0.1:8105",
+    "referrals": "http://127.0.0.1:8106",
 }
 
 

@@ -4,18 +4,18 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import careloop_referrals
 import httpx
 import pytest
-from careloop_referrals.app import create_app
-from careloop_referrals.settings import ReferralsSettings
 from fastapi import FastAPI
 
+import careloop_referrals
 from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
+from careloop_referrals.app import create_app
+from careloop_referrals.settings import ReferralsSettings
 
 MIGRATIONS = Path(careloop_referrals.__file__).parent / "migrations"
 

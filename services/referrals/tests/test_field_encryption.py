@@ -12,9 +12,6 @@ from pathlib import Path
 
 import hvac
 import pytest
-from careloop_referrals.app import create_app
-from careloop_referrals.settings import ReferralsSettings
-from careloop_referrals.store.tables import field_key
 from fastapi import FastAPI
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -25,6 +22,9 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db import make_engine, make_sessionmaker
 from careloop_kit.testing.apps import running_app
+from careloop_referrals.app import create_app
+from careloop_referrals.settings import ReferralsSettings
+from careloop_referrals.store.tables import field_key
 
 from .test_referrals_api import REASON, VALID_NPIS, _directory_entry, _move, _referral
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import product
 
 import pytest
+
 from careloop_referrals.domain.clocks import (
     DEFAULT_CLOCKS,
     StageClock,

@@ -12,13 +12,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from careloop_referrals.settings import ReferralsSettings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_referrals.settings import ReferralsSettings
 
 pytestmark = pytest.mark.service
 

@@ -9,14 +9,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from careloop_referrals.handlers.clocks import clock_worker
-from careloop_referrals.settings import ReferralsSettings
 from fastapi import FastAPI
 
 from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_referrals.handlers.clocks import clock_worker
+from careloop_referrals.settings import ReferralsSettings
 
 from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
 

@@ -228,9 +228,7 @@ _AUDITED_AS: dict[str, str] = {
         "Patient",
     ),
     **dict.fromkeys(("audit:read", "audit:verify"), "AuditEvent"),
-    **dict.fromkeys(
-        ("referrals:read", "referrals:create", "referrals:update"), "ServiceRequest"
-    ),
+    **dict.fromkeys(("referrals:read", "referrals:create", "referrals:update"), "ServiceRequest"),
     "referrals:manage": "Practitioner",
 }
 AUDITED_AS: Final[Mapping[str, str]] = MappingProxyType(_AUDITED_AS)
