@@ -11,6 +11,7 @@ records) are skipped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,3 +38,18 @@ def location_consumer(apply_location: ApplyLocation) -> ConsumerSpec:
         return {LocationCreated.event_type: on_location, LocationChanged.event_type: on_location}
 
     return ConsumerSpec(name="locations", topics=(LocationCreated.topic,), handlers=handlers)
+
+
+def logged_if_stale(
+    log: logging.Logger, event: LocationCreated | LocationChanged, applied: bool
+) -> bool:
+    """`applied`, the outcome of applying `event` to a view; when the view already held
+    a later state, that is logged on the service's own `log` first."""
+    if not applied:
+        log.info(
+            "location %s: %s of %s is older than the view, skipped",
+            event.location_id,
+            event.event_type,
+            event.occurred_at.isoformat(),
+        )
+    return applied

@@ -10,30 +10,10 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import Envelope, Event
-from careloop_contracts.scheduling import (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentCheckedIn,
-    AppointmentConfirmed,
-    AppointmentEvent,
-    AppointmentNoShow,
-    AppointmentRescheduled,
-)
+from careloop_contracts.scheduling import APPOINTMENT_EVENTS, AppointmentBooked, AppointmentEvent
 from careloop_kit.bus.consumer import Handler
 from careloop_kit.service import ConsumerSpec, Runtime
 from careloop_patients.usecases.care_relationships import apply_appointment
-
-# Every event that carries an appointment's status after the change: the status alone
-# decides, so an event arriving out of order cannot reopen a cancelled appointment's
-# relationship (a source opens one relationship once).
-APPOINTMENT_EVENTS: tuple[type[AppointmentEvent], ...] = (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentRescheduled,
-    AppointmentConfirmed,
-    AppointmentCheckedIn,
-    AppointmentNoShow,
-)
 
 
 def appointment_handlers(runtime: Runtime) -> Mapping[str, Handler]:
@@ -44,6 +24,9 @@ def appointment_handlers(runtime: Runtime) -> Mapping[str, Handler]:
             raise TypeError(f"expected an appointment event, got {type(event).__name__}")
         await apply_appointment(runtime, session, event)
 
+    # The status after the change alone decides, so an event arriving out of order
+    # cannot reopen a cancelled appointment's relationship (a source opens one
+    # relationship once).
     return {kind.event_type: on_appointment for kind in APPOINTMENT_EVENTS}
 
 
