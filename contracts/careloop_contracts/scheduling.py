@@ -112,6 +112,18 @@ class AppointmentNoShow(AppointmentEvent):
     topic = TOPIC
 
 
+# Every event that carries an appointment's status after the change: a consumer that
+# keeps a view of appointments handles them alike, the status alone deciding.
+APPOINTMENT_EVENTS: tuple[type[AppointmentEvent], ...] = (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    AppointmentConfirmed,
+    AppointmentCheckedIn,
+    AppointmentNoShow,
+)
+
+
 ReminderTouchName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 
 

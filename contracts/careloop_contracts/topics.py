@@ -14,6 +14,7 @@ from typing import Literal
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
 
 DAY_MS = 24 * 60 * 60 * 1000
+PATIENT_KEY = "The patient id, so one patient's events stay in order."
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class TopicSpec:
     kind: Literal["events", "records"] = "events"
     """``events``: CloudEvents-enveloped ``Event`` models. ``records``: a keyed record
     stream with its own key and value format (see the description)."""
-    key: str = "The patient id, so one patient's events stay in order."
+    key: str = PATIENT_KEY
     value_type: str | None = None
     """For ``records`` topics: the event type whose JSON schema the record value follows."""
 
@@ -40,88 +41,80 @@ class TopicSpec:
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
+def _event_stream(
+    owner: str,
+    description: str,
+    *,
+    partitions: int,
+    retention_ms: int = 7 * DAY_MS,
+    key: str = PATIENT_KEY,
+) -> TopicSpec:
+    """The event stream ``careloop.<owner>`` of one service: deleted after
+    `retention_ms`, keyed by patient id unless `key` says otherwise."""
+    return TopicSpec(
+        name=f"careloop.{owner}",
+        partitions=partitions,
+        retention_ms=retention_ms,
+        cleanup_policy="delete",
+        owner=owner,
+        description=description,
+        key=key,
+    )
+
+
 TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
-        TopicSpec(
-            name="careloop.patients",
+        _event_stream(
+            "patients",
+            "Patient record lifecycle (registered, updated, merged) and the access "
+            "records of the patients service.",
             partitions=6,
-            retention_ms=7 * DAY_MS,
-            cleanup_policy="delete",
-            owner="patients",
-            description=(
-                "Patient record lifecycle (registered, updated, merged) and the access "
-                "records of the patients service."
-            ),
         ),
-        TopicSpec(
-            name="careloop.scheduling",
+        _event_stream(
+            "scheduling",
+            "Appointment lifecycle (booked, cancelled, rescheduled, confirmed, checked "
+            "in, no-show) and the access records of the scheduling service.",
             partitions=6,
-            retention_ms=7 * DAY_MS,
-            cleanup_policy="delete",
-            owner="scheduling",
-            description=(
-                "Appointment lifecycle (booked, cancelled, rescheduled, confirmed, checked "
-                "in, no-show) and the access records of the scheduling service."
-            ),
         ),
-        TopicSpec(
-            name="careloop.messaging",
+        _event_stream(
+            "messaging",
+            "Outcome of each outbound message (sent, failed, skipped with a reason): "
+            "ids, channel and status, never an address or a body.",
             partitions=6,
-            retention_ms=7 * DAY_MS,
-            cleanup_policy="delete",
-            owner="messaging",
-            description=(
-                "Outcome of each outbound message (sent, failed, skipped with a reason): "
-                "ids, channel and status, never an address or a body."
-            ),
         ),
-        TopicSpec(
-            name="careloop.referrals",
+        _event_stream(
+            "referrals",
+            "Referral lifecycle (received, each stage change to outcome reported, stalls and "
+            "escalations) and the access records of the referrals service: ids, stages and "
+            "codes, never a reason or a packet.",
             partitions=6,
-            retention_ms=7 * DAY_MS,
-            cleanup_policy="delete",
-            owner="referrals",
-            description=(
-                "Referral lifecycle (received, each stage change to outcome reported) and "
-                "the access records of the referrals service: ids, stages and codes, "
-                "never a reason or a packet."
-            ),
         ),
-        TopicSpec(
-            name="careloop.identity",
+        _event_stream(
+            "identity",
+            "Session revocations (logout, refresh-token reuse), which every service "
+            "that verifies access tokens consumes, locations created and changed "
+            "(zone, sensitivity, feature switches), which scheduling keeps its view "
+            "from, and the access records of the identity service (logins, "
+            "failures, lockouts, MFA changes).",
             partitions=3,
-            retention_ms=7 * DAY_MS,
-            cleanup_policy="delete",
-            owner="identity",
             key=(
                 "Per event: session, role and break-glass events by user id; location "
                 "events by location id; access records by patient id (org id when no "
                 "patient)."
             ),
-            description=(
-                "Session revocations (logout, refresh-token reuse), which every service "
-                "that verifies access tokens consumes, locations created and changed "
-                "(zone, sensitivity, feature switches), which scheduling keeps its view "
-                "from, and the access records of the identity service (logins, "
-                "failures, lockouts, MFA changes)."
-            ),
         ),
-        TopicSpec(
-            name="careloop.audit",
+        _event_stream(
+            "audit",
+            "Signed audit checkpoints and the access records of the audit service "
+            "itself (exports, accounting of disclosures).",
             partitions=3,
             # Longer than the service streams: the audit consumer falling behind must
             # never cost an access record.
             retention_ms=30 * DAY_MS,
-            cleanup_policy="delete",
-            owner="audit",
             key=(
                 "Per event: access records by patient id (org id when no patient); "
                 "checkpoints by one constant key, so they stay in order."
-            ),
-            description=(
-                "Signed audit checkpoints and the access records of the audit service "
-                "itself (exports, accounting of disclosures)."
             ),
         ),
         TopicSpec(

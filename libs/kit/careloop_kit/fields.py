@@ -28,7 +28,7 @@ from typing import Any
 from uuid import uuid4
 
 import sqlalchemy as sa
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func, insert, select
+from sqlalchemy import Column, DateTime, MetaData, Row, String, Table, Text, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careloop_kit.crypto import (
@@ -40,6 +40,7 @@ from careloop_kit.crypto import (
     decrypt_field,
     encrypt_field,
 )
+from careloop_kit.db.batches import BatchRows, for_each_batch
 from careloop_kit.db.engine import make_engine, make_sessionmaker
 from careloop_kit.vault import Vault
 
@@ -276,33 +277,29 @@ async def rewrap_data_keys(
     async with sessions() as session:
         total = int(await session.scalar(select(func.count()).select_from(table)) or 0)
         to_do = int(await session.scalar(select(func.count()).select_from(table).where(stale)) or 0)
-    after = ""
-    while True:
-        async with sessions.begin() as session:
-            rows = (
-                await session.execute(
-                    select(table.c.dek_id, table.c.wrapped)
-                    .where(stale, table.c.dek_id > after)
-                    .order_by(table.c.dek_id)
-                    .limit(batch_size)
-                )
-            ).all()
-            if not rows:
-                break
-            fresh = await vault.rewrap(key_name, [row.wrapped for row in rows])
-            for row, wrapped in zip(rows, fresh, strict=True):
-                result = await session.execute(
-                    sa.update(table)
-                    .where(table.c.dek_id == row.dek_id, table.c.wrapped == row.wrapped)
-                    .values(wrapped=wrapped)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    rewrapped += 1
-                else:
-                    changed += 1
-            after = rows[-1].dek_id
-        if on_batch is not None:
-            on_batch(rewrapped + changed, to_do)
+
+    async def rewrap_batch(session: AsyncSession, rows: BatchRows) -> None:
+        nonlocal rewrapped, changed
+        fresh = await vault.rewrap(key_name, [row.wrapped for row in rows])
+        for row, wrapped in zip(rows, fresh, strict=True):
+            result = await session.execute(
+                sa.update(table)
+                .where(table.c.dek_id == row.dek_id, table.c.wrapped == row.wrapped)
+                .values(wrapped=wrapped)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                rewrapped += 1
+            else:
+                changed += 1
+
+    await for_each_batch(
+        sessions,
+        select(table.c.dek_id, table.c.wrapped).where(stale),
+        table.c.dek_id,
+        rewrap_batch,
+        batch_size=batch_size,
+        after_batch=None if on_batch is None else lambda: on_batch(rewrapped + changed, to_do),
+    )
     return RewrapReport(
         key_name=key_name,
         latest_version=latest,
@@ -351,38 +348,38 @@ async def reseal_legacy(
                 or 0
             )
     moved = 0
-    for spec in columns:
+
+    async def reseal_column(spec: SealedColumn) -> None:
         table = spec.table
         value = table.c[spec.column]
-        legacy = legacy_of(spec)
-        after = ""
-        while True:
-            async with sessions.begin() as session:
-                rows = (
-                    await session.execute(
-                        select(table.c[spec.id_column], table.c[spec.org_column], value)
-                        .where(legacy, table.c[spec.id_column] > after)
-                        .order_by(table.c[spec.id_column])
-                        .limit(batch_size)
-                    )
-                ).all()
-                if not rows:
-                    break
-                for row_id, org_id, blob in rows:
-                    where = dict(
-                        org_id=org_id, table=table.name, column=spec.context_column, row_id=row_id
-                    )
-                    plaintext = await cipher.open_field(session, blob, **where)
-                    sealed = await cipher.seal_field(session, plaintext, **where)
-                    result = await session.execute(
-                        sa.update(table)
-                        .where(table.c[spec.id_column] == row_id, value == blob)
-                        .values({spec.column: sealed})
-                    )
-                    moved += int(result.rowcount == 1)  # type: ignore[attr-defined]
-                after = rows[-1][0]
-            if on_batch is not None:
-                on_batch(moved, to_do)
+        row_id_column = table.c[spec.id_column]
+
+        async def reseal_batch(session: AsyncSession, rows: Sequence[Row[str, str, bytes]]) -> None:
+            nonlocal moved
+            for row_id, org_id, blob in rows:
+                where = dict(
+                    org_id=org_id, table=table.name, column=spec.context_column, row_id=row_id
+                )
+                plaintext = await cipher.open_field(session, blob, **where)
+                sealed = await cipher.seal_field(session, plaintext, **where)
+                result = await session.execute(
+                    sa.update(table)
+                    .where(row_id_column == row_id, value == blob)
+                    .values({spec.column: sealed})
+                )
+                moved += int(result.rowcount == 1)  # type: ignore[attr-defined]
+
+        await for_each_batch(
+            sessions,
+            select(row_id_column, table.c[spec.org_column], value).where(legacy_of(spec)),
+            row_id_column,
+            reseal_batch,
+            batch_size=batch_size,
+            after_batch=None if on_batch is None else lambda: on_batch(moved, to_do),
+        )
+
+    for spec in columns:
+        await reseal_column(spec)
     return moved
 
 

@@ -11,13 +11,13 @@ records) are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import Envelope, Event
 from careloop_contracts.identity import LocationChanged, LocationCreated
-from careloop_kit.bus.consumer import Handler
+from careloop_kit.consumers import step_consumer
 from careloop_kit.service import ConsumerSpec, Runtime
 
 ApplyLocation = Callable[
@@ -27,13 +27,24 @@ ApplyLocation = Callable[
 
 def location_consumer(apply_location: ApplyLocation) -> ConsumerSpec:
     """The `locations` consumer group: both location events go to `apply_location`."""
+    return step_consumer(
+        "locations",
+        (LocationCreated, LocationChanged),
+        apply_location,
+        described_as="a location event",
+    )
 
-    def handlers(runtime: Runtime) -> Mapping[str, Handler]:
-        async def on_location(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-            if not isinstance(event, LocationCreated | LocationChanged):
-                raise TypeError(f"expected a location event, got {type(event).__name__}")
-            await apply_location(runtime, session, event)
 
-        return {LocationCreated.event_type: on_location, LocationChanged.event_type: on_location}
-
-    return ConsumerSpec(name="locations", topics=(LocationCreated.topic,), handlers=handlers)
+def logged_if_stale(
+    log: logging.Logger, event: LocationCreated | LocationChanged, applied: bool
+) -> bool:
+    """`applied`, the outcome of applying `event` to a view; when the view already held
+    a later state, that is logged on the service's own `log` first."""
+    if not applied:
+        log.info(
+            "location %s: %s of %s is older than the view, skipped",
+            event.location_id,
+            event.event_type,
+            event.occurred_at.isoformat(),
+        )
+    return applied

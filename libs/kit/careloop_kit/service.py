@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import uuid4
 
 from aiokafka import AIOKafkaProducer
@@ -478,6 +478,30 @@ def create_service_app(
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+S = TypeVar("S", bound=KitSettings)
+
+
+@dataclass(frozen=True)
+class ServiceAppFactory(Generic[S]):
+    """A service's `create_app(settings=None, *, clock=None, jwks=None)`: the FastAPI app
+    of the spec `build_spec` makes from the settings (read from the environment when not
+    given), with its runtime lifespan. `jwks` replaces identity's published keys (tests
+    sign their own tokens)."""
+
+    build_spec: Callable[[S], ServiceSpec]
+    settings_type: type[S]
+
+    def __call__(
+        self,
+        settings: S | None = None,
+        *,
+        clock: Clock | None = None,
+        jwks: JwksSource | None = None,
+    ) -> FastAPI:
+        settings = settings or self.settings_type()
+        return create_service_app(self.build_spec(settings), settings, clock=clock, jwks=jwks)
 
 
 def _install_token_verifier(

@@ -3,6 +3,7 @@ the runtime and the transaction they came with; the group and topic are identity
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import Envelope
 from careloop_contracts.identity import LocationChanged, LocationCreated, SessionRevoked
-from careloop_kit.locations import location_consumer
+from careloop_kit.locations import location_consumer, logged_if_stale
 from careloop_kit.service import Runtime
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -62,3 +63,22 @@ async def test_another_event_under_a_location_type_is_refused_not_applied() -> N
         await handlers[LocationCreated.event_type](
             cast(AsyncSession, object()), _envelope(LocationCreated.event_type), stray
         )
+
+
+def test_a_stale_location_event_is_logged_on_the_services_own_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("careloop_someservice.usecases.locations")
+    event = LocationChanged(**STATE)
+
+    with caplog.at_level(logging.INFO, logger=log.name):
+        assert logged_if_stale(log, event, True) is True
+        assert caplog.records == []
+        assert logged_if_stale(log, event, False) is False
+
+    (record,) = caplog.records
+    assert record.name == log.name
+    assert record.getMessage() == (
+        f"location loc-1: {LocationChanged.event_type} of {NOW.isoformat()} is older than "
+        "the view, skipped"
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
 from careloop_audit.api.routes import router
 from careloop_audit.handlers.checkpoints import checkpoint_job
 from careloop_audit.handlers.trail import TRAIL_CONSUMER
@@ -11,9 +9,7 @@ from careloop_audit.settings import AuditSettings
 from careloop_audit.store.checkpoints import CheckpointStore
 from careloop_audit.store.tables import metadata, platform
 from careloop_audit.usecases.checkpoints import CheckpointSigner
-from careloop_kit.auth import JwksSource
-from careloop_kit.clock import Clock
-from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 
 SERVICE = "audit"
 
@@ -50,15 +46,4 @@ def build_spec(settings: AuditSettings) -> ServiceSpec:
     )
 
 
-def create_app(
-    settings: AuditSettings | None = None,
-    *,
-    clock: Clock | None = None,
-    jwks: JwksSource | None = None,
-) -> FastAPI:
-    """The audit API with its runtime lifespan.
-
-    `jwks` replaces identity's published keys (tests sign their own tokens).
-    """
-    settings = settings or AuditSettings()
-    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)
+create_app = ServiceAppFactory(build_spec, AuditSettings)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import FastAPI
-
-from careloop_kit.auth import JwksSource
-from careloop_kit.clock import Clock
 from careloop_kit.crypto import BlindIndexer, KeyRing
-from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 from careloop_patients.api.routes import router
 from careloop_patients.handlers.appointments import CARE_RELATIONSHIPS_CONSUMER
 from careloop_patients.handlers.locations import LOCATIONS_CONSUMER
@@ -43,15 +39,4 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
     )
 
 
-def create_app(
-    settings: PatientsSettings | None = None,
-    *,
-    clock: Clock | None = None,
-    jwks: JwksSource | None = None,
-) -> FastAPI:
-    """The patients API with its runtime lifespan.
-
-    `jwks` replaces identity's published keys (tests sign their own tokens).
-    """
-    settings = settings or PatientsSettings()
-    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)
+create_app = ServiceAppFactory(build_spec, PatientsSettings)

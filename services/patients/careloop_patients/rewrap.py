@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import distinct, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.db import make_engine, make_sessionmaker
+from careloop_kit.db.batches import BatchRows, for_each_batch
 from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
 from careloop_kit.vault import Vault
 from careloop_patients.settings import PatientsSettings
@@ -86,28 +88,24 @@ async def reindex(
                 )
                 or 0
             )
-        after = ""
-        while True:
-            async with sessions.begin() as session:
-                rows = (
-                    await session.execute(
-                        select(patient.c.id, patient.c.org_id)
-                        .where(patient.c.id.in_(stale), patient.c.id > after)
-                        .order_by(patient.c.id)
-                        .limit(batch_size)
-                    )
-                ).all()
-                if not rows:
-                    break
-                repo = PatientRepository(session, keys, indexer)
-                for row in rows:
-                    stored = await repo.get(row.org_id, row.id, for_update=True)
-                    if stored is not None:
-                        await repo.reindex(stored)
-                        done += 1
-                after = rows[-1].id
-            if on_batch is not None:
-                on_batch(done, to_do)
+
+        async def reindex_batch(session: AsyncSession, rows: BatchRows) -> None:
+            nonlocal done
+            repo = PatientRepository(session, keys, indexer)
+            for row in rows:
+                stored = await repo.get(row.org_id, row.id, for_update=True)
+                if stored is not None:
+                    await repo.reindex(stored)
+                    done += 1
+
+        await for_each_batch(
+            sessions,
+            select(patient.c.id, patient.c.org_id).where(patient.c.id.in_(stale)),
+            patient.c.id,
+            reindex_batch,
+            batch_size=batch_size,
+            after_batch=None if on_batch is None else lambda: on_batch(done, to_do),
+        )
         async with sessions() as session:
             left = int(
                 await session.scalar(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from careloop_kit.auth import JwksSource
-from careloop_kit.clock import Clock
 from careloop_kit.db.timers import Timers
-from careloop_kit.service import Runtime, ServiceSpec, create_service_app
+from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 from careloop_referrals.api.directory import router as directory_router
 from careloop_referrals.api.referrals import router as referrals_router
 from careloop_referrals.handlers.appointments import APPOINTMENTS_CONSUMER
@@ -44,15 +40,4 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
     )
 
 
-def create_app(
-    settings: ReferralsSettings | None = None,
-    *,
-    clock: Clock | None = None,
-    jwks: JwksSource | None = None,
-) -> FastAPI:
-    """The referrals API with its runtime lifespan.
-
-    `jwks` replaces identity's published keys (tests sign their own tokens).
-    """
-    settings = settings or ReferralsSettings()
-    return create_service_app(build_spec(settings), settings, clock=clock, jwks=jwks)
+create_app = ServiceAppFactory(build_spec, ReferralsSettings)

@@ -47,7 +47,7 @@ from careloop_kit.bus.consumer import (
     DLQ_ORIGINAL_TOPIC,
     DLQ_REASON,
 )
-from careloop_kit.bus.kafka import kafka_security, make_producer, topic_name
+from careloop_kit.bus.kafka import admin_client, kafka_security, make_producer, topic_name
 from careloop_kit.settings import KitSettings
 
 log = logging.getLogger(__name__)
@@ -178,11 +178,7 @@ async def _partitions_and_progress(
     The topic is looked up in the full topic list first, so a missing one is never
     auto-created by asking for its metadata.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         if topic not in await admin.list_topics():
             return {}
         described = await admin.describe_topics([topic])
@@ -193,8 +189,6 @@ async def _partitions_and_progress(
             for p in t["partitions"]
         ]
         committed = await _committed(admin, replay_group(settings, group), partitions)
-    finally:
-        await admin.close()
     return {tp: _Progress.parse(committed.get(tp)) for tp in sorted(partitions)}
 
 

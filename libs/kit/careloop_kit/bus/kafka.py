@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,19 @@ def make_consumer(
     )
 
 
+@contextlib.asynccontextmanager
+async def admin_client(settings: KitSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client of the service's cluster, closed on the way out."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
+    )
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 def topic_name(settings: KitSettings, name: str) -> str:
     """The physical topic for a logical Careloop topic name (applies the prefix)."""
     return f"{settings.topic_prefix}{name}"
@@ -73,11 +87,7 @@ async def ensure_topics(settings: KitSettings, names: list[str]) -> None:
     only notice it at the next metadata refresh, minutes later.
     """
     catalogue = topic_catalogue()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = []
         for name in dict.fromkeys(names):
@@ -88,8 +98,6 @@ async def ensure_topics(settings: KitSettings, names: list[str]) -> None:
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-    finally:
-        await admin.close()
 
 
 def _new_topic(settings: KitSettings, name: str, spec: TopicSpec | None) -> NewTopic:
@@ -118,11 +126,7 @@ async def apply_topic_catalogue(settings: KitSettings) -> TopicReport:
     and report the existing ones whose partition count differs from the catalogue."""
     catalogue = {topic_name(settings, name): spec for name, spec in topic_catalogue().items()}
     report = TopicReport()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, **kafka_security(settings)
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         missing = [name for name in catalogue if name not in existing]
         if missing:
@@ -138,8 +142,6 @@ async def apply_topic_catalogue(settings: KitSettings) -> TopicReport:
                 report.unchanged.append(name)
             else:
                 report.differing[name] = f"{actual} partitions, catalogue says {wanted}"
-    finally:
-        await admin.close()
     return report
 
 

@@ -12,12 +12,12 @@ import time
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from careloop_audit.domain.checkpoint import Checkpoint, checkpoint_message
 from careloop_contracts import AuditCheckpointSigned, checkpoint_record_key
-from careloop_kit.bus.kafka import ensure_topics, kafka_security, topic_name
+from careloop_kit.bus.kafka import admin_client, ensure_topics, kafka_security, topic_name
+from careloop_kit.rows import record_of
 from careloop_kit.settings import KitSettings
 from careloop_kit.vault import Vault
 
@@ -29,14 +29,9 @@ class CheckpointUnreadable(Exception):
     """The checkpoint topic could not be read to its end in time."""
 
 
-def _to_event(checkpoint: Checkpoint) -> AuditCheckpointSigned:
-    return AuditCheckpointSigned(
-        tree_size=checkpoint.tree_size,
-        root_hash=checkpoint.root_hash,
-        signed_at=checkpoint.signed_at,
-        key_version=checkpoint.key_version,
-        signature=checkpoint.signature,
-    )
+def signed_event(checkpoint: Checkpoint) -> AuditCheckpointSigned:
+    """The checkpoint as the event anchored on the topic and published on the stream."""
+    return AuditCheckpointSigned.model_validate(checkpoint, from_attributes=True)
 
 
 def _from_value(value: bytes | None) -> Checkpoint | None:
@@ -46,13 +41,7 @@ def _from_value(value: bytes | None) -> Checkpoint | None:
         event = AuditCheckpointSigned.model_validate_json(value)
     except (ValidationError, ValueError):
         return None  # not a checkpoint; it cannot vouch for anything
-    return Checkpoint(
-        tree_size=event.tree_size,
-        root_hash=event.root_hash,
-        signed_at=event.signed_at,
-        key_version=event.key_version,
-        signature=event.signature,
-    )
+    return record_of(Checkpoint, event.model_dump())
 
 
 class CheckpointStore:
@@ -86,7 +75,7 @@ class CheckpointStore:
         """Write the checkpoint to the anchor topic and wait for the broker's ack."""
         await producer.send_and_wait(
             self.topic,
-            value=_to_event(checkpoint).to_json(),
+            value=signed_event(checkpoint).to_json(),
             key=checkpoint_record_key(checkpoint.tree_size).encode(),
         )
 
@@ -101,17 +90,11 @@ class CheckpointStore:
 
     async def _partitions(self) -> list[int]:
         """The topic's partitions; none when the topic does not exist (never auto-created)."""
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._settings.kafka_bootstrap, **kafka_security(self._settings)
-        )
-        await admin.start()
-        try:
+        async with admin_client(self._settings) as admin:
             if self.topic not in await admin.list_topics():
                 return []
             (description,) = await admin.describe_topics([self.topic])
             return sorted(int(p["partition"]) for p in description["partitions"])
-        finally:
-            await admin.close()
 
     def _consumer(self) -> AIOKafkaConsumer:
         # No group: a reader of the whole topic, never committing offsets.

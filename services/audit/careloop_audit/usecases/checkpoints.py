@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from careloop_audit.domain.checkpoint import Checkpoint
 from careloop_audit.domain.hashing import ZERO_HASH, MerkleAccumulator, chain_hash
-from careloop_audit.store.checkpoints import CheckpointStore
+from careloop_audit.store.checkpoints import CheckpointStore, signed_event
 from careloop_audit.store.repository import AuditLog
-from careloop_contracts import PLATFORM_ORG_ID, AuditCheckpointSigned
+from careloop_contracts import PLATFORM_ORG_ID
 from careloop_kit.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,7 @@ class CheckpointSigner:
                 self.tree.size, self.tree.root().hex(), runtime.clock.now()
             )
             await self.store.anchor(runtime.producer, checkpoint)
-            event = AuditCheckpointSigned(
-                tree_size=checkpoint.tree_size,
-                root_hash=checkpoint.root_hash,
-                signed_at=checkpoint.signed_at,
-                key_version=checkpoint.key_version,
-                signature=checkpoint.signature,
-            )
+            event = signed_event(checkpoint)
             await runtime.outbox.add(
                 session, event, key=event.partition_key(), org_id=PLATFORM_ORG_ID
             )

@@ -68,34 +68,15 @@ ManageUsers = Annotated[
 
 
 def _org(stored: StoredOrganization) -> OrganizationRead:
-    return OrganizationRead(id=stored.id, name=stored.name, created_at=stored.created_at)
+    return OrganizationRead.model_validate(stored, from_attributes=True)
 
 
 def _location(stored: StoredLocation) -> LocationRead:
-    return LocationRead(
-        id=stored.id,
-        org_id=stored.org_id,
-        name=stored.name,
-        address=stored.address,
-        time_zone=stored.time_zone,
-        sensitive=stored.sensitive,
-        features=stored.features,
-        created_at=stored.created_at,
-    )
+    return LocationRead.model_validate(stored, from_attributes=True)
 
 
 def _user(stored: StoredUser) -> UserRead:
-    return UserRead(
-        id=stored.id,
-        org_id=stored.org_id,
-        email=stored.email,
-        display_name=stored.display_name,
-        roles=list(stored.roles),
-        locations=list(stored.locations),
-        patient_id=stored.patient_id,
-        mfa_enabled=stored.totp_enabled,
-        created_at=stored.created_at,
-    )
+    return UserRead.model_validate(stored, from_attributes=True)
 
 
 # --- organizations (the platform operator, with the bootstrap token) ---------------
@@ -110,15 +91,7 @@ async def create_organization(
     session: SessionDep,
 ) -> OrganizationCreated:
     """Create an organization (tenant), and optionally its first org admin."""
-    admin = (
-        None
-        if body.admin is None
-        else steps.NewAccount(
-            email=str(body.admin.email),
-            display_name=body.admin.display_name,
-            password=body.admin.password,
-        )
-    )
+    admin = None if body.admin is None else steps.NewAccount(**body.admin.model_dump())
     org, admin_id = await steps.create_organization(
         runtime, session, body.name, admin, meta=request_meta(request)
     )
@@ -153,14 +126,7 @@ async def create_location(
     ctx: ManageLocations,
 ) -> LocationRead:
     """Add a location to the organization."""
-    new = steps.NewLocation(
-        name=body.name,
-        time_zone=body.time_zone,
-        address=None if body.address is None else body.address.model_dump(),
-        sensitive=body.sensitive,
-        features=dict(body.features),
-    )
-    stored = await steps.create_location(ctx, org_id, new)
+    stored = await steps.create_location(ctx, org_id, steps.NewLocation(**body.model_dump()))
     return _location(stored)
 
 
@@ -195,15 +161,7 @@ async def create_user(
     ctx: ManageUsers,
 ) -> UserRead:
     """Create a staff user or a patient portal account."""
-    new = steps.NewAccount(
-        email=str(body.email),
-        display_name=body.display_name,
-        password=body.password,
-        roles=list(body.roles),
-        locations=body.locations,
-        patient_id=body.patient_id,
-    )
-    stored = await steps.create_user(ctx, org_id, new)
+    stored = await steps.create_user(ctx, org_id, steps.NewAccount(**body.model_dump()))
     return _user(stored)
 
 

@@ -46,9 +46,7 @@ def _answer(request: Request, outcome: Failure | Any) -> Any:
 )
 async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> Any:
     """Sign in with email and password (and a TOTP code once enrolled)."""
-    credentials = steps.Credentials(
-        org_id=body.org_id, email=body.email, password=body.password, otp=body.otp
-    )
+    credentials = steps.Credentials(**body.model_dump())
     return _answer(request, await steps.login(runtime, credentials, meta=request_meta(request)))
 
 
@@ -120,9 +118,7 @@ async def break_glass(
     """Emergency access: open one patient outside your locations for a limited time
     (`break_glass_ttl_s`) with a typed reason. Audited (purpose `ETREAT`) and announced
     as an alert event; returns an access token that carries the grant."""
-    ask = steps.BreakGlassAsk(
-        patient_id=body.patient_id, reason_code=body.reason_code, reason=body.reason
-    )
+    ask = steps.BreakGlassAsk(**body.model_dump())
     outcome = await steps.break_glass(
         runtime, bearer_token(authorization), ask, meta=request_meta(request)
     )

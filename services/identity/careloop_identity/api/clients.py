@@ -138,15 +138,7 @@ Call = Annotated[steps.ClientsCall, Depends(_call)]
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientCreated)
 async def create_client(body: ClientCreate, call: Call) -> ClientCreated:
     """Register a partner API client; its secret is returned only in this response."""
-    new = steps.NewClient(
-        name=body.name,
-        scopes=body.scopes,
-        locations=body.locations,
-        rate_limit_per_minute=body.rate_limit_per_minute,
-        baa_signed_on=body.baa_signed_on,
-        baa_expires_on=body.baa_expires_on,
-    )
-    created = await steps.create_client(call, new)
+    created = await steps.create_client(call, steps.NewClient(**body.model_dump()))
     return _with_secret(created, steps.today_of(call.runtime))
 
 

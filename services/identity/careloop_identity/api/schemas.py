@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
@@ -118,19 +118,6 @@ Role = Literal[
 ]
 
 
-class UserCreate(_In):
-    email: EmailStr
-    display_name: Name
-    password: str = Field(min_length=1, max_length=256)
-    roles: list[Role] = Field(min_length=1, max_length=8)
-    locations: list[Ref] | Literal["*"] = Field(
-        description='Location ids the user works at, or "*" for every location.'
-    )
-    patient_id: Ref | None = Field(
-        default=None, description="For the patient role: the linked patient record."
-    )
-
-
 class UserAssignment(_In):
     roles: list[Role] = Field(min_length=1, max_length=8)
     locations: list[Ref] | Literal["*"] = Field(
@@ -141,6 +128,12 @@ class UserAssignment(_In):
     )
 
 
+# Sign-in fields first (pydantic orders inherited fields from the last base on), as the
+# first org admin's, then the assignment a later account needs.
+class UserCreate(UserAssignment, FirstAdmin):
+    pass
+
+
 class UserRead(BaseModel):
     id: str
     org_id: str
@@ -149,7 +142,8 @@ class UserRead(BaseModel):
     roles: list[str]
     locations: list[str]
     patient_id: str | None
-    mfa_enabled: bool
+    # Read off the stored account, which names it after the TOTP secret it guards.
+    mfa_enabled: bool = Field(validation_alias=AliasChoices("mfa_enabled", "totp_enabled"))
     created_at: datetime
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_identity.store.repository import fetch_one
 from careloop_identity.store.tables import partner_client
 from careloop_kit.rows import record_of, values_of
 
@@ -57,19 +58,12 @@ class ClientRepository:
         query = select(partner_client).where(
             partner_client.c.org_id == org_id, partner_client.c.id == client_id
         )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
-        return None if row is None else _client(row._mapping)
+        return await fetch_one(self._session, query, _client, for_update=for_update)
 
     async def find(self, client_id: str) -> StoredClient | None:
         """A client by its id alone: the token endpoint knows no organization yet."""
-        row = (
-            await self._session.execute(
-                select(partner_client).where(partner_client.c.id == client_id)
-            )
-        ).one_or_none()
-        return None if row is None else _client(row._mapping)
+        query = select(partner_client).where(partner_client.c.id == client_id)
+        return await fetch_one(self._session, query, _client)
 
     async def list_for_org(self, org_id: str, limit: int) -> list[StoredClient]:
         rows = await self._session.execute(

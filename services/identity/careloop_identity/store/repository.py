@@ -3,11 +3,12 @@ transaction boundary does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,8 @@ from careloop_identity.store.tables import (
     user_account,
 )
 from careloop_kit.rows import record_of, values_of
+
+T = TypeVar("T")
 
 
 class DuplicateEmail(Exception):
@@ -94,6 +97,25 @@ class StoredBreakGlassGrant:
     expires_at: datetime
 
 
+async def fetch_one(
+    session: AsyncSession,
+    query: Select[Any],
+    record: Callable[[Any], T],
+    *,
+    for_update: bool = False,
+) -> T | None:
+    """The record of the one row `query` finds (None without one), the row locked with
+    `for_update`."""
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).one_or_none()
+    return None if row is None else record(row._mapping)
+
+
+def _organization(m: Any) -> StoredOrganization:
+    return record_of(StoredOrganization, m)
+
+
 def _user(m: Any) -> StoredUser:
     return record_of(StoredUser, m, tuples=("roles", "locations"))
 
@@ -104,6 +126,10 @@ def _session(m: Any) -> StoredSession:
 
 def _location(m: Any) -> StoredLocation:
     return record_of(StoredLocation, m, convert={"features": dict})
+
+
+def _refresh_token(m: Any) -> StoredRefreshToken:
+    return record_of(StoredRefreshToken, m)
 
 
 class IdentityRepository:
@@ -118,16 +144,14 @@ class IdentityRepository:
         return stored
 
     async def get_organization(self, org_id: str) -> StoredOrganization | None:
-        row = (
-            await self._session.execute(select(organization).where(organization.c.id == org_id))
-        ).one_or_none()
-        return None if row is None else record_of(StoredOrganization, row._mapping)
+        query = select(organization).where(organization.c.id == org_id)
+        return await fetch_one(self._session, query, _organization)
 
     async def list_organizations(self, limit: int) -> list[StoredOrganization]:
         rows = await self._session.execute(
             select(organization).order_by(organization.c.created_at, organization.c.id).limit(limit)
         )
-        return [record_of(StoredOrganization, r._mapping) for r in rows]
+        return [_organization(r._mapping) for r in rows]
 
     async def add_location(self, stored: StoredLocation) -> StoredLocation:
         await self._session.execute(insert(location).values(**values_of(stored)))
@@ -145,10 +169,7 @@ class IdentityRepository:
         self, org_id: str, location_id: str, *, for_update: bool = False
     ) -> StoredLocation | None:
         query = select(location).where(location.c.org_id == org_id, location.c.id == location_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
-        return None if row is None else _location(row._mapping)
+        return await fetch_one(self._session, query, _location, for_update=for_update)
 
     async def update_location(self, org_id: str, location_id: str, values: dict[str, Any]) -> None:
         await self._session.execute(
@@ -162,6 +183,11 @@ class IdentityRepository:
         return {r.id for r in rows}
 
     # --- users -----------------------------------------------------------------
+
+    async def _update_user(self, user_id: str, **values: Any) -> None:
+        await self._session.execute(
+            update(user_account).where(user_account.c.id == user_id).values(**values)
+        )
 
     async def add_user(self, values: dict[str, Any]) -> StoredUser:
         try:
@@ -179,10 +205,7 @@ class IdentityRepository:
         query = select(user_account).where(
             user_account.c.org_id == org_id, user_account.c.id == user_id
         )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
-        return None if row is None else _user(row._mapping)
+        return await fetch_one(self._session, query, _user, for_update=for_update)
 
     async def list_users(self, org_id: str, limit: int, after: str | None) -> list[StoredUser]:
         """Users of the organization in id order, from after the `after` id."""
@@ -200,10 +223,8 @@ class IdentityRepository:
         patient_id: str | None,
         now: datetime,
     ) -> None:
-        await self._session.execute(
-            update(user_account)
-            .where(user_account.c.id == user_id)
-            .values(roles=roles, locations=locations, patient_id=patient_id, updated_at=now)
+        await self._update_user(
+            user_id, roles=roles, locations=locations, patient_id=patient_id, updated_at=now
         )
 
     async def org_admin_ids(self, org_id: str) -> set[str]:
@@ -221,30 +242,20 @@ class IdentityRepository:
 
     async def find_user_by_email(self, org_id: str, email: str) -> StoredUser | None:
         """Locks the row: concurrent logins of one account count failures one at a time."""
-        row = (
-            await self._session.execute(
-                select(user_account)
-                .where(user_account.c.org_id == org_id, user_account.c.email == email)
-                .with_for_update()
-            )
-        ).one_or_none()
-        return None if row is None else _user(row._mapping)
+        query = select(user_account).where(
+            user_account.c.org_id == org_id, user_account.c.email == email
+        )
+        return await fetch_one(self._session, query, _user, for_update=True)
 
     async def set_failures(
         self, user_id: str, failed_attempts: int, locked_until: datetime | None, now: datetime
     ) -> None:
-        await self._session.execute(
-            update(user_account)
-            .where(user_account.c.id == user_id)
-            .values(failed_attempts=failed_attempts, locked_until=locked_until, updated_at=now)
+        await self._update_user(
+            user_id, failed_attempts=failed_attempts, locked_until=locked_until, updated_at=now
         )
 
     async def set_password_hash(self, user_id: str, password_hash: str, now: datetime) -> None:
-        await self._session.execute(
-            update(user_account)
-            .where(user_account.c.id == user_id)
-            .values(password_hash=password_hash, updated_at=now)
-        )
+        await self._update_user(user_id, password_hash=password_hash, updated_at=now)
 
     async def set_totp(
         self,
@@ -255,21 +266,16 @@ class IdentityRepository:
         last_step: int | None,
         now: datetime,
     ) -> None:
-        await self._session.execute(
-            update(user_account)
-            .where(user_account.c.id == user_id)
-            .values(
-                totp_secret_ct=secret_ct,
-                totp_enabled=enabled,
-                totp_last_step=last_step,
-                updated_at=now,
-            )
+        await self._update_user(
+            user_id,
+            totp_secret_ct=secret_ct,
+            totp_enabled=enabled,
+            totp_last_step=last_step,
+            updated_at=now,
         )
 
     async def set_totp_last_step(self, user_id: str, step: int) -> None:
-        await self._session.execute(
-            update(user_account).where(user_account.c.id == user_id).values(totp_last_step=step)
-        )
+        await self._update_user(user_id, totp_last_step=step)
 
     # --- sessions and refresh tokens -------------------------------------------
 
@@ -294,10 +300,7 @@ class IdentityRepository:
         self, session_id: str, *, for_update: bool = False
     ) -> StoredSession | None:
         query = select(login_session).where(login_session.c.id == session_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
-        return None if row is None else _session(row._mapping)
+        return await fetch_one(self._session, query, _session, for_update=for_update)
 
     async def open_sessions_of(self, user_id: str) -> list[StoredSession]:
         rows = await self._session.execute(
@@ -330,14 +333,8 @@ class IdentityRepository:
         )
 
     async def get_refresh_token(self, token_hash: str) -> StoredRefreshToken | None:
-        row = (
-            await self._session.execute(
-                select(refresh_token)
-                .where(refresh_token.c.token_hash == token_hash)
-                .with_for_update()
-            )
-        ).one_or_none()
-        return None if row is None else record_of(StoredRefreshToken, row._mapping)
+        query = select(refresh_token).where(refresh_token.c.token_hash == token_hash)
+        return await fetch_one(self._session, query, _refresh_token, for_update=True)
 
     async def mark_refresh_token_used(self, token_hash: str, now: datetime) -> None:
         await self._session.execute(

@@ -45,7 +45,7 @@ from careloop_identity.usecases.common import (
     BOOTSTRAP_ACTOR,
     Invalid,
     RequestMeta,
-    audit,
+    Transaction,
     hasher_of,
     own_organization,
     revoke_login,
@@ -54,6 +54,7 @@ from careloop_identity.usecases.common import (
 from careloop_kit.auth import AuthenticatedPrincipal, Principal
 from careloop_kit.context import RequestContext
 from careloop_kit.problems import Conflict, Forbidden, NotFound
+from careloop_kit.rows import values_of
 from careloop_kit.service import Runtime
 
 ADMIN_ROLE = "org_admin"
@@ -130,17 +131,16 @@ async def _add_user(
     runtime: Runtime,
     repo: IdentityRepository,
     org_id: str,
-    *,
-    email: str,
-    display_name: str,
-    password: str,
+    new: NewAccount,
     assignment: Assignment,
 ) -> StoredUser:
+    """Create the account `new` with its checked `assignment` (the email normalised)."""
+    email = new.email.strip().lower()
     try:
-        check_password(password, email=email)
+        check_password(new.password, email=email)
     except WeakPassword as exc:
         raise Invalid(str(exc)) from exc
-    password_hash = await asyncio.to_thread(hasher_of(runtime).hash, password)
+    password_hash = await asyncio.to_thread(hasher_of(runtime).hash, new.password)
     now = runtime.clock.now()
     try:
         return await repo.add_user(
@@ -148,7 +148,7 @@ async def _add_user(
                 "id": str(uuid4()),
                 "org_id": org_id,
                 "email": email,
-                "display_name": display_name,
+                "display_name": new.display_name,
                 "password_hash": password_hash,
                 "roles": list(assignment.roles),
                 "locations": list(assignment.locations),
@@ -164,6 +164,12 @@ async def _add_user(
         )
     except DuplicateEmail as exc:
         raise Conflict("A user with this email already exists in the organization.") from exc
+
+
+async def _audit_user(
+    tx: Transaction, who: Principal, action: str, user_id: str, detail: str
+) -> None:
+    await tx.audit(who, action=action, resource_type="User", resource_id=user_id, detail=detail)
 
 
 # --- organizations ----------------------------------------------------------------
@@ -184,23 +190,14 @@ async def create_organization(
     if admin is None:
         return org, None
     created = await _add_user(
-        runtime,
-        repo,
-        org.id,
-        email=admin.email.strip().lower(),
-        display_name=admin.display_name,
-        password=admin.password,
-        assignment=make_assignment([ADMIN_ROLE], ALL_LOCATIONS, None),
+        runtime, repo, org.id, admin, make_assignment([ADMIN_ROLE], ALL_LOCATIONS, None)
     )
-    await audit(
-        runtime,
-        session,
-        meta,
+    await _audit_user(
+        Transaction(runtime, session, meta),
         Principal(actor_id=BOOTSTRAP_ACTOR, actor_type="system", org_id=org.id),
-        action="create",
-        resource_type="User",
-        resource_id=created.id,
-        detail="first org admin",
+        "create",
+        created.id,
+        "first org admin",
     )
     return org, created.id
 
@@ -221,19 +218,33 @@ async def read_organization(ctx: AdminContext, org_id: str) -> StoredOrganizatio
 
 def _location_state(stored: StoredLocation) -> dict[str, Any]:
     """The fields both location events carry (never the address: no one else needs it)."""
-    return {
-        "org_id": stored.org_id,
-        "location_id": stored.id,
-        "name": stored.name,
-        "time_zone": stored.time_zone,
-        "sensitive": stored.sensitive,
-        "features": dict(stored.features),
-    }
+    leave_out = ("id", "address", "created_at")
+    return {"location_id": stored.id, **values_of(stored, leave_out=leave_out)}
+
+
+async def _announce(
+    ctx: AdminContext,
+    event: LocationCreated | LocationChanged,
+    action: str,
+    *,
+    detail: str | None = None,
+) -> None:
+    """Publish a location's event and audit its change, in the request's transaction."""
+    await ctx.runtime.outbox.add(
+        ctx.session, event, org_id=event.org_id, location_id=event.location_id
+    )
+    await Transaction.of(ctx).audit(
+        ctx.principal,
+        action=action,
+        resource_type="Location",
+        resource_id=event.location_id,
+        detail=detail,
+    )
 
 
 async def create_location(ctx: AdminContext, org_id: str, new: NewLocation) -> StoredLocation:
     """Add a location to the organization (its time zone checked), announced."""
-    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
+    runtime, principal, repo = ctx.runtime, ctx.principal, ctx.repos
     own_organization(principal, org_id)
     await _existing_org(repo, org_id)
     try:
@@ -251,20 +262,8 @@ async def create_location(ctx: AdminContext, org_id: str, new: NewLocation) -> S
         created_at=runtime.clock.now(),
     )
     await repo.add_location(stored)
-    await runtime.outbox.add(
-        session,
-        LocationCreated(**_location_state(stored), occurred_at=stored.created_at),
-        org_id=org_id,
-        location_id=stored.id,
-    )
-    await audit(
-        runtime,
-        session,
-        ctx.caller.meta,
-        principal,
-        action="create",
-        resource_type="Location",
-        resource_id=stored.id,
+    await _announce(
+        ctx, LocationCreated(**_location_state(stored), occurred_at=stored.created_at), "create"
     )
     return stored
 
@@ -282,7 +281,7 @@ async def update_location(
 ) -> StoredLocation:
     """Change a location's fields (its zone checked); feature switches not named keep
     their value. A change is announced with the location's whole new state."""
-    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
+    runtime, principal, repo = ctx.runtime, ctx.principal, ctx.repos
     own_organization(principal, org_id)
     stored = await repo.get_location(org_id, location_id, for_update=True)
     if stored is None:
@@ -301,20 +300,10 @@ async def update_location(
         assert changed is not None
         # The row is locked since the read above, so the next change of this location
         # takes its time after this one's: `occurred_at` orders one location's events.
-        await runtime.outbox.add(
-            session,
+        await _announce(
+            ctx,
             LocationChanged(**_location_state(changed), occurred_at=runtime.clock.now()),
-            org_id=org_id,
-            location_id=location_id,
-        )
-        await audit(
-            runtime,
-            session,
-            ctx.caller.meta,
-            principal,
-            action="update",
-            resource_type="Location",
-            resource_id=location_id,
+            "update",
             detail="changed: " + ", ".join(sorted(changes)),
         )
     updated = await repo.get_location(org_id, location_id)
@@ -327,30 +316,19 @@ async def update_location(
 
 async def create_user(ctx: AdminContext, org_id: str, new: NewAccount) -> StoredUser:
     """Create a staff user or a patient portal account."""
-    runtime, session, principal, repo = ctx.runtime, ctx.session, ctx.principal, ctx.repos
+    runtime, principal, repo = ctx.runtime, ctx.principal, ctx.repos
     own_organization(principal, org_id)
     await _existing_org(repo, org_id)
     assignment = await _checked_assignment(
         repo, org_id, list(new.roles), new.locations, new.patient_id
     )
-    stored = await _add_user(
-        runtime,
-        repo,
-        org_id,
-        email=new.email.strip().lower(),
-        display_name=new.display_name,
-        password=new.password,
-        assignment=assignment,
-    )
-    await audit(
-        runtime,
-        session,
-        ctx.caller.meta,
+    stored = await _add_user(runtime, repo, org_id, new, assignment)
+    await _audit_user(
+        Transaction.of(ctx),
         principal,
-        action="create",
-        resource_type="User",
-        resource_id=stored.id,
-        detail=f"roles {list(stored.roles)}; locations {list(stored.locations)}",
+        "create",
+        stored.id,
+        f"roles {list(stored.roles)}; locations {list(stored.locations)}",
     )
     return stored
 
@@ -444,17 +422,14 @@ async def change_roles(
             ),
             org_id=org_id,
         )
-        await audit(
-            runtime,
-            session,
-            ctx.caller.meta,
+        await _audit_user(
+            Transaction.of(ctx),
             principal,
-            action="update",
-            resource_type="User",
-            resource_id=user.id,
+            "update",
+            user.id,
             # The full before/after is in the UserRolesChanged event; the audit
             # record's detail is short by contract.
-            detail=short("roles -> " + ",".join(assignment.roles)),
+            short("roles -> " + ",".join(assignment.roles)),
         )
     updated = await repo.get_user(org_id, user_id)
     assert updated is not None

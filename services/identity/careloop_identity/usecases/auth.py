@@ -12,12 +12,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Literal
 from uuid import uuid4
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.identity import BreakGlassGranted
+from careloop_contracts.identity import BreakGlassGranted, RevocationReason
 from careloop_identity.domain.lockout import (
     CLEAN,
     FailureState,
@@ -39,10 +40,11 @@ from careloop_identity.usecases.common import (
     InvalidCredentials,
     Locked,
     RequestMeta,
+    Transaction,
     actor,
-    audit,
     field_cipher_of,
     hasher_of,
+    own_transaction,
     revoke_login,
     settings_of,
     signer_of,
@@ -52,6 +54,7 @@ from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal, totp
 from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
 from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
+from careloop_kit.rows import values_of
 from careloop_kit.service import Runtime
 
 WRONG_CREDENTIALS = "The email, password or one-time code is not correct."
@@ -130,9 +133,41 @@ def _kind(user: StoredUser | None) -> ActorKind:
     return "patient" if user is not None and "patient" in user.roles else "user"
 
 
-async def _session_actor(repo: IdentityRepository, login: StoredSession) -> Principal:
-    user = await repo.get_user(login.org_id, login.user_id)
-    return actor(login.user_id, login.org_id, _kind(user))
+async def _end_session(
+    tx: Transaction,
+    login: StoredSession,
+    reason: RevocationReason,
+    *,
+    action: str,
+    outcome: str = "success",
+    detail: str | None = None,
+) -> None:
+    """Revoke `login` and audit it as its user's act; nothing when it already was."""
+    if not await revoke_login(tx.runtime, tx.session, login, reason):
+        return
+    user = await IdentityRepository(tx.session).get_user(login.org_id, login.user_id)
+    await tx.audit(
+        actor(login.user_id, login.org_id, _kind(user)),
+        action=action,
+        resource_type="Session",
+        resource_id=login.id,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+async def _audit_mfa(
+    tx: Transaction, user: StoredUser, detail: str, outcome: str = "success"
+) -> None:
+    """Audit a step of the user's own TOTP enrollment."""
+    await tx.audit(
+        actor(user.id, user.org_id, _kind(user)),
+        action="update",
+        resource_type="User",
+        resource_id=user.id,
+        outcome=outcome,
+        detail=detail,
+    )
 
 
 def _grant(
@@ -194,24 +229,18 @@ async def login(
 ) -> IssuedTokens | Failure:
     """Sign in with email and password (and a TOTP code once enrolled). A refusal and
     what it changes (failure counter, lockout, audit) are committed too."""
-    async with runtime.sessionmaker() as session, session.begin():
-        return await _login(runtime, session, meta, credentials)
+    async with own_transaction(runtime, meta) as tx:
+        return await _login(tx, credentials)
 
 
-async def _login(
-    runtime: Runtime, session: AsyncSession, meta: RequestMeta, credentials: Credentials
-) -> IssuedTokens | Failure:
-    settings = settings_of(runtime)
-    repo = IdentityRepository(session)
+async def _login(tx: Transaction, credentials: Credentials) -> IssuedTokens | Failure:
+    runtime, repo = tx.runtime, IdentityRepository(tx.session)
     now = runtime.clock.now()
     email = credentials.email.strip().lower()
     user = await repo.find_user_by_email(credentials.org_id, email)
 
     async def record(outcome: str, detail: str | None, resource_id: str | None = None) -> None:
-        await audit(
-            runtime,
-            session,
-            meta,
+        await tx.audit(
             actor(user.id, credentials.org_id, _kind(user))
             if user
             else actor(None, credentials.org_id),
@@ -228,6 +257,7 @@ async def _login(
         await record("denied", "401 unknown account")
         return Failure(InvalidCredentials(WRONG_CREDENTIALS))
 
+    settings = settings_of(runtime)
     policy = LockoutPolicy(
         threshold=settings.lockout_threshold,
         duration=timedelta(seconds=settings.lockout_duration_s),
@@ -261,15 +291,15 @@ async def _login(
                     mfa_required=True,
                 )
             )
-        secret = await _totp_secret(runtime, session, user)
-        step = (
+        secret = await _totp_secret(runtime, tx.session, user)
+        step_used = (
             None
             if secret is None
             else totp.verify(secret, credentials.otp, now, last_used_step=user.totp_last_step)
         )
-        if step is None:
+        if step_used is None:
             return await failed("wrong one-time code")
-        await repo.set_totp_last_step(user.id, step)
+        await repo.set_totp_last_step(user.id, step_used)
         amr = ("pwd", "otp")
 
     await repo.set_failures(user.id, CLEAN.failed_attempts, CLEAN.locked_until, now)
@@ -307,15 +337,12 @@ def _locked(state: FailureState, now: datetime) -> Failure:
 async def refresh(runtime: Runtime, token: str, *, meta: RequestMeta) -> IssuedTokens | Failure:
     """New tokens for a refresh token, which stops working; a second use of one ends its
     session for every holder (committed before the refusal goes out)."""
-    async with runtime.sessionmaker() as session, session.begin():
-        return await _refresh(runtime, session, meta, token)
+    async with own_transaction(runtime, meta) as tx:
+        return await _refresh(tx, token)
 
 
-async def _refresh(
-    runtime: Runtime, session: AsyncSession, meta: RequestMeta, token: str
-) -> IssuedTokens | Failure:
-    settings = settings_of(runtime)
-    repo = IdentityRepository(session)
+async def _refresh(tx: Transaction, token: str) -> IssuedTokens | Failure:
+    runtime, repo = tx.runtime, IdentityRepository(tx.session)
     now = runtime.clock.now()
     stored = await repo.get_refresh_token(_hash_refresh(token))
     if stored is None:
@@ -325,19 +352,16 @@ async def _refresh(
     if stored.used_at is not None:
         # A refresh token works once: a second use means it was copied. End the session
         # for every holder, the legitimate user included.
-        if await revoke_login(runtime, session, login, "refresh_token_reuse"):
-            await audit(
-                runtime,
-                session,
-                meta,
-                await _session_actor(repo, login),
-                action="update",
-                resource_type="Session",
-                resource_id=login.id,
-                outcome="denied",
-                detail="401 refresh token reuse: session revoked",
-            )
+        await _end_session(
+            tx,
+            login,
+            "refresh_token_reuse",
+            action="update",
+            outcome="denied",
+            detail="401 refresh token reuse: session revoked",
+        )
         return Failure(Unauthorized("This refresh token was already used; sign in again."))
+    settings = settings_of(runtime)
     limits = SessionLimits(
         idle=timedelta(seconds=settings.session_idle_timeout_s),
         absolute=timedelta(seconds=settings.session_absolute_timeout_s),
@@ -370,8 +394,8 @@ async def logout(
     meta: RequestMeta,
 ) -> None:
     """End the session of an access token or, without one, of a refresh token."""
-    async with runtime.sessionmaker() as session, session.begin():
-        repo = IdentityRepository(session)
+    async with own_transaction(runtime, meta) as tx:
+        repo = IdentityRepository(tx.session)
         session_id: str | None = None
         if access_token is not None:
             claims = await verifier_of(runtime).verify(access_token)
@@ -384,61 +408,54 @@ async def logout(
         login = None if session_id is None else await repo.get_session(session_id, for_update=True)
         if login is None:
             raise Unauthorized("Unknown session.")
-        if await revoke_login(runtime, session, login, "logout"):
-            await audit(
-                runtime,
-                session,
-                meta,
-                await _session_actor(repo, login),
-                action="delete",
-                resource_type="Session",
-                resource_id=login.id,
-            )
+        await _end_session(tx, login, "logout", action="delete")
+
+
+# --- the caller of an access token -------------------------------------------------
+
+
+async def _signed_in(
+    runtime: Runtime,
+    repo: IdentityRepository,
+    token: str | None,
+    *,
+    for_update: Literal["session", "user"],
+) -> tuple[dict[str, Any], StoredSession, StoredUser]:
+    """The claims, open session and user of a bearer access token, the session or the
+    user locked for the change the caller makes; `Unauthorized` otherwise."""
+    if token is None:
+        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
+    claims = await verifier_of(runtime).verify(token)
+    login = await repo.get_session(str(claims["sid"]), for_update=for_update == "session")
+    if login is None or login.revoked_at is not None:
+        raise Unauthorized("The session of this access token has ended.")
+    user = await repo.get_user(
+        str(claims["org"]), str(claims["sub"]), for_update=for_update == "user"
+    )
+    if user is None or user.id != login.user_id:
+        raise Unauthorized("The user of this access token no longer exists.")
+    return claims, login, user
 
 
 # --- MFA -----------------------------------------------------------------------------
 
 
-async def _current_user(
-    runtime: Runtime, repo: IdentityRepository, token: str | None
-) -> StoredUser:
-    if token is None:
-        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
-    claims = await verifier_of(runtime).verify(token)
-    login = await repo.get_session(str(claims["sid"]))
-    if login is None or login.revoked_at is not None:
-        raise Unauthorized("The session of this access token has ended.")
-    user = await repo.get_user(str(claims["org"]), str(claims["sub"]), for_update=True)
-    if user is None:
-        raise Unauthorized("The user of this access token no longer exists.")
-    return user
-
-
 async def enroll_mfa(runtime: Runtime, access_token: str | None, *, meta: RequestMeta) -> MfaSecret:
     """Start TOTP enrollment for the token's user: the secret to add to an authenticator."""
     settings = settings_of(runtime)
-    async with runtime.sessionmaker() as session, session.begin():
-        repo = IdentityRepository(session)
-        user = await _current_user(runtime, repo, access_token)
+    async with own_transaction(runtime, meta) as tx:
+        repo = IdentityRepository(tx.session)
+        _, _, user = await _signed_in(runtime, repo, access_token, for_update="user")
         if user.totp_enabled:
             raise Conflict("Two-step verification is already active for this account.")
         secret = totp.new_secret()
         sealed = await field_cipher_of(runtime).seal_field(
-            session, totp.to_base32(secret), **_totp_where(user)
+            tx.session, totp.to_base32(secret), **_totp_where(user)
         )
         await repo.set_totp(
             user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
         )
-        await audit(
-            runtime,
-            session,
-            meta,
-            actor(user.id, user.org_id, _kind(user)),
-            action="update",
-            resource_type="User",
-            resource_id=user.id,
-            detail="mfa enrollment started",
-        )
+        await _audit_mfa(tx, user, "mfa enrollment started")
     return MfaSecret(
         secret=totp.to_base32(secret),
         otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=settings.totp_issuer),
@@ -450,53 +467,27 @@ async def verify_mfa(
 ) -> bool | Failure:
     """Confirm enrollment with a current code; from then on login needs a code too.
     True once active; a wrong code's refusal is committed to the audit trail."""
-    async with runtime.sessionmaker() as session, session.begin():
-        return await _verify_mfa(runtime, session, meta, access_token, code)
+    async with own_transaction(runtime, meta) as tx:
+        return await _verify_mfa(tx, access_token, code)
 
 
-async def _verify_mfa(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    access_token: str | None,
-    code: str,
-) -> bool | Failure:
-    repo = IdentityRepository(session)
-    user = await _current_user(runtime, repo, access_token)
+async def _verify_mfa(tx: Transaction, access_token: str | None, code: str) -> bool | Failure:
+    runtime, repo = tx.runtime, IdentityRepository(tx.session)
+    _, _, user = await _signed_in(runtime, repo, access_token, for_update="user")
     if user.totp_enabled:
         raise Conflict("Two-step verification is already active for this account.")
-    secret = await _totp_secret(runtime, session, user)
+    secret = await _totp_secret(runtime, tx.session, user)
     if secret is None:
         raise Conflict("Start with POST /auth/mfa/enroll.")
     now = runtime.clock.now()
-    step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
-    who = actor(user.id, user.org_id, _kind(user))
-    if step is None:
-        await audit(
-            runtime,
-            session,
-            meta,
-            who,
-            action="update",
-            resource_type="User",
-            resource_id=user.id,
-            outcome="denied",
-            detail="mfa verification failed",
-        )
+    totp_step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
+    if totp_step is None:
+        await _audit_mfa(tx, user, "mfa verification failed", outcome="denied")
         return Failure(InvalidOtp("The code does not match; check the device clock and retry."))
     await repo.set_totp(
-        user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=step, now=now
+        user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=totp_step, now=now
     )
-    await audit(
-        runtime,
-        session,
-        meta,
-        who,
-        action="update",
-        resource_type="User",
-        resource_id=user.id,
-        detail="mfa activated",
-    )
+    await _audit_mfa(tx, user, "mfa activated")
     return True
 
 
@@ -512,27 +503,15 @@ async def break_glass(
     """Emergency access: open one patient outside the caller's locations for a limited
     time (`break_glass_ttl_s`) with a typed reason. Audited (purpose `ETREAT`) and
     announced as an alert event; refusals are committed to the audit trail too."""
-    async with runtime.sessionmaker() as session, session.begin():
-        return await _break_glass(runtime, session, meta, token, ask)
+    async with own_transaction(runtime, meta) as tx:
+        return await _break_glass(tx, token, ask)
 
 
 async def _break_glass(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    token: str | None,
-    body: BreakGlassAsk,
+    tx: Transaction, token: str | None, body: BreakGlassAsk
 ) -> BreakGlassIssued | Failure:
-    repo = IdentityRepository(session)
-    if token is None:
-        raise Unauthorized("Send your access token as `Authorization: Bearer <token>`.")
-    claims = await verifier_of(runtime).verify(token)
-    login = await repo.get_session(str(claims["sid"]), for_update=True)
-    if login is None or login.revoked_at is not None:
-        raise Unauthorized("The session of this access token has ended.")
-    user = await repo.get_user(str(claims["org"]), str(claims["sub"]))
-    if user is None or user.id != login.user_id:
-        raise Unauthorized("The user of this access token no longer exists.")
+    runtime, session, repo = tx.runtime, tx.session, IdentityRepository(tx.session)
+    claims, login, user = await _signed_in(runtime, repo, token, for_update="session")
     now = runtime.clock.now()
     grant_id = str(uuid4())
     who = Principal(
@@ -551,7 +530,7 @@ async def _break_glass(
             resource_id=resource_id,
         )
         await recorder_of(runtime).record(
-            session, who, entry, outcome=outcome, outcome_detail=detail, **meta
+            session, who, entry, outcome=outcome, outcome_detail=detail, **tx.meta
         )
 
     token_roles = claims.get("roles")
@@ -603,14 +582,9 @@ async def _break_glass(
     )
     await runtime.outbox.add(
         session,
+        # The alert names the grant but never its session nor the (sealed) reason text.
         BreakGlassGranted(
-            grant_id=stored.id,
-            org_id=stored.org_id,
-            user_id=stored.user_id,
-            patient_id=stored.patient_id,
-            reason_code=body.reason_code,
-            granted_at=stored.granted_at,
-            expires_at=stored.expires_at,
+            grant_id=stored.id, **values_of(stored, leave_out=("id", "session_id", "reason_ct"))
         ),
         org_id=stored.org_id,
     )

@@ -34,8 +34,8 @@ from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.usecases.common import (
     Invalid,
+    Transaction,
     announce_revocation,
-    audit,
     own_organization,
     settings_of,
     short,
@@ -158,10 +158,7 @@ async def _revoke_tokens(runtime: Runtime, session: AsyncSession, client: Stored
 
 
 async def _audit_client(call: ClientsCall, client_id: str, *, action: str, detail: str) -> None:
-    await audit(
-        call.runtime,
-        call.session,
-        call.ctx.caller.meta,
+    await Transaction.of(call.ctx).audit(
         call.principal,
         action=action,
         resource_type="Client",

@@ -1,9 +1,11 @@
-"""What identity's use cases share: runtime state accessors, the audit actor and
-record, the tenant check, session revocation and the typed errors the routes map to
-problem+json."""
+"""What identity's use cases share: runtime state accessors, the audit actor, the
+transaction a step queries and audits in, the tenant check, session revocation and the
+typed errors the routes map to problem+json."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +23,7 @@ from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import AuthenticatedPrincipal, Principal, RevokedSessions
 from careloop_kit.auth.revocation import REVOKED_SESSIONS_KEY
 from careloop_kit.clock import Clock
+from careloop_kit.context import RequestContext
 from careloop_kit.crypto import KeyRing
 from careloop_kit.fields import FieldCipher, LegacyKey, SealedColumn
 from careloop_kit.problems import NotFound, ProblemError
@@ -111,25 +114,45 @@ def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> P
     return Principal(actor_id=user_id or UNKNOWN_ACTOR, actor_type=actor_type, org_id=org_id)
 
 
-async def audit(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    who: Principal,
-    *,
-    action: str,
-    resource_type: str,
-    resource_id: str | None,
-    outcome: str = "success",
-    detail: str | None = None,
-) -> None:
-    """Stage one identity audit event (no PHI touched) in `session`'s transaction."""
-    entry = AuditEntry(
-        action=action, resource_type=resource_type, phi_categories=[], resource_id=resource_id
-    )
-    await recorder_of(runtime).record(
-        session, who, entry, outcome=outcome, outcome_detail=detail, **meta
-    )
+@dataclass(frozen=True)
+class Transaction:
+    """A use case's transaction and where its request came from: what its queries and
+    audit records need."""
+
+    runtime: Runtime
+    session: AsyncSession
+    meta: RequestMeta
+
+    @staticmethod
+    def of(ctx: RequestContext[Any]) -> Transaction:
+        """The transaction of an authenticated request (the kit's request context)."""
+        return Transaction(ctx.runtime, ctx.session, ctx.caller.meta)
+
+    async def audit(
+        self,
+        who: Principal,
+        *,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        outcome: str = "success",
+        detail: str | None = None,
+    ) -> None:
+        """Stage one identity audit event (no PHI touched) in this transaction."""
+        entry = AuditEntry(
+            action=action, resource_type=resource_type, phi_categories=[], resource_id=resource_id
+        )
+        await recorder_of(self.runtime).record(
+            self.session, who, entry, outcome=outcome, outcome_detail=detail, **self.meta
+        )
+
+
+@asynccontextmanager
+async def own_transaction(runtime: Runtime, meta: RequestMeta) -> AsyncIterator[Transaction]:
+    """A transaction of the step's own, for steps whose refusals must stick: it commits
+    when the step returns, a `Failure` included, and rolls back when the step raises."""
+    async with runtime.sessionmaker() as session, session.begin():
+        yield Transaction(runtime, session, meta)
 
 
 def short(text: str, limit: int = 128) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from careloop_identity.domain.clients import (
     Baa,
     ScopeRefused,
@@ -29,7 +27,8 @@ from careloop_identity.usecases.common import (
     UNKNOWN_ACTOR,
     Failure,
     RequestMeta,
-    audit,
+    Transaction,
+    own_transaction,
     signer_of,
 )
 from careloop_identity.usecases.service_tokens import InvalidScope, OAuthProblem
@@ -76,8 +75,8 @@ async def issue_client_token(
     """An access token for an authenticated, enabled client, with the scopes asked for
     (or all it holds) that its BAA allows today; a `Failure` (committed to the audit
     trail) otherwise."""
-    async with runtime.sessionmaker() as session, session.begin():
-        return await _client_credentials(runtime, session, meta, credentials, requested_scope)
+    async with own_transaction(runtime, meta) as tx:
+        return await _client_credentials(tx, credentials, requested_scope)
 
 
 def _partner(client: StoredClient) -> Principal:
@@ -89,28 +88,29 @@ def _partner(client: StoredClient) -> Principal:
 _UNKNOWN_CLIENT = Principal(actor_id=UNKNOWN_ACTOR, actor_type="partner", org_id=UNKNOWN_ACTOR)
 
 
+async def _record(
+    tx: Transaction, who: Principal, outcome: str, detail: str, resource_id: str | None = None
+) -> None:
+    """Audit one token request and its outcome."""
+    await tx.audit(
+        who,
+        action="create",
+        resource_type=TOKEN_RESOURCE,
+        resource_id=resource_id,
+        outcome=outcome,
+        detail=detail[:128],
+    )
+
+
 async def _authenticate(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    credentials: ClientCredentials | None,
+    tx: Transaction, credentials: ClientCredentials | None
 ) -> StoredClient | Failure:
     client = None
     if credentials is not None and 0 < len(credentials.client_id) <= MAX_CLIENT_ID:
-        client = await ClientRepository(session).find(credentials.client_id)
+        client = await ClientRepository(tx.session).find(credentials.client_id)
 
     async def refuse(who: Principal, reason: str) -> Failure:
-        await audit(
-            runtime,
-            session,
-            meta,
-            who,
-            action="create",
-            resource_type=TOKEN_RESOURCE,
-            resource_id=None,
-            outcome="denied",
-            detail=f"401 {reason}",
-        )
+        await _record(tx, who, "denied", f"401 {reason}")
         return Failure(
             InvalidClientCredentials(CLIENT_AUTH_FAILED), {"WWW-Authenticate": BASIC_CHALLENGE}
         )
@@ -130,31 +130,15 @@ async def _authenticate(
 
 
 async def _client_credentials(
-    runtime: Runtime,
-    session: AsyncSession,
-    meta: RequestMeta,
-    credentials: ClientCredentials | None,
-    requested_scope: str | None,
+    tx: Transaction, credentials: ClientCredentials | None, requested_scope: str | None
 ) -> ClientToken | Failure:
-    authenticated = await _authenticate(runtime, session, meta, credentials)
+    authenticated = await _authenticate(tx, credentials)
     if isinstance(authenticated, Failure):
         return authenticated
     client = authenticated
+    runtime = tx.runtime
     now = runtime.clock.now()
     sid = session_id(client.id, client.secret_version)
-
-    async def record(outcome: str, detail: str, resource_id: str | None) -> None:
-        await audit(
-            runtime,
-            session,
-            meta,
-            _partner(client),
-            action="create",
-            resource_type=TOKEN_RESOURCE,
-            resource_id=resource_id,
-            outcome=outcome,
-            detail=detail[:128],
-        )
 
     try:
         scopes = effective_scopes(
@@ -164,7 +148,7 @@ async def _client_credentials(
             utc_day(now),
         )
     except ScopeRefused as exc:
-        await record("denied", "400 invalid_scope", None)
+        await _record(tx, _partner(client), "denied", "400 invalid_scope")
         return Failure(InvalidScope(str(exc)), {})
     scope = " ".join(scopes)
     signer = signer_of(runtime)
@@ -182,5 +166,5 @@ async def _client_credentials(
             rate_limit=client.rate_limit_per_minute,
         )
     )
-    await record("success", f"scope={scope}", sid)
+    await _record(tx, _partner(client), "success", f"scope={scope}", sid)
     return ClientToken(access_token=token, expires_in=int(signer.ttl.total_seconds()), scope=scope)

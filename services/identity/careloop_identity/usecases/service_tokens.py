@@ -46,7 +46,7 @@ from careloop_identity.store.tables import MAX_JTI_LENGTH
 from careloop_identity.usecases.common import (
     UNKNOWN_ACTOR,
     RequestMeta,
-    audit,
+    own_transaction,
     settings_of,
     signer_of,
 )
@@ -345,20 +345,17 @@ async def _issue(
         # from SERVICE_GRANTS by name, so this claim can never widen them.
         scope=scope,
     )
-    async with runtime.sessionmaker() as session, session.begin():
-        if await IdentityRepository(session).get_organization(org) is None:
+    async with own_transaction(runtime, meta) as tx:
+        if await IdentityRepository(tx.session).get_organization(org) is None:
             raise InvalidRequest("`org` names no organization.")
-        assertions = ServiceAssertionRepository(session)
+        assertions = ServiceAssertionRepository(tx.session)
         now = runtime.clock.now()
         await assertions.purge_expired(now)
         expires_at = datetime.fromtimestamp(exp + ASSERTION_LEEWAY_S, tz=UTC)
         if not await assertions.consume(jti, service, expires_at):
             raise InvalidGrant("This assertion was already used; sign a new one for each request.")
         token = await signer.issue(grant)
-        await audit(
-            runtime,
-            session,
-            meta,
+        await tx.audit(
             Principal(actor_id=service_subject(service), actor_type="service", org_id=org),
             action="create",
             resource_type=AUDIT_RESOURCE,
@@ -382,11 +379,8 @@ async def _audit_refusal(
         actor_type="service",
         org_id=presented.org or UNKNOWN_ACTOR,
     )
-    async with runtime.sessionmaker() as session, session.begin():
-        await audit(
-            runtime,
-            session,
-            meta,
+    async with own_transaction(runtime, meta) as tx:
+        await tx.audit(
             who,
             action="create",
             resource_type=AUDIT_RESOURCE,

@@ -12,20 +12,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from careloop_kit.audit import request_meta
-from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_kit.auth import require
+from careloop_messaging.api.common import runtime_request_context
 from careloop_messaging.store.repository import InboxItem
-from careloop_messaging.usecases.inbox import open_inbox_item, own_inbox, patient_inbox
+from careloop_messaging.usecases.inbox import (
+    InboxContext,
+    inbox_of,
+    open_inbox_item,
+    own_inbox,
+    patient_inbox,
+)
 
 router = APIRouter(tags=["inbox"])
 
 MAX_PAGE = 100
 
-Reader = Annotated[AuthenticatedPrincipal, Depends(require("messages:read", mfa=True))]
+ReadContext = Annotated[
+    InboxContext,
+    Depends(runtime_request_context(require("messages:read", mfa=True), inbox_of)),
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
@@ -48,17 +56,7 @@ class InboxPage(BaseModel):
 
 
 def _read(item: InboxItem) -> InboxItemRead:
-    return InboxItemRead(
-        id=item.id,
-        message_id=item.message_id,
-        patient_id=item.patient_id,
-        location_id=item.location_id,
-        sender_name=item.sender_name,
-        subject=item.subject,
-        body=item.body,
-        delivered_at=item.delivered_at,
-        read_at=item.read_at,
-    )
+    return InboxItemRead.model_validate(item, from_attributes=True)
 
 
 def _page(items: list[InboxItem]) -> InboxPage:
@@ -70,42 +68,18 @@ def _page(items: list[InboxItem]) -> InboxPage:
 
 
 @router.get("/inbox", response_model=InboxPage)
-async def read_own_inbox(
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    limit: Limit = 50,
-) -> InboxPage:
+async def read_own_inbox(ctx: ReadContext, limit: Limit = 50) -> InboxPage:
     """List the signed-in patient's inbox, newest first."""
-    items = await own_inbox(runtime, session, principal, limit=limit, meta=request_meta(request))
-    return _page(items)
+    return _page(await own_inbox(ctx, limit=limit))
 
 
 @router.get("/patients/{patient_id}/inbox", response_model=InboxPage)
-async def read_patient_inbox(
-    patient_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    limit: Limit = 50,
-) -> InboxPage:
+async def read_patient_inbox(patient_id: str, ctx: ReadContext, limit: Limit = 50) -> InboxPage:
     """List a patient's inbox (staff: the items of locations in scope; a patient: its own)."""
-    items = await patient_inbox(
-        runtime, session, principal, patient_id, limit=limit, meta=request_meta(request)
-    )
-    return _page(items)
+    return _page(await patient_inbox(ctx, patient_id, limit=limit))
 
 
 @router.get("/inbox/{item_id}", response_model=InboxItemRead)
-async def read_inbox_item(
-    item_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> InboxItemRead:
+async def read_inbox_item(item_id: str, ctx: ReadContext) -> InboxItemRead:
     """Read one inbox item; the patient opening its own item marks it read."""
-    item = await open_inbox_item(runtime, session, principal, item_id, meta=request_meta(request))
-    return _read(item)
+    return _read(await open_inbox_item(ctx, item_id))

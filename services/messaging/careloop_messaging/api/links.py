@@ -26,7 +26,7 @@ import json
 from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl
 
 import jinja2
@@ -230,47 +230,49 @@ def _practice_name(settings: MessagingSettings, stored: StoredMessage) -> str:
     return settings.neutral_sender_name if stored.sensitive_location else stored.practice_name
 
 
-def _waitlist_view(
-    settings: MessagingSettings, stored: StoredMessage, kind: MessageKind, *, closed: bool
-) -> LinkRead:
-    """A waitlist message's page: the offered time and, while the offer is open and the
-    link unused, the one action that takes it."""
-    day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
-    expires_day: str | None = None
-    expires_time: str | None = None
-    if kind is MessageKind.WAITLIST_OFFER:
-        expires_day, expires_time = local_date_and_time(
-            link_expires_at(stored), stored.time_zone, PAGE_LANGUAGE
-        )
+class _Progress(NamedTuple):
+    """Where the link stands: the state shown, what it can still do, what it did."""
+
+    state: State
+    actions: list[Action]
     done: LinkDone | None = None
     next_step: str | None = None
-    actions: list[Action] = []
-    state: State = "offered"
+
+
+def _waitlist_progress(stored: StoredMessage, kind: MessageKind, *, closed: bool) -> _Progress:
+    """A waitlist message's: while the offer is open and the link unused, the one action
+    that takes the offered time."""
+    progress = _Progress("offered", [])
     if stored.link_used_at is not None and stored.link_action is not None:
         action: Action = stored.link_action  # type: ignore[assignment]
         done = LinkDone(action=action, choice=None, at=stored.link_used_at)
-        next_step = _next_step(action, None)
-        state = "accept_requested"
+        progress = _Progress("accept_requested", [], done, _next_step(action, None))
     elif not closed and kind is MessageKind.WAITLIST_OFFER:
-        actions = list(_ACTIONS[kind])
+        progress = _Progress("offered", list(_ACTIONS[kind]))
     if closed or kind is MessageKind.WAITLIST_CLOSED:
-        state = "unavailable"
         # Answered through this link, then closed (too late): the promise of a
         # confirmation no longer holds.
-        next_step = _UNAVAILABLE if done is not None else None
-    return LinkRead(
-        kind=_LINK_KINDS[kind],
-        practice_name=_practice_name(settings, stored),
-        appointment_date=day,
-        appointment_time=time,
-        offer_expires_date=expires_day,
-        offer_expires_time=expires_time,
-        state=state,
-        actions=actions,
-        options=[],
-        done=done,
-        next_step=next_step,
-    )
+        next_step = _UNAVAILABLE if progress.done is not None else None
+        progress = progress._replace(state="unavailable", next_step=next_step)
+    return progress
+
+
+def _appointment_progress(
+    stored: StoredMessage,
+    kind: MessageKind,
+    latest: tuple[str, int | None, datetime] | None,
+    options: list[LinkOption],
+) -> _Progress:
+    """A message about an appointment's: its state as the last link action about it left
+    it, and the actions its kind offers until one is taken."""
+    state: State = _STATE_AFTER.get(latest[0], "scheduled") if latest else "scheduled"
+    if stored.link_used_at is not None and stored.link_action is not None:
+        action: Action = stored.link_action  # type: ignore[assignment]
+        done = LinkDone(action=action, choice=stored.link_choice, at=stored.link_used_at)
+        picked = next((o for o in options if o.choice == stored.link_choice), None)
+        next_step = _next_step(action, f"{picked.date} at {picked.time}" if picked else None)
+        return _Progress(state, [], done, next_step)
+    return _Progress(state, [] if state in _CLOSED else list(_ACTIONS[kind]))
 
 
 def _view(
@@ -283,35 +285,31 @@ def _view(
     """What the page shows. `latest`: the last link action about the message's appointment;
     `closed`: a waitlist offer is known to be gone."""
     kind = message_kind(stored.touch)
-    if kind in WAITLIST_KINDS:
-        return _waitlist_view(settings, stored, kind, closed=closed)
     options = _options(stored) if kind is MessageKind.RESCHEDULE_OFFER else []
-    state: State = _STATE_AFTER.get(latest[0], "scheduled") if latest else "scheduled"
-    done: LinkDone | None = None
-    next_step: str | None = None
-    actions: list[Action] = []
-    if stored.link_used_at is not None and stored.link_action is not None:
-        action: Action = stored.link_action  # type: ignore[assignment]
-        done = LinkDone(action=action, choice=stored.link_choice, at=stored.link_used_at)
-        picked = next((o for o in options if o.choice == stored.link_choice), None)
-        next_step = _next_step(action, f"{picked.date} at {picked.time}" if picked else None)
-    elif state not in _CLOSED:
-        actions = list(_ACTIONS[kind])
+    if kind in WAITLIST_KINDS:
+        progress = _waitlist_progress(stored, kind, closed=closed)
+    else:
+        progress = _appointment_progress(stored, kind, latest, options)
     day: str | None = None
     time: str | None = None
     # An offer's row holds option 1 as its visit time: not the visit's, so not shown.
     if kind is not MessageKind.RESCHEDULE_OFFER:
         day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
+    expires_day: str | None = None
+    expires_time: str | None = None
+    if kind is MessageKind.WAITLIST_OFFER:
+        expires_day, expires_time = local_date_and_time(
+            link_expires_at(stored), stored.time_zone, PAGE_LANGUAGE
+        )
     return LinkRead(
         kind=_LINK_KINDS[kind],
         practice_name=_practice_name(settings, stored),
         appointment_date=day,
         appointment_time=time,
-        state=state,
-        actions=actions,
+        offer_expires_date=expires_day,
+        offer_expires_time=expires_time,
         options=options,
-        done=done,
-        next_step=next_step,
+        **progress._asdict(),
     )
 
 

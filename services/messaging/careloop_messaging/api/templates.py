@@ -13,20 +13,22 @@ are versions: nothing is overwritten, and DELETE appends a revert to the default
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal, NamedTuple
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from careloop_kit.audit import request_meta
 from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_kit.context import request_context
 from careloop_messaging.domain.templates import Channel, MessageKind, TemplateKey
+from careloop_messaging.store.repository import Templates
 from careloop_messaging.usecases.templates import (
     SAMPLE_PRACTICE,
     Draft,
     EffectiveTemplate,
+    TemplatesContext,
     effective_template,
     render_preview,
     revert_to_default,
@@ -40,8 +42,12 @@ router = APIRouter(prefix="/templates", tags=["templates"])
 
 KEY_PATH = "/{kind}/{channel}/{language}"
 
-Reader = Annotated[AuthenticatedPrincipal, Depends(require("templates:read", mfa=True))]
-Manager = Annotated[AuthenticatedPrincipal, Depends(require("templates:manage", mfa=True))]
+ReadContext = Annotated[
+    TemplatesContext, Depends(request_context(require("templates:read", mfa=True), Templates))
+]
+ManageContext = Annotated[
+    TemplatesContext, Depends(request_context(require("templates:manage", mfa=True), Templates))
+]
 Language = Annotated[
     str,
     Path(
@@ -187,28 +193,22 @@ KeyPathDep = Annotated[KeyPath, Depends(_key_path)]
 
 
 @router.get("", response_model=TemplatePage)
-async def list_templates(
-    principal: Reader,
-    session: SessionDep,
-    location_id: LocationQuery = None,
-) -> TemplatePage:
+async def list_templates(ctx: ReadContext, location_id: LocationQuery = None) -> TemplatePage:
     """List the template in effect for every kind, channel and language, built-ins marked."""
-    items = [_read(t) for t in await templates_in_effect(session, principal, location_id)]
+    items = [_read(t) for t in await templates_in_effect(ctx, location_id)]
     return TemplatePage(items=items, count=len(items))
 
 
 @router.get(KEY_PATH, response_model=TemplateRead)
-async def read_template(path: KeyPathDep, principal: Reader, session: SessionDep) -> TemplateRead:
+async def read_template(path: KeyPathDep, ctx: ReadContext) -> TemplateRead:
     """Read the template in effect for one kind, channel and language."""
-    return _read(await effective_template(session, principal, path.of(principal)))
+    return _read(await effective_template(ctx, path.of(ctx.principal)))
 
 
 @router.get(KEY_PATH + "/versions", response_model=TemplateVersionPage)
-async def list_template_versions(
-    path: KeyPathDep, principal: Reader, session: SessionDep
-) -> TemplateVersionPage:
+async def list_template_versions(path: KeyPathDep, ctx: ReadContext) -> TemplateVersionPage:
     """List the saved versions of one template, newest first (reverts included)."""
-    versions = await template_versions(session, principal, path.of(principal))
+    versions = await template_versions(ctx, path.of(ctx.principal))
     items = [
         TemplateVersionRead(
             version=v.version,
@@ -225,44 +225,21 @@ async def list_template_versions(
 
 
 @router.put(KEY_PATH, response_model=TemplateRead)
-async def save_template(
-    path: KeyPathDep,
-    body: TemplateIn,
-    request: Request,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> TemplateRead:
+async def save_template(path: KeyPathDep, body: TemplateIn, ctx: ManageContext) -> TemplateRead:
     """Save a new version of a template after the PHI check (422 names what is refused)."""
     draft = Draft(body=body.body, subject=body.subject, html_body=body.html_body)
-    saved = await save_template_version(
-        runtime, session, principal, path.of(principal), draft, meta=request_meta(request)
-    )
-    return _read(saved)
+    return _read(await save_template_version(ctx, path.of(ctx.principal), draft))
 
 
 @router.delete(KEY_PATH, status_code=204)
-async def revert_template(
-    path: KeyPathDep,
-    request: Request,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> Response:
+async def revert_template(path: KeyPathDep, ctx: ManageContext) -> Response:
     """Revert a template to the default (the organization's, else the built-in)."""
-    key = path.of(principal)
-    await revert_to_default(runtime, session, principal, key, meta=request_meta(request))
+    await revert_to_default(ctx, path.of(ctx.principal))
     return Response(status_code=204)
 
 
 @router.post(KEY_PATH + "/preview", response_model=PreviewRead)
-async def preview_template(
-    path: KeyPathDep,
-    body: PreviewIn,
-    principal: Manager,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PreviewRead:
+async def preview_template(path: KeyPathDep, body: PreviewIn, ctx: ManageContext) -> PreviewRead:
     """Render a draft (or the template in effect) with invented, non-PHI sample values."""
     draft = (
         Draft(body=body.body, subject=body.subject, html_body=body.html_body)
@@ -270,19 +247,11 @@ async def preview_template(
         else None
     )
     rendered = await render_preview(
-        runtime,
-        session,
-        principal,
-        path.of(principal),
+        ctx,
+        path.of(ctx.principal),
         draft,
         sensitive_location=body.sensitive_location,
         practice_name=body.practice_name,
     )
-    return PreviewRead(
-        channel=path.channel,
-        sender_name=rendered.sender_name,
-        subject=rendered.subject,
-        body=rendered.body,
-        html_body=rendered.html_body,
-        characters=len(rendered.body),
-    )
+    # Rendered for the path's channel: the template (draft or in effect) is of that key.
+    return PreviewRead(**asdict(rendered), characters=len(rendered.body))

@@ -4,7 +4,7 @@ the public URL and the form), checked before anything in the form is trusted."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -61,6 +61,15 @@ SignedForm = Annotated[dict[str, str], Depends(_signed_form)]
 SignedInboundForm = Annotated[dict[str, str], Depends(_signed_inbound_form)]
 
 
+# The reports a message's row takes: every other Twilio status changes nothing.
+_REPORTED: dict[TwilioStatus, Literal[MessageStatus.DELIVERED, MessageStatus.FAILED]] = {
+    TwilioStatus.DELIVERED: MessageStatus.DELIVERED,
+    TwilioStatus.READ: MessageStatus.DELIVERED,
+    TwilioStatus.UNDELIVERED: MessageStatus.FAILED,
+    TwilioStatus.FAILED: MessageStatus.FAILED,
+}
+
+
 @router.post(STATUS_PATH, status_code=204)
 async def twilio_status(form: SignedForm, session: SessionDep, runtime: RuntimeDep) -> Response:
     """Twilio delivery status callback (signed; no bearer token)."""
@@ -68,21 +77,15 @@ async def twilio_status(form: SignedForm, session: SessionDep, runtime: RuntimeD
         callback = parse_status_callback(form)
     except InvalidWebhook as exc:
         raise ProblemError(str(exc)) from exc
-    if callback.status in {TwilioStatus.DELIVERED, TwilioStatus.READ}:
-        await record_delivery_status(
-            runtime,
-            session,
-            provider_id=callback.message_sid,
-            status=MessageStatus.DELIVERED,
-            error=None,
+    status = _REPORTED.get(callback.status)
+    if status is not None:
+        error = (
+            None
+            if status is MessageStatus.DELIVERED
+            else f"Twilio status {callback.status} (code {callback.error_code})"
         )
-    elif callback.status in {TwilioStatus.UNDELIVERED, TwilioStatus.FAILED}:
         await record_delivery_status(
-            runtime,
-            session,
-            provider_id=callback.message_sid,
-            status=MessageStatus.FAILED,
-            error=f"Twilio status {callback.status} (code {callback.error_code})",
+            runtime, session, provider_id=callback.message_sid, status=status, error=error
         )
     # An unknown sid is answered 204 too: an error would only make Twilio retry.
     return Response(status_code=204)

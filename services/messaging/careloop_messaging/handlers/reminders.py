@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,11 +39,17 @@ from careloop_messaging.domain.outreach import (
 from careloop_messaging.patients_client import BatchContacts
 from careloop_messaging.usecases.context import contact_source, settings_of
 from careloop_messaging.usecases.reminders import (
+    EventScope,
     Touch,
     close_waitlist_offer,
     read_ahead_contacts,
     record_touch,
 )
+
+TouchEvent = ReminderDue | RescheduleOffered | WaitlistSlotOffered | WaitlistOfferClosed
+"""The scheduling events that lead to a message."""
+
+E = TypeVar("E", bound=Event)
 
 
 def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
@@ -66,82 +73,48 @@ def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
         wanted = [w for _, event in events if (w := _contact_wanted(event)) is not None]
         await read_ahead_contacts(runtime, contacts, wanted)
 
-    async def record(session: AsyncSession, envelope: Envelope, touch: Touch) -> None:
-        await record_touch(
-            runtime,
-            session,
-            touch,
-            batch_contacts(),
-            causation_id=envelope.id,
-            correlation_id=envelope.correlation_id,
-        )
+    def scope(session: AsyncSession, envelope: Envelope) -> EventScope:
+        return EventScope(runtime, session, batch_contacts(), envelope.id, envelope.correlation_id)
 
     async def on_reminder_due(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-        if not isinstance(event, ReminderDue):
-            raise TypeError(f"expected ReminderDue, got {type(event).__name__}")
-        await record(
-            session,
-            envelope,
-            Touch(
-                touch_key=event.touch_key,
-                touch=event.touch,
-                org_id=event.org_id,
-                patient_id=event.patient_id,
-                appointment_id=event.appointment_id,
-                location_id=event.location_id,
-                practice_name=event.practice_name,
-                sensitive_location=event.sensitive_location,
-                start_at=event.start_at,
-                time_zone=event.location_time_zone,
-            ),
+        due = _expected(event, ReminderDue)
+        touch = _touch(
+            due,
+            due.touch_key,
+            due.touch,
+            appointment_id=due.appointment_id,
+            start_at=due.start_at,
         )
+        await record_touch(scope(session, envelope), touch)
 
     async def on_reschedule_offered(
         session: AsyncSession, envelope: Envelope, event: Event
     ) -> None:
-        if not isinstance(event, RescheduleOffered):
-            raise TypeError(f"expected RescheduleOffered, got {type(event).__name__}")
-        await record(
-            session,
-            envelope,
-            Touch(
-                touch_key=offer_touch_key(event.offer_id),
-                touch=OFFER_TOUCH,
-                org_id=event.org_id,
-                patient_id=event.patient_id,
-                appointment_id=event.appointment_id,
-                location_id=event.location_id,
-                practice_name=event.practice_name,
-                sensitive_location=event.sensitive_location,
-                # The row needs a visit time and an offer has several: option 1 stands in.
-                start_at=event.options[0],
-                time_zone=event.location_time_zone,
-                offer_options=tuple(event.options),
-                offer_expires_at=event.expires_at,
-            ),
+        offered = _expected(event, RescheduleOffered)
+        touch = _touch(
+            offered,
+            offer_touch_key(offered.offer_id),
+            OFFER_TOUCH,
+            appointment_id=offered.appointment_id,
+            # The row needs a visit time and an offer has several: option 1 stands in.
+            start_at=offered.options[0],
+            offer_options=tuple(offered.options),
+            offer_expires_at=offered.expires_at,
         )
+        await record_touch(scope(session, envelope), touch)
 
     async def on_waitlist_offered(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-        if not isinstance(event, WaitlistSlotOffered):
-            raise TypeError(f"expected WaitlistSlotOffered, got {type(event).__name__}")
-        await record(
-            session,
-            envelope,
-            waitlist_touch(event, WAITLIST_OFFER_TOUCH, offer_expires_at=event.expires_at),
-        )
+        offered = _expected(event, WaitlistSlotOffered)
+        touch = waitlist_touch(offered, WAITLIST_OFFER_TOUCH, offer_expires_at=offered.expires_at)
+        await record_touch(scope(session, envelope), touch)
 
     async def on_waitlist_closed(session: AsyncSession, envelope: Envelope, event: Event) -> None:
-        if not isinstance(event, WaitlistOfferClosed):
-            raise TypeError(f"expected WaitlistOfferClosed, got {type(event).__name__}")
+        closed = _expected(event, WaitlistOfferClosed)
         await close_waitlist_offer(
-            runtime,
-            session,
-            offer_id=event.offer_id,
-            reason=event.reason,
-            gone=waitlist_touch(event, WAITLIST_CLOSED_TOUCH),
-            contacts=batch_contacts(),
-            causation_id=envelope.id,
-            correlation_id=envelope.correlation_id,
+            scope(session, envelope),
+            offer_id=closed.offer_id,
+            reason=closed.reason,
+            gone=waitlist_touch(closed, WAITLIST_CLOSED_TOUCH),
         )
 
     return {
@@ -173,22 +146,52 @@ def waitlist_touch(
     offer_expires_at: datetime | None = None,
 ) -> Touch:
     """The message of one waitlist offer: the offer itself, or the "it's gone" that follows."""
-    return Touch(
-        touch_key=waitlist_touch_key(event.offer_id, touch),
-        touch=touch,
-        org_id=event.org_id,
-        patient_id=event.patient_id,
+    return _touch(
+        event,
+        waitlist_touch_key(event.offer_id, touch),
+        touch,
         # None even for an entry that moves a visit: a `C` or `R` must keep answering the
         # visit's own reminders, never the offer (the Y carries the offer id, found from
         # the touch key).
         appointment_id=None,
+        start_at=event.start_at,
+        offer_expires_at=offer_expires_at,
+    )
+
+
+def _touch(
+    event: TouchEvent,
+    touch_key: str,
+    touch: str,
+    *,
+    appointment_id: str | None,
+    start_at: datetime,
+    offer_options: tuple[datetime, ...] | None = None,
+    offer_expires_at: datetime | None = None,
+) -> Touch:
+    """The touch of a scheduling event: who, where and from which practice, as every one
+    of them names it."""
+    return Touch(
+        touch_key=touch_key,
+        touch=touch,
+        org_id=event.org_id,
+        patient_id=event.patient_id,
+        appointment_id=appointment_id,
         location_id=event.location_id,
         practice_name=event.practice_name,
         sensitive_location=event.sensitive_location,
-        start_at=event.start_at,
+        start_at=start_at,
         time_zone=event.location_time_zone,
+        offer_options=offer_options,
         offer_expires_at=offer_expires_at,
     )
+
+
+def _expected(event: Event, kind: type[E]) -> E:
+    """The event as the type its handler was registered for."""
+    if not isinstance(event, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(event).__name__}")
+    return event
 
 
 REMINDERS_CONSUMER = ConsumerSpec(

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +25,7 @@ from careloop_contracts.platform import MESSAGING_FIELDS_KEY
 from careloop_kit.clock import Clock
 from careloop_kit.crypto import BlindIndexer, KeyRing, MessageSigner, derive_key
 from careloop_kit.fields import FieldCipher, LegacyKey, SealedColumn
+from careloop_kit.rows import record_of, values_of
 from careloop_kit.vault import Vault
 from careloop_messaging.domain.outreach import (
     BUDGET_WINDOW,
@@ -211,8 +213,11 @@ class SecureLinks:
         return message_id
 
 
-@dataclass(frozen=True)
-class NewMessage:
+@dataclass(frozen=True, kw_only=True)
+class MessageFacts:
+    """What a message row holds from the event that queued it: written as `NewMessage`,
+    read back as `StoredMessage`."""
+
     id: str
     org_id: str
     patient_id: str
@@ -227,35 +232,22 @@ class NewMessage:
     time_zone: str
     status: MessageStatus
     channel: Channel | None = None
-    skip_reason: str | None = None
     recipient_ct: bytes | None = None
+    offer_options: tuple[datetime, ...] | None = None
+    offer_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewMessage(MessageFacts):
+    skip_reason: str | None = None
     recipient_index: str | None = None
     recipient_lookup: str | None = None
-    offer_options: tuple[datetime, ...] | None = None
-    offer_expires_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class StoredMessage:
-    id: str
-    org_id: str
-    patient_id: str
-    appointment_id: str | None
-    location_id: str | None
-    touch_key: str
-    touch: str
-    channel: Channel | None
-    status: MessageStatus
+@dataclass(frozen=True, kw_only=True)
+class StoredMessage(MessageFacts):
     provider_id: str | None
-    recipient_ct: bytes | None
-    language: str
-    practice_name: str
-    sensitive_location: bool
-    start_at: datetime
-    time_zone: str
     attempts: int
-    offer_options: tuple[datetime, ...] | None = None
-    offer_expires_at: datetime | None = None
     link_used_at: datetime | None = None
     link_action: str | None = None
     link_choice: int | None = None
@@ -266,30 +258,15 @@ ANSWERABLE_STATUSES = ("sent", "delivered")
 
 
 def _stored(row: object) -> StoredMessage:
-    r = row._mapping  # type: ignore[attr-defined]
-    return StoredMessage(
-        id=r["id"],
-        org_id=r["org_id"],
-        patient_id=r["patient_id"],
-        appointment_id=r["appointment_id"],
-        location_id=r["location_id"],
-        touch_key=r["touch_key"],
-        touch=r["touch"],
-        channel=Channel(r["channel"]) if r["channel"] else None,
-        status=MessageStatus(r["status"]),
-        provider_id=r["provider_id"],
-        recipient_ct=r["recipient_ct"],
-        language=r["language"],
-        practice_name=r["practice_name"],
-        sensitive_location=r["sensitive_location"],
-        start_at=r["start_at"],
-        time_zone=r["time_zone"],
-        attempts=r["attempts"],
-        offer_options=tuple(r["offer_options"]) if r["offer_options"] is not None else None,
-        offer_expires_at=r["offer_expires_at"],
-        link_used_at=r["link_used_at"],
-        link_action=r["link_action"],
-        link_choice=r["link_choice"],
+    return record_of(
+        StoredMessage,
+        row._mapping,  # type: ignore[attr-defined]
+        convert={
+            # No channel: a message skipped before one could be chosen.
+            "channel": lambda value: Channel(value) if value else None,
+            "status": MessageStatus,
+            "offer_options": lambda value: None if value is None else tuple(value),
+        },
     )
 
 
@@ -345,30 +322,18 @@ class Messages:
         inserted = await self._session.scalar(
             insert(message)
             .values(
-                id=new.id,
-                org_id=new.org_id,
-                patient_id=new.patient_id,
-                appointment_id=new.appointment_id,
-                location_id=new.location_id,
-                touch_key=new.touch_key,
-                touch=new.touch,
-                channel=new.channel.value if new.channel else None,
-                status=new.status.value,
-                skip_reason=new.skip_reason,
-                recipient_ct=new.recipient_ct,
-                recipient_index=new.recipient_index,
-                recipient_lookup=new.recipient_lookup,
-                language=new.language,
-                practice_name=new.practice_name,
-                sensitive_location=new.sensitive_location,
-                start_at=new.start_at,
-                time_zone=new.time_zone,
-                offer_options=list(new.offer_options) if new.offer_options is not None else None,
-                offer_expires_at=new.offer_expires_at,
-                attempts=0,
-                next_attempt_at=now if new.status is MessageStatus.QUEUED else None,
-                created_at=now,
-                updated_at=now,
+                values_of(new)
+                | {
+                    "channel": new.channel.value if new.channel else None,
+                    "status": new.status.value,
+                    "offer_options": (
+                        list(new.offer_options) if new.offer_options is not None else None
+                    ),
+                    "attempts": 0,
+                    "next_attempt_at": now if new.status is MessageStatus.QUEUED else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
             )
             .on_conflict_do_nothing(index_elements=["touch_key"])
             .returning(message.c.id)
@@ -387,56 +352,42 @@ class Messages:
     async def latest_answerable(self, channel: Channel, lookup: str) -> StoredMessage | None:
         """The latest message about an appointment that reached this address: the one a
         keyword reply answers."""
-        row = (
-            await self._session.execute(
-                select(message)
-                .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
-                .where(message.c.appointment_id.is_not(None))
-                .where(message.c.status.in_(ANSWERABLE_STATUSES))
-                .order_by(message.c.sent_at.desc().nulls_last(), message.c.id.desc())
-                .limit(1)
-            )
-        ).first()
-        return _stored(row) if row is not None else None
+        return await self._latest_sent_to(channel, lookup, message.c.appointment_id.is_not(None))
 
     async def by_touch_key(
         self, touch_key: str, *, for_update: bool = False
     ) -> StoredMessage | None:
         """The message of a touch (locked until the transaction ends with `for_update`)."""
-        query = select(message).where(message.c.touch_key == touch_key)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
-        return _stored(row) if row is not None else None
+        return await self._one(message.c.touch_key == touch_key, for_update=for_update)
 
     async def latest_sent(self, channel: Channel, lookup: str) -> StoredMessage | None:
         """The latest message of any kind that reached this address (a waitlist offer
         included, which names no appointment): the one a `Y` answers."""
-        row = (
-            await self._session.execute(
-                select(message)
-                .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
-                .where(message.c.status.in_(ANSWERABLE_STATUSES))
-                .order_by(message.c.sent_at.desc().nulls_last(), message.c.id.desc())
-                .limit(1)
-            )
-        ).first()
-        return _stored(row) if row is not None else None
+        return await self._latest_sent_to(channel, lookup)
 
     async def claim_due(self, now: datetime) -> StoredMessage | None:
         """The next queued message due now, locked for this transaction (other workers
         skip it)."""
-        row = (
-            await self._session.execute(
-                select(message)
-                .where(message.c.status == MessageStatus.QUEUED.value)
-                .where(message.c.next_attempt_at <= now)
-                .order_by(message.c.next_attempt_at, message.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-        ).first()
-        return _stored(row) if row is not None else None
+        return await self._first(
+            select(message)
+            .where(message.c.status == MessageStatus.QUEUED.value)
+            .where(message.c.next_attempt_at <= now)
+            .order_by(message.c.next_attempt_at, message.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+
+    async def _latest_sent_to(
+        self, channel: Channel, lookup: str, *conditions: ColumnElement[bool]
+    ) -> StoredMessage | None:
+        return await self._first(
+            select(message)
+            .where(message.c.channel == channel.value, message.c.recipient_lookup == lookup)
+            .where(*conditions)
+            .where(message.c.status.in_(ANSWERABLE_STATUSES))
+            .order_by(message.c.sent_at.desc().nulls_last(), message.c.id.desc())
+            .limit(1)
+        )
 
     async def _one(
         self, condition: ColumnElement[bool], *, for_update: bool = False
@@ -444,6 +395,9 @@ class Messages:
         query = select(message).where(condition)
         if for_update:
             query = query.with_for_update()
+        return await self._first(query)
+
+    async def _first(self, query: Select[Any]) -> StoredMessage | None:
         row = (await self._session.execute(query)).first()
         return _stored(row) if row is not None else None
 
@@ -491,15 +445,14 @@ class Messages:
     async def mark_sent(
         self, message_id: str, *, provider_id: str | None, attempts: int, now: datetime
     ) -> None:
-        await self._update(
+        await self._settle(
             message_id,
-            status=MessageStatus.SENT.value,
-            provider_id=provider_id,
+            MessageStatus.SENT,
             attempts=attempts,
-            next_attempt_at=None,
-            last_error=None,
+            error=None,
+            now=now,
+            provider_id=provider_id,
             sent_at=now,
-            updated_at=now,
         )
 
     async def schedule_retry(
@@ -512,13 +465,29 @@ class Messages:
     async def mark_failed(
         self, message_id: str, *, attempts: int, error: str | None, now: datetime
     ) -> None:
+        await self._settle(
+            message_id, MessageStatus.FAILED, attempts=attempts, error=error, now=now
+        )
+
+    async def _settle(
+        self,
+        message_id: str,
+        status: MessageStatus,
+        *,
+        attempts: int,
+        error: str | None,
+        now: datetime,
+        **values: object,
+    ) -> None:
+        """The last delivery attempt's outcome: the message leaves the queue."""
         await self._update(
             message_id,
-            status=MessageStatus.FAILED.value,
+            status=status.value,
             attempts=attempts,
             next_attempt_at=None,
             last_error=error,
             updated_at=now,
+            **values,
         )
 
     async def set_status(
@@ -618,14 +587,19 @@ def _version(row: object) -> TemplateVersion:
     )
 
 
-def _key_filter(key: TemplateKey) -> list[object]:
-    return [
-        message_template.c.org_id == key.organization_id,
-        message_template.c.location_id == (key.location_id or ORG_DEFAULT),
-        message_template.c.kind == key.kind.value,
-        message_template.c.channel == key.channel.value,
-        message_template.c.language == key.language,
-    ]
+def _key_columns(key: TemplateKey) -> dict[str, str | None]:
+    """The key as `message_template` stores it (an organization default under `ORG_DEFAULT`)."""
+    return {
+        "org_id": key.organization_id,
+        "location_id": key.location_id or ORG_DEFAULT,
+        "kind": key.kind.value,
+        "channel": key.channel.value,
+        "language": key.language,
+    }
+
+
+def _key_filter(key: TemplateKey) -> list[ColumnElement[bool]]:
+    return [message_template.c[name] == value for name, value in _key_columns(key).items()]
 
 
 class Templates:
@@ -643,7 +617,7 @@ class Templates:
         row = (
             await self._session.execute(
                 select(message_template)
-                .where(*_key_filter(key))  # type: ignore[arg-type]
+                .where(*_key_filter(key))
                 .order_by(message_template.c.version.desc())
                 .limit(1)
             )
@@ -654,7 +628,7 @@ class Templates:
         """Every version of this key, newest first."""
         rows = await self._session.execute(
             select(message_template)
-            .where(*_key_filter(key))  # type: ignore[arg-type]
+            .where(*_key_filter(key))
             .order_by(message_template.c.version.desc())
         )
         return [_version(row) for row in rows]
@@ -695,18 +669,7 @@ class Templates:
         one key are serialized, so versions stay gapless and unique."""
         await self._session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {
-                "key": "messaging-template:"
-                + ":".join(
-                    (
-                        str(key.organization_id),
-                        key.location_id or ORG_DEFAULT,
-                        key.kind.value,
-                        key.channel.value,
-                        key.language,
-                    )
-                )
-            },
+            {"key": "messaging-template:" + ":".join(map(str, _key_columns(key).values()))},
         )
         latest = await self.latest(key)
         version = TemplateVersion(
@@ -721,11 +684,7 @@ class Templates:
         await self._session.execute(
             insert(message_template).values(
                 id=version.id,
-                org_id=key.organization_id,
-                location_id=key.location_id or ORG_DEFAULT,
-                kind=key.kind.value,
-                channel=key.channel.value,
-                language=key.language,
+                **_key_columns(key),
                 version=version.version,
                 deleted=version.deleted,
                 subject=template.subject if template is not None else None,
@@ -789,24 +748,26 @@ class Inbox:
         ).first()
         if owner is None:
             return None
-        org_id, patient_id, location_id, sensitive_location = owner
         item_id = f"inbox-{uuid.uuid4().hex}"
+        sealed = {
+            column.column: (
+                None
+                if value is None
+                else await self._cipher.seal(
+                    self._session, owner.org_id, item_id, column.context_column, value
+                )
+            )
+            for column, value in zip(INBOX_COLUMNS, (subject, body), strict=True)
+        }
         inserted = await self._session.scalar(
             insert(inbox_item)
             .values(
                 id=item_id,
                 message_id=message_id,
-                org_id=org_id,
-                patient_id=patient_id,
-                location_id=location_id,
-                sensitive_location=sensitive_location,
+                # The item is filed where its message was: tenant, patient and location.
+                **owner._mapping,
                 sender_name=sender_name,
-                subject_ct=(
-                    None
-                    if subject is None
-                    else await self._cipher.seal(self._session, org_id, item_id, "subject", subject)
-                ),
-                body_ct=await self._cipher.seal(self._session, org_id, item_id, "body", body),
+                **sealed,
                 delivered_at=now,
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
@@ -862,22 +823,14 @@ class Inbox:
 
     async def _item(self, row: object) -> InboxItem:
         r = row._mapping  # type: ignore[attr-defined]
-        org_id, item_id = r["org_id"], r["id"]
-        subject_ct, body_ct = r["subject_ct"], r["body_ct"]
-        return InboxItem(
-            id=item_id,
-            message_id=r["message_id"],
-            org_id=org_id,
-            patient_id=r["patient_id"],
-            location_id=r["location_id"],
-            sender_name=r["sender_name"],
-            subject=(
+        opened = {
+            column.context_column: (
                 None
-                if subject_ct is None
-                else await self._cipher.open(self._session, org_id, item_id, "subject", subject_ct)
-            ),
-            body=await self._cipher.open(self._session, org_id, item_id, "body", body_ct),
-            delivered_at=r["delivered_at"],
-            read_at=r["read_at"],
-            sensitive_location=r["sensitive_location"],
-        )
+                if r[column.column] is None
+                else await self._cipher.open(
+                    self._session, r["org_id"], r["id"], column.context_column, r[column.column]
+                )
+            )
+            for column in INBOX_COLUMNS
+        }
+        return record_of(InboxItem, {**r, **opened})

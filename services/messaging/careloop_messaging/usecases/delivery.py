@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,6 +47,7 @@ from careloop_messaging.domain.templates import (
 )
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import (
+    MessageFacts,
     Messages,
     RecipientCipher,
     SecureLinks,
@@ -103,15 +104,8 @@ async def render(
             raise TemplateRefused("a reschedule offer without options")
         fields |= offer_fields(stored.offer_options, stored.time_zone, template.key.language)
     rendered = delivery.catalog.renderer.render(template, fields, sender=sender)
-    return OutboundMessage(
-        message_id=stored.id,
-        channel=stored.channel,
-        to=address,
-        body=rendered.body,
-        sender_name=rendered.sender_name,
-        subject=rendered.subject,
-        html_body=rendered.html_body,
-    )
+    # The rendered message is for the stored message's channel: the template was.
+    return OutboundMessage(message_id=stored.id, to=address, **asdict(rendered))
 
 
 async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
@@ -126,7 +120,9 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
         if stored.offer_expires_at is not None and stored.offer_expires_at <= now:
             # Still queued (retries) when the offer lapsed: sending it now would only
             # invite a reply that scheduling refuses.
-            await _fail(runtime, session, stored, attempts - 1, "offer expired before sending")
+            await fail_message(
+                runtime, session, stored, attempts - 1, "offer expired before sending"
+            )
             return True
         try:
             if stored.recipient_ct is None or stored.channel is None:
@@ -137,11 +133,13 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
             outbound = await render(delivery, stored, address, session)
         except (TemplateRefused, TemplateRenderError, TemplateNotFound, DecryptionFailed) as exc:
             # A template or key problem does not heal by waiting.
-            await _fail(runtime, session, stored, attempts, f"not sendable: {type(exc).__name__}")
+            await fail_message(
+                runtime, session, stored, attempts, f"not sendable: {type(exc).__name__}"
+            )
             return True
         channel = delivery.channels.get(stored.channel)
         if channel is None:
-            await _fail(runtime, session, stored, attempts, f"no {stored.channel} channel")
+            await fail_message(runtime, session, stored, attempts, f"no {stored.channel} channel")
             return True
         result = await channel.send(outbound)
         now = runtime.clock.now()
@@ -150,7 +148,7 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
                 stored.id, provider_id=result.provider_id, attempts=attempts, now=now
             )
             sent = MessageSent(
-                **_message_ids(stored),
+                **message_ids(stored),
                 channel=stored.channel.value,
                 attempts=attempts,
                 occurred_at=now,
@@ -162,13 +160,16 @@ async def deliver_one(runtime: Runtime, delivery: Delivery) -> bool:
                 stored.id, attempts=attempts, at=at, error=result.error, now=now
             )
         else:
-            await _fail(runtime, session, stored, attempts, result.error or "provider refused")
+            await fail_message(
+                runtime, session, stored, attempts, result.error or "provider refused"
+            )
     return True
 
 
-async def _fail(
+async def fail_message(
     runtime: Runtime, session: AsyncSession, stored: StoredMessage, attempts: int, error: str
 ) -> None:
+    """Give up on `stored`: marked failed, and `message.failed` staged, in one transaction."""
     now = runtime.clock.now()
     await Messages(session).mark_failed(stored.id, attempts=attempts, error=error, now=now)
     await publish_failed(runtime, session, stored, attempts=attempts, reason=error)
@@ -179,7 +180,7 @@ async def publish_failed(
 ) -> None:
     """Stage `message.failed` for `stored` in the caller's transaction."""
     failed = MessageFailed(
-        **_message_ids(stored),
+        **message_ids(stored),
         channel=stored.channel.value if stored.channel else None,
         reason=reason[:200],
         attempts=attempts,
@@ -188,14 +189,14 @@ async def publish_failed(
     await _stage(runtime, session, stored, failed)
 
 
-def _message_ids(stored: StoredMessage) -> dict[str, Any]:
+def message_ids(message: MessageFacts) -> dict[str, Any]:
     """What every event about a message says of it: ids only, never its content."""
     return {
-        "message_id": stored.id,
-        "org_id": stored.org_id,
-        "patient_id": stored.patient_id,
-        "appointment_id": stored.appointment_id,
-        "touch_key": stored.touch_key,
+        "message_id": message.id,
+        "org_id": message.org_id,
+        "patient_id": message.patient_id,
+        "appointment_id": message.appointment_id,
+        "touch_key": message.touch_key,
     }
 
 

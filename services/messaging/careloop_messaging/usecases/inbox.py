@@ -8,12 +8,12 @@ included; a patient opening its own item marks it read."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
+from careloop_kit.context import RequestContext
 from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.service import Runtime
 from careloop_messaging.store.repository import Inbox, InboxItem
@@ -34,46 +34,40 @@ def _named(principal: AuthenticatedPrincipal) -> tuple[str, ...]:
     return tuple(loc for loc in principal.locations if loc != ALL_LOCATIONS)
 
 
-def _inbox(runtime: Runtime, session: AsyncSession) -> Inbox:
+def inbox_of(runtime: Runtime, session: AsyncSession) -> Inbox:
+    """The inbox repository, with the field cipher `app.py` built at start-up."""
     return Inbox(session, inbox_cipher(runtime))
 
 
-async def own_inbox(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    *,
-    limit: int,
-    meta: dict[str, Any],
-) -> list[InboxItem]:
-    """The signed-in patient's inbox, newest first; staff are refused."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=principal.patient_id
+InboxContext = RequestContext[Inbox]
+
+
+def _audit_entry(*, patient_id: str | None = None, resource_id: str | None = None) -> AuditEntry:
+    """An audited read of the inbox, of a patient's items or of one item."""
+    return AuditEntry(
+        action="read",
+        resource_type=RESOURCE,
+        phi_categories=PHI,
+        patient_id=patient_id,
+        resource_id=resource_id,
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+
+
+async def own_inbox(ctx: InboxContext, *, limit: int) -> list[InboxItem]:
+    """The signed-in patient's inbox, newest first; staff are refused."""
+    principal = ctx.principal
+    async with ctx.audited(_audit_entry(patient_id=principal.patient_id)):
         if not principal.is_patient or principal.patient_id is None:
             raise Forbidden("Staff read a patient's inbox at /patients/{patient_id}/inbox.")
-        return await _inbox(runtime, session).of_patient(
-            principal.org_id, principal.patient_id, limit=limit
-        )
+        return await ctx.repos.of_patient(principal.org_id, principal.patient_id, limit=limit)
 
 
-async def patient_inbox(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    patient_id: str,
-    *,
-    limit: int,
-    meta: dict[str, Any],
-) -> list[InboxItem]:
+async def patient_inbox(ctx: InboxContext, patient_id: str, *, limit: int) -> list[InboxItem]:
     """A patient's inbox: for staff the items of locations in scope, for a patient its own."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, patient_id=patient_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
+    principal = ctx.principal
+    async with ctx.audited(_audit_entry(patient_id=patient_id)):
         _, locations = principal.listing_scope(patient_id)
-        return await _inbox(runtime, session).of_patient(
+        return await ctx.repos.of_patient(
             principal.org_id,
             patient_id,
             limit=limit,
@@ -82,21 +76,12 @@ async def patient_inbox(
         )
 
 
-async def open_inbox_item(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    item_id: str,
-    *,
-    meta: dict[str, Any],
-) -> InboxItem:
+async def open_inbox_item(ctx: InboxContext, item_id: str) -> InboxItem:
     """One inbox item; the patient opening its own unread item marks it read."""
-    entry = AuditEntry(
-        action="read", resource_type=RESOURCE, phi_categories=PHI, resource_id=item_id
-    )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
-        inbox = _inbox(runtime, session)
-        item = await inbox.get(principal.org_id, item_id)
+    principal = ctx.principal
+    entry = _audit_entry(resource_id=item_id)
+    async with ctx.audited(entry):
+        item = await ctx.repos.get(principal.org_id, item_id)
         if item is None or (principal.is_patient and item.patient_id != principal.patient_id):
             # Another tenant's or another patient's item is not acknowledged to exist.
             raise NotFound(f"No inbox item {item_id}.")
@@ -109,7 +94,7 @@ async def open_inbox_item(
         ):
             raise Forbidden(SENSITIVE_REFUSAL)
         if principal.is_patient and item.read_at is None:
-            now = runtime.clock.now()
-            await inbox.mark_read(item.id, now)
+            now = ctx.runtime.clock.now()
+            await ctx.repos.mark_read(item.id, now)
             item = replace(item, read_at=now)
     return item

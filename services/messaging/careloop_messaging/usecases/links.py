@@ -30,7 +30,7 @@ from careloop_messaging.domain.outreach import (
 from careloop_messaging.domain.templates import MessageKind
 from careloop_messaging.store.repository import Messages, StoredMessage
 from careloop_messaging.usecases.context import secure_links
-from careloop_messaging.usecases.replies import publish_reply
+from careloop_messaging.usecases.replies import Reply, publish_reply
 
 WAITLIST_KINDS = frozenset({MessageKind.WAITLIST_OFFER, MessageKind.WAITLIST_CLOSED})
 
@@ -117,16 +117,7 @@ async def use_link(
     now = runtime.clock.now()
     reply_id = str(uuid.uuid4())
     await Messages(session).use_link(stored.id, action=action, choice=choice, now=now)
-    await publish_reply(
-        runtime,
-        session,
-        stored,
-        reply_id=reply_id,
-        intent=action,
-        choice=choice,
-        via="link",
-        now=now,
-    )
+    await publish_reply(runtime, session, stored, Reply(reply_id, action, choice, "link", now))
     await _audit(
         runtime,
         session,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +35,7 @@ from careloop_messaging.domain.templates import Channel
 from careloop_messaging.patients_client import BatchContacts
 from careloop_messaging.store.repository import Messages, NewMessage, OptOuts, RecipientCipher
 from careloop_messaging.usecases.context import recipient_cipher, settings_of
-from careloop_messaging.usecases.delivery import publish_failed
+from careloop_messaging.usecases.delivery import fail_message, message_ids
 
 
 async def _opted_out(
@@ -84,16 +84,21 @@ async def read_ahead_contacts(
     await contacts.load(touch for touch in wanted if touch[0] not in handled)
 
 
-async def record_touch(
-    runtime: Runtime,
-    session: AsyncSession,
-    touch: Touch,
-    contacts: BatchContacts,
-    *,
-    causation_id: str | None,
-    correlation_id: str | None,
-) -> None:
+@dataclass(frozen=True)
+class EventScope:
+    """The consumed event's transaction, with what the messages it leads to need: the
+    batch's contacts, and the event's ids for the events they publish."""
+
+    runtime: Runtime
+    session: AsyncSession
+    contacts: BatchContacts
+    causation_id: str | None
+    correlation_id: str | None
+
+
+async def record_touch(scope: EventScope, touch: Touch) -> None:
     """One queued or skipped message for the touch, unless it already has one."""
+    runtime, session = scope.runtime, scope.session
     settings = settings_of(runtime)
     messages = Messages(session)
     # A touch already handled needs no contact data: skip the call to patients.
@@ -103,7 +108,7 @@ async def record_touch(
     # Normally read ahead by `prepare`; otherwise read here, inside the transaction
     # (one pooled connection held for at most patients_timeout_s). A failure raises:
     # the kit retries with backoff, then dead-letters the event.
-    contact = await contacts.contact(touch.touch_key, touch.org_id, touch.patient_id)
+    contact = await scope.contacts.contact(touch.touch_key, touch.org_id, touch.patient_id)
     now = runtime.clock.now()
     await messages.lock_patient(touch.org_id, touch.patient_id)
     if contact is None:
@@ -135,64 +140,40 @@ async def record_touch(
         if recipient
         else None
     )
-    added = await messages.add(
-        NewMessage(
-            id=message_id,
-            org_id=touch.org_id,
-            patient_id=touch.patient_id,
-            appointment_id=touch.appointment_id,
-            location_id=touch.location_id,
-            touch_key=touch.touch_key,
-            touch=touch.touch,
-            language=contact.language or "en",
-            practice_name=touch.practice_name,
-            sensitive_location=touch.sensitive_location,
-            start_at=touch.start_at,
-            time_zone=touch.time_zone,
-            status=MessageStatus.QUEUED if recipient else MessageStatus.SKIPPED,
-            channel=channel,
-            skip_reason=decision.skip.value if decision.skip else None,
-            recipient_ct=sealed,
-            recipient_index=cipher.index(touch.org_id, recipient) if recipient else None,
-            recipient_lookup=cipher.lookup(recipient) if recipient else None,
-            offer_options=touch.offer_options,
-            offer_expires_at=touch.offer_expires_at,
-        ),
-        now=now,
+    new = NewMessage(
+        id=message_id,
+        **asdict(touch),
+        language=contact.language or "en",
+        status=MessageStatus.QUEUED if recipient else MessageStatus.SKIPPED,
+        channel=channel,
+        skip_reason=decision.skip.value if decision.skip else None,
+        recipient_ct=sealed,
+        recipient_index=cipher.index(touch.org_id, recipient) if recipient else None,
+        recipient_lookup=cipher.lookup(recipient) if recipient else None,
     )
-    if added and decision.skip is not None:
+    if await messages.add(new, now=now) and decision.skip is not None:
+        skipped = MessageSkipped(
+            **message_ids(new),
+            channel=channel.value if channel else None,
+            reason=decision.skip.value,
+            occurred_at=now,
+        )
         await runtime.outbox.add(
             session,
-            MessageSkipped(
-                message_id=message_id,
-                org_id=touch.org_id,
-                patient_id=touch.patient_id,
-                appointment_id=touch.appointment_id,
-                touch_key=touch.touch_key,
-                channel=channel.value if channel else None,
-                reason=decision.skip.value,
-                occurred_at=now,
-            ),
+            skipped,
             org_id=touch.org_id,
             location_id=touch.location_id,
-            causation_id=causation_id,
-            correlation_id=correlation_id,
+            causation_id=scope.causation_id,
+            correlation_id=scope.correlation_id,
         )
 
 
 async def close_waitlist_offer(
-    runtime: Runtime,
-    session: AsyncSession,
-    *,
-    offer_id: str,
-    reason: str,
-    gone: Touch,
-    contacts: BatchContacts,
-    causation_id: str | None,
-    correlation_id: str | None,
+    scope: EventScope, *, offer_id: str, reason: str, gone: Touch
 ) -> None:
     """A closed waitlist offer: an offer message still queued must not go out; one the
     patient saw is followed by `gone` when the reason is one the patient is told."""
+    runtime, session = scope.runtime, scope.session
     messages = Messages(session)
     # Same partition (the patient's) as the offer event, which came first: its
     # message row exists unless the offer produced none.
@@ -201,23 +182,14 @@ async def close_waitlist_offer(
     )
     if offer is None:
         return
-    now = runtime.clock.now()
     if offer.status is MessageStatus.QUEUED:
         # Closed before it went out (retries): it must not go out now, and a "gone"
         # message about an offer never seen would only puzzle the patient.
         error = f"offer closed before sending ({reason})"
-        await messages.mark_failed(offer.id, attempts=offer.attempts, error=error, now=now)
-        await publish_failed(runtime, session, offer, attempts=offer.attempts, reason=error)
+        await fail_message(runtime, session, offer, offer.attempts, error)
         return
     if reason not in WAITLIST_NOTIFIED_REASONS:
         return
     if offer.status not in (MessageStatus.SENT, MessageStatus.DELIVERED):
         return  # skipped or failed: the patient never saw the offer
-    await record_touch(
-        runtime,
-        session,
-        gone,
-        contacts,
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-    )
+    await record_touch(scope, gone)

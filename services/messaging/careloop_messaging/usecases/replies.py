@@ -4,6 +4,7 @@ act on."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,16 +16,19 @@ from careloop_messaging.domain.templates import MessageKind
 from careloop_messaging.store.repository import StoredMessage
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A patient's answer to one of our messages, whichever way it came."""
+
+    reply_id: str
+    intent: ReplyIntentV2
+    choice: int | None
+    via: ReplyVia
+    received_at: datetime
+
+
 async def publish_reply(
-    runtime: Runtime,
-    session: AsyncSession,
-    answered: StoredMessage,
-    *,
-    reply_id: str,
-    intent: ReplyIntentV2,
-    choice: int | None,
-    via: ReplyVia,
-    now: datetime,
+    runtime: Runtime, session: AsyncSession, answered: StoredMessage, reply: Reply
 ) -> None:
     """Stage the answer to `answered` in the outbox, in the caller's transaction (the
     caller audits it there too)."""
@@ -32,16 +36,12 @@ async def publish_reply(
     await runtime.outbox.add(
         session,
         ReplyReceivedV2(
-            reply_id=reply_id,
+            **asdict(reply),
             org_id=answered.org_id,
             patient_id=answered.patient_id,
             message_id=answered.id,
             appointment_id=answered.appointment_id,
             offer_id=offer_id_of(answered.touch_key) if is_waitlist_offer else None,
-            intent=intent,
-            choice=choice,
-            via=via,
-            received_at=now,
         ),
         org_id=answered.org_id,
         location_id=answered.location_id,

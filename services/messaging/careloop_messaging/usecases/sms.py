@@ -7,7 +7,6 @@ transaction and stage their events and audit records there.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +30,7 @@ from careloop_messaging.store.repository import (
 )
 from careloop_messaging.usecases.context import recipient_cipher
 from careloop_messaging.usecases.delivery import publish_failed
-from careloop_messaging.usecases.replies import publish_reply
+from careloop_messaging.usecases.replies import Reply, publish_reply
 
 Consent = Literal["opt_out", "opt_in"]
 
@@ -85,7 +84,7 @@ async def receive_sms_reply(
     if accepting:
         offer = await _waitlist_offer_answered(session, cipher, messages, recipient, lookup)
         if offer is not None:
-            await _reply(runtime, session, offer, reply_id, "accept", None, now)
+            await _reply(runtime, session, offer, Reply(reply_id, "accept", None, "sms", now))
             return
     if consent is not None:
         # The carrier-level STOP covers our number, whoever sent through it: every
@@ -107,7 +106,7 @@ async def receive_sms_reply(
     else:
         choice = None
     if intent is not None:
-        await _reply(runtime, session, answered, reply_id, intent, choice, now)
+        await _reply(runtime, session, answered, Reply(reply_id, intent, choice, "sms", now))
 
 
 async def _audit_reply(
@@ -137,27 +136,12 @@ async def _audit_reply(
 
 
 async def _reply(
-    runtime: Runtime,
-    session: AsyncSession,
-    answered: StoredMessage,
-    reply_id: str,
-    intent: ReplyIntentV2,
-    choice: int | None,
-    now: datetime,
+    runtime: Runtime, session: AsyncSession, answered: StoredMessage, reply: Reply
 ) -> None:
     """`reply.received.v2` for the answered message, audited in the same transaction."""
-    await publish_reply(
-        runtime,
-        session,
-        answered,
-        reply_id=reply_id,
-        intent=intent,
-        choice=choice,
-        via="sms",
-        now=now,
-    )
+    await publish_reply(runtime, session, answered, reply)
     await _audit_reply(
-        runtime, session, answered.org_id, answered.patient_id, "Communication", reply_id
+        runtime, session, answered.org_id, answered.patient_id, "Communication", reply.reply_id
     )
 
 

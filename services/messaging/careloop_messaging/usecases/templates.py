@@ -14,12 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal
+from careloop_kit.context import RequestContext
 from careloop_kit.problems import Forbidden, NotFound, ProblemError
 from careloop_kit.service import Runtime
 from careloop_messaging.domain.catalog import TemplateCatalog, built_in, candidate_keys
@@ -66,6 +64,9 @@ SAMPLE_PORTAL_FIELDS = {
     "preparation_instructions": "Bring your medication list.",
 }
 SAMPLE_LOCATION = {"location_name": "Sample Clinic North", "location_address": "1 Sample Street"}
+
+
+TemplatesContext = RequestContext[Templates]
 
 
 class TemplateRefusedProblem(ProblemError):
@@ -205,13 +206,10 @@ def _checked(catalog: TemplateCatalog, key: TemplateKey, draft: Draft) -> Messag
     return template
 
 
-async def effective_template(
-    session: AsyncSession, principal: AuthenticatedPrincipal, requested: TemplateKey
-) -> EffectiveTemplate:
+async def effective_template(ctx: TemplatesContext, requested: TemplateKey) -> EffectiveTemplate:
     """The template the delivery worker would use for this key (see `TemplateCatalog`)."""
-    _check_read_scope(principal, requested.location_id)
+    _check_read_scope(ctx.principal, requested.location_id)
     assert requested.organization_id is not None
-    repo = Templates(session)
     for key in candidate_keys(
         kind=requested.kind,
         channel=requested.channel,
@@ -219,7 +217,7 @@ async def effective_template(
         organization_id=requested.organization_id,
         location_id=requested.location_id,
     ):
-        latest = await repo.latest(key)
+        latest = await ctx.repos.latest(key)
         if latest is not None and latest.template is not None:
             return EffectiveTemplate(requested, latest.template, latest)
     default = built_in(requested.kind, requested.channel, requested.language)
@@ -231,13 +229,14 @@ async def effective_template(
 
 
 async def templates_in_effect(
-    session: AsyncSession, principal: AuthenticatedPrincipal, location_id: str | None
+    ctx: TemplatesContext, location_id: str | None
 ) -> list[EffectiveTemplate]:
     """The template in effect for every kind, channel and language (built-in or saved)."""
+    principal = ctx.principal
     _check_read_scope(principal, location_id)
     saved = {
         (v.key.kind, v.key.channel, v.key.language, v.key.location_id): v
-        for v in await Templates(session).current_of_org(principal.org_id, location_id)
+        for v in await ctx.repos.current_of_org(principal.org_id, location_id)
     }
     languages = sorted(
         {key.language for key in BUILT_IN_TEMPLATES} | {language for _, _, language, _ in saved}
@@ -262,73 +261,51 @@ async def templates_in_effect(
     return items
 
 
-async def template_versions(
-    session: AsyncSession, principal: AuthenticatedPrincipal, key: TemplateKey
-) -> list[TemplateVersion]:
+async def template_versions(ctx: TemplatesContext, key: TemplateKey) -> list[TemplateVersion]:
     """The saved versions of one template, newest first (reverts included)."""
-    _check_read_scope(principal, key.location_id)
-    versions = await Templates(session).versions(key)
+    _check_read_scope(ctx.principal, key.location_id)
+    versions = await ctx.repos.versions(key)
     if not versions:
         raise NotFound("This template was never saved in this organization.")
     return versions
 
 
 @asynccontextmanager
-async def _changing(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    key: TemplateKey,
-    action: str,
-    meta: dict[str, Any],
-) -> AsyncIterator[Templates]:
+async def _changing(ctx: TemplatesContext, key: TemplateKey, action: str) -> AsyncIterator[None]:
     """An audited change of one template, by a principal who may write its scope."""
     entry = AuditEntry(
         action=action, resource_type=RESOURCE, phi_categories=[], resource_id=_resource_id(key)
     )
-    async with recorder_of(runtime).scope(session, principal, entry, **meta):
-        _check_write_scope(principal, key.location_id)
-        yield Templates(session)
+    async with ctx.audited(entry):
+        _check_write_scope(ctx.principal, key.location_id)
+        yield
 
 
 async def save_template_version(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    key: TemplateKey,
-    draft: Draft,
-    *,
-    meta: dict[str, Any],
+    ctx: TemplatesContext, key: TemplateKey, draft: Draft
 ) -> EffectiveTemplate:
     """A new version of a template, after the PHI check (`TemplateRefusedProblem`)."""
-    async with _changing(runtime, session, principal, key, "update", meta) as repo:
-        template = _checked(catalog_of(runtime), key, draft)
-        version = await repo.add_version(
-            key, template, updated_by=principal.actor_id, now=runtime.clock.now()
+    async with _changing(ctx, key, "update"):
+        template = _checked(catalog_of(ctx.runtime), key, draft)
+        version = await ctx.repos.add_version(
+            key, template, updated_by=ctx.principal.actor_id, now=ctx.runtime.clock.now()
         )
     return EffectiveTemplate(key, template, version)
 
 
-async def revert_to_default(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
-    key: TemplateKey,
-    *,
-    meta: dict[str, Any],
-) -> None:
+async def revert_to_default(ctx: TemplatesContext, key: TemplateKey) -> None:
     """Revert a template to the default (the organization's, else the built-in)."""
-    async with _changing(runtime, session, principal, key, "delete", meta) as repo:
-        latest = await repo.latest(key)
+    async with _changing(ctx, key, "delete"):
+        latest = await ctx.repos.latest(key)
         if latest is None or latest.deleted:
             raise NotFound("No saved template to revert in this organization.")
-        await repo.add_version(key, None, updated_by=principal.actor_id, now=runtime.clock.now())
+        await ctx.repos.add_version(
+            key, None, updated_by=ctx.principal.actor_id, now=ctx.runtime.clock.now()
+        )
 
 
 async def render_preview(
-    runtime: Runtime,
-    session: AsyncSession,
-    principal: AuthenticatedPrincipal,
+    ctx: TemplatesContext,
     key: TemplateKey,
     draft: Draft | None,
     *,
@@ -337,20 +314,20 @@ async def render_preview(
 ) -> RenderedMessage:
     """Render a draft (or, without one, the template in effect) with invented, non-PHI
     sample values."""
-    _check_read_scope(principal, key.location_id)
-    catalog = catalog_of(runtime)
+    _check_read_scope(ctx.principal, key.location_id)
+    catalog = catalog_of(ctx.runtime)
     if draft is not None:
         template = _checked(catalog, key, draft)
     else:
         template = await catalog.resolve(
-            Templates(session),
+            ctx.repos,
             kind=key.kind,
             channel=key.channel,
             language=key.language,
-            organization_id=principal.org_id,
+            organization_id=ctx.principal.org_id,
             location_id=key.location_id,
         )
-    settings = settings_of(runtime)
+    settings = settings_of(ctx.runtime)
     day, time = local_date_and_time(SAMPLE_START, SAMPLE_TIME_ZONE, template.key.language)
     fields = {
         "appointment_date": day,

@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.auth import AuthenticatedPrincipal, require
-from careloop_kit.context import Caller
-from careloop_kit.service import RuntimeDep, SessionDep
+from careloop_kit.auth import require
+from careloop_kit.context import RequestContext, request_context
 from careloop_patients.api.schemas import (
     MAX_PAGE,
     AddressIn,
@@ -51,11 +51,24 @@ from careloop_patients.usecases.patients import (
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
-Creator = Annotated[AuthenticatedPrincipal, Depends(require(CREATE, mfa=True))]
-Reader = Annotated[AuthenticatedPrincipal, Depends(require(READ, mfa=True))]
-Updater = Annotated[AuthenticatedPrincipal, Depends(require(UPDATE, mfa=True))]
-Searcher = Annotated[AuthenticatedPrincipal, Depends(require(SEARCH, mfa=True))]
-Merger = Annotated[AuthenticatedPrincipal, Depends(require(MERGE, mfa=True))]
+# No repositories in the context: the use cases build theirs with the service's keys.
+Context = RequestContext[None]
+
+
+def _no_repositories(session: AsyncSession) -> None:
+    return None
+
+
+def _context(permission: str) -> Any:
+    """The context of a route that requires `permission` (with MFA)."""
+    return Depends(request_context(require(permission, mfa=True), _no_repositories))
+
+
+Creator = Annotated[Context, _context(CREATE)]
+Reader = Annotated[Context, _context(READ)]
+Updater = Annotated[Context, _context(UPDATE)]
+Searcher = Annotated[Context, _context(SEARCH)]
+Merger = Annotated[Context, _context(MERGE)]
 
 # Fields shown as an empty list rather than null when their category is withheld.
 _LIST_FIELDS = frozenset({"phones", "emails"})
@@ -122,13 +135,7 @@ def _read(stored: StoredPatient, shown: list[str]) -> PatientRead:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
-async def register_patient(
-    body: PatientCreate,
-    request: Request,
-    principal: Creator,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientRead:
+async def register_patient(body: PatientCreate, ctx: Creator) -> PatientRead:
     """Register a patient."""
     details = PatientDetails(
         name=_name(body.name),
@@ -141,37 +148,20 @@ async def register_patient(
         preferences=_preferences(body.preferences),
     )
     stored = await steps.register_patient(
-        runtime,
-        session,
-        Caller.of(request, principal),
-        location_id=body.location_id,
-        details=details,
+        ctx.runtime, ctx.session, ctx.caller, location_id=body.location_id, details=details
     )
-    return _read(stored, disclosed(principal, CREATE))
+    return _read(stored, disclosed(ctx.principal, CREATE))
 
 
 @router.get("/{patient_id}", response_model=PatientRead)
-async def read_patient(
-    patient_id: str,
-    request: Request,
-    principal: Reader,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientRead:
+async def read_patient(patient_id: str, ctx: Reader) -> PatientRead:
     """Read one patient (only the PHI categories the caller's roles may see)."""
-    stored = await steps.read_patient(runtime, session, Caller.of(request, principal), patient_id)
-    return _read(stored, disclosed(principal, READ))
+    stored = await steps.read_patient(ctx.runtime, ctx.session, ctx.caller, patient_id)
+    return _read(stored, disclosed(ctx.principal, READ))
 
 
 @router.patch("/{patient_id}", response_model=PatientRead)
-async def update_patient(
-    patient_id: str,
-    body: PatientUpdate,
-    request: Request,
-    principal: Updater,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientRead:
+async def update_patient(patient_id: str, body: PatientUpdate, ctx: Updater) -> PatientRead:
     """Change fields of a patient (send the version you read)."""
     fields = body.model_dump(exclude_unset=True, exclude={"version"})
     changes: dict[str, object] = {}
@@ -192,40 +182,31 @@ async def update_patient(
     if body.preferences is not None:
         changes["preferences"] = _preferences(body.preferences)
     stored = await steps.update_patient(
-        runtime,
-        session,
-        Caller.of(request, principal),
+        ctx.runtime,
+        ctx.session,
+        ctx.caller,
         patient_id,
         version=body.version,
         changes=changes,
         requested_fields=list(fields),
     )
-    return _read(stored, disclosed(principal, UPDATE))
+    return _read(stored, disclosed(ctx.principal, UPDATE))
 
 
 @router.post("/_search", response_model=PatientPage)
-async def search_patients(
-    body: PatientSearch,
-    request: Request,
-    principal: Searcher,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientPage:
+async def search_patients(body: PatientSearch, ctx: Searcher) -> PatientPage:
     """Find patients by exact name + birth date, phone or email, among the patients of
     the caller's locations (only the PHI categories the caller's roles may see).
 
     The keys travel in the body, as FHIR's `POST [type]/_search` does, so they stay out
     of URLs and every log that records one."""
     query = PatientQuery(**body.model_dump())
-    return await _search(query, request, principal, runtime, session)
+    return await _search(query, ctx)
 
 
 @router.get("", response_model=PatientPage)
 async def search_patients_by_query(
-    request: Request,
-    principal: Searcher,
-    runtime: RuntimeDep,
-    session: SessionDep,
+    ctx: Searcher,
     family: Annotated[str | None, Query(max_length=100)] = None,
     given: Annotated[str | None, Query(max_length=100)] = None,
     birth_date: date | None = None,
@@ -238,37 +219,24 @@ async def search_patients_by_query(
     query = PatientQuery(
         family=family, given=given, birth_date=birth_date, phone=phone, email=email, limit=limit
     )
-    return await _search(query, request, principal, runtime, session)
+    return await _search(query, ctx)
 
 
-async def _search(
-    query: PatientQuery,
-    request: Request,
-    principal: AuthenticatedPrincipal,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientPage:
-    found = await steps.search_patients(runtime, session, Caller.of(request, principal), query)
-    shown = disclosed(principal, SEARCH)
+async def _search(query: PatientQuery, ctx: Context) -> PatientPage:
+    found = await steps.search_patients(ctx.runtime, ctx.session, ctx.caller, query)
+    shown = disclosed(ctx.principal, SEARCH)
     return PatientPage(items=[_read(p, shown) for p in found], count=len(found))
 
 
 @router.post("/{patient_id}/merge", response_model=PatientRead)
-async def merge_patient(
-    patient_id: str,
-    body: PatientMerge,
-    request: Request,
-    principal: Merger,
-    runtime: RuntimeDep,
-    session: SessionDep,
-) -> PatientRead:
+async def merge_patient(patient_id: str, body: PatientMerge, ctx: Merger) -> PatientRead:
     """Merge a duplicate record into this patient."""
     stored = await steps.merge_patient(
-        runtime,
-        session,
-        Caller.of(request, principal),
+        ctx.runtime,
+        ctx.session,
+        ctx.caller,
         patient_id,
         merged_patient_id=body.merged_patient_id,
         version=body.version,
     )
-    return _read(stored, disclosed(principal, MERGE))
+    return _read(stored, disclosed(ctx.principal, MERGE))

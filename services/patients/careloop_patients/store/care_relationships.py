@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,6 +57,15 @@ class PatientLink:
     merged_into_id: str | None
 
 
+def _of_source(org_id: str, kind: str, source_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions naming the relationship of one source (a source opens one)."""
+    return (
+        care_relationship.c.org_id == org_id,
+        care_relationship.c.kind == kind,
+        care_relationship.c.source_id == source_id,
+    )
+
+
 class CareRelationshipRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -95,11 +104,7 @@ class CareRelationshipRepository:
     async def by_source(self, org_id: str, kind: str, source_id: str) -> StoredRelationship | None:
         row = (
             await self._session.execute(
-                select(care_relationship).where(
-                    care_relationship.c.org_id == org_id,
-                    care_relationship.c.kind == kind,
-                    care_relationship.c.source_id == source_id,
-                )
+                select(care_relationship).where(*_of_source(org_id, kind, source_id))
             )
         ).one_or_none()
         return None if row is None else record_of(StoredRelationship, row._mapping)
@@ -111,12 +116,7 @@ class CareRelationshipRepository:
         row = (
             await self._session.execute(
                 update(care_relationship)
-                .where(
-                    care_relationship.c.org_id == org_id,
-                    care_relationship.c.kind == kind,
-                    care_relationship.c.source_id == source_id,
-                    care_relationship.c.ended_at.is_(None),
-                )
+                .where(*_of_source(org_id, kind, source_id), care_relationship.c.ended_at.is_(None))
                 .values(ended_at=now, end_reason=reason)
                 .returning(*care_relationship.c)
             )

@@ -6,7 +6,7 @@ Repositories never commit: the request boundary does.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import uuid4
 
@@ -145,6 +145,14 @@ class PatientRepository:
         status: PatientStatus | None = None,
         merged_into_id: str | None = None,
     ) -> StoredPatient:
+        updated = replace(
+            current,
+            status=status or current.status,
+            merged_into_id=merged_into_id or current.merged_into_id,
+            version=expected_version + 1,
+            updated_at=now,
+            details=details,
+        )
         key = await self._key_of(current)
         values = self._encrypt(key, current.org_id, current.id, details)
         result = await self._session.execute(
@@ -155,31 +163,17 @@ class PatientRepository:
                 patient.c.version == expected_version,
             )
             .values(
-                version=expected_version + 1,
+                version=updated.version,
                 updated_at=now,
-                status=(status or current.status).value,
-                merged_into_id=merged_into_id or current.merged_into_id,
+                status=updated.status.value,
+                merged_into_id=updated.merged_into_id,
                 **values,
             )
         )
         if getattr(result, "rowcount", 0) != 1:
             raise StaleVersion(current.id)
-        await self._session.execute(
-            delete(patient_lookup).where(patient_lookup.c.patient_id == current.id)
-        )
-        if (status or current.status) is PatientStatus.ACTIVE:
-            await self._write_lookups(current.org_id, current.id, details)
-        return StoredPatient(
-            id=current.id,
-            org_id=current.org_id,
-            location_id=current.location_id,
-            status=status or current.status,
-            merged_into_id=merged_into_id or current.merged_into_id,
-            version=expected_version + 1,
-            created_at=current.created_at,
-            updated_at=now,
-            details=details,
-        )
+        await self.reindex(updated)
+        return updated
 
     # --- internals ------------------------------------------------------------
 

@@ -110,15 +110,15 @@ async def apply_appointment(
             source_id=event.appointment_id,
             now=event.occurred_at,
         )
-        if opened is not None:
-            await _audit(runtime, session, opened, "create")
-            log.info(
-                "care relationship %s opened: appointment %s at %s",
-                opened.id,
-                event.appointment_id,
-                event.location_id,
-            )
-        return opened
+        return await _recorded(
+            runtime,
+            session,
+            opened,
+            "create",
+            "care relationship %s opened: appointment %s at %s",
+            event.appointment_id,
+            event.location_id,
+        )
     if event.status == "cancelled":
         if not _cancelled_before_visit(event.occurred_at, event.start_at):
             # The visit's time had come: the patient was in this location's care.
@@ -130,14 +130,14 @@ async def apply_appointment(
             now=event.occurred_at,
             reason="cancelled",
         )
-        if ended is not None:
-            await _audit(runtime, session, ended, "update")
-            log.info(
-                "care relationship %s ended: appointment %s cancelled",
-                ended.id,
-                event.appointment_id,
-            )
-        return ended
+        return await _recorded(
+            runtime,
+            session,
+            ended,
+            "update",
+            "care relationship %s ended: appointment %s cancelled",
+            event.appointment_id,
+        )
     return None
 
 
@@ -188,6 +188,22 @@ async def _survivor(repo: CareRelationshipRepository, org_id: str, patient_id: s
         current = link.merged_into_id
     log.error("patient %s: merge chain longer than %d hops", patient_id, MAX_MERGE_HOPS)
     return None
+
+
+async def _recorded(
+    runtime: Runtime,
+    session: AsyncSession,
+    changed: StoredRelationship | None,
+    action: str,
+    message: str,
+    *args: object,
+) -> StoredRelationship | None:
+    """`changed` (None: nothing changed), audited as `action` and logged as `message`
+    with its id and `args`."""
+    if changed is not None:
+        await _audit(runtime, session, changed, action)
+        log.info(message, changed.id, *args)
+    return changed
 
 
 async def _audit(

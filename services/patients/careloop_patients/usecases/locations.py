@@ -11,6 +11,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts.identity import LocationChanged, LocationCreated
+from careloop_kit.locations import logged_if_stale
 from careloop_kit.service import Runtime
 from careloop_patients.store.locations import LocationViewRepository
 
@@ -29,14 +30,7 @@ async def apply_location(
         changed_at=event.occurred_at,
         now=runtime.clock.now(),
     )
-    if not applied:
-        log.info(
-            "location %s: %s of %s is older than the view, skipped",
-            event.location_id,
-            event.event_type,
-            event.occurred_at.isoformat(),
-        )
-    return applied
+    return logged_if_stale(log, event, applied)
 
 
 async def is_sensitive(session: AsyncSession, org_id: str, location_id: str | None) -> bool:

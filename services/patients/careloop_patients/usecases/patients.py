@@ -12,13 +12,14 @@ if it were at their location, audited with the relationship's purpose of use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_contracts import Event, PatientMerged, PatientRegistered, PatientUpdated
 from careloop_kit.audit import AuditEntry, fingerprint_query, recorder_of
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, visible_categories
 from careloop_kit.context import Caller, load_in_scope
@@ -103,9 +104,51 @@ async def _load(
     return stored
 
 
+async def _publish(
+    runtime: Runtime, session: AsyncSession, caller: Caller, stored: StoredPatient, event: Event
+) -> None:
+    """Stage `event` about the record `stored`, routed by the record's tenant and
+    location and correlated with the caller's request."""
+    await runtime.outbox.add(
+        session,
+        event,
+        org_id=stored.org_id,
+        location_id=stored.location_id,
+        correlation_id=caller.request_id,
+    )
+
+
 def _missing(patient_id: str) -> str:
     # Another tenant's patient is indistinguishable from a missing one.
     return f"No patient {patient_id} in this organization."
+
+
+@asynccontextmanager
+async def _opened(
+    runtime: Runtime,
+    session: AsyncSession,
+    caller: Caller,
+    entry: AuditEntry,
+    patient_id: str,
+    *,
+    for_update: bool = False,
+) -> AsyncIterator[StoredPatient]:
+    """Inside one audited scope, with the purpose of use of this access: the record the
+    caller may open (locked when `for_update`), else 404 or 403, recorded against it."""
+    principal = caller.principal
+    basis = await access_basis(session, principal, patient_id)
+    acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
+    async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
+        _only_own_record(principal, patient_id)
+        yield await load_in_scope(
+            entry,
+            repository(runtime, session).get(principal.org_id, patient_id, for_update=for_update),
+            missing=_missing(patient_id),
+            patient_of=lambda p: p.id,
+            check=lambda p: principal.can_access_patient(
+                p.id, p.location_id, relationships=basis.relationships
+            ),
+        )
 
 
 async def register_patient(
@@ -133,17 +176,17 @@ async def register_patient(
             now=runtime.clock.now(),
         )
         entry.patient_id = entry.resource_id = stored.id
-        await runtime.outbox.add(
+        await _publish(
+            runtime,
             session,
+            caller,
+            stored,
             PatientRegistered(
                 patient_id=stored.id,
                 org_id=stored.org_id,
                 location_id=stored.location_id,
                 registered_at=stored.created_at,
             ),
-            org_id=stored.org_id,
-            location_id=stored.location_id,
-            correlation_id=caller.request_id,
         )
     return stored
 
@@ -160,20 +203,8 @@ async def read_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    basis = await access_basis(session, principal, patient_id)
-    acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
-    async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
-        _only_own_record(principal, patient_id)
-        stored = await load_in_scope(
-            entry,
-            repository(runtime, session).get(principal.org_id, patient_id),
-            missing=_missing(patient_id),
-            patient_of=lambda p: p.id,
-            check=lambda p: principal.can_access_patient(
-                p.id, p.location_id, relationships=basis.relationships
-            ),
-        )
-    return stored
+    async with _opened(runtime, session, caller, entry, patient_id) as stored:
+        return stored
 
 
 async def update_patient(
@@ -189,7 +220,6 @@ async def update_patient(
     """Apply `changes` (field -> domain value) to the record at `version`;
     `PatientUpdated` naming the fields that changed. `requested_fields` are the fields
     the caller sent, whose PHI categories the audit names."""
-    principal = caller.principal
     entry = AuditEntry(
         action="update",
         resource_type=RESOURCE,
@@ -197,20 +227,7 @@ async def update_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    basis = await access_basis(session, principal, patient_id)
-    acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
-    async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
-        _only_own_record(principal, patient_id)
-        repo = repository(runtime, session)
-        current = await load_in_scope(
-            entry,
-            repo.get(principal.org_id, patient_id, for_update=True),
-            missing=_missing(patient_id),
-            patient_of=lambda p: p.id,
-            check=lambda p: principal.can_access_patient(
-                p.id, p.location_id, relationships=basis.relationships
-            ),
-        )
+    async with _opened(runtime, session, caller, entry, patient_id, for_update=True) as current:
         if current.status is not PatientStatus.ACTIVE:
             raise Conflict(
                 f"Patient {patient_id} was merged into {current.merged_into_id}; "
@@ -229,13 +246,16 @@ async def update_patient(
         if not changed:
             return current
         try:
-            stored = await repo.update(
+            stored = await repository(runtime, session).update(
                 current, details, expected_version=version, now=runtime.clock.now()
             )
         except StaleVersion as exc:
             raise Conflict("The record changed meanwhile; read it again.") from exc
-        await runtime.outbox.add(
+        await _publish(
+            runtime,
             session,
+            caller,
+            stored,
             PatientUpdated(
                 patient_id=stored.id,
                 org_id=stored.org_id,
@@ -243,9 +263,6 @@ async def update_patient(
                 version=stored.version,
                 updated_at=stored.updated_at,
             ),
-            org_id=stored.org_id,
-            location_id=stored.location_id,
-            correlation_id=caller.request_id,
         )
     return stored
 

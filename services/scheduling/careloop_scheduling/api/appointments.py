@@ -14,18 +14,18 @@ locations are not enough (403 on direct access, left out of lists).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn
+from careloop_contracts import AppointmentCancelled, AppointmentCheckedIn, AppointmentEvent
 from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, Forbidden
-from careloop_scheduling.api.common import BookContext, Context, ReadContext
+from careloop_scheduling.api.common import BookContext, Context, ReadContext, work_of
 from careloop_scheduling.api.schemas import (
     AppointmentCancel,
     AppointmentCreate,
@@ -60,7 +60,9 @@ def appointment_read(a: Appointment) -> AppointmentRead:
     return AppointmentRead.model_validate(a, from_attributes=True)
 
 
-def _entry(action: str, appointment_id: str | None = None) -> AuditEntry:
+def audit_entry(action: str, appointment_id: str | None = None) -> AuditEntry:
+    """The audit entry of an operation on appointments (the trail fills in the rest as
+    the work learns it)."""
     return AuditEntry(
         action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=appointment_id
     )
@@ -74,7 +76,7 @@ async def _opened(
     lifecycle's refusals inside it become 409s."""
     repos = ctx.repos
     async with ctx.opened(
-        _entry(action, appointment_id),
+        audit_entry(action, appointment_id),
         repos.appointments.get_appointment(
             ctx.principal.org_id, appointment_id, for_update=for_update
         ),
@@ -92,11 +94,23 @@ async def _opened(
             raise Conflict("That slot was just taken; choose another one.") from exc
 
 
+async def _stepped(
+    ctx: Context,
+    appointment_id: str,
+    change: Callable[[Appointment], Appointment],
+    event: type[AppointmentEvent],
+) -> AppointmentRead:
+    """One lifecycle step (`apply_step`) on the appointment in the caller's scope."""
+    async with _opened(ctx, appointment_id, "update") as current:
+        changed = await apply_step(work_of(ctx), current, change, event)
+    return appointment_read(changed)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AppointmentRead)
 async def book_appointment(body: AppointmentCreate, ctx: BookContext) -> AppointmentRead:
     """Book an open slot for a patient."""
     principal, repos = ctx.principal, ctx.repos
-    entry = _entry("create")
+    entry = audit_entry("create")
     entry.patient_id = body.patient_id
     async with ctx.audited(entry):
         await check_reach(repos, principal, body.patient_id, body.location_id)
@@ -109,16 +123,13 @@ async def book_appointment(body: AppointmentCreate, ctx: BookContext) -> Appoint
             )
         try:
             appt = await book(
-                ctx.runtime,
-                ctx.session,
-                repos,
+                work_of(ctx),
                 org_id=principal.org_id,
                 patient_id=body.patient_id,
                 provider_id=body.provider_id,
                 location_id=body.location_id,
                 type_id=body.appointment_type_id,
                 start_at=body.start_at,
-                correlation_id=ctx.request_id,
             )
         except SlotTaken as exc:
             raise Conflict("That slot was just taken; choose another one.") from exc
@@ -156,7 +167,7 @@ async def list_appointments(
         )
         if v is not None
     ]
-    entry = _entry("query")
+    entry = audit_entry("query")
     entry.query_fingerprint = fingerprint_query(used)
     async with ctx.audited(entry):
         patient_id, locations = principal.listing_scope(patient_id)
@@ -182,26 +193,16 @@ async def cancel_appointment(
     appointment_id: str, body: AppointmentCancel, ctx: BookContext
 ) -> AppointmentRead:
     """Cancel an appointment; its time becomes free again."""
-    async with _opened(ctx, appointment_id, "update") as current:
-        changed = await apply_step(
-            ctx.runtime,
-            ctx.session,
-            ctx.repos,
-            current,
-            lambda a: lifecycle.cancel(a, reason=body.reason),
-            AppointmentCancelled,
-            correlation_id=ctx.request_id,
-        )
-    return appointment_read(changed)
+    return await _stepped(
+        ctx, appointment_id, lambda a: lifecycle.cancel(a, reason=body.reason), AppointmentCancelled
+    )
 
 
 @router.post("/{appointment_id}/confirm", response_model=AppointmentRead)
 async def confirm_appointment(appointment_id: str, ctx: BookContext) -> AppointmentRead:
     """Record that the patient confirmed they will come."""
     async with _opened(ctx, appointment_id, "update") as current:
-        changed = await record_confirmation(
-            ctx.runtime, ctx.session, ctx.repos, current, correlation_id=ctx.request_id
-        )
+        changed = await record_confirmation(work_of(ctx), current)
     return appointment_read(changed)
 
 
@@ -209,17 +210,9 @@ async def confirm_appointment(appointment_id: str, ctx: BookContext) -> Appointm
 async def check_in_appointment(appointment_id: str, ctx: BookContext) -> AppointmentRead:
     """Check the patient in on arrival."""
     now = ctx.runtime.clock.now()
-    async with _opened(ctx, appointment_id, "update") as current:
-        changed = await apply_step(
-            ctx.runtime,
-            ctx.session,
-            ctx.repos,
-            current,
-            lambda a: lifecycle.check_in(a, now=now),
-            AppointmentCheckedIn,
-            correlation_id=ctx.request_id,
-        )
-    return appointment_read(changed)
+    return await _stepped(
+        ctx, appointment_id, lambda a: lifecycle.check_in(a, now=now), AppointmentCheckedIn
+    )
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentRead)
@@ -228,14 +221,7 @@ async def no_show_appointment(appointment_id: str, ctx: BookContext) -> Appointm
     async with _opened(ctx, appointment_id, "update") as current:
         # The same function the automatic no-show check uses, so both paths change the
         # state, end the timers and publish the event identically.
-        changed = await record_no_show(
-            ctx.runtime,
-            ctx.session,
-            ctx.repos,
-            current,
-            now=ctx.runtime.clock.now(),
-            correlation_id=ctx.request_id,
-        )
+        changed = await record_no_show(work_of(ctx), current, now=ctx.runtime.clock.now())
     return appointment_read(changed)
 
 
@@ -247,12 +233,6 @@ async def reschedule_appointment(
     booked, linked both ways; one transaction, so either both happen or neither."""
     async with _opened(ctx, appointment_id, "update") as old:
         cancelled, booked = await reschedule_to(
-            ctx.runtime,
-            ctx.session,
-            ctx.repos,
-            old,
-            start_at=body.start_at,
-            provider_id=body.provider_id,
-            correlation_id=ctx.request_id,
+            work_of(ctx), old, start_at=body.start_at, provider_id=body.provider_id
         )
     return RescheduleResult(cancelled=appointment_read(cancelled), booked=appointment_read(booked))

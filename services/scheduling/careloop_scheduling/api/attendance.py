@@ -17,9 +17,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from careloop_kit.audit import AuditEntry, fingerprint_query
+from careloop_kit.audit import fingerprint_query
 from careloop_kit.problems import Forbidden
-from careloop_scheduling.api.appointments import PHI, RESOURCE, appointment_read
+from careloop_scheduling.api.appointments import appointment_read, audit_entry
 from careloop_scheduling.api.common import ReadContext
 from careloop_scheduling.api.schemas import AttendanceCounts, AttendanceRead
 from careloop_scheduling.domain.attendance import DEFAULT_WINDOW, summarize
@@ -39,13 +39,9 @@ async def read_attendance(
 ) -> AttendanceRead:
     """A patient's attendance counts and past visits over a window (default 2 years)."""
     used = ["window_days"] if as_of is None else ["window_days", "as_of"]
-    entry = AuditEntry(
-        action="read",
-        resource_type=RESOURCE,
-        phi_categories=PHI,
-        patient_id=patient_id,
-        query_fingerprint=fingerprint_query(used),
-    )
+    entry = audit_entry("read")
+    entry.patient_id = patient_id
+    entry.query_fingerprint = fingerprint_query(used)
     principal, repos = ctx.principal, ctx.repos
     async with ctx.audited(entry):
         _, locations = principal.listing_scope(patient_id)
@@ -74,16 +70,8 @@ async def read_attendance(
         patient_id=patient_id,
         since=since,
         as_of=until,
-        counts=AttendanceCounts(
-            total=summary.total,
-            attended=summary.attended,
-            no_show=summary.no_show,
-            cancelled=summary.cancelled,
-            rescheduled=summary.rescheduled,
-            late_cancelled=summary.late_cancelled,
-            unresolved=summary.unresolved,
-            no_show_rate=summary.no_show_rate,
-        ),
+        # The counts one for one, `no_show_rate` (a property of the summary) included.
+        counts=AttendanceCounts.model_validate(summary, from_attributes=True),
         items=[appointment_read(a) for a in listed],
         not_listed=len(visits) - len(listed),
     )

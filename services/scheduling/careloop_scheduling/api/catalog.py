@@ -8,6 +8,7 @@ need `scheduling:manage` and, for anything tied to a location, that location in 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Query, status
 
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.problems import NotFound
+from careloop_kit.repository import new_id
 from careloop_kit.service import RuntimeDep
 from careloop_scheduling.api.common import Manager, Reader, ReposDep
 from careloop_scheduling.api.schemas import (
@@ -35,7 +37,6 @@ from careloop_scheduling.api.schemas import (
 )
 from careloop_scheduling.domain.availability import Closure, InvalidSchedule, WeeklyWindow
 from careloop_scheduling.domain.catalog import AppointmentType, Provider, time_zone
-from careloop_scheduling.store.base import new_id
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling, settings_of
 from careloop_scheduling.usecases.slots import compute_slots, notice
@@ -43,37 +44,17 @@ from careloop_scheduling.usecases.slots import compute_slots, notice
 router = APIRouter(tags=["scheduling catalog"])
 
 
+# The responses carry the records' fields one for one (tuples become lists).
 def _provider_read(p: Provider) -> ProviderRead:
-    return ProviderRead(
-        id=p.id,
-        org_id=p.org_id,
-        display_name=p.display_name,
-        location_ids=list(p.location_ids),
-        active=p.active,
-    )
+    return ProviderRead.model_validate(p, from_attributes=True)
 
 
 def _type_read(t: AppointmentType) -> AppointmentTypeRead:
-    return AppointmentTypeRead(
-        id=t.id,
-        org_id=t.org_id,
-        name=t.name,
-        duration_minutes=t.duration_minutes,
-        visit_category=t.visit_category,
-        patient_kind=t.patient_kind,
-        active=t.active,
-    )
+    return AppointmentTypeRead.model_validate(t, from_attributes=True)
 
 
 def _window_read(window_id: str, w: WeeklyWindow) -> AvailabilityRead:
-    return AvailabilityRead(
-        id=window_id,
-        provider_id=w.provider_id,
-        location_id=w.location_id,
-        weekday=w.weekday,
-        start=w.start,
-        end=w.end,
-    )
+    return AvailabilityRead(id=window_id, **asdict(w))
 
 
 def _scope_all(principal: AuthenticatedPrincipal, location_ids: list[str]) -> None:
@@ -256,13 +237,7 @@ async def list_slots(
     limit = settings.max_slot_results
     zone = time_zone(zone_name)
     items = [
-        SlotRead(
-            provider_id=s.provider_id,
-            location_id=s.location_id,
-            start_at=s.start_at,
-            end_at=s.end_at,
-            local_start=s.start_at.astimezone(zone).isoformat(),
-        )
+        SlotRead(**asdict(s), local_start=s.start_at.astimezone(zone).isoformat())
         for s in slots[:limit]
     ]
     return SlotPage(items=items, count=len(items), time_zone=zone_name)

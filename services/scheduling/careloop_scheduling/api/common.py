@@ -11,6 +11,7 @@ from careloop_kit.auth import AuthenticatedPrincipal, require
 from careloop_kit.context import RequestContext, request_context
 from careloop_kit.service import SessionDep
 from careloop_scheduling.store.repository import Repositories, repositories
+from careloop_scheduling.usecases.common import Work
 
 READ, BOOK, MANAGE = "scheduling:read", "scheduling:book", "scheduling:manage"
 
@@ -36,3 +37,8 @@ BookContext = Annotated[Context, Depends(request_context(require(BOOK, mfa=True)
 ManageContext = Annotated[
     Context, Depends(request_context(require(MANAGE, mfa=True), repositories))
 ]
+
+
+def work_of(ctx: Context) -> Work:
+    """The request's work on appointments: what it publishes carries the request id."""
+    return Work(ctx.runtime, ctx.session, ctx.repos, ctx.request_id)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
+from careloop_kit.repository import new_id
 from careloop_scheduling.api.common import BookContext, ReadContext
 from careloop_scheduling.domain.appointment import AppointmentStatus
 from careloop_scheduling.domain.waitlist import (
@@ -33,7 +34,6 @@ from careloop_scheduling.domain.waitlist import (
     WaitlistEntry,
     validate_window,
 )
-from careloop_scheduling.store.base import new_id
 from careloop_scheduling.usecases.catalog import load_provider, load_type, zone_of
 from careloop_scheduling.usecases.common import InvalidScheduling
 from careloop_scheduling.usecases.locations import check_reach, feature_on, hidden_locations
@@ -97,22 +97,13 @@ class WaitlistPage(BaseModel):
 
 
 def entry_read(e: WaitlistEntry) -> WaitlistEntryRead:
-    return WaitlistEntryRead(
-        id=e.id,
-        org_id=e.org_id,
-        patient_id=e.patient_id,
-        location_id=e.location_id,
-        appointment_type_id=e.appointment_type_id,
-        provider_id=e.provider_id,
-        earliest_date=e.earliest_date,
-        latest_date=e.latest_date,
-        weekdays=None if e.weekdays is None else list(e.weekdays),
-        parts_of_day=None if e.parts_of_day is None else list(e.parts_of_day),
-        appointment_id=e.appointment_id,
-        status=e.status,
-        booked_appointment_id=e.booked_appointment_id,
-        position=e.position,
-        created_at=e.created_at,
+    # The response carries the record's fields one for one (its tuples become lists).
+    return WaitlistEntryRead.model_validate(e, from_attributes=True)
+
+
+def _entry(action: str, entry_id: str | None = None) -> AuditEntry:
+    return AuditEntry(
+        action=action, resource_type=RESOURCE, phi_categories=PHI, resource_id=entry_id
     )
 
 
@@ -120,9 +111,8 @@ def entry_read(e: WaitlistEntry) -> WaitlistEntryRead:
 async def add_entry(body: WaitlistEntryCreate, ctx: BookContext) -> WaitlistEntryRead:
     """Put a patient on a location's waitlist for an appointment type."""
     runtime, principal, repos = ctx.runtime, ctx.principal, ctx.repos
-    entry = AuditEntry(
-        action="create", resource_type=RESOURCE, phi_categories=PHI, patient_id=body.patient_id
-    )
+    entry = _entry("create")
+    entry.patient_id = body.patient_id
     async with ctx.audited(entry):
         await check_reach(repos, principal, body.patient_id, body.location_id)
         org_id = principal.org_id
@@ -162,22 +152,19 @@ async def add_entry(body: WaitlistEntryCreate, ctx: BookContext) -> WaitlistEntr
             org_id, body.patient_id, body.location_id, body.appointment_type_id
         ):
             raise Conflict("The patient is already on this waitlist.")
+        now = runtime.clock.now()
         created = await repos.waitlist.add_waitlist_entry(
             WaitlistEntry(
                 id=new_id(),
                 org_id=org_id,
-                patient_id=body.patient_id,
-                location_id=body.location_id,
-                appointment_type_id=body.appointment_type_id,
-                earliest_date=body.earliest_date,
-                latest_date=body.latest_date,
-                created_at=runtime.clock.now(),
-                provider_id=body.provider_id,
+                created_at=now,
+                # The body names the entry's own fields; the record keeps its lists as
+                # tuples (the weekdays sorted, once each).
+                **body.model_dump(exclude={"weekdays", "parts_of_day"}),
                 weekdays=None if body.weekdays is None else tuple(sorted(set(body.weekdays))),
                 parts_of_day=None if body.parts_of_day is None else tuple(body.parts_of_day),
-                appointment_id=body.appointment_id,
             ),
-            runtime.clock.now(),
+            now,
         )
         entry.resource_id = created.id
     return entry_read(created)
@@ -198,12 +185,8 @@ async def list_entries(
         for k, v in (("patient_id", patient_id), ("location_id", location_id), ("status", status_))
         if v is not None
     ]
-    entry = AuditEntry(
-        action="query",
-        resource_type=RESOURCE,
-        phi_categories=PHI,
-        query_fingerprint=fingerprint_query(used),
-    )
+    entry = _entry("query")
+    entry.query_fingerprint = fingerprint_query(used)
     principal, repos = ctx.principal, ctx.repos
     async with ctx.audited(entry):
         patient_id, locations = principal.listing_scope(patient_id)
@@ -225,9 +208,7 @@ async def list_entries(
 async def remove_entry(entry_id: str, ctx: BookContext) -> WaitlistEntryRead:
     """Take an entry off the waitlist; its open offer, if any, is withdrawn."""
     principal, repos = ctx.principal, ctx.repos
-    audit = AuditEntry(
-        action="delete", resource_type=RESOURCE, phi_categories=PHI, resource_id=entry_id
-    )
+    audit = _entry("delete", entry_id)
     async with ctx.opened(
         audit,
         repos.waitlist.get_waitlist_entry(principal.org_id, entry_id, for_update=True),

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from careloop_kit.repository import Repository, given, in_scope
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.appointment import (
     ACTIVE_STATUSES,
@@ -19,7 +20,6 @@ from careloop_scheduling.domain.appointment import (
 )
 from careloop_scheduling.domain.attendance import PastVisit
 from careloop_scheduling.domain.availability import Busy
-from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import NO_DOUBLE_BOOKING, appointment
 
 
@@ -70,13 +70,8 @@ class AppointmentRepository(Repository):
     async def get_appointment(
         self, org_id: str, appointment_id: str, *, for_update: bool = False
     ) -> Appointment | None:
-        query = select(appointment).where(
-            appointment.c.org_id == org_id, appointment.c.id == appointment_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
-        return None if row is None else _appointment(row._mapping)
+        row = await self._row(appointment, org_id, appointment_id, for_update=for_update)
+        return None if row is None else _appointment(row)
 
     async def save_appointment(
         self, appt: Appointment, *, previous_version: int, now: datetime
@@ -107,19 +102,15 @@ class AppointmentRepository(Repository):
     ) -> list[Appointment]:
         """Appointments in start order; none at `hidden_locations` (sensitive locations
         the caller may not see), so a page is never short because of them."""
-        conditions: list[Any] = [appointment.c.org_id == org_id]
-        if patient_id is not None:
-            conditions.append(appointment.c.patient_id == patient_id)
-        if provider_id is not None:
-            conditions.append(appointment.c.provider_id == provider_id)
+        conditions: list[Any] = [
+            appointment.c.org_id == org_id,
+            *given(appointment, patient_id=patient_id, provider_id=provider_id),
+            *in_scope(appointment.c.location_id, locations, hidden_locations),
+        ]
         if start is not None:
             conditions.append(appointment.c.end_at > start)
         if end is not None:
             conditions.append(appointment.c.start_at < end)
-        if locations is not None:
-            conditions.append(appointment.c.location_id.in_(list(locations)))
-        if hidden_locations:
-            conditions.append(appointment.c.location_id.not_in(list(hidden_locations)))
         rows = (
             await self._session.execute(
                 select(appointment)
@@ -173,14 +164,10 @@ class AppointmentRepository(Repository):
         A timer firing while a request changes its appointment retries later instead of
         waiting: the request already locked the appointment and waits for the timer
         rows, so waiting here would deadlock."""
-        row = (
-            await self._session.execute(
-                select(appointment)
-                .where(appointment.c.org_id == org_id, appointment.c.id == appointment_id)
-                .with_for_update(read=not exclusive, nowait=True)
-            )
-        ).first()
-        return None if row is None else _appointment(row._mapping)
+        row = await self._row(
+            appointment, org_id, appointment_id, for_update=True, read=not exclusive, nowait=True
+        )
+        return None if row is None else _appointment(row)
 
 
 def _values(appt: Appointment) -> dict[str, Any]:

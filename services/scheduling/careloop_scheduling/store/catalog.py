@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 
+from careloop_kit.repository import Repository, new_id
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.availability import Closure, WeeklyWindow
 from careloop_scheduling.domain.catalog import (
@@ -18,7 +19,6 @@ from careloop_scheduling.domain.catalog import (
     Provider,
     VisitCategory,
 )
-from careloop_scheduling.store.base import Repository, new_id
 from careloop_scheduling.store.tables import (
     appointment_type,
     availability,
@@ -49,12 +49,8 @@ class CatalogRepository(Repository):
         )
 
     async def get_provider(self, org_id: str, provider_id: str) -> Provider | None:
-        row = (
-            await self._session.execute(
-                select(provider).where(provider.c.org_id == org_id, provider.c.id == provider_id)
-            )
-        ).first()
-        return None if row is None else _provider(row._mapping)
+        row = await self._row(provider, org_id, provider_id)
+        return None if row is None else _provider(row)
 
     async def list_providers(self, org_id: str, location_id: str | None = None) -> list[Provider]:
         query = select(provider).where(provider.c.org_id == org_id, provider.c.active)
@@ -71,14 +67,8 @@ class CatalogRepository(Repository):
         await self._session.execute(insert(appointment_type).values(**values, created_at=now))
 
     async def get_type(self, org_id: str, type_id: str) -> AppointmentType | None:
-        row = (
-            await self._session.execute(
-                select(appointment_type).where(
-                    appointment_type.c.org_id == org_id, appointment_type.c.id == type_id
-                )
-            )
-        ).first()
-        return None if row is None else _type(row._mapping)
+        row = await self._row(appointment_type, org_id, type_id)
+        return None if row is None else _type(row)
 
     async def list_types(self, org_id: str) -> list[AppointmentType]:
         rows = (
@@ -90,21 +80,20 @@ class CatalogRepository(Repository):
         ).all()
         return [_type(r._mapping) for r in rows]
 
-    async def add_window(self, org_id: str, window: WeeklyWindow, now: datetime) -> str:
-        window_id = new_id()
+    async def _add_row(self, table: Table, org_id: str, now: datetime, **values: Any) -> str:
+        """Insert a row of `table` under a new id; returns the id."""
+        row_id = new_id()
         await self._session.execute(
-            insert(availability).values(
-                id=window_id,
-                org_id=org_id,
-                provider_id=window.provider_id,
-                location_id=window.location_id,
-                weekday=window.weekday,
-                start_time=window.start,
-                end_time=window.end,
-                created_at=now,
-            )
+            insert(table).values(id=row_id, org_id=org_id, created_at=now, **values)
         )
-        return window_id
+        return row_id
+
+    async def add_window(self, org_id: str, window: WeeklyWindow, now: datetime) -> str:
+        # The columns are `start_time`/`end_time` (`end` is an SQL keyword).
+        values = values_of(window, leave_out=("start", "end"))
+        return await self._add_row(
+            availability, org_id, now, **values, start_time=window.start, end_time=window.end
+        )
 
     async def windows(
         self, org_id: str, location_id: str, provider_ids: Collection[str] | None = None
@@ -130,20 +119,16 @@ class CatalogRepository(Repository):
     async def add_closure(
         self, org_id: str, closure: Closure, reason: ClosureReason, now: datetime
     ) -> str:
-        closure_id = new_id()
-        await self._session.execute(
-            insert(availability_exception).values(
-                id=closure_id,
-                org_id=org_id,
-                provider_id=closure.provider_id,
-                location_id=closure.location_id,
-                first_day=closure.first,
-                last_day=closure.last,
-                reason=reason.value,
-                created_at=now,
-            )
+        values = values_of(closure, leave_out=("first", "last"))
+        return await self._add_row(
+            availability_exception,
+            org_id,
+            now,
+            **values,
+            first_day=closure.first,
+            last_day=closure.last,
+            reason=reason.value,
         )
-        return closure_id
 
     async def closures(
         self, org_id: str, provider_ids: Collection[str], first: date, last: date

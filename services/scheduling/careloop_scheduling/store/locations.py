@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.repository import Repository
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.locations import LocationInfo
-from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import location
 
 __all__ = ["LocationInfo", "LocationRepository"]
@@ -42,14 +42,10 @@ class LocationRepository(Repository):
         return result.first() is not None
 
     async def get(self, org_id: str, location_id: str) -> LocationInfo | None:
-        row = (
-            await self._session.execute(
-                select(location).where(location.c.org_id == org_id, location.c.id == location_id)
-            )
-        ).first()
+        row = await self._row(location, org_id, location_id)
         if row is None:
             return None
-        return record_of(LocationInfo, row._mapping, convert={"features": dict})
+        return record_of(LocationInfo, row, convert={"features": dict})
 
     async def changed_at(self, org_id: str, location_id: str) -> datetime | None:
         """When identity made the change the view holds (None: set before the events)."""

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.repository import Repository
 from careloop_scheduling.domain.reminder_settings import Level, ReminderSettings
 from careloop_scheduling.domain.reminders import QuietHours, TouchOverride
-from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import reminder_setting
 
 

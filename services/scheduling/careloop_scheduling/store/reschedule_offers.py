@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import case, insert, select, update
 
+from careloop_kit.repository import Repository
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.reschedule_offer import OfferStatus, RescheduleOffer
-from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import reschedule_offer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from careloop_scheduling.store.base import Repository
+from careloop_kit.repository import Repository
 from careloop_scheduling.store.tables import platform
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.repository import Repository, given, in_scope
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.waitlist import (
     EntryStatus,
@@ -20,7 +21,6 @@ from careloop_scheduling.domain.waitlist import (
     WaitlistOffer,
 )
 from careloop_scheduling.domain.waitlist import OfferStatus as WaitlistOfferStatus
-from careloop_scheduling.store.base import Repository
 from careloop_scheduling.store.tables import (
     waitlist_entry,
     waitlist_offer,
@@ -33,40 +33,26 @@ class WaitlistRepository(Repository):
 
     async def add_waitlist_entry(self, entry: WaitlistEntry, now: datetime) -> WaitlistEntry:
         """Insert an entry; returns it with its waitlist position."""
+        # Not booked yet, and the position comes from the table's sequence.
+        values = values_of(entry, leave_out=("booked_appointment_id", "position")) | {
+            "weekdays": None if entry.weekdays is None else list(entry.weekdays),
+            "parts_of_day": (
+                None if entry.parts_of_day is None else [p.value for p in entry.parts_of_day]
+            ),
+            "status": entry.status.value,
+            "created_at": now,
+            "updated_at": now,
+        }
         position = await self._session.scalar(
-            insert(waitlist_entry)
-            .values(
-                id=entry.id,
-                org_id=entry.org_id,
-                patient_id=entry.patient_id,
-                location_id=entry.location_id,
-                appointment_type_id=entry.appointment_type_id,
-                provider_id=entry.provider_id,
-                earliest_date=entry.earliest_date,
-                latest_date=entry.latest_date,
-                weekdays=None if entry.weekdays is None else list(entry.weekdays),
-                parts_of_day=(
-                    None if entry.parts_of_day is None else [p.value for p in entry.parts_of_day]
-                ),
-                appointment_id=entry.appointment_id,
-                status=entry.status.value,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(waitlist_entry.c.position)
+            insert(waitlist_entry).values(**values).returning(waitlist_entry.c.position)
         )
         return replace(entry, position=int(position or 0), created_at=now)
 
     async def get_waitlist_entry(
         self, org_id: str, entry_id: str, *, for_update: bool = False
     ) -> WaitlistEntry | None:
-        query = select(waitlist_entry).where(
-            waitlist_entry.c.org_id == org_id, waitlist_entry.c.id == entry_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
-        return None if row is None else _entry(row._mapping)
+        row = await self._row(waitlist_entry, org_id, entry_id, for_update=for_update)
+        return None if row is None else _entry(row)
 
     async def list_waitlist_entries(
         self,
@@ -80,22 +66,15 @@ class WaitlistRepository(Repository):
         hidden_locations: Collection[str] = (),
     ) -> list[WaitlistEntry]:
         """Entries in waitlist order (first in first); none at `hidden_locations`."""
-        conditions: list[Any] = [
-            waitlist_entry.c.org_id == org_id,
-            waitlist_entry.c.status.in_([s.value for s in statuses]),
-        ]
-        if patient_id is not None:
-            conditions.append(waitlist_entry.c.patient_id == patient_id)
-        if location_id is not None:
-            conditions.append(waitlist_entry.c.location_id == location_id)
-        if locations is not None:
-            conditions.append(waitlist_entry.c.location_id.in_(list(locations)))
-        if hidden_locations:
-            conditions.append(waitlist_entry.c.location_id.not_in(list(hidden_locations)))
         rows = (
             await self._session.execute(
                 select(waitlist_entry)
-                .where(*conditions)
+                .where(
+                    waitlist_entry.c.org_id == org_id,
+                    waitlist_entry.c.status.in_([s.value for s in statuses]),
+                    *given(waitlist_entry, patient_id=patient_id, location_id=location_id),
+                    *in_scope(waitlist_entry.c.location_id, locations, hidden_locations),
+                )
                 .order_by(waitlist_entry.c.position)
                 .limit(limit)
             )
@@ -195,13 +174,8 @@ class WaitlistRepository(Repository):
         self, org_id: str, slot_id: str, *, lock: bool = False, nowait: bool = False
     ) -> FreedSlot | None:
         """The slot; `lock`: locked for a change (`nowait`: raise at once if held)."""
-        query = select(waitlist_slot).where(
-            waitlist_slot.c.org_id == org_id, waitlist_slot.c.id == slot_id
-        )
-        if lock:
-            query = query.with_for_update(nowait=nowait)
-        row = (await self._session.execute(query)).first()
-        return None if row is None else _slot(row._mapping)
+        row = await self._row(waitlist_slot, org_id, slot_id, for_update=lock, nowait=nowait)
+        return None if row is None else _slot(row)
 
     async def update_freed_slot(self, slot: FreedSlot, now: datetime) -> None:
         await self._session.execute(
@@ -223,13 +197,8 @@ class WaitlistRepository(Repository):
     async def get_waitlist_offer(
         self, org_id: str, offer_id: str, *, for_update: bool = False
     ) -> WaitlistOffer | None:
-        query = select(waitlist_offer).where(
-            waitlist_offer.c.org_id == org_id, waitlist_offer.c.id == offer_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).first()
-        return None if row is None else _waitlist_offer(row._mapping)
+        row = await self._row(waitlist_offer, org_id, offer_id, for_update=for_update)
+        return None if row is None else _waitlist_offer(row)
 
     async def slot_offers(
         self, slot_id: str, *, status: WaitlistOfferStatus | None = None

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from careloop_contracts import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -16,26 +14,23 @@ from careloop_contracts import (
     AppointmentEvent,
     AppointmentRescheduled,
 )
-from careloop_kit.service import Runtime
+from careloop_kit.repository import new_id
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.reminder_settings import REMINDABLE_STATUSES
-from careloop_scheduling.store.base import new_id
-from careloop_scheduling.store.repository import Repositories
 from careloop_scheduling.usecases.catalog import zone_of
-from careloop_scheduling.usecases.common import settings_of
-from careloop_scheduling.usecases.events import appointment_fields, publish_change
+from careloop_scheduling.usecases.common import Work, settings_of
+from careloop_scheduling.usecases.events import appointment_fields
 from careloop_scheduling.usecases.no_show import no_show_grace, schedule_no_show_check
 from careloop_scheduling.usecases.reminders import schedule_reminders
 from careloop_scheduling.usecases.slots import bookable_slot
 from careloop_scheduling.usecases.timers import cancel_appointment_timers, timers_of
 
 
-async def plan_reminder_timers(
-    runtime: Runtime, session: AsyncSession, repos: Repositories, appt: Appointment
-) -> None:
+async def plan_reminder_timers(work: Work, appt: Appointment) -> None:
     """Schedule the new appointment's reminder timers and its no-show check in the
     booking's transaction."""
+    runtime, session, repos = work.runtime, work.session, work.repos
     zone_name = await zone_of(repos, appt.org_id, appt.location_id)
     timers = timers_of(runtime)
     await schedule_reminders(
@@ -45,9 +40,7 @@ async def plan_reminder_timers(
 
 
 async def book(
-    runtime: Runtime,
-    session: AsyncSession,
-    repos: Repositories,
+    work: Work,
     *,
     org_id: str,
     patient_id: str,
@@ -55,7 +48,6 @@ async def book(
     location_id: str,
     type_id: str,
     start_at: datetime,
-    correlation_id: str | None = None,
 ) -> Appointment:
     """Book the slot starting at `start_at` for the patient: the grid check, the
     insert (the double-booking constraint decides), the reminders and the no-show
@@ -63,6 +55,7 @@ async def book(
 
     Raises `InvalidScheduling` (not a slot of the grid), `NotFound` (no such provider
     or type) and `SlotTaken` (someone holds that time)."""
+    runtime, repos = work.runtime, work.repos
     slot = await bookable_slot(
         repos,
         runtime,
@@ -85,22 +78,16 @@ async def book(
         status=AppointmentStatus.BOOKED,
     )
     await repos.appointments.add_appointment(appt, now)
-    await plan_reminder_timers(runtime, session, repos, appt)
-    await publish_change(
-        runtime, session, AppointmentBooked(**appointment_fields(appt, now)), correlation_id
-    )
+    await plan_reminder_timers(work, appt)
+    await work.publish(AppointmentBooked(**appointment_fields(appt, now)))
     return appt
 
 
 async def apply_step(
-    runtime: Runtime,
-    session: AsyncSession,
-    repos: Repositories,
+    work: Work,
     current: Appointment,
     change: Callable[[Appointment], Appointment],
     event: type[AppointmentEvent],
-    *,
-    correlation_id: str | None = None,
     **event_fields: object,
 ) -> Appointment:
     """Apply one lifecycle step to a locked appointment: transition, save, end its
@@ -109,52 +96,33 @@ async def apply_step(
     Raises `InvalidTransition` when the state machine refuses and `StaleAppointment`
     when it changed since it was read; the caller decides what that means."""
     changed = change(current)
-    now = runtime.clock.now()
-    await repos.appointments.save_appointment(changed, previous_version=current.version, now=now)
+    now = work.runtime.clock.now()
+    await work.repos.appointments.save_appointment(
+        changed, previous_version=current.version, now=now
+    )
     if changed.status not in REMINDABLE_STATUSES:
         # Cancelled, arrived, missed or fulfilled: nothing left to remind of, nor to
         # check for a no-show. A confirmation keeps the status, so its later
         # reminders and its no-show check stay (see usecases.reminders).
-        await cancel_appointment_timers(timers_of(runtime), session, repos, changed.id)
-    await publish_change(
-        runtime,
-        session,
-        event(**appointment_fields(changed, now), **event_fields),
-        correlation_id,
-    )
+        await cancel_appointment_timers(
+            timers_of(work.runtime), work.session, work.repos, changed.id
+        )
+    await work.publish(event(**appointment_fields(changed, now), **event_fields))
     return changed
 
 
-async def record_confirmation(
-    runtime: Runtime,
-    session: AsyncSession,
-    repos: Repositories,
-    current: Appointment,
-    *,
-    correlation_id: str | None = None,
-) -> Appointment:
+async def record_confirmation(work: Work, current: Appointment) -> Appointment:
     """Confirm a locked appointment and publish `AppointmentConfirmed`: the staff
     endpoint and a patient's `C` reply (`usecases.replies`) both come through here."""
-    return await apply_step(
-        runtime,
-        session,
-        repos,
-        current,
-        lifecycle.confirm,
-        AppointmentConfirmed,
-        correlation_id=correlation_id,
-    )
+    return await apply_step(work, current, lifecycle.confirm, AppointmentConfirmed)
 
 
 async def reschedule_to(
-    runtime: Runtime,
-    session: AsyncSession,
-    repos: Repositories,
+    work: Work,
     old: Appointment,
     *,
     start_at: datetime,
     provider_id: str | None = None,
-    correlation_id: str | None = None,
 ) -> tuple[Appointment, Appointment]:
     """Move a locked appointment to the slot starting at `start_at`: cancel it, book its
     replacement, move its timers, publish cancelled, booked and rescheduled. The staff
@@ -164,6 +132,7 @@ async def reschedule_to(
     `StaleAppointment` and `SlotTaken` (someone holds that time); the caller's
     transaction then holds a half-done move, so it must roll it back (the endpoint
     fails the request, the reply and waitlist paths run this in a savepoint)."""
+    runtime, repos = work.runtime, work.repos
     provider_id = provider_id or old.provider_id
     slot = await bookable_slot(
         repos,
@@ -189,8 +158,8 @@ async def reschedule_to(
     # (reminders and no-show check) are cancelled and can never fire, the new plan
     # starts from now (a confirmation of the new time, then the reminders before it)
     # and its no-show check follows the new start.
-    await cancel_appointment_timers(timers_of(runtime), session, repos, cancelled.id)
-    await plan_reminder_timers(runtime, session, repos, booked)
+    await cancel_appointment_timers(timers_of(runtime), work.session, repos, cancelled.id)
+    await plan_reminder_timers(work, booked)
     events: list[AppointmentEvent] = [
         AppointmentCancelled(**appointment_fields(cancelled, now), rescheduled_to_id=booked.id),
         AppointmentBooked(**appointment_fields(booked, now), rescheduled_from_id=cancelled.id),
@@ -201,5 +170,5 @@ async def reschedule_to(
         ),
     ]
     for event in events:
-        await publish_change(runtime, session, event, correlation_id)
+        await work.publish(event)
     return cancelled, booked

@@ -1,13 +1,9 @@
-"""Appointment events: the fields they all carry and their staging in the outbox."""
+"""Appointment events: the fields they all carry."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from careloop_contracts import AppointmentEvent
-from careloop_kit.service import Runtime
 from careloop_scheduling.domain.appointment import Appointment
 
 
@@ -26,16 +22,3 @@ def appointment_fields(a: Appointment, now: datetime) -> dict[str, object]:
         "confirmation": a.confirmation.value,
         "occurred_at": now,
     }
-
-
-async def publish_change(
-    runtime: Runtime, session: AsyncSession, event: AppointmentEvent, correlation_id: str | None
-) -> None:
-    """Stage an appointment event in the outbox, in the change's transaction."""
-    await runtime.outbox.add(
-        session,
-        event,
-        org_id=event.org_id,
-        location_id=event.location_id,
-        correlation_id=correlation_id,
-    )

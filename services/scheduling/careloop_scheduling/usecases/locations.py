@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts.identity import LocationChanged, LocationCreated, LocationFeature
 from careloop_kit.auth import AuthenticatedPrincipal
+from careloop_kit.locations import logged_if_stale
 from careloop_kit.problems import Forbidden
 from careloop_kit.service import Runtime
 from careloop_scheduling.domain.locations import LocationInfo, sees_sensitive
@@ -48,14 +49,7 @@ async def apply_location(
     applied = await repositories(session).locations.apply(
         event.org_id, item, changed_at=event.occurred_at, now=runtime.clock.now()
     )
-    if not applied:
-        log.info(
-            "location %s: %s of %s is older than the view, skipped",
-            event.location_id,
-            event.event_type,
-            event.occurred_at.isoformat(),
-        )
-    return applied
+    return logged_if_stale(log, event, applied)
 
 
 async def feature_on(

@@ -19,25 +19,20 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import AppointmentNoShow
-from careloop_kit.audit import AuditEntry, recorder_of
-from careloop_kit.auth import Principal
-from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.attendance import NO_SHOW_TIMER_KIND, no_show_key
 from careloop_scheduling.settings import SchedulingSettings
-from careloop_scheduling.store.repository import Repositories, repositories
-from careloop_scheduling.usecases.events import appointment_fields, publish_change
+from careloop_scheduling.store.repository import repositories
+from careloop_scheduling.usecases.common import Work, system_actor
+from careloop_scheduling.usecases.events import appointment_fields
 from careloop_scheduling.usecases.timers import cancel_appointment_timers, timers_of
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "scheduling-no-show-check"
-# HL7 PurposeOfUse "healthcare operations": nobody treats the patient here, the
-# service keeps its own records straight.
-OPERATIONS = "HOPERAT"
 
 
 def no_show_grace(settings: SchedulingSettings) -> timedelta:
@@ -45,14 +40,7 @@ def no_show_grace(settings: SchedulingSettings) -> timedelta:
 
 
 async def record_no_show(
-    runtime: Runtime,
-    session: AsyncSession,
-    repos: Repositories,
-    current: Appointment,
-    *,
-    now: datetime,
-    correlation_id: str | None = None,
-    firing_key: str | None = None,
+    work: Work, current: Appointment, *, now: datetime, firing_key: str | None = None
 ) -> Appointment:
     """Mark a locked appointment `noshow`: transition, save, end its timers, publish.
 
@@ -62,13 +50,12 @@ async def record_no_show(
     holds the row lock and found it `booked`, neither can happen).
     """
     changed = lifecycle.no_show(current, now=now)
+    repos = work.repos
     await repos.appointments.save_appointment(changed, previous_version=current.version, now=now)
     await cancel_appointment_timers(
-        timers_of(runtime), session, repos, changed.id, sparing=firing_key
+        timers_of(work.runtime), work.session, repos, changed.id, sparing=firing_key
     )
-    await publish_change(
-        runtime, session, AppointmentNoShow(**appointment_fields(changed, now)), correlation_id
-    )
+    await work.publish(AppointmentNoShow(**appointment_fields(changed, now)))
     return changed
 
 
@@ -102,20 +89,14 @@ async def check_no_show(
         log.info("no-show check of %s skipped: not booked", appointment_id)
         return
     now = runtime.clock.now()
-    changed = await record_no_show(
-        runtime, session, repos, appt, now=now, firing_key=no_show_key(appt.id)
-    )
-    principal = Principal(
-        actor_id=SYSTEM_ACTOR,
-        actor_type="system",
-        org_id=changed.org_id,
-        purpose_of_use=OPERATIONS,
-    )
-    entry = AuditEntry(
+    work = Work(runtime, session, repos)
+    changed = await record_no_show(work, appt, now=now, firing_key=no_show_key(appt.id))
+    # Healthcare operations: nobody treats the patient here, the service keeps its own
+    # records straight.
+    await work.audit(
+        system_actor(SYSTEM_ACTOR, changed.org_id),
         action="update",
         resource_type="Appointment",
-        phi_categories=[CLINICAL],
         patient_id=changed.patient_id,
         resource_id=changed.id,
     )
-    await recorder_of(runtime).record(session, principal, entry)

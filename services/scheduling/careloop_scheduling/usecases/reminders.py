@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +40,7 @@ from careloop_scheduling.domain.reminders import PlannedTouch, plan
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.locations import LocationInfo
 from careloop_scheduling.store.repository import Repositories, repositories
+from careloop_scheduling.usecases.common import Work
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,29 @@ def practice_name_of(where: LocationInfo, settings: SchedulingSettings) -> str:
     return where.display_name or settings.neutral_practice_name
 
 
+def location_fields(where: LocationInfo, settings: SchedulingSettings) -> dict[str, Any]:
+    """What every event that messages a patient says of the location: its time zone
+    (the message gives local times), the name to sign with and whether it is sensitive."""
+    return {
+        "location_time_zone": where.time_zone,
+        "practice_name": practice_name_of(where, settings),
+        "sensitive_location": where.sensitive,
+    }
+
+
+def message_fields(
+    appt: Appointment, where: LocationInfo, settings: SchedulingSettings
+) -> dict[str, Any]:
+    """What every event that has messaging write to a patient about an appointment
+    carries: whose visit, at which location, and how to word the place."""
+    return {
+        "appointment_id": appt.id,
+        "patient_id": appt.patient_id,
+        "org_id": appt.org_id,
+        "location_id": appt.location_id,
+    } | location_fields(where, settings)
+
+
 async def _location(
     session: AsyncSession, repos: Repositories, org_id: str, location_id: str
 ) -> LocationInfo | None:
@@ -145,14 +170,8 @@ async def send_reminder(
     event = ReminderDue(
         touch_key=touch_key,
         touch=touch,
-        appointment_id=appt.id,
-        patient_id=appt.patient_id,
-        org_id=appt.org_id,
-        location_id=appt.location_id,
+        **message_fields(appt, where, settings),
         start_at=appt.start_at,
-        location_time_zone=where.time_zone,
-        practice_name=practice_name_of(where, settings),
-        sensitive_location=where.sensitive,
         due_at=due_at,
     )
-    await runtime.outbox.add(session, event, org_id=appt.org_id, location_id=appt.location_id)
+    await Work(runtime, session, repos).publish(event)

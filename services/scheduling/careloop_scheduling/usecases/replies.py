@@ -46,10 +46,8 @@ from careloop_contracts import (
     ReplyReceivedV2,
     RescheduleOffered,
 )
-from careloop_kit.audit import AuditEntry, recorder_of
-from careloop_kit.auth import Principal
-from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import ProblemError
+from careloop_kit.repository import new_id
 from careloop_kit.service import Runtime
 from careloop_scheduling.domain import appointment as lifecycle
 from careloop_scheduling.domain.appointment import (
@@ -66,19 +64,16 @@ from careloop_scheduling.domain.reschedule_offer import (
 )
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
-from careloop_scheduling.store.base import new_id
 from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.booking import apply_step, record_confirmation, reschedule_to
-from careloop_scheduling.usecases.common import settings_of
+from careloop_scheduling.usecases.common import Work, patient_actor, settings_of
 from careloop_scheduling.usecases.locations import feature_on
-from careloop_scheduling.usecases.reminders import practice_name_of
+from careloop_scheduling.usecases.reminders import message_fields
 from careloop_scheduling.usecases.slots import compute_slots
 
 log = logging.getLogger(__name__)
 
 RESOURCE = "Appointment"
-# HL7 PurposeOfUse "patient requested": the patient asked for this change themselves.
-PATIENT_REQUESTED = "PATRQT"
 PATIENT_CANCELLED = "cancelled by the patient"
 """`cancel_reason` of an appointment the patient cancelled by answering a message."""
 
@@ -97,27 +92,22 @@ class Answer:
 
     @staticmethod
     def of(event: Event) -> Answer:
+        # v1 named the way the answer came `channel`; v2 calls it `via`.
         if isinstance(event, ReplyReceivedV2):
-            return Answer(
-                event.reply_id,
-                event.org_id,
-                event.patient_id,
-                event.appointment_id,
-                event.intent,
-                event.choice,
-                event.via,
-            )
-        if isinstance(event, ReplyReceived):
-            return Answer(
-                event.reply_id,
-                event.org_id,
-                event.patient_id,
-                event.appointment_id,
-                event.intent,
-                event.choice,
-                event.channel,
-            )
-        raise TypeError(f"expected ReplyReceived(V2), got {type(event).__name__}")
+            via = event.via
+        elif isinstance(event, ReplyReceived):
+            via = event.channel
+        else:
+            raise TypeError(f"expected ReplyReceived(V2), got {type(event).__name__}")
+        return Answer(
+            event.reply_id,
+            event.org_id,
+            event.patient_id,
+            event.appointment_id,
+            event.intent,
+            event.choice,
+            via,
+        )
 
     @property
     def how(self) -> str:
@@ -136,27 +126,20 @@ class _Reply:
     event: Answer
     correlation_id: str
 
+    @property
+    def work(self) -> Work:
+        """The reply's share of the transaction, as the booking steps take it."""
+        return Work(self.runtime, self.session, self.repos, self.correlation_id)
+
     async def audit(self, appt: Appointment, action: str, detail: str) -> None:
         """Record the change in the trail with the patient as the actor."""
-        principal = Principal(
-            actor_id=appt.patient_id,
-            actor_type="patient",
-            org_id=appt.org_id,
-            purpose_of_use=PATIENT_REQUESTED,
-        )
-        entry = AuditEntry(
+        await self.work.audit(
+            patient_actor(appt.patient_id, appt.org_id),
             action=action,
             resource_type=RESOURCE,
-            phi_categories=[CLINICAL],
             patient_id=appt.patient_id,
             resource_id=appt.id,
-        )
-        await recorder_of(self.runtime).record(
-            self.session,
-            principal,
-            entry,
-            outcome_detail=f"{detail} by {self.event.how}",
-            request_id=self.correlation_id,
+            detail=f"{detail} by {self.event.how}",
         )
 
 
@@ -164,9 +147,7 @@ async def _confirm(reply: _Reply, appt: Appointment) -> None:
     if appt.confirmation is Confirmation.CONFIRMED:
         log.info("reply %s: appointment %s already confirmed", reply.event.reply_id, appt.id)
         return
-    changed = await record_confirmation(
-        reply.runtime, reply.session, reply.repos, appt, correlation_id=reply.correlation_id
-    )
+    changed = await record_confirmation(reply.work, appt)
     await reply.audit(changed, "update", "confirmed")
 
 
@@ -178,13 +159,10 @@ async def _cancel(reply: _Reply, appt: Appointment) -> None:
         return
     try:
         changed = await apply_step(
-            reply.runtime,
-            reply.session,
-            reply.repos,
+            reply.work,
             appt,
             lambda current: lifecycle.cancel(current, reason=PATIENT_CANCELLED),
             AppointmentCancelled,
-            correlation_id=reply.correlation_id,
         )
     except InvalidTransition as exc:
         log.info("reply %s: appointment %s not cancelled: %s", reply.event.reply_id, appt.id, exc)
@@ -233,23 +211,13 @@ async def _offer(reply: _Reply, appt: Appointment, why: str) -> RescheduleOffer 
     # One live offer per appointment: a number always refers to the latest message.
     await repos.reschedule_offers.expire_open_offers(appt.org_id, appt.id)
     await repos.reschedule_offers.add_offer(offer)
-    await reply.runtime.outbox.add(
-        reply.session,
+    await reply.work.publish(
         RescheduleOffered(
             offer_id=offer.id,
-            appointment_id=appt.id,
-            patient_id=appt.patient_id,
-            org_id=appt.org_id,
-            location_id=appt.location_id,
+            **message_fields(appt, where, settings),
             options=list(options),
-            location_time_zone=where.time_zone,
-            practice_name=practice_name_of(where, settings),
-            sensitive_location=where.sensitive,
             expires_at=offer.expires_at,
-        ),
-        org_id=appt.org_id,
-        location_id=appt.location_id,
-        correlation_id=reply.correlation_id,
+        )
     )
     await reply.audit(appt, "read", why)
     return offer
@@ -278,14 +246,7 @@ async def _choose(reply: _Reply, appt: Appointment) -> None:
         # refused booking must undo the cancellation while the reply's transaction (and
         # its inbox mark) goes on to offer other times.
         async with reply.session.begin_nested():
-            _, booked = await reschedule_to(
-                reply.runtime,
-                reply.session,
-                reply.repos,
-                appt,
-                start_at=picked,
-                correlation_id=reply.correlation_id,
-            )
+            _, booked = await reschedule_to(reply.work, appt, start_at=picked)
     except (SlotTaken, StaleAppointment, InvalidTransition, ProblemError) as exc:
         # SlotTaken: someone booked the time since the offer; a ProblemError: the time
         # left the provider's grid (template changed, closure, notice).

@@ -31,16 +31,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import ReplyReceivedV2, WaitlistOfferClosed, WaitlistSlotOffered
 from careloop_contracts.scheduling import WaitlistCloseReason
-from careloop_kit.audit import AuditEntry, recorder_of
-from careloop_kit.auth import Principal
-from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import ProblemError
+from careloop_kit.repository import new_id
 from careloop_kit.service import Runtime
 from careloop_scheduling.domain.appointment import (
     Appointment,
@@ -64,20 +63,16 @@ from careloop_scheduling.domain.waitlist import (
 )
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.appointments import SlotTaken, StaleAppointment
-from careloop_scheduling.store.base import new_id
 from careloop_scheduling.store.locations import LocationInfo
 from careloop_scheduling.store.repository import Repositories, repositories
 from careloop_scheduling.usecases.booking import book, reschedule_to
-from careloop_scheduling.usecases.common import settings_of
-from careloop_scheduling.usecases.reminders import practice_name_of
+from careloop_scheduling.usecases.common import Work, patient_actor, settings_of, system_actor
+from careloop_scheduling.usecases.reminders import location_fields
 from careloop_scheduling.usecases.timers import timers_of
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "scheduling-waitlist"
-# HL7 PurposeOfUse: offering a time is the practice's operations; an acceptance is the
-# patient's own request.
-OPERATIONS, PATIENT_REQUESTED = "HOPERAT", "PATRQT"
 
 _CLOSED_BY: dict[OfferStatus, WaitlistCloseReason] = {
     OfferStatus.ACCEPTED: "accepted",
@@ -105,46 +100,45 @@ class Waitlist:
     def now(self) -> datetime:
         return self.runtime.clock.now()
 
+    @property
+    def work(self) -> Work:
+        """The waitlist's share of the transaction, as the booking steps take it."""
+        return Work(self.runtime, self.session, self.repos, self.correlation_id)
+
     async def audit(
         self,
+        subject: WaitlistEntry | WaitlistOffer,
         *,
-        patient_id: str,
-        org_id: str,
         action: str,
         resource_type: str,
         resource_id: str,
         detail: str,
         by_patient: bool = False,
     ) -> None:
-        principal = Principal(
-            actor_id=patient_id if by_patient else SYSTEM_ACTOR,
-            actor_type="patient" if by_patient else "system",
-            org_id=org_id,
-            purpose_of_use=PATIENT_REQUESTED if by_patient else OPERATIONS,
-        )
-        entry = AuditEntry(
+        """Record an access to the patient of `subject` (an entry or an offer made to
+        it), by the patient themselves or by the waitlist on the practice's behalf."""
+        patient_id, org_id = subject.patient_id, subject.org_id
+        await self.work.audit(
+            patient_actor(patient_id, org_id) if by_patient else system_actor(SYSTEM_ACTOR, org_id),
             action=action,
             resource_type=resource_type,
-            phi_categories=[CLINICAL],
             patient_id=patient_id,
             resource_id=resource_id,
-        )
-        await recorder_of(self.runtime).record(
-            self.session,
-            principal,
-            entry,
-            outcome_detail=detail,
-            request_id=self.correlation_id,
+            detail=detail,
         )
 
-    async def publish(self, event: WaitlistSlotOffered | WaitlistOfferClosed) -> None:
-        await self.runtime.outbox.add(
-            self.session,
-            event,
-            org_id=event.org_id,
-            location_id=event.location_id,
-            correlation_id=self.correlation_id,
-        )
+    def offer_fields(
+        self, offer: WaitlistOffer, slot: FreedSlot, where: LocationInfo
+    ) -> dict[str, Any]:
+        """The fields both offer events carry: whose offer, of which time, where."""
+        return {
+            "offer_id": offer.id,
+            "entry_id": offer.entry_id,
+            "patient_id": offer.patient_id,
+            "org_id": offer.org_id,
+            "location_id": slot.location_id,
+            "start_at": slot.start_at,
+        } | location_fields(where, self.settings)
 
     async def publish_closed(
         self,
@@ -155,18 +149,10 @@ class Waitlist:
         *,
         appointment_id: str | None = None,
     ) -> None:
-        await self.publish(
+        await self.work.publish(
             WaitlistOfferClosed(
-                offer_id=offer.id,
-                entry_id=offer.entry_id,
-                patient_id=offer.patient_id,
-                org_id=offer.org_id,
-                location_id=slot.location_id,
+                **self.offer_fields(offer, slot, where),
                 reason=reason,
-                start_at=slot.start_at,
-                location_time_zone=where.time_zone,
-                practice_name=practice_name_of(where, self.settings),
-                sensitive_location=where.sensitive,
                 appointment_id=appointment_id,
                 closed_at=self.now(),
             )
@@ -280,24 +266,15 @@ class Waitlist:
                 expires_at=expires,
             )
             await repos.waitlist.add_waitlist_offer(offer)
-            await self.publish(
+            await self.work.publish(
                 WaitlistSlotOffered(
-                    offer_id=offer.id,
-                    entry_id=entry.id,
-                    patient_id=entry.patient_id,
-                    org_id=slot.org_id,
-                    location_id=slot.location_id,
+                    **self.offer_fields(offer, slot, where),
                     appointment_id=entry.appointment_id,
-                    start_at=slot.start_at,
-                    location_time_zone=where.time_zone,
-                    practice_name=practice_name_of(where, settings),
-                    sensitive_location=where.sensitive,
                     expires_at=expires,
                 )
             )
             await self.audit(
-                patient_id=entry.patient_id,
-                org_id=slot.org_id,
+                entry,
                 action="update",
                 resource_type="WaitlistEntry",
                 resource_id=entry.id,
@@ -375,8 +352,7 @@ class Waitlist:
                 )
             await self.publish_closed(offer, slot, where, "answered_late")
             await self.audit(
-                patient_id=offer.patient_id,
-                org_id=offer.org_id,
+                offer,
                 action="read",
                 resource_type="WaitlistEntry",
                 resource_id=offer.entry_id,
@@ -427,25 +403,19 @@ class Waitlist:
         await self.close_offers(others, OfferStatus.TAKEN, slot, where)
         await timers_of(self.runtime).cancel(self.session, round_key(slot.id, slot.round))
         via = f"by {event.via} acceptance of waitlist offer {offer.id}"
+        # A move changes two appointments: the trail of each must show the patient did it.
+        changes = [("create", booked.id, f"booked {via}")]
         if moved_from is not None:
+            changes.insert(0, ("update", moved_from, f"rescheduled to {booked.id} {via}"))
+        for action, appointment_id, detail in changes:
             await self.audit(
-                patient_id=entry.patient_id,
-                org_id=entry.org_id,
-                action="update",
+                entry,
+                action=action,
                 resource_type="Appointment",
-                resource_id=moved_from,
-                detail=f"rescheduled to {booked.id} {via}",
+                resource_id=appointment_id,
+                detail=detail,
                 by_patient=True,
             )
-        await self.audit(
-            patient_id=entry.patient_id,
-            org_id=entry.org_id,
-            action="create",
-            resource_type="Appointment",
-            resource_id=booked.id,
-            detail=f"booked {via}",
-            by_patient=True,
-        )
 
     async def free_time_of(self, org_id: str, appointment_id: str) -> FreedSlot | None:
         """A time was freed (a cancellation, or the old half of a reschedule): offer it
@@ -478,7 +448,7 @@ class Waitlist:
     async def _book(self, entry: WaitlistEntry, slot: FreedSlot) -> tuple[Appointment, str | None]:
         """Book the slot for the entry's patient (or move the entry's appointment into
         it): the new appointment and the id of the one it replaces, if any."""
-        runtime, session, repos = self.runtime, self.session, self.repos
+        repos = self.repos
         if entry.appointment_id is not None:
             old = await repos.appointments.get_appointment(
                 entry.org_id, entry.appointment_id, for_update=True
@@ -486,28 +456,19 @@ class Waitlist:
             if old is None or old.patient_id != entry.patient_id:
                 raise InvalidTransition("the appointment to move is gone")
             _, booked = await reschedule_to(
-                runtime,
-                session,
-                repos,
-                old,
-                start_at=slot.start_at,
-                provider_id=slot.provider_id,
-                correlation_id=self.correlation_id,
+                self.work, old, start_at=slot.start_at, provider_id=slot.provider_id
             )
             return booked, old.id
         # The same step as `POST /appointments`: the grid, the constraint, the reminders
         # and the no-show check, then the event.
         appt = await book(
-            runtime,
-            session,
-            repos,
+            self.work,
             org_id=entry.org_id,
             patient_id=entry.patient_id,
             provider_id=slot.provider_id,
             location_id=slot.location_id,
             type_id=entry.appointment_type_id,
             start_at=slot.start_at,
-            correlation_id=self.correlation_id,
         )
         return appt, None
 
