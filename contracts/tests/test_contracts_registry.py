@@ -42,6 +42,12 @@ from careloop_contracts.identity import (
     UserRolesChanged,
     feature_enabled,
 )
+from careloop_contracts.referrals import (
+    ReferralEscalated,
+    ReferralReceived,
+    ReferralStageChanged,
+    ReferralStalled,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +71,10 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,
         "careloop.patients.patient.updated.v1": PatientUpdated,
+        "careloop.referrals.referral.escalated.v1": ReferralEscalated,
+        "careloop.referrals.referral.received.v1": ReferralReceived,
+        "careloop.referrals.referral.stage_changed.v1": ReferralStageChanged,
+        "careloop.referrals.referral.stalled.v1": ReferralStalled,
         "careloop.scheduling.appointment.booked.v1": AppointmentBooked,
         "careloop.scheduling.appointment.cancelled.v1": AppointmentCancelled,
         "careloop.scheduling.appointment.checked_in.v1": AppointmentCheckedIn,

@@ -82,6 +82,8 @@ def test_patient_only_reads_and_self_schedules() -> None:
         "scheduling:book",
         # Its own portal inbox (the object checks keep it to its own record).
         "messages:read",
+        # Its own referrals, the same way.
+        "referrals:read",
     ]
 
 

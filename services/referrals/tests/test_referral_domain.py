@@ -28,6 +28,7 @@ from careloop_referrals.domain.referral import (
     InvalidTransition,
     ReasonRequired,
     Referral,
+    ReferralRequest,
     Stage,
     Transition,
     Urgency,
@@ -66,18 +67,8 @@ EXPECTED_NEXT: dict[Stage, set[Stage]] = {
 
 
 def referral_at(stage: Stage, *, urgency: Urgency = Urgency.ROUTINE) -> Referral:
-    opened, _ = receive(
-        id="ref-1",
-        org_id="org-1",
-        location_id="loc-1",
-        patient_id="pat-1",
-        direction=Direction.INBOUND,
-        urgency=urgency,
-        referring_provider_id="prov-ext-1",
-        receiving_provider_id="prov-1",
-        actor="user-1",
-        now=T0,
-    )
+    request = ReferralRequest("loc-1", "pat-1", Direction.INBOUND, urgency, "prov-ext-1", "prov-1")
+    opened, _ = receive(request, id="ref-1", org_id="org-1", actor="user-1", now=T0)
     return replace(opened, stage=stage, version=4)
 
 
@@ -117,18 +108,8 @@ def test_leaving_the_loop_or_a_denial_needs_a_reason(exit_stage: Stage) -> None:
 
 
 def test_a_new_referral_opens_its_history_in_received() -> None:
-    referral, step = receive(
-        id="r",
-        org_id="o",
-        location_id="l",
-        patient_id="p",
-        direction=Direction.OUTBOUND,
-        urgency=Urgency.URGENT,
-        referring_provider_id="prov-1",
-        receiving_provider_id=None,
-        actor="partner:acme",
-        now=T0,
-    )
+    request = ReferralRequest("l", "p", Direction.OUTBOUND, Urgency.URGENT, "prov-1")
+    referral, step = receive(request, id="r", org_id="o", actor="partner:acme", now=T0)
     assert (referral.stage, referral.version, referral.is_open) == (Stage.RECEIVED, 1, True)
     assert step == Transition(None, Stage.RECEIVED, "partner:acme", T0)
 

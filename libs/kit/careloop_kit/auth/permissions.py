@@ -204,8 +204,9 @@ _PARTNER_SCOPES: dict[str, frozenset[str]] = {
     "patients:read": _IDENTIFY,
     "patients:search": _IDENTIFY,
     "patients:create": _IDENTIFY,
-    # A referring practice's system sends referrals (and sees back what it sent).
-    "referrals:create": _ALL,
+    # A referring practice's system sends referrals; like every partner scope it sees
+    # nothing clinical back (the reason it sent is stored, not echoed).
+    "referrals:create": _IDENTIFY,
 }
 PARTNER_SCOPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(_PARTNER_SCOPES)
 

@@ -26,7 +26,13 @@ from careloop_referrals.api.schemas import (
     TransitionCreate,
     TransitionRead,
 )
-from careloop_referrals.domain.referral import FHIR_TASK_STATUS, Direction, Stage, allowed_next
+from careloop_referrals.domain.referral import (
+    FHIR_TASK_STATUS,
+    Direction,
+    ReferralRequest,
+    Stage,
+    allowed_next,
+)
 from careloop_referrals.usecases import referrals as steps
 from careloop_referrals.usecases.referrals import ReferralFilter, ReferralView
 
@@ -54,17 +60,8 @@ def _read(view: ReferralView) -> ReferralRead:
 async def create_referral(body: ReferralCreate, ctx: CreateContext) -> ReferralRead:
     """Create a referral (it starts in `received`)."""
     source = "partner" if ctx.principal.actor_type == "partner" else "staff"
-    view = await steps.create_referral(
-        ctx,
-        location_id=body.location_id,
-        patient_id=body.patient_id,
-        direction=body.direction,
-        urgency=body.urgency,
-        referring_provider_id=body.referring_provider_id,
-        receiving_provider_id=body.receiving_provider_id,
-        reason=body.reason,
-        source=source,
-    )
+    request = ReferralRequest(**body.model_dump(exclude={"reason"}))
+    view = await steps.create_referral(ctx, request, reason=body.reason, source=source)
     return _read(view)
 
 

@@ -28,53 +28,28 @@ ClockLayer = Mapping[tuple[Urgency, Stage], StageClock]
 """Clocks one level (organization or location) sets; what it leaves out it inherits."""
 
 
-def _clocks(hours: Mapping[Stage, tuple[float, float]]) -> dict[Stage, StageClock]:
-    return {
-        stage: StageClock(timedelta(hours=stall), timedelta(hours=escalate))
-        for stage, (stall, escalate) in hours.items()
-    }
+# Per stage that waits on someone at the practice: (stall after, escalate after) in hours,
+# for routine, urgent and stat referrals. `seen` waits on the outcome note; `scheduled` is
+# a safety net for visits that never report back (the appointment's events move it).
+_HOURS: dict[Stage, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    # stage: (routine, urgent, stat)
+    Stage.RECEIVED: ((48, 24), (8, 4), (1, 1)),
+    Stage.TRIAGED: ((72, 48), (24, 8), (4, 2)),
+    Stage.AUTHORIZATION_PENDING: ((120, 72), (48, 24), (8, 4)),
+    Stage.AUTHORIZED: ((72, 48), (24, 8), (4, 2)),
+    Stage.DENIED: ((72, 48), (24, 8), (4, 2)),
+    Stage.PATIENT_CONTACTED: ((120, 72), (48, 24), (8, 4)),
+    Stage.SCHEDULED: ((45 * 24, 7 * 24), (14 * 24, 2 * 24), (3 * 24, 24)),
+    Stage.SEEN: ((7 * 24, 3 * 24), (72, 24), (24, 8)),
+}
+_URGENCIES = (Urgency.ROUTINE, Urgency.URGENT, Urgency.STAT)
 
-
-# (stall after, escalate after) in hours, per stage that waits on someone at the practice.
-# `seen` waits on the outcome note; `scheduled` is a safety net for visits that never
-# report back (the appointment's own events normally move it).
 DEFAULT_CLOCKS: Mapping[Urgency, Mapping[Stage, StageClock]] = {
-    Urgency.ROUTINE: _clocks(
-        {
-            Stage.RECEIVED: (48, 24),
-            Stage.TRIAGED: (72, 48),
-            Stage.AUTHORIZATION_PENDING: (120, 72),
-            Stage.AUTHORIZED: (72, 48),
-            Stage.DENIED: (72, 48),
-            Stage.PATIENT_CONTACTED: (120, 72),
-            Stage.SCHEDULED: (45 * 24, 7 * 24),
-            Stage.SEEN: (7 * 24, 3 * 24),
-        }
-    ),
-    Urgency.URGENT: _clocks(
-        {
-            Stage.RECEIVED: (8, 4),
-            Stage.TRIAGED: (24, 8),
-            Stage.AUTHORIZATION_PENDING: (48, 24),
-            Stage.AUTHORIZED: (24, 8),
-            Stage.DENIED: (24, 8),
-            Stage.PATIENT_CONTACTED: (48, 24),
-            Stage.SCHEDULED: (14 * 24, 2 * 24),
-            Stage.SEEN: (72, 24),
-        }
-    ),
-    Urgency.STAT: _clocks(
-        {
-            Stage.RECEIVED: (1, 1),
-            Stage.TRIAGED: (4, 2),
-            Stage.AUTHORIZATION_PENDING: (8, 4),
-            Stage.AUTHORIZED: (4, 2),
-            Stage.DENIED: (4, 2),
-            Stage.PATIENT_CONTACTED: (8, 4),
-            Stage.SCHEDULED: (3 * 24, 24),
-            Stage.SEEN: (24, 8),
-        }
-    ),
+    urgency: {
+        stage: StageClock(timedelta(hours=row[column][0]), timedelta(hours=row[column][1]))
+        for stage, row in _HOURS.items()
+    }
+    for column, urgency in enumerate(_URGENCIES)
 }
 
 

@@ -15,7 +15,7 @@ store checks so that two concurrent steps on one referral cannot both win.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -155,29 +155,26 @@ class Referral:
         return self.stage not in TERMINAL_STAGES
 
 
+@dataclass(frozen=True)
+class ReferralRequest:
+    """What whoever refers says: who, to where, how urgent, from and to whom."""
+
+    location_id: str
+    patient_id: str
+    direction: Direction
+    urgency: Urgency
+    referring_provider_id: str
+    receiving_provider_id: str | None = None
+
+
 def receive(
-    *,
-    id: str,
-    org_id: str,
-    location_id: str,
-    patient_id: str,
-    direction: Direction,
-    urgency: Urgency,
-    referring_provider_id: str,
-    receiving_provider_id: str | None,
-    actor: str,
-    now: datetime,
+    request: ReferralRequest, *, id: str, org_id: str, actor: str, now: datetime
 ) -> tuple[Referral, Transition]:
     """A new referral, in `received`, with the transition that opened its history."""
     referral = Referral(
+        **asdict(request),
         id=id,
         org_id=org_id,
-        location_id=location_id,
-        patient_id=patient_id,
-        direction=direction,
-        urgency=urgency,
-        referring_provider_id=referring_provider_id,
-        receiving_provider_id=receiving_provider_id,
         stage=Stage.RECEIVED,
         stage_entered_at=now,
         created_at=now,

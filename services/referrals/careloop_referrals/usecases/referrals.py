@@ -15,6 +15,7 @@ naming the new stage.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,9 +32,9 @@ from careloop_referrals.domain.referral import (
     InvalidTransition,
     ReasonRequired,
     Referral,
+    ReferralRequest,
     Stage,
     Transition,
-    Urgency,
     advance,
     receive,
 )
@@ -109,29 +110,24 @@ async def _open(
 
 
 async def create_referral(
-    ctx: Context,
-    *,
-    location_id: str,
-    patient_id: str,
-    direction: Direction,
-    urgency: Urgency,
-    referring_provider_id: str,
-    receiving_provider_id: str | None,
-    reason: str | None,
-    source: str,
+    ctx: Context, request: ReferralRequest, *, reason: str | None, source: str
 ) -> ReferralView:
     """Open a referral in `received` at a location in the caller's scope;
     `ReferralReceived`."""
     principal = ctx.principal
     entry = AuditEntry(
-        action="create", resource_type=RESOURCE, phi_categories=[CLINICAL], patient_id=patient_id
+        action="create",
+        resource_type=RESOURCE,
+        phi_categories=[CLINICAL],
+        patient_id=request.patient_id,
     )
     async with ctx.audited(entry):
         if principal.is_patient:
             raise Forbidden("A patient account cannot create referrals.")
         if principal.actor_type != "partner":
-            principal.can_access_location(location_id)
-        for provider_id in filter(None, (referring_provider_id, receiving_provider_id)):
+            principal.can_access_location(request.location_id)
+        providers = (request.referring_provider_id, request.receiving_provider_id)
+        for provider_id in filter(None, providers):
             if await ctx.repos.directory.get(principal.org_id, provider_id) is None:
                 raise InvalidReferral(
                     f"No directory entry {provider_id}: add the provider to the directory "
@@ -139,16 +135,7 @@ async def create_referral(
                 )
         now = ctx.runtime.clock.now()
         referral, opened = receive(
-            id=new_id(),
-            org_id=principal.org_id,
-            location_id=location_id,
-            patient_id=patient_id,
-            direction=direction,
-            urgency=urgency,
-            referring_provider_id=referring_provider_id,
-            receiving_provider_id=receiving_provider_id,
-            actor=principal.actor_id,
-            now=now,
+            request, id=new_id(), org_id=principal.org_id, actor=principal.actor_id, now=now
         )
         entry.resource_id = referral.id
         reason_ct = await _seal(
@@ -172,18 +159,24 @@ async def create_referral(
     return ReferralView(referral, reason.strip() if shown and reason else None, (step,), not shown)
 
 
-async def read_referral(ctx: Context, referral_id: str) -> ReferralView:
-    """One referral with its history; reasons only for callers who see clinical data."""
-    org_id = ctx.principal.org_id
-    entry = AuditEntry(action="read", resource_type=RESOURCE, phi_categories=[CLINICAL])
-    entry.resource_id = referral_id
-    async with ctx.opened(
+def _opened(ctx: Context, referral_id: str, action: str) -> AbstractAsyncContextManager[Referral]:
+    """The caller's referral inside one audited scope of `action`: 404 when it is not
+    the organization's, its patient named in the trail, then the access check."""
+    entry = AuditEntry(
+        action=action, resource_type=RESOURCE, phi_categories=[CLINICAL], resource_id=referral_id
+    )
+    return ctx.opened(
         entry,
-        ctx.repos.referrals.get(org_id, referral_id),
+        ctx.repos.referrals.get(ctx.principal.org_id, referral_id),
         missing=_missing(referral_id),
         patient_of=lambda r: r.patient_id,
         check=_check(ctx),
-    ) as found:
+    )
+
+
+async def read_referral(ctx: Context, referral_id: str) -> ReferralView:
+    """One referral with its history; reasons only for callers who see clinical data."""
+    async with _opened(ctx, referral_id, "read") as found:
         return await _view(ctx, found, shown=_sees_clinical(ctx, READ))
 
 
@@ -218,15 +211,7 @@ async def move_referral(
     """One step of the loop; `TransitionRefused` (409, with `allowed_next`) when the
     stage does not allow it, `ReferralChanged` (409) when another step won."""
     org_id = ctx.principal.org_id
-    entry = AuditEntry(action="update", resource_type=RESOURCE, phi_categories=[CLINICAL])
-    entry.resource_id = referral_id
-    async with ctx.opened(
-        entry,
-        ctx.repos.referrals.get(org_id, referral_id),
-        missing=_missing(referral_id),
-        patient_of=lambda r: r.patient_id,
-        check=_check(ctx),
-    ) as current:
+    async with _opened(ctx, referral_id, "update") as current:
         if expected_version is not None and expected_version != current.version:
             raise ReferralChanged(
                 f"The referral is at version {current.version} ({current.stage}), not "
