@@ -14,6 +14,7 @@ from careloop_referrals.api.schemas import (
     DirectoryEntryUpdate,
     DirectoryPage,
     IdStr,
+    PageLimit,
 )
 from careloop_referrals.domain.directory import Contact
 from careloop_referrals.usecases import directory as steps
@@ -43,7 +44,7 @@ async def list_entries(
     npi: Annotated[str | None, Query(pattern=r"^[0-9]{10}$")] = None,
     specialty: Annotated[str | None, Query(max_length=100)] = None,
     after: IdStr | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: PageLimit = 50,
 ) -> DirectoryPage:
     """List directory entries in id order, optionally by NPI or specialty."""
     found, next_after = await steps.list_entries(

@@ -19,6 +19,7 @@ from careloop_referrals.api.schemas import (
     IdStr,
     LoopClosureRead,
     LoopClosureReport,
+    PageLimit,
     ReferralCreate,
     ReferralPage,
     ReferralRead,
@@ -73,7 +74,7 @@ async def list_referrals(
     stage: Annotated[list[Stage] | None, Query()] = None,
     direction: Direction | None = None,
     after: IdStr | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: PageLimit = 50,
 ) -> ReferralPage:
     """List referrals in your scope, in id order (repeat `stage` to ask for several)."""
     found, next_after = await steps.list_referrals(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from careloop_referrals.domain.directory import Channel, EntryKind
@@ -12,6 +13,17 @@ from careloop_referrals.domain.referral import Direction, Stage, Urgency
 
 IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+PageLimit = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=1000,
+        description=(
+            "Items per page; the service lists at most `CARELOOP_MAX_PAGE_SIZE` (200 by "
+            "default) and says where to go on in `next_after`."
+        ),
+    ),
+]
 
 
 class _In(BaseModel):

@@ -96,23 +96,21 @@ class ReferralRepository(Repository):
     ) -> None:
         """Store a step and the referral after it; `StaleReferral` when another step
         changed the referral since it was read (the version decides, not the lock)."""
-        result = await self._session.execute(
-            update(referral)
-            .where(
-                referral.c.id == moved.id,
-                referral.c.org_id == moved.org_id,
-                referral.c.version == previous_version,
-            )
-            .values(
-                **values_of(moved, leave_out=("id", "org_id", "created_at")), updated_at=step.at
-            )
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            raise StaleReferral(moved.id)
+        values = values_of(moved, leave_out=("id", "org_id", "created_at"))
+        await self._save_version(moved, previous_version, updated_at=step.at, **values)
         await self.add_transition(moved, step, transition_id=transition_id, reason_ct=reason_ct)
 
     async def relink(self, moved: Referral, *, previous_version: int, now: datetime) -> None:
         """Store a new appointment link (no stage change, so no transition row)."""
+        await self._save_version(
+            moved,
+            previous_version,
+            appointment_id=moved.appointment_id,
+            version=moved.version,
+            updated_at=now,
+        )
+
+    async def _save_version(self, moved: Referral, previous_version: int, **values: Any) -> None:
         result = await self._session.execute(
             update(referral)
             .where(
@@ -120,7 +118,7 @@ class ReferralRepository(Repository):
                 referral.c.org_id == moved.org_id,
                 referral.c.version == previous_version,
             )
-            .values(appointment_id=moved.appointment_id, version=moved.version, updated_at=now)
+            .values(**values)
         )
         if getattr(result, "rowcount", 0) != 1:
             raise StaleReferral(moved.id)
