@@ -63,11 +63,12 @@ typecheck: setup
 		services/referrals/careloop_referrals
 
 # Test processes (pytest-xdist), each with its own Kafka, PostgreSQL and OpenBao; a test
-# file stays in one process, so its module fixtures start once. More than half the suite
-# waits on brokers, consumer groups and timers, so three workers keep a two-core machine
-# busy (TEST_WORKERS=0: one process, no xdist). The 25 slowest tests are listed at the
-# end, to show where the time goes when the suite grows.
-TEST_WORKERS ?= 3
+# file stays in one process, so its module fixtures start once. Half the suite waits on
+# brokers and timers, so two workers keep a two-core machine busy; a third starves the
+# crash and end-to-end tests of the CPU their timing assumes (TEST_WORKERS=0: one
+# process, no xdist). The 25 slowest tests are listed at the end, to show where the time
+# goes when the suite grows.
+TEST_WORKERS ?= 2
 
 test: setup kafka-jars helm lint typecheck
 	$(RUN) pytest --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
