@@ -30,7 +30,7 @@ from careloop_kit.service import Runtime
 from careloop_referrals.domain.referral import Referral, Stage, advance, relink
 from careloop_referrals.store.repository import repositories
 from careloop_referrals.usecases.clocks import restart_clock
-from careloop_referrals.usecases.common import field_cipher
+from careloop_referrals.usecases.common import seal_reason
 from careloop_referrals.usecases.events import publish_stage_change
 from careloop_referrals.usecases.referrals import RESOURCE
 
@@ -85,16 +85,14 @@ async def apply_appointment(
     now = runtime.clock.now()
     moved, step = advance(current, to, actor=f"service:{SERVICE_ACTOR}", now=now, reason=reason)
     transition_id = new_id()
-    reason_ct = None
-    if reason is not None:
-        reason_ct = await field_cipher(runtime).seal_field(
-            session,
-            reason,
-            org_id=moved.org_id,
-            table="referral_transition",
-            column="reason",
-            row_id=transition_id,
-        )
+    reason_ct = await seal_reason(
+        runtime,
+        session,
+        reason,
+        org_id=moved.org_id,
+        table="referral_transition",
+        row_id=transition_id,
+    )
     await repos.referrals.save(
         moved,
         step,

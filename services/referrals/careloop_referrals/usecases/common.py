@@ -3,6 +3,8 @@ encrypted fields, and the problems it answers with."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from careloop_kit.crypto import KeyRing
 from careloop_kit.fields import FieldCipher
 from careloop_kit.problems import Conflict, ProblemError
@@ -42,3 +44,37 @@ def field_cipher(runtime: Runtime) -> FieldCipher:
         cipher = FieldCipher(keys, field_key)
         runtime.state[CIPHER_KEY] = cipher
     return cipher
+
+
+async def seal_reason(
+    runtime: Runtime,
+    session: AsyncSession,
+    text: str | None,
+    *,
+    org_id: str,
+    table: str,
+    row_id: str,
+) -> bytes | None:
+    """A referral's or a transition's free-text reason, sealed for its row; a blank
+    reason is no reason."""
+    if text is None or not text.strip():
+        return None
+    return await field_cipher(runtime).seal_field(
+        session, text.strip(), org_id=org_id, table=table, column="reason", row_id=row_id
+    )
+
+
+async def open_reason(
+    runtime: Runtime,
+    session: AsyncSession,
+    blob: bytes | None,
+    *,
+    org_id: str,
+    table: str,
+    row_id: str,
+) -> str | None:
+    if blob is None:
+        return None
+    return await field_cipher(runtime).open_field(
+        session, blob, org_id=org_id, table=table, column="reason", row_id=row_id
+    )

@@ -45,7 +45,8 @@ from careloop_referrals.usecases.common import (
     InvalidReferral,
     ReferralChanged,
     TransitionRefused,
-    field_cipher,
+    open_reason,
+    seal_reason,
     settings_of,
 )
 from careloop_referrals.usecases.events import event_fields, publish_stage_change, routing
@@ -89,26 +90,6 @@ def _check(ctx: Context) -> Callable[[Referral], object]:
     return check
 
 
-async def _seal(
-    ctx: Context, text: str | None, *, org_id: str, table: str, row_id: str
-) -> bytes | None:
-    if text is None or not text.strip():
-        return None
-    return await field_cipher(ctx.runtime).seal_field(
-        ctx.session, text.strip(), org_id=org_id, table=table, column="reason", row_id=row_id
-    )
-
-
-async def _open(
-    ctx: Context, blob: bytes | None, *, org_id: str, table: str, row_id: str
-) -> str | None:
-    if blob is None:
-        return None
-    return await field_cipher(ctx.runtime).open_field(
-        ctx.session, blob, org_id=org_id, table=table, column="reason", row_id=row_id
-    )
-
-
 async def create_referral(
     ctx: Context, request: ReferralRequest, *, reason: str | None, source: str
 ) -> ReferralView:
@@ -138,8 +119,13 @@ async def create_referral(
             request, id=new_id(), org_id=principal.org_id, actor=principal.actor_id, now=now
         )
         entry.resource_id = referral.id
-        reason_ct = await _seal(
-            ctx, reason, org_id=referral.org_id, table="referral", row_id=referral.id
+        reason_ct = await seal_reason(
+            ctx.runtime,
+            ctx.session,
+            reason,
+            org_id=referral.org_id,
+            table="referral",
+            row_id=referral.id,
         )
         await ctx.repos.referrals.add(
             referral, opened, source=source, reason_ct=reason_ct, transition_id=new_id()
@@ -186,11 +172,18 @@ async def _view(ctx: Context, found: Referral, *, shown: bool) -> ReferralView:
     steps = []
     if shown:
         blob = await ctx.repos.referrals.reason_of(found.org_id, found.id)
-        reason = await _open(ctx, blob, org_id=found.org_id, table="referral", row_id=found.id)
+        reason = await open_reason(
+            ctx.runtime, ctx.session, blob, org_id=found.org_id, table="referral", row_id=found.id
+        )
     for s in stored:
         said = (
-            await _open(
-                ctx, s.reason_ct, org_id=found.org_id, table="referral_transition", row_id=s.id
+            await open_reason(
+                ctx.runtime,
+                ctx.session,
+                s.reason_ct,
+                org_id=found.org_id,
+                table="referral_transition",
+                row_id=s.id,
             )
             if shown
             else None
@@ -236,8 +229,13 @@ async def move_referral(
         except ReasonRequired as exc:
             raise InvalidReferral(str(exc)) from exc
         transition_id = new_id()
-        reason_ct = await _seal(
-            ctx, reason, org_id=org_id, table="referral_transition", row_id=transition_id
+        reason_ct = await seal_reason(
+            ctx.runtime,
+            ctx.session,
+            reason,
+            org_id=org_id,
+            table="referral_transition",
+            row_id=transition_id,
         )
         try:
             await ctx.repos.referrals.save(
