@@ -29,6 +29,8 @@ from careloop_contracts.messaging import (
 )
 from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
 from careloop_contracts.referrals import (
+    AuthorizationExpiring,
+    AuthorizationRecorded,
     ReferralEscalated,
     ReferralEvent,
     ReferralReceived,
@@ -74,6 +76,8 @@ __all__ = [
     "AppointmentNoShow",
     "AppointmentRescheduled",
     "AuditCheckpointSigned",
+    "AuthorizationExpiring",
+    "AuthorizationRecorded",
     "ConsumerGroupSpec",
     "Envelope",
     "EnvelopeError",

@@ -116,3 +116,45 @@ class ReferralEscalated(ReferralEvent):
     topic = TOPIC
 
     stage_entered_at: UtcDatetime = Field(description="When the referral entered the stage.")
+
+
+AuthorizationStatusName = Literal["requested", "approved", "denied"]
+
+
+class AuthorizationEvent(ReferralEvent):
+    """A referral's snapshot with its prior authorization (abstract). The payer's name
+    travels; the authorization number does not (it identifies the patient's coverage)."""
+
+    authorization_status: AuthorizationStatusName = Field(
+        description="The payer's answer as last recorded."
+    )
+    authorization_version: int = Field(ge=1, description="Authorization version after it.")
+    payer: str = Field(description="The payer asked for the authorization.")
+    approved_visits: int | None = Field(
+        default=None, description="Visits the approval covers; null when the payer set none."
+    )
+    visits_used: int = Field(ge=0, description="Visits counted from arrived appointments.")
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="When the approval runs out, when the payer set it."
+    )
+
+
+class AuthorizationRecorded(AuthorizationEvent):
+    """Emitted when a request to the payer, its answer, or a used visit is recorded. When
+    the answer moved the referral, a `stage_changed` event follows in the same commit."""
+
+    event_type = "careloop.referrals.authorization.recorded.v1"
+    topic = TOPIC
+
+
+class AuthorizationExpiring(AuthorizationEvent):
+    """Emitted once per authorization version that needs the coordinator before the
+    visit: its expiry is within the configured lead (`expiry-near`), or every visit it
+    approved is used (`visits-used-up`). The tasks service puts it on the worklist."""
+
+    event_type = "careloop.referrals.authorization.expiring.v1"
+    topic = TOPIC
+
+    cause: Literal["expiry-near", "visits-used-up"] = Field(
+        description="Why the authorization needs attention."
+    )

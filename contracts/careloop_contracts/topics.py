@@ -86,8 +86,8 @@ TOPICS: dict[str, TopicSpec] = {
         _event_stream(
             "referrals",
             "Referral lifecycle (received, each stage change to outcome reported, stalls and "
-            "escalations) and the access records of the referrals service: ids, stages and "
-            "codes, never a reason or a packet.",
+            "escalations, prior authorizations and their expiry) and the access records of "
+            "the referrals service: ids, stages and codes, never a reason or a packet.",
             partitions=6,
         ),
         _event_stream(

@@ -43,6 +43,8 @@ from careloop_contracts.identity import (
     feature_enabled,
 )
 from careloop_contracts.referrals import (
+    AuthorizationExpiring,
+    AuthorizationRecorded,
     ReferralEscalated,
     ReferralReceived,
     ReferralStageChanged,
@@ -71,6 +73,8 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.patients.patient.merged.v1": PatientMerged,
         "careloop.patients.patient.registered.v1": PatientRegistered,
         "careloop.patients.patient.updated.v1": PatientUpdated,
+        "careloop.referrals.authorization.expiring.v1": AuthorizationExpiring,
+        "careloop.referrals.authorization.recorded.v1": AuthorizationRecorded,
         "careloop.referrals.referral.escalated.v1": ReferralEscalated,
         "careloop.referrals.referral.received.v1": ReferralReceived,
         "careloop.referrals.referral.stage_changed.v1": ReferralStageChanged,

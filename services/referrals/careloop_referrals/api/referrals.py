@@ -13,9 +13,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
 
-from careloop_kit.auth.permissions import CLINICAL
+from careloop_kit.auth.permissions import CLINICAL, DEMOGRAPHICS
 from careloop_referrals.api.common import CreateContext, ReadContext, UpdateContext
 from careloop_referrals.api.schemas import (
+    AuthorizationRead,
+    AuthorizationWrite,
     IdStr,
     LoopClosureRead,
     LoopClosureReport,
@@ -27,6 +29,7 @@ from careloop_referrals.api.schemas import (
     TransitionCreate,
     TransitionRead,
 )
+from careloop_referrals.domain.authorization import AuthorizationDecision
 from careloop_referrals.domain.referral import (
     FHIR_TASK_STATUS,
     Direction,
@@ -34,8 +37,9 @@ from careloop_referrals.domain.referral import (
     Stage,
     allowed_next,
 )
+from careloop_referrals.usecases import authorizations
 from careloop_referrals.usecases import referrals as steps
-from careloop_referrals.usecases.referrals import ReferralFilter, ReferralView
+from careloop_referrals.usecases.referrals import AuthorizationView, ReferralFilter, ReferralView
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
 
@@ -53,7 +57,24 @@ def _read(view: ReferralView) -> ReferralRead:
         history=[
             TransitionRead(**{**asdict(s.transition), "reason": s.reason}) for s in view.history
         ],
-        withheld_categories=[CLINICAL] if view.withheld_clinical else [],
+        authorization=_authorization(view.authorization),
+        withheld_categories=[
+            category
+            for category, withheld in (
+                (DEMOGRAPHICS, view.withheld_coverage),
+                (CLINICAL, view.withheld_clinical),
+            )
+            if withheld
+        ],
+    )
+
+
+def _authorization(view: AuthorizationView | None) -> AuthorizationRead | None:
+    if view is None:
+        return None
+    a = view.authorization
+    return AuthorizationRead(
+        **{**asdict(a), "number": view.number, "visits_left": a.visits_left},
     )
 
 
@@ -137,6 +158,26 @@ async def move_referral(
         to=body.to,
         reason=body.reason,
         appointment_id=body.appointment_id,
+        expected_version=body.version,
+    )
+    return _read(view)
+
+
+@router.put("/{referral_id}/authorization", response_model=ReferralRead)
+async def record_authorization(
+    referral_id: IdStr, body: AuthorizationWrite, ctx: UpdateContext
+) -> ReferralRead:
+    """Record the request to the payer or its answer; a referral waiting on it moves
+    (409 names why when its stage takes no such answer)."""
+    decision = AuthorizationDecision(
+        **body.model_dump(include={"payer", "status", "approved_visits", "expires_at"})
+    )
+    view = await authorizations.record_authorization(
+        ctx,
+        referral_id,
+        decision,
+        number=body.number,
+        reason=body.reason,
         expected_version=body.version,
     )
     return _read(view)

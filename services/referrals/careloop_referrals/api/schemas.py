@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from careloop_referrals.domain.authorization import AuthorizationStatus
 from careloop_referrals.domain.directory import Channel, EntryKind
 from careloop_referrals.domain.referral import Direction, Stage, Urgency
 
@@ -80,6 +81,52 @@ class TransitionRead(BaseModel):
     reason: str | None = Field(description="Null when withheld or none was given.")
 
 
+class AuthorizationWrite(_In):
+    payer: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The payer asked (name as on the patient's coverage)."
+    )
+    status: AuthorizationStatus = Field(
+        description=(
+            "`requested` when the request goes to the payer (a triaged or denied referral "
+            "moves to authorization pending), `approved` or `denied` with its answer (a "
+            "pending referral moves to authorized or denied)."
+        )
+    )
+    number: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="The payer's authorization number (stored encrypted); omit to keep it."
+    )
+    approved_visits: int | None = Field(
+        None, ge=1, le=1000, description="Visits the approval covers (with `approved` only)."
+    )
+    expires_at: AwareDatetime | None = Field(
+        None, description="When the approval runs out; the coordinator is reminded before."
+    )
+    reason: Reason | None = Field(
+        None, description="Why the payer denied it (required with `denied`; stored encrypted)."
+    )
+    version: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "The authorization version the change was decided on; a changed one is refused "
+            "with 409. Omit on the first record."
+        ),
+    )
+
+
+class AuthorizationRead(BaseModel):
+    payer: str
+    status: AuthorizationStatus
+    number: str | None = Field(description="Null when none was given, or withheld.")
+    approved_visits: int | None
+    visits_used: int = Field(description="Attended appointments linked to the referral.")
+    visits_left: int | None = Field(description="Null when the payer set no count.")
+    expires_at: datetime | None
+    updated_at: datetime
+    updated_by: str
+    version: int
+
+
 class ReferralRead(BaseModel):
     id: str
     org_id: str
@@ -98,6 +145,9 @@ class ReferralRead(BaseModel):
     allowed_next: list[Stage] = Field(description="The stages the referral may move to.")
     reason: str | None = Field(description="Null when withheld (no clinical access) or none.")
     history: list[TransitionRead]
+    authorization: AuthorizationRead | None = Field(
+        description="The prior authorization, when one was recorded."
+    )
     withheld_categories: list[str] = Field(description="PHI categories left out for this caller.")
 
 

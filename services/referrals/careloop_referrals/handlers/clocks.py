@@ -1,6 +1,7 @@
-"""The replica's timer worker: it fires the stage clocks of referrals, each through
-`usecases.clocks.fire_clock` in the timer's transaction. Every replica runs one; they
-share the due timers (`FOR UPDATE SKIP LOCKED`)."""
+"""The replica's timer worker: it fires the stage clocks of referrals
+(`usecases.clocks.fire_clock`) and the expiry reminders of their authorizations
+(`usecases.authorizations.fire_reminder`), each in the timer's transaction. Every
+replica runs one; they share the due timers (`FOR UPDATE SKIP LOCKED`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from careloop_kit.db.timers import DueTimer, TimerWorker
 from careloop_kit.service import Runtime
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import platform
+from careloop_referrals.usecases.authorizations import REMINDER_TIMER, fire_reminder
 from careloop_referrals.usecases.clocks import CLOCK_TIMER, fire_clock
 
 WORKER_KEY = "referral_clock_worker"
@@ -24,18 +26,21 @@ def clock_worker(runtime: Runtime) -> TimerWorker:
 
 
 def build_clock_worker(runtime: Runtime, settings: ReferralsSettings) -> TimerWorker:
-    async def fire(session: AsyncSession, timer: DueTimer) -> None:
+    async def clock(session: AsyncSession, timer: DueTimer) -> None:
         await fire_clock(runtime, session, timer)
+
+    async def reminder(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_reminder(runtime, session, timer)
 
     return TimerWorker(
         runtime.sessionmaker,
         platform,
-        {CLOCK_TIMER: fire},
+        {CLOCK_TIMER: clock, REMINDER_TIMER: reminder},
         clock=runtime.clock,
         poll_interval_s=settings.clock_poll_interval_s,
     )
 
 
 async def stage_clocks(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Background job: fire due stage clocks until shutdown."""
+    """Background job: fire due stage clocks and authorization reminders until shutdown."""
     await clock_worker(runtime).run(stop)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_referrals.store.authorizations import AuthorizationRepository
 from careloop_referrals.store.directory import DirectoryRepository
 from careloop_referrals.store.referrals import ReferralRepository
 
@@ -15,6 +16,7 @@ from careloop_referrals.store.referrals import ReferralRepository
 class Repositories:
     referrals: ReferralRepository
     directory: DirectoryRepository
+    authorizations: AuthorizationRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -22,4 +24,5 @@ def repositories(session: AsyncSession) -> Repositories:
     return Repositories(
         referrals=ReferralRepository(session),
         directory=DirectoryRepository(session),
+        authorizations=AuthorizationRepository(session),
     )

@@ -1,6 +1,6 @@
-"""Tables of the referrals database. The referral's clinical reason and every free-text
-transition reason hold only ciphertext (the kit's field port, data keys in `field_key`
-wrapped by the transit key `careloop-referrals-fields`)."""
+"""Tables of the referrals database. The referral's clinical reason, every free-text
+transition reason and the authorization number hold only ciphertext (the kit's field
+port, data keys in `field_key` wrapped by the transit key `careloop-referrals-fields`)."""
 
 from __future__ import annotations
 
@@ -86,3 +86,33 @@ referral_transition = Table(
     Column("reason_ct", LargeBinary, nullable=True),
 )
 Index("ix_referral_transition_referral", referral_transition.c.referral_id)
+
+# A referral's prior authorization, changed in place under its own version. The number
+# identifies the patient's coverage, so it is sealed; the payer's name is kept plain for
+# the figures per payer.
+referral_authorization = Table(
+    "referral_authorization",
+    metadata,
+    Column("referral_id", String(64), ForeignKey("referral.id"), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("payer", String(200), nullable=False),
+    Column("number_ct", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("approved_visits", Integer, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("visits_used", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+# The appointments counted against an authorization: one row per visit, so an arrival
+# delivered twice is one visit used.
+authorization_visit = Table(
+    "authorization_visit",
+    metadata,
+    Column("referral_id", String(64), ForeignKey("referral.id"), primary_key=True),
+    Column("appointment_id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("counted_at", DateTime(timezone=True), nullable=False),
+)

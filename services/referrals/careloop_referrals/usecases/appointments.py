@@ -25,13 +25,12 @@ from careloop_contracts.scheduling import (
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal
 from careloop_kit.auth.permissions import CLINICAL
-from careloop_kit.repository import new_id
 from careloop_kit.service import Runtime
-from careloop_referrals.domain.referral import Referral, Stage, advance, relink
+from careloop_referrals.domain.referral import Referral, Stage, relink
 from careloop_referrals.store.repository import repositories
+from careloop_referrals.usecases.authorizations import count_arrival
 from careloop_referrals.usecases.clocks import restart_clock
-from careloop_referrals.usecases.common import seal_reason
-from careloop_referrals.usecases.events import publish_stage_change
+from careloop_referrals.usecases.moves import take_step
 from careloop_referrals.usecases.referrals import RESOURCE
 
 log = logging.getLogger(__name__)
@@ -82,26 +81,11 @@ async def apply_appointment(
         to, reason = Stage.PATIENT_CONTACTED, _BACK_TO_CONTACT[event.event_type]
     else:
         return None
-    now = runtime.clock.now()
-    moved, step = advance(current, to, actor=f"service:{SERVICE_ACTOR}", now=now, reason=reason)
-    transition_id = new_id()
-    reason_ct = await seal_reason(
-        runtime,
-        session,
-        reason,
-        org_id=moved.org_id,
-        table="referral_transition",
-        row_id=transition_id,
+    moved = await take_step(
+        runtime, session, current, to, actor=f"service:{SERVICE_ACTOR}", reason=reason
     )
-    await repos.referrals.save(
-        moved,
-        step,
-        previous_version=current.version,
-        transition_id=transition_id,
-        reason_ct=reason_ct,
-    )
-    await publish_stage_change(runtime, session, moved, left=current)
-    await restart_clock(runtime, session, moved, left=current)
+    if to is Stage.SEEN:
+        await count_arrival(runtime, session, moved, event.appointment_id)
     await _audit(runtime, session, moved)
     log.info(
         "referral %s: %s -> %s by appointment %s",

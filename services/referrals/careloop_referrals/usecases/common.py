@@ -46,6 +46,10 @@ def field_cipher(runtime: Runtime) -> FieldCipher:
     return cipher
 
 
+class AuthorizationConflict(Conflict):
+    title, slug = "Authorization not recorded", "authorization-conflict"
+
+
 async def seal_reason(
     runtime: Runtime,
     session: AsyncSession,

@@ -22,10 +22,11 @@ from datetime import datetime, timedelta
 from careloop_contracts.referrals import ReferralReceived
 from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import visible_categories
-from careloop_kit.auth.permissions import CLINICAL
+from careloop_kit.auth.permissions import CLINICAL, DEMOGRAPHICS
 from careloop_kit.context import RequestContext
 from careloop_kit.problems import Forbidden
 from careloop_kit.repository import new_id
+from careloop_referrals.domain.authorization import Authorization
 from careloop_referrals.domain.loop_closure import LoopClosure, ReferralHistory, loop_closure_by
 from careloop_referrals.domain.referral import (
     Direction,
@@ -35,7 +36,6 @@ from careloop_referrals.domain.referral import (
     ReferralRequest,
     Stage,
     Transition,
-    advance,
     receive,
 )
 from careloop_referrals.store.referrals import StaleReferral
@@ -45,11 +45,13 @@ from careloop_referrals.usecases.common import (
     InvalidReferral,
     ReferralChanged,
     TransitionRefused,
+    field_cipher,
     open_reason,
     seal_reason,
     settings_of,
 )
-from careloop_referrals.usecases.events import event_fields, publish_stage_change, routing
+from careloop_referrals.usecases.events import event_fields, routing
+from careloop_referrals.usecases.moves import take_step
 
 RESOURCE = "ServiceRequest"
 READ, CREATE, UPDATE = "referrals:read", "referrals:create", "referrals:update"
@@ -65,11 +67,20 @@ class HistoryStep:
 
 
 @dataclass(frozen=True)
+class AuthorizationView:
+    authorization: Authorization
+    number: str | None
+    """None when none was recorded, or the caller may not see who covers the patient."""
+
+
+@dataclass(frozen=True)
 class ReferralView:
     referral: Referral
     reason: str | None
     history: tuple[HistoryStep, ...]
     withheld_clinical: bool
+    authorization: AuthorizationView | None = None
+    withheld_coverage: bool = False
 
 
 def _missing(referral_id: str) -> str:
@@ -77,8 +88,14 @@ def _missing(referral_id: str) -> str:
     return f"No referral {referral_id} in this organization."
 
 
-def _sees_clinical(ctx: Context, permission: str) -> bool:
+def sees_clinical(ctx: Context, permission: str) -> bool:
     return CLINICAL in visible_categories(ctx.principal, permission)
+
+
+def _sees_coverage(ctx: Context, permission: str) -> bool:
+    # The authorization number identifies the patient's health plan membership: shown
+    # to whoever may see who the patient is, which the front desk handling payers does.
+    return DEMOGRAPHICS in visible_categories(ctx.principal, permission)
 
 
 def _check(ctx: Context) -> Callable[[Referral], object]:
@@ -140,12 +157,14 @@ async def create_referral(
             **routing(referral),
         )
         await restart_clock(ctx.runtime, ctx.session, referral, left=None)
-    shown = _sees_clinical(ctx, CREATE)
+    shown = sees_clinical(ctx, CREATE)
     step = HistoryStep(opened, None)
     return ReferralView(referral, reason.strip() if shown and reason else None, (step,), not shown)
 
 
-def _opened(ctx: Context, referral_id: str, action: str) -> AbstractAsyncContextManager[Referral]:
+def opened_referral(
+    ctx: Context, referral_id: str, action: str
+) -> AbstractAsyncContextManager[Referral]:
     """The caller's referral inside one audited scope of `action`: 404 when it is not
     the organization's, its patient named in the trail, then the access check."""
     entry = AuditEntry(
@@ -162,11 +181,15 @@ def _opened(ctx: Context, referral_id: str, action: str) -> AbstractAsyncContext
 
 async def read_referral(ctx: Context, referral_id: str) -> ReferralView:
     """One referral with its history; reasons only for callers who see clinical data."""
-    async with _opened(ctx, referral_id, "read") as found:
-        return await _view(ctx, found, shown=_sees_clinical(ctx, READ))
+    async with opened_referral(ctx, referral_id, "read") as found:
+        return await referral_view(ctx, found, READ)
 
 
-async def _view(ctx: Context, found: Referral, *, shown: bool) -> ReferralView:
+async def referral_view(ctx: Context, found: Referral, permission: str) -> ReferralView:
+    """The referral as the caller may see it through `permission`: its reasons only
+    with clinical access, the authorization number only with access to who the patient
+    is."""
+    shown = sees_clinical(ctx, permission)
     stored = await ctx.repos.referrals.transitions(found.org_id, found.id)
     reason = None
     steps = []
@@ -189,7 +212,37 @@ async def _view(ctx: Context, found: Referral, *, shown: bool) -> ReferralView:
             else None
         )
         steps.append(HistoryStep(s.transition, said))
-    return ReferralView(found, reason, tuple(steps), not shown)
+    coverage = _sees_coverage(ctx, permission)
+    authorization = await _authorization_view(ctx, found, shown=coverage)
+    return ReferralView(
+        found,
+        reason,
+        tuple(steps),
+        not shown,
+        authorization=authorization,
+        withheld_coverage=authorization is not None and not coverage,
+    )
+
+
+async def _authorization_view(
+    ctx: Context, found: Referral, *, shown: bool
+) -> AuthorizationView | None:
+    held = await ctx.repos.authorizations.get(found.org_id, found.id)
+    if held is None:
+        return None
+    number = None
+    if shown:
+        blob = await ctx.repos.authorizations.number_of(found.org_id, found.id)
+        if blob is not None:
+            number = await field_cipher(ctx.runtime).open_field(
+                ctx.session,
+                blob,
+                org_id=found.org_id,
+                table="referral_authorization",
+                column="number",
+                row_id=found.id,
+            )
+    return AuthorizationView(held, number)
 
 
 async def move_referral(
@@ -203,8 +256,7 @@ async def move_referral(
 ) -> ReferralView:
     """One step of the loop; `TransitionRefused` (409, with `allowed_next`) when the
     stage does not allow it, `ReferralChanged` (409) when another step won."""
-    org_id = ctx.principal.org_id
-    async with _opened(ctx, referral_id, "update") as current:
+    async with opened_referral(ctx, referral_id, "update") as current:
         if expected_version is not None and expected_version != current.version:
             raise ReferralChanged(
                 f"The referral is at version {current.version} ({current.stage}), not "
@@ -212,13 +264,13 @@ async def move_referral(
                 current_version=current.version,
                 current_stage=current.stage.value,
             )
-        now = ctx.runtime.clock.now()
         try:
-            moved, step = advance(
+            moved = await take_step(
+                ctx.runtime,
+                ctx.session,
                 current,
                 to,
                 actor=ctx.principal.actor_id,
-                now=now,
                 reason=reason,
                 appointment_id=appointment_id,
             )
@@ -228,30 +280,11 @@ async def move_referral(
             ) from exc
         except ReasonRequired as exc:
             raise InvalidReferral(str(exc)) from exc
-        transition_id = new_id()
-        reason_ct = await seal_reason(
-            ctx.runtime,
-            ctx.session,
-            reason,
-            org_id=org_id,
-            table="referral_transition",
-            row_id=transition_id,
-        )
-        try:
-            await ctx.repos.referrals.save(
-                moved,
-                step,
-                previous_version=current.version,
-                transition_id=transition_id,
-                reason_ct=reason_ct,
-            )
         except StaleReferral as exc:
             raise ReferralChanged(
                 "Another change to this referral was saved first: read it again.",
             ) from exc
-        await publish_stage_change(ctx.runtime, ctx.session, moved, left=current)
-        await restart_clock(ctx.runtime, ctx.session, moved, left=current)
-        return await _view(ctx, moved, shown=_sees_clinical(ctx, UPDATE))
+        return await referral_view(ctx, moved, UPDATE)
 
 
 @dataclass(frozen=True)
