@@ -158,6 +158,7 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/referrals/{referral_id}"): {"referrals:read"},
             ("POST", "/referrals/{referral_id}/transitions"): {"referrals:update"},
             ("PUT", "/referrals/{referral_id}/authorization"): {"referrals:update"},
+            ("POST", "/referrals/{referral_id}/outcome"): {"referrals:update"},
             ("POST", "/referrals/directory"): {"referrals:manage"},
             ("GET", "/referrals/directory"): {"referrals:read"},
             ("GET", "/referrals/directory/{entry_id}"): {"referrals:read"},

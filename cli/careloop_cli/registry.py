@@ -31,7 +31,8 @@ class ServiceEntry:
             for value in vars(module).values()
             if isinstance(value, type)
             and issubclass(value, KitSettings)
-            and value is not KitSettings
+            # Defined here, not a kit base imported to build on (KitSettings, SmtpSettings).
+            and value.__module__ == module.__name__
         ]
         if len(classes) != 1:
             raise RuntimeError(f"{self.package}.settings must define exactly one settings class")

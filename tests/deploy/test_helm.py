@@ -40,6 +40,7 @@ SECRET_FILES = {
     "all": {"careloop_database_url"},
     "identity": {"careloop_bootstrap_token"},
     "messaging": {"careloop_twilio_auth_token", "careloop_smtp_password"},
+    "referrals": {"careloop_smtp_password"},
 }
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 HOOK_DELETE_POLICY = "before-hook-creation,hook-succeeded"
@@ -540,9 +541,17 @@ def test_network_policy_peers_come_from_the_values(renders: Renders) -> None:
         "203.0.113.25/32",
     ]
     assert {p["port"] for p in external["ports"]} == {443, 587}
-    # Only messaging talks to the internet.
+    # Referrals reaches its mail relay (outcome reports) and nothing else outside.
+    relay = next(
+        rule
+        for rule in policies(docs)["referrals"]["spec"]["egress"]
+        if rule["ports"][0]["port"] == 587
+    )
+    assert [peer["ipBlock"]["cidr"] for peer in relay["to"]] == ["198.51.100.7/32"]
+    assert {p["port"] for p in relay["ports"]} == {587}
+    # Only messaging and referrals talk to the internet.
     for service, policy in policies(docs).items():
-        if service == "messaging":
+        if service in ("messaging", "referrals"):
             continue
         for rule in policy["spec"]["egress"]:
             assert not {p["port"] for p in rule["ports"]} & {443, 587}, service

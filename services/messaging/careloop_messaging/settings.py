@@ -10,13 +10,14 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from careloop_kit.settings import LOCAL_DEVELOPMENT_PLACEHOLDER, KitSettings
-from careloop_messaging.channels.email import EmailIdentity, SmtpConfig, SmtpSecurity
+from careloop_kit.settings import LOCAL_DEVELOPMENT_PLACEHOLDER
+from careloop_kit.smtp import SmtpSettings
+from careloop_messaging.channels.email import EmailIdentity
 from careloop_messaging.channels.sms import TWILIO_API_BASE
 from careloop_messaging.domain.templates import DEFAULT_NEUTRAL_SENDER_NAME
 
 
-class MessagingSettings(KitSettings):
+class MessagingSettings(SmtpSettings):
     http_port: int = Field(8105, description="Port of the messaging API.")
     delivery_mode: Literal["provider", "log"] = Field(
         "log",
@@ -126,13 +127,6 @@ class MessagingSettings(KitSettings):
     twilio_inbound_url: str | None = Field(
         None, description="Public URL Twilio posts incoming SMS to (STOP / START)."
     )
-    smtp_host: str = Field("127.0.0.1", description="SMTP relay host.")
-    smtp_port: int = Field(587, description="SMTP relay port (587 STARTTLS, 465 TLS).")
-    smtp_security: SmtpSecurity = Field(
-        "starttls", description="`starttls`, `tls`, or `none` (local test servers only)."
-    )
-    smtp_username: str | None = Field(None, description="SMTP user, when the relay wants one.")
-    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     email_from_address: str = Field(
         "notifications@careloop.localhost", description="Envelope and From address."
     )
@@ -157,22 +151,12 @@ class MessagingSettings(KitSettings):
             problems.append("twilio_auth_token still holds the local-development placeholder")
         if not self.twilio_api_base.startswith("https://"):
             problems.append("twilio_api_base must use https:// in production")
-        if self.smtp_security == "none":
-            problems.append("smtp_security must be starttls or tls in production")
+        problems.extend(self.smtp_problems())
         if (self.twilio_messaging_service_sid is None) == (self.twilio_from_number is None):
             problems.append("set exactly one of twilio_messaging_service_sid, twilio_from_number")
         if problems:
             raise ValueError("production messaging settings refused: " + "; ".join(problems))
         return self
-
-    def smtp_config(self) -> SmtpConfig:
-        return SmtpConfig(
-            host=self.smtp_host,
-            port=self.smtp_port,
-            security=self.smtp_security,
-            username=self.smtp_username,
-            password=self.smtp_password.get_secret_value() if self.smtp_password else None,
-        )
 
     def email_identity(self) -> EmailIdentity:
         return EmailIdentity(

@@ -13,8 +13,9 @@ import pytest
 from careloop_kit.clock import SystemClock
 from careloop_kit.infra.ports import free_port
 from careloop_kit.metrics import ServiceMetrics, reset_current, set_current
+from careloop_kit.smtp import SmtpConfig
 from careloop_kit.testing.apps import serve_in_task
-from careloop_messaging.channels.email import EmailIdentity, SmtpConfig, SmtpEmailChannel
+from careloop_messaging.channels.email import EmailIdentity, SmtpEmailChannel
 from careloop_messaging.channels.log import LogChannel
 from careloop_messaging.channels.sms import TwilioClient, TwilioSmsChannel
 from careloop_messaging.domain.channels import DeliveryStatus, OutboundMessage

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from careloop_kit.infra.ports import free_port
-from careloop_messaging.channels.email import EmailIdentity, SmtpConfig, SmtpEmailChannel
+from careloop_kit.smtp import SmtpConfig
+from careloop_kit.testing.smtp import SmtpCollector
+from careloop_kit.testing.smtp import smtp_server as local_smtp_server
+from careloop_messaging.channels.email import EmailIdentity, SmtpEmailChannel
 from careloop_messaging.domain.channels import DeliveryStatus, OutboundChannel, OutboundMessage
 from careloop_messaging.domain.defaults import BUILT_IN_TEMPLATES
 from careloop_messaging.domain.templates import (
@@ -36,45 +34,15 @@ IDENTITY = EmailIdentity(
 
 
 @dataclass
-class Collector:
-    """aiosmtpd handler: keeps what it accepts; refuses by recipient local part."""
-
-    messages: list[tuple[Envelope, EmailMessage]] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if address.startswith("greylisted"):
-            return "450 4.7.1 Greylisted, try again later"
-        if address.startswith("nobody"):
-            return "550 5.1.1 No such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        parsed = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append((envelope, parsed))
-        return "250 Message accepted"
-
-
-@dataclass
 class SmtpServer:
-    collector: Collector
+    collector: SmtpCollector
     port: int
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    collector = Collector()
-    port = free_port()
-    controller = Controller(collector, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with local_smtp_server() as (collector, port):
         yield SmtpServer(collector, port)
-    finally:
-        controller.stop()
 
 
 def channel_for(server: SmtpServer, **config: Any) -> SmtpEmailChannel:
@@ -116,7 +84,8 @@ async def test_a_rendered_reminder_arrives_with_the_headers_we_promise(
 
     assert result.status is DeliveryStatus.SENT
     assert result.provider_id == f"<{message.message_id}@careloop.example.test>"
-    [(envelope, received)] = smtp_server.collector.messages
+    [envelope] = smtp_server.collector.envelopes
+    [received] = smtp_server.collector.messages
     assert envelope.rcpt_tos == ["pat@example.test"]
     assert envelope.mail_from == IDENTITY.from_address
     assert str(received["From"]) == ("Lakeside Family Clinic <notifications@careloop.example.test>")
@@ -141,7 +110,7 @@ async def test_a_sensitive_location_sends_under_the_neutral_name(smtp_server: Sm
     )
     await channel_for(smtp_server).send(rendered_email(sender, "pat@example.test"))
 
-    [(_, received)] = smtp_server.collector.messages
+    [received] = smtp_server.collector.messages
     assert received["From"].addresses[0].display_name == "Your care team"
     raw = received.as_string()
     assert "Hope" not in raw

@@ -6,12 +6,14 @@ from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 from careloop_referrals.api.directory import router as directory_router
 from careloop_referrals.api.referrals import router as referrals_router
+from careloop_referrals.channels import report_channels
 from careloop_referrals.handlers.appointments import APPOINTMENTS_CONSUMER
 from careloop_referrals.handlers.clocks import WORKER_KEY, build_clock_worker, stage_clocks
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import metadata, platform
 from careloop_referrals.usecases.clocks import TIMERS_KEY
 from careloop_referrals.usecases.common import SETTINGS_KEY
+from careloop_referrals.usecases.outcomes import CHANNELS_KEY
 
 SERVICE = "referrals"
 
@@ -21,6 +23,7 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
         runtime.state[SETTINGS_KEY] = settings
         runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
         runtime.state[WORKER_KEY] = build_clock_worker(runtime, settings)
+        runtime.state[CHANNELS_KEY] = report_channels(settings)
 
     return ServiceSpec(
         name=SERVICE,

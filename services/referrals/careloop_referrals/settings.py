@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from careloop_contracts.platform import REFERRALS_FIELDS_KEY
-from careloop_kit.settings import KitSettings
+from careloop_kit.smtp import SmtpSettings
 
 
-class ReferralsSettings(KitSettings):
+class ReferralsSettings(SmtpSettings):
     http_port: int = Field(8106, description="Port of the referrals API.")
     fields_transit_key: str = Field(
         REFERRALS_FIELDS_KEY,
@@ -34,6 +36,40 @@ class ReferralsSettings(KitSettings):
             "an extension before the visit falls outside it."
         ),
     )
+    report_delivery_mode: Literal["provider", "log"] = Field(
+        "log",
+        description=(
+            "`provider` sends outcome reports to referring providers through the SMTP "
+            "relay (secure email); `log` records them as sent and contacts nobody (the "
+            "local stack has no relay). Refused in production."
+        ),
+    )
+    report_from_address: str = Field(
+        "referrals@careloop.localhost", description="From address of outcome reports."
+    )
+    report_message_id_domain: str = Field(
+        "careloop.localhost", description="Right-hand side of outcome reports' Message-IDs."
+    )
+    report_max_attempts: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Delivery attempts of an outcome report refused for a transient reason "
+            "(greylisting, a relay down) before it is failed for a person to resend."
+        ),
+    )
+    report_retry_base_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Seconds before the second delivery attempt of an outcome report; each "
+            "later one waits twice as long (8 attempts span about 2 hours)."
+        ),
+    )
+    practice_display_name: str = Field(
+        "the practice",
+        description="How outcome reports name the practice the patient was referred to.",
+    )
     max_page_size: int = Field(
         200, ge=1, le=1000, description="Referrals or directory entries one page lists at most."
     )
@@ -45,3 +81,12 @@ class ReferralsSettings(KitSettings):
             "years: a year against the year before)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _reports_are_delivered_in_production(self) -> ReferralsSettings:
+        problems = self.smtp_problems()
+        if self.environment == "production" and self.report_delivery_mode == "log":
+            problems.append("report_delivery_mode=log would drop every outcome report")
+        if problems:
+            raise ValueError("production referrals settings refused: " + "; ".join(problems))
+        return self

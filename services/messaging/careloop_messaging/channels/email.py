@@ -1,9 +1,5 @@
-"""Email over SMTP with aiosmtplib: multipart plain + HTML, neutral sender, unsubscribe.
-
-SMTP reply codes decide retries: 4xx is transient (greylisting, full mailbox, rate
-limit) and worth another attempt; 5xx is permanent. Connection failures and timeouts
-are transient too.
-"""
+"""Email to patients: multipart plain + HTML, neutral sender, unsubscribe, sent through
+the kit's SMTP sender (which decides what is worth a retry)."""
 
 from __future__ import annotations
 
@@ -12,38 +8,13 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Literal
 
-import aiosmtplib
 from opentelemetry.metrics import Meter
 
+from careloop_kit.smtp import SmtpConfig, send_email
 from careloop_messaging.channels import SentCounter
 from careloop_messaging.domain.channels import DeliveryResult, DeliveryStatus, OutboundMessage
 from careloop_messaging.domain.templates import Channel
-
-SmtpSecurity = Literal["starttls", "tls", "none"]
-
-_TRANSIENT = (
-    aiosmtplib.SMTPConnectError,
-    aiosmtplib.SMTPServerDisconnected,
-    aiosmtplib.SMTPTimeoutError,
-    OSError,
-)
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    """How to reach the SMTP relay. ``security="none"`` is for local test servers only;
-    with ``starttls`` the connection fails rather than continue in plaintext."""
-
-    host: str
-    port: int
-    security: SmtpSecurity = "starttls"
-    username: str | None = None
-    password: str | None = None
-    timeout_s: float = 30.0
-    validate_certs: bool = True
-    cert_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,42 +78,7 @@ class SmtpEmailChannel:
         return self._sent.count(await self._send(email))
 
     async def _send(self, email: EmailMessage) -> DeliveryResult:
-        config = self._config
-        try:
-            await aiosmtplib.send(
-                email,
-                hostname=config.host,
-                port=config.port,
-                use_tls=config.security == "tls",
-                # True makes aiosmtplib fail when the server offers no STARTTLS, rather
-                # than silently sending in plaintext.
-                start_tls=config.security == "starttls",
-                username=config.username,
-                password=config.password,
-                timeout=config.timeout_s,
-                validate_certs=config.validate_certs,
-                cert_bundle=config.cert_bundle,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [refused.code for refused in exc.recipients]
-            return DeliveryResult(
-                DeliveryStatus.FAILED,
-                retryable=all(400 <= code < 500 for code in codes),
-                error=f"SMTP recipient refused ({', '.join(map(str, codes))})",
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            return DeliveryResult(
-                DeliveryStatus.FAILED,
-                retryable=400 <= exc.code < 500,
-                # The code only: servers often quote the recipient's address in the text.
-                error=f"SMTP {exc.code}",
-            )
-        except _TRANSIENT as exc:
-            return DeliveryResult(
-                DeliveryStatus.FAILED, retryable=True, error=f"SMTP: {type(exc).__name__}"
-            )
-        except aiosmtplib.SMTPException as exc:
-            # No STARTTLS offered, unsupported extension: configuration, not luck, so a
-            # retry would fail the same way.
-            return DeliveryResult(DeliveryStatus.FAILED, error=f"SMTP: {exc}")
-        return DeliveryResult(DeliveryStatus.SENT, provider_id=email["Message-ID"])
+        result = await send_email(email, self._config)
+        if result.accepted:
+            return DeliveryResult(DeliveryStatus.SENT, provider_id=result.message_id)
+        return DeliveryResult(DeliveryStatus.FAILED, retryable=result.retryable, error=result.error)

@@ -1,27 +1,26 @@
 """Test helpers shared by messaging's service tests and the end-to-end tests: publish
-`ReminderDue` and `RescheduleOffered` events as scheduling would, and collect email with a
-local SMTP server."""
+`ReminderDue` and `RescheduleOffered` events as scheduling would. Email is collected by
+the kit's SMTP server (`careloop_kit.testing.smtp`), offered here under the names these
+tests have always imported."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from typing import Any
-
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from careloop_contracts import Envelope as EventEnvelope
 from careloop_contracts import Event, ReminderDue, RescheduleOffered, to_headers
 from careloop_kit.bus.kafka import make_producer
-from careloop_kit.infra.ports import free_port
 from careloop_kit.settings import KitSettings
+from careloop_kit.testing.smtp import SmtpCollector, email_texts, smtp_server
+
+__all__ = [
+    "SmtpCollector",
+    "email_texts",
+    "publish",
+    "reminder_due",
+    "reschedule_offered",
+    "smtp_server",
+]
 
 
 def reminder_due(
@@ -110,47 +109,3 @@ async def publish(settings: KitSettings, *events: Event, event_id: str | None = 
     finally:
         await producer.stop()
     return ids
-
-
-@dataclass
-class SmtpCollector:
-    """aiosmtpd handler that keeps every message it accepts."""
-
-    messages: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        parsed = email.message_from_bytes(
-            envelope.original_content or b"", policy=email.policy.default
-        )
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        return "250 Message accepted"
-
-
-@contextmanager
-def smtp_server() -> Iterator[tuple[SmtpCollector, int]]:
-    """A local SMTP server on a free port: (collector, port)."""
-    collector = SmtpCollector()
-    port = free_port()
-    # aiosmtpd logs every envelope recipient at INFO: the stand-in relay would write the
-    # patients' email addresses into the logs the PHI log scan reads.
-    smtp_log = logging.getLogger("mail.log")
-    level = smtp_log.level
-    smtp_log.setLevel(logging.WARNING)
-    controller = Controller(collector, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield collector, port
-    finally:
-        controller.stop()
-        smtp_log.setLevel(level)
-
-
-def email_texts(message: EmailMessage) -> list[str]:
-    """Subject and every text part of an email, for PHI scans."""
-    texts: list[str] = [str(message["Subject"])]
-    for part in message.walk():
-        if part.get_content_maintype() == "text":
-            content: Any = part.get_content()
-            texts.append(str(content))
-    return texts

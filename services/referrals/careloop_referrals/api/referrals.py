@@ -21,6 +21,8 @@ from careloop_referrals.api.schemas import (
     IdStr,
     LoopClosureRead,
     LoopClosureReport,
+    OutcomeRead,
+    OutcomeWrite,
     PageLimit,
     ReferralCreate,
     ReferralPage,
@@ -37,7 +39,7 @@ from careloop_referrals.domain.referral import (
     Stage,
     allowed_next,
 )
-from careloop_referrals.usecases import authorizations
+from careloop_referrals.usecases import authorizations, outcomes
 from careloop_referrals.usecases import referrals as steps
 from careloop_referrals.usecases.referrals import AuthorizationView, ReferralFilter, ReferralView
 
@@ -58,6 +60,9 @@ def _read(view: ReferralView) -> ReferralRead:
             TransitionRead(**{**asdict(s.transition), "reason": s.reason}) for s in view.history
         ],
         authorization=_authorization(view.authorization),
+        outcome=None
+        if view.outcome is None
+        else OutcomeRead(**{**asdict(view.outcome.report), "note": view.outcome.note}),
         withheld_categories=[
             category
             for category, withheld in (
@@ -181,3 +186,13 @@ async def record_authorization(
         expected_version=body.version,
     )
     return _read(view)
+
+
+@router.post(
+    "/{referral_id}/outcome", status_code=status.HTTP_202_ACCEPTED, response_model=ReferralRead
+)
+async def write_outcome(referral_id: IdStr, body: OutcomeWrite, ctx: UpdateContext) -> ReferralRead:
+    """Write the outcome of a seen inbound referral: it is sent to the referring provider
+    by their preferred channel, and the referral is closed once the channel accepts it
+    (`outcome.status` says where it is). A failed report may be written again."""
+    return _read(await outcomes.write_outcome(ctx, referral_id, body.note))

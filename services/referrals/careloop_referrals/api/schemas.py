@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, Stri
 
 from careloop_referrals.domain.authorization import AuthorizationStatus
 from careloop_referrals.domain.directory import Channel, EntryKind
+from careloop_referrals.domain.outcome import ReportStatus
 from careloop_referrals.domain.referral import Direction, Stage, Urgency
 
 IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
@@ -127,6 +128,28 @@ class AuthorizationRead(BaseModel):
     version: int
 
 
+class OutcomeWrite(_In):
+    note: Annotated[str, StringConstraints(min_length=1, max_length=20000)] = Field(
+        description=(
+            "The specialist's outcome note for the referring provider (stored encrypted; "
+            "sent in the body of the report, never in its subject)."
+        )
+    )
+
+
+class OutcomeRead(BaseModel):
+    status: ReportStatus = Field(
+        description="`pending` (on its way, retried), `sent` (loop closed) or `failed`."
+    )
+    channel: Channel
+    note: str | None = Field(description="Null when withheld (no clinical access).")
+    author: str
+    written_at: datetime
+    attempts: int
+    sent_at: datetime | None
+    last_error: str | None = Field(description="Why the last attempt failed (a reply code).")
+
+
 class ReferralRead(BaseModel):
     id: str
     org_id: str
@@ -148,6 +171,7 @@ class ReferralRead(BaseModel):
     authorization: AuthorizationRead | None = Field(
         description="The prior authorization, when one was recorded."
     )
+    outcome: OutcomeRead | None = Field(description="The outcome report, once written.")
     withheld_categories: list[str] = Field(description="PHI categories left out for this caller.")
 
 

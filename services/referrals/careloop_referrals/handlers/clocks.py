@@ -1,6 +1,7 @@
 """The replica's timer worker: it fires the stage clocks of referrals
-(`usecases.clocks.fire_clock`) and the expiry reminders of their authorizations
-(`usecases.authorizations.fire_reminder`), each in the timer's transaction. Every
+(`usecases.clocks.fire_clock`), the expiry reminders of their authorizations
+(`usecases.authorizations.fire_reminder`) and the delivery attempts of outcome reports
+(`usecases.outcomes.fire_report`), each in the timer's transaction. Every
 replica runs one; they share the due timers (`FOR UPDATE SKIP LOCKED`)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import platform
 from careloop_referrals.usecases.authorizations import REMINDER_TIMER, fire_reminder
 from careloop_referrals.usecases.clocks import CLOCK_TIMER, fire_clock
+from careloop_referrals.usecases.outcomes import REPORT_TIMER, fire_report
 
 WORKER_KEY = "referral_clock_worker"
 
@@ -32,15 +34,18 @@ def build_clock_worker(runtime: Runtime, settings: ReferralsSettings) -> TimerWo
     async def reminder(session: AsyncSession, timer: DueTimer) -> None:
         await fire_reminder(runtime, session, timer)
 
+    async def report(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_report(runtime, session, timer)
+
     return TimerWorker(
         runtime.sessionmaker,
         platform,
-        {CLOCK_TIMER: clock, REMINDER_TIMER: reminder},
+        {CLOCK_TIMER: clock, REMINDER_TIMER: reminder, REPORT_TIMER: report},
         clock=runtime.clock,
         poll_interval_s=settings.clock_poll_interval_s,
     )
 
 
 async def stage_clocks(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Background job: fire due stage clocks and authorization reminders until shutdown."""
+    """Background job: fire due clocks, reminders and report deliveries until shutdown."""
     await clock_worker(runtime).run(stop)

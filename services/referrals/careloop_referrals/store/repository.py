@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_referrals.store.authorizations import AuthorizationRepository
 from careloop_referrals.store.directory import DirectoryRepository
+from careloop_referrals.store.outcomes import OutcomeRepository
 from careloop_referrals.store.referrals import ReferralRepository
 
 
@@ -17,6 +18,7 @@ class Repositories:
     referrals: ReferralRepository
     directory: DirectoryRepository
     authorizations: AuthorizationRepository
+    outcomes: OutcomeRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -25,4 +27,5 @@ def repositories(session: AsyncSession) -> Repositories:
         referrals=ReferralRepository(session),
         directory=DirectoryRepository(session),
         authorizations=AuthorizationRepository(session),
+        outcomes=OutcomeRepository(session),
     )

@@ -116,3 +116,21 @@ authorization_visit = Table(
     Column("org_id", String(64), nullable=False),
     Column("counted_at", DateTime(timezone=True), nullable=False),
 )
+
+# The outcome report of an inbound referral: the note (sealed) and its delivery to the
+# referring provider, retried by a durable timer until the channel accepts or refuses it.
+referral_outcome = Table(
+    "referral_outcome",
+    metadata,
+    Column("referral_id", String(64), ForeignKey("referral.id"), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("note_ct", LargeBinary, nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("provider_id", String(200), nullable=True),
+    Column("last_error", String(200), nullable=True),
+)

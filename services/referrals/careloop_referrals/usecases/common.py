@@ -46,6 +46,10 @@ def field_cipher(runtime: Runtime) -> FieldCipher:
     return cipher
 
 
+class OutcomeConflict(Conflict):
+    title, slug = "Outcome report not accepted", "outcome-conflict"
+
+
 class AuthorizationConflict(Conflict):
     title, slug = "Authorization not recorded", "authorization-conflict"
 

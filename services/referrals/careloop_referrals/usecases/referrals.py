@@ -28,6 +28,7 @@ from careloop_kit.problems import Forbidden
 from careloop_kit.repository import new_id
 from careloop_referrals.domain.authorization import Authorization
 from careloop_referrals.domain.loop_closure import LoopClosure, ReferralHistory, loop_closure_by
+from careloop_referrals.domain.outcome import OutcomeReport
 from careloop_referrals.domain.referral import (
     Direction,
     InvalidTransition,
@@ -74,6 +75,13 @@ class AuthorizationView:
 
 
 @dataclass(frozen=True)
+class OutcomeView:
+    report: OutcomeReport
+    note: str | None
+    """None when the caller may not see clinical content."""
+
+
+@dataclass(frozen=True)
 class ReferralView:
     referral: Referral
     reason: str | None
@@ -81,6 +89,7 @@ class ReferralView:
     withheld_clinical: bool
     authorization: AuthorizationView | None = None
     withheld_coverage: bool = False
+    outcome: OutcomeView | None = None
 
 
 def _missing(referral_id: str) -> str:
@@ -221,7 +230,27 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
         not shown,
         authorization=authorization,
         withheld_coverage=authorization is not None and not coverage,
+        outcome=await _outcome_view(ctx, found, shown=shown),
     )
+
+
+async def _outcome_view(ctx: Context, found: Referral, *, shown: bool) -> OutcomeView | None:
+    report = await ctx.repos.outcomes.get(found.org_id, found.id)
+    if report is None:
+        return None
+    note = None
+    if shown:
+        blob = await ctx.repos.outcomes.note_of(found.org_id, found.id)
+        if blob is not None:
+            note = await field_cipher(ctx.runtime).open_field(
+                ctx.session,
+                blob,
+                org_id=found.org_id,
+                table="referral_outcome",
+                column="note",
+                row_id=found.id,
+            )
+    return OutcomeView(report, note)
 
 
 async def _authorization_view(
