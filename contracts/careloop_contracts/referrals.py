@@ -118,6 +118,10 @@ class ReferralEscalated(ReferralEvent):
     stage_entered_at: UtcDatetime = Field(description="When the referral entered the stage.")
 
 
+REFERRAL_LOOP_EVENTS: tuple[type[ReferralEvent], ...] = (ReferralReceived, ReferralStageChanged)
+"""The events that open a referral and move it: what follows a referral's stage."""
+
+
 AuthorizationStatusName = Literal["requested", "approved", "denied"]
 
 

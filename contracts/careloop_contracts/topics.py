@@ -205,6 +205,16 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
         ),
         ConsumerGroupSpec(
             service="patients",
+            name="referral-relationships",
+            topics=("careloop.referrals",),
+            description=(
+                "Referral events: a referral received at a location opens the patient's "
+                "record to that location's staff; leaving the loop before the visit "
+                "(declined, cancelled, expired, redirected) closes it."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="patients",
             name="locations",
             topics=("careloop.identity",),
             description=(

@@ -9,6 +9,7 @@ from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 from careloop_patients.api.routes import router
 from careloop_patients.handlers.appointments import CARE_RELATIONSHIPS_CONSUMER
 from careloop_patients.handlers.locations import LOCATIONS_CONSUMER
+from careloop_patients.handlers.referrals import REFERRAL_RELATIONSHIPS_CONSUMER
 from careloop_patients.settings import PatientsSettings
 from careloop_patients.store.tables import metadata, platform
 
@@ -33,7 +34,11 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
         metadata=metadata,
         tables=platform,
         routers=[router],
-        consumers=[CARE_RELATIONSHIPS_CONSUMER, LOCATIONS_CONSUMER],
+        consumers=[
+            CARE_RELATIONSHIPS_CONSUMER,
+            REFERRAL_RELATIONSHIPS_CONSUMER,
+            LOCATIONS_CONSUMER,
+        ],
         on_startup=on_startup,
         verifies_tokens=True,
     )

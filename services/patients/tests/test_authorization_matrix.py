@@ -30,6 +30,7 @@ import careloop_patients
 from careloop_contracts import AccessRecorded, Envelope
 from careloop_contracts.envelope import to_headers
 from careloop_contracts.identity import LocationCreated
+from careloop_contracts.referrals import ReferralEvent, ReferralReceived, ReferralStageChanged
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -856,3 +857,72 @@ async def test_no_relationship_opens_a_record_of_a_sensitive_location(matrix: Ma
         assert [r.status_code for r in refused] == [403, 403], role
     own = staff_headers(matrix, org_id, "provider", sensitive_home)
     assert (await matrix.client.get(f"/patients/{patient_id}", headers=own)).status_code == 200
+
+
+def referral_event(kind: type[ReferralEvent], **fields: Any) -> ReferralEvent:
+    base: dict[str, Any] = {
+        "direction": "inbound",
+        "urgency": "routine",
+        "task_status": "received",
+        "occurred_at": datetime.now(UTC),
+    }
+    return kind(**{**base, **fields})
+
+
+async def test_a_referral_opens_the_record_to_its_location_until_it_leaves_the_loop(
+    matrix: Matrix,
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    coordinator = staff_headers(matrix, org_id, "care_coordinator", SECOND)
+    referral = f"ref-{uuid.uuid4().hex[:10]}"
+    fields: dict[str, Any] = {
+        "org_id": org_id,
+        "patient_id": patient_id,
+        "referral_id": referral,
+        "location_id": SECOND,
+    }
+    assert (
+        await matrix.client.get(f"/patients/{patient_id}", headers=coordinator)
+    ).status_code == 403
+
+    received = referral_event(
+        ReferralReceived, stage="received", version=1, referring_provider_id="dir-1", **fields
+    )
+    await publish(matrix, received)  # type: ignore[arg-type]
+    rows = await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    assert (rows[0]["kind"], rows[0]["source_id"], rows[0]["location_id"]) == (
+        "referral",
+        referral,
+        SECOND,
+    )
+    read = await matrix.client.get(f"/patients/{patient_id}", headers=coordinator)
+    assert read.status_code == 200, read.text
+
+    triaged = referral_event(
+        ReferralStageChanged, stage="triaged", from_stage="received", version=2, **fields
+    )
+    cancelled = referral_event(
+        ReferralStageChanged,
+        stage="cancelled",
+        from_stage="triaged",
+        version=3,
+        task_status="cancelled",
+        **fields,
+    )
+    for event in (triaged, cancelled):
+        await publish(matrix, event)  # type: ignore[arg-type]
+    rows = await wait_rows(matrix, org_id, lambda rows: rows[0]["ended_at"] is not None)
+    assert rows[0]["end_reason"] == "cancelled"
+    assert (
+        await matrix.client.get(f"/patients/{patient_id}", headers=coordinator)
+    ).status_code == 403
+    trail = await access_records(matrix, patient_id)
+    reads = [
+        r for r in trail if r["actor_id"] == f"care_coordinator-{SECOND}" and r["action"] == "read"
+    ]
+    assert [(r["outcome"], r["purpose_of_use"]) for r in reads] == [
+        ("denied", "TREAT"),
+        ("success", "REFERRAL_RELATIONSHIP"),
+        ("denied", "TREAT"),
+    ]

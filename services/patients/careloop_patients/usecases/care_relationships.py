@@ -1,5 +1,6 @@
-"""Care relationships: an appointment at a location opens the patient's record to the
-staff of that location; cancelling it before it takes place closes it again.
+"""Care relationships: an appointment or a referral at a location opens the patient's
+record to the staff of that location; cancelling the appointment before it takes place,
+or the referral leaving the loop before the patient was seen, closes it again.
 
 Scheduling's appointment events (`careloop.scheduling`) reach `apply_appointment` in
 the transaction of the consumer's inbox mark, so a redelivered event is a no-op. One
@@ -7,7 +8,10 @@ row per appointment: a booked or past (arrived, fulfilled, no-show) appointment 
 its row, a cancellation committed before the visit's start ends it, so a location's
 access lasts while any of its appointments with the patient holds. A later kind
 (referral, care gap) is another `kind` of row; `access_basis` and the kit's check
-read every kind alike.
+read every kind alike. A referral (`careloop.referrals`, `apply_referral`) opens its row
+when it is received at its managing location and an exit from the loop (declined,
+cancelled, expired, redirected: all before the visit) ends it; a referral that closed
+with its outcome keeps it, as past care, like a past visit.
 
 Opening, ending and moving a relationship (a merge hands the duplicate's to the
 survivor) are audited as changes of a `CareRelationship` resource on the patient's
@@ -25,6 +29,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_contracts.referrals import ReferralEvent, ReferralReceived, ReferralStageChanged
 from careloop_contracts.scheduling import AppointmentEvent
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import ALL_LOCATIONS, AuthenticatedPrincipal, Principal
@@ -40,6 +45,10 @@ log = logging.getLogger(__name__)
 
 RESOURCE = "CareRelationship"
 APPOINTMENT = "appointment"
+REFERRAL = "referral"
+# The exits of a referral's loop: each leaves it before the patient was seen (a seen
+# referral only closes, with the outcome reported), so each ends the relationship.
+_REFERRAL_EXITS = frozenset({"declined", "cancelled", "expired", "redirected"})
 # FHIR statuses of an appointment that is, or was, a reason to care for the patient.
 OPENING_STATUSES = frozenset({"booked", "arrived", "fulfilled", "noshow"})
 SERVICE_ACTOR = "patients"
@@ -137,6 +146,58 @@ async def apply_appointment(
             "update",
             "care relationship %s ended: appointment %s cancelled",
             event.appointment_id,
+        )
+    return None
+
+
+async def apply_referral(
+    runtime: Runtime, session: AsyncSession, event: ReferralEvent
+) -> StoredRelationship | None:
+    """Open the relationship of a received referral, or end it when the referral left the
+    loop before the visit; the relationship changed, or None when nothing changed."""
+    repo = relationships(session)
+    if isinstance(event, ReferralReceived):
+        patient_id = await _survivor(repo, event.org_id, event.patient_id)
+        if patient_id is None:
+            # A partner may refer a patient before their record is registered here;
+            # the referral's own access rules still hold, and the appointment booked
+            # for it will open the record to the location.
+            log.warning(
+                "referral %s names patient %s, unknown in organization %s: no relationship",
+                event.referral_id,
+                event.patient_id,
+                event.org_id,
+            )
+            return None
+        opened = await repo.open(
+            org_id=event.org_id,
+            patient_id=patient_id,
+            location_id=event.location_id,
+            kind=REFERRAL,
+            source_id=event.referral_id,
+            now=event.occurred_at,
+        )
+        return await _recorded(
+            runtime,
+            session,
+            opened,
+            "create",
+            "care relationship %s opened: referral %s at %s",
+            event.referral_id,
+            event.location_id,
+        )
+    if isinstance(event, ReferralStageChanged) and event.stage in _REFERRAL_EXITS:
+        ended = await repo.end(
+            event.org_id, REFERRAL, event.referral_id, now=event.occurred_at, reason=event.stage
+        )
+        return await _recorded(
+            runtime,
+            session,
+            ended,
+            "update",
+            "care relationship %s ended: referral %s %s",
+            event.referral_id,
+            event.stage,
         )
     return None
 
