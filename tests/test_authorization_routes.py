@@ -159,6 +159,8 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("POST", "/referrals/{referral_id}/transitions"): {"referrals:update"},
             ("PUT", "/referrals/{referral_id}/authorization"): {"referrals:update"},
             ("POST", "/referrals/{referral_id}/outcome"): {"referrals:update"},
+            ("GET", "/referrals/clocks"): {"referrals:read"},
+            ("PUT", "/referrals/clocks"): {"referrals:manage"},
             ("POST", "/referrals/directory"): {"referrals:manage"},
             ("GET", "/referrals/directory"): {"referrals:read"},
             ("GET", "/referrals/directory/{entry_id}"): {"referrals:read"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
+from careloop_referrals.api.clocks import router as clocks_router
 from careloop_referrals.api.directory import router as directory_router
 from careloop_referrals.api.referrals import router as referrals_router
 from careloop_referrals.channels import report_channels
@@ -34,8 +35,8 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
         ),
         metadata=metadata,
         tables=platform,
-        # The directory's fixed paths come before `/referrals/{id}`.
-        routers=[directory_router, referrals_router],
+        # The directory's and the clocks' fixed paths come before `/referrals/{id}`.
+        routers=[directory_router, clocks_router, referrals_router],
         consumers=[APPOINTMENTS_CONSUMER],
         on_startup=on_startup,
         background=[stage_clocks],

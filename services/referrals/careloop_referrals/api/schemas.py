@@ -150,6 +150,39 @@ class OutcomeRead(BaseModel):
     last_error: str | None = Field(description="Why the last attempt failed (a reply code).")
 
 
+class ClockWrite(_In):
+    urgency: Urgency
+    stage: Stage = Field(description="A stage that waits on someone (it has a clock).")
+    stall_after_hours: float = Field(
+        gt=0, le=8760, description="Hours in the stage before a stall."
+    )
+    escalate_after_hours: float = Field(
+        gt=0, le=8760, description="Hours after the stall before it escalates."
+    )
+
+
+class ClockSettings(_In):
+    location_id: IdStr | None = Field(
+        None, description="The location whose own clocks these are; omitted: the organization's."
+    )
+    clocks: list[ClockWrite] = Field(
+        max_length=64, description="The level's whole setting; an empty list inherits everything."
+    )
+
+
+class ClockRead(BaseModel):
+    urgency: Urgency
+    stage: Stage
+    stall_after_hours: float
+    escalate_after_hours: float
+    source: str = Field(description="`default`, `organization` or `location`.")
+
+
+class ClocksRead(BaseModel):
+    location_id: str | None
+    clocks: list[ClockRead]
+
+
 class ReferralRead(BaseModel):
     id: str
     org_id: str

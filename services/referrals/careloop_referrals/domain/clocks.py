@@ -53,6 +53,35 @@ DEFAULT_CLOCKS: Mapping[Urgency, Mapping[Stage, StageClock]] = {
 }
 
 
+WAITING_STAGES: frozenset[Stage] = frozenset(_HOURS)
+"""The stages that have a clock (each waits on someone at the practice)."""
+
+
+class InvalidClock(ValueError):
+    """A clock setting breaks a rule; the message names it."""
+
+
+def checked_layer(layer: ClockLayer) -> ClockLayer:
+    """The layer, or `InvalidClock` naming its first broken rule."""
+    for (urgency, stage), clock in layer.items():
+        if stage not in WAITING_STAGES:
+            raise InvalidClock(f"{stage} waits on no one, so it has no clock.")
+        if clock.stall_after <= timedelta(0) or clock.escalate_after <= timedelta(0):
+            raise InvalidClock(f"The {urgency} clock of {stage} must be longer than zero.")
+        if clock.stall_after > timedelta(days=365) or clock.escalate_after > timedelta(days=365):
+            raise InvalidClock(f"The {urgency} clock of {stage} is longer than a year.")
+    return layer
+
+
+def clock_source(urgency: Urgency, stage: Stage, *layers: ClockLayer) -> int:
+    """Which layer sets the clock `clock_for` returns: its index in `layers`, or -1 for
+    the default."""
+    for index in range(len(layers) - 1, -1, -1):
+        if (urgency, stage) in layers[index]:
+            return index
+    return -1
+
+
 def clock_for(urgency: Urgency, stage: Stage, *layers: ClockLayer) -> StageClock | None:
     """The clock of `stage` at `urgency`: the last layer that sets it (pass the
     organization's, then the location's), else the default; None for a stage that waits

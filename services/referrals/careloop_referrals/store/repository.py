@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_referrals.store.authorizations import AuthorizationRepository
+from careloop_referrals.store.clock_settings import ClockSettingRepository
 from careloop_referrals.store.directory import DirectoryRepository
 from careloop_referrals.store.outcomes import OutcomeRepository
 from careloop_referrals.store.referrals import ReferralRepository
@@ -19,6 +20,7 @@ class Repositories:
     directory: DirectoryRepository
     authorizations: AuthorizationRepository
     outcomes: OutcomeRepository
+    clock_settings: ClockSettingRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -28,4 +30,5 @@ def repositories(session: AsyncSession) -> Repositories:
         directory=DirectoryRepository(session),
         authorizations=AuthorizationRepository(session),
         outcomes=OutcomeRepository(session),
+        clock_settings=ClockSettingRepository(session),
     )

@@ -134,3 +134,18 @@ referral_outcome = Table(
     Column("provider_id", String(200), nullable=True),
     Column("last_error", String(200), nullable=True),
 )
+
+# Stage clocks an organization (`location_id` empty) or one of its locations sets,
+# per urgency and stage; what a layer leaves out it inherits (`domain.clocks`).
+clock_setting = Table(
+    "clock_setting",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("location_id", String(64), primary_key=True),
+    Column("urgency", String(16), primary_key=True),
+    Column("stage", String(32), primary_key=True),
+    Column("stall_after_s", Integer, nullable=False),
+    Column("escalate_after_s", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)

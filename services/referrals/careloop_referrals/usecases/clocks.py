@@ -22,6 +22,7 @@ from careloop_kit.db.timers import DueTimer, Timers
 from careloop_kit.service import Runtime
 from careloop_referrals.domain.clocks import deadlines
 from careloop_referrals.domain.referral import Referral
+from careloop_referrals.store.clock_settings import ClockSettingRepository
 from careloop_referrals.store.referrals import ReferralRepository
 from careloop_referrals.usecases.events import event_fields, routing
 
@@ -45,13 +46,15 @@ def _key(referral: Referral, phase: Phase) -> str:
 async def restart_clock(
     runtime: Runtime, session: AsyncSession, referral: Referral, *, left: Referral | None
 ) -> None:
-    """Start the clock of the stage `referral` is in (none once it is finished), after
-    cancelling the timers of the version it `left`; in the caller's transaction."""
+    """Start the clock of the stage `referral` is in (none once it is finished), as its
+    location, else its organization, else the defaults set it, after cancelling the
+    timers of the version it `left`; in the caller's transaction."""
     timers = timers_of(runtime)
     if left is not None:
         for phase in ("stall", "escalate"):
             await timers.cancel(session, _key(left, phase))
-    due = deadlines(referral)
+    layers = await ClockSettingRepository(session).layers(referral.org_id, referral.location_id)
+    due = deadlines(referral, *layers)
     if due is None:
         return
     payload = {
