@@ -162,3 +162,17 @@ class AuthorizationExpiring(AuthorizationEvent):
     cause: Literal["expiry-near", "visits-used-up"] = Field(
         description="Why the authorization needs attention."
     )
+
+
+class ReferralLeaked(ReferralEvent):
+    """Emitted once per kind of leakage an outbound referral shows: still not scheduled
+    a while after it was sent (`never-scheduled`), redirected to another provider than
+    the one referred to (`scheduled-elsewhere`), or seen with no outcome back a while
+    later (`no-report-back`). Each is its own follow-up on the worklist."""
+
+    event_type = "careloop.referrals.referral.leaked.v1"
+    topic = TOPIC
+
+    leakage: Literal["never-scheduled", "scheduled-elsewhere", "no-report-back"] = Field(
+        description="What kind of leakage, and so which follow-up."
+    )

@@ -1,7 +1,8 @@
 """The replica's timer worker: it fires the stage clocks of referrals
 (`usecases.clocks.fire_clock`), the expiry reminders of their authorizations
 (`usecases.authorizations.fire_reminder`) and the delivery attempts of outcome reports
-(`usecases.outcomes.fire_report`), each in the timer's transaction. Every
+(`usecases.outcomes.fire_report`) and the leakage watches of outbound referrals
+(`usecases.leakage.fire_leakage`), each in the timer's transaction. Every
 replica runs one; they share the due timers (`FOR UPDATE SKIP LOCKED`)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import platform
 from careloop_referrals.usecases.authorizations import REMINDER_TIMER, fire_reminder
 from careloop_referrals.usecases.clocks import CLOCK_TIMER, fire_clock
+from careloop_referrals.usecases.leakage import LEAKAGE_TIMER, fire_leakage
 from careloop_referrals.usecases.outcomes import REPORT_TIMER, fire_report
 
 WORKER_KEY = "referral_clock_worker"
@@ -37,10 +39,18 @@ def build_clock_worker(runtime: Runtime, settings: ReferralsSettings) -> TimerWo
     async def report(session: AsyncSession, timer: DueTimer) -> None:
         await fire_report(runtime, session, timer)
 
+    async def leakage(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_leakage(runtime, session, timer)
+
     return TimerWorker(
         runtime.sessionmaker,
         platform,
-        {CLOCK_TIMER: clock, REMINDER_TIMER: reminder, REPORT_TIMER: report},
+        {
+            CLOCK_TIMER: clock,
+            REMINDER_TIMER: reminder,
+            REPORT_TIMER: report,
+            LEAKAGE_TIMER: leakage,
+        },
         clock=runtime.clock,
         poll_interval_s=settings.clock_poll_interval_s,
     )

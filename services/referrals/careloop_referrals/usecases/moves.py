@@ -1,7 +1,7 @@
 """One step of one referral, taken the same way by every door and every cause (a
 person, a linked appointment, the payer's answer): checked by the state machine, its
-reason sealed, saved against the version read, published, and the stage clock restarted,
-all in the caller's transaction."""
+reason sealed, saved against the version read, published, the stage clock restarted and
+an outbound referral's leakage watched, all in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from careloop_referrals.store.referrals import ReferralRepository
 from careloop_referrals.usecases.clocks import restart_clock
 from careloop_referrals.usecases.common import seal_reason
 from careloop_referrals.usecases.events import publish_stage_change
+from careloop_referrals.usecases.leakage import watch_leakage
 
 
 async def take_step(
@@ -54,4 +55,5 @@ async def take_step(
     )
     await publish_stage_change(runtime, session, moved, left=current)
     await restart_clock(runtime, session, moved, left=current)
+    await watch_leakage(runtime, session, moved)
     return moved

@@ -52,6 +52,7 @@ from careloop_referrals.usecases.common import (
     settings_of,
 )
 from careloop_referrals.usecases.events import event_fields, routing
+from careloop_referrals.usecases.leakage import watch_leakage
 from careloop_referrals.usecases.moves import take_step
 
 RESOURCE = "ServiceRequest"
@@ -166,6 +167,7 @@ async def create_referral(
             **routing(referral),
         )
         await restart_clock(ctx.runtime, ctx.session, referral, left=None)
+        await watch_leakage(ctx.runtime, ctx.session, referral)
     shown = sees_clinical(ctx, CREATE)
     step = HistoryStep(opened, None)
     return ReferralView(referral, reason.strip() if shown and reason else None, (step,), not shown)
