@@ -48,6 +48,14 @@ from careloop_contracts.scheduling import (
     WaitlistOfferClosed,
     WaitlistSlotOffered,
 )
+from careloop_contracts.tasks import (
+    TaskAssigned,
+    TaskCompleted,
+    TaskCreated,
+    TaskEscalated,
+    TaskEvent,
+    TaskOverdue,
+)
 from careloop_contracts.topics import (
     CONSUMER_GROUPS,
     TOPICS,
@@ -94,6 +102,12 @@ __all__ = [
     "ReplyReceivedV2",
     "RescheduleOffered",
     "SessionRevoked",
+    "TaskAssigned",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskEscalated",
+    "TaskEvent",
+    "TaskOverdue",
     "TopicSpec",
     "UnknownEventType",
     "WaitlistOfferClosed",
