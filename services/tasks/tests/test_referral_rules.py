@@ -160,6 +160,15 @@ async def test_a_stalled_referral_makes_one_task_and_its_escalation_raises_that_
     for record in records:
         body = json.loads(record.value)
         assert "title" not in body  # codes and ids only
+    # Made and escalated by the service, on the patient's trail.
+    audited = sorted(
+        (body["action"], body["resource_id"])
+        for body in (json.loads(r.value) for r in records)
+        if body.get("actor_id") == "tasks" and body.get("patient_id") == "pat-1"
+    )
+    assert audited == sorted(
+        [("create", stalled["id"]), ("update", stalled["id"]), ("create", later["id"])]
+    )
 
 
 async def test_an_organizations_own_rules_replace_the_defaults(

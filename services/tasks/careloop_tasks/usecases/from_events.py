@@ -4,7 +4,8 @@ opens one task per dedup key, an `escalate` rule raises that same task to urgent
 
 The kit's consumer runs this in the transaction of its inbox mark, so a redelivered
 event is a no-op; the dedup key covers what the inbox cannot see: the same fact sent
-again under a new event id, or a replay.
+again under a new event id, or a replay. Each task made or escalated is audited on its
+patient's trail with the service as the actor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts import Event
 from careloop_contracts.tasks import TaskEscalated
+from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import Principal
+from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.repository import new_id
 from careloop_kit.service import Runtime
 from careloop_tasks.domain.rules import Rule
@@ -29,6 +33,21 @@ from careloop_tasks.usecases.lifecycle import open_task
 from careloop_tasks.usecases.rules import rules_in_force
 
 log = logging.getLogger(__name__)
+
+SERVICE_ACTOR = "tasks"
+RESOURCE = "Task"
+
+
+async def _audit(runtime: Runtime, session: AsyncSession, task: Task, action: str) -> None:
+    system = Principal(actor_id=SERVICE_ACTOR, actor_type="system", org_id=task.org_id)
+    entry = AuditEntry(
+        action=action,
+        resource_type=RESOURCE,
+        phi_categories=[CLINICAL],
+        patient_id=task.patient_id,
+        resource_id=task.id,
+    )
+    await recorder_of(runtime).record(session, system, entry)
 
 
 def _task_of(rule: Rule, fields: Mapping[str, Any], runtime: Runtime, key: str) -> Task:
@@ -71,7 +90,9 @@ async def apply_rules(runtime: Runtime, session: AsyncSession, event: Event) -> 
         found = await tasks.by_dedup_key(str(fields["org_id"]), key)
         if found is None:
             found = await open_task(runtime, session, _task_of(creator, fields, runtime, key))
-            if found is None:  # made by a concurrent delivery between the two statements
+            if found is not None:
+                await _audit(runtime, session, found, "create")
+            else:  # made by a concurrent delivery between the two statements
                 found = await tasks.by_dedup_key(str(fields["org_id"]), key)
         if rule.action == "escalate" and found is not None:
             await _escalate(runtime, tasks, session, found, rule)
@@ -85,6 +106,7 @@ async def _escalate(
     if raised is None:
         return
     await tasks.save(raised, previous_version=found.version)
+    await _audit(runtime, session, raised, "update")
     previous: Priority = found.priority
     await runtime.outbox.add(
         session,
