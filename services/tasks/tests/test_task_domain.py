@@ -3,6 +3,7 @@ subject and stage), round-robin turns, the state machine, and titles that hold c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -176,12 +177,13 @@ def test_the_state_machine_moves_versions_and_closes_for_good() -> None:
     )
     done = complete(claimed, Outcome.RESOLVED, now=NOW)
     assert (done.status, done.outcome) == (Status.COMPLETED, Outcome.RESOLVED)
-    for change in (
+    changes: list[Callable[[], Task]] = [
         lambda: complete(done, Outcome.RESOLVED, now=NOW),
         lambda: cancel(done, now=NOW),
         lambda: claim(done, "user-a", now=NOW),
         lambda: cancel(cancel(_task(), now=NOW), now=NOW),
-    ):
+    ]
+    for change in changes:
         with pytest.raises(TaskClosed):
             change()
     assert escalate(done, now=NOW) is None
