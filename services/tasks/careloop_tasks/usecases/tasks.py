@@ -372,7 +372,12 @@ async def list_tasks(
 
 
 async def count_tasks(ctx: Context, wanted: TaskFilter) -> tuple[dict[Status, int], int]:
-    """How many tasks of the caller's scope are in each status, and how many overdue
-    (figures only: no patient is named)."""
-    query = _query(ctx, wanted)
-    return await ctx.repos.tasks.counts(ctx.principal.org_id, query, now=ctx.runtime.clock.now())
+    """How many tasks of the caller's scope are in each status, and how many overdue.
+    Figures name no patient, but counts for one patient say there is work about them, so
+    the query is audited like a listing (on that patient's trail when one is named)."""
+    entry = _entry("query")
+    entry.patient_id = wanted.patient_id
+    async with ctx.audited(entry):
+        query = _query(ctx, wanted)
+        now = ctx.runtime.clock.now()
+        return await ctx.repos.tasks.counts(ctx.principal.org_id, query, now=now)
