@@ -31,6 +31,7 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
     "audit": frozenset(),
     "scheduling": frozenset(),
     "referrals": frozenset(),
+    "tasks": frozenset(),
     "messaging": frozenset(
         {
             # Twilio's delivery status callbacks and incoming SMS (STOP / START): Twilio
@@ -165,6 +166,22 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/referrals/directory"): {"referrals:read"},
             ("GET", "/referrals/directory/{entry_id}"): {"referrals:read"},
             ("PATCH", "/referrals/directory/{entry_id}"): {"referrals:manage"},
+        },
+        "tasks": {
+            ("POST", "/tasks"): {"tasks:update"},
+            ("GET", "/tasks"): {"tasks:read"},
+            ("GET", "/tasks/counts"): {"tasks:read"},
+            ("GET", "/tasks/{task_id}"): {"tasks:read"},
+            ("POST", "/tasks/{task_id}/claim"): {"tasks:update"},
+            ("POST", "/tasks/{task_id}/assign"): {"tasks:update"},
+            ("POST", "/tasks/{task_id}/comments"): {"tasks:update"},
+            ("POST", "/tasks/{task_id}/complete"): {"tasks:update"},
+            ("POST", "/tasks/{task_id}/cancel"): {"tasks:update"},
+            ("GET", "/tasks/rules"): {"tasks:manage"},
+            ("PUT", "/tasks/rules"): {"tasks:manage"},
+            ("GET", "/tasks/queues/{role}/{location_id}/members"): {"tasks:manage"},
+            ("PUT", "/tasks/queues/{role}/{location_id}/members/{user_id}"): {"tasks:manage"},
+            ("DELETE", "/tasks/queues/{role}/{location_id}/members/{user_id}"): {"tasks:manage"},
         },
     }
     for service, routes in expected.items():

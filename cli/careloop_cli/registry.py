@@ -53,6 +53,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("scheduling", "careloop_scheduling", 8104),
         ServiceEntry("messaging", "careloop_messaging", 8105),
         ServiceEntry("referrals", "careloop_referrals", 8106),
+        ServiceEntry("tasks", "careloop_tasks", 8107),
         ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }

@@ -17,6 +17,7 @@ def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> 
         "identity",
         "messaging",
         "referrals",
+        "tasks",
     ]
 
 

@@ -51,6 +51,14 @@ from careloop_contracts.scheduling import (
     WaitlistOfferClosed,
     WaitlistSlotOffered,
 )
+from careloop_contracts.tasks import (
+    TaskAssigned,
+    TaskCompleted,
+    TaskCreated,
+    TaskEscalated,
+    TaskEvent,
+    TaskOverdue,
+)
 from careloop_contracts.topics import (
     CONSUMER_GROUPS,
     TOPICS,
@@ -100,6 +108,12 @@ __all__ = [
     "ReplyReceivedV2",
     "RescheduleOffered",
     "SessionRevoked",
+    "TaskAssigned",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskEscalated",
+    "TaskEvent",
+    "TaskOverdue",
     "TopicSpec",
     "UnknownEventType",
     "WaitlistOfferClosed",

@@ -21,6 +21,7 @@ SERVICES: Final[tuple[str, ...]] = (
     "messaging",
     "audit",
     "referrals",
+    "tasks",
 )
 """Every Careloop service; each has its own Vault identity, policy and token."""
 
@@ -40,6 +41,8 @@ inbox items)."""
 REFERRALS_FIELDS_KEY: Final = "careloop-referrals-fields"
 """Transit key (aes256-gcm96) that wraps referrals' data keys (reasons for referral and
 for each transition)."""
+TASKS_FIELDS_KEY: Final = "careloop-tasks-fields"
+"""Transit key (aes256-gcm96) that wraps tasks' data keys (comments and notes on tasks)."""
 AUDIT_CHECKPOINT_KEY: Final = "careloop-audit-checkpoint"
 """Transit key (ed25519) that signs checkpoints of the audit hash chain."""
 IDENTITY_SIGNING_KEY: Final = "careloop-identity-signing"
@@ -52,6 +55,7 @@ TRANSIT_KEYS: Final[tuple[tuple[str, str], ...]] = (
     (IDENTITY_FIELDS_KEY, "aes256-gcm96"),
     (MESSAGING_FIELDS_KEY, "aes256-gcm96"),
     (REFERRALS_FIELDS_KEY, "aes256-gcm96"),
+    (TASKS_FIELDS_KEY, "aes256-gcm96"),
     (AUDIT_CHECKPOINT_KEY, "ed25519"),
     (IDENTITY_SIGNING_KEY, "ed25519"),
 )
@@ -137,6 +141,14 @@ VAULT_GRANTS: Final[Mapping[str, tuple[VaultGrant, ...]]] = MappingProxyType(
             REFERRALS_FIELDS_KEY,
             "Envelope encryption of reasons for referral and transition reasons: fresh "
             "data keys, unwrap, and rewrap after key rotation.",
+            "datakey/plaintext",
+            "decrypt",
+            "rewrap",
+        ),
+        "tasks": _transit(
+            TASKS_FIELDS_KEY,
+            "Envelope encryption of comments and notes on tasks: fresh data keys, unwrap, "
+            "and rewrap after key rotation.",
             "datakey/plaintext",
             "decrypt",
             "rewrap",

@@ -91,6 +91,13 @@ TOPICS: dict[str, TopicSpec] = {
             partitions=6,
         ),
         _event_stream(
+            "tasks",
+            "Staff worklist tasks (created, assigned, completed, overdue, escalated): ids, "
+            "queues, priorities and outcome codes, never a comment or a note.",
+            partitions=6,
+            key="The patient id, or the task id for a task that names no patient.",
+        ),
+        _event_stream(
             "identity",
             "Session revocations (logout, refresh-token reuse), which every service "
             "that verifies access tokens consumes, locations created and changed "
@@ -230,6 +237,15 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
                 "Appointment events of visits linked to referrals: arrival moves the "
                 "referral to seen, a cancellation or no-show back to patient contacted, "
                 "a reschedule carries the link to the new appointment."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="tasks",
+            name="referrals",
+            topics=("careloop.referrals",),
+            description=(
+                "Referral stalls and escalations: the organization's rules put a task on "
+                "the managing location's referral-coordinator queue, then escalate it."
             ),
         ),
         ConsumerGroupSpec(

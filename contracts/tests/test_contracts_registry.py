@@ -51,6 +51,13 @@ from careloop_contracts.referrals import (
     ReferralStageChanged,
     ReferralStalled,
 )
+from careloop_contracts.tasks import (
+    TaskAssigned,
+    TaskCompleted,
+    TaskCreated,
+    TaskEscalated,
+    TaskOverdue,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -91,6 +98,11 @@ def test_registry_holds_every_event_by_type() -> None:
         "careloop.scheduling.reschedule.offered.v1": RescheduleOffered,
         "careloop.scheduling.waitlist.offer_closed.v1": WaitlistOfferClosed,
         "careloop.scheduling.waitlist.slot_offered.v1": WaitlistSlotOffered,
+        "careloop.tasks.task.assigned.v1": TaskAssigned,
+        "careloop.tasks.task.completed.v1": TaskCompleted,
+        "careloop.tasks.task.created.v1": TaskCreated,
+        "careloop.tasks.task.escalated.v1": TaskEscalated,
+        "careloop.tasks.task.overdue.v1": TaskOverdue,
     }
 
 

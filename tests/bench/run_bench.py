@@ -39,6 +39,11 @@ Measurements:
    time) until the double has answered 201 to all N; stage rates come from the services'
    own timestamps. Then the same N records of a ``ReminderDue``'s size through plain
    aiokafka.
+7. ``tasks``: N stalled-referral events (and a tenth of them again under new event ids)
+   produced to ``careloop.referrals`` and consumed by the tasks service under uvicorn
+   into one task each; timed from the first record produced until the worklist counts N
+   tasks, reported as tasks/s, then checked to still be N. Baseline in the same run: the
+   same records through plain aiokafka.
 """
 
 from __future__ import annotations
@@ -90,7 +95,9 @@ import careloop_messaging
 import careloop_patients
 import careloop_referrals
 import careloop_scheduling
-from careloop_contracts import Envelope, Event, PatientRegistered, ReminderDue
+import careloop_tasks
+from careloop_contracts import Envelope, Event, PatientRegistered, ReminderDue, to_headers
+from careloop_contracts.referrals import ReferralStalled
 from careloop_kit.auth import totp
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.bus.consumer import EventConsumer
@@ -127,6 +134,7 @@ GATEWAY_MIGRATIONS = Path(careloop_gateway.__file__).parent / "migrations"
 IDENTITY_MIGRATIONS = Path(careloop_identity.__file__).parent / "migrations"
 SCHEDULING_MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
 MESSAGING_MIGRATIONS = Path(careloop_messaging.__file__).parent / "migrations"
+TASKS_MIGRATIONS = Path(careloop_tasks.__file__).parent / "migrations"
 DEFAULT_OUTPUT = ROOT / ".careloop" / "bench" / "results.json"
 DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
 ORG = "org-bench"
@@ -1106,6 +1114,145 @@ async def _referral_phases(
     }
 
 
+def stalled_referral(number: int, at: datetime) -> ReferralStalled:
+    """A synthetic stalled referral (ids only), one referral per number."""
+    return ReferralStalled(
+        referral_id=f"ref-bench-{number}",
+        patient_id=f"pat-bench-{number % 1000}",
+        org_id=ORG,
+        location_id="loc-bench",
+        direction="inbound",
+        urgency="routine",
+        stage="patient-contacted",
+        task_status="in-progress",
+        version=3,
+        occurred_at=at,
+        stage_entered_at=at - timedelta(days=3),
+        escalate_at=at + timedelta(days=1),
+    )
+
+
+async def bench_tasks(stack: Stack, n: int, progress: Progress, log_file: Path) -> dict[str, Any]:
+    """`n` stalled-referral events (plus a tenth sent again under new event ids) on Kafka,
+    consumed by the tasks service into one task each (inbox, rules, dedup key, outbox,
+    overdue timer); the baseline, in the same run, is the same records through plain
+    aiokafka."""
+    assert stack.openbao is not None
+    dsn = await stack.database("bench_tasks")
+    await upgrade_async(TASKS_MIGRATIONS, dsn)
+    tokens = await asyncio.to_thread(
+        bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["tasks"]
+    )
+    issuer = TestTokenIssuer(SystemClock())
+    access = issuer.mint(
+        org=ORG,
+        sub="user-bench",
+        roles=["org_admin"],
+        loc=["*"],
+        amr=["pwd", "otp"],
+        exp=int(time.time()) + 3000,
+    )
+    settings = kit_settings(stack, "bench-api.")
+    topic = f"{settings.topic_prefix}careloop.referrals"
+    await ensure_topics(settings, [topic, f"{settings.topic_prefix}careloop.tasks"])
+    now = datetime.now(UTC)
+    events = [stalled_referral(i, now) for i in range(n)] + [
+        stalled_referral(i, now) for i in range(0, n, 10)
+    ]
+    setup = progress.add_task("7/7 starting the tasks service", total=None)
+    async with serve_jwks(issuer) as jwks_url:
+        with service_server(
+            "careloop_tasks",
+            stack,
+            dsn,
+            tokens["tasks"],
+            log_file,
+            {"CARELOOP_AUTH_JWKS_URL": jwks_url},
+        ) as url:
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {access}"}, timeout=60
+            ) as client:
+                await wait_ready(client)
+                progress.remove_task(setup)
+                running = progress.add_task(f"7/7 {n:,} stalled referrals → tasks", total=n)
+                producer = make_producer(settings, client_id="bench-tasks-producer")
+                await producer.start()
+                try:
+                    t0 = time.perf_counter()
+                    futures = []
+                    for event in events:
+                        envelope = Envelope(
+                            id=str(uuid.uuid4()),
+                            type=event.event_type,
+                            source="/careloop/referrals",
+                            time=now,
+                            subject=event.referral_id,
+                            org_id=ORG,
+                            location_id=event.location_id,
+                        )
+                        futures.append(
+                            await producer.send(
+                                topic,
+                                value=event.to_json(),
+                                key=event.partition_key().encode(),
+                                headers=to_headers(envelope),
+                            )
+                        )
+                    await asyncio.gather(*futures)
+                finally:
+                    await producer.stop()
+                made = 0
+                deadline = time.monotonic() + 600
+                while made < n:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"tasks: only {made} of {n} within 600 s")
+                    await asyncio.sleep(0.25)
+                    counts = (await client.get("/tasks/counts")).raise_for_status().json()
+                    made = sum(counts["by_status"].values())
+                    progress.update(running, completed=made)
+                elapsed = time.perf_counter() - t0
+                progress.remove_task(running)
+                # The replayed tenth has been consumed by now (same partitions, sent
+                # before the last originals): still one task per referral.
+                await asyncio.sleep(2)
+                counts = (await client.get("/tasks/counts")).raise_for_status().json()
+                total = sum(counts["by_status"].values())
+    if total != n:
+        raise RuntimeError(f"tasks: {total} tasks for {n} stalled referrals")
+    raw_settings = kit_settings(stack, f"bench-tasks-raw-{uuid.uuid4().hex[:6]}.")
+    raw_topic = f"{raw_settings.topic_prefix}careloop.referrals"
+    await ensure_topics(raw_settings, [raw_topic])
+    sample = events[0]
+    sample_envelope = Envelope(
+        id=str(uuid.uuid4()),
+        type=sample.event_type,
+        source="/careloop/referrals",
+        time=now,
+        subject=sample.referral_id,
+        org_id=ORG,
+        location_id=sample.location_id,
+    )
+    raw = await raw_produce_consume(
+        raw_settings,
+        raw_topic,
+        sample.to_json(),
+        to_headers(sample_envelope),
+        len(events),
+        progress,
+        "7/7 baseline: the same records through plain aiokafka",
+    )
+    per_s = n / elapsed if elapsed else 0.0
+    return {
+        "stalled_referrals": n,
+        "replayed": len(events) - n,
+        "tasks": total,
+        "seconds": round(elapsed, 2),
+        "tasks_per_s": round(per_s, 1),
+        "baseline_raw": raw,
+        "ratio_to_raw": round(per_s / raw["events_per_s"], 4) if raw["events_per_s"] else None,
+    }
+
+
 class ArrivalRecorder:
     """ASGI wrapper around the Twilio double: the wall-clock time of every 201 it sends."""
 
@@ -1665,6 +1812,13 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
         rows.append(("ratio transitions / reads", ref["ratio_to_reads"], "x"))
         if ref["errors"]:
             rows.append(("  referral errors", json.dumps(ref["errors"]), ""))
+    tsk = results.get("tasks")
+    if tsk:
+        n = f"{tsk['stalled_referrals']:,}"
+        rows.append((f"stalled referrals into tasks ({n})", tsk["tasks_per_s"], "tasks/s"))
+        raw = tsk["baseline_raw"]["events_per_s"]
+        rows.append(("  raw aiokafka produce + consume (same records)", raw, "events/s"))
+        rows.append(("ratio tasks / raw", tsk["ratio_to_raw"], "x"))
     return rows
 
 
@@ -1838,6 +1992,16 @@ async def run(args: argparse.Namespace, stack: Stack, base: Path) -> dict[str, A
                 f"referrals: {ref['referrals']:,} loops, {ref['transitions']:,} transitions in "
                 f"{ref['seconds']:.1f} s ({ref['transitions_per_s']:,.0f} transitions/s)"
             )
+        if "tasks" in args.only:
+            results["tasks"] = with_load(
+                await bench_tasks(stack, args.tasks, progress, base / "tasks-service.log")
+            )
+            tsk = results["tasks"]
+            console.print(
+                f"tasks: {tsk['stalled_referrals']:,} stalled referrals into {tsk['tasks']:,} "
+                f"tasks in {tsk['seconds']:.1f} s ({tsk['tasks_per_s']:,.0f} tasks/s); raw "
+                f"aiokafka {tsk['baseline_raw']['events_per_s']:,.0f} records/s"
+            )
     return {
         "postgres_version": postgres_version,
         "postgres_settings": postgres_settings,
@@ -1896,9 +2060,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="referrals taken through their whole loop for 6",
     )
     parser.add_argument(
+        "--tasks", type=int, default=5_000, help="stalled-referral events made into tasks for 7"
+    )
+    parser.add_argument(
         "--only",
-        default="pipeline,raw,latency,api,reminders,referrals",
-        help="comma-separated subset of pipeline,raw,latency,api,reminders,referrals",
+        default="pipeline,raw,latency,api,reminders,referrals,tasks",
+        help="comma-separated subset of pipeline,raw,latency,api,reminders,referrals,tasks",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON")
@@ -1925,8 +2092,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events, args.duration, args.api_seconds = 2_000, 3.0, 3.0
         args.appointments, args.reminder_patients = 2_000, 200
         args.referrals = 500
+        args.tasks = 500
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders", "referrals"}
+    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders", "referrals", "tasks"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     return args

@@ -13,6 +13,7 @@ DEFAULT_ROUTES = {
     "scheduling": "http://127.0.0.1:8104",
     "messaging": "http://127.0.0.1:8105",
     "referrals": "http://127.0.0.1:8106",
+    "tasks": "http://127.0.0.1:8107",
 }
 
 

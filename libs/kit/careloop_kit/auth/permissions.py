@@ -55,6 +55,12 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         "referrals:create": "Create inbound and outbound referrals.",
         "referrals:update": "Move referrals through their stages and link their appointments.",
         "referrals:manage": "Manage the provider directory (no PHI).",
+        "tasks:read": (
+            "Read the worklists of the locations in scope: tasks, their counts and "
+            "comments (comments may be clinical)."
+        ),
+        "tasks:update": "Create, claim, assign, comment on, complete and cancel tasks.",
+        "tasks:manage": "Manage the task rules and the queues' members (no PHI).",
     }
 )
 
@@ -95,6 +101,10 @@ _REFERRALS_CARE = ("referrals:read", "referrals:create", "referrals:update")
 # may change what patients are told is still an admin right, per location for managers.
 _TEMPLATES = ("templates:read", "templates:manage")
 
+# Tasks: a task names its patient and its comments may be clinical; staff who do not see
+# clinical data still work the queue (the comments are withheld from them).
+_TASKS_WORK = ("tasks:read", "tasks:update")
+
 # role -> permission -> PHI categories the role may see through that permission.
 _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "org_admin": {
@@ -120,6 +130,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             "referrals:manage",
         ),
         **_grants(_ALL, "messages:read", *_REFERRALS_CARE),
+        **_grants(_ALL, *_TASKS_WORK),
+        "tasks:manage": _NONE,
     },
     "location_manager": {
         **_grants(
@@ -129,6 +141,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             _NONE, "locations:read", "users:read", *_SCHEDULING_ALL, *_TEMPLATES, "referrals:manage"
         ),
         "referrals:read": _NON_CLINICAL,
+        **_grants(_NON_CLINICAL, *_TASKS_WORK),
+        "tasks:manage": _NONE,
     },
     "provider": {
         **_grants(
@@ -140,6 +154,7 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             *_REFERRALS_CARE,
         ),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
+        **_grants(_ALL, *_TASKS_WORK),
     },
     "care_coordinator": {
         **_grants(
@@ -151,6 +166,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
             *_REFERRALS_CARE,
         ),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF, "referrals:manage"),
+        **_grants(_ALL, *_TASKS_WORK),
+        "tasks:manage": _NONE,
     },
     "front_desk": {
         **_grants(
@@ -159,6 +176,7 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
         # The front desk moves referrals along (contacts, books) without reading why.
         **_grants(_NON_CLINICAL, "referrals:read", "referrals:update"),
+        **_grants(_NON_CLINICAL, *_TASKS_WORK),
     },
     "billing": {
         # Authorizations are billing's work; the clinical reason is not.
@@ -194,6 +212,8 @@ PHI_PERMISSIONS: Final = frozenset(
         "referrals:read",
         "referrals:create",
         "referrals:update",
+        "tasks:read",
+        "tasks:update",
     }
 )
 
@@ -231,6 +251,7 @@ _AUDITED_AS: dict[str, str] = {
     **dict.fromkeys(("audit:read", "audit:verify"), "AuditEvent"),
     **dict.fromkeys(("referrals:read", "referrals:create", "referrals:update"), "ServiceRequest"),
     "referrals:manage": "Practitioner",
+    **dict.fromkeys(("tasks:read", "tasks:update", "tasks:manage"), "Task"),
 }
 AUDITED_AS: Final[Mapping[str, str]] = MappingProxyType(_AUDITED_AS)
 SERVICE_SUBJECT_PREFIX: Final = "service:"

@@ -1,0 +1,1 @@
+"""Pure logic of tasks: the state machine, rules, titles, round-robin; no I/O."""

@@ -1,0 +1,1 @@
+"""Event subscribers and timer workers of the tasks service (a door)."""

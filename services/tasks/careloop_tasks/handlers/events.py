@@ -1,0 +1,13 @@
+"""The rules consumer: referrals' stall and escalation events (on `careloop.referrals`)
+go to `usecases.from_events.apply_rules`, in the transaction of the kit's inbox mark;
+the topic's other referral events are skipped."""
+
+from __future__ import annotations
+
+from careloop_kit.consumers import step_consumer
+from careloop_tasks.usecases.from_events import apply_rules
+from careloop_tasks.usecases.rules import RULE_EVENTS
+
+REFERRALS_CONSUMER = step_consumer(
+    "referrals", RULE_EVENTS, apply_rules, described_as="a referral stall or escalation"
+)

@@ -1,0 +1,31 @@
+"""After `transit/keys/careloop-tasks-fields/rotate`: rewrap tasks' data keys under the
+key's latest version, without any plaintext leaving Vault.
+
+Idempotent, so the command is safe to re-run; once it reports nothing changed
+meanwhile, old transit versions can be retired with `min_decryption_version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
+from careloop_kit.vault import Vault
+from careloop_tasks.settings import TasksSettings
+from careloop_tasks.store.tables import field_key
+
+
+async def rewrap(
+    settings: TasksSettings,
+    *,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RewrapReport:
+    return await rotate_fields(
+        settings.database_url.get_secret_value(),
+        Vault.from_settings(settings),
+        field_key,
+        settings.fields_transit_key,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
