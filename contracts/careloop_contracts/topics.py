@@ -244,8 +244,9 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             name="referrals",
             topics=("careloop.referrals",),
             description=(
-                "Referral stalls and escalations: the organization's rules put a task on "
-                "the managing location's referral-coordinator queue, then escalate it."
+                "Referral stalls, escalations, leakage, stage changes and authorizations "
+                "running out: the organization's rules put each follow-up on a queue of "
+                "the managing location, and escalate a stall's task."
             ),
         ),
         ConsumerGroupSpec(

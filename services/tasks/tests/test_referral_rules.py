@@ -17,7 +17,14 @@ import pytest
 from fastapi import FastAPI
 
 from careloop_contracts import Envelope, prefixed, to_headers
-from careloop_contracts.referrals import ReferralEscalated, ReferralEvent, ReferralStalled
+from careloop_contracts.referrals import (
+    AuthorizationExpiring,
+    ReferralEscalated,
+    ReferralEvent,
+    ReferralLeaked,
+    ReferralStageChanged,
+    ReferralStalled,
+)
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
 from careloop_tasks.settings import TasksSettings
@@ -179,7 +186,15 @@ async def test_an_organizations_own_rules_replace_the_defaults(
     defaults = await tasks.get("/tasks/rules", headers=mint())
     assert defaults.status_code == 200
     assert defaults.json()["version"] == 0
-    assert [r["id"] for r in defaults.json()["rules"]] == ["referral-stalled", "referral-escalated"]
+    assert [r["id"] for r in defaults.json()["rules"]] == [
+        "referral-stalled",
+        "referral-escalated",
+        "referral-outcome-note",
+        "referral-never-scheduled",
+        "referral-scheduled-elsewhere",
+        "referral-no-report-back",
+        "authorization-attention",
+    ]
 
     broken = await tasks.put(
         "/tasks/rules",
@@ -225,3 +240,54 @@ async def test_an_organizations_own_rules_replace_the_defaults(
     assert made["priority"] == "urgent"
     # Same partition (same patient), published first: already skipped by now.
     assert await _of_subject(tasks, mint, "ref-routine")() == []
+
+
+async def test_leakage_seen_referrals_and_authorizations_each_get_their_follow_up(
+    tasks: httpx.AsyncClient, tasks_app: FastAPI, mint: Mint, unique_id: str
+) -> None:
+    runtime: Runtime = tasks_app.state.runtime
+    org_id = f"org-{unique_id}"
+    outbound = {"direction": "outbound", "urgency": "routine", "stage": "received"}
+    for referral_id, leakage in (
+        ("ref-out-1", "never-scheduled"),
+        ("ref-out-2", "scheduled-elsewhere"),
+        ("ref-out-3", "no-report-back"),
+    ):
+        leaked = ReferralLeaked(**_snapshot(org_id, referral_id, **outbound), leakage=leakage)
+        await _publish(runtime, leaked)
+        await _publish(runtime, leaked)  # the same fact under a new id: one task
+    seen = {"stage": "seen", "from_stage": "scheduled", "task_status": "in-progress"}
+    await _publish(runtime, ReferralStageChanged(**_snapshot(org_id, "ref-in", **seen)))
+    # An outbound referral seen elsewhere needs no note from us.
+    await _publish(
+        runtime,
+        ReferralStageChanged(**_snapshot(org_id, "ref-out-4", **seen, direction="outbound")),
+    )
+    expiring = AuthorizationExpiring(
+        **_snapshot(org_id, "ref-auth"),
+        authorization_status="approved",
+        authorization_version=2,
+        payer="Synthetic Health Plan",
+        visits_used=1,
+        cause="expiry-near",
+    )
+    await _publish(runtime, expiring)
+
+    async def every() -> list[dict[str, Any]]:
+        response = await tasks.get("/tasks", params={"limit": 100}, headers=mint())
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    found = await _until(every, lambda items: len(items) >= 5)
+    await asyncio.sleep(1.0)  # anything wrongly made from the rest would be in by now
+    by_subject = {t["subject_id"]: t for t in await every()}
+    assert {s: t["title"] for s, t in by_subject.items()} == {
+        "ref-out-1": "Outbound referral not scheduled: call the patient",
+        "ref-out-2": "Outbound referral went elsewhere: confirm care and records",
+        "ref-out-3": "Outbound referral seen, no report back: ask for the note",
+        "ref-in": "Write the outcome note of a seen referral",
+        "ref-auth": "Referral authorization needs attention: expiry near",
+    }
+    assert by_subject["ref-in"]["queue"] == "provider@loc-north"
+    assert len(found) == 5

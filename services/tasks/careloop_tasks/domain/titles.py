@@ -15,6 +15,11 @@ from collections.abc import Mapping
 
 TEMPLATES: Mapping[str, str] = {
     "referral-stalled": "Referral stalled at {stage}",
+    "referral-outcome-note": "Write the outcome note of a seen referral",
+    "referral-never-scheduled": "Outbound referral not scheduled: call the patient",
+    "referral-scheduled-elsewhere": "Outbound referral went elsewhere: confirm care and records",
+    "referral-no-report-back": "Outbound referral seen, no report back: ask for the note",
+    "authorization-attention": "Referral authorization needs attention: {cause}",
     "intake-review": "Review a completed intake form",
     "no-show-risk-call": "Call a patient with a high no-show risk",
     "care-gap-call": "Call a patient about an open care gap",

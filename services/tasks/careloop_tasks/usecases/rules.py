@@ -10,7 +10,13 @@ from importlib import resources
 from typing import Any
 
 from careloop_contracts import Event
-from careloop_contracts.referrals import ReferralEscalated, ReferralStalled
+from careloop_contracts.referrals import (
+    AuthorizationExpiring,
+    ReferralEscalated,
+    ReferralLeaked,
+    ReferralStageChanged,
+    ReferralStalled,
+)
 from careloop_kit.context import RequestContext
 from careloop_kit.service import Runtime
 from careloop_tasks.domain.rules import InvalidRules, RuleSet, parse_rules
@@ -18,7 +24,13 @@ from careloop_tasks.store.repository import Repositories
 from careloop_tasks.store.rules import RuleSetRepository
 from careloop_tasks.usecases.common import InvalidRuleSet
 
-RULE_EVENTS: tuple[type[Event], ...] = (ReferralStalled, ReferralEscalated)
+RULE_EVENTS: tuple[type[Event], ...] = (
+    ReferralStalled,
+    ReferralEscalated,
+    ReferralLeaked,
+    ReferralStageChanged,
+    AuthorizationExpiring,
+)
 """The events rules may react to: the ones the service consumes."""
 KNOWN_EVENTS = frozenset(kind.event_type for kind in RULE_EVENTS)
 DEFAULTS_KEY = "default_rules"
