@@ -154,6 +154,8 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
         },
         "referrals": {
             ("POST", "/referrals"): {"referrals:create"},
+            ("POST", "/referrals/packets"): {"referrals:create"},
+            ("GET", "/referrals/{referral_id}/documents/{document_id}"): {"referrals:read"},
             ("GET", "/referrals"): {"referrals:read"},
             ("GET", "/referrals/figures"): {"referrals:read"},
             ("GET", "/referrals/{referral_id}"): {"referrals:read"},

@@ -59,24 +59,34 @@ class WrappedKey:
     wrapped: str
 
 
-def encrypt_field(key: bytes, plaintext: str, context: FieldContext) -> bytes:
+def encrypt_bytes(key: bytes, data: bytes, context: FieldContext) -> bytes:
     """AES-256-GCM with a random 96-bit nonce: version || nonce || ciphertext+tag."""
     nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), context.associated_data())
+    sealed = AESGCM(key).encrypt(nonce, data, context.associated_data())
     return CIPHERTEXT_VERSION + nonce + sealed
 
 
-def decrypt_field(key: bytes, blob: bytes, context: FieldContext) -> str:
-    """Reverse of `encrypt_field`; raises DecryptionFailed on any tampering."""
+def decrypt_bytes(key: bytes, blob: bytes, context: FieldContext) -> bytes:
+    """Reverse of `encrypt_bytes`; raises DecryptionFailed on any tampering."""
     if not blob or blob[:1] != CIPHERTEXT_VERSION:
         raise DecryptionFailed("unknown ciphertext format")
     nonce, sealed = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
     try:
-        return AESGCM(key).decrypt(nonce, sealed, context.associated_data()).decode()
+        return AESGCM(key).decrypt(nonce, sealed, context.associated_data())
     except InvalidTag as exc:
         raise DecryptionFailed(
             f"integrity check failed for {context.table}.{context.column} of {context.row_id}"
         ) from exc
+
+
+def encrypt_field(key: bytes, plaintext: str, context: FieldContext) -> bytes:
+    """A text field sealed as its UTF-8 bytes (`encrypt_bytes`)."""
+    return encrypt_bytes(key, plaintext.encode(), context)
+
+
+def decrypt_field(key: bytes, blob: bytes, context: FieldContext) -> str:
+    """Reverse of `encrypt_field`; raises DecryptionFailed on any tampering."""
+    return decrypt_bytes(key, blob, context).decode()
 
 
 def derive_key(master_key: bytes, label: str) -> bytes:

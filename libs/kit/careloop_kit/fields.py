@@ -37,7 +37,9 @@ from careloop_kit.crypto import (
     FieldContext,
     KeyRing,
     WrappedKey,
+    decrypt_bytes,
     decrypt_field,
+    encrypt_bytes,
     encrypt_field,
 )
 from careloop_kit.db.batches import BatchRows, for_each_batch
@@ -209,10 +211,30 @@ class FieldCipher:
         row_id: str,
     ) -> bytes:
         """A ciphertext that names its DEK: 0x02 || len || dek id || format-1 ciphertext."""
+        return await self.seal_bytes(
+            session, plaintext.encode(), org_id=org_id, table=table, column=column, row_id=row_id
+        )
+
+    async def seal_bytes(
+        self,
+        session: AsyncSession,
+        data: bytes,
+        *,
+        org_id: str,
+        table: str,
+        column: str,
+        row_id: str,
+    ) -> bytes:
+        """`seal_field` for binary content (a document): the same format and keys."""
         key = await self._current_key(session, org_id)
-        sealed = self.seal(key, plaintext, org_id=org_id, table=table, column=column, row_id=row_id)
+        context = FieldContext(org_id, table, column, row_id, key.dek_id)
         name = key.dek_id.encode()
-        return SELF_DESCRIBING_VERSION + bytes([len(name)]) + name + sealed
+        return (
+            SELF_DESCRIBING_VERSION
+            + bytes([len(name)])
+            + name
+            + encrypt_bytes(key.key, data, context)
+        )
 
     async def open_field(
         self,
@@ -224,15 +246,29 @@ class FieldCipher:
         column: str,
         row_id: str,
     ) -> str:
+        data = await self.open_bytes(
+            session, blob, org_id=org_id, table=table, column=column, row_id=row_id
+        )
+        return data.decode()
+
+    async def open_bytes(
+        self,
+        session: AsyncSession,
+        blob: bytes,
+        *,
+        org_id: str,
+        table: str,
+        column: str,
+        row_id: str,
+    ) -> bytes:
         if blob[:1] == SELF_DESCRIBING_VERSION and len(blob) > 2:
             size = blob[1]
             dek_id = blob[2 : 2 + size].decode()
             key = await self.data_key(session, dek_id)
-            return self.open(
-                key, blob[2 + size :], org_id=org_id, table=table, column=column, row_id=row_id
-            )
+            context = FieldContext(org_id, table, column, row_id, key.dek_id)
+            return decrypt_bytes(key.key, blob[2 + size :], context)
         if blob[:1] == CIPHERTEXT_VERSION and self._legacy is not None:
-            return decrypt_field(
+            return decrypt_bytes(
                 self._legacy.key,
                 blob,
                 FieldContext(org_id, table, column, row_id, self._legacy.dek_id),

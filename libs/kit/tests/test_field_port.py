@@ -98,3 +98,32 @@ async def test_a_legacy_ciphertext_opens_only_with_the_legacy_key() -> None:
     assert await with_legacy.open_field(None, blob, **WHERE) == "old value"  # type: ignore[arg-type]
     with pytest.raises(DecryptionFailed):
         await without.open_field(None, blob, **WHERE)  # type: ignore[arg-type]
+
+
+class _OneKeyCipher(FieldCipher):
+    """The port's format with one data key in memory (Vault and the key table are what
+    the services' own tests cover)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, None)  # type: ignore[arg-type]
+
+    async def _current_key(self, session: object, org_id: str) -> DataKey:  # type: ignore[override]
+        return KEY
+
+    async def data_key(self, session: object, dek_id: str) -> DataKey:  # type: ignore[override]
+        assert dek_id == KEY.dek_id
+        return KEY
+
+
+async def test_binary_content_is_sealed_in_the_same_format_as_text() -> None:
+    cipher = _OneKeyCipher()
+    document = bytes(range(256)) * 4  # not UTF-8: a document, not a field
+    sealed = await cipher.seal_bytes(None, document, **WHERE)  # type: ignore[arg-type]
+
+    assert document not in sealed
+    assert await cipher.open_bytes(None, sealed, **WHERE) == document  # type: ignore[arg-type]
+    with pytest.raises(DecryptionFailed):
+        await cipher.open_bytes(None, sealed, **(WHERE | {"column": "other"}))  # type: ignore[arg-type]
+    text = await cipher.seal_field(None, "+15550100", **WHERE)  # type: ignore[arg-type]
+    assert text[:1] == sealed[:1]
+    assert await cipher.open_bytes(None, text, **WHERE) == b"+15550100"  # type: ignore[arg-type]

@@ -70,6 +70,15 @@ class ReferralsSettings(SmtpSettings):
         "the practice",
         description="How outcome reports name the practice the patient was referred to.",
     )
+    max_document_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest document of a referral packet, in bytes. Through the gateway the "
+            "whole request (base64, about 4/3 of the documents) must also fit its "
+            "`CARELOOP_MAX_BODY_BYTES`."
+        ),
+    )
     max_page_size: int = Field(
         200, ge=1, le=1000, description="Referrals or directory entries one page lists at most."
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime
 
 from careloop_kit.auth.permissions import CLINICAL, DEMOGRAPHICS
@@ -18,6 +18,7 @@ from careloop_referrals.api.common import CreateContext, ReadContext, UpdateCont
 from careloop_referrals.api.schemas import (
     AuthorizationRead,
     AuthorizationWrite,
+    DocumentRead,
     IdStr,
     LoopClosureRead,
     LoopClosureReport,
@@ -25,6 +26,7 @@ from careloop_referrals.api.schemas import (
     OutcomeWrite,
     PageLimit,
     ReferralCreate,
+    ReferralPacketCreate,
     ReferralPage,
     ReferralRead,
     ReferralSummary,
@@ -32,6 +34,7 @@ from careloop_referrals.api.schemas import (
     TransitionRead,
 )
 from careloop_referrals.domain.authorization import AuthorizationDecision
+from careloop_referrals.domain.packet import ACCEPTED_TYPES, PacketDocument
 from careloop_referrals.domain.referral import (
     FHIR_TASK_STATUS,
     Direction,
@@ -60,6 +63,9 @@ def _read(view: ReferralView) -> ReferralRead:
             TransitionRead(**{**asdict(s.transition), "reason": s.reason}) for s in view.history
         ],
         authorization=_authorization(view.authorization),
+        documents=[
+            DocumentRead(**{**asdict(d.document), "filename": d.filename}) for d in view.documents
+        ],
         outcome=None
         if view.outcome is None
         else OutcomeRead(**{**asdict(view.outcome.report), "note": view.outcome.note}),
@@ -89,6 +95,23 @@ async def create_referral(body: ReferralCreate, ctx: CreateContext) -> ReferralR
     source = "partner" if ctx.principal.actor_type == "partner" else "staff"
     request = ReferralRequest(**body.model_dump(exclude={"reason"}))
     view = await steps.create_referral(ctx, request, reason=body.reason, source=source)
+    return _read(view)
+
+
+@router.post("/packets", status_code=status.HTTP_201_CREATED, response_model=ReferralRead)
+async def create_referral_from_packet(
+    body: ReferralPacketCreate, ctx: CreateContext
+) -> ReferralRead:
+    """Create a referral with its packet: the referral letter, notes, results or images
+    that came with it, stored encrypted (it starts in `received`)."""
+    packet = [
+        PacketDocument(content_type=d.content_type, data=d.data, filename=d.filename)
+        for d in body.documents
+    ]
+    request = ReferralRequest(**body.model_dump(exclude={"reason", "documents"}))
+    view = await steps.create_referral(
+        ctx, request, reason=body.reason, source="packet", packet=packet
+    )
     return _read(view)
 
 
@@ -196,3 +219,20 @@ async def write_outcome(referral_id: IdStr, body: OutcomeWrite, ctx: UpdateConte
     by their preferred channel, and the referral is closed once the channel accepts it
     (`outcome.status` says where it is). A failed report may be written again."""
     return _read(await outcomes.write_outcome(ctx, referral_id, body.note))
+
+
+@router.get(
+    "/{referral_id}/documents/{document_id}",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in sorted(ACCEPTED_TYPES)}}},
+)
+async def read_document(referral_id: IdStr, document_id: IdStr, ctx: ReadContext) -> Response:
+    """One document of the referral's packet, as it was uploaded (clinical: for roles
+    that see clinical content)."""
+    stored, content = await steps.read_document(ctx, referral_id, document_id)
+    return Response(
+        content,
+        media_type=stored.content_type,
+        # Never rendered inline by a browser from our origin, never cached on the way.
+        headers={"Content-Disposition": "attachment", "Cache-Control": "no-store"},
+    )

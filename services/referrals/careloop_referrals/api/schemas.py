@@ -6,7 +6,15 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
 
 from careloop_referrals.domain.authorization import AuthorizationStatus
 from careloop_referrals.domain.directory import Channel, EntryKind
@@ -50,6 +58,31 @@ class ReferralCreate(_In):
     reason: Reason | None = Field(
         None, description="The clinical reason for the referral (stored encrypted)."
     )
+
+
+class PacketDocumentIn(_In):
+    content_type: Annotated[str, StringConstraints(max_length=100)] = Field(
+        description="Media type: application/pdf, image/jpeg, image/png, image/tiff, "
+        "text/plain or application/fhir+json."
+    )
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        None, description="The document's file name (stored encrypted: it may name the patient)."
+    )
+    data: Base64Bytes = Field(description="The content, base64 (as a FHIR Attachment's `data`).")
+
+
+class ReferralPacketCreate(ReferralCreate):
+    documents: list[PacketDocumentIn] = Field(
+        min_length=1, max_length=10, description="The packet's documents (stored encrypted)."
+    )
+
+
+class DocumentRead(BaseModel):
+    id: str
+    content_type: str
+    size_bytes: int
+    filename: str | None = Field(description="Null when none was given, or withheld.")
+    created_at: datetime
 
 
 class TransitionCreate(_In):
@@ -205,6 +238,9 @@ class ReferralRead(BaseModel):
         description="The prior authorization, when one was recorded."
     )
     outcome: OutcomeRead | None = Field(description="The outcome report, once written.")
+    documents: list[DocumentRead] = Field(
+        default_factory=list, description="The referral packet's documents (content apart)."
+    )
     withheld_categories: list[str] = Field(description="PHI categories left out for this caller.")
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careloop_referrals.store.authorizations import AuthorizationRepository
 from careloop_referrals.store.clock_settings import ClockSettingRepository
 from careloop_referrals.store.directory import DirectoryRepository
+from careloop_referrals.store.documents import DocumentRepository
 from careloop_referrals.store.outcomes import OutcomeRepository
 from careloop_referrals.store.referrals import ReferralRepository
 
@@ -21,6 +22,7 @@ class Repositories:
     authorizations: AuthorizationRepository
     outcomes: OutcomeRepository
     clock_settings: ClockSettingRepository
+    documents: DocumentRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -31,4 +33,5 @@ def repositories(session: AsyncSession) -> Repositories:
         authorizations=AuthorizationRepository(session),
         outcomes=OutcomeRepository(session),
         clock_settings=ClockSettingRepository(session),
+        documents=DocumentRepository(session),
     )

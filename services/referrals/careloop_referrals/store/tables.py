@@ -149,3 +149,20 @@ clock_setting = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("updated_by", String(200), nullable=False),
 )
+
+# The documents of a referral packet: the content and the file name sealed (a file name
+# often names the patient), the media type and size plain for listing.
+referral_document = Table(
+    "referral_document",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("referral_id", String(64), ForeignKey("referral.id"), nullable=False),
+    Column("org_id", String(64), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("filename_ct", LargeBinary, nullable=True),
+    Column("content_ct", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+)
+Index("ix_referral_document_referral", referral_document.c.org_id, referral_document.c.referral_id)

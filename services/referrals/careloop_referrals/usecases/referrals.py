@@ -24,11 +24,12 @@ from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import visible_categories
 from careloop_kit.auth.permissions import CLINICAL, DEMOGRAPHICS
 from careloop_kit.context import RequestContext
-from careloop_kit.problems import Forbidden
+from careloop_kit.problems import Forbidden, NotFound
 from careloop_kit.repository import new_id
 from careloop_referrals.domain.authorization import Authorization
 from careloop_referrals.domain.loop_closure import LoopClosure, ReferralHistory, loop_closure_by
 from careloop_referrals.domain.outcome import OutcomeReport
+from careloop_referrals.domain.packet import InvalidPacket, PacketDocument, checked_packet
 from careloop_referrals.domain.referral import (
     Direction,
     InvalidTransition,
@@ -39,6 +40,7 @@ from careloop_referrals.domain.referral import (
     Transition,
     receive,
 )
+from careloop_referrals.store.documents import StoredDocument
 from careloop_referrals.store.referrals import StaleReferral
 from careloop_referrals.store.repository import Repositories
 from careloop_referrals.usecases.clocks import restart_clock
@@ -56,6 +58,7 @@ from careloop_referrals.usecases.leakage import watch_leakage
 from careloop_referrals.usecases.moves import take_step
 
 RESOURCE = "ServiceRequest"
+DOCUMENT_TABLE = "referral_document"
 READ, CREATE, UPDATE = "referrals:read", "referrals:create", "referrals:update"
 
 Context = RequestContext[Repositories]
@@ -83,6 +86,13 @@ class OutcomeView:
 
 
 @dataclass(frozen=True)
+class DocumentView:
+    document: StoredDocument
+    filename: str | None
+    """None when none was given, or the caller may not see clinical content."""
+
+
+@dataclass(frozen=True)
 class ReferralView:
     referral: Referral
     reason: str | None
@@ -91,6 +101,7 @@ class ReferralView:
     authorization: AuthorizationView | None = None
     withheld_coverage: bool = False
     outcome: OutcomeView | None = None
+    documents: tuple[DocumentView, ...] = ()
 
 
 def _missing(referral_id: str) -> str:
@@ -118,10 +129,15 @@ def _check(ctx: Context) -> Callable[[Referral], object]:
 
 
 async def create_referral(
-    ctx: Context, request: ReferralRequest, *, reason: str | None, source: str
+    ctx: Context,
+    request: ReferralRequest,
+    *,
+    reason: str | None,
+    source: str,
+    packet: Sequence[PacketDocument] = (),
 ) -> ReferralView:
-    """Open a referral in `received` at a location in the caller's scope;
-    `ReferralReceived`."""
+    """Open a referral in `received` at a location in the caller's scope, with the
+    documents of its `packet` sealed beside it; `ReferralReceived`."""
     principal = ctx.principal
     entry = AuditEntry(
         action="create",
@@ -141,6 +157,11 @@ async def create_referral(
                     f"No directory entry {provider_id}: add the provider to the directory "
                     "first (POST /referrals/directory)."
                 )
+        if packet:
+            try:
+                checked_packet(packet, max_bytes=settings_of(ctx.runtime).max_document_bytes)
+            except InvalidPacket as exc:
+                raise InvalidReferral(str(exc)) from exc
         now = ctx.runtime.clock.now()
         referral, opened = receive(
             request, id=new_id(), org_id=principal.org_id, actor=principal.actor_id, now=now
@@ -157,6 +178,7 @@ async def create_referral(
         await ctx.repos.referrals.add(
             referral, opened, source=source, reason_ct=reason_ct, transition_id=new_id()
         )
+        documents = [await _store_document(ctx, referral, d, now=now) for d in packet]
         await ctx.runtime.outbox.add(
             ctx.session,
             ReferralReceived(
@@ -170,7 +192,37 @@ async def create_referral(
         await watch_leakage(ctx.runtime, ctx.session, referral)
     shown = sees_clinical(ctx, CREATE)
     step = HistoryStep(opened, None)
-    return ReferralView(referral, reason.strip() if shown and reason else None, (step,), not shown)
+    said = reason.strip() if shown and reason else None
+    listed = tuple(
+        DocumentView(d, p.filename if shown else None)
+        for d, p in zip(documents, packet, strict=True)
+    )
+    return ReferralView(referral, said, (step,), not shown, documents=listed)
+
+
+async def _store_document(
+    ctx: Context, referral: Referral, document: PacketDocument, *, now: datetime
+) -> StoredDocument:
+    document_id = new_id()
+    cipher = field_cipher(ctx.runtime)
+    where = {"org_id": referral.org_id, "table": DOCUMENT_TABLE, "row_id": document_id}
+    filename_ct = None
+    if document.filename:
+        filename_ct = await cipher.seal_field(
+            ctx.session, document.filename, column="filename", **where
+        )
+    stored = StoredDocument(
+        id=document_id,
+        referral_id=referral.id,
+        content_type=document.content_type,
+        size_bytes=len(document.data),
+        filename_ct=filename_ct,
+        created_at=now,
+        created_by=ctx.principal.actor_id,
+    )
+    content_ct = await cipher.seal_bytes(ctx.session, document.data, column="content", **where)
+    await ctx.repos.documents.add(stored, org_id=referral.org_id, content_ct=content_ct)
+    return stored
 
 
 def opened_referral(
@@ -233,7 +285,50 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
         authorization=authorization,
         withheld_coverage=authorization is not None and not coverage,
         outcome=await _outcome_view(ctx, found, shown=shown),
+        documents=await _documents_view(ctx, found, shown=shown),
     )
+
+
+async def _documents_view(
+    ctx: Context, found: Referral, *, shown: bool
+) -> tuple[DocumentView, ...]:
+    listed = []
+    for stored in await ctx.repos.documents.of_referral(found.org_id, found.id):
+        filename = None
+        if shown and stored.filename_ct is not None:
+            filename = await field_cipher(ctx.runtime).open_field(
+                ctx.session,
+                stored.filename_ct,
+                org_id=found.org_id,
+                table=DOCUMENT_TABLE,
+                column="filename",
+                row_id=stored.id,
+            )
+        listed.append(DocumentView(stored, filename))
+    return tuple(listed)
+
+
+async def read_document(
+    ctx: Context, referral_id: str, document_id: str
+) -> tuple[StoredDocument, bytes]:
+    """One packet document's content, for callers who see clinical content; audited as a
+    read of the referral."""
+    async with opened_referral(ctx, referral_id, "read") as found:
+        if not sees_clinical(ctx, READ):
+            raise Forbidden("Packet documents are clinical: your role does not see them.")
+        held = await ctx.repos.documents.content_of(found.org_id, found.id, document_id)
+        if held is None:
+            raise NotFound(f"No document {document_id} on referral {referral_id}.")
+        stored, content_ct = held
+        content = await field_cipher(ctx.runtime).open_bytes(
+            ctx.session,
+            content_ct,
+            org_id=found.org_id,
+            table=DOCUMENT_TABLE,
+            column="content",
+            row_id=stored.id,
+        )
+        return stored, content
 
 
 async def _outcome_view(ctx: Context, found: Referral, *, shown: bool) -> OutcomeView | None:
