@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar, cast
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,15 @@ from careloop_kit.auth.principal import AuthenticatedPrincipal
 from careloop_kit.errors import NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 
-__all__ = ["Caller", "RequestContext", "load_in_scope", "request_context", "request_id_of"]
+__all__ = [
+    "Caller",
+    "RequestContext",
+    "RuntimeRepositories",
+    "SessionRepositories",
+    "load_in_scope",
+    "request_context",
+    "request_id_of",
+]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -123,14 +131,43 @@ class RequestContext(Generic[R]):
             )
 
 
+SessionRepositories = Callable[[AsyncSession], R]
+"""Repositories built on the request's session alone (most services: the classes)."""
+RuntimeRepositories = Callable[[Runtime, AsyncSession], R]
+"""Repositories that also need the service's runtime (a field cipher built at start-up)."""
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _on_runtime(
+    repositories: SessionRepositories[R] | RuntimeRepositories[R],
+) -> RuntimeRepositories[R]:
+    """`repositories` as a builder of `(runtime, session)`, told apart by how many
+    positional arguments it requires; anything else is refused when the route is
+    declared, not on its first request."""
+    required = [
+        p
+        for p in inspect.signature(repositories).parameters.values()
+        if p.kind in _POSITIONAL and p.default is inspect.Parameter.empty
+    ]
+    if len(required) == 1:
+        on_session = cast(SessionRepositories[R], repositories)
+        return lambda runtime, session: on_session(session)
+    if len(required) == 2:
+        return cast(RuntimeRepositories[R], repositories)
+    raise TypeError(f"{repositories!r}: a repository builder takes (session) or (runtime, session)")
+
+
 def request_context(
     principal: Callable[..., Awaitable[AuthenticatedPrincipal]],
-    repositories: Callable[[AsyncSession], R],
+    repositories: SessionRepositories[R] | RuntimeRepositories[R],
 ) -> Callable[..., RequestContext[R]]:
     """A dependency: the `RequestContext` of a route whose caller `principal` (a
     `require(...)` dependency) admits, with `repositories` built on the request's
-    session. The dependency carries the permission of `principal`, so a route's own
-    dependencies still name what it requires."""
+    session, or on the service's runtime and the session when it takes both. The
+    dependency carries the permission of `principal`, so a route's own dependencies
+    still name what it requires."""
+    build = _on_runtime(repositories)
 
     def dependency(
         request: Request,
@@ -138,7 +175,7 @@ def request_context(
         runtime: RuntimeDep,
         session: SessionDep,
     ) -> RequestContext[R]:
-        return RequestContext(runtime, session, Caller.of(request, caller), repositories(session))
+        return RequestContext(runtime, session, Caller.of(request, caller), build(runtime, session))
 
     permission = required_permission(principal)
     if permission is not None:
