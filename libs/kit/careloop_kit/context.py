@@ -4,7 +4,8 @@ A route asks for one `RequestContext`: who calls (the principal holding the rout
 permission), where the request came from (its id and the client address, as the audit
 trail records them), the request's transaction and the service's repositories on it.
 Use cases take it instead of four loose arguments, so every service audits, loads and
-checks the same way.
+checks the same way. A step no principal calls (a sign-in, a token exchange) takes a
+`StepContext` instead and audits the same way, naming its actor explicitly.
 
 `RequestContext.opened` is the "load this aggregate for the caller, or answer 404/403,
 audited" step every service repeats: the record is looked up (locked when the caller
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_kit.audit import AuditEntry, recorder_of, request_id_of
 from careloop_kit.auth.dependencies import PERMISSION_ATTRIBUTE, required_permission
-from careloop_kit.auth.principal import AuthenticatedPrincipal
+from careloop_kit.auth.principal import AuthenticatedPrincipal, Principal
 from careloop_kit.errors import NotFound
 from careloop_kit.service import Runtime, RuntimeDep, SessionDep
 
@@ -36,7 +37,9 @@ __all__ = [
     "RequestContext",
     "RuntimeRepositories",
     "SessionRepositories",
+    "StepContext",
     "load_in_scope",
+    "own_transaction",
     "request_context",
     "request_id_of",
 ]
@@ -129,6 +132,42 @@ class RequestContext(Generic[R]):
             yield await load_in_scope(
                 entry, load, missing=missing, patient_of=patient_of, check=check
             )
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """A step no principal calls (a sign-in, a token exchange, the operator's bootstrap):
+    the service's runtime, the step's transaction and where its request came from.
+
+    Each audited scope names its actor explicitly, as the trail records it: the account
+    being signed in, the client or service that presents its credentials, or `unknown`
+    when the step cannot tell who asks; the client's address is the request's."""
+
+    runtime: Runtime
+    session: AsyncSession
+    request_id: str | None = None
+    source_ip: str | None = None
+
+    def audited(
+        self, actor: Principal, entry: AuditEntry
+    ) -> AbstractAsyncContextManager[AuditEntry]:
+        """Audit the enclosed work as `actor`'s, as `RequestContext.audited` does: its
+        outcome (success, or the refusal it returns with) in the step's transaction, a
+        refusal or failure it raises in a transaction of its own."""
+        return recorder_of(self.runtime).scope(
+            self.session, actor, entry, request_id=self.request_id, source_ip=self.source_ip
+        )
+
+
+@asynccontextmanager
+async def own_transaction(
+    runtime: Runtime, *, request_id: str | None = None, source_ip: str | None = None
+) -> AsyncIterator[StepContext]:
+    """A `StepContext` in a transaction of its own, for steps whose refusals must stick
+    (a failed sign-in's counter and its audit record): it commits when the step returns,
+    a refusal it answers included, and rolls back when the step raises."""
+    async with runtime.sessionmaker() as session, session.begin():
+        yield StepContext(runtime, session, request_id=request_id, source_ip=source_ip)
 
 
 SessionRepositories = Callable[[AsyncSession], R]
