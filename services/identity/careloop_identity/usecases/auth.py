@@ -500,9 +500,8 @@ async def _break_glass(
         org_id=user.org_id,
         purpose_of_use=EMERGENCY_TREATMENT,
     )
-    entry = identity_entry(
-        "create", "BreakGlass", detail=f"reason_code={body.reason_code}", patient_id=body.patient_id
-    )
+    entry = identity_entry("create", "BreakGlass", detail=f"reason_code={body.reason_code}")
+    entry.patient_id = body.patient_id
     async with step.audited(who, entry):
         return await _grant_break_glass(step, entry, claims, login, user, body)
 

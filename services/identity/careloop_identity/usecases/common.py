@@ -115,23 +115,11 @@ def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> P
 
 
 def identity_entry(
-    action: str,
-    resource_type: str,
-    resource_id: str | None = None,
-    *,
-    detail: str | None = None,
-    patient_id: str | None = None,
+    action: str, resource_type: str, resource_id: str | None = None, *, detail: str | None = None
 ) -> AuditEntry:
     """The audit entry of an identity step: no PHI touched (a break-glass grant names
-    the patient it opens), `detail` the record's words for what happened."""
-    return AuditEntry(
-        action=action,
-        resource_type=resource_type,
-        phi_categories=[],
-        patient_id=patient_id,
-        resource_id=resource_id,
-        outcome_detail=detail,
-    )
+    the patient it opens, though), `detail` the record's words for what happened."""
+    return AuditEntry(action, resource_type, [], resource_id=resource_id, outcome_detail=detail)
 
 
 AUDIT_DETAIL = 128
