@@ -43,6 +43,18 @@ class AuditEntry:
     resource_id: str | None = None
     query_fingerprint: str | None = None
     extra_patient_ids: list[str] = field(default_factory=list)
+    outcome: str = "success"
+    outcome_detail: str | None = None
+    """What the record says of the outcome, in the operation's words (`scope` records
+    `outcome` with it when the work returns)."""
+
+    def refuse(self, detail: str) -> None:
+        """The operation refuses, in its own words: recorded as `denied` with `detail`.
+        A step that answers its refusal after committing what it changed (a failed
+        sign-in's counter) returns, and the refusal commits with it; one that raises
+        has it recorded in a transaction of its own, with these words."""
+        self.outcome = "denied"
+        self.outcome_detail = detail
 
     def disclose_patients(self, patient_ids: Iterable[str]) -> None:
         """Name every patient whose data a query returned: the first as `patient_id`, the
@@ -134,18 +146,19 @@ class AuditRecorder:
         principal: Principal,
         entry: AuditEntry,
         *,
-        outcome: str = "success",
+        outcome: str | None = None,
         outcome_detail: str | None = None,
         request_id: str | None = None,
         source_ip: str | None = None,
     ) -> None:
-        """Stage one audit event per patient touched in `session`'s transaction."""
+        """Stage one audit event per patient touched in `session`'s transaction; the
+        outcome and its detail are the entry's where none is given."""
         events = entry.records(
             principal,
             source_service=self._outbox.service,
             occurred_at=self._clock.now(),
-            outcome=outcome,
-            outcome_detail=outcome_detail,
+            outcome=outcome or entry.outcome,
+            outcome_detail=entry.outcome_detail if outcome_detail is None else outcome_detail,
             request_id=request_id,
             source_ip=source_ip,
         )
@@ -164,14 +177,17 @@ class AuditRecorder:
         request_id: str | None = None,
         source_ip: str | None = None,
     ) -> AsyncIterator[AuditEntry]:
-        """Audit the enclosed work: success in its transaction, failure in a new one."""
+        """Audit the enclosed work: its outcome (the entry's: success, or the refusal it
+        returns with) in its transaction; a failure in a new one, in the words of the
+        entry's refusal when the work gave one."""
         try:
             yield entry
         except ProblemError as exc:
             outcome = "denied" if exc.status in (401, 403) else "error"
-            await self.record_failure(
-                principal, entry, outcome, str(exc.status), request_id, source_ip
-            )
+            detail = str(exc.status)
+            if entry.outcome_detail is not None and entry.outcome != "success":
+                outcome, detail = entry.outcome, entry.outcome_detail
+            await self.record_failure(principal, entry, outcome, detail, request_id, source_ip)
             raise
         except Exception as exc:
             await self.record_failure(

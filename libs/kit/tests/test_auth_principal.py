@@ -35,6 +35,46 @@ def test_staff_location_scope() -> None:
     assert staff("*").can_access_location(None)
 
 
+def partner(*locations: str) -> AuthenticatedPrincipal:
+    """A partner client's principal: scopes, no roles, and the locations identity
+    registered for the client (its token's `loc`: a list, or `*` for all)."""
+    return AuthenticatedPrincipal(
+        actor_id="client-1",
+        actor_type="partner",
+        org_id="org-1",
+        scopes=frozenset({"referrals:create"}),
+        locations=locations,
+    )
+
+
+def test_a_partner_reaches_the_locations_its_client_was_registered_for() -> None:
+    listed = partner("loc-1", "loc-2")
+    assert listed.can_access_location("loc-1")
+    assert listed.can_access_location("loc-2")
+    assert listed.can_access_patient("p-1", "loc-2", org_id="org-1")
+    with pytest.raises(Forbidden, match="outside your access scope"):
+        listed.can_access_location("loc-3")
+    with pytest.raises(Forbidden, match="outside your location scope"):
+        listed.can_access_patient("p-1", "loc-3")
+    # A record with no location is reached only by a scope of every location.
+    with pytest.raises(Forbidden):
+        listed.can_access_location(None)
+
+
+def test_a_partner_of_every_location_reaches_each_of_its_organization_only() -> None:
+    everywhere = partner("*")
+    assert everywhere.can_access_location("loc-9")
+    assert everywhere.can_access_location(None)
+    assert everywhere.listing_scope(None) == (None, None)
+    with pytest.raises(Forbidden, match="another organization"):
+        everywhere.can_access_patient("p-1", "loc-9", org_id="org-2")
+
+
+def test_a_partner_token_without_locations_reaches_none() -> None:
+    with pytest.raises(Forbidden):
+        partner().can_access_location("loc-1")
+
+
 def test_patient_own_record_only() -> None:
     assert PATIENT.can_access_patient("p-1", "loc-7")
     assert PATIENT.can_access_patient("p-1", None)

@@ -125,7 +125,11 @@ class AuthenticatedPrincipal(Principal):
         return org_id == self.org_id
 
     def allows_location(self, location_id: str | None) -> bool:
-        """Whether a location is inside the caller's scope (a patient has none)."""
+        """Whether a location is inside the caller's scope (a patient has none).
+
+        Staff, partner clients and services alike are scoped by their token's locations
+        (`*`: every location of the organization). A partner client's are the ones
+        identity registered for it, so a partner is refused elsewhere, as staff are."""
         if self.is_patient:
             return False
         if ALL_LOCATIONS in self.locations:

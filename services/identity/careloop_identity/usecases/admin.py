@@ -45,14 +45,15 @@ from careloop_identity.usecases.common import (
     BOOTSTRAP_ACTOR,
     Invalid,
     RequestMeta,
-    Transaction,
     hasher_of,
+    identity_entry,
     own_organization,
     revoke_login,
     short,
 )
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import AuthenticatedPrincipal, Principal
-from careloop_kit.context import RequestContext
+from careloop_kit.context import RequestContext, StepContext
 from careloop_kit.problems import Conflict, Forbidden, NotFound
 from careloop_kit.rows import values_of
 from careloop_kit.service import Runtime
@@ -127,14 +128,11 @@ async def _checked_assignment(
     return assignment
 
 
-async def _add_user(
-    runtime: Runtime,
-    repo: IdentityRepository,
-    org_id: str,
-    new: NewAccount,
-    assignment: Assignment,
-) -> StoredUser:
-    """Create the account `new` with its checked `assignment` (the email normalised)."""
+async def _account_row(
+    runtime: Runtime, org_id: str, new: NewAccount, assignment: Assignment
+) -> dict[str, Any]:
+    """The row of the account `new` with its checked `assignment`: the email normalised,
+    the password checked and hashed."""
     email = new.email.strip().lower()
     try:
         check_password(new.password, email=email)
@@ -142,34 +140,35 @@ async def _add_user(
         raise Invalid(str(exc)) from exc
     password_hash = await asyncio.to_thread(hasher_of(runtime).hash, new.password)
     now = runtime.clock.now()
+    return {
+        "id": str(uuid4()),
+        "org_id": org_id,
+        "email": email,
+        "display_name": new.display_name,
+        "password_hash": password_hash,
+        "roles": list(assignment.roles),
+        "locations": list(assignment.locations),
+        "patient_id": assignment.patient_id,
+        "failed_attempts": 0,
+        "locked_until": None,
+        "totp_secret_ct": None,
+        "totp_enabled": False,
+        "totp_last_step": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def _add_user(repo: IdentityRepository, row: dict[str, Any]) -> StoredUser:
+    """Store the account `row`; `Conflict` when its email is taken in the organization."""
     try:
-        return await repo.add_user(
-            {
-                "id": str(uuid4()),
-                "org_id": org_id,
-                "email": email,
-                "display_name": new.display_name,
-                "password_hash": password_hash,
-                "roles": list(assignment.roles),
-                "locations": list(assignment.locations),
-                "patient_id": assignment.patient_id,
-                "failed_attempts": 0,
-                "locked_until": None,
-                "totp_secret_ct": None,
-                "totp_enabled": False,
-                "totp_last_step": None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        return await repo.add_user(row)
     except DuplicateEmail as exc:
         raise Conflict("A user with this email already exists in the organization.") from exc
 
 
-async def _audit_user(
-    tx: Transaction, who: Principal, action: str, user_id: str, detail: str
-) -> None:
-    await tx.audit(who, action=action, resource_type="User", resource_id=user_id, detail=detail)
+def _user_entry(action: str, user_id: str, detail: str) -> AuditEntry:
+    return identity_entry(action, "User", user_id, detail=detail)
 
 
 # --- organizations ----------------------------------------------------------------
@@ -189,16 +188,13 @@ async def create_organization(
     org = await repo.add_organization(str(uuid4()), name, runtime.clock.now())
     if admin is None:
         return org, None
-    created = await _add_user(
-        runtime, repo, org.id, admin, make_assignment([ADMIN_ROLE], ALL_LOCATIONS, None)
+    row = await _account_row(
+        runtime, org.id, admin, make_assignment([ADMIN_ROLE], ALL_LOCATIONS, None)
     )
-    await _audit_user(
-        Transaction(runtime, session, meta),
-        Principal(actor_id=BOOTSTRAP_ACTOR, actor_type="system", org_id=org.id),
-        "create",
-        created.id,
-        "first org admin",
-    )
+    operator = Principal(actor_id=BOOTSTRAP_ACTOR, actor_type="system", org_id=org.id)
+    step = StepContext(runtime, session, **meta)
+    async with step.audited(operator, _user_entry("create", row["id"], "first org admin")):
+        created = await _add_user(repo, row)
     return org, created.id
 
 
@@ -222,23 +218,14 @@ def _location_state(stored: StoredLocation) -> dict[str, Any]:
     return {"location_id": stored.id, **values_of(stored, leave_out=leave_out)}
 
 
-async def _announce(
-    ctx: AdminContext,
-    event: LocationCreated | LocationChanged,
-    action: str,
-    *,
-    detail: str | None = None,
-) -> None:
-    """Publish a location's event and audit its change, in the request's transaction."""
+def _location_entry(action: str, location_id: str, detail: str | None = None) -> AuditEntry:
+    return identity_entry(action, "Location", location_id, detail=detail)
+
+
+async def _announce(ctx: AdminContext, event: LocationCreated | LocationChanged) -> None:
+    """Publish a location's event, in the request's transaction."""
     await ctx.runtime.outbox.add(
         ctx.session, event, org_id=event.org_id, location_id=event.location_id
-    )
-    await Transaction.of(ctx).audit(
-        ctx.principal,
-        action=action,
-        resource_type="Location",
-        resource_id=event.location_id,
-        detail=detail,
     )
 
 
@@ -261,10 +248,11 @@ async def create_location(ctx: AdminContext, org_id: str, new: NewLocation) -> S
         features=dict(new.features),
         created_at=runtime.clock.now(),
     )
-    await repo.add_location(stored)
-    await _announce(
-        ctx, LocationCreated(**_location_state(stored), occurred_at=stored.created_at), "create"
-    )
+    async with ctx.audited(_location_entry("create", stored.id)):
+        await repo.add_location(stored)
+        await _announce(
+            ctx, LocationCreated(**_location_state(stored), occurred_at=stored.created_at)
+        )
     return stored
 
 
@@ -295,17 +283,16 @@ async def update_location(
     if "features" in changes:
         changes["features"] = {**stored.features, **changes["features"]}
     if changes:
-        await repo.update_location(org_id, location_id, changes)
-        changed = await repo.get_location(org_id, location_id)
-        assert changed is not None
-        # The row is locked since the read above, so the next change of this location
-        # takes its time after this one's: `occurred_at` orders one location's events.
-        await _announce(
-            ctx,
-            LocationChanged(**_location_state(changed), occurred_at=runtime.clock.now()),
-            "update",
-            detail="changed: " + ", ".join(sorted(changes)),
-        )
+        detail = "changed: " + ", ".join(sorted(changes))
+        async with ctx.audited(_location_entry("update", location_id, detail)):
+            await repo.update_location(org_id, location_id, changes)
+            changed = await repo.get_location(org_id, location_id)
+            assert changed is not None
+            # The row is locked since the read above, so the next change of this location
+            # takes its time after this one's: `occurred_at` orders one location's events.
+            await _announce(
+                ctx, LocationChanged(**_location_state(changed), occurred_at=runtime.clock.now())
+            )
     updated = await repo.get_location(org_id, location_id)
     assert updated is not None
     return updated
@@ -322,15 +309,10 @@ async def create_user(ctx: AdminContext, org_id: str, new: NewAccount) -> Stored
     assignment = await _checked_assignment(
         repo, org_id, list(new.roles), new.locations, new.patient_id
     )
-    stored = await _add_user(runtime, repo, org_id, new, assignment)
-    await _audit_user(
-        Transaction.of(ctx),
-        principal,
-        "create",
-        stored.id,
-        f"roles {list(stored.roles)}; locations {list(stored.locations)}",
-    )
-    return stored
+    row = await _account_row(runtime, org_id, new, assignment)
+    detail = f"roles {list(assignment.roles)}; locations {list(assignment.locations)}"
+    async with ctx.audited(_user_entry("create", row["id"], detail)):
+        return await _add_user(repo, row)
 
 
 async def list_users(ctx: AdminContext, org_id: str, *, limit: int, after: str | None) -> UserPage:
@@ -399,38 +381,33 @@ async def change_roles(
         and user.patient_id == assignment.patient_id
     )
     if not unchanged:
-        await repo.set_assignment(
-            user.id,
-            list(assignment.roles),
-            list(assignment.locations),
-            assignment.patient_id,
-            runtime.clock.now(),
-        )
-        ended = await _end_sessions(runtime, session, user)
-        await runtime.outbox.add(
-            session,
-            UserRolesChanged(
+        # The full before/after is in the UserRolesChanged event; the audit record's
+        # detail is short by contract.
+        detail = short("roles -> " + ",".join(assignment.roles))
+        async with ctx.audited(_user_entry("update", user.id, detail)):
+            await repo.set_assignment(
+                user.id,
+                list(assignment.roles),
+                list(assignment.locations),
+                assignment.patient_id,
+                runtime.clock.now(),
+            )
+            ended = await _end_sessions(runtime, session, user)
+            await runtime.outbox.add(
+                session,
+                UserRolesChanged(
+                    org_id=org_id,
+                    user_id=user.id,
+                    changed_by=principal.actor_id,
+                    roles_before=sorted(user.roles),
+                    roles_after=list(assignment.roles),
+                    locations_before=sorted(user.locations),
+                    locations_after=list(assignment.locations),
+                    sessions_ended=ended,
+                    changed_at=runtime.clock.now(),
+                ),
                 org_id=org_id,
-                user_id=user.id,
-                changed_by=principal.actor_id,
-                roles_before=sorted(user.roles),
-                roles_after=list(assignment.roles),
-                locations_before=sorted(user.locations),
-                locations_after=list(assignment.locations),
-                sessions_ended=ended,
-                changed_at=runtime.clock.now(),
-            ),
-            org_id=org_id,
-        )
-        await _audit_user(
-            Transaction.of(ctx),
-            principal,
-            "update",
-            user.id,
-            # The full before/after is in the UserRolesChanged event; the audit
-            # record's detail is short by contract.
-            short("roles -> " + ",".join(assignment.roles)),
-        )
+            )
     updated = await repo.get_user(org_id, user_id)
     assert updated is not None
     return updated

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -40,19 +41,19 @@ from careloop_identity.usecases.common import (
     InvalidCredentials,
     Locked,
     RequestMeta,
-    Transaction,
     actor,
     field_cipher_of,
     hasher_of,
-    own_transaction,
+    identity_entry,
     revoke_login,
     settings_of,
     signer_of,
     verifier_of,
 )
-from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import Principal, totp
 from careloop_kit.auth.tokens import MAX_BREAK_GLASS_GRANTS
+from careloop_kit.context import StepContext, own_transaction
 from careloop_kit.problems import Conflict, Forbidden, ProblemError, Unauthorized
 from careloop_kit.rows import values_of
 from careloop_kit.service import Runtime
@@ -134,40 +135,31 @@ def _kind(user: StoredUser | None) -> ActorKind:
 
 
 async def _end_session(
-    tx: Transaction,
+    step: StepContext,
     login: StoredSession,
     reason: RevocationReason,
     *,
     action: str,
-    outcome: str = "success",
-    detail: str | None = None,
+    refusal: str | None = None,
 ) -> None:
-    """Revoke `login` and audit it as its user's act; nothing when it already was."""
-    if not await revoke_login(tx.runtime, tx.session, login, reason):
+    """Revoke `login` (locked by the caller) and audit it as its user's act, as the
+    refusal named when there is one; nothing when it already was revoked."""
+    if login.revoked_at is not None:
         return
-    user = await IdentityRepository(tx.session).get_user(login.org_id, login.user_id)
-    await tx.audit(
-        actor(login.user_id, login.org_id, _kind(user)),
-        action=action,
-        resource_type="Session",
-        resource_id=login.id,
-        outcome=outcome,
-        detail=detail,
-    )
+    user = await IdentityRepository(step.session).get_user(login.org_id, login.user_id)
+    entry = identity_entry(action, "Session", login.id)
+    async with step.audited(actor(login.user_id, login.org_id, _kind(user)), entry):
+        await revoke_login(step.runtime, step.session, login, reason)
+        if refusal is not None:
+            entry.refuse(refusal)
 
 
-async def _audit_mfa(
-    tx: Transaction, user: StoredUser, detail: str, outcome: str = "success"
-) -> None:
-    """Audit a step of the user's own TOTP enrollment."""
-    await tx.audit(
-        actor(user.id, user.org_id, _kind(user)),
-        action="update",
-        resource_type="User",
-        resource_id=user.id,
-        outcome=outcome,
-        detail=detail,
-    )
+def _mfa_step(
+    step: StepContext, user: StoredUser, detail: str
+) -> AbstractAsyncContextManager[AuditEntry]:
+    """Audit a step of the user's own TOTP enrollment, as the user's act."""
+    entry = identity_entry("update", "User", user.id, detail=detail)
+    return step.audited(actor(user.id, user.org_id, _kind(user)), entry)
 
 
 def _grant(
@@ -229,32 +221,24 @@ async def login(
 ) -> IssuedTokens | Failure:
     """Sign in with email and password (and a TOTP code once enrolled). A refusal and
     what it changes (failure counter, lockout, audit) are committed too."""
-    async with own_transaction(runtime, meta) as tx:
-        return await _login(tx, credentials)
+    async with own_transaction(runtime, **meta) as step:
+        email = credentials.email.strip().lower()
+        user = await IdentityRepository(step.session).find_user_by_email(credentials.org_id, email)
+        who = actor(user.id if user else None, credentials.org_id, _kind(user))
+        async with step.audited(who, identity_entry("create", "Session")) as entry:
+            return await _login(step, entry, credentials, user)
 
 
-async def _login(tx: Transaction, credentials: Credentials) -> IssuedTokens | Failure:
-    runtime, repo = tx.runtime, IdentityRepository(tx.session)
+async def _login(
+    step: StepContext, entry: AuditEntry, credentials: Credentials, user: StoredUser | None
+) -> IssuedTokens | Failure:
+    runtime, repo = step.runtime, IdentityRepository(step.session)
     now = runtime.clock.now()
-    email = credentials.email.strip().lower()
-    user = await repo.find_user_by_email(credentials.org_id, email)
-
-    async def record(outcome: str, detail: str | None, resource_id: str | None = None) -> None:
-        await tx.audit(
-            actor(user.id, credentials.org_id, _kind(user))
-            if user
-            else actor(None, credentials.org_id),
-            action="create",
-            resource_type="Session",
-            resource_id=resource_id,
-            outcome=outcome,
-            detail=detail,
-        )
 
     if user is None:
         # Same work and same answer as a wrong password: no account enumeration.
         await _password_matches(runtime, runtime.state["dummy_hash"], credentials.password)
-        await record("denied", "401 unknown account")
+        entry.refuse("401 unknown account")
         return Failure(InvalidCredentials(WRONG_CREDENTIALS))
 
     settings = settings_of(runtime)
@@ -264,18 +248,16 @@ async def _login(tx: Transaction, credentials: Credentials) -> IssuedTokens | Fa
     )
     state = FailureState(user.failed_attempts, user.locked_until)
     if state.locked_at(now):
-        await record("denied", "423 account locked")
+        entry.refuse("423 account locked")
         return _locked(state, now)
 
     async def failed(reason: str) -> Failure:
         new_state = after_failure(state, now, policy)
         await repo.set_failures(user.id, new_state.failed_attempts, new_state.locked_until, now)
         if new_state.locked_at(now):
-            await record(
-                "denied", f"423 locked after {policy.threshold} consecutive failures ({reason})"
-            )
+            entry.refuse(f"423 locked after {policy.threshold} consecutive failures ({reason})")
             return _locked(new_state, now)
-        await record("denied", f"401 {reason}")
+        entry.refuse(f"401 {reason}")
         return Failure(InvalidCredentials(WRONG_CREDENTIALS))
 
     if not await _password_matches(runtime, user.password_hash, credentials.password):
@@ -284,14 +266,14 @@ async def _login(tx: Transaction, credentials: Credentials) -> IssuedTokens | Fa
     amr: tuple[str, ...] = ("pwd",)
     if user.totp_enabled:
         if credentials.otp is None:
-            await record("denied", "401 one-time code required")
+            entry.refuse("401 one-time code required")
             return Failure(
                 InvalidCredentials(
                     "This account uses two-step verification: send the current code as `otp`.",
                     mfa_required=True,
                 )
             )
-        secret = await _totp_secret(runtime, tx.session, user)
+        secret = await _totp_secret(runtime, step.session, user)
         step_used = (
             None
             if secret is None
@@ -316,7 +298,7 @@ async def _login(tx: Transaction, credentials: Credentials) -> IssuedTokens | Fa
         login,
         mfa_enrollment_required=requires_mfa and not user.totp_enabled,
     )
-    await record("success", None, resource_id=login.id)
+    entry.resource_id = login.id
     return tokens
 
 
@@ -337,12 +319,12 @@ def _locked(state: FailureState, now: datetime) -> Failure:
 async def refresh(runtime: Runtime, token: str, *, meta: RequestMeta) -> IssuedTokens | Failure:
     """New tokens for a refresh token, which stops working; a second use of one ends its
     session for every holder (committed before the refusal goes out)."""
-    async with own_transaction(runtime, meta) as tx:
-        return await _refresh(tx, token)
+    async with own_transaction(runtime, **meta) as step:
+        return await _refresh(step, token)
 
 
-async def _refresh(tx: Transaction, token: str) -> IssuedTokens | Failure:
-    runtime, repo = tx.runtime, IdentityRepository(tx.session)
+async def _refresh(step: StepContext, token: str) -> IssuedTokens | Failure:
+    runtime, repo = step.runtime, IdentityRepository(step.session)
     now = runtime.clock.now()
     stored = await repo.get_refresh_token(_hash_refresh(token))
     if stored is None:
@@ -353,12 +335,11 @@ async def _refresh(tx: Transaction, token: str) -> IssuedTokens | Failure:
         # A refresh token works once: a second use means it was copied. End the session
         # for every holder, the legitimate user included.
         await _end_session(
-            tx,
+            step,
             login,
             "refresh_token_reuse",
             action="update",
-            outcome="denied",
-            detail="401 refresh token reuse: session revoked",
+            refusal="401 refresh token reuse: session revoked",
         )
         return Failure(Unauthorized("This refresh token was already used; sign in again."))
     settings = settings_of(runtime)
@@ -394,8 +375,8 @@ async def logout(
     meta: RequestMeta,
 ) -> None:
     """End the session of an access token or, without one, of a refresh token."""
-    async with own_transaction(runtime, meta) as tx:
-        repo = IdentityRepository(tx.session)
+    async with own_transaction(runtime, **meta) as step:
+        repo = IdentityRepository(step.session)
         session_id: str | None = None
         if access_token is not None:
             claims = await verifier_of(runtime).verify(access_token)
@@ -408,7 +389,7 @@ async def logout(
         login = None if session_id is None else await repo.get_session(session_id, for_update=True)
         if login is None:
             raise Unauthorized("Unknown session.")
-        await _end_session(tx, login, "logout", action="delete")
+        await _end_session(step, login, "logout", action="delete")
 
 
 # --- the caller of an access token -------------------------------------------------
@@ -443,19 +424,19 @@ async def _signed_in(
 async def enroll_mfa(runtime: Runtime, access_token: str | None, *, meta: RequestMeta) -> MfaSecret:
     """Start TOTP enrollment for the token's user: the secret to add to an authenticator."""
     settings = settings_of(runtime)
-    async with own_transaction(runtime, meta) as tx:
-        repo = IdentityRepository(tx.session)
+    async with own_transaction(runtime, **meta) as step:
+        repo = IdentityRepository(step.session)
         _, _, user = await _signed_in(runtime, repo, access_token, for_update="user")
         if user.totp_enabled:
             raise Conflict("Two-step verification is already active for this account.")
-        secret = totp.new_secret()
-        sealed = await field_cipher_of(runtime).seal_field(
-            tx.session, totp.to_base32(secret), **_totp_where(user)
-        )
-        await repo.set_totp(
-            user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
-        )
-        await _audit_mfa(tx, user, "mfa enrollment started")
+        async with _mfa_step(step, user, "mfa enrollment started"):
+            secret = totp.new_secret()
+            sealed = await field_cipher_of(runtime).seal_field(
+                step.session, totp.to_base32(secret), **_totp_where(user)
+            )
+            await repo.set_totp(
+                user.id, secret_ct=sealed, enabled=False, last_step=None, now=runtime.clock.now()
+            )
     return MfaSecret(
         secret=totp.to_base32(secret),
         otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=settings.totp_issuer),
@@ -467,27 +448,27 @@ async def verify_mfa(
 ) -> bool | Failure:
     """Confirm enrollment with a current code; from then on login needs a code too.
     True once active; a wrong code's refusal is committed to the audit trail."""
-    async with own_transaction(runtime, meta) as tx:
-        return await _verify_mfa(tx, access_token, code)
+    async with own_transaction(runtime, **meta) as step:
+        return await _verify_mfa(step, access_token, code)
 
 
-async def _verify_mfa(tx: Transaction, access_token: str | None, code: str) -> bool | Failure:
-    runtime, repo = tx.runtime, IdentityRepository(tx.session)
+async def _verify_mfa(step: StepContext, access_token: str | None, code: str) -> bool | Failure:
+    runtime, repo = step.runtime, IdentityRepository(step.session)
     _, _, user = await _signed_in(runtime, repo, access_token, for_update="user")
     if user.totp_enabled:
         raise Conflict("Two-step verification is already active for this account.")
-    secret = await _totp_secret(runtime, tx.session, user)
+    secret = await _totp_secret(runtime, step.session, user)
     if secret is None:
         raise Conflict("Start with POST /auth/mfa/enroll.")
     now = runtime.clock.now()
-    totp_step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
-    if totp_step is None:
-        await _audit_mfa(tx, user, "mfa verification failed", outcome="denied")
-        return Failure(InvalidOtp("The code does not match; check the device clock and retry."))
-    await repo.set_totp(
-        user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=totp_step, now=now
-    )
-    await _audit_mfa(tx, user, "mfa activated")
+    async with _mfa_step(step, user, "mfa activated") as entry:
+        totp_step = totp.verify(secret, code, now, last_used_step=user.totp_last_step)
+        if totp_step is None:
+            entry.refuse("mfa verification failed")
+            return Failure(InvalidOtp("The code does not match; check the device clock and retry."))
+        await repo.set_totp(
+            user.id, secret_ct=user.totp_secret_ct, enabled=True, last_step=totp_step, now=now
+        )
     return True
 
 
@@ -503,35 +484,39 @@ async def break_glass(
     """Emergency access: open one patient outside the caller's locations for a limited
     time (`break_glass_ttl_s`) with a typed reason. Audited (purpose `ETREAT`) and
     announced as an alert event; refusals are committed to the audit trail too."""
-    async with own_transaction(runtime, meta) as tx:
-        return await _break_glass(tx, token, ask)
+    async with own_transaction(runtime, **meta) as step:
+        return await _break_glass(step, token, ask)
 
 
 async def _break_glass(
-    tx: Transaction, token: str | None, body: BreakGlassAsk
+    step: StepContext, token: str | None, body: BreakGlassAsk
 ) -> BreakGlassIssued | Failure:
-    runtime, session, repo = tx.runtime, tx.session, IdentityRepository(tx.session)
-    claims, login, user = await _signed_in(runtime, repo, token, for_update="session")
-    now = runtime.clock.now()
-    grant_id = str(uuid4())
+    """The grant, audited as the signed-in user's emergency act (`ETREAT`)."""
+    repo = IdentityRepository(step.session)
+    claims, login, user = await _signed_in(step.runtime, repo, token, for_update="session")
     who = Principal(
         actor_id=user.id,
         actor_type=_kind(user),
         org_id=user.org_id,
         purpose_of_use=EMERGENCY_TREATMENT,
     )
+    entry = identity_entry("create", "BreakGlass", detail=f"reason_code={body.reason_code}")
+    entry.patient_id = body.patient_id
+    async with step.audited(who, entry):
+        return await _grant_break_glass(step, entry, claims, login, user, body)
 
-    async def record(outcome: str, detail: str, resource_id: str | None) -> None:
-        entry = AuditEntry(
-            action="create",
-            resource_type="BreakGlass",
-            phi_categories=[],
-            patient_id=body.patient_id,
-            resource_id=resource_id,
-        )
-        await recorder_of(runtime).record(
-            session, who, entry, outcome=outcome, outcome_detail=detail, **tx.meta
-        )
+
+async def _grant_break_glass(
+    step: StepContext,
+    entry: AuditEntry,
+    claims: dict[str, Any],
+    login: StoredSession,
+    user: StoredUser,
+    body: BreakGlassAsk,
+) -> BreakGlassIssued | Failure:
+    runtime, session, repo = step.runtime, step.session, IdentityRepository(step.session)
+    now = runtime.clock.now()
+    grant_id = str(uuid4())
 
     token_roles = claims.get("roles")
     if (
@@ -540,10 +525,10 @@ async def _break_glass(
         or not isinstance(token_roles, list)
         or BREAK_GLASS_ROLE not in token_roles
     ):
-        await record("denied", f"403 not a provider; reason_code={body.reason_code}", None)
+        entry.refuse(f"403 not a provider; reason_code={body.reason_code}")
         return Failure(Forbidden("Only a provider may use emergency access (break-glass)."))
     if "otp" not in login.amr:
-        await record("denied", f"403 no one-time code; reason_code={body.reason_code}", None)
+        entry.refuse(f"403 no one-time code; reason_code={body.reason_code}")
         return Failure(
             Forbidden(
                 "multi-factor authentication required: sign in again with a one-time code "
@@ -552,7 +537,7 @@ async def _break_glass(
         )
     active = await repo.active_break_glass_grants(login.id, now)
     if len(active) >= MAX_BREAK_GLASS_GRANTS:
-        await record("denied", f"409 too many active grants; reason_code={body.reason_code}", None)
+        entry.refuse(f"409 too many active grants; reason_code={body.reason_code}")
         return Failure(
             Conflict(
                 f"This session already holds {len(active)} active emergency-access grants; "
@@ -588,7 +573,7 @@ async def _break_glass(
         ),
         org_id=stored.org_id,
     )
-    await record("success", f"reason_code={body.reason_code}", stored.id)
+    entry.resource_id = stored.id
     signer = signer_of(runtime)
     return BreakGlassIssued(
         grant_id=stored.id,

@@ -34,12 +34,13 @@ from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.usecases.common import (
     Invalid,
-    Transaction,
     announce_revocation,
+    identity_entry,
     own_organization,
     settings_of,
     short,
 )
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.context import RequestContext
 from careloop_kit.problems import Conflict, NotFound, ProblemError
@@ -157,20 +158,14 @@ async def _revoke_tokens(runtime: Runtime, session: AsyncSession, client: Stored
     )
 
 
-async def _audit_client(call: ClientsCall, client_id: str, *, action: str, detail: str) -> None:
-    await Transaction.of(call.ctx).audit(
-        call.principal,
-        action=action,
-        resource_type="Client",
-        resource_id=client_id,
-        detail=detail,
-    )
+def _client_entry(action: str, client_id: str, detail: str) -> AuditEntry:
+    return identity_entry(action, "Client", client_id, detail=detail)
 
 
 async def _save(call: ClientsCall, client: StoredClient, detail: str) -> StoredClient:
     """Store a changed client and audit the change, in the caller's transaction."""
-    await call.clients.save(client)
-    await _audit_client(call, client.id, action="update", detail=detail)
+    async with call.ctx.audited(_client_entry("update", client.id, detail)):
+        await call.clients.save(client)
     return client
 
 
@@ -187,27 +182,28 @@ async def create_client(call: ClientsCall, new: NewClient) -> ClientWithSecret:
     _check(scopes, baa, today, granting=True)
     secret = new_secret()
     now = runtime.clock.now()
-    client = await call.clients.add(
-        StoredClient(
-            id=str(uuid4()),
-            org_id=org_id,
-            name=new.name,
-            secret_hash=hash_secret(secret),
-            secret_version=1,
-            scopes=scopes,
-            locations=locations,
-            rate_limit_per_minute=(
-                new.rate_limit_per_minute or settings_of(runtime).partner_rate_limit_per_minute
-            ),
-            baa_signed_on=baa.signed_on,
-            baa_expires_on=baa.expires_on,
-            disabled_at=None,
-            created_at=now,
-            updated_at=now,
+    client_id = str(uuid4())
+    entry = _client_entry("create", client_id, short(f"scopes={' '.join(scopes)}"))
+    async with call.ctx.audited(entry):
+        client = await call.clients.add(
+            StoredClient(
+                id=client_id,
+                org_id=org_id,
+                name=new.name,
+                secret_hash=hash_secret(secret),
+                secret_version=1,
+                scopes=scopes,
+                locations=locations,
+                rate_limit_per_minute=(
+                    new.rate_limit_per_minute or settings_of(runtime).partner_rate_limit_per_minute
+                ),
+                baa_signed_on=baa.signed_on,
+                baa_expires_on=baa.expires_on,
+                disabled_at=None,
+                created_at=now,
+                updated_at=now,
+            )
         )
-    )
-    detail = short(f"scopes={' '.join(scopes)}")
-    await _audit_client(call, client.id, action="create", detail=detail)
     return ClientWithSecret(client, secret)
 
 

@@ -1,11 +1,12 @@
-"""What identity's use cases share: runtime state accessors, the audit actor, the
-transaction a step queries and audits in, the tenant check, session revocation and the
-typed errors the routes map to problem+json."""
+"""What identity's use cases share: runtime state accessors, the audit actor and the
+entry of a step that touches no PHI, the tenant check, session revocation and the typed
+errors the routes map to problem+json.
+
+Steps no principal calls (sign-in, token requests) audit through the kit's
+`StepContext`, naming their actor with `actor`; the others through the request context."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,11 +20,10 @@ from careloop_identity.settings import IdentitySettings
 from careloop_identity.signing import AccessTokenVerifier, TokenSigner
 from careloop_identity.store.repository import IdentityRepository, StoredSession
 from careloop_identity.store.tables import break_glass_grant, field_key, user_account
-from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import AuthenticatedPrincipal, Principal, RevokedSessions
 from careloop_kit.auth.revocation import REVOKED_SESSIONS_KEY
 from careloop_kit.clock import Clock
-from careloop_kit.context import RequestContext
 from careloop_kit.crypto import KeyRing
 from careloop_kit.fields import FieldCipher, LegacyKey, SealedColumn
 from careloop_kit.problems import NotFound, ProblemError
@@ -114,48 +114,19 @@ def actor(user_id: str | None, org_id: str, actor_type: ActorKind = "user") -> P
     return Principal(actor_id=user_id or UNKNOWN_ACTOR, actor_type=actor_type, org_id=org_id)
 
 
-@dataclass(frozen=True)
-class Transaction:
-    """A use case's transaction and where its request came from: what its queries and
-    audit records need."""
-
-    runtime: Runtime
-    session: AsyncSession
-    meta: RequestMeta
-
-    @staticmethod
-    def of(ctx: RequestContext[Any]) -> Transaction:
-        """The transaction of an authenticated request (the kit's request context)."""
-        return Transaction(ctx.runtime, ctx.session, ctx.caller.meta)
-
-    async def audit(
-        self,
-        who: Principal,
-        *,
-        action: str,
-        resource_type: str,
-        resource_id: str | None,
-        outcome: str = "success",
-        detail: str | None = None,
-    ) -> None:
-        """Stage one identity audit event (no PHI touched) in this transaction."""
-        entry = AuditEntry(
-            action=action, resource_type=resource_type, phi_categories=[], resource_id=resource_id
-        )
-        await recorder_of(self.runtime).record(
-            self.session, who, entry, outcome=outcome, outcome_detail=detail, **self.meta
-        )
+def identity_entry(
+    action: str, resource_type: str, resource_id: str | None = None, *, detail: str | None = None
+) -> AuditEntry:
+    """The audit entry of an identity step: no PHI touched (a break-glass grant names
+    the patient it opens, though), `detail` the record's words for what happened."""
+    return AuditEntry(action, resource_type, [], resource_id=resource_id, outcome_detail=detail)
 
 
-@asynccontextmanager
-async def own_transaction(runtime: Runtime, meta: RequestMeta) -> AsyncIterator[Transaction]:
-    """A transaction of the step's own, for steps whose refusals must stick: it commits
-    when the step returns, a `Failure` included, and rolls back when the step raises."""
-    async with runtime.sessionmaker() as session, session.begin():
-        yield Transaction(runtime, session, meta)
+AUDIT_DETAIL = 128
+"""The longest detail an audit record carries."""
 
 
-def short(text: str, limit: int = 128) -> str:
+def short(text: str, limit: int = AUDIT_DETAIL) -> str:
     """An audit detail within the record's length (the event carries the full story)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -24,15 +24,17 @@ from careloop_identity.domain.clients import (
 from careloop_identity.domain.tokens import AccessGrant
 from careloop_identity.store.clients import ClientRepository, StoredClient
 from careloop_identity.usecases.common import (
+    AUDIT_DETAIL,
     UNKNOWN_ACTOR,
     Failure,
     RequestMeta,
-    Transaction,
-    own_transaction,
+    identity_entry,
     signer_of,
 )
 from careloop_identity.usecases.service_tokens import InvalidScope, OAuthProblem
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import Principal
+from careloop_kit.context import StepContext, own_transaction
 from careloop_kit.service import Runtime
 
 MAX_CLIENT_ID = 128
@@ -75,8 +77,13 @@ async def issue_client_token(
     """An access token for an authenticated, enabled client, with the scopes asked for
     (or all it holds) that its BAA allows today; a `Failure` (committed to the audit
     trail) otherwise."""
-    async with own_transaction(runtime, meta) as tx:
-        return await _client_credentials(tx, credentials, requested_scope)
+    async with own_transaction(runtime, **meta) as step:
+        client = None
+        if credentials is not None and 0 < len(credentials.client_id) <= MAX_CLIENT_ID:
+            client = await ClientRepository(step.session).find(credentials.client_id)
+        entry = identity_entry("create", TOKEN_RESOURCE)
+        async with step.audited(_UNKNOWN_CLIENT if client is None else _partner(client), entry):
+            return await _client_credentials(step, entry, credentials, client, requested_scope)
 
 
 def _partner(client: StoredClient) -> Principal:
@@ -88,55 +95,36 @@ def _partner(client: StoredClient) -> Principal:
 _UNKNOWN_CLIENT = Principal(actor_id=UNKNOWN_ACTOR, actor_type="partner", org_id=UNKNOWN_ACTOR)
 
 
-async def _record(
-    tx: Transaction, who: Principal, outcome: str, detail: str, resource_id: str | None = None
-) -> None:
-    """Audit one token request and its outcome."""
-    await tx.audit(
-        who,
-        action="create",
-        resource_type=TOKEN_RESOURCE,
-        resource_id=resource_id,
-        outcome=outcome,
-        detail=detail[:128],
-    )
-
-
-async def _authenticate(
-    tx: Transaction, credentials: ClientCredentials | None
-) -> StoredClient | Failure:
-    client = None
-    if credentials is not None and 0 < len(credentials.client_id) <= MAX_CLIENT_ID:
-        client = await ClientRepository(tx.session).find(credentials.client_id)
-
-    async def refuse(who: Principal, reason: str) -> Failure:
-        await _record(tx, who, "denied", f"401 {reason}")
-        return Failure(
-            InvalidClientCredentials(CLIENT_AUTH_FAILED), {"WWW-Authenticate": BASIC_CHALLENGE}
-        )
-
+def _refusal(credentials: ClientCredentials | None, client: StoredClient | None) -> str | None:
+    """Why the presented credentials do not authenticate `client`, or None."""
     if credentials is None:
-        return await refuse(_UNKNOWN_CLIENT, "no client credentials")
+        return "no client credentials"
     if client is None:
         secret_matches(credentials.secret, _NO_CLIENT_HASH)
-        return await refuse(_UNKNOWN_CLIENT, "unknown client")
+        return "unknown client"
     if not secret_matches(credentials.secret, client.secret_hash):
-        return await refuse(_partner(client), "wrong client secret")
+        return "wrong client secret"
     # Checked after the secret, so only the secret's holder learns it is disabled (from
     # the audit trail of its organization; the answer is the same).
     if client.disabled_at is not None:
-        return await refuse(_partner(client), "client disabled")
-    return client
+        return "client disabled"
+    return None
 
 
 async def _client_credentials(
-    tx: Transaction, credentials: ClientCredentials | None, requested_scope: str | None
+    step: StepContext,
+    entry: AuditEntry,
+    credentials: ClientCredentials | None,
+    client: StoredClient | None,
+    requested_scope: str | None,
 ) -> ClientToken | Failure:
-    authenticated = await _authenticate(tx, credentials)
-    if isinstance(authenticated, Failure):
-        return authenticated
-    client = authenticated
-    runtime = tx.runtime
+    refusal = _refusal(credentials, client)
+    if refusal is not None or client is None:
+        entry.refuse(f"401 {refusal}"[:AUDIT_DETAIL])
+        return Failure(
+            InvalidClientCredentials(CLIENT_AUTH_FAILED), {"WWW-Authenticate": BASIC_CHALLENGE}
+        )
+    runtime = step.runtime
     now = runtime.clock.now()
     sid = session_id(client.id, client.secret_version)
 
@@ -148,7 +136,7 @@ async def _client_credentials(
             utc_day(now),
         )
     except ScopeRefused as exc:
-        await _record(tx, _partner(client), "denied", "400 invalid_scope")
+        entry.refuse("400 invalid_scope")
         return Failure(InvalidScope(str(exc)), {})
     scope = " ".join(scopes)
     signer = signer_of(runtime)
@@ -166,5 +154,5 @@ async def _client_credentials(
             rate_limit=client.rate_limit_per_minute,
         )
     )
-    await _record(tx, _partner(client), "success", f"scope={scope}", sid)
+    entry.resource_id, entry.outcome_detail = sid, f"scope={scope}"[:AUDIT_DETAIL]
     return ClientToken(access_token=token, expires_in=int(signer.ttl.total_seconds()), scope=scope)

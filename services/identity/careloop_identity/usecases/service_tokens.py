@@ -44,12 +44,14 @@ from careloop_identity.store.repository import IdentityRepository
 from careloop_identity.store.service_assertions import ServiceAssertionRepository
 from careloop_identity.store.tables import MAX_JTI_LENGTH
 from careloop_identity.usecases.common import (
+    AUDIT_DETAIL,
     UNKNOWN_ACTOR,
     RequestMeta,
-    own_transaction,
+    identity_entry,
     settings_of,
     signer_of,
 )
+from careloop_kit.audit import AuditEntry
 from careloop_kit.auth import ALL_LOCATIONS, Principal
 from careloop_kit.auth.jwks import JwksError, b64url_decode
 from careloop_kit.auth.permissions import SERVICE_GRANTS, service_of, service_subject
@@ -61,6 +63,7 @@ from careloop_kit.auth.service_identity import (
 )
 from careloop_kit.auth.tokens import json_segment
 from careloop_kit.clock import Clock
+from careloop_kit.context import StepContext, own_transaction
 from careloop_kit.problems import DependencyUnavailable, ProblemError
 from careloop_kit.service import Runtime
 from careloop_kit.vault import Vault
@@ -190,14 +193,6 @@ class Assertion:
     signature: bytes
 
 
-@dataclass
-class Presented:
-    """What the caller claimed, for the audit trail of a refusal (never trusted)."""
-
-    service: str | None = None
-    org: str | None = None
-
-
 def _json_object(segment: str) -> dict[str, Any]:
     try:
         return json_segment(segment)
@@ -320,8 +315,8 @@ async def _verify(runtime: Runtime, assertion: Assertion, service: str) -> None:
 
 
 async def _issue(
-    runtime: Runtime,
-    meta: RequestMeta,
+    step: StepContext,
+    entry: AuditEntry,
     *,
     service: str,
     org: str,
@@ -329,6 +324,7 @@ async def _issue(
     exp: int,
     scope: str,
 ) -> dict[str, Any]:
+    runtime = step.runtime
     signer = signer_of(runtime)
     grant = AccessGrant(
         user_id=service_subject(service),
@@ -345,22 +341,16 @@ async def _issue(
         # from SERVICE_GRANTS by name, so this claim can never widen them.
         scope=scope,
     )
-    async with own_transaction(runtime, meta) as tx:
-        if await IdentityRepository(tx.session).get_organization(org) is None:
-            raise InvalidRequest("`org` names no organization.")
-        assertions = ServiceAssertionRepository(tx.session)
-        now = runtime.clock.now()
-        await assertions.purge_expired(now)
-        expires_at = datetime.fromtimestamp(exp + ASSERTION_LEEWAY_S, tz=UTC)
-        if not await assertions.consume(jti, service, expires_at):
-            raise InvalidGrant("This assertion was already used; sign a new one for each request.")
-        token = await signer.issue(grant)
-        await tx.audit(
-            Principal(actor_id=service_subject(service), actor_type="service", org_id=org),
-            action="create",
-            resource_type=AUDIT_RESOURCE,
-            resource_id=grant.session_id,
-        )
+    if await IdentityRepository(step.session).get_organization(org) is None:
+        raise InvalidRequest("`org` names no organization.")
+    assertions = ServiceAssertionRepository(step.session)
+    now = runtime.clock.now()
+    await assertions.purge_expired(now)
+    expires_at = datetime.fromtimestamp(exp + ASSERTION_LEEWAY_S, tz=UTC)
+    if not await assertions.consume(jti, service, expires_at):
+        raise InvalidGrant("This assertion was already used; sign a new one for each request.")
+    token = await signer.issue(grant)
+    entry.resource_id = grant.session_id
     return {
         "access_token": token,
         "token_type": "Bearer",
@@ -369,25 +359,19 @@ async def _issue(
     }
 
 
-async def _audit_refusal(
-    runtime: Runtime, meta: RequestMeta, presented: Presented, refusal: OAuthProblem
-) -> None:
-    """A refused exchange is audited in a transaction of its own, so it stays recorded
-    although the request fails."""
-    who = Principal(
-        actor_id=service_subject(presented.service) if presented.service else UNKNOWN_ACTOR,
+def _presenter(assertion: str, org: str | None) -> Principal:
+    """Who the exchange is audited as: the service the assertion claims to speak for and
+    the organization asked for, as far as they read before anything is checked (never
+    trusted; `unknown` where they do not)."""
+    try:
+        service: str | None = claimed_service(parse_assertion(assertion).claims)
+    except OAuthProblem:
+        service = None
+    return Principal(
+        actor_id=service_subject(service) if service else UNKNOWN_ACTOR,
         actor_type="service",
-        org_id=presented.org or UNKNOWN_ACTOR,
+        org_id=org or UNKNOWN_ACTOR,
     )
-    async with own_transaction(runtime, meta) as tx:
-        await tx.audit(
-            who,
-            action="create",
-            resource_type=AUDIT_RESOURCE,
-            resource_id=None,
-            outcome="denied",
-            detail=f"{refusal.status} {refusal.error}: {refusal.detail}"[:128],
-        )
 
 
 async def exchange_service_assertion(
@@ -403,27 +387,30 @@ async def exchange_service_assertion(
 
     `org` is the form field naming the organization the token acts for (None: not
     sent, or sent more than once)."""
-    presented = Presented()
-    try:
-        org = _valid_org(org)
-        presented.org = org
-        parsed = parse_assertion(assertion)
-        service = claimed_service(parsed.claims)
-        presented.service = service
-        if service not in SERVICE_GRANTS:
-            raise UnauthorizedClient(f"Service {service} holds no grants in SERVICE_GRANTS.")
-        await _verify(runtime, parsed, service)
-        jti, exp = check_claims(
-            parsed.claims,
-            audience=settings_of(runtime).token_issuer,
-            now=runtime.clock.now().timestamp(),
-        )
-        if org is None:
-            raise InvalidRequest("Send `org`, once: the organization the service acts for.")
-        scope_granted = granted_scope(service, scope)
-        return await _issue(
-            runtime, meta, service=service, org=org, jti=jti, exp=exp, scope=scope_granted
-        )
-    except OAuthProblem as refusal:
-        await _audit_refusal(runtime, meta, presented, refusal)
-        raise
+    org = _valid_org(org)
+    entry = identity_entry("create", AUDIT_RESOURCE)
+    async with (
+        own_transaction(runtime, **meta) as step,
+        step.audited(_presenter(assertion, org), entry),
+    ):
+        try:
+            parsed = parse_assertion(assertion)
+            service = claimed_service(parsed.claims)
+            if service not in SERVICE_GRANTS:
+                raise UnauthorizedClient(f"Service {service} holds no grants in SERVICE_GRANTS.")
+            await _verify(runtime, parsed, service)
+            jti, exp = check_claims(
+                parsed.claims,
+                audience=settings_of(runtime).token_issuer,
+                now=runtime.clock.now().timestamp(),
+            )
+            if org is None:
+                raise InvalidRequest("Send `org`, once: the organization the service acts for.")
+            scope_granted = granted_scope(service, scope)
+            return await _issue(
+                step, entry, service=service, org=org, jti=jti, exp=exp, scope=scope_granted
+            )
+        except OAuthProblem as refusal:
+            # The trail keeps the OAuth error and its description, not the status alone.
+            entry.refuse(f"{refusal.status} {refusal.error}: {refusal.detail}"[:AUDIT_DETAIL])
+            raise

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from careloop_kit.auth import require
-from careloop_messaging.api.common import runtime_request_context
+from careloop_kit.context import request_context
 from careloop_messaging.store.repository import InboxItem
 from careloop_messaging.usecases.inbox import (
     InboxContext,
@@ -32,7 +32,7 @@ MAX_PAGE = 100
 
 ReadContext = Annotated[
     InboxContext,
-    Depends(runtime_request_context(require("messages:read", mfa=True), inbox_of)),
+    Depends(request_context(require("messages:read", mfa=True), inbox_of)),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 

@@ -148,8 +148,7 @@ async def create_referral(
     async with ctx.audited(entry):
         if principal.is_patient:
             raise Forbidden("A patient account cannot create referrals.")
-        if principal.actor_type != "partner":
-            principal.can_access_location(request.location_id)
+        principal.can_access_location(request.location_id)
         providers = (request.referring_provider_id, request.receiving_provider_id)
         for provider_id in filter(None, providers):
             if await ctx.repos.directory.get(principal.org_id, provider_id) is None:
