@@ -345,3 +345,35 @@ async def test_loop_closure_figures_match_a_hand_computed_case(
             headers=patient,
         )
     ).status_code == 403
+
+
+async def test_a_partner_creates_referrals_only_at_its_own_locations(
+    referrals: httpx.AsyncClient, mint: Mint
+) -> None:
+    referrer = await _directory_entry(referrals, mint(), VALID_NPIS[1])
+
+    def partner(locations: list[str]) -> dict[str, str]:
+        return mint(
+            act="partner", sub="client-acme", roles=[], loc=locations, scope="referrals:create"
+        )
+
+    body = {
+        "patient_id": "pat-1",
+        "direction": "inbound",
+        "referring_provider_id": referrer,
+        "reason": REASON,
+    }
+    at_north = partner(["loc-north"])
+    own = await referrals.post(
+        "/referrals", json={**body, "location_id": "loc-north"}, headers=at_north
+    )
+    assert own.status_code == 201, own.text
+    assert own.json()["reason"] is None  # a partner scope sees nothing clinical back
+    elsewhere = await referrals.post(
+        "/referrals", json={**body, "location_id": "loc-south"}, headers=at_north
+    )
+    assert elsewhere.status_code == 403
+    everywhere = await referrals.post(
+        "/referrals", json={**body, "location_id": "loc-south"}, headers=partner(["*"])
+    )
+    assert everywhere.status_code == 201, everywhere.text
