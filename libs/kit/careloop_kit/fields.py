@@ -44,6 +44,7 @@ from careloop_kit.crypto import (
 )
 from careloop_kit.db.batches import BatchRows, for_each_batch
 from careloop_kit.db.engine import make_engine, make_sessionmaker
+from careloop_kit.settings import KitSettings
 from careloop_kit.vault import Vault
 
 __all__ = [
@@ -417,6 +418,40 @@ async def reseal_legacy(
     for spec in columns:
         await reseal_column(spec)
     return moved
+
+
+FIELD_CIPHER_STATE = "field_cipher"
+
+
+def cached_field_cipher(runtime: Any, key_name: str, key_table: Table) -> FieldCipher:
+    """A service's field port, made once per runtime and kept in its state: data keys in
+    `key_table`, wrapped by the transit key `key_name`."""
+    cipher: FieldCipher | None = runtime.state.get(FIELD_CIPHER_STATE)
+    if cipher is None:
+        keys = KeyRing(runtime.vault, key_name, clock=runtime.clock)
+        cipher = FieldCipher(keys, key_table)
+        runtime.state[FIELD_CIPHER_STATE] = cipher
+    return cipher
+
+
+async def rotate_service_fields(
+    settings: KitSettings,
+    key_table: Table,
+    key_name: str,
+    *,
+    batch_size: int = REWRAP_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> RewrapReport:
+    """`rotate_fields` for a service whose every field was sealed through the port from
+    the start (nothing from before it to move), from its settings."""
+    return await rotate_fields(
+        settings.database_url.get_secret_value(),
+        Vault.from_settings(settings),
+        key_table,
+        key_name,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
 
 
 async def rotate_fields(

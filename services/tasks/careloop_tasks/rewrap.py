@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
-from careloop_kit.vault import Vault
+from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_service_fields
 from careloop_tasks.settings import TasksSettings
 from careloop_tasks.store.tables import field_key
 
@@ -21,11 +20,6 @@ async def rewrap(
     batch_size: int = REWRAP_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> RewrapReport:
-    return await rotate_fields(
-        settings.database_url.get_secret_value(),
-        Vault.from_settings(settings),
-        field_key,
-        settings.fields_transit_key,
-        batch_size=batch_size,
-        on_batch=on_batch,
+    return await rotate_service_fields(
+        settings, field_key, settings.fields_transit_key, batch_size=batch_size, on_batch=on_batch
     )

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_kit.crypto import KeyRing
-from careloop_kit.fields import FieldCipher
+from careloop_kit.fields import FieldCipher, cached_field_cipher
 from careloop_kit.problems import Conflict, ProblemError
 from careloop_kit.service import Runtime
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import field_key
 
 SETTINGS_KEY = "referrals_settings"
-CIPHER_KEY = "field_cipher"
 
 
 class InvalidReferral(ProblemError):
@@ -38,12 +36,7 @@ def settings_of(runtime: Runtime) -> ReferralsSettings:
 
 def field_cipher(runtime: Runtime) -> FieldCipher:
     """The port of referrals' encrypted fields (reasons), made once per runtime."""
-    cipher: FieldCipher | None = runtime.state.get(CIPHER_KEY)
-    if cipher is None:
-        keys = KeyRing(runtime.vault, settings_of(runtime).fields_transit_key, clock=runtime.clock)
-        cipher = FieldCipher(keys, field_key)
-        runtime.state[CIPHER_KEY] = cipher
-    return cipher
+    return cached_field_cipher(runtime, settings_of(runtime).fields_transit_key, field_key)
 
 
 class OutcomeConflict(Conflict):
@@ -72,6 +65,24 @@ async def seal_reason(
     )
 
 
+async def open_text(
+    runtime: Runtime,
+    session: AsyncSession,
+    blob: bytes | None,
+    *,
+    org_id: str,
+    table: str,
+    column: str,
+    row_id: str,
+) -> str | None:
+    """A sealed text column of a row, opened (None stays None)."""
+    if blob is None:
+        return None
+    return await field_cipher(runtime).open_field(
+        session, blob, org_id=org_id, table=table, column=column, row_id=row_id
+    )
+
+
 async def open_reason(
     runtime: Runtime,
     session: AsyncSession,
@@ -81,8 +92,6 @@ async def open_reason(
     table: str,
     row_id: str,
 ) -> str | None:
-    if blob is None:
-        return None
-    return await field_cipher(runtime).open_field(
-        session, blob, org_id=org_id, table=table, column="reason", row_id=row_id
+    return await open_text(
+        runtime, session, blob, org_id=org_id, table=table, column="reason", row_id=row_id
     )

@@ -50,6 +50,7 @@ from careloop_referrals.usecases.common import (
     TransitionRefused,
     field_cipher,
     open_reason,
+    open_text,
     seal_reason,
     settings_of,
 )
@@ -293,16 +294,9 @@ async def _documents_view(
 ) -> tuple[DocumentView, ...]:
     listed = []
     for stored in await ctx.repos.documents.of_referral(found.org_id, found.id):
-        filename = None
-        if shown and stored.filename_ct is not None:
-            filename = await field_cipher(ctx.runtime).open_field(
-                ctx.session,
-                stored.filename_ct,
-                org_id=found.org_id,
-                table=DOCUMENT_TABLE,
-                column="filename",
-                row_id=stored.id,
-            )
+        filename = await _opened(
+            ctx, stored.filename_ct if shown else None, DOCUMENT_TABLE, "filename", stored.id
+        )
         listed.append(DocumentView(stored, filename))
     return tuple(listed)
 
@@ -334,19 +328,8 @@ async def _outcome_view(ctx: Context, found: Referral, *, shown: bool) -> Outcom
     report = await ctx.repos.outcomes.get(found.org_id, found.id)
     if report is None:
         return None
-    note = None
-    if shown:
-        blob = await ctx.repos.outcomes.note_of(found.org_id, found.id)
-        if blob is not None:
-            note = await field_cipher(ctx.runtime).open_field(
-                ctx.session,
-                blob,
-                org_id=found.org_id,
-                table="referral_outcome",
-                column="note",
-                row_id=found.id,
-            )
-    return OutcomeView(report, note)
+    blob = await ctx.repos.outcomes.note_of(found.org_id, found.id) if shown else None
+    return OutcomeView(report, await _opened(ctx, blob, "referral_outcome", "note", found.id))
 
 
 async def _authorization_view(
@@ -355,19 +338,23 @@ async def _authorization_view(
     held = await ctx.repos.authorizations.get(found.org_id, found.id)
     if held is None:
         return None
-    number = None
-    if shown:
-        blob = await ctx.repos.authorizations.number_of(found.org_id, found.id)
-        if blob is not None:
-            number = await field_cipher(ctx.runtime).open_field(
-                ctx.session,
-                blob,
-                org_id=found.org_id,
-                table="referral_authorization",
-                column="number",
-                row_id=found.id,
-            )
+    blob = await ctx.repos.authorizations.number_of(found.org_id, found.id) if shown else None
+    number = await _opened(ctx, blob, "referral_authorization", "number", found.id)
     return AuthorizationView(held, number)
+
+
+async def _opened(
+    ctx: Context, blob: bytes | None, table: str, column: str, row_id: str
+) -> str | None:
+    return await open_text(
+        ctx.runtime,
+        ctx.session,
+        blob,
+        org_id=ctx.principal.org_id,
+        table=table,
+        column=column,
+        row_id=row_id,
+    )
 
 
 async def move_referral(

@@ -3,15 +3,13 @@ encrypted fields, and the problems it answers with."""
 
 from __future__ import annotations
 
-from careloop_kit.crypto import KeyRing
-from careloop_kit.fields import FieldCipher
+from careloop_kit.fields import FieldCipher, cached_field_cipher
 from careloop_kit.problems import Conflict, ProblemError
 from careloop_kit.service import Runtime
 from careloop_tasks.settings import TasksSettings
 from careloop_tasks.store.tables import field_key
 
 SETTINGS_KEY = "tasks_settings"
-CIPHER_KEY = "field_cipher"
 
 
 class InvalidTask(ProblemError):
@@ -38,9 +36,4 @@ def settings_of(runtime: Runtime) -> TasksSettings:
 
 def field_cipher(runtime: Runtime) -> FieldCipher:
     """The port of tasks' encrypted fields (comments, notes), made once per runtime."""
-    cipher: FieldCipher | None = runtime.state.get(CIPHER_KEY)
-    if cipher is None:
-        keys = KeyRing(runtime.vault, settings_of(runtime).fields_transit_key, clock=runtime.clock)
-        cipher = FieldCipher(keys, field_key)
-        runtime.state[CIPHER_KEY] = cipher
-    return cipher
+    return cached_field_cipher(runtime, settings_of(runtime).fields_transit_key, field_key)
