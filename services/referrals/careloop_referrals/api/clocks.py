@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
+from careloop_kit.api_types import IdStr
 from careloop_referrals.api.common import ManageContext, ReadContext
-from careloop_referrals.api.schemas import ClockRead, ClockSettings, ClocksRead, IdStr
+from careloop_referrals.api.schemas import ClockRead, ClockSettings, ClocksRead
 from careloop_referrals.domain.clocks import StageClock
 from careloop_referrals.usecases import clock_settings as steps
 from careloop_referrals.usecases.clock_settings import EffectiveClock

@@ -7,14 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from careloop_kit.api_types import IdStr, PageLimit
 from careloop_referrals.api.common import ManageContext, ReadContext
 from careloop_referrals.api.schemas import (
     DirectoryEntryCreate,
     DirectoryEntryRead,
     DirectoryEntryUpdate,
     DirectoryPage,
-    IdStr,
-    PageLimit,
 )
 from careloop_referrals.domain.directory import Contact
 from careloop_referrals.usecases import directory as steps

@@ -13,18 +13,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime
 
+from careloop_kit.api_types import IdStr, PageLimit
 from careloop_kit.auth.permissions import CLINICAL, DEMOGRAPHICS
 from careloop_referrals.api.common import CreateContext, ReadContext, UpdateContext
 from careloop_referrals.api.schemas import (
     AuthorizationRead,
     AuthorizationWrite,
     DocumentRead,
-    IdStr,
     LoopClosureRead,
     LoopClosureReport,
     OutcomeRead,
     OutcomeWrite,
-    PageLimit,
     ReferralCreate,
     ReferralPacketCreate,
     ReferralPage,

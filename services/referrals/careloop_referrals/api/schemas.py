@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Query
 from pydantic import (
     AwareDatetime,
     Base64Bytes,
@@ -16,24 +15,13 @@ from pydantic import (
     StringConstraints,
 )
 
+from careloop_kit.api_types import IdStr
 from careloop_referrals.domain.authorization import AuthorizationStatus
 from careloop_referrals.domain.directory import Channel, EntryKind
 from careloop_referrals.domain.outcome import ReportStatus
 from careloop_referrals.domain.referral import Direction, Stage, Urgency
 
-IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-PageLimit = Annotated[
-    int,
-    Query(
-        ge=1,
-        le=1000,
-        description=(
-            "Items per page; the service lists at most `CARELOOP_MAX_PAGE_SIZE` (200 by "
-            "default) and says where to go on in `next_after`."
-        ),
-    ),
-]
 
 
 class _In(BaseModel):

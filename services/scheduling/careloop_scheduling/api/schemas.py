@@ -7,10 +7,9 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from careloop_kit.api_types import IdStr
 from careloop_scheduling.domain.appointment import AppointmentStatus, Confirmation
 from careloop_scheduling.domain.catalog import ClosureReason, PatientKind, VisitCategory
-
-IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 
 
 class _In(BaseModel):

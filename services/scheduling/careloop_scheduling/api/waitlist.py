@@ -19,8 +19,9 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
+from careloop_kit.api_types import IdStr
 from careloop_kit.audit import AuditEntry, fingerprint_query
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.problems import Conflict, NotFound
@@ -44,8 +45,6 @@ router = APIRouter(prefix="/waitlist", tags=["waitlist"])
 RESOURCE = "WaitlistEntry"
 PHI = [CLINICAL]
 MAX_PAGE = 200
-
-IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 
 
 class WaitlistEntryCreate(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from careloop_tasks.domain.task import Outcome, Priority, Status
@@ -13,17 +12,6 @@ from careloop_tasks.domain.task import Outcome, Priority, Status
 IdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")]
 RoleStr = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-PageLimit = Annotated[
-    int,
-    Query(
-        ge=1,
-        le=1000,
-        description=(
-            "Items per page; the service lists at most `CARELOOP_MAX_PAGE_SIZE` (200 by "
-            "default) and says where to go on in `next_after`."
-        ),
-    ),
-]
 Version = Annotated[
     int,
     Field(

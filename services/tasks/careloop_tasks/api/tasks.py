@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from careloop_kit.api_types import PageLimit
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_tasks.api.common import ReadContext, UpdateContext
 from careloop_tasks.api.schemas import (
@@ -20,7 +21,6 @@ from careloop_tasks.api.schemas import (
     CommentRead,
     CompletionCreate,
     IdStr,
-    PageLimit,
     TaskCounts,
     TaskCreate,
     TaskPage,
