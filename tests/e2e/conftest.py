@@ -30,16 +30,14 @@ from urllib.parse import unquote_plus, urlsplit
 import httpx
 import pytest
 
-import careloop_audit
-import careloop_patients
 from careloop_audit.app import create_app as create_audit
 from careloop_audit.settings import AuditSettings
 from careloop_kit.auth.jwks import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
-from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.telemetry import log_handler
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import ServiceSettingsFactory
 from careloop_patients.app import create_app as create_patients
 from careloop_patients.settings import PatientsSettings
 from careloop_patients.store.repository import PatientRepository
@@ -99,32 +97,13 @@ class Slice:
 
 @pytest.fixture
 async def slice_apps(
-    make_database: Callable[[str], Awaitable[str]],
-    kafka_bootstrap: str,
-    vault_addr: str,
-    vault_tokens: dict[str, str],
-    topic_prefix: str,
-    unique_id: str,
+    service_settings: ServiceSettingsFactory, topic_prefix: str, unique_id: str
 ) -> AsyncIterator[Slice]:
-    patients_dsn = await make_database("patients")
-    audit_dsn = await make_database("audit")
-    await upgrade_async(Path(careloop_patients.__file__).parent / "migrations", patients_dsn)
-    await upgrade_async(Path(careloop_audit.__file__).parent / "migrations", audit_dsn)
-    common = {
-        "environment": "test",
-        "kafka_bootstrap": kafka_bootstrap,
-        "vault_addr": vault_addr,
-        "topic_prefix": topic_prefix,
-        "log_json": False,
-    }
-    patients_settings = PatientsSettings(
-        database_url=patients_dsn, vault_token=vault_tokens["patients"], **common
+    patients_settings = await service_settings(
+        PatientsSettings, "patients", topic_prefix=topic_prefix
     )
-    audit_settings = AuditSettings(
-        database_url=audit_dsn,
-        vault_token=vault_tokens["audit"],
-        checkpoint_interval_s=0.5,
-        **common,
+    audit_settings = await service_settings(
+        AuditSettings, "audit", topic_prefix=topic_prefix, checkpoint_interval_s=0.5
     )
     issuer = TestTokenIssuer(SystemClock())
     org_id = f"org-{unique_id}"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from careloop_kit.infra.ports import free_port
@@ -65,14 +67,25 @@ def certify_migrate_serve_and_probe(env: dict[str, str], certs: Path, port: int)
     ready = f"https://127.0.0.1:{port}/readyz"
     trusting = env | {"CARELOOP_INTERNAL_CA_FILE": str(certs / "ca.crt")}
     try:
+        # Waited for in-process: each `careloop probe` is a Python start (seconds of CPU
+        # on a busy runner) that the starting server would have to share the cores with.
+        ca = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         deadline = time.monotonic() + 60
-        while careloop(trusting, "probe", ready).returncode != 0:
+        while not _ready(ready, ca):
             assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
             assert time.monotonic() < deadline, "audit never became ready over HTTPS"
-            time.sleep(0.5)
+            time.sleep(0.2)
+        assert careloop(trusting, "probe", ready).returncode == 0
         # The listener speaks only TLS, and only to a client trusting the internal CA.
         assert careloop(trusting, "probe", f"http://127.0.0.1:{port}/readyz").returncode == 1
         assert careloop(env, "probe", ready).returncode == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _ready(url: str, ca: ssl.SSLContext) -> bool:
+    try:
+        return httpx.get(url, verify=ca, timeout=5, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +32,6 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-import careloop_audit
 from careloop_audit.app import create_app
 from careloop_audit.settings import AuditSettings
 from careloop_contracts import AccessRecorded, Envelope, to_headers
@@ -47,12 +45,10 @@ from careloop_kit.auth.permissions import (
 )
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
-from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.infra.postgres import PostgresServer
+from careloop_kit.testing.services import ServiceSettingsFactory
 
 pytestmark = pytest.mark.service
 
-MIGRATIONS = Path(careloop_audit.__file__).parent / "migrations"
 
 # Each endpoint, the route that serves it and the permission it needs (the permission
 # table decides who holds it). `test_the_matrix_covers_every_guarded_route` holds this
@@ -236,26 +232,11 @@ async def wait_until_logged(matrix: Matrix, tenant: Tenant, within_s: float = 40
 
 @pytest.fixture(scope="module")
 async def matrix(
-    postgres_server: PostgresServer,
+    service_settings: ServiceSettingsFactory,
     kafka_bootstrap: str,
-    vault_addr: str,
-    vault_tokens: dict[str, str],
 ) -> AsyncIterator[Matrix]:
     unique = uuid.uuid4().hex[:10]
-    name, password = f"audit_matrix_{unique}", uuid.uuid4().hex
-    await postgres_server.create_database(name, owner=name, password=password)
-    dsn = postgres_server.dsn_for(name, name, password)
-    await upgrade_async(MIGRATIONS, dsn)
-    settings = AuditSettings(
-        environment="test",
-        database_url=dsn,
-        kafka_bootstrap=kafka_bootstrap,
-        vault_addr=vault_addr,
-        vault_token=vault_tokens["audit"],
-        topic_prefix=f"t{unique}.",
-        log_json=False,
-        database_pool_size=4,
-    )
+    settings = await service_settings(AuditSettings, "audit", database_pool_size=4)
     issuer = TestTokenIssuer(SystemClock())
     app = create_app(settings, jwks=StaticJwksSource(issuer.jwks_document()))
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")

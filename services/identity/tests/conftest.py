@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,8 +11,8 @@ import careloop_identity
 from careloop_identity.app import create_app
 from careloop_identity.settings import IdentitySettings
 from careloop_kit.clock import FrozenClock
-from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import ServiceSettingsFactory
 
 MIGRATIONS = Path(careloop_identity.__file__).parent / "migrations"
 BOOTSTRAP_TOKEN = "test-bootstrap-token"
@@ -27,23 +27,10 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 async def identity_settings(
-    make_database: Callable[[str], object],
-    kafka_bootstrap: str,
-    vault_addr: str,
-    vault_tokens: dict[str, str],
-    topic_prefix: str,
+    service_settings: ServiceSettingsFactory, topic_prefix: str
 ) -> IdentitySettings:
-    dsn = await make_database("identity")  # type: ignore[misc]
-    await upgrade_async(MIGRATIONS, dsn)
-    return IdentitySettings(
-        environment="test",
-        database_url=dsn,
-        kafka_bootstrap=kafka_bootstrap,
-        vault_addr=vault_addr,
-        vault_token=vault_tokens["identity"],
-        topic_prefix=topic_prefix,
-        bootstrap_token=BOOTSTRAP_TOKEN,
-        log_json=False,
+    return await service_settings(
+        IdentitySettings, "identity", topic_prefix=topic_prefix, bootstrap_token=BOOTSTRAP_TOKEN
     )
 
 

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,6 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import func, select
 
-import careloop_patients
 from careloop_contracts import AccessRecorded, Envelope
 from careloop_contracts.envelope import to_headers
 from careloop_contracts.identity import LocationCreated
@@ -49,9 +47,8 @@ from careloop_kit.auth.permissions import (
 )
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
-from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.service import Runtime
+from careloop_kit.testing.services import ServiceSettingsFactory
 from careloop_patients.app import create_app
 from careloop_patients.domain.patient import ALL_CATEGORIES
 from careloop_patients.settings import PatientsSettings
@@ -59,7 +56,6 @@ from careloop_patients.store.tables import care_relationship, platform
 
 pytestmark = pytest.mark.service
 
-MIGRATIONS = Path(careloop_patients.__file__).parent / "migrations"
 OWN_LOCATION, OTHER_LOCATION = "loc-a", "loc-b"
 
 # Each endpoint and the permission it needs (the table decides who holds it).
@@ -195,25 +191,9 @@ def body(marker: str, location_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def matrix(
-    postgres_server: PostgresServer,
-    kafka_bootstrap: str,
-    vault_addr: str,
-    vault_tokens: dict[str, str],
+    service_settings: ServiceSettingsFactory,
 ) -> AsyncIterator[Matrix]:
-    unique = uuid.uuid4().hex[:10]
-    name, password = f"patients_matrix_{unique}", uuid.uuid4().hex
-    await postgres_server.create_database(name, owner=name, password=password)
-    dsn = postgres_server.dsn_for(name, name, password)
-    await upgrade_async(MIGRATIONS, dsn)
-    settings = PatientsSettings(
-        environment="test",
-        database_url=dsn,
-        kafka_bootstrap=kafka_bootstrap,
-        vault_addr=vault_addr,
-        vault_token=vault_tokens["patients"],
-        topic_prefix=f"t{unique}.",
-        log_json=False,
-    )
+    settings = await service_settings(PatientsSettings, "patients")
     issuer = TestTokenIssuer(SystemClock())
     app = create_app(settings, jwks=StaticJwksSource(issuer.jwks_document()))
     async with (

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 
 pytestmark = pytest.mark.service
 
 ACCESS = "careloop.audit.access.recorded.v1"
-Mint = Callable[..., dict[str, str]]
 
 
 def grant(patient_id: str, *, in_s: int, gid: str = "grant-1") -> list[dict[str, object]]:

@@ -7,13 +7,13 @@ import httpx
 import pytest
 
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_patients.api.routes import router
 from careloop_patients.settings import PatientsSettings
 
 pytestmark = pytest.mark.service
 
 ACCESS = "careloop.audit.access.recorded.v1"
-Mint = Callable[..., dict[str, str]]
 new_patient: Callable[..., dict[str, object]]
 
 

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 
 pytestmark = pytest.mark.service
 
 ACCESS = "careloop.audit.access.recorded.v1"
 SEARCH = "/patients/_search"
-Mint = Callable[..., dict[str, str]]
 
 
 async def _register(

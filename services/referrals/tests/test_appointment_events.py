@@ -25,12 +25,11 @@ from careloop_contracts.scheduling import (
     AppointmentNoShow,
 )
 from careloop_kit.service import Runtime
+from careloop_kit.testing.services import Mint
 
 from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
 
 pytestmark = pytest.mark.service
-
-Mint = Callable[..., dict[str, str]]
 
 
 def _snapshot(org_id: str, appointment_id: str, status: str) -> dict[str, Any]:

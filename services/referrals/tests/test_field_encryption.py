@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -22,6 +22,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db import make_engine, make_sessionmaker
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import Mint
 from careloop_referrals.app import create_app
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import field_key
@@ -29,8 +30,6 @@ from careloop_referrals.store.tables import field_key
 from .test_referrals_api import REASON, VALID_NPIS, _directory_entry, _move, _referral
 
 pytestmark = pytest.mark.service
-
-Mint = Callable[..., dict[str, str]]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -18,11 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_referrals.settings import ReferralsSettings
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 
 REASON = "Suspected rotator cuff tear, MRI attached, marker-Q7Z"
 VALID_NPIS = ("1234567893", "1245319599")

@@ -4,7 +4,6 @@ starts from the move."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -15,6 +14,7 @@ from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_referrals.handlers.clocks import clock_worker
 from careloop_referrals.settings import ReferralsSettings
 
@@ -22,7 +22,6 @@ from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 STALLED = "careloop.referrals.referral.stalled.v1"
 ESCALATED = "careloop.referrals.referral.escalated.v1"
 

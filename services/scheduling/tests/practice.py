@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,8 +13,6 @@ from careloop_scheduling.testing.locations import open_location
 NOW = datetime(2030, 3, 1, 15, 0, tzinfo=UTC)
 MONDAY_NINE = datetime(2030, 3, 4, 14, 0, tzinfo=UTC)
 LOCATION = "loc-north"
-
-Mint = Callable[..., dict[str, str]]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-import careloop_scheduling
 from careloop_kit.auth import ROLES, StaticJwksSource, allowed, requires_mfa
 from careloop_kit.auth.permissions import (
     OWN_RECORD_ROLES,
@@ -33,8 +31,7 @@ from careloop_kit.auth.permissions import (
 )
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
-from careloop_kit.db.migrate import upgrade_async
-from careloop_kit.infra.postgres import PostgresServer
+from careloop_kit.testing.services import ServiceSettingsFactory
 from careloop_scheduling.app import create_app
 from careloop_scheduling.settings import SchedulingSettings
 
@@ -42,7 +39,6 @@ from .practice import MONDAY_NINE, NOW, Practice, set_up_practice
 
 pytestmark = pytest.mark.service
 
-MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
 OWN_LOCATION, OTHER_LOCATION = "loc-a", "loc-b"
 
 # Each endpoint and the permission it needs (the table decides who holds it).
@@ -223,25 +219,9 @@ class Matrix:
 
 @pytest.fixture(scope="module")
 async def matrix(
-    postgres_server: PostgresServer,
-    kafka_bootstrap: str,
-    vault_addr: str,
-    vault_tokens: dict[str, str],
+    service_settings: ServiceSettingsFactory,
 ) -> AsyncIterator[Matrix]:
-    unique = uuid.uuid4().hex[:10]
-    name, password = f"scheduling_matrix_{unique}", uuid.uuid4().hex
-    await postgres_server.create_database(name, owner=name, password=password)
-    dsn = postgres_server.dsn_for(name, name, password)
-    await upgrade_async(MIGRATIONS, dsn)
-    settings = SchedulingSettings(
-        environment="test",
-        database_url=dsn,
-        kafka_bootstrap=kafka_bootstrap,
-        vault_addr=vault_addr,
-        vault_token=vault_tokens["scheduling"],
-        topic_prefix=f"t{unique}.",
-        log_json=False,
-    )
+    settings = await service_settings(SchedulingSettings, "scheduling")
     clock = FrozenClock(NOW)
     issuer = TestTokenIssuer(clock)
     app = create_app(settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document()))

@@ -25,6 +25,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import Mint
 from careloop_scheduling.app import create_app
 from careloop_scheduling.domain.appointment import Appointment, AppointmentStatus
 from careloop_scheduling.domain.attendance import PastVisit, summarize
@@ -33,7 +34,7 @@ from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import platform
 from careloop_scheduling.usecases.no_show import SYSTEM_ACTOR
 
-from .practice import MONDAY_NINE, Mint, Practice, set_up_practice
+from .practice import MONDAY_NINE, Practice, set_up_practice
 
 NO_SHOW = "careloop.scheduling.appointment.no_show.v1"
 CHECKED_IN = "careloop.scheduling.appointment.checked_in.v1"

@@ -25,12 +25,13 @@ from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_scheduling.app import create_app
 from careloop_scheduling.handlers.reminders import build_reminder_worker, reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import appointment, platform
 
-from .practice import Mint, Practice, set_up_practice
+from .practice import Practice, set_up_practice
 
 pytestmark = pytest.mark.service
 

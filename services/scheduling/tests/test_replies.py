@@ -31,11 +31,12 @@ from careloop_kit.bus.kafka import make_producer, topic_name
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import Mint
 from careloop_scheduling.app import create_app
 from careloop_scheduling.settings import SchedulingSettings
 from careloop_scheduling.store.tables import metadata, platform, reschedule_offer
 
-from .practice import MONDAY_NINE, NOW, Mint, Practice, set_up_practice
+from .practice import MONDAY_NINE, NOW, Practice, set_up_practice
 
 pytestmark = pytest.mark.service
 

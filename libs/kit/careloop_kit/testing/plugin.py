@@ -8,6 +8,8 @@ pays for the slowest one, not the sum.
 Fixtures (session scope): ``kafka_server``, ``kafka_bootstrap``, ``postgres_server``,
 ``openbao_server``, ``vault_addr``, ``vault_root_token``, ``vault_tokens``.
 Fixtures (function scope): ``unique_id``, ``topic_prefix``, ``make_database``.
+For a service's own tests (:mod:`careloop_kit.testing.services`): ``service_settings``
+(session scope), ``clock``, ``issuer`` and ``mint`` (function scope).
 
 This module is imported by every pytest run, so it imports only pytest and the standard
 library at the top; the infrastructure modules are imported inside the fixtures.
@@ -15,7 +17,7 @@ library at the top; the infrastructure modules are imported inside the fixtures.
 
 from __future__ import annotations
 
-import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,9 +34,12 @@ import pytest
 from careloop_contracts.platform import SERVICES
 
 if TYPE_CHECKING:
+    from careloop_kit.auth.testing import TestTokenIssuer
+    from careloop_kit.clock import Clock
     from careloop_kit.infra.kafka import KafkaServer
     from careloop_kit.infra.openbao import OpenBaoServer
     from careloop_kit.infra.postgres import PostgresServer
+    from careloop_kit.testing.services import Mint, ServiceSettingsFactory
 
 VAULT_SERVICES = list(SERVICES)
 """Services that ``vault_tokens`` holds a token for: every service of the platform
@@ -139,6 +144,11 @@ class CareloopStack:
         return self._futures[name].result()
 
     def stop_all(self) -> None:
+        """Kill every server, as a crash would. Nothing reads their data after the session,
+        and a controlled stop makes each of them flush and sync what the session wrote:
+        Kafka its thousands of partitions (past its 20 s grace), PostgreSQL a checkpoint
+        over hundreds of databases, which cost the last test of each worker over a minute.
+        Their logs are written as they go, so a failed run still has them."""
         with self._lock:
             futures = dict(self._futures)
             self._futures.clear()
@@ -148,10 +158,12 @@ class CareloopStack:
             except BaseException as exc:
                 _log(f"{name} had failed to start ({exc.__class__.__name__}); nothing to stop")
                 continue
+            began = time.monotonic()
             try:
-                server.stop()
+                server.kill()
             except Exception as exc:
-                _log(f"stopping {name} failed: {exc!r}")
+                _log(f"killing {name} failed: {exc!r}")
+            _log(f"{name} stopped in {time.monotonic() - began:.1f}s")
 
 
 def pytest_collection_modifyitems(
@@ -185,7 +197,16 @@ def careloop_stack(request: pytest.FixtureRequest) -> Iterator[CareloopStack]:
         if request.session.testsfailed:
             _log(f"server data and logs kept in {base}")
         else:
-            shutil.rmtree(base, ignore_errors=True)
+            # In the background: a session leaves a database per test and a directory per
+            # Kafka partition, tens of thousands of files that took the last test of each
+            # worker tens of seconds to delete.
+            subprocess.Popen(
+                ["rm", "-rf", str(base)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
 
 @pytest.fixture(scope="session")
@@ -267,3 +288,45 @@ def make_database(
         return postgres_server.dsn_for(name, name, password)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def service_settings(
+    postgres_server: PostgresServer,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    vault_tokens: dict[str, str],
+) -> ServiceSettingsFactory:
+    """``await service_settings(PatientsSettings, "patients", topic_prefix=topic_prefix)``:
+    settings in a fresh migrated database (see ``ServiceSettingsFactory``)."""
+    from careloop_kit.testing.services import ServiceSettingsFactory
+
+    return ServiceSettingsFactory(postgres_server, kafka_bootstrap, vault_addr, vault_tokens)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The clock of the app under test and of ``issuer``: the wall clock, unless a
+    service's conftest overrides it with a ``FrozenClock`` its tests move."""
+    from careloop_kit.clock import SystemClock
+
+    return SystemClock()
+
+
+@pytest.fixture
+def issuer(clock: Clock) -> TestTokenIssuer:
+    """Signs access tokens the way identity does, on ``clock``; the app under test trusts
+    its key (``issuer.jwks``)."""
+    from careloop_kit.auth.testing import TestTokenIssuer
+
+    return TestTokenIssuer(clock)
+
+
+@pytest.fixture
+def mint(issuer: TestTokenIssuer, unique_id: str) -> Mint:
+    """Headers for a token of this test's organization: ``mint(roles=[...], loc=[...])``.
+
+    Defaults: an org admin of every location who signed in with a one-time code."""
+    from careloop_kit.testing.services import token_minter
+
+    return token_minter(issuer, unique_id)
