@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -20,6 +19,7 @@ from careloop_contracts.scheduling import AppointmentCheckedIn
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_referrals.handlers.clocks import clock_worker
 from careloop_referrals.settings import ReferralsSettings
 
@@ -28,7 +28,6 @@ from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 RECORDED = "careloop.referrals.authorization.recorded.v1"
 EXPIRING = "careloop.referrals.authorization.expiring.v1"
 NUMBER = "AUTH-SYNTH-4821"

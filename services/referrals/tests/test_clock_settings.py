@@ -4,7 +4,6 @@ staff of a level may set it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from careloop_kit.clock import FrozenClock
+from careloop_kit.testing.services import Mint
 from careloop_referrals.domain.clocks import (
     InvalidClock,
     StageClock,
@@ -24,7 +24,6 @@ from careloop_referrals.handlers.clocks import clock_worker
 
 from .test_referrals_api import VALID_NPIS, _directory_entry, _referral
 
-Mint = Callable[..., dict[str, str]]
 HOUR = timedelta(hours=1)
 
 

@@ -5,7 +5,6 @@ it; inbound referrals never leak."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +15,7 @@ from fastapi import FastAPI
 from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_referrals.domain.leakage import Leakage, leaked, leaked_now, watches
 from careloop_referrals.domain.referral import Direction, Referral, Stage, Urgency
 from careloop_referrals.handlers.clocks import clock_worker
@@ -23,7 +23,6 @@ from careloop_referrals.settings import ReferralsSettings
 
 from .test_referrals_api import VALID_NPIS, _directory_entry, _move
 
-Mint = Callable[..., dict[str, str]]
 LEAKED = "careloop.referrals.referral.leaked.v1"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ the disclosure is audited."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import httpx
@@ -20,6 +20,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_kit.testing.smtp import SmtpCollector, email_texts, smtp_server
 from careloop_referrals.app import create_app
 from careloop_referrals.handlers.clocks import clock_worker
@@ -29,7 +30,6 @@ from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 NOTE = "Synthetic outcome: marker-OUT-93 seen, follow up in six weeks."
 ACCESS = "careloop.audit.access.recorded.v1"
 

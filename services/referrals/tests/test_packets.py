@@ -5,19 +5,18 @@ packet breaking a rule is refused whole."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from careloop_kit.testing.services import Mint
 from careloop_referrals.domain.packet import InvalidPacket, PacketDocument, checked_packet
 from careloop_referrals.settings import ReferralsSettings
 
 from .test_referrals_api import VALID_NPIS, _directory_entry
 
-Mint = Callable[..., dict[str, str]]
 PDF = b"%PDF-1.4\n% synthetic referral letter marker-PKT-51\n" + bytes(range(256)) * 8
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
@@ -21,6 +21,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db import make_engine, make_sessionmaker
 from careloop_kit.testing.apps import running_app
+from careloop_kit.testing.services import Mint
 from careloop_tasks.app import create_app
 from careloop_tasks.settings import TasksSettings
 from careloop_tasks.store.tables import field_key
@@ -28,8 +29,6 @@ from careloop_tasks.store.tables import field_key
 from .test_worklist import COMMENT, _task
 
 pytestmark = pytest.mark.service
-
-Mint = Callable[..., dict[str, str]]
 
 
 @pytest.fixture

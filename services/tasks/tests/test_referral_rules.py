@@ -27,11 +27,11 @@ from careloop_contracts.referrals import (
 )
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_tasks.settings import TasksSettings
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 CREATED = "careloop.tasks.task.created.v1"
 ESCALATED = "careloop.tasks.task.escalated.v1"
 

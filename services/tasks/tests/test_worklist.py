@@ -7,7 +7,6 @@ locations, tenants and patients."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,12 +20,12 @@ from careloop_contracts import prefixed
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.services import Mint
 from careloop_tasks.handlers.overdue import overdue_worker
 from careloop_tasks.settings import TasksSettings
 
 pytestmark = pytest.mark.service
 
-Mint = Callable[..., dict[str, str]]
 COMMENT = "Patient asked to be called after 5pm, marker-T4K9"
 QUEUE_PATH = "/tasks/queues/referral-coordinator/loc-north/members"
 
