@@ -21,6 +21,7 @@ from careloop_contracts.envelope import (
 )
 from careloop_contracts.identity import SessionRevoked
 from careloop_contracts.messaging import (
+    CallbackRequested,
     MessageFailed,
     MessageSent,
     MessageSkipped,
@@ -31,6 +32,7 @@ from careloop_contracts.patients import PatientMerged, PatientRegistered, Patien
 from careloop_contracts.referrals import (
     AuthorizationExpiring,
     AuthorizationRecorded,
+    ReferralContactRequested,
     ReferralEscalated,
     ReferralEvent,
     ReferralLeaked,
@@ -87,6 +89,7 @@ __all__ = [
     "AuditCheckpointSigned",
     "AuthorizationExpiring",
     "AuthorizationRecorded",
+    "CallbackRequested",
     "ConsumerGroupSpec",
     "Envelope",
     "EnvelopeError",
@@ -97,6 +100,7 @@ __all__ = [
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",
+    "ReferralContactRequested",
     "ReferralEscalated",
     "ReferralEvent",
     "ReferralLeaked",

@@ -146,3 +146,22 @@ class ReplyReceivedV2(Event):
     )
     via: ReplyVia = Field(description="How the answer came: a channel, or the secure link.")
     received_at: UtcDatetime = Field(description="When the answer was received (UTC).")
+
+
+class CallbackRequested(Event):
+    """Emitted when a patient taps "please call me" on the secure link of a message that
+    asks them to book something they cannot book online (a referral waiting to be
+    scheduled): someone at the location should phone them. Tasks opens one call-back task
+    per message. Carries no address and no text: staff find the number in the record."""
+
+    event_type = "careloop.messaging.callback.requested.v1"
+    topic = TOPIC
+
+    request_id: Id = Field(description="Messaging's own id of the link action.")
+    org_id: Id = Field(description="Organization (tenant) of the answered message.")
+    location_id: Id = Field(description="Location that sent the message: its staff call.")
+    patient_id: Id = Field(description="The patient to call.")
+    message_id: Id = Field(description="The message whose link was used.")
+    subject_kind: Literal["referral"] = Field(description="What the message was about.")
+    subject_id: Id = Field(description="Id of that subject (the referral).")
+    requested_at: UtcDatetime = Field(description="When the patient asked (UTC).")

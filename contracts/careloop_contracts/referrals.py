@@ -176,3 +176,32 @@ class ReferralLeaked(ReferralEvent):
     leakage: Literal["never-scheduled", "scheduled-elsewhere", "no-report-back"] = Field(
         description="What kind of leakage, and so which follow-up."
     )
+
+
+class ReferralContactRequested(ReferralEvent):
+    """Emitted when an inbound referral enters `patient-contacted`, in the same
+    transaction: messaging texts (or emails) the patient that a referral is waiting to be
+    booked, with a secure link and nothing else about it. A referral that comes back to
+    the stage (a cancelled or missed visit) asks again under a new `contact_key`.
+
+    Carries what the message needs to be written without reading the referral: the
+    location's display name and zone, and whether it is sensitive (the message then uses
+    a neutral sender). Never the reason, the specialty or the receiving provider."""
+
+    event_type = "careloop.referrals.referral.contact_requested.v1"
+    topic = TOPIC
+
+    contact_key: str = Field(
+        max_length=200,
+        description="One message per key: the referral and the version that asked.",
+    )
+    practice_name: str = Field(
+        max_length=200, description="Display name of the location managing the referral."
+    )
+    sensitive_location: bool = Field(
+        description="The location is sensitive: the message names no practice."
+    )
+    location_time_zone: str = Field(max_length=64, description="IANA zone of the location.")
+    respond_by: UtcDatetime = Field(
+        description="When the stage's clock escalates: the secure link lapses then."
+    )

@@ -250,10 +250,37 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             ),
         ),
         ConsumerGroupSpec(
+            service="referrals",
+            name="locations",
+            topics=("careloop.identity",),
+            description=(
+                "Identity's location events: the name, zone and sensitivity a message to "
+                "a referred patient is written with."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="tasks",
+            name="messaging",
+            topics=("careloop.messaging",),
+            description=(
+                "Patients asking for a call back on a message's secure link (a referral "
+                "waiting to be booked): a call on the managing location's queue."
+            ),
+        ),
+        ConsumerGroupSpec(
             service="messaging",
             name="reminders",
             topics=("careloop.scheduling",),
             description="Reminders, reschedule offers and waitlist offers to deliver.",
+        ),
+        ConsumerGroupSpec(
+            service="messaging",
+            name="referral-contacts",
+            topics=("careloop.referrals",),
+            description=(
+                "Inbound referrals waiting for the patient to book: a PHI-free text or "
+                "email with a secure link that offers a call back."
+            ),
         ),
     )
 }

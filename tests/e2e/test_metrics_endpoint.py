@@ -1,4 +1,4 @@
-"""`GET /metrics` on each of the six services, started as the other e2e tests start them
+"""`GET /metrics` on each of the eight services, started as the other e2e tests start them
 (one process, real Kafka, PostgreSQL and OpenBao): each page shows its own service only,
 requests by route template (never the identifier in the path), the outbox and timer
 backlogs, consumer lag where the service consumes, and messaging counts the SMS it sent
@@ -18,6 +18,8 @@ import pytest
 
 import careloop_audit
 import careloop_gateway
+import careloop_referrals
+import careloop_tasks
 from careloop_audit.app import create_app as create_audit
 from careloop_audit.settings import AuditSettings
 from careloop_contracts import CONSUMER_GROUPS
@@ -26,6 +28,10 @@ from careloop_gateway.settings import GatewaySettings
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import running_app
 from careloop_messaging.testing.rig import publish, reminder_due
+from careloop_referrals.app import create_app as create_referrals
+from careloop_referrals.settings import ReferralsSettings
+from careloop_tasks.app import create_app as create_tasks
+from careloop_tasks.settings import TasksSettings
 
 from .practice import scheduling_beside
 from .test_messaging_reminders import Chain, admin_of_new_org, eventually, register
@@ -45,6 +51,8 @@ PROBES = {
     "messaging": (f"/patients/{IDENTIFIER}/inbox", "/patients/{patient_id}/inbox"),
     "audit": (f"/audit/patients/{IDENTIFIER}/trail", "/audit/patients/{patient_id}/trail"),
     "gateway": (f"/api/v1/patients/patients/{IDENTIFIER}", "/api/v1/{service}/{path}"),
+    "referrals": (f"/referrals/{IDENTIFIER}", "/referrals/{referral_id}"),
+    "tasks": (f"/tasks/{IDENTIFIER}", "/tasks/{task_id}"),
 }
 
 
@@ -84,8 +92,14 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
         "topic_prefix": settings.topic_prefix,
         "log_json": False,
     }
-    dsns = {name: await make_database(name) for name in ("audit", "gateway")}
-    for name, package in (("audit", careloop_audit), ("gateway", careloop_gateway)):
+    packages = {
+        "audit": careloop_audit,
+        "gateway": careloop_gateway,
+        "referrals": careloop_referrals,
+        "tasks": careloop_tasks,
+    }
+    dsns = {name: await make_database(name) for name in packages}
+    for name, package in packages.items():
         await upgrade_async(Path(package.__file__).parent / "migrations", dsns[name])
     jwks_url = f"{chain.identity_url}/.well-known/jwks.json"
     audit_app = create_audit(
@@ -100,6 +114,22 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
             **common,
         )
     )
+    referrals_app = create_referrals(
+        ReferralsSettings(
+            database_url=dsns["referrals"],
+            vault_token=chain.vault_tokens["referrals"],
+            auth_jwks_url=jwks_url,
+            **common,
+        )
+    )
+    tasks_app = create_tasks(
+        TasksSettings(
+            database_url=dsns["tasks"],
+            vault_token=chain.vault_tokens["tasks"],
+            auth_jwks_url=jwks_url,
+            **common,
+        )
+    )
     scheduling_app, _clock = await scheduling_beside(chain, make_database)
 
     org_id, admin = await admin_of_new_org(chain.identity_url)
@@ -109,6 +139,8 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
         running_app(scheduling_app) as scheduling,
         running_app(audit_app) as audit,
         running_app(gateway_app) as gateway,
+        running_app(referrals_app) as referrals,
+        running_app(tasks_app) as tasks,
     ):
         await publish(
             settings, reminder_due(org_id=org_id, patient_id=by_sms, appointment_id="appt-m")
@@ -122,6 +154,8 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
             "messaging": chain.messaging,
             "audit": audit,
             "gateway": gateway,
+            "referrals": referrals,
+            "tasks": tasks,
         }
         for service, client in clients.items():
             path, route = PROBES[service]

@@ -12,8 +12,12 @@ records) are skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careloop_contracts.identity import LocationChanged, LocationCreated
@@ -48,3 +52,32 @@ def logged_if_stale(
             event.occurred_at.isoformat(),
         )
     return applied
+
+
+async def apply_location_state(
+    session: AsyncSession,
+    view: Table,
+    *,
+    org_id: str,
+    location_id: str,
+    values: Mapping[str, Any],
+    changed_at: datetime,
+    now: datetime,
+) -> bool:
+    """Write identity's state of a location into a service's `view` (a table keyed by
+    `org_id` and `id`, with `changed_at` and `updated_at` columns); False, and nothing
+    written, when the view already holds a later state. An equal time is applied: one
+    location's events arrive in order on its partition, so the later arrival is the
+    later change. A row without `changed_at` (set before the events existed) is
+    overwritten."""
+    row = {**values, "changed_at": changed_at, "updated_at": now}
+    statement = insert(view).values(org_id=org_id, id=location_id, **row)
+    newer = view.c.changed_at.is_(None) | (view.c.changed_at <= statement.excluded.changed_at)
+    result = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[view.c.org_id, view.c.id],
+            set_=row,
+            where=newer,
+        ).returning(view.c.id)
+    )
+    return result.first() is not None

@@ -364,6 +364,10 @@ class TestDefaults:
             assert " 1, 2 or 3 " in sms_body or " 1, 2 o 3 " in sms_body
         elif kind is MessageKind.WAITLIST_OFFER:
             assert " Y " in sms_body
+        elif kind is MessageKind.REFERRAL_CONTACT:
+            # No reply keyword answers it: the link's call-back is the one action.
+            assert " C " not in sms_body
+            assert " R " not in sms_body
         elif kind is not MessageKind.WAITLIST_CLOSED:
             assert " C " in sms_body
             assert " R " in sms_body

@@ -10,6 +10,7 @@ from careloop_referrals.api.referrals import router as referrals_router
 from careloop_referrals.channels import report_channels
 from careloop_referrals.handlers.appointments import APPOINTMENTS_CONSUMER
 from careloop_referrals.handlers.clocks import WORKER_KEY, build_clock_worker, stage_clocks
+from careloop_referrals.handlers.locations import LOCATIONS_CONSUMER
 from careloop_referrals.settings import ReferralsSettings
 from careloop_referrals.store.tables import metadata, platform
 from careloop_referrals.usecases.clocks import TIMERS_KEY
@@ -37,7 +38,7 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
         tables=platform,
         # The directory's and the clocks' fixed paths come before `/referrals/{id}`.
         routers=[directory_router, clocks_router, referrals_router],
-        consumers=[APPOINTMENTS_CONSUMER],
+        consumers=[APPOINTMENTS_CONSUMER, LOCATIONS_CONSUMER],
         on_startup=on_startup,
         background=[stage_clocks],
         verifies_tokens=True,

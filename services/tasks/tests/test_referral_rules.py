@@ -194,6 +194,7 @@ async def test_an_organizations_own_rules_replace_the_defaults(
         "referral-scheduled-elsewhere",
         "referral-no-report-back",
         "authorization-attention",
+        "referral-callback",
     ]
 
     broken = await tasks.put(

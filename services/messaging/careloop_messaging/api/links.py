@@ -1,5 +1,5 @@
-"""Secure one-time links: the page behind the link in a reminder, a reschedule offer or a
-waitlist message.
+"""Secure one-time links: the page behind the link in a reminder, a reschedule offer, a
+waitlist message or a referral waiting to be booked.
 
 No bearer token by design: the patient taps a link in a text message. The token in the
 path is the credential (message id + HMAC under a key in Vault, see `SecureLinks`); a
@@ -15,6 +15,9 @@ which messages exist.
 - A waitlist offer's link takes the offered time (`accept`, the same answer as a `Y`
   text, with the offer id); scheduling decides whether it is still free. The "that time
   is gone" message's link only says so. Neither row names an appointment.
+- A referral contact's link says a referral is ready to be booked and offers a call back
+  (`call_me`, a `callback.requested` event that puts a call on the location's worklist);
+  it names nothing about the referral.
 
 HTML for browsers (Jinja2 pages in `api/pages/`, autoescaped), JSON with
 `Accept: application/json`, errors as problem+json to JSON clients.
@@ -64,7 +67,7 @@ MAX_BODY_BYTES = 2048
 # The page language: dates and times are formatted as in the English messages.
 PAGE_LANGUAGE = "en"
 
-Action = Literal["confirm", "reschedule", "cancel", "choose", "accept"]
+Action = Literal["confirm", "reschedule", "cancel", "choose", "accept", "call_me"]
 State = Literal[
     "scheduled",
     "confirmed",
@@ -74,8 +77,12 @@ State = Literal[
     "offered",
     "accept_requested",
     "unavailable",
+    "ready_to_book",
+    "callback_requested",
 ]
-LinkKind = Literal["appointment", "reschedule_offer", "waitlist_offer", "waitlist_closed"]
+LinkKind = Literal[
+    "appointment", "reschedule_offer", "waitlist_offer", "waitlist_closed", "referral"
+]
 
 _STATE_AFTER: dict[str, State] = {
     "confirm": "confirmed",
@@ -91,6 +98,7 @@ _ACTIONS: dict[MessageKind, tuple[Action, ...]] = {
     MessageKind.RESCHEDULE_OFFER: ("choose", "cancel"),
     MessageKind.WAITLIST_OFFER: ("accept",),
     MessageKind.WAITLIST_CLOSED: (),
+    MessageKind.REFERRAL_CONTACT: ("call_me",),
 }
 _LINK_KINDS: dict[MessageKind, LinkKind] = {
     MessageKind.CONFIRMATION: "appointment",
@@ -98,6 +106,7 @@ _LINK_KINDS: dict[MessageKind, LinkKind] = {
     MessageKind.RESCHEDULE_OFFER: "reschedule_offer",
     MessageKind.WAITLIST_OFFER: "waitlist_offer",
     MessageKind.WAITLIST_CLOSED: "waitlist_closed",
+    MessageKind.REFERRAL_CONTACT: "referral",
 }
 # The same words whoever took the time (another patient, the practice) or whatever closed
 # the offer: the page tells this patient only that the time is gone, as the "gone" text does.
@@ -138,8 +147,8 @@ class LinkRead(BaseModel):
 
     kind: LinkKind = Field(
         description="What the message was: about an appointment (confirmation, reminder), "
-        "a reschedule offer, a waitlist offer, or the notice that a waitlist offer's time "
-        "is gone."
+        "a reschedule offer, a waitlist offer, the notice that a waitlist offer's time "
+        "is gone, or a referral waiting to be booked."
     )
     practice_name: str = Field(
         description="The practice's display name; the neutral sender name for sensitive "
@@ -147,7 +156,8 @@ class LinkRead(BaseModel):
     )
     appointment_date: str | None = Field(
         description="Local date of the visit (location's zone), or of the time a waitlist "
-        "message is about; None for a reschedule offer, which lists `options` instead."
+        "message is about; None for a reschedule offer, which lists `options` instead, "
+        "and for a referral, which has no visit yet."
     )
     appointment_time: str | None = Field(description="Local time of the visit.")
     offer_expires_date: str | None = Field(
@@ -159,7 +169,8 @@ class LinkRead(BaseModel):
     state: State = Field(
         description="As far as messaging knows: the appointment's state; for a waitlist "
         "message `offered`, `accept_requested` (taken through this link, scheduling "
-        "confirms by message) or `unavailable` (the time is gone, whatever the reason)."
+        "confirms by message) or `unavailable` (the time is gone, whatever the reason); "
+        "for a referral `ready_to_book` or `callback_requested`."
     )
     actions: list[Action] = Field(description="What the link can still do (empty once used).")
     options: list[LinkOption] = Field(description="Offered times (reschedule offers only).")
@@ -204,6 +215,11 @@ def _next_step(action: str, choice_label: str | None) -> str:
             f"You chose {choice_label}. We will send you a confirmation of the new time."
             if choice_label
             else "We will send you a confirmation of the new time."
+        )
+    if action == "call_me":
+        return (
+            "Thank you: someone from the practice will call you to find a time. You can "
+            "also call us whenever suits you."
         )
     if action == "accept":
         return (
@@ -257,6 +273,15 @@ def _waitlist_progress(stored: StoredMessage, kind: MessageKind, *, closed: bool
     return progress
 
 
+def _referral_progress(stored: StoredMessage) -> _Progress:
+    """A referral contact's: ready to book until the patient asks for a call."""
+    if stored.link_used_at is not None and stored.link_action is not None:
+        action: Action = stored.link_action  # type: ignore[assignment]
+        done = LinkDone(action=action, choice=None, at=stored.link_used_at)
+        return _Progress("callback_requested", [], done, _next_step(action, None))
+    return _Progress("ready_to_book", list(_ACTIONS[MessageKind.REFERRAL_CONTACT]))
+
+
 def _appointment_progress(
     stored: StoredMessage,
     kind: MessageKind,
@@ -288,12 +313,15 @@ def _view(
     options = _options(stored) if kind is MessageKind.RESCHEDULE_OFFER else []
     if kind in WAITLIST_KINDS:
         progress = _waitlist_progress(stored, kind, closed=closed)
+    elif kind is MessageKind.REFERRAL_CONTACT:
+        progress = _referral_progress(stored)
     else:
         progress = _appointment_progress(stored, kind, latest, options)
     day: str | None = None
     time: str | None = None
-    # An offer's row holds option 1 as its visit time: not the visit's, so not shown.
-    if kind is not MessageKind.RESCHEDULE_OFFER:
+    # An offer's row holds option 1 as its visit time, a referral's the link's lapse:
+    # neither is a visit's, so neither is shown as one.
+    if kind not in (MessageKind.RESCHEDULE_OFFER, MessageKind.REFERRAL_CONTACT):
         day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
     expires_day: str | None = None
     expires_time: str | None = None
@@ -324,6 +352,7 @@ def _page(
             detail=detail,
             offer=bool(view and view.options),
             waitlist=bool(view and view.kind in ("waitlist_offer", "waitlist_closed")),
+            referral=bool(view and view.kind == "referral"),
             unavailable=_UNAVAILABLE,
         )
     )
@@ -365,16 +394,14 @@ def _not_found(request: Request) -> Response:
 
 
 def _expired(request: Request, stored: StoredMessage) -> Response:
-    waitlist = message_kind(stored.touch) in WAITLIST_KINDS
-    return _problem(
-        request,
-        410,
-        "link-expired",
-        "Link expired",
-        "This link has expired: the offered time can no longer be taken here."
-        if waitlist
-        else "This link has expired. To change your appointment, contact the practice.",
-    )
+    kind = message_kind(stored.touch)
+    if kind in WAITLIST_KINDS:
+        detail = "This link has expired: the offered time can no longer be taken here."
+    elif kind is MessageKind.REFERRAL_CONTACT:
+        detail = "This link has expired. To book your visit, call the practice."
+    else:
+        detail = "This link has expired. To change your appointment, contact the practice."
+    return _problem(request, 410, "link-expired", "Link expired", detail)
 
 
 def _answer(request: Request, view: LinkRead, status: int = 200) -> Response:
@@ -450,7 +477,7 @@ async def _read_action(request: Request) -> LinkAction:
         # pydantic's ValidationError is a ValueError.
         raise _BadBody(
             422,
-            "Send `action` (confirm, reschedule, cancel, choose or accept) and, "
+            "Send `action` (confirm, reschedule, cancel, choose, accept or call_me) and, "
             "for choose, `choice` (an offered option's number).",
         ) from exc
 
@@ -471,7 +498,8 @@ async def act_on_link(
     token: str, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Act on a secure link once: confirm, ask for other times, cancel, choose an offered
-    time, or take a waitlist offer's time (public; the token is the credential)."""
+    time, take a waitlist offer's time, or ask for a call about a referral (public; the
+    token is the credential)."""
     stored = await open_link(runtime, session, token, lock=True)
     if stored is None:
         return _not_found(request)

@@ -1,5 +1,6 @@
-"""Built-in English and Spanish templates for confirmations, reminders, reschedule offers
-and waitlist offers (and their "that time is gone" follow-up).
+"""Built-in English and Spanish templates for confirmations, reminders, reschedule offers,
+waitlist offers (and their "that time is gone" follow-up) and referrals waiting to be
+booked.
 
 They use only the insecure-channel fields, so one set serves every channel. SMS bodies
 carry the practice name first (carriers want the sender identified), the reply keywords
@@ -134,9 +135,34 @@ _TEXT: dict[MessageKind, dict[str, tuple[str, str, str, str]]] = {
             "La cita que le ofrecimos, " + _CUANDO + ", ya no está disponible.",
         ),
     },
+    # Says only that a referral waits: never from whom, to whom, or what for. The link
+    # page offers a call back; booking itself is a phone call with the practice.
+    MessageKind.REFERRAL_CONTACT: {
+        "en": (
+            "{{ practice_name }}: a referral for you is ready to be booked. Call us, "
+            "or ask us to call you: {{ secure_link }} "
+            "Reply STOP to opt out, HELP for help.",
+            "Your referral is ready to be booked - {{ practice_name }}",
+            "A referral for you is ready to be booked.\n\n"
+            "Call us to choose a time, or ask us to call you here: {{ secure_link }}",
+            "A referral for you is ready to be booked.",
+        ),
+        "es": (
+            "{{ practice_name }}: tiene una referencia lista para programar. Llámenos "
+            "o pida que le llamemos: {{ secure_link }} "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Su referencia está lista para programar - {{ practice_name }}",
+            "Tiene una referencia lista para programar una cita.\n\n"
+            "Llámenos para elegir la hora, o pida que le llamemos aquí: {{ secure_link }}",
+            "Tiene una referencia lista para programar una cita.",
+        ),
+    },
 }
 
 _LINK_TEXT = {"en": "Open your appointment", "es": "Abrir su cita"}
+_LINK_TEXT_OF_KIND = {
+    MessageKind.REFERRAL_CONTACT: {"en": "Book your visit", "es": "Programar su cita"},
+}
 
 
 def _built_ins() -> dict[TemplateKey, MessageTemplate]:
@@ -146,9 +172,10 @@ def _built_ins() -> dict[TemplateKey, MessageTemplate]:
             sms_key = TemplateKey(kind, Channel.SMS, language)
             templates[sms_key] = MessageTemplate(key=sms_key, body=sms)
             email_key = TemplateKey(kind, Channel.EMAIL, language)
+            link_text = _LINK_TEXT_OF_KIND.get(kind, _LINK_TEXT)[language]
             html = (
                 f"<p>{html_intro}</p>\n"
-                f'<p><a href="{{{{ secure_link }}}}">{_LINK_TEXT[language]}</a></p>\n'
+                f'<p><a href="{{{{ secure_link }}}}">{link_text}</a></p>\n'
                 "<p>{{ practice_name }}</p>"
             )
             templates[email_key] = MessageTemplate(

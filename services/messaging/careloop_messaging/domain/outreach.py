@@ -174,8 +174,20 @@ answer a patient asked for would be worse than a fourth message that week, and i
 not cost them a later reminder either."""
 
 
+REFERRAL_CONTACT_TOUCH = "referral_contact"
+"""A referral waiting to be booked (`ReferralContactRequested`); its touch key is the
+referrals service's contact key, `<referral id>:contact:v<version>`."""
+
+
+def referral_id_of(touch_key: str) -> str:
+    """The referral a referral contact's touch key names."""
+    return touch_key.split(":contact:", 1)[0]
+
+
 def message_kind(touch: str) -> MessageKind:
     """The template kind of a message's touch."""
+    if touch == REFERRAL_CONTACT_TOUCH:
+        return MessageKind.REFERRAL_CONTACT
     if touch == OFFER_TOUCH:
         return MessageKind.RESCHEDULE_OFFER
     if touch == WAITLIST_OFFER_TOUCH:

@@ -51,6 +51,8 @@ class MessageKind(StrEnum):
     """A freed time offered to a waitlisted patient (reply Y to take it)."""
     WAITLIST_CLOSED = "waitlist_closed"
     """The offered time went to someone else (or the answer came too late)."""
+    REFERRAL_CONTACT = "referral_contact"
+    """A referral is waiting to be booked: call us, or ask us to call (secure link)."""
 
 
 class TemplatePart(StrEnum):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careloop_contracts.messaging import ReplyIntentV2
+from careloop_contracts.messaging import CallbackRequested, ReplyIntentV2
 from careloop_kit.audit import AuditEntry, recorder_of
 from careloop_kit.auth import Principal
 from careloop_kit.auth.permissions import CLINICAL, CONTACT
@@ -25,6 +25,7 @@ from careloop_messaging.domain.outreach import (
     MessageStatus,
     message_kind,
     offer_id_of,
+    referral_id_of,
     waitlist_touch_key,
 )
 from careloop_messaging.domain.templates import MessageKind
@@ -33,6 +34,8 @@ from careloop_messaging.usecases.context import secure_links
 from careloop_messaging.usecases.replies import Reply, publish_reply
 
 WAITLIST_KINDS = frozenset({MessageKind.WAITLIST_OFFER, MessageKind.WAITLIST_CLOSED})
+UNBOOKED_KINDS = WAITLIST_KINDS | {MessageKind.REFERRAL_CONTACT}
+"""Messages about something not (yet) an appointment: their link opens all the same."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ async def open_link(
     stored = await (messages.get_for_update(message_id) if lock else messages.get(message_id))
     if stored is None or stored.status is MessageStatus.SKIPPED:
         return None
-    if stored.appointment_id is None and message_kind(stored.touch) not in WAITLIST_KINDS:
+    if stored.appointment_id is None and message_kind(stored.touch) not in UNBOOKED_KINDS:
         return None
     return stored
 
@@ -81,6 +84,8 @@ async def link_history(session: AsyncSession, stored: StoredMessage) -> LinkHist
         return LinkHistory(None, closed=await messages.touch_exists(gone))
     if kind is MessageKind.WAITLIST_CLOSED:
         return LinkHistory(None, closed=True)
+    if kind is MessageKind.REFERRAL_CONTACT:
+        return LinkHistory(None, closed=False)  # its own row says what was done
     if stored.appointment_id is None:
         raise ValueError(f"message {stored.id} opens no link: it names no appointment")
     latest = await messages.latest_link_action(stored.org_id, stored.appointment_id)
@@ -108,16 +113,21 @@ async def use_link(
     session: AsyncSession,
     stored: StoredMessage,
     *,
-    action: ReplyIntentV2,
+    action: ReplyIntentV2 | Literal["call_me"],
     choice: int | None,
     meta: dict[str, Any],
 ) -> datetime:
-    """Spend the link on `action`: the row (locked by `open_link`), the `reply.received.v2`
-    event and the audit record in one transaction. Returns when it was used."""
+    """Spend the link on `action`: the row (locked by `open_link`), the event (a
+    `reply.received.v2`, or for `call_me` a `callback.requested`) and the audit record in
+    one transaction. Returns when it was used."""
     now = runtime.clock.now()
     reply_id = str(uuid.uuid4())
     await Messages(session).use_link(stored.id, action=action, choice=choice, now=now)
-    await publish_reply(runtime, session, stored, Reply(reply_id, action, choice, "link", now))
+    if action == "call_me":
+        await _publish_callback(runtime, session, stored, reply_id, now)
+    else:
+        reply = Reply(reply_id, action, choice, "link", now)
+        await publish_reply(runtime, session, stored, reply)
     await _audit(
         runtime,
         session,
@@ -129,6 +139,26 @@ async def use_link(
         meta=meta,
     )
     return now
+
+
+async def _publish_callback(
+    runtime: Runtime, session: AsyncSession, stored: StoredMessage, request_id: str, at: datetime
+) -> None:
+    await runtime.outbox.add(
+        session,
+        CallbackRequested(
+            request_id=request_id,
+            org_id=stored.org_id,
+            location_id=stored.location_id,
+            patient_id=stored.patient_id,
+            message_id=stored.id,
+            subject_kind="referral",
+            subject_id=referral_id_of(stored.touch_key),
+            requested_at=at,
+        ),
+        org_id=stored.org_id,
+        location_id=stored.location_id,
+    )
 
 
 async def _audit(

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_kit.locations import apply_location_state
 from careloop_patients.store.tables import location_view
 
 
@@ -24,16 +24,15 @@ class LocationViewRepository:
     ) -> bool:
         """Take identity's state of a location as of `changed_at`; False (nothing
         written) when the view already holds a later state."""
-        values = {"sensitive": sensitive, "changed_at": changed_at, "updated_at": now}
-        statement = insert(location_view).values(org_id=org_id, id=location_id, **values)
-        result = await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[location_view.c.org_id, location_view.c.id],
-                set_=values,
-                where=location_view.c.changed_at <= statement.excluded.changed_at,
-            ).returning(location_view.c.id)
+        return await apply_location_state(
+            self._session,
+            location_view,
+            org_id=org_id,
+            location_id=location_id,
+            values={"sensitive": sensitive},
+            changed_at=changed_at,
+            now=now,
         )
-        return result.first() is not None
 
     async def is_sensitive(self, org_id: str, location_id: str) -> bool:
         """Whether identity marked the location sensitive (unknown: not sensitive)."""

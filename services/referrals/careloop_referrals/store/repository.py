@@ -11,6 +11,7 @@ from careloop_referrals.store.authorizations import AuthorizationRepository
 from careloop_referrals.store.clock_settings import ClockSettingRepository
 from careloop_referrals.store.directory import DirectoryRepository
 from careloop_referrals.store.documents import DocumentRepository
+from careloop_referrals.store.locations import LocationViewRepository
 from careloop_referrals.store.outcomes import OutcomeRepository
 from careloop_referrals.store.referrals import ReferralRepository
 
@@ -23,6 +24,7 @@ class Repositories:
     outcomes: OutcomeRepository
     clock_settings: ClockSettingRepository
     documents: DocumentRepository
+    locations: LocationViewRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -34,4 +36,5 @@ def repositories(session: AsyncSession) -> Repositories:
         outcomes=OutcomeRepository(session),
         clock_settings=ClockSettingRepository(session),
         documents=DocumentRepository(session),
+        locations=LocationViewRepository(session),
     )

@@ -166,3 +166,17 @@ referral_document = Table(
     Column("created_by", String(200), nullable=False),
 )
 Index("ix_referral_document_referral", referral_document.c.org_id, referral_document.c.referral_id)
+
+# Referrals' view of identity's locations: what a message to the patient needs (the
+# name the practice goes by there, its zone, whether it is sensitive).
+location_view = Table(
+    "location_view",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("sensitive", Boolean, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careloop_contracts.referrals import ReferralEscalated, ReferralStalled
 from careloop_kit.db.timers import DueTimer, Timers
 from careloop_kit.service import Runtime
-from careloop_referrals.domain.clocks import deadlines
+from careloop_referrals.domain.clocks import StageDeadlines, deadlines
 from careloop_referrals.domain.referral import Referral
 from careloop_referrals.store.clock_settings import ClockSettingRepository
 from careloop_referrals.store.referrals import ReferralRepository
@@ -45,10 +45,11 @@ def _key(referral: Referral, phase: Phase) -> str:
 
 async def restart_clock(
     runtime: Runtime, session: AsyncSession, referral: Referral, *, left: Referral | None
-) -> None:
+) -> StageDeadlines | None:
     """Start the clock of the stage `referral` is in (none once it is finished), as its
     location, else its organization, else the defaults set it, after cancelling the
-    timers of the version it `left`; in the caller's transaction."""
+    timers of the version it `left`; in the caller's transaction. Returns the stage's
+    deadlines (None: nothing waits)."""
     timers = timers_of(runtime)
     if left is not None:
         for phase in ("stall", "escalate"):
@@ -56,7 +57,7 @@ async def restart_clock(
     layers = await ClockSettingRepository(session).layers(referral.org_id, referral.location_id)
     due = deadlines(referral, *layers)
     if due is None:
-        return
+        return None
     payload = {
         "org_id": referral.org_id,
         "referral_id": referral.id,
@@ -67,6 +68,7 @@ async def restart_clock(
     await timers.schedule(
         session, CLOCK_TIMER, due.stalled_at, payload, dedup_key=_key(referral, "stall")
     )
+    return due
 
 
 async def fire_clock(runtime: Runtime, session: AsyncSession, timer: DueTimer) -> None:

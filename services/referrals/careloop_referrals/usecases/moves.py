@@ -1,7 +1,8 @@
 """One step of one referral, taken the same way by every door and every cause (a
 person, a linked appointment, the payer's answer): checked by the state machine, its
-reason sealed, saved against the version read, published, the stage clock restarted and
-an outbound referral's leakage watched, all in the caller's transaction."""
+reason sealed, saved against the version read, published, the stage clock restarted, an
+outbound referral's leakage watched and, entering `patient contacted`, the patient asked
+to book, all in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from careloop_referrals.domain.referral import Referral, Stage, advance
 from careloop_referrals.store.referrals import ReferralRepository
 from careloop_referrals.usecases.clocks import restart_clock
 from careloop_referrals.usecases.common import seal_reason
+from careloop_referrals.usecases.contact import request_contact
 from careloop_referrals.usecases.events import publish_stage_change
 from careloop_referrals.usecases.leakage import watch_leakage
 
@@ -54,6 +56,8 @@ async def take_step(
         reason_ct=reason_ct,
     )
     await publish_stage_change(runtime, session, moved, left=current)
-    await restart_clock(runtime, session, moved, left=current)
+    due = await restart_clock(runtime, session, moved, left=current)
     await watch_leakage(runtime, session, moved)
+    if moved.stage is Stage.PATIENT_CONTACTED and due is not None:
+        await request_contact(runtime, session, moved, respond_by=due.escalate_at)
     return moved

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -127,7 +127,8 @@ async def fire_report(runtime: Runtime, session: AsyncSession, timer: DueTimer) 
     referral = await ReferralRepository(session).get(org_id, referral_id, for_update=True)
     if report is None or referral is None or report.status is not ReportStatus.PENDING:
         return
-    if report.written_at.isoformat() != payload["written_at"] or referral.stage is not Stage.SEEN:
+    written_at = datetime.fromisoformat(payload["written_at"])
+    if report.written_at != written_at or referral.stage is not Stage.SEEN:
         return  # a resend has its own attempts, or someone closed the loop by hand
     referrer = await DirectoryRepository(session).get(org_id, referral.referring_provider_id)
     address = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from careloop_kit.locations import apply_location_state
 from careloop_kit.repository import Repository
 from careloop_kit.rows import record_of, values_of
 from careloop_scheduling.domain.locations import LocationInfo
@@ -22,24 +22,17 @@ class LocationRepository(Repository):
         self, org_id: str, item: LocationInfo, *, changed_at: datetime, now: datetime
     ) -> bool:
         """Take identity's state of a location as of `changed_at`; False (nothing
-        written) when the view already holds a later state. An equal time is applied:
-        one location's events arrive in order on its partition, so the later arrival is
-        the later change."""
-        values = values_of(item, leave_out=("id",)) | {
-            "features": dict(item.features),
-            "changed_at": changed_at,
-            "updated_at": now,
-        }
-        statement = pg_insert(location).values(org_id=org_id, id=item.id, **values)
-        result = await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[location.c.org_id, location.c.id],
-                set_=values,
-                where=location.c.changed_at.is_(None)
-                | (location.c.changed_at <= statement.excluded.changed_at),
-            ).returning(location.c.id)
+        written) when the view already holds a later state."""
+        values = values_of(item, leave_out=("id",)) | {"features": dict(item.features)}
+        return await apply_location_state(
+            self._session,
+            location,
+            org_id=org_id,
+            location_id=item.id,
+            values=values,
+            changed_at=changed_at,
+            now=now,
         )
-        return result.first() is not None
 
     async def get(self, org_id: str, location_id: str) -> LocationInfo | None:
         row = await self._row(location, org_id, location_id)

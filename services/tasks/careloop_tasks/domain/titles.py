@@ -20,6 +20,7 @@ TEMPLATES: Mapping[str, str] = {
     "referral-scheduled-elsewhere": "Outbound referral went elsewhere: confirm care and records",
     "referral-no-report-back": "Outbound referral seen, no report back: ask for the note",
     "authorization-attention": "Referral authorization needs attention: {cause}",
+    "referral-callback": "Call back a referred patient who asked to book",
     "intake-review": "Review a completed intake form",
     "no-show-risk-call": "Call a patient with a high no-show risk",
     "care-gap-call": "Call a patient about an open care gap",

@@ -1,14 +1,18 @@
-"""The rules consumer: the referral events rules may react to (on `careloop.referrals`:
-stalls, escalations, leakage, stage changes, authorizations running out) go to
+"""The rules consumers: the events rules may react to go to
 `usecases.from_events.apply_rules`, in the transaction of the kit's inbox mark; the
-topic's other referral events are skipped."""
+topics' other events are skipped. One consumer per topic: the referral events (on
+`careloop.referrals`: stalls, escalations, leakage, stage changes, authorizations running
+out) and the messaging ones (on `careloop.messaging`: a patient asking for a call)."""
 
 from __future__ import annotations
 
 from careloop_kit.consumers import step_consumer
 from careloop_tasks.usecases.from_events import apply_rules
-from careloop_tasks.usecases.rules import RULE_EVENTS
+from careloop_tasks.usecases.rules import MESSAGING_RULE_EVENTS, REFERRAL_RULE_EVENTS
 
 REFERRALS_CONSUMER = step_consumer(
-    "referrals", RULE_EVENTS, apply_rules, described_as="a referral event rules react to"
+    "referrals", REFERRAL_RULE_EVENTS, apply_rules, described_as="a referral event rules react to"
+)
+MESSAGING_CONSUMER = step_consumer(
+    "messaging", MESSAGING_RULE_EVENTS, apply_rules, described_as="a messaging event rules react to"
 )
