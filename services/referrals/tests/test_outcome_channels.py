@@ -53,7 +53,8 @@ class Rig:
     fax_path: str
 
     async def fire(self) -> int:
-        return await clock_worker(self.app.state.runtime).fire_due()
+        fired: int = await clock_worker(self.app.state.runtime).fire_due()
+        return fired
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +122,14 @@ async def rig(
 
 
 async def _direct_entry(rig: Rig, mint: Mint, npi: str, **contact: object) -> str:
-    return await _directory_entry(
+    entry: str = await _directory_entry(
         rig.client,
         mint(),
         npi,
         contact={"direct_address": RECIPIENT, **contact},
         preferred_channel="direct",
     )
+    return entry
 
 
 async def _write(rig: Rig, mint: Mint, rid: str) -> httpx.Response:
