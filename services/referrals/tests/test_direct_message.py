@@ -125,7 +125,7 @@ def test_sender_credentials_and_certificates_are_checked_before_sending(
     with pytest.raises(DirectRefused, match="does not belong to its `certificate`"):
         sender_of({"key": mallory.key_pem, "certificate": practice.certificate_pem}, "p")
     with pytest.raises(DirectRefused, match="is not PEM"):
-        sender_of({"key": "-----BEGIN PRIVATE KEY-----", "certificate": "x"}, "p")
+        sender_of({"key": "not a key", "certificate": "x"}, "p")
     with pytest.raises(DirectRefused, match="no `direct_certificate`"):
         _channel().build(REPORT, Recipient(doctor.address), _sender(practice))
     expired = smime_identity(doctor.address, valid_from=ISSUED, days=30)
