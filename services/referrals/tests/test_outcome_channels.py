@@ -349,3 +349,22 @@ async def test_a_fax_api_5xx_is_retried_until_it_succeeds_and_a_4xx_fails_for_go
     clock.advance(timedelta(hours=3))
     await rig.fire()
     assert len(rig.phaxio.faxes) == 1
+
+
+async def test_a_certificate_the_recipients_hisp_has_no_key_for_fails_for_good(
+    rig: Rig, mint: Mint
+) -> None:
+    # Valid and bound to the address, but not the one the recipient's HISP holds the key
+    # of (a certificate they since replaced): their HISP refuses what it cannot decrypt.
+    replaced = smime_identity(RECIPIENT, valid_from=ISSUED)
+    referrer = await _direct_entry(
+        rig, mint, VALID_NPIS[0], direct_certificate=replaced.certificate_pem
+    )
+    rid = await _seen(rig.client, mint, referrer)
+    assert (await _write(rig, mint, rid)).status_code == 202
+    assert await rig.fire() == 1
+
+    outcome = (await _referral(rig, mint, rid))["outcome"]
+    assert isinstance(outcome, dict)
+    assert (outcome["status"], outcome["last_error"]) == ("failed", "SMTP 554")
+    assert rig.hisp.messages == rig.hisp.opened == []
