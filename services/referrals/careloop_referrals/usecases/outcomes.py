@@ -128,9 +128,11 @@ async def fire_report(runtime: Runtime, session: AsyncSession, timer: DueTimer) 
     channel = channels_of(runtime).get(report.channel)
     recipient = None if referrer is None else recipient_of(referrer, report.channel)
     missing = [] if referrer is None else missing_for(referrer.contact, report.channel)
-    if channel is None or referrer is None or recipient is None or missing:
+    if channel is None:
+        delivery = Delivery(False, error=f"this installation has no {report.channel} adapter")
+    elif referrer is None or recipient is None or missing:
         # The entry changed since the report was written: a retry cannot mend that.
-        fields = " and ".join(f"`{name}`" for name in missing) or "an adapter"
+        fields = " and ".join(f"`{name}`" for name in missing) or "address"
         delivery = Delivery(
             False,
             error=(
