@@ -16,6 +16,9 @@ from typing import Any
 import httpx
 
 from careloop_cli.demo_scheduling import _Gateway, sign_in_admin
+from careloop_kit.smime import smime_identity
+
+DEMO_DIRECT_ADDRESS = "imani.okafor@direct.dermatology.example.org"
 
 DEMO_DIRECTORY: tuple[dict[str, Any], ...] = (
     {
@@ -30,7 +33,7 @@ DEMO_DIRECTORY: tuple[dict[str, Any], ...] = (
         "kind": "provider",
         "name": "Dr. Imani Okafor (synthetic demo)",
         "specialty": "Dermatology",
-        "contact": {"direct_address": "imani.okafor@direct.dermatology.example.org"},
+        "contact": {"direct_address": DEMO_DIRECT_ADDRESS},
         "preferred_channel": "direct",
         "internal": False,
     },
@@ -86,7 +89,18 @@ def seed_referrals(
                     "POST",
                     "/referrals/referrals/directory",
                     f"adding {entry['name']} to the directory",
-                    entry,
+                    _with_direct_certificate(entry),
                 )
                 created += 1
     return DirectorySeeded(entries=len(DEMO_DIRECTORY), created=created)
+
+
+def _with_direct_certificate(entry: dict[str, Any]) -> dict[str, Any]:
+    """A Direct provider's entry needs the certificate reports are encrypted to: the demo
+    makes a synthetic one when it adds the entry (its key is thrown away, so nothing
+    sent to it can be read, as nothing should be)."""
+    address = entry["contact"].get("direct_address")
+    if address is None:
+        return entry
+    certificate = smime_identity(address).certificate_pem
+    return {**entry, "contact": {**entry["contact"], "direct_certificate": certificate}}

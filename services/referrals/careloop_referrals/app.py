@@ -25,7 +25,7 @@ def build_spec(settings: ReferralsSettings) -> ServiceSpec:
         runtime.state[SETTINGS_KEY] = settings
         runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
         runtime.state[WORKER_KEY] = build_clock_worker(runtime, settings)
-        runtime.state[CHANNELS_KEY] = report_channels(settings)
+        runtime.state[CHANNELS_KEY] = report_channels(settings, runtime.vault, runtime.clock)
 
     return ServiceSpec(
         name=SERVICE,

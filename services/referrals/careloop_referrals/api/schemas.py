@@ -270,8 +270,18 @@ class LoopClosureReport(BaseModel):
 class ContactIn(_In):
     email: EmailStr | None = None
     phone: Annotated[str, StringConstraints(max_length=32)] | None = None
-    fax: Annotated[str, StringConstraints(max_length=32)] | None = None
+    fax: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        None, description="Fax number in international form (+ and the country code)."
+    )
     direct_address: EmailStr | None = Field(None, description="Direct secure messaging address.")
+    direct_certificate: Annotated[str, StringConstraints(max_length=16384)] | None = Field(
+        None,
+        description=(
+            "PEM X.509 certificate of `direct_address` (as the recipient's HISP publishes "
+            "it): RSA of 2048 bits or more, its subjectAltName naming the address or its "
+            "domain. Direct reports are encrypted to it."
+        ),
+    )
 
 
 class ContactRead(_Out):
@@ -279,6 +289,7 @@ class ContactRead(_Out):
     phone: str | None
     fax: str | None
     direct_address: str | None
+    direct_certificate: str | None
 
 
 class DirectoryEntryCreate(_In):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from careloop_referrals.domain.directory import Channel
-from careloop_referrals.domain.outcome import Delivery, RenderedReport
+from careloop_referrals.domain.outcome import Delivery, Recipient, RenderedReport
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +14,8 @@ class LogReportChannel:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
 
-    async def send(self, report: RenderedReport, address: str) -> Delivery:
-        # The key only: the address and the body are no business of a log line.
+    async def send(self, report: RenderedReport, recipient: Recipient) -> Delivery:
+        # The key only: the recipient and the body are no business of a log line.
         log.info(
             "report_delivery_mode=log: %s report %s recorded as sent; nothing was delivered",
             self.channel,

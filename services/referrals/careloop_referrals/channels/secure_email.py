@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 from careloop_kit.smtp import SmtpConfig, send_email
 from careloop_referrals.domain.directory import Channel
-from careloop_referrals.domain.outcome import Delivery, RenderedReport
+from careloop_referrals.domain.outcome import Delivery, Recipient, RenderedReport
 
 
 class SecureEmailChannel:
@@ -32,8 +32,8 @@ class SecureEmailChannel:
         email.set_content(report.body)
         return email
 
-    async def send(self, report: RenderedReport, address: str) -> Delivery:
-        result = await send_email(self.build(report, address), self._config)
+    async def send(self, report: RenderedReport, recipient: Recipient) -> Delivery:
+        result = await send_email(self.build(report, recipient.address), self._config)
         return Delivery(
             result.accepted,
             retryable=result.retryable,

@@ -15,7 +15,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from careloop_referrals.domain.directory import CHANNEL_ADDRESS, Channel, DirectoryEntry
+from cryptography import x509
+
+from careloop_referrals.domain.directory import (
+    CHANNEL_ADDRESS,
+    Channel,
+    DirectoryEntry,
+    missing_for,
+)
 from careloop_referrals.domain.referral import Direction, Referral, Stage
 
 
@@ -54,6 +61,15 @@ class RenderedReport:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    """Where a channel delivers: the address its channel names (an email or Direct
+    address, a fax number) and, for Direct, the PEM certificate to encrypt to."""
+
+    address: str
+    certificate: str | None = None
+
+
+@dataclass(frozen=True)
 class Delivery:
     accepted: bool
     retryable: bool = False
@@ -66,7 +82,22 @@ class ReportChannel(Protocol):
 
     channel: Channel
 
-    async def send(self, report: RenderedReport, address: str) -> Delivery: ...
+    async def send(self, report: RenderedReport, recipient: Recipient) -> Delivery: ...
+
+
+def recipient_of(entry: DirectoryEntry, channel: Channel) -> Recipient | None:
+    """The entry's recipient on `channel`; None when it lacks the address."""
+    address = getattr(entry.contact, CHANNEL_ADDRESS[channel])
+    if not address:
+        return None
+    certificate = entry.contact.direct_certificate if channel is Channel.DIRECT else None
+    return Recipient(address, certificate)
+
+
+def certificate_expired(pem: str, now: datetime) -> datetime | None:
+    """When the certificate expired, if it has by `now`."""
+    ends = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+    return ends if ends <= now else None
 
 
 def write(
@@ -91,12 +122,21 @@ def write(
         raise OutcomeRefused(
             f"The outcome report is already {current.status}; a failed one may be resent."
         )
-    address_field = CHANNEL_ADDRESS[referrer.preferred_channel]
-    if not getattr(referrer.contact, address_field):
+    missing = missing_for(referrer.contact, referrer.preferred_channel)
+    if missing:
+        fields = " and ".join(f"`{name}`" for name in missing)
         raise OutcomeRefused(
-            f"{referrer.name} has no `{address_field}` for their preferred channel "
+            f"{referrer.name} has no {fields} for their preferred channel "
             f"{referrer.preferred_channel}: add it to the directory entry."
         )
+    certificate = referrer.contact.direct_certificate
+    if referrer.preferred_channel is Channel.DIRECT and certificate:
+        expired = certificate_expired(certificate, now)
+        if expired is not None:
+            raise OutcomeRefused(
+                f"The Direct certificate of {referrer.name} expired on "
+                f"{expired.date().isoformat()}: put their current one on the directory entry."
+            )
     return OutcomeReport(
         referral_id=referral.id,
         org_id=referral.org_id,

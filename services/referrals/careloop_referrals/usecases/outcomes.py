@@ -26,7 +26,7 @@ from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.db.timers import DueTimer
 from careloop_kit.problems import Forbidden
 from careloop_kit.service import Runtime
-from careloop_referrals.domain.directory import CHANNEL_ADDRESS, Channel
+from careloop_referrals.domain.directory import Channel, missing_for
 from careloop_referrals.domain.outcome import (
     Delivery,
     OutcomeRefused,
@@ -34,6 +34,7 @@ from careloop_referrals.domain.outcome import (
     ReportChannel,
     ReportStatus,
     delivered,
+    recipient_of,
     render,
     write,
 )
@@ -98,12 +99,6 @@ async def write_outcome(ctx: Context, referral_id: str, note: str) -> ReferralVi
             )
         except OutcomeRefused as exc:
             raise OutcomeConflict(str(exc), current_stage=current.stage.value) from exc
-        if report.channel not in channels_of(ctx.runtime):
-            raise OutcomeConflict(
-                f"Outcome reports by {report.channel} are not delivered by this installation: "
-                "set the referring provider's preferred channel to one it delivers "
-                f"({', '.join(sorted(channels_of(ctx.runtime)))})."
-            )
         note_ct = await field_cipher(ctx.runtime).seal_field(
             ctx.session,
             note.strip(),
@@ -131,12 +126,21 @@ async def fire_report(runtime: Runtime, session: AsyncSession, timer: DueTimer) 
     if report.written_at != written_at or referral.stage is not Stage.SEEN:
         return  # a resend has its own attempts, or someone closed the loop by hand
     referrer = await DirectoryRepository(session).get(org_id, referral.referring_provider_id)
-    address = (
-        None if referrer is None else getattr(referrer.contact, CHANNEL_ADDRESS[report.channel])
-    )
     channel = channels_of(runtime).get(report.channel)
-    if channel is None or address is None:
-        delivery = Delivery(False, error=f"no {report.channel} address or adapter")
+    recipient = None if referrer is None else recipient_of(referrer, report.channel)
+    missing = [] if referrer is None else missing_for(referrer.contact, report.channel)
+    if channel is None:
+        delivery = Delivery(False, error=f"this installation has no {report.channel} adapter")
+    elif referrer is None or recipient is None or missing:
+        # The entry changed since the report was written: a retry cannot mend that.
+        fields = " and ".join(f"`{name}`" for name in missing) or "address"
+        delivery = Delivery(
+            False,
+            error=(
+                f"no {fields} for {report.channel} on the referring provider's directory "
+                "entry: add it there, then write the outcome again"
+            ),
+        )
     else:
         blob = await outcomes.note_of(org_id, referral_id)
         assert blob is not None  # the column is NOT NULL
@@ -150,7 +154,7 @@ async def fire_report(runtime: Runtime, session: AsyncSession, timer: DueTimer) 
             practice=settings_of(runtime).practice_display_name,
             seen_at=referral.stage_entered_at,
         )
-        delivery = await channel.send(rendered, address)
+        delivery = await channel.send(rendered, recipient)
     settings = settings_of(runtime)
     after = delivered(report, delivery, now=runtime.clock.now())
     if after.status is ReportStatus.PENDING and after.attempts >= settings.report_max_attempts:

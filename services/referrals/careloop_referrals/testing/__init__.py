@@ -1,0 +1,1 @@
+"""Doubles of the outside systems referrals delivers to, for tests."""
