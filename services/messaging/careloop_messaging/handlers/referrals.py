@@ -20,8 +20,7 @@ from careloop_contracts.referrals import TOPIC as REFERRALS_TOPIC
 from careloop_kit.bus.consumer import Handler, Prepared
 from careloop_kit.service import ConsumerSpec, Runtime
 from careloop_messaging.domain.outreach import REFERRAL_CONTACT_TOUCH
-from careloop_messaging.patients_client import BatchContacts
-from careloop_messaging.usecases.context import contact_source, settings_of
+from careloop_messaging.usecases.context import batch_contacts_for
 from careloop_messaging.usecases.reminders import (
     EventScope,
     Touch,
@@ -49,15 +48,7 @@ def referral_touch(requested: ReferralContactRequested) -> Touch:
 
 
 def referral_contact_handlers(runtime: Runtime) -> Mapping[str, Handler]:
-    batch: BatchContacts | None = None
-
-    def batch_contacts() -> BatchContacts:
-        # Built at the first batch: the contact source is set up with the runtime.
-        nonlocal batch
-        if batch is None:
-            concurrency = settings_of(runtime).patients_concurrency
-            batch = BatchContacts(contact_source(runtime), concurrency=concurrency)
-        return batch
+    batch_contacts = batch_contacts_for(runtime)
 
     async def prepare(events: Sequence[tuple[Envelope, Event]]) -> None:
         contacts = batch_contacts()

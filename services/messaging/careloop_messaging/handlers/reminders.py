@@ -36,8 +36,7 @@ from careloop_messaging.domain.outreach import (
     WAITLIST_OFFER_TOUCH,
     waitlist_touch_key,
 )
-from careloop_messaging.patients_client import BatchContacts
-from careloop_messaging.usecases.context import contact_source, settings_of
+from careloop_messaging.usecases.context import batch_contacts_for
 from careloop_messaging.usecases.reminders import (
     EventScope,
     Touch,
@@ -54,17 +53,7 @@ E = TypeVar("E", bound=Event)
 
 def reminder_handlers(runtime: Runtime) -> Mapping[str, Handler]:
     """Handlers of the reminders consumer, by event type."""
-    settings = settings_of(runtime)
-
-    batch: BatchContacts | None = None
-
-    def batch_contacts() -> BatchContacts:
-        nonlocal batch
-        if batch is None:
-            batch = BatchContacts(
-                contact_source(runtime), concurrency=settings.patients_concurrency
-            )
-        return batch
+    batch_contacts = batch_contacts_for(runtime)
 
     async def prepare(events: Sequence[tuple[Envelope, Event]]) -> None:
         """Read the batch's contacts before the kit opens the batch transaction."""

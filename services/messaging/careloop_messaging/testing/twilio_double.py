@@ -11,9 +11,6 @@ Serve it with :func:`careloop_kit.testing.apps.serve_in_task` and point
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from careloop_kit.testing.http_auth import basic_auth_matches
 from careloop_messaging.channels.sms import SIGNATURE_HEADER, compute_signature
 
 
@@ -115,16 +113,7 @@ class TwilioDouble:
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user, self.account_sid) and hmac.compare_digest(
-            password, self.auth_token
-        )
+        return basic_auth_matches(header, self.account_sid, self.auth_token)
 
     async def _create_message(self, request: Request) -> JSONResponse:
         self.requests += 1

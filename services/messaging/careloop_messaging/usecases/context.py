@@ -4,11 +4,12 @@ helpers `app.py` puts in `runtime.state` at start-up, each under one name."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import cast
 
 from careloop_kit.service import Runtime
 from careloop_kit.vault import Vault
-from careloop_messaging.patients_client import ContactSource
+from careloop_messaging.patients_client import BatchContacts, ContactSource
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import InboxCipher, RecipientCipher, SecureLinks
 
@@ -60,3 +61,18 @@ def secure_links(runtime: Runtime) -> SecureLinks:
 
 def contact_source(runtime: Runtime) -> ContactSource:
     return cast(ContactSource, runtime.state[CONTACTS_KEY])
+
+
+def batch_contacts_for(runtime: Runtime) -> Callable[[], BatchContacts]:
+    """The contacts cache one consumer's batches share, built at its first batch (the
+    contact source is set up with the runtime, after the consumers are declared)."""
+    batch: BatchContacts | None = None
+
+    def contacts() -> BatchContacts:
+        nonlocal batch
+        if batch is None:
+            concurrency = settings_of(runtime).patients_concurrency
+            batch = BatchContacts(contact_source(runtime), concurrency=concurrency)
+        return batch
+
+    return contacts

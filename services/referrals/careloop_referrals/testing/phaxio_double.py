@@ -12,11 +12,8 @@ Serve it with :func:`careloop_kit.testing.apps.serve_in_task` and point
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email
 import email.policy
-import hmac
 import itertools
 import re
 import zlib
@@ -27,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from careloop_kit.testing.http_auth import basic_auth_matches
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
@@ -67,16 +66,8 @@ class PhaxioDouble:
         self._failures.extend([status] * count)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user, self.api_key) and hmac.compare_digest(
-            password, self.api_secret
-        )
+        header = request.headers.get("authorization", "")
+        return basic_auth_matches(header, self.api_key, self.api_secret)
 
     async def _create_fax(self, request: Request) -> JSONResponse:
         self.requests += 1
