@@ -172,7 +172,9 @@ async def admin_of_new_org(identity_url: str) -> tuple[str, dict[str, str]]:
     """(org id, bearer headers) of a new organization's first admin, signed in with a
     second factor (patients asks org admins for one)."""
     email = f"admin-{uuid.uuid4().hex[:8]}@example.org"
-    async with httpx.AsyncClient(base_url=identity_url) as client:
+    # Password hashing (argon2id) is slow on a busy 2-core machine: more than the
+    # client default of 5 s when other e2e tests run beside this one.
+    async with httpx.AsyncClient(base_url=identity_url, timeout=30) as client:
         org = await client.post(
             "/organizations",
             json={

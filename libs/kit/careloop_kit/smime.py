@@ -13,8 +13,13 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CONTENT_ENCRYPTION = algorithms.AES256
+"""The content cipher of an S/MIME envelope (AES-256-CBC): chosen here, with the kit's
+other cryptography, so a service never names a cipher itself."""
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from careloop_kit.clock import Clock
+from careloop_kit.smime import CONTENT_ENCRYPTION
 from careloop_kit.smtp import SmtpConfig, send_email
 from careloop_kit.vault import VaultUnavailable
 from careloop_referrals.domain.directory import Channel
@@ -140,7 +140,7 @@ def enveloped(entity: bytes, recipient: x509.Certificate) -> bytes:
         pkcs7.PKCS7EnvelopeBuilder()
         .set_data(entity)
         .add_recipient(recipient)
-        .set_content_encryption_algorithm(algorithms.AES256)
+        .set_content_encryption_algorithm(CONTENT_ENCRYPTION)
         .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
     )
 
