@@ -35,7 +35,7 @@ from careloop_kit.bus.outbox import Outbox
 from careloop_kit.db import make_engine, make_sessionmaker
 from careloop_kit.settings import KitSettings
 from careloop_kit.testing.crashrig import crash_effect, metadata, tables
-from careloop_kit.testing.kafka import header, read_topic
+from careloop_kit.testing.kafka import CRASH_TEST_SESSION_TIMEOUT_MS, header, read_topic
 
 pytestmark = [pytest.mark.service, pytest.mark.crash]
 
@@ -70,9 +70,13 @@ class Rig:
         stdout = self.directory / f"{self.started:03d}-{name}.out"
         stderr = self.directory / f"{self.started:03d}-{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
-            process = subprocess.Popen(
-                [*RIG, *args], stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+            env = {
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                # A killed consumer's partitions move to its successor after this.
+                "CARELOOP_KAFKA_SESSION_TIMEOUT_MS": str(CRASH_TEST_SESSION_TIMEOUT_MS),
+            }
+            process = subprocess.Popen([*RIG, *args], stdout=out, stderr=err, env=env)
         worker = Worker(name, process, stdout, stderr)
         self.workers.append(worker)
         return worker

@@ -61,7 +61,7 @@ from careloop_kit.db import add_platform_tables, make_engine, service_metadata
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.infra.ports import free_port
 from careloop_kit.testing.apps import serve_in_task
-from careloop_kit.testing.kafka import header, read_topic
+from careloop_kit.testing.kafka import CRASH_TEST_SESSION_TIMEOUT_MS, header, read_topic
 from careloop_messaging.store.tables import message
 from careloop_messaging.testing.twilio_double import TwilioDouble
 from careloop_scheduling.testing.locations import org_of, publish_location
@@ -329,6 +329,8 @@ async def run(
             "CARELOOP_AUTH_JWKS_URL": jwks_url,
             "CARELOOP_LOG_JSON": "false",
             "CARELOOP_LOG_LEVEL": "WARNING",
+            # A killed messaging's partitions move to its restarted process after this.
+            "CARELOOP_KAFKA_SESSION_TIMEOUT_MS": str(CRASH_TEST_SESSION_TIMEOUT_MS),
             "PYTHONUNBUFFERED": "1",
         }
         ports = {name: free_port() for name in names[1:]}

@@ -19,6 +19,9 @@ from careloop_contracts.platform import TOKEN_ISSUER
 # Values that only ever make sense on a developer's machine. Production refuses them.
 LOCAL_DEVELOPMENT_PLACEHOLDER = "local-development-only"
 
+KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
+"""How often a consumer tells its group it is alive (`careloop_kit.bus.kafka.make_consumer`)."""
+
 
 class KitSettings(BaseSettings):
     """Settings every Careloop service reads (environment prefix `CARELOOP_`)."""
@@ -64,6 +67,19 @@ class KitSettings(BaseSettings):
         1, description="Replication factor of topics the services create (3 on a real cluster)."
     )
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for Kafka TLS.")
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        # Three missed heartbeats in a row must not yet cost a live consumer its partitions.
+        gt=3 * KAFKA_HEARTBEAT_INTERVAL_MS,
+        description=(
+            "How long a consumer that stopped heartbeating (a crashed process) keeps its "
+            "partitions before its group moves them to the others, in milliseconds. Consumers "
+            f"heartbeat every {KAFKA_HEARTBEAT_INTERVAL_MS} ms, so it must stay above three "
+            "times that; brokers refuse values outside their `group.min.session.timeout.ms` "
+            "and `group.max.session.timeout.ms` (6000 and 1800000 by default). Shorter moves a "
+            "dead consumer's work sooner; longer rides out longer pauses (GC, a busy host)."
+        ),
+    )
     topic_prefix: str = Field(
         "", description="Prefix added to every topic name (isolates tests and shared clusters)."
     )

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from careloop_contracts import TopicSpec, topic_catalogue
-from careloop_kit.settings import KitSettings
+from careloop_kit.settings import KAFKA_HEARTBEAT_INTERVAL_MS, KitSettings
 
 
 def kafka_security(settings: KitSettings) -> dict[str, Any]:
@@ -52,8 +52,8 @@ def make_consumer(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=500,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=KAFKA_HEARTBEAT_INTERVAL_MS,
         **kafka_security(settings),
     )
 

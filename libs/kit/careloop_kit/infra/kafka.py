@@ -33,6 +33,14 @@ JARS_DIR = Path(".careloop/kafka/libs")
 """Where the broker jars are copied, relative to the repository root (git-ignored)."""
 
 MIN_JAVA = 17
+
+TEST_BROKER_OVERRIDES: dict[str, str] = {
+    # Crash tests SIGKILL consumers and wait for the group to move their partitions, which
+    # takes one session timeout; they shorten it (`kafka_session_timeout_ms`) below the
+    # broker's default floor of 6 s. Every other broker keeps Kafka's floor.
+    "group.min.session.timeout.ms": "3000",
+}
+"""Broker properties of the test session's broker (`careloop_kit.testing.plugin`)."""
 _TOPIC_ALREADY_EXISTS = 36
 
 _T = TypeVar("_T")

@@ -1,4 +1,5 @@
-"""Read topics to the end, for tests that check what reached Kafka."""
+"""Read topics to the end, for tests that check what reached Kafka; the session timeout
+of the consumers that crash tests kill."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+CRASH_TEST_SESSION_TIMEOUT_MS = 4_000
+"""`kafka_session_timeout_ms` of the consumers crash tests SIGKILL: their partitions move
+after 4 s instead of the default 10 s, with four heartbeats (one a second) in that time.
+The test broker accepts it (`careloop_kit.infra.kafka.TEST_BROKER_OVERRIDES`)."""
 
 
 async def read_topic(

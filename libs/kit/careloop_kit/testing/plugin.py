@@ -73,11 +73,13 @@ class CareloopStack:
         self._lock = threading.Lock()
 
     def _start_kafka(self) -> KafkaServer:
-        from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
+        from careloop_kit.infra.kafka import TEST_BROKER_OVERRIDES, KafkaServer, ensure_kafka_jars
         from careloop_kit.infra.ports import free_port
 
         libs = ensure_kafka_jars()
-        server = KafkaServer(self.base / "kafka", free_port(), free_port(), libs)
+        server = KafkaServer(
+            self.base / "kafka", free_port(), free_port(), libs, overrides=TEST_BROKER_OVERRIDES
+        )
         server.start(timeout=120)
         return server
 
