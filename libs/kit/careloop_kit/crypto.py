@@ -149,6 +149,10 @@ class KeyRing:
         self.cache.put(dek_id, plaintext)
         return plaintext, WrappedKey(dek_id=dek_id, wrapped=wrapped)
 
+    def cached(self, dek_id: str) -> bytes | None:
+        """The plaintext DEK when it is still in the cache, without reading its row."""
+        return self.cache.get(dek_id)
+
     async def key_for(self, wrapped: WrappedKey) -> bytes:
         """The plaintext DEK for a stored wrapped key."""
         cached = self.cache.get(wrapped.dek_id)

@@ -159,6 +159,11 @@ class FieldCipher:
         return DataKey(dek_id, await self._keys.key_for(WrappedKey(dek_id, wrapped)))
 
     async def data_key(self, session: AsyncSession, dek_id: str) -> DataKey:
+        # A DEK in the cache is the one its row unwraps to (a rewrap changes only the
+        # wrapping), so its row is read only when Vault must unwrap it again.
+        cached = self._keys.cached(dek_id)
+        if cached is not None:
+            return DataKey(dek_id, cached)
         wrapped = await session.scalar(
             select(self.key_table.c.wrapped).where(self.key_table.c.dek_id == dek_id)
         )

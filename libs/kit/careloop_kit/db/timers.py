@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,7 +75,23 @@ class Timers:
 
     async def cancel(self, session: AsyncSession, dedup_key: str) -> bool:
         """Cancel a pending timer by its dedup key; False if none was pending."""
-        return await self._update_pending(session, dedup_key, cancelled_at=self._clock.now())
+        return await self.cancel_all(session, [dedup_key]) > 0
+
+    async def cancel_all(self, session: AsyncSession, dedup_keys: Collection[str]) -> int:
+        """Cancel the pending timers of `dedup_keys` in one statement; how many were."""
+        if not dedup_keys:
+            return 0
+        table = self._table
+        result = await session.execute(
+            update(table)
+            .where(
+                table.c.dedup_key.in_(list(dedup_keys)),
+                table.c.fired_at.is_(None),
+                table.c.cancelled_at.is_(None),
+            )
+            .values(cancelled_at=self._clock.now())
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def reschedule(self, session: AsyncSession, dedup_key: str, due_at: datetime) -> bool:
         """Move a pending timer; False if none was pending."""

@@ -24,7 +24,7 @@ class StaleAuthorization(Exception):
     """The authorization changed since it was read: another change won."""
 
 
-def _authorization(row: Any) -> Authorization:
+def authorization_of(row: Any) -> Authorization:
     return record_of(Authorization, row, convert=_ENUMS)
 
 
@@ -39,7 +39,7 @@ class AuthorizationRepository(Repository):
         if for_update:
             query = query.with_for_update()
         row = (await self._session.execute(query)).first()
-        return None if row is None else _authorization(row._mapping)
+        return None if row is None else authorization_of(row._mapping)
 
     async def number_of(self, org_id: str, referral_id: str) -> bytes | None:
         value: bytes | None = await self._session.scalar(

@@ -16,7 +16,7 @@ from careloop_referrals.store.tables import referral_outcome
 _ENUMS = {"channel": Channel, "status": ReportStatus}
 
 
-def _report(row: Any) -> OutcomeReport:
+def report_of(row: Any) -> OutcomeReport:
     return record_of(OutcomeReport, row, convert=_ENUMS)
 
 
@@ -30,7 +30,7 @@ class OutcomeRepository(Repository):
         if for_update:
             query = query.with_for_update()
         row = (await self._session.execute(query)).first()
-        return None if row is None else _report(row._mapping)
+        return None if row is None else report_of(row._mapping)
 
     async def note_of(self, org_id: str, referral_id: str) -> bytes | None:
         value: bytes | None = await self._session.scalar(

@@ -11,13 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from careloop_kit.repository import Repository
 from careloop_kit.rows import record_of, values_of
+from careloop_referrals.domain.authorization import Authorization
 from careloop_referrals.domain.loop_closure import ReferralHistory
+from careloop_referrals.domain.outcome import OutcomeReport
 from careloop_referrals.domain.referral import Direction, Referral, Stage, Transition, Urgency
-from careloop_referrals.store.tables import referral, referral_transition
+from careloop_referrals.store.authorizations import authorization_of
+from careloop_referrals.store.outcomes import report_of
+from careloop_referrals.store.tables import (
+    referral,
+    referral_authorization,
+    referral_outcome,
+    referral_transition,
+)
 
 _ENUMS = {"direction": Direction, "urgency": Urgency, "stage": Stage}
 
@@ -31,6 +40,49 @@ class StoredTransition:
     id: str
     transition: Transition
     reason_ct: bytes | None
+
+
+@dataclass(frozen=True)
+class ReferralDetails:
+    """What a referral's view shows beside its row and history, still sealed."""
+
+    reason_ct: bytes | None
+    authorization: Authorization | None
+    number_ct: bytes | None
+    outcome: OutcomeReport | None
+    note_ct: bytes | None
+
+
+_AUTHORIZATION, _OUTCOME = "authorization_", "outcome_"
+
+# One round trip for the referral's reason and its one authorization and one outcome
+# report (each at most one row per referral), instead of one query each.
+_DETAILS = (
+    select(
+        referral.c.reason_ct,
+        *(column.label(_AUTHORIZATION + column.name) for column in referral_authorization.c),
+        *(column.label(_OUTCOME + column.name) for column in referral_outcome.c),
+    )
+    .select_from(
+        referral.outerjoin(
+            referral_authorization,
+            (referral_authorization.c.referral_id == referral.c.id)
+            & (referral_authorization.c.org_id == referral.c.org_id),
+        ).outerjoin(
+            referral_outcome,
+            (referral_outcome.c.referral_id == referral.c.id)
+            & (referral_outcome.c.org_id == referral.c.org_id),
+        )
+    )
+    .where(referral.c.org_id == bindparam("org_id"), referral.c.id == bindparam("referral_id"))
+)
+
+
+def _prefixed(row: Any, prefix: str) -> dict[str, Any] | None:
+    """The columns of one joined table, by their own names; None when it had no row."""
+    if row[prefix + "referral_id"] is None:
+        return None
+    return {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
 
 
 def _referral(row: Any) -> Referral:
@@ -76,6 +128,22 @@ class ReferralRepository(Repository):
     ) -> Referral | None:
         row = await self._row(referral, org_id, referral_id, for_update=for_update)
         return None if row is None else _referral(row)
+
+    async def details(self, org_id: str, referral_id: str) -> ReferralDetails:
+        row = (
+            (await self._session.execute(_DETAILS, {"org_id": org_id, "referral_id": referral_id}))
+            .one()
+            ._mapping
+        )
+        authorization = _prefixed(row, _AUTHORIZATION)
+        outcome = _prefixed(row, _OUTCOME)
+        return ReferralDetails(
+            reason_ct=row["reason_ct"],
+            authorization=None if authorization is None else authorization_of(authorization),
+            number_ct=None if authorization is None else authorization["number_ct"],
+            outcome=None if outcome is None else report_of(outcome),
+            note_ct=None if outcome is None else outcome["note_ct"],
+        )
 
     async def reason_of(self, org_id: str, referral_id: str) -> bytes | None:
         value: bytes | None = await self._session.scalar(

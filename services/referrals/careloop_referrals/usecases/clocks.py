@@ -52,8 +52,7 @@ async def restart_clock(
     deadlines (None: nothing waits)."""
     timers = timers_of(runtime)
     if left is not None:
-        for phase in ("stall", "escalate"):
-            await timers.cancel(session, _key(left, phase))
+        await timers.cancel_all(session, [_key(left, "stall"), _key(left, "escalate")])
     layers = await ClockSettingRepository(session).layers(referral.org_id, referral.location_id)
     due = deadlines(referral, *layers)
     if due is None:

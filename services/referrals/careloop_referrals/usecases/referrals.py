@@ -254,12 +254,17 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
     is."""
     shown = sees_clinical(ctx, permission)
     stored = await ctx.repos.referrals.transitions(found.org_id, found.id)
+    details = await ctx.repos.referrals.details(found.org_id, found.id)
     reason = None
     steps = []
     if shown:
-        blob = await ctx.repos.referrals.reason_of(found.org_id, found.id)
         reason = await open_reason(
-            ctx.runtime, ctx.session, blob, org_id=found.org_id, table="referral", row_id=found.id
+            ctx.runtime,
+            ctx.session,
+            details.reason_ct,
+            org_id=found.org_id,
+            table="referral",
+            row_id=found.id,
         )
     for s in stored:
         said = (
@@ -276,7 +281,22 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
         )
         steps.append(HistoryStep(s.transition, said))
     coverage = _sees_coverage(ctx, permission)
-    authorization = await _authorization_view(ctx, found, shown=coverage)
+    authorization = None
+    if details.authorization is not None:
+        number = await _opened(
+            ctx,
+            details.number_ct if coverage else None,
+            "referral_authorization",
+            "number",
+            found.id,
+        )
+        authorization = AuthorizationView(details.authorization, number)
+    outcome = None
+    if details.outcome is not None:
+        note = await _opened(
+            ctx, details.note_ct if shown else None, "referral_outcome", "note", found.id
+        )
+        outcome = OutcomeView(details.outcome, note)
     return ReferralView(
         found,
         reason,
@@ -284,7 +304,7 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
         not shown,
         authorization=authorization,
         withheld_coverage=authorization is not None and not coverage,
-        outcome=await _outcome_view(ctx, found, shown=shown),
+        outcome=outcome,
         documents=await _documents_view(ctx, found, shown=shown),
     )
 
@@ -322,25 +342,6 @@ async def read_document(
             row_id=stored.id,
         )
         return stored, content
-
-
-async def _outcome_view(ctx: Context, found: Referral, *, shown: bool) -> OutcomeView | None:
-    report = await ctx.repos.outcomes.get(found.org_id, found.id)
-    if report is None:
-        return None
-    blob = await ctx.repos.outcomes.note_of(found.org_id, found.id) if shown else None
-    return OutcomeView(report, await _opened(ctx, blob, "referral_outcome", "note", found.id))
-
-
-async def _authorization_view(
-    ctx: Context, found: Referral, *, shown: bool
-) -> AuthorizationView | None:
-    held = await ctx.repos.authorizations.get(found.org_id, found.id)
-    if held is None:
-        return None
-    blob = await ctx.repos.authorizations.number_of(found.org_id, found.id) if shown else None
-    number = await _opened(ctx, blob, "referral_authorization", "number", found.id)
-    return AuthorizationView(held, number)
 
 
 async def _opened(

@@ -39,8 +39,5 @@ async def cancel_appointment_timers(
 
     Looks the keys up rather than recomputing them, so a touch added or removed in the
     settings since the booking is cancelled all the same."""
-    cancelled = 0
-    for key in await repos.timers.pending_keys(appointment_key_prefix(appointment_id)):
-        if key != sparing:
-            cancelled += await timers.cancel(session, key)
-    return cancelled
+    keys = await repos.timers.pending_keys(appointment_key_prefix(appointment_id))
+    return await timers.cancel_all(session, [key for key in keys if key != sparing])
