@@ -270,6 +270,25 @@ async def check_readiness(runtime: Runtime) -> Readiness:
     return status
 
 
+STARTUP_RECHECK_S = 0.5
+
+
+async def _first_readiness(runtime: Runtime) -> None:
+    """The start-up checks: up to `readiness_failure_threshold` of them, a moment apart,
+    until every dependency has answered once.
+
+    A slow first answer on a busy host then costs start-up half a second, not a readiness
+    interval of refused requests; a dependency that does not answer leaves the service
+    starting not ready, for the loop to count it up once it does.
+    """
+    for attempt in range(runtime.readiness.failure_threshold):
+        if attempt:
+            await asyncio.sleep(STARTUP_RECHECK_S)
+        await check_readiness(runtime)
+        if runtime.readiness.ready:
+            return
+
+
 async def _readiness_loop(runtime: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
@@ -446,8 +465,7 @@ def create_service_app(
             await ensure_topics(settings, [outbox.own_topic])
             if spec.verifies_tokens:
                 _install_token_verifier(runtime, jwks, stop, tasks)
-            # Not ready until every dependency has answered once; the loop keeps checking.
-            await check_readiness(runtime)
+            await _first_readiness(runtime)
             if spec.on_startup is not None:
                 await spec.on_startup(runtime)
             for consumer_spec in spec.consumers:

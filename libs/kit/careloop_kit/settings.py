@@ -142,7 +142,8 @@ class KitSettings(BaseSettings):
             "(`errors`, `failures`) but keep the service serving, so one slow answer on a busy "
             "host does not turn traffic away. An outage is acted on after about this many "
             "times `readiness_interval_s` (6 s by default). Until each dependency has answered "
-            "once after start-up the service is not ready, whatever the threshold."
+            "once after start-up the service is not ready, whatever the threshold; start-up "
+            "checks up to this many times, half a second apart, before the service serves."
         ),
     )
 

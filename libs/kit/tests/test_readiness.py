@@ -3,17 +3,20 @@ dependency counts as down only after `readiness_failure_threshold` failed checks
 row, one success counts it up again, and nothing is served before every dependency has
 answered once.
 
-The outages are real: the service's database stops accepting connections, or Vault is
-looked for on a port nobody listens on. The readiness loop is slowed to once an hour so
-the test counts the checks itself, calling what the loop calls.
+The outages are real: the service's database stops accepting connections, Vault is
+looked for on a port nobody listens on, or Vault refuses the service's token. The
+readiness loop is slowed to once an hour so the test counts the checks itself, calling
+what the loop calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -202,14 +205,54 @@ async def test_nothing_is_served_before_every_dependency_answered_once(
         status, body = await service.readyz()
         refused = await service.client.get("/ping")
 
-    # One failed check at start-up, below the threshold, and still not ready: Vault never
-    # answered.
+    # Start-up checked as often as the threshold allows, then started not ready: Vault
+    # never answered.
     assert status == 503, body
     assert body["checks"] == {"database": True, "broker": True, "vault": False}
-    assert body["failures"] == {"database": 0, "broker": 0, "vault": 1}
+    assert body["failures"] == {"database": 0, "broker": 0, "vault": THRESHOLD}
     assert body["errors"]["vault"] == "Vault unreachable, sealed, or token invalid"
     assert refused.status_code == 503
     assert refused.json()["detail"].startswith("Not ready (vault failing)")
+
+
+class WriteTokenOnFirstVaultFailure(logging.Handler):
+    """Gives the service a valid Vault token as soon as a readiness check has failed on the
+    invalid one it started with."""
+
+    def __init__(self, token_file: Path, token: str) -> None:
+        super().__init__(logging.WARNING)
+        self.token_file, self.token, self.fired = token_file, token, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.fired and record.getMessage().startswith("readiness: check of vault failed"):
+            self.token_file.write_text(self.token)
+            self.fired = True
+
+
+async def test_a_failed_first_check_is_retried_before_the_service_starts(
+    settings_for: Callable[..., Awaitable[KitSettings]],
+    vault_tokens: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "vault-token"
+    token_file.write_text("not-a-vault-token")
+    settings = await settings_for(vault_token_file=str(token_file))
+    handler = WriteTokenOnFirstVaultFailure(token_file, vault_tokens[SERVICE])
+    service_log = logging.getLogger("careloop_kit.service")
+    service_log.addHandler(handler)
+    try:
+        async with serving(settings) as service:
+            status, body = await service.readyz()
+            served = await service.client.get("/ping")
+    finally:
+        service_log.removeHandler(handler)
+
+    # Vault refused the first start-up check; the next one, half a second later, answered,
+    # so the first request is served instead of waiting for the readiness loop.
+    assert handler.fired
+    assert status == 200, body
+    assert body["failures"] == {"database": 0, "broker": 0, "vault": 0}
+    assert served.status_code == 200
 
 
 async def test_the_readiness_loop_counts_an_outage_and_its_end_on_its_own(
