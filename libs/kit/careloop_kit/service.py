@@ -15,12 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import uuid4
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -105,17 +106,94 @@ class ServiceSpec:
     """Verify identity's access tokens (`careloop_kit.auth.require`) and follow logouts."""
 
 
+READINESS_DEPENDENCIES = ("database", "broker", "vault")
+READINESS_CHECK_TIMEOUT_S = 3.0
+"""How long one readiness probe of a dependency may take before it counts as failed."""
+
+
+@dataclass
+class DependencyHealth:
+    """What the readiness checks have seen of one dependency."""
+
+    answered: bool = False
+    """Some check has succeeded since start-up."""
+    failures: int = 0
+    """Failed checks in a row since the last success."""
+    error: str | None = None
+    """Why the latest check failed; cleared by a success."""
+
+
 @dataclass
 class Readiness:
-    database: bool = False
-    broker: bool = False
-    vault: bool = False
+    """Whether the service takes traffic, as the readiness loop last saw it.
+
+    A dependency counts as down until it has answered once after start-up, and again
+    after `failure_threshold` failed checks in a row (Kubernetes probes count the same
+    way), so one slow answer on a busy host does not turn all traffic away. One
+    successful check counts it up again.
+    """
+
+    failure_threshold: int = 3
+    dependencies: dict[str, DependencyHealth] = field(
+        default_factory=lambda: {name: DependencyHealth() for name in READINESS_DEPENDENCIES}
+    )
     checked_at: float = 0.0
-    errors: dict[str, str] = field(default_factory=dict)
+
+    def record(self, name: str, error: str | None) -> None:
+        """Count one check of dependency `name`: a success (`error` None) or a failure."""
+        health = self.dependencies[name]
+        if error is None:
+            if health.failures:
+                log.info("readiness: %s answers after %d failed checks", name, health.failures)
+            health.answered, health.failures, health.error = True, 0, None
+            return
+        health.failures += 1
+        health.error = error
+        # Every failure up to the one that counts it down, so flapping shows in the logs;
+        # then quiet until it answers again.
+        if health.failures <= self.failure_threshold:
+            log.warning(
+                "readiness: check of %s failed (%d in a row, down at %d%s): %s",
+                name,
+                health.failures,
+                self.failure_threshold,
+                "" if health.answered else "; not answered since start-up",
+                error,
+            )
+
+    def is_up(self, name: str) -> bool:
+        """Dependency `name` has answered since start-up and not failed too often since."""
+        health = self.dependencies[name]
+        return health.answered and health.failures < self.failure_threshold
 
     @property
     def ready(self) -> bool:
-        return self.database and self.broker and self.vault
+        """Every dependency is up: the service takes traffic."""
+        return all(self.is_up(name) for name in self.dependencies)
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        """Each dependency: counted up (true) or down."""
+        return {name: self.is_up(name) for name in self.dependencies}
+
+    @property
+    def down(self) -> list[str]:
+        """The dependencies counted down, by name."""
+        return sorted(name for name in self.dependencies if not self.is_up(name))
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Each dependency's failed checks in a row."""
+        return {name: health.failures for name, health in self.dependencies.items()}
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """The error of each dependency whose latest check failed, down or not yet."""
+        return {
+            name: health.error
+            for name, health in self.dependencies.items()
+            if health.error is not None
+        }
 
 
 @dataclass
@@ -141,25 +219,74 @@ class Runtime:
         return topic_name(self.settings, name)
 
 
-async def _check_readiness(runtime: Runtime) -> None:
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {READINESS_CHECK_TIMEOUT_S:g}s"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def _probe_database(runtime: Runtime) -> str | None:
+    try:
+        async with asyncio.timeout(READINESS_CHECK_TIMEOUT_S):
+            async with runtime.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return _failure(exc)
+    return None
+
+
+async def _probe_broker(runtime: Runtime) -> str | None:
+    try:
+        await asyncio.wait_for(
+            runtime.producer.client.fetch_all_metadata(), timeout=READINESS_CHECK_TIMEOUT_S
+        )
+    except Exception as exc:
+        return _failure(exc)
+    return None
+
+
+async def _probe_vault(runtime: Runtime) -> str | None:
+    try:
+        healthy = await asyncio.wait_for(runtime.vault.healthy(), timeout=READINESS_CHECK_TIMEOUT_S)
+    except Exception as exc:
+        return _failure(exc)
+    return None if healthy else "Vault unreachable, sealed, or token invalid"
+
+
+async def check_readiness(runtime: Runtime) -> Readiness:
+    """Probe database, broker and Vault once (together) and count the outcome.
+
+    The readiness loop calls this every `readiness_interval_s`; `/readyz` and the
+    request gate only read the state it leaves, so the threshold counts checks at one
+    steady pace however many probes ask.
+    """
     status = runtime.readiness
-    errors: dict[str, str] = {}
-    try:
-        async with runtime.engine.connect() as connection:
-            await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=3)
-        status.database = True
-    except Exception as exc:
-        status.database, errors["database"] = False, f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        await asyncio.wait_for(runtime.producer.client.fetch_all_metadata(), timeout=3)
-        status.broker = True
-    except Exception as exc:
-        status.broker, errors["broker"] = False, f"{type(exc).__name__}: {exc}"[:300]
-    status.vault = await runtime.vault.healthy()
-    if not status.vault:
-        errors["vault"] = "Vault unreachable, sealed, or token invalid"
-    status.errors = errors
+    outcomes = await asyncio.gather(
+        _probe_database(runtime), _probe_broker(runtime), _probe_vault(runtime)
+    )
+    for name, error in zip(READINESS_DEPENDENCIES, outcomes, strict=True):
+        status.record(name, error)
     status.checked_at = time.time()
+    return status
+
+
+STARTUP_RECHECK_S = 0.5
+
+
+async def _first_readiness(runtime: Runtime) -> None:
+    """The start-up checks: up to `readiness_failure_threshold` of them, a moment apart,
+    until every dependency has answered once.
+
+    A slow first answer on a busy host then costs start-up half a second, not a readiness
+    interval of refused requests; a dependency that does not answer leaves the service
+    starting not ready, for the loop to count it up once it does.
+    """
+    for attempt in range(runtime.readiness.failure_threshold):
+        if attempt:
+            await asyncio.sleep(STARTUP_RECHECK_S)
+        await check_readiness(runtime)
+        if runtime.readiness.ready:
+            return
 
 
 async def _readiness_loop(runtime: Runtime, stop: asyncio.Event) -> None:
@@ -167,7 +294,7 @@ async def _readiness_loop(runtime: Runtime, stop: asyncio.Event) -> None:
         try:
             await asyncio.wait_for(stop.wait(), timeout=runtime.settings.readiness_interval_s)
         except TimeoutError:
-            await _check_readiness(runtime)
+            await check_readiness(runtime)
 
 
 VAULT_RENEW_INTERVAL_S = 3600.0
@@ -254,7 +381,7 @@ class _RequestContextMiddleware:
             await send(message)
 
         if runtime is not None and path not in OPERATIONS_PATHS and not runtime.readiness.ready:
-            failing = ", ".join(sorted(runtime.readiness.errors)) or "start-up checks"
+            failing = ", ".join(runtime.readiness.down)
             response = problem_response(
                 503,
                 "Service unavailable",
@@ -324,6 +451,7 @@ def create_service_app(
             outbox=outbox,
             relay=relay,
             metrics=metrics,
+            readiness=Readiness(failure_threshold=settings.readiness_failure_threshold),
         )
         runtime.state[AUDIT_RECORDER_KEY] = AuditRecorder(outbox, sessionmaker, clock=the_clock)
         stop = asyncio.Event()
@@ -337,7 +465,7 @@ def create_service_app(
             await ensure_topics(settings, [outbox.own_topic])
             if spec.verifies_tokens:
                 _install_token_verifier(runtime, jwks, stop, tasks)
-            await _check_readiness(runtime)
+            await _first_readiness(runtime)
             if spec.on_startup is not None:
                 await spec.on_startup(runtime)
             for consumer_spec in spec.consumers:
@@ -444,15 +572,21 @@ def create_service_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> Response:
-        """Readiness: database, broker and Vault all reachable."""
+        """Readiness: database, broker and Vault all reachable, as last checked."""
+        # Reads the readiness loop's state and checks nothing itself: the request gate
+        # refuses traffic on this same state, an answer never waits on a dependency's
+        # timeout (which would outlast the kubelet's), and more probes do not mean more
+        # counted failures.
         runtime: Runtime = request.app.state.runtime
-        await _check_readiness(runtime)
         status = runtime.readiness
         body = {
             "service": spec.name,
             "ready": status.ready,
-            "checks": {"database": status.database, "broker": status.broker, "vault": status.vault},
+            "checks": status.checks,
+            "failures": status.failures,
+            "failure_threshold": status.failure_threshold,
             "errors": status.errors,
+            "checked_at": datetime.fromtimestamp(status.checked_at, UTC).isoformat(),
             "outbox_published": runtime.relay.published,
         }
         if not status.ready:
@@ -460,12 +594,10 @@ def create_service_app(
                 503,
                 "Not ready",
                 "not-ready",
-                "A dependency is unreachable: " + ", ".join(sorted(status.errors)),
+                "A dependency is unreachable: " + ", ".join(status.down),
                 "/readyz",
                 **body,
             )
-        from fastapi.responses import JSONResponse
-
         return JSONResponse(body)
 
     # Left out of the OpenAPI document: it is for the operator's scraper, not an API

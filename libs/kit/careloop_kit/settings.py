@@ -124,7 +124,27 @@ class KitSettings(BaseSettings):
         0.2, description="First retry delay in seconds; doubles on each retry."
     )
     readiness_interval_s: float = Field(
-        2.0, description="How often database, broker and Vault reachability is re-checked."
+        2.0,
+        gt=0,
+        description=(
+            "How often database, broker and Vault reachability is re-checked, in seconds. "
+            "`/readyz` and the refusal of API requests report the latest checks; they never "
+            "check on their own."
+        ),
+    )
+    readiness_failure_threshold: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Failed readiness checks in a row after which a dependency (database, broker, "
+            "Vault) counts as down: the service then answers API requests and `/readyz` with "
+            "503. One successful check counts it up again. Fewer failures show in `/readyz` "
+            "(`errors`, `failures`) but keep the service serving, so one slow answer on a busy "
+            "host does not turn traffic away. An outage is acted on after about this many "
+            "times `readiness_interval_s` (6 s by default). Until each dependency has answered "
+            "once after start-up the service is not ready, whatever the threshold; start-up "
+            "checks up to this many times, half a second apart, before the service serves."
+        ),
     )
 
     @model_validator(mode="after")
