@@ -269,9 +269,9 @@ async def loop(service_settings: ServiceSettingsFactory, topic_prefix: str) -> A
                 )
 
 
-async def open_visit_day(loop: Loop) -> datetime:
-    """A provider with a window two days on, once scheduling knows the location; the
-    visit's start (10:00 practice time)."""
+async def book_visit(loop: Loop) -> tuple[str, datetime]:
+    """A provider with a window two days on, once scheduling knows the location, and
+    the patient's visit in it: the appointment's id and start (10:00 practice time)."""
     await eventually_async(
         lambda: loop.gateway.get(
             f"{API}/scheduling/locations/{loop.location_id}", headers=loop.staff()
@@ -312,8 +312,7 @@ async def open_visit_day(loop: Loop) -> datetime:
             "start_at": start.astimezone(UTC).isoformat(),
         },
     )
-    loop.__dict__["appointment_id"] = booked["id"]
-    return start
+    return booked["id"], start
 
 
 async def test_an_inbound_referral_from_received_to_outcome_reported(loop: Loop) -> None:
@@ -397,8 +396,7 @@ async def test_an_inbound_referral_from_received_to_outcome_reported(loop: Loop)
     )
 
     # The coordinator books the visit and links it: scheduled.
-    start = await open_visit_day(loop)
-    appointment_id = loop.__dict__["appointment_id"]
+    appointment_id, start = await book_visit(loop)
     scheduled = await loop.move(rid, "scheduled", appointment_id=appointment_id)
     assert scheduled["appointment_id"] == appointment_id
 

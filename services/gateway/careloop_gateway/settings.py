@@ -33,7 +33,19 @@ class GatewaySettings(KitSettings):
         200, description="Connections the gateway keeps open to the services at most."
     )
     max_body_bytes: int = Field(
-        1024 * 1024, description="Largest request body accepted, in bytes (413 beyond)."
+        1024 * 1024,
+        description=(
+            "Largest request body accepted, in bytes (413 beyond), for services without "
+            "their own limit in `CARELOOP_MAX_BODY_BYTES_BY_SERVICE`."
+        ),
+    )
+    max_body_bytes_by_service: dict[str, int] = Field(
+        default_factory=lambda: {"referrals": 16 * 1024 * 1024},
+        description=(
+            "Largest request body per published service, in bytes (JSON object). Referral "
+            "packets carry their documents base64-encoded (about 4/3 of their size), so "
+            "referrals get 16 MiB: several scanned documents of a packet in one request."
+        ),
     )
     cors_allowed_origins: list[str] = Field(
         default_factory=list,

@@ -167,6 +167,38 @@ async def test_a_body_over_the_limit_is_a_413_problem(
     assert streamed.status_code == 413
 
 
+async def test_a_service_with_its_own_body_limit_takes_more_than_the_default(
+    make_gateway: GatewayFactory,
+) -> None:
+    received: list[int] = []
+
+    async def upload(request: Request) -> JSONResponse:
+        received.append(len(await request.body()))
+        return JSONResponse({}, status_code=201)
+
+    upstream = Starlette(routes=[Route("/packets", upload, methods=["POST"])])
+    body = b"p" * 3000
+    async with (
+        serve_in_task(upstream) as url,
+        make_gateway(
+            routes={"referrals": url, "other": url},
+            max_body_bytes=1000,
+            max_body_bytes_by_service={"referrals": 4000},
+        ) as gateway,
+    ):
+        packet = await gateway.post("/api/v1/referrals/packets", content=body)
+        elsewhere = await gateway.post("/api/v1/other/packets", content=body)
+        too_big = await gateway.post("/api/v1/referrals/packets", content=b"p" * 4001)
+
+    assert packet.status_code == 201
+    assert received == [3000]
+    assert elsewhere.status_code == 413
+    assert "1000 bytes" in elsewhere.json()["detail"]
+    assert too_big.status_code == 413
+    assert "4000 bytes" in too_big.json()["detail"]
+    assert "CARELOOP_MAX_BODY_BYTES_BY_SERVICE" in too_big.json()["detail"]
+
+
 async def test_over_the_rate_limit_is_a_429_problem_with_retry_after(
     make_gateway: GatewayFactory,
     patients_url: str,

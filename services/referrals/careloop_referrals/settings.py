@@ -125,8 +125,8 @@ class ReferralsSettings(SmtpSettings):
         ge=1024,
         description=(
             "Largest document of a referral packet, in bytes. Through the gateway the "
-            "whole request (base64, about 4/3 of the documents) must also fit its "
-            "`CARELOOP_MAX_BODY_BYTES`."
+            "whole request (base64, about 4/3 of the documents) must also fit its limit "
+            "for referrals (`CARELOOP_MAX_BODY_BYTES_BY_SERVICE`, 16 MiB)."
         ),
     )
     max_page_size: int = Field(

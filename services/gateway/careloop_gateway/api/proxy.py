@@ -72,17 +72,25 @@ def _raw_headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
 
 
+def _too_large(limit: int) -> str:
+    return (
+        f"The request body exceeds this route's limit of {limit} bytes: send less at once "
+        "(a referral packet's documents over several uploads), or ask the operator to raise "
+        "CARELOOP_MAX_BODY_BYTES_BY_SERVICE."
+    )
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        raise PayloadTooLarge(_too_large(limit))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            raise PayloadTooLarge(_too_large(limit))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -220,7 +228,9 @@ async def _proxy(request: Request, service: str, upstream_path: str) -> Response
         # Probes and metrics are for the platform's own network (request rates by route,
         # readiness of its dependencies), not for API clients.
         raise ServiceNotFound("A service's health and metrics endpoints are not published.")
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await _read_body(
+        request, settings.max_body_bytes_by_service.get(service, settings.max_body_bytes)
+    )
     query = request.url.query
     url = base.rstrip("/") + upstream_path + (f"?{query}" if query else "")
     client_ip = request.client.host if request.client else None
