@@ -84,7 +84,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from sqlalchemy import Column, DateTime, MetaData, String, func, select
+from sqlalchemy import Column, DateTime, MetaData, String, func, insert, select
 from sqlalchemy import Table as SqlTable
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -115,6 +115,7 @@ from careloop_kit.testing.apps import serve_in_task
 from careloop_kit.testing.processes import serve_jwks
 from careloop_messaging.store.tables import message as message_table
 from careloop_messaging.testing.twilio_double import TwilioDouble
+from careloop_referrals.store.tables import location_view as referral_location_view
 from careloop_scheduling.domain.appointment import AppointmentStatus
 from careloop_scheduling.domain.catalog import (
     AppointmentType,
@@ -987,6 +988,22 @@ async def bench_referrals(
     assert stack.openbao is not None
     dsn = await stack.database("bench_referrals")
     await upgrade_async(REFERRALS_MIGRATIONS, dsn)
+    # The location as identity's location events leave it in referrals' view, so each
+    # patient contact names its practice, as in a running platform.
+    engine = make_engine(dsn)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(referral_location_view).values(
+                org_id=ORG,
+                id="loc-bench",
+                name="Bench Clinic (synthetic)",
+                time_zone="America/Chicago",
+                sensitive=False,
+                changed_at=None,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    await engine.dispose()
     tokens = await asyncio.to_thread(
         bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["referrals"]
     )
