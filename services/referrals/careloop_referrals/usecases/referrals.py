@@ -49,7 +49,6 @@ from careloop_referrals.usecases.common import (
     ReferralChanged,
     TransitionRefused,
     field_cipher,
-    open_reason,
     open_text,
     seal_reason,
     settings_of,
@@ -255,31 +254,18 @@ async def referral_view(ctx: Context, found: Referral, permission: str) -> Refer
     shown = sees_clinical(ctx, permission)
     stored = await ctx.repos.referrals.transitions(found.org_id, found.id)
     details = await ctx.repos.referrals.details(found.org_id, found.id)
-    reason = None
-    steps = []
-    if shown:
-        reason = await open_reason(
-            ctx.runtime,
-            ctx.session,
-            details.reason_ct,
-            org_id=found.org_id,
-            table="referral",
-            row_id=found.id,
-        )
-    for s in stored:
-        said = (
-            await open_reason(
-                ctx.runtime,
-                ctx.session,
-                s.reason_ct,
-                org_id=found.org_id,
-                table="referral_transition",
-                row_id=s.id,
-            )
+    reason = (
+        await _opened(ctx, details.reason_ct, "referral", "reason", found.id) if shown else None
+    )
+    steps = [
+        HistoryStep(
+            s.transition,
+            await _opened(ctx, s.reason_ct, "referral_transition", "reason", s.id)
             if shown
-            else None
+            else None,
         )
-        steps.append(HistoryStep(s.transition, said))
+        for s in stored
+    ]
     coverage = _sees_coverage(ctx, permission)
     authorization = None
     if details.authorization is not None:
