@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,6 +115,52 @@ async def service_process(
                 process.kill()
                 await process.wait()
         log.close()
+
+
+@contextlib.asynccontextmanager
+async def service_processes(
+    vault_tokens: Mapping[str, str],
+    *,
+    postgres_server: PostgresServer,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    jwks_url: str,
+    log_dir: Path,
+    prefix: str,
+) -> AsyncIterator[dict[str, str]]:
+    """`service_process` for each service named in `vault_tokens` (name -> its Vault
+    token), all started at once; yield name -> URL once every one is ready.
+
+    Most of a start is the two processes waiting on imports, the database and the
+    broker, so starting them side by side costs little more than the slowest one. All
+    are stopped on the way out, also when one of them failed to start."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(service: str, vault_token: str) -> tuple[str, str]:
+            url = await stack.enter_async_context(
+                service_process(
+                    service,
+                    postgres_server=postgres_server,
+                    kafka_bootstrap=kafka_bootstrap,
+                    vault_addr=vault_addr,
+                    vault_token=vault_token,
+                    jwks_url=jwks_url,
+                    log_dir=log_dir,
+                    prefix=prefix,
+                )
+            )
+            return service, url
+
+        # Every start runs to its end before a failure is raised, so the stack stops
+        # each process that did start, and none is left starting unattended.
+        started = await asyncio.gather(
+            *(start(service, token) for service, token in vault_tokens.items()),
+            return_exceptions=True,
+        )
+        failures = [result for result in started if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+        yield dict(result for result in started if not isinstance(result, BaseException))
 
 
 def _read(path: Path) -> str:
