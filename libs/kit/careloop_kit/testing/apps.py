@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -44,3 +44,30 @@ async def serve_in_task(app: Any, *, port: int | None = None) -> AsyncIterator[s
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def serve_in_tasks(
+    apps: Mapping[str, Any], *, ports: Mapping[str, int] | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """`serve_in_task` for each app (name -> app, on `ports[name]` if given), their
+    lifespans started at once; yield name -> URL once every one is serving.
+
+    A lifespan mostly waits on the database, Vault and the broker (a consumer joining its
+    group), so side by side the apps start in about the time of the slowest. All are
+    stopped on the way out, also when one of them failed to start."""
+    async with AsyncExitStack() as stack:
+
+        async def start(name: str, app: Any) -> tuple[str, str]:
+            port = (ports or {}).get(name)
+            return name, await stack.enter_async_context(serve_in_task(app, port=port))
+
+        # Every start runs to its end before a failure is raised, so the stack stops each
+        # app that did start, and none is left starting unattended.
+        started = await asyncio.gather(
+            *(start(name, app) for name, app in apps.items()), return_exceptions=True
+        )
+        failures = [result for result in started if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+        yield dict(result for result in started if not isinstance(result, BaseException))
