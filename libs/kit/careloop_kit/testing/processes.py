@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.infra.ports import free_port
-from careloop_kit.testing.apps import serve_in_task
+from careloop_kit.testing.apps import entered_at_once, serve_in_task
 
 if TYPE_CHECKING:
     from careloop_kit.infra.postgres import PostgresServer
@@ -134,33 +134,21 @@ async def service_processes(
     Most of a start is the two processes waiting on imports, the database and the
     broker, so starting them side by side costs little more than the slowest one. All
     are stopped on the way out, also when one of them failed to start."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(service: str, vault_token: str) -> tuple[str, str]:
-            url = await stack.enter_async_context(
-                service_process(
-                    service,
-                    postgres_server=postgres_server,
-                    kafka_bootstrap=kafka_bootstrap,
-                    vault_addr=vault_addr,
-                    vault_token=vault_token,
-                    jwks_url=jwks_url,
-                    log_dir=log_dir,
-                    prefix=prefix,
-                )
-            )
-            return service, url
-
-        # Every start runs to its end before a failure is raised, so the stack stops
-        # each process that did start, and none is left starting unattended.
-        started = await asyncio.gather(
-            *(start(service, token) for service, token in vault_tokens.items()),
-            return_exceptions=True,
+    starts = {
+        service: service_process(
+            service,
+            postgres_server=postgres_server,
+            kafka_bootstrap=kafka_bootstrap,
+            vault_addr=vault_addr,
+            vault_token=vault_token,
+            jwks_url=jwks_url,
+            log_dir=log_dir,
+            prefix=prefix,
         )
-        failures = [result for result in started if isinstance(result, BaseException)]
-        if failures:
-            raise failures[0]
-        yield dict(result for result in started if not isinstance(result, BaseException))
+        for service, vault_token in vault_tokens.items()
+    }
+    async with entered_at_once(starts) as urls:
+        yield urls
 
 
 def _read(path: Path) -> str:
