@@ -35,7 +35,7 @@ from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.infra.ports import free_port
-from careloop_kit.testing.apps import serve_in_task
+from careloop_kit.testing.apps import serve_in_task, serve_in_tasks
 from careloop_kit.testing.services import ServiceSettingsFactory
 from careloop_kit.testing.smtp import SmtpCollector, email_texts, smtp_server
 from careloop_messaging.app import create_app as create_messaging
@@ -220,13 +220,16 @@ async def loop(service_settings: ServiceSettingsFactory, topic_prefix: str) -> A
             gateway_app = create_gateway(
                 await settings_of(GatewaySettings, "gateway", routes=routes), **shared_clock
             )
+            apps = {
+                "patients": patients_app,
+                "messaging": messaging_app,
+                "referrals": referrals_app,
+                "tasks": tasks_app,
+                "scheduling": scheduling_app,
+                "gateway": gateway_app,
+            }
             async with (
-                serve_in_task(patients_app, port=ports["patients"]),
-                serve_in_task(messaging_app, port=ports["messaging"]),
-                serve_in_task(referrals_app, port=ports["referrals"]),
-                serve_in_task(tasks_app, port=ports["tasks"]),
-                serve_in_task(scheduling_app, port=ports["scheduling"]),
-                serve_in_task(gateway_app, port=ports["gateway"]),
+                serve_in_tasks(apps, ports=ports),
                 httpx.AsyncClient(base_url=local["gateway"], timeout=30) as gateway,
                 httpx.AsyncClient(base_url=identity_url) as identity,
                 httpx.AsyncClient(base_url=local["patients"]) as patients,

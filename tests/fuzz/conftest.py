@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,7 +22,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import SystemClock
 from careloop_kit.db.migrate import upgrade_async
 from careloop_kit.testing.apps import serve_in_task
-from careloop_kit.testing.processes import serve_jwks, service_process
+from careloop_kit.testing.processes import serve_jwks, service_processes
 
 if TYPE_CHECKING:
     from careloop_kit.infra.postgres import PostgresServer
@@ -54,20 +54,18 @@ async def service_urls(
     jwks_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[dict[str, str]]:
-    """The real patients and audit services, each as its own process; name -> base URL."""
-    common: dict[str, Any] = {
-        "postgres_server": postgres_server,
-        "kafka_bootstrap": kafka_bootstrap,
-        "vault_addr": vault_addr,
-        "jwks_url": jwks_url,
-        "log_dir": tmp_path_factory.mktemp("service-logs"),
-        "prefix": f"t{SUFFIX}.",
-    }
-    async with (
-        service_process("patients", vault_token=vault_tokens["patients"], **common) as patients,
-        service_process("audit", vault_token=vault_tokens["audit"], **common) as audit,
-    ):
-        yield {"patients": patients, "audit": audit}
+    """The real patients and audit services, each as its own process, started at once;
+    name -> base URL."""
+    async with service_processes(
+        {service: vault_tokens[service] for service in ("patients", "audit")},
+        postgres_server=postgres_server,
+        kafka_bootstrap=kafka_bootstrap,
+        vault_addr=vault_addr,
+        jwks_url=jwks_url,
+        log_dir=tmp_path_factory.mktemp("service-logs"),
+        prefix=f"t{SUFFIX}.",
+    ) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")

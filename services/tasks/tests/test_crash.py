@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from careloop_contracts import Envelope, prefixed, to_headers
 from careloop_contracts.referrals import ReferralEscalated, ReferralEvent, ReferralStalled
 from careloop_kit.infra.ports import free_port
+from careloop_kit.testing.kafka import CRASH_TEST_SESSION_TIMEOUT_MS
 from careloop_tasks.settings import TasksSettings
 
 pytestmark = [pytest.mark.service, pytest.mark.crash]
@@ -162,6 +163,8 @@ async def test_killed_and_restarted_the_service_still_makes_one_task_and_one_esc
         "CARELOOP_AUTH_JWKS_URL": "http://127.0.0.1:9/unused-jwks.json",
         "CARELOOP_LOG_JSON": "false",
         "CARELOOP_LOG_LEVEL": "WARNING",
+        # The killed process's partitions move to the restarted one after this, not 10 s.
+        "CARELOOP_KAFKA_SESSION_TIMEOUT_MS": str(CRASH_TEST_SESSION_TIMEOUT_MS),
         "URL": f"http://127.0.0.1:{port}",
     }
     log = tmp_path / "tasks.log"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
 from careloop_kit.infra.ports import free_port
+
+_T = TypeVar("_T")
 
 
 @asynccontextmanager
@@ -44,3 +46,40 @@ async def serve_in_task(app: Any, *, port: int | None = None) -> AsyncIterator[s
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def serve_in_tasks(
+    apps: Mapping[str, Any], *, ports: Mapping[str, int] | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """`serve_in_task` for each app (name -> app, on `ports[name]` if given), their
+    lifespans started at once; yield name -> URL once every one is serving.
+
+    A lifespan mostly waits on the database, Vault and the broker (a consumer joining its
+    group), so side by side the apps start in about the time of the slowest. All are
+    stopped on the way out, also when one of them failed to start."""
+    servers = {name: serve_in_task(app, port=(ports or {}).get(name)) for name, app in apps.items()}
+    async with entered_at_once(servers) as urls:
+        yield urls
+
+
+@asynccontextmanager
+async def entered_at_once(
+    managers: Mapping[str, AbstractAsyncContextManager[_T]],
+) -> AsyncIterator[dict[str, _T]]:
+    """Enter every context manager (name -> manager) at once; yield name -> what each
+    gave. Every entry runs to its end before a failure is raised, so each one that was
+    entered is left again, and none is left starting unattended."""
+    async with AsyncExitStack() as stack:
+
+        async def enter(name: str, manager: AbstractAsyncContextManager[_T]) -> tuple[str, _T]:
+            return name, await stack.enter_async_context(manager)
+
+        entered = await asyncio.gather(
+            *(enter(name, manager) for name, manager in managers.items()),
+            return_exceptions=True,
+        )
+        failures = [result for result in entered if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+        yield dict(result for result in entered if not isinstance(result, BaseException))

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.infra.ports import free_port
-from careloop_kit.testing.apps import serve_in_task
+from careloop_kit.testing.apps import entered_at_once, serve_in_task
 
 if TYPE_CHECKING:
     from careloop_kit.infra.postgres import PostgresServer
@@ -115,6 +115,40 @@ async def service_process(
                 process.kill()
                 await process.wait()
         log.close()
+
+
+@contextlib.asynccontextmanager
+async def service_processes(
+    vault_tokens: Mapping[str, str],
+    *,
+    postgres_server: PostgresServer,
+    kafka_bootstrap: str,
+    vault_addr: str,
+    jwks_url: str,
+    log_dir: Path,
+    prefix: str,
+) -> AsyncIterator[dict[str, str]]:
+    """`service_process` for each service named in `vault_tokens` (name -> its Vault
+    token), all started at once; yield name -> URL once every one is ready.
+
+    Most of a start is the two processes waiting on imports, the database and the
+    broker, so starting them side by side costs little more than the slowest one. All
+    are stopped on the way out, also when one of them failed to start."""
+    starts = {
+        service: service_process(
+            service,
+            postgres_server=postgres_server,
+            kafka_bootstrap=kafka_bootstrap,
+            vault_addr=vault_addr,
+            vault_token=vault_token,
+            jwks_url=jwks_url,
+            log_dir=log_dir,
+            prefix=prefix,
+        )
+        for service, vault_token in vault_tokens.items()
+    }
+    async with entered_at_once(starts) as urls:
+        yield urls
 
 
 def _read(path: Path) -> str:
