@@ -74,9 +74,9 @@ def _raw_headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 def _too_large(limit: int) -> str:
     return (
-        f"The request body exceeds this route's limit of {limit} bytes: send less at once "
-        "(a referral packet's documents over several uploads), or ask the operator to raise "
-        "CARELOOP_MAX_BODY_BYTES_BY_SERVICE."
+        f"The request body exceeds this service's limit of {limit} bytes: send a smaller "
+        "body, or ask the operator to raise the service's limit "
+        "(CARELOOP_MAX_BODY_BYTES_BY_SERVICE, else CARELOOP_MAX_BODY_BYTES)."
     )
 
 

@@ -41,15 +41,6 @@ class AuthorizationRepository(Repository):
         row = (await self._session.execute(query)).first()
         return None if row is None else authorization_of(row._mapping)
 
-    async def number_of(self, org_id: str, referral_id: str) -> bytes | None:
-        value: bytes | None = await self._session.scalar(
-            select(referral_authorization.c.number_ct).where(
-                referral_authorization.c.org_id == org_id,
-                referral_authorization.c.referral_id == referral_id,
-            )
-        )
-        return value
-
     async def save(
         self,
         authorization: Authorization,

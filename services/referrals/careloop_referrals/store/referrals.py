@@ -145,14 +145,6 @@ class ReferralRepository(Repository):
             note_ct=None if outcome is None else outcome["note_ct"],
         )
 
-    async def reason_of(self, org_id: str, referral_id: str) -> bytes | None:
-        value: bytes | None = await self._session.scalar(
-            select(referral.c.reason_ct).where(
-                referral.c.org_id == org_id, referral.c.id == referral_id
-            )
-        )
-        return value
-
     async def save(
         self,
         moved: Referral,
