@@ -12,6 +12,11 @@ from careloop_contracts.base import (
     parse,
     registry,
 )
+from careloop_contracts.caregaps import (
+    GapEvent,
+    GapOpened,
+    GapStatusChanged,
+)
 from careloop_contracts.envelope import (
     PLATFORM_ORG_ID,
     Envelope,
@@ -28,7 +33,12 @@ from careloop_contracts.messaging import (
     ReplyReceived,
     ReplyReceivedV2,
 )
-from careloop_contracts.patients import PatientMerged, PatientRegistered, PatientUpdated
+from careloop_contracts.patients import (
+    ClinicalFactRecorded,
+    PatientMerged,
+    PatientRegistered,
+    PatientUpdated,
+)
 from careloop_contracts.referrals import (
     AuthorizationExpiring,
     AuthorizationRecorded,
@@ -90,13 +100,19 @@ __all__ = [
     "AuthorizationExpiring",
     "AuthorizationRecorded",
     "CallbackRequested",
+    "ClinicalFactRecorded",
     "ConsumerGroupSpec",
     "Envelope",
     "EnvelopeError",
     "Event",
+    "GapEvent",
+    "GapOpened",
+    "GapStatusChanged",
     "MessageFailed",
     "MessageSent",
     "MessageSkipped",
+    "OutreachRequested",
+    "OutreachUnanswered",
     "PatientMerged",
     "PatientRegistered",
     "PatientUpdated",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from careloop_contracts.base import Event, Id, UtcDatetime
 
@@ -61,3 +62,83 @@ class PatientMerged(Event):
     merged_patient_id: Id = Field(description="Id of the record merged away (retired).")
     org_id: Id = Field(description="Organization (tenant) that owns both records.")
     merged_at: UtcDatetime = Field(description="When the merge was committed (UTC).")
+
+
+FactKindName = Literal[
+    "condition", "observation", "procedure", "immunization", "medication-statement", "encounter"
+]
+"""The clinical fact kinds, one per FHIR R4 resource: Condition, Observation, Procedure,
+Immunization, MedicationStatement, Encounter."""
+
+FactSourceName = Literal["staff-entry", "intake", "ehr-import"]
+"""Where a fact came from: typed in by staff, a patient's intake form, the EHR connector."""
+
+CodeSystemName = Literal["icd-10-cm", "snomed-ct", "loinc", "cpt", "hcpcs", "cvx", "rxnorm"]
+"""The code systems facts are coded in (short names of the FHIR system URIs)."""
+
+
+class FactCoding(BaseModel):
+    """One code of a fact: its system and code, never its display text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system: CodeSystemName = Field(description="Code system of the code.")
+    code: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9.\-]+$")
+
+
+class FactQuantity(BaseModel):
+    """A measured value: a number and its UCUM unit (an observation or one component)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: FactCoding | None = Field(
+        default=None, description="The component's code (e.g. LOINC 8480-6); None: the value."
+    )
+    value: float = Field(description="The number measured.")
+    unit: str = Field(
+        max_length=32, description="UCUM unit code (`%`, `mm[Hg]`, `mL/min/{1.73_m2}`)."
+    )
+
+
+class ClinicalFactRecorded(Event):
+    """Emitted when a clinical fact is recorded or corrected (a new `version` of the same
+    `fact_id`; `status` `entered-in-error` withdraws it). Carries ids, codes, dates, the
+    status and, for observations, the measured numbers and units: what care-gap measures
+    evaluate. Never a name, a note, free text or the display of a code; the full FHIR
+    resource is read through the patients API, which audits the access. A fact sent
+    twice (the same source and source id) is recorded once and published once."""
+
+    event_type = "careloop.patients.fact.recorded.v1"
+    topic = "careloop.patients"
+
+    fact_id: Id = Field(description="Id of the fact.")
+    patient_id: Id = Field(description="Id of the patient the fact is about.")
+    org_id: Id = Field(description="Organization (tenant) that owns the record.")
+    kind: FactKindName = Field(description="Which FHIR resource the fact is.")
+    version: int = Field(ge=1, description="Fact version; a correction increases it by one.")
+    status: str = Field(
+        max_length=32,
+        pattern=r"^[a-z][a-z-]*$",
+        description=(
+            "The resource's status code (`Condition.clinicalStatus`, `Observation.status`, "
+            "...); `entered-in-error` withdraws the fact."
+        ),
+    )
+    codes: tuple[FactCoding, ...] = Field(
+        min_length=1, description="Every coding of the resource's code (or vaccine code)."
+    )
+    effective_on: date = Field(
+        description="The date the fact holds from: onset, effective, performed, occurrence."
+    )
+    effective_until: date | None = Field(
+        default=None,
+        description="The date it stopped holding (abatement, period end), if it did.",
+    )
+    quantities: tuple[FactQuantity, ...] = Field(
+        default=(), description="For observations: the value and each component's value."
+    )
+    source: FactSourceName = Field(description="Where the fact came from.")
+    location_id: Id | None = Field(
+        default=None, description="Location where it was recorded or performed, if known."
+    )
+    recorded_at: UtcDatetime = Field(description="When this version was committed (UTC).")

@@ -22,6 +22,7 @@ SERVICES: Final[tuple[str, ...]] = (
     "audit",
     "referrals",
     "tasks",
+    "caregaps",
 )
 """Every Careloop service; each has its own Vault identity, policy and token."""
 
@@ -43,6 +44,9 @@ REFERRALS_FIELDS_KEY: Final = "careloop-referrals-fields"
 for each transition)."""
 TASKS_FIELDS_KEY: Final = "careloop-tasks-fields"
 """Transit key (aes256-gcm96) that wraps tasks' data keys (comments and notes on tasks)."""
+CAREGAPS_FIELDS_KEY: Final = "careloop-caregaps-fields"
+"""Transit key (aes256-gcm96) that wraps care-gaps' data keys (the demographics and
+clinical facts its evaluation reads, the evidence of each gap)."""
 AUDIT_CHECKPOINT_KEY: Final = "careloop-audit-checkpoint"
 """Transit key (ed25519) that signs checkpoints of the audit hash chain."""
 IDENTITY_SIGNING_KEY: Final = "careloop-identity-signing"
@@ -56,6 +60,7 @@ TRANSIT_KEYS: Final[tuple[tuple[str, str], ...]] = (
     (MESSAGING_FIELDS_KEY, "aes256-gcm96"),
     (REFERRALS_FIELDS_KEY, "aes256-gcm96"),
     (TASKS_FIELDS_KEY, "aes256-gcm96"),
+    (CAREGAPS_FIELDS_KEY, "aes256-gcm96"),
     (AUDIT_CHECKPOINT_KEY, "ed25519"),
     (IDENTITY_SIGNING_KEY, "ed25519"),
 )
@@ -153,6 +158,14 @@ VAULT_GRANTS: Final[Mapping[str, tuple[VaultGrant, ...]]] = MappingProxyType(
             "decrypt",
             "rewrap",
         ),
+        "caregaps": _transit(
+            CAREGAPS_FIELDS_KEY,
+            "Envelope encryption of the demographics and facts gaps are evaluated from and "
+            "of each gap's evidence: fresh data keys, unwrap, and rewrap after key rotation.",
+            "datakey/plaintext",
+            "decrypt",
+            "rewrap",
+        ),
     }
 )
 """Per-service additions to the policy every service gets."""
@@ -164,6 +177,10 @@ SERVICE_GRANTS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = MappingProxy
         # Delivering a reminder needs the address it goes to and the patient's channel
         # choices; nothing clinical, nothing demographic.
         "messaging": MappingProxyType({"patients:read": frozenset({"contact", "preferences"})}),
+        # A measure's population is set by age and sex: care-gaps reads the birth date and
+        # sex of a patient when a registration or a change of them arrives; no contact
+        # data (outreach goes through messaging), and the facts travel as events.
+        "caregaps": MappingProxyType({"patients:read": frozenset({"demographics"})}),
     }
 )
 """What a service may do when it calls another one with its own service identity

@@ -98,6 +98,13 @@ TOPICS: dict[str, TopicSpec] = {
             key="The patient id, or the task id for a task that names no patient.",
         ),
         _event_stream(
+            "caregaps",
+            "Care gaps (opened, each status change to closed or excluded) and the access "
+            "records of the care-gaps service: ids, measure ids, statuses and due dates, "
+            "never a value or evidence.",
+            partitions=6,
+        ),
+        _event_stream(
             "identity",
             "Session revocations (logout, refresh-token reuse), which every service "
             "that verifies access tokens consumes, locations created and changed "
@@ -265,6 +272,25 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             description=(
                 "Patients asking for a call back on a message's secure link (a referral "
                 "waiting to be booked): a call on the managing location's queue."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="caregaps",
+            name="facts",
+            topics=("careloop.patients",),
+            description=(
+                "Patient records and clinical facts: a registration, a change of birth date "
+                "or sex, a merge or a fact re-evaluates that patient's gaps."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="caregaps",
+            name="appointments",
+            topics=("careloop.scheduling",),
+            description=(
+                "Appointment events: a booked visit of a measure's appointment types marks "
+                "the patient's gaps scheduled, a cancellation opens them again; a visit "
+                "attributes the patient to its location and provider."
             ),
         ),
         ConsumerGroupSpec(

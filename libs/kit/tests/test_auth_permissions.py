@@ -84,6 +84,8 @@ def test_patient_only_reads_and_self_schedules() -> None:
         "messages:read",
         # Its own referrals, the same way.
         "referrals:read",
+        # Its own care gaps, shown as reminders.
+        "caregaps:read",
     ]
 
 

@@ -61,6 +61,12 @@ PERMISSIONS: Final[Mapping[str, str]] = MappingProxyType(
         ),
         "tasks:update": "Create, claim, assign, comment on, complete and cancel tasks.",
         "tasks:manage": "Manage the task rules and the queues' members (no PHI).",
+        "caregaps:read": (
+            "Read care gaps, their evidence and the population view (a gap names a "
+            "measure, so it is clinical)."
+        ),
+        "caregaps:update": "Decline, exclude or reopen a care gap by hand, with a reason.",
+        "caregaps:manage": "Run population evaluations and read the measure library (no PHI).",
     }
 )
 
@@ -105,6 +111,10 @@ _TEMPLATES = ("templates:read", "templates:manage")
 # clinical data still work the queue (the comments are withheld from them).
 _TASKS_WORK = ("tasks:read", "tasks:update")
 
+# Care gaps: a gap names a measure (diabetes, a cancer screening), so reading one is
+# clinical; who does not see clinical data does not see gaps either.
+_CAREGAPS_CARE = ("caregaps:read", "caregaps:update")
+
 # role -> permission -> PHI categories the role may see through that permission.
 _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "org_admin": {
@@ -132,6 +142,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
         **_grants(_ALL, "messages:read", *_REFERRALS_CARE),
         **_grants(_ALL, *_TASKS_WORK),
         "tasks:manage": _NONE,
+        **_grants(_ALL, *_CAREGAPS_CARE),
+        "caregaps:manage": _NONE,
     },
     "location_manager": {
         **_grants(
@@ -143,6 +155,7 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
         "referrals:read": _NON_CLINICAL,
         **_grants(_NON_CLINICAL, *_TASKS_WORK),
         "tasks:manage": _NONE,
+        "caregaps:manage": _NONE,
     },
     "provider": {
         **_grants(
@@ -155,6 +168,7 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
         ),
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF),
         **_grants(_ALL, *_TASKS_WORK),
+        **_grants(_ALL, *_CAREGAPS_CARE),
     },
     "care_coordinator": {
         **_grants(
@@ -168,6 +182,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
         **_grants(_NONE, "locations:read", *_SCHEDULING_STAFF, "referrals:manage"),
         **_grants(_ALL, *_TASKS_WORK),
         "tasks:manage": _NONE,
+        **_grants(_ALL, *_CAREGAPS_CARE),
+        "caregaps:manage": _NONE,
     },
     "front_desk": {
         **_grants(
@@ -186,7 +202,8 @@ _TABLE: dict[str, dict[str, frozenset[str]]] = {
     "auditor": _grants(_NONE, "audit:read", "audit:verify", "locations:read"),
     # Self-scheduling: the object checks keep a patient to its own appointments.
     "patient": {
-        **_grants(_ALL, "patients:read", "messages:read", "referrals:read"),
+        # Their own open gaps, shown as friendly reminders in the portal.
+        **_grants(_ALL, "patients:read", "messages:read", "referrals:read", "caregaps:read"),
         **_grants(_NONE, *_SCHEDULING_STAFF),
     },
 }
@@ -214,6 +231,8 @@ PHI_PERMISSIONS: Final = frozenset(
         "referrals:update",
         "tasks:read",
         "tasks:update",
+        "caregaps:read",
+        "caregaps:update",
     }
 )
 
@@ -252,6 +271,8 @@ _AUDITED_AS: dict[str, str] = {
     **dict.fromkeys(("referrals:read", "referrals:create", "referrals:update"), "ServiceRequest"),
     "referrals:manage": "Practitioner",
     **dict.fromkeys(("tasks:read", "tasks:update", "tasks:manage"), "Task"),
+    **dict.fromkeys(("caregaps:read", "caregaps:update"), "MeasureReport"),
+    "caregaps:manage": "Measure",
 }
 AUDITED_AS: Final[Mapping[str, str]] = MappingProxyType(_AUDITED_AS)
 SERVICE_SUBJECT_PREFIX: Final = "service:"
