@@ -302,7 +302,8 @@ async def _call(client: httpx.AsyncClient, method: str, path: str, **kw: Any) ->
 
 async def test_no_token_is_401_with_www_authenticate_on_every_route(matrix: Matrix) -> None:
     routes = _patient_routes(matrix.app)
-    assert len(routes) == 6
+    # The record's six routes and the four of its clinical facts.
+    assert len(routes) == 10
     for method, path in routes:
         response = await _call(matrix.client, method, path)
         assert response.status_code == 401, (method, path)
