@@ -3,18 +3,26 @@ date, value and display here is synthetic (markers made for the test)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import hvac
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.permissions import service_subject
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import header, wait_for_records
 from careloop_kit.testing.services import Mint
+from careloop_patients.app import create_app
+from careloop_patients.rewrap import reindex
 from careloop_patients.settings import PatientsSettings
 
 pytestmark = pytest.mark.service
@@ -435,7 +443,7 @@ async def test_a_dump_of_the_table_shows_no_code_date_value_or_display(
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT row_to_json(f)::text AS dumped, resource_ct, fact_ct "
+                        "SELECT row_to_json(f)::text AS dumped, resource_ct, fact_ct, source_key_ct "
                         "FROM clinical_facts f WHERE patient_id = :p"
                     ),
                     {"p": patient_id},
@@ -445,7 +453,9 @@ async def test_a_dump_of_the_table_shows_no_code_date_value_or_display(
         await engine.dispose()
     assert len(rows) == 2
     dump = "\n".join(r.dumped for r in rows).encode()
-    sealed = b"".join(bytes(r.resource_ct) + bytes(r.fact_ct) for r in rows)
+    sealed = b"".join(
+        bytes(r.resource_ct) + bytes(r.fact_ct) + bytes(r.source_key_ct) for r in rows
+    )
     for plain in (
         code,
         "1999-07-23",
@@ -460,3 +470,50 @@ async def test_a_dump_of_the_table_shows_no_code_date_value_or_display(
     ):
         assert plain.encode() not in dump, plain
         assert plain.encode() not in sealed, plain
+
+
+async def test_a_blind_index_rotation_keeps_a_facts_dedup_once_reindexed(
+    patients_settings: PatientsSettings,
+    vault_root_token: str,
+    issuer: TestTokenIssuer,
+    org: dict[str, str],
+    patient_body: Callable[..., dict[str, object]],
+    unique_id: str,
+) -> None:
+    # A secret of this test's own, so rotating it reaches no other test.
+    path = f"careloop/patients/blind-index-facts-{unique_id}"
+    root = hvac.Client(url=patients_settings.vault_addr, token=vault_root_token)
+    old_key, new_key = bytes(range(32)), bytes(range(100, 132))
+
+    def store(secret: dict[str, str]) -> None:
+        root.secrets.kv.v2.create_or_update_secret(path=path, secret=secret, mount_point="secret")
+
+    store({"key": base64.b64encode(old_key).decode()})
+    settings = patients_settings.model_copy(
+        update={"blind_index_secret_path": path, "vault_token": SecretStr(vault_root_token)}
+    )
+    jwks = StaticJwksSource(issuer.jwks_document())
+    async with running_app(create_app(settings, jwks=jwks)) as client:
+        patient_id = await register(client, org, patient_body(unique_id))
+        url = f"/patients/{patient_id}/facts"
+        first = await client.post(url, json=hba1c(patient_id, unique_id, 7.2), headers=org)
+        assert first.status_code == 201, first.text
+
+    store(
+        {
+            "key": base64.b64encode(new_key).decode(),
+            "version": "2",
+            "previous_key": base64.b64encode(old_key).decode(),
+            "previous_version": "1",
+        }
+    )
+    report = await reindex(settings)
+    assert (report.version, report.reindexed, report.left) == (2, 2, 0)
+    # The old key retired: the new one alone still knows the fact and its content.
+    store({"key": base64.b64encode(new_key).decode(), "version": "2"})
+    async with running_app(create_app(settings, jwks=jwks)) as client:
+        same = await client.post(url, json=hba1c(patient_id, unique_id, 7.2), headers=org)
+        changed = await client.post(url, json=hba1c(patient_id, unique_id, 7.3), headers=org)
+    assert (same.status_code, same.json()["id"]) == (200, first.json()["id"])
+    assert same.json()["meta"]["versionId"] == "1"
+    assert (changed.status_code, changed.json()["meta"]["versionId"]) == (200, "2")

@@ -42,6 +42,8 @@ class StoredFact:
     fact: Fact
     content_token: str
     index_version: int
+    source_key: str | None = None
+    """What identifies the resource at its source (`domain.facts.source_key`), if any."""
 
 
 def encode_fact(fact: Fact) -> str:
@@ -182,6 +184,7 @@ class FactRepository:
             fact=fact,
             content_token=self.content_token(org_id, source, resource, version),
             index_version=version,
+            source_key=source_key,
         )
         await self._session.execute(
             insert(clinical_facts).values(
@@ -191,9 +194,7 @@ class FactRepository:
                 kind=fact.kind.value,
                 version=1,
                 source=source.value,
-                dedup_token=None
-                if source_key is None
-                else self._indexer.token(DEDUP_INDEX, org_id, f"{source.value}\x1f{source_key}"),
+                dedup_token=self._dedup_token(stored),
                 content_token=stored.content_token,
                 index_version=version,
                 created_at=now,
@@ -209,7 +210,6 @@ class FactRepository:
         *,
         resource: dict[str, Any],
         fact: Fact,
-        source_key: str | None,
         now: datetime,
     ) -> StoredFact:
         """The next version of `current`, under the current blind-index version."""
@@ -227,14 +227,11 @@ class FactRepository:
         values: dict[str, Any] = {
             "version": revised.version,
             "updated_at": now,
+            "dedup_token": self._dedup_token(revised),
             "content_token": revised.content_token,
             "index_version": version,
             **self._seal(key, revised),
         }
-        if source_key is not None:
-            values["dedup_token"] = self._indexer.token(
-                DEDUP_INDEX, current.org_id, f"{current.source.value}\x1f{source_key}"
-            )
         await self._session.execute(
             update(clinical_facts)
             .where(
@@ -245,7 +242,35 @@ class FactRepository:
         )
         return revised
 
+    async def reindex(self, current: StoredFact) -> None:
+        """Move the fact's tokens to the current blind-index version (same version of
+        the fact: its content did not change)."""
+        version = self._indexer.version
+        moved = replace(
+            current,
+            content_token=self.content_token(
+                current.org_id, current.source, current.resource, version
+            ),
+            index_version=version,
+        )
+        await self._session.execute(
+            update(clinical_facts)
+            .where(clinical_facts.c.id == current.id)
+            .values(
+                dedup_token=self._dedup_token(moved),
+                content_token=moved.content_token,
+                index_version=version,
+            )
+        )
+
     # --- internals ------------------------------------------------------------
+
+    def _dedup_token(self, stored: StoredFact) -> str | None:
+        if stored.source_key is None:
+            return None
+        return self._indexer.token(
+            DEDUP_INDEX, stored.org_id, f"{stored.source.value}\x1f{stored.source_key}"
+        )
 
     def _select(self) -> Any:
         return (
@@ -264,10 +289,16 @@ class FactRepository:
         ).one()
         return await self._cipher.unwrap(row.dek_id, row.wrapped)
 
-    def _seal(self, key: DataKey, stored: StoredFact) -> dict[str, bytes]:
-        plain = {"resource": canonical(stored.resource), "fact": encode_fact(stored.fact)}
+    def _seal(self, key: DataKey, stored: StoredFact) -> dict[str, bytes | None]:
+        plain = {
+            "resource": canonical(stored.resource),
+            "fact": encode_fact(stored.fact),
+            "source_key": stored.source_key,
+        }
         return {
-            f"{column}_ct": self._cipher.seal(
+            f"{column}_ct": None
+            if text is None
+            else self._cipher.seal(
                 key, text, org_id=stored.org_id, table=TABLE, column=column, row_id=stored.id
             )
             for column, text in plain.items()
@@ -300,4 +331,5 @@ class FactRepository:
             fact=decode_fact(opened("fact")),
             content_token=m["content_token"],
             index_version=m["index_version"],
+            source_key=None if m["source_key_ct"] is None else opened("source_key"),
         )

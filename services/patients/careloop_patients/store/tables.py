@@ -132,6 +132,8 @@ clinical_facts = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("resource_ct", LargeBinary, nullable=False),
     Column("fact_ct", LargeBinary, nullable=False),
+    # The source's id, sealed: a blind-index re-index recomputes the dedup token from it.
+    Column("source_key_ct", LargeBinary, nullable=True),
 )
 Index(
     "ix_clinical_facts_patient",

@@ -219,7 +219,7 @@ async def record_fact(
         same = repo.content_token(principal.org_id, source, body, existing.index_version)
         if same == existing.content_token:
             return Recorded(existing, created=False)
-        stored = await repo.revise(existing, resource=body, fact=fact, source_key=key, now=now)
+        stored = await repo.revise(existing, resource=body, fact=fact, now=now)
         await _publish(runtime, session, caller, stored, record.location_id)
     return Recorded(stored, created=False)
 
@@ -249,9 +249,7 @@ async def mark_entered_in_error(
             return current
         body = entered_in_error(current.kind, current.resource)
         fact = _extract(current.kind, body)
-        stored = await repo.revise(
-            current, resource=body, fact=fact, source_key=None, now=runtime.clock.now()
-        )
+        stored = await repo.revise(current, resource=body, fact=fact, now=runtime.clock.now())
         await _publish(runtime, session, caller, stored, record.location_id)
     return stored
 

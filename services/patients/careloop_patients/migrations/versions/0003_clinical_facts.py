@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("resource_ct", sa.LargeBinary(), nullable=False),
         sa.Column("fact_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("source_key_ct", sa.LargeBinary(), nullable=True),
         sa.ForeignKeyConstraint(
             ["patient_id"], ["patient.id"], name=op.f("fk_clinical_facts_patient_id_patient")
         ),
