@@ -443,8 +443,8 @@ async def test_a_dump_of_the_table_shows_no_code_date_value_or_display(
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT row_to_json(f)::text AS dumped, resource_ct, fact_ct, source_key_ct "
-                        "FROM clinical_facts f WHERE patient_id = :p"
+                        "SELECT row_to_json(f)::text AS dumped, resource_ct, fact_ct, "
+                        "source_key_ct FROM clinical_facts f WHERE patient_id = :p"
                     ),
                     {"p": patient_id},
                 )
