@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -517,3 +518,38 @@ async def test_a_blind_index_rotation_keeps_a_facts_dedup_once_reindexed(
     assert (same.status_code, same.json()["id"]) == (200, first.json()["id"])
     assert same.json()["meta"]["versionId"] == "1"
     assert (changed.status_code, changed.json()["meta"]["versionId"]) == (200, "2")
+
+
+async def test_break_glass_opens_the_facts_as_it_opens_the_record_audited_etreat(
+    patients: httpx.AsyncClient,
+    org: dict[str, str],
+    mint: Mint,
+    patient_body: Callable[..., dict[str, object]],
+    unique_id: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    patient_id = await register(patients, org, patient_body(unique_id))
+    url = f"/patients/{patient_id}/facts"
+    created = await patients.post(url, json=hba1c(patient_id, unique_id, 8.1), headers=org)
+    fact_id = created.json()["id"]
+    doctor = f"doc-{unique_id}"
+    grant = [{"pat": patient_id, "exp": int(time.time()) + 3600, "gid": f"g-{unique_id}"}]
+    elsewhere = {"roles": ["provider"], "loc": ["loc-south"], "sub": doctor}
+
+    without = await patients.get(f"{url}/{fact_id}", headers=mint(**elsewhere))
+    with_grant = await patients.get(f"{url}/{fact_id}", headers=mint(**elsewhere, bg=grant))
+    assert (without.status_code, with_grant.status_code) == (403, 200), with_grant.text
+
+    def by_doctor(records: list[Any]) -> list[dict[str, Any]]:
+        found = [json.loads(r.value) for r in records if header(r, "ce_type") == ACCESS]
+        return sorted((a for a in found if a["actor_id"] == doctor), key=lambda a: a["occurred_at"])
+
+    topic = f"{topic_prefix}careloop.patients"
+    records = await wait_for_records(kafka_bootstrap, topic, lambda rs: len(by_doctor(rs)) >= 2)
+    assert [
+        (a["outcome"], a["purpose_of_use"], a["resource_type"]) for a in by_doctor(records)
+    ] == [
+        ("denied", "TREAT", "Observation"),
+        ("success", "ETREAT", "Observation"),
+    ]

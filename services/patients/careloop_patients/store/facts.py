@@ -132,6 +132,17 @@ class FactRepository:
         row = (await self._session.execute(query)).first()
         return None if row is None else await self._open(row)
 
+    async def kind_of(self, org_id: str, patient_id: str, fact_id: str) -> FactKind | None:
+        """The fact's kind, read without opening anything (for the audit of a refusal)."""
+        kind = await self._session.scalar(
+            select(clinical_facts.c.kind).where(
+                clinical_facts.c.org_id == org_id,
+                clinical_facts.c.patient_id == patient_id,
+                clinical_facts.c.id == fact_id,
+            )
+        )
+        return None if kind is None else FactKind(kind)
+
     async def get(
         self, org_id: str, patient_id: str, fact_id: str, *, for_update: bool = False
     ) -> StoredFact | None:

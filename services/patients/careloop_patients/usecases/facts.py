@@ -46,7 +46,7 @@ from careloop_patients.store.facts import FactRepository, StoredFact
 from careloop_patients.usecases.patients import READ, UPDATE, open_record
 
 CATEGORIES = [CLINICAL]
-# The resource type audited for a read of several kinds at once.
+# The resource type audited for a read of several kinds at once, or of a fact not found.
 BUNDLE = "Bundle"
 
 
@@ -154,6 +154,13 @@ async def _publish(
     )
 
 
+async def _resource_type(repo: FactRepository, org_id: str, patient_id: str, fact_id: str) -> str:
+    """The fact's FHIR type, known before the access check so a refusal is filed under
+    it too (only the kind is read; nothing is opened)."""
+    kind = await repo.kind_of(org_id, patient_id, fact_id)
+    return BUNDLE if kind is None else RESOURCE_TYPES[kind]
+
+
 def _missing_fact(fact_id: str) -> str:
     return f"No clinical fact {fact_id} for this patient."
 
@@ -230,10 +237,9 @@ async def mark_entered_in_error(
     """Withdraw a fact: its next version, status entered-in-error (once; again is a no-op)."""
     principal = caller.principal
     repo = facts(runtime, session)
-    # The resource type is known once the fact is read; audited as the fact's.
     entry = AuditEntry(
         action="update",
-        resource_type=BUNDLE,
+        resource_type=await _resource_type(repo, principal.org_id, patient_id, fact_id),
         phi_categories=CATEGORIES,
         patient_id=patient_id,
         resource_id=fact_id,
@@ -244,7 +250,6 @@ async def mark_entered_in_error(
         current = await repo.get(principal.org_id, patient_id, fact_id, for_update=True)
         if current is None:
             raise NotFound(_missing_fact(fact_id))
-        entry.resource_type = RESOURCE_TYPES[current.kind]
         if current.fact.status == ENTERED_IN_ERROR:
             return current
         body = entered_in_error(current.kind, current.resource)
@@ -258,18 +263,18 @@ async def read_fact(
     runtime: Runtime, session: AsyncSession, caller: Caller, patient_id: str, fact_id: str
 ) -> StoredFact:
     principal = caller.principal
+    repo = facts(runtime, session)
     entry = AuditEntry(
         action="read",
-        resource_type=BUNDLE,
+        resource_type=await _resource_type(repo, principal.org_id, patient_id, fact_id),
         phi_categories=CATEGORIES,
         patient_id=patient_id,
         resource_id=fact_id,
     )
     async with open_record(runtime, session, caller, entry, patient_id, needs=(READ, CLINICAL)):
-        found = await facts(runtime, session).get(principal.org_id, patient_id, fact_id)
+        found = await repo.get(principal.org_id, patient_id, fact_id)
         if found is None:
             raise NotFound(_missing_fact(fact_id))
-        entry.resource_type = RESOURCE_TYPES[found.kind]
     return found
 
 
