@@ -155,6 +155,19 @@ def test_each_kind_has_its_code_and_dates(
     assert (fact.effective_on, fact.effective_until) == (on, until)
 
 
+def test_a_conditions_onset_period_end_is_not_its_abatement() -> None:
+    fact = extract(
+        FactKind.CONDITION,
+        {
+            "code": coded(ICD, "J45.909"),
+            "onsetPeriod": {"start": "2010-01-01", "end": "2010-06-30"},
+            "abatementPeriod": {"start": "2018-01-01", "end": "2018-03-01"},
+        },
+    )
+    assert fact.status == "unknown"
+    assert (fact.effective_on, fact.effective_until) == (date(2010, 1, 1), date(2018, 3, 1))
+
+
 def fields(kind: FactKind, resource: dict[str, Any]) -> list[str]:
     with pytest.raises(InvalidFact) as caught:
         extract(kind, resource)

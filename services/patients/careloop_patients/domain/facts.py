@@ -307,9 +307,10 @@ def _dates(
         return None, None
     until: date | None = None
     raw_until: tuple[str, Any] | None = None
-    if period_field and period and period.get("end") is not None:
+    if kind is not FactKind.CONDITION and period and period.get("end") is not None:
         raw_until = (f"{period_field}.end", period.get("end"))
     elif kind is FactKind.CONDITION:
+        # The end of a condition's onset period is not its end: abatement is.
         abatement = resource.get("abatementPeriod") or {}
         if resource.get(until_field or "") is not None:
             raw_until = (until_field or "", resource.get(until_field or ""))
