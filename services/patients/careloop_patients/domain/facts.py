@@ -10,7 +10,7 @@ UCUM units), not FHIR's structure.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -272,7 +272,8 @@ def _as_date(value: Any) -> date | str | None:
     return value
 
 
-# kind -> (date elements, period element) in order of preference.
+# kind -> (its date elements in order of preference, its period element, the element
+# of a condition's end).
 _DATE_FIELDS: Mapping[FactKind, tuple[tuple[str, ...], str | None, str | None]] = {
     FactKind.CONDITION: (("onsetDateTime", "recordedDate"), "onsetPeriod", "abatementDateTime"),
     FactKind.OBSERVATION: (("effectiveDateTime", "effectiveInstant"), "effectivePeriod", None),
@@ -366,8 +367,3 @@ def _quantities(resource: Mapping[str, Any], errors: list[FieldError]) -> tuple[
         if q is not None:
             found.append(q)
     return tuple(found)
-
-
-def short_names(codes: Iterable[Coding]) -> list[str]:
-    """`system|code` of each coding (for logs and tests; never a display)."""
-    return [f"{c.system}|{c.code}" for c in codes]
