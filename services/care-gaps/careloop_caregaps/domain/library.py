@@ -452,12 +452,12 @@ class _Measure:
                 _number(w, f"{field}.convert.{unit}.scale", spec.get("scale")),
                 _number(w, f"{field}.convert.{unit}.offset", spec.get("offset", 0)),
             )
-        unit = obs.get("unit")
-        if convert and unit is None:
+        target = obs.get("unit")
+        if convert and target is None:
             raise self.fail(f"{field}.unit", "a conversion needs the target unit")
         return Component(
             value_set=self.value_set(f"{field}.value_set", obs.get("value_set")),
-            unit=None if unit is None else _text(w, f"{field}.unit", unit),
+            unit=None if target is None else _text(w, f"{field}.unit", target),
             convert=convert,
             below=None if "below" not in obs else _number(w, f"{field}.below", obs["below"]),
             at_least=None
