@@ -450,3 +450,15 @@ def test_hrhpv_counts_from_the_30th_birthday(days_from_30th_birthday: int, outco
     test = fact("cpt:87624", date.fromordinal(thirtieth.toordinal() + days_from_30th_birthday))
     found = finding("cervical-cancer-screening", patient(test, birth=birth), date(2026, 6, 15))
     assert found.outcome == outcome
+
+
+def test_a_reading_in_mmhg_is_read_as_mm_hg() -> None:
+    reading = fact(
+        "loinc:85354-9",
+        date(2026, 2, 1),
+        values=(value(150, "mmHg", "loinc:8480-6"), value(80, "mmHg", "loinc:8462-4")),
+    )
+    found = finding(
+        "blood-pressure-control", patient(fact(HYPERTENSION, LONG_AGO), reading, age=60)
+    )
+    assert found.reason == "bp-140-90-or-over"

@@ -359,6 +359,8 @@ class _Measure:
             | {"met_reason", "notes"},
         )
         ident = _text(w, "id", doc.get("id"))
+        if "notes" in doc:
+            _text(w, "notes", doc["notes"])
         population = _object(w, "population", doc.get("population"))
         _keys(w, "population", population, {"any_of"})
         groups = _list(w, "population.any_of", population.get("any_of"))
