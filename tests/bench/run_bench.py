@@ -2046,7 +2046,7 @@ def print_results(data: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]Machine:[/] {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
         f"{m['os']}; Python {m['python']}; Kafka {m['kafka']}; "
-        f"PostgreSQL {data.get('postgres_version', '?')}; "
+        f"PostgreSQL {data.get('postgres_version') or 'not started'}; "
         f"load average at start {m['load_average_at_start']}"
     )
     table = Table(title="Careloop benchmarks", show_lines=False)
