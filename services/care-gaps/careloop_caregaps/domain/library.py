@@ -258,8 +258,10 @@ def _text(where: str, field: str, value: Any) -> str:
 
 
 def _list(where: str, field: str, value: Any, *, allow_empty: bool = False) -> Sequence[Any]:
-    if not isinstance(value, list) or (not value and not allow_empty):
-        raise MeasureLibraryError(where, field, "must be a non-empty list")
+    if not isinstance(value, list):
+        raise MeasureLibraryError(where, field, "must be a list")
+    if not value and not allow_empty:
+        raise MeasureLibraryError(where, field, "must not be empty")
     return value
 
 
