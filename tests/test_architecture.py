@@ -143,7 +143,11 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def package_of(service: Path) -> str:
-    return f"careloop_{service.name.replace('-', '_')}"
+    """The service's one top package (`services/care-gaps` holds `careloop_caregaps`)."""
+    packages = sorted(init.parent.name for init in service.glob("careloop_*/__init__.py"))
+    if len(packages) != 1:
+        raise AssertionError(f"{service} must hold exactly one careloop_* package: {packages}")
+    return packages[0]
 
 
 def room_of(module: str, package: str) -> str | None:

@@ -23,5 +23,5 @@ class Finding:
     """Fact ids behind the outcome: the completion for `met`, the exclusion for
     `excluded`, the out-of-range result for a `gap` that has one; () otherwise."""
     reason: str
-    """A short code-like reason shown to staff (`no-hba1c-in-12-months`, `hba1c-over-8`,
+    """A short code-like reason shown to staff (`no-hba1c-in-12-months`, `hba1c-8-or-over`,
     `bilateral-mastectomy`); never free text about the patient."""
