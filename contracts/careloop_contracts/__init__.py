@@ -16,6 +16,8 @@ from careloop_contracts.caregaps import (
     GapEvent,
     GapOpened,
     GapStatusChanged,
+    OutreachRequested,
+    OutreachUnanswered,
 )
 from careloop_contracts.envelope import (
     PLATFORM_ORG_ID,

@@ -73,3 +73,52 @@ class GapStatusChanged(GapEvent):
         "left-population",
         "reopened",
     ] = Field(description="What changed it.")
+
+
+class OutreachRequested(Event):
+    """Emitted when a campaign step asks messaging to contact a patient about their open
+    gaps: one message per `outreach_key`, on the channel the step names (or the patient's
+    preferred one), inside the contact budget and opt-outs messaging enforces. Carries no
+    measure and no clinical word: the text only says it is time for a check-up at the
+    practice, with a secure link."""
+
+    event_type = "careloop.caregaps.outreach.requested.v1"
+    topic = TOPIC
+
+    outreach_key: str = Field(
+        max_length=200, description="One message per key: the campaign, patient and step."
+    )
+    campaign_id: Id = Field(description="The campaign the step belongs to.")
+    patient_id: Id = Field(description="The patient to contact.")
+    org_id: Id = Field(description="Organization (tenant) of the campaign.")
+    location_id: Id = Field(description="Location the patient's gaps are attributed to.")
+    step: int = Field(ge=1, description="Step of the campaign's channel sequence (from 1).")
+    channel: Literal["sms", "email", "portal"] | None = Field(
+        description="The channel the step asks for; None: the patient's preferred channel."
+    )
+    practice_name: str = Field(max_length=200, description="Display name of the location.")
+    sensitive_location: bool = Field(
+        description="The location is sensitive: the message names no practice."
+    )
+    location_time_zone: str = Field(max_length=64, description="IANA zone of the location.")
+    respond_by: UtcDatetime = Field(
+        description="When the next step (or the coordinator's task) follows without an answer."
+    )
+    occurred_at: UtcDatetime = Field(description="When the step was committed (UTC).")
+
+
+class OutreachUnanswered(Event):
+    """Emitted when a campaign's last step went unanswered (no booking by `respond_by`):
+    the care coordinators of the location should reach the patient. Tasks opens one task
+    per `outreach_key`."""
+
+    event_type = "careloop.caregaps.outreach.unanswered.v1"
+    topic = TOPIC
+
+    outreach_key: str = Field(max_length=200, description="The campaign and patient.")
+    campaign_id: Id = Field(description="The campaign.")
+    patient_id: Id = Field(description="The patient who did not answer.")
+    org_id: Id = Field(description="Organization (tenant) of the campaign.")
+    location_id: Id = Field(description="Location whose coordinators follow up.")
+    open_gaps: int = Field(ge=1, description="How many of the patient's gaps are still open.")
+    occurred_at: UtcDatetime = Field(description="When the campaign gave up (UTC).")

@@ -99,9 +99,9 @@ TOPICS: dict[str, TopicSpec] = {
         ),
         _event_stream(
             "caregaps",
-            "Care gaps (opened, each status change to closed or excluded) and the access "
-            "records of the care-gaps service: ids, measure ids, statuses and due dates, "
-            "never a value or evidence.",
+            "Care gaps (opened, each status change to closed or excluded), outreach steps "
+            "(requested, unanswered) and the access records of the care-gaps service: ids, "
+            "measure ids, statuses and due dates, never a value or evidence.",
             partitions=6,
         ),
         _event_stream(
@@ -291,6 +291,24 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
                 "Appointment events: a booked visit of a measure's appointment types marks "
                 "the patient's gaps scheduled, a cancellation opens them again; a visit "
                 "attributes the patient to its location and provider."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="messaging",
+            name="caregap-outreach",
+            topics=("careloop.caregaps",),
+            description=(
+                "Care-gap outreach steps: a PHI-free text or email (time for a check-up) "
+                "with a secure link, inside the contact budget."
+            ),
+        ),
+        ConsumerGroupSpec(
+            service="tasks",
+            name="caregaps",
+            topics=("careloop.caregaps",),
+            description=(
+                "Care-gap outreach that went unanswered: a task for the location's care "
+                "coordinators to reach the patient."
             ),
         ),
         ConsumerGroupSpec(
