@@ -23,8 +23,11 @@ from careloop_messaging.domain.catalog import TemplateCatalog
 from careloop_messaging.domain.channels import OutboundChannel
 from careloop_messaging.domain.templates import Channel, TemplateRenderer
 from careloop_messaging.handlers.delivery import delivery_worker
-from careloop_messaging.handlers.referrals import REFERRAL_CONTACTS_CONSUMER
 from careloop_messaging.handlers.reminders import REMINDERS_CONSUMER
+from careloop_messaging.handlers.requests import (
+    CAREGAP_OUTREACH_CONSUMER,
+    REFERRAL_CONTACTS_CONSUMER,
+)
 from careloop_messaging.patients_client import ContactSource, HttpContactSource
 from careloop_messaging.settings import MessagingSettings
 from careloop_messaging.store.repository import SecureLinks, field_ciphers
@@ -132,7 +135,7 @@ def build_spec(
         tables=platform,
         routers=[router, links_router, templates_router, inbox_router],
         verifies_tokens=True,
-        consumers=[REMINDERS_CONSUMER, REFERRAL_CONTACTS_CONSUMER],
+        consumers=[REMINDERS_CONSUMER, REFERRAL_CONTACTS_CONSUMER, CAREGAP_OUTREACH_CONSUMER],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         background=[delivery_worker],

@@ -364,8 +364,8 @@ class TestDefaults:
             assert " 1, 2 or 3 " in sms_body or " 1, 2 o 3 " in sms_body
         elif kind is MessageKind.WAITLIST_OFFER:
             assert " Y " in sms_body
-        elif kind is MessageKind.REFERRAL_CONTACT:
-            # No reply keyword answers it: the link's call-back is the one action.
+        elif kind in (MessageKind.REFERRAL_CONTACT, MessageKind.CHECKUP):
+            # No reply keyword answers it: the link (or a call) is the way to book.
             assert " C " not in sms_body
             assert " R " not in sms_body
         elif kind is not MessageKind.WAITLIST_CLOSED:

@@ -6,7 +6,11 @@ from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
 from careloop_tasks.api.admin import router as admin_router
 from careloop_tasks.api.tasks import router as tasks_router
-from careloop_tasks.handlers.events import MESSAGING_CONSUMER, REFERRALS_CONSUMER
+from careloop_tasks.handlers.events import (
+    CAREGAPS_CONSUMER,
+    MESSAGING_CONSUMER,
+    REFERRALS_CONSUMER,
+)
 from careloop_tasks.handlers.overdue import WORKER_KEY, build_overdue_worker, due_times
 from careloop_tasks.settings import TasksSettings
 from careloop_tasks.store.tables import metadata, platform
@@ -35,7 +39,7 @@ def build_spec(settings: TasksSettings) -> ServiceSpec:
         tables=platform,
         # The fixed paths (rules, queues, counts) come before `/tasks/{id}`.
         routers=[admin_router, tasks_router],
-        consumers=[REFERRALS_CONSUMER, MESSAGING_CONSUMER],
+        consumers=[REFERRALS_CONSUMER, MESSAGING_CONSUMER, CAREGAPS_CONSUMER],
         on_startup=on_startup,
         background=[due_times],
         verifies_tokens=True,

@@ -195,6 +195,7 @@ async def test_an_organizations_own_rules_replace_the_defaults(
         "referral-no-report-back",
         "authorization-attention",
         "referral-callback",
+        "caregap-outreach-unanswered",
     ]
 
     broken = await tasks.put(

@@ -18,6 +18,9 @@ which messages exist.
 - A referral contact's link says a referral is ready to be booked and offers a call back
   (`call_me`, a `callback.requested` event that puts a call on the location's worklist);
   it names nothing about the referral.
+- A check-up's link (care-gap outreach) says a check-up is due and to call the practice
+  to book; it takes no action. A call back would need a `callback.requested` naming a
+  care-gap subject, and that event's v1 knows only referrals: it comes with a v2.
 
 HTML for browsers (Jinja2 pages in `api/pages/`, autoescaped), JSON with
 `Accept: application/json`, errors as problem+json to JSON clients.
@@ -80,8 +83,9 @@ State = Literal[
     "ready_to_book",
     "callback_requested",
 ]
+# `ready_to_book` is also a check-up's only state: its link takes no action.
 LinkKind = Literal[
-    "appointment", "reschedule_offer", "waitlist_offer", "waitlist_closed", "referral"
+    "appointment", "reschedule_offer", "waitlist_offer", "waitlist_closed", "referral", "checkup"
 ]
 
 _STATE_AFTER: dict[str, State] = {
@@ -99,6 +103,7 @@ _ACTIONS: dict[MessageKind, tuple[Action, ...]] = {
     MessageKind.WAITLIST_OFFER: ("accept",),
     MessageKind.WAITLIST_CLOSED: (),
     MessageKind.REFERRAL_CONTACT: ("call_me",),
+    MessageKind.CHECKUP: (),
 }
 _LINK_KINDS: dict[MessageKind, LinkKind] = {
     MessageKind.CONFIRMATION: "appointment",
@@ -107,6 +112,7 @@ _LINK_KINDS: dict[MessageKind, LinkKind] = {
     MessageKind.WAITLIST_OFFER: "waitlist_offer",
     MessageKind.WAITLIST_CLOSED: "waitlist_closed",
     MessageKind.REFERRAL_CONTACT: "referral",
+    MessageKind.CHECKUP: "checkup",
 }
 # The same words whoever took the time (another patient, the practice) or whatever closed
 # the offer: the page tells this patient only that the time is gone, as the "gone" text does.
@@ -148,7 +154,7 @@ class LinkRead(BaseModel):
     kind: LinkKind = Field(
         description="What the message was: about an appointment (confirmation, reminder), "
         "a reschedule offer, a waitlist offer, the notice that a waitlist offer's time "
-        "is gone, or a referral waiting to be booked."
+        "is gone, a referral waiting to be booked, or a check-up that is due."
     )
     practice_name: str = Field(
         description="The practice's display name; the neutral sender name for sensitive "
@@ -157,7 +163,7 @@ class LinkRead(BaseModel):
     appointment_date: str | None = Field(
         description="Local date of the visit (location's zone), or of the time a waitlist "
         "message is about; None for a reschedule offer, which lists `options` instead, "
-        "and for a referral, which has no visit yet."
+        "and for a referral or a check-up, which have no visit yet."
     )
     appointment_time: str | None = Field(description="Local time of the visit.")
     offer_expires_date: str | None = Field(
@@ -170,7 +176,8 @@ class LinkRead(BaseModel):
         description="As far as messaging knows: the appointment's state; for a waitlist "
         "message `offered`, `accept_requested` (taken through this link, scheduling "
         "confirms by message) or `unavailable` (the time is gone, whatever the reason); "
-        "for a referral `ready_to_book` or `callback_requested`."
+        "for a referral `ready_to_book` or `callback_requested`; for a check-up "
+        "`ready_to_book`."
     )
     actions: list[Action] = Field(description="What the link can still do (empty once used).")
     options: list[LinkOption] = Field(description="Offered times (reschedule offers only).")
@@ -282,6 +289,11 @@ def _referral_progress(stored: StoredMessage) -> _Progress:
     return _Progress("ready_to_book", list(_ACTIONS[MessageKind.REFERRAL_CONTACT]))
 
 
+def _checkup_progress() -> _Progress:
+    """A check-up's: always ready to book, by phone (the link takes no action)."""
+    return _Progress("ready_to_book", [])
+
+
 def _appointment_progress(
     stored: StoredMessage,
     kind: MessageKind,
@@ -315,13 +327,19 @@ def _view(
         progress = _waitlist_progress(stored, kind, closed=closed)
     elif kind is MessageKind.REFERRAL_CONTACT:
         progress = _referral_progress(stored)
+    elif kind is MessageKind.CHECKUP:
+        progress = _checkup_progress()
     else:
         progress = _appointment_progress(stored, kind, latest, options)
     day: str | None = None
     time: str | None = None
-    # An offer's row holds option 1 as its visit time, a referral's the link's lapse:
-    # neither is a visit's, so neither is shown as one.
-    if kind not in (MessageKind.RESCHEDULE_OFFER, MessageKind.REFERRAL_CONTACT):
+    # An offer's row holds option 1 as its visit time, a referral's and a check-up's the
+    # link's lapse: none is a visit's, so none is shown as one.
+    if kind not in (
+        MessageKind.RESCHEDULE_OFFER,
+        MessageKind.REFERRAL_CONTACT,
+        MessageKind.CHECKUP,
+    ):
         day, time = local_date_and_time(stored.start_at, stored.time_zone, PAGE_LANGUAGE)
     expires_day: str | None = None
     expires_time: str | None = None
@@ -353,6 +371,7 @@ def _page(
             offer=bool(view and view.options),
             waitlist=bool(view and view.kind in ("waitlist_offer", "waitlist_closed")),
             referral=bool(view and view.kind == "referral"),
+            checkup=bool(view and view.kind == "checkup"),
             unavailable=_UNAVAILABLE,
         )
     )
@@ -399,6 +418,8 @@ def _expired(request: Request, stored: StoredMessage) -> Response:
         detail = "This link has expired: the offered time can no longer be taken here."
     elif kind is MessageKind.REFERRAL_CONTACT:
         detail = "This link has expired. To book your visit, call the practice."
+    elif kind is MessageKind.CHECKUP:
+        detail = "This link has expired. To book your check-up, call the practice."
     else:
         detail = "This link has expired. To change your appointment, contact the practice."
     return _problem(request, 410, "link-expired", "Link expired", detail)
@@ -521,6 +542,15 @@ async def act_on_link(
         posted = await _read_action(request)
     except _BadBody as bad:
         return _problem(request, bad.status, "invalid-link-action", "Invalid request", bad.detail)
+    if not _ACTIONS[message_kind(stored.touch)] and view.state != "unavailable":
+        # A check-up's link only tells the patient to call: there is nothing to do here.
+        return _problem(
+            request,
+            422,
+            "invalid-link-action",
+            "Invalid request",
+            "This link takes no action: to book, call the practice.",
+        )
     if view.state == "unavailable":
         return _problem(
             request, 409, "offer-closed", "Time no longer available", _UNAVAILABLE, view=view

@@ -1,6 +1,6 @@
 """Built-in English and Spanish templates for confirmations, reminders, reschedule offers,
-waitlist offers (and their "that time is gone" follow-up) and referrals waiting to be
-booked.
+waitlist offers (and their "that time is gone" follow-up), referrals waiting to be
+booked and check-ups falling due (care-gap outreach).
 
 They use only the insecure-channel fields, so one set serves every channel. SMS bodies
 carry the practice name first (carriers want the sender identified), the reply keywords
@@ -157,11 +157,37 @@ _TEXT: dict[MessageKind, dict[str, tuple[str, str, str, str]]] = {
             "Tiene una referencia lista para programar una cita.",
         ),
     },
+    # Care-gap outreach: only that a check-up is due, never which measure, test or
+    # condition, so a shared phone or inbox learns nothing about the patient's health.
+    # The practice name leads, as in every text: for a sensitive location it is the
+    # neutral sender, which is why the sentence never reads "a check-up at <name>".
+    # Booking is a phone call: the link page says so and offers no call back yet.
+    MessageKind.CHECKUP: {
+        "en": (
+            "{{ practice_name }}: it's time for a check-up. Call us to book a visit; "
+            "details: {{ secure_link }} "
+            "Reply STOP to opt out, HELP for help.",
+            "Time for a check-up - {{ practice_name }}",
+            "It's time for a check-up.\n\n"
+            "Call us to choose a time for your visit. Details: {{ secure_link }}",
+            "It's time for a check-up. Call us to choose a time for your visit.",
+        ),
+        "es": (
+            "{{ practice_name }}: es momento de su chequeo. Llámenos para programar una "
+            "cita; detalles: {{ secure_link }} "
+            "Responda STOP para no recibir mensajes, HELP para ayuda.",
+            "Es momento de su chequeo - {{ practice_name }}",
+            "Es momento de su chequeo.\n\n"
+            "Llámenos para elegir la hora de su cita. Detalles: {{ secure_link }}",
+            "Es momento de su chequeo. Llámenos para elegir la hora de su cita.",
+        ),
+    },
 }
 
 _LINK_TEXT = {"en": "Open your appointment", "es": "Abrir su cita"}
 _LINK_TEXT_OF_KIND = {
     MessageKind.REFERRAL_CONTACT: {"en": "Book your visit", "es": "Programar su cita"},
+    MessageKind.CHECKUP: {"en": "How to book your check-up", "es": "Cómo programar su chequeo"},
 }
 
 

@@ -124,8 +124,13 @@ def decide(
     sent_this_week: int,
     budget_per_week: int,
     default_country_code: str,
+    requested: Channel | None = None,
 ) -> Decision:
-    """Pick the recipient of one automated message, or say why there is none."""
+    """Pick the recipient of one automated message, or say why there is none.
+
+    `requested` (a campaign step's channel) wins over the patient's preference when the
+    patient allows that channel, we can reach them on it and they have not opted out of
+    it; otherwise the usual order applies, as if nothing had been asked."""
     if not contact.allow_automated_messages:
         return Decision.skipped(SkipReason.AUTOMATED_NOT_ALLOWED)
     candidates = candidate_recipients(contact, default_country_code=default_country_code)
@@ -136,7 +141,8 @@ def decide(
         return Decision.skipped(SkipReason.OPTED_OUT)
     if sent_this_week >= budget_per_week:
         return Decision.skipped(SkipReason.CONTACT_BUDGET)
-    return Decision.send(reachable[0])
+    asked = next((r for r in reachable if r.channel is requested), None)
+    return Decision.send(asked or reachable[0])
 
 
 OFFER_TOUCH = "reschedule_offer"
@@ -184,17 +190,23 @@ def referral_id_of(touch_key: str) -> str:
     return touch_key.split(":contact:", 1)[0]
 
 
+CAREGAP_OUTREACH_TOUCH = "caregap_outreach"
+"""A care-gap campaign step (`OutreachRequested`); its touch key is care-gaps' outreach
+key (campaign, patient and step), so each step is one message."""
+
+_TOUCH_KINDS = {
+    "confirmation": MessageKind.CONFIRMATION,
+    OFFER_TOUCH: MessageKind.RESCHEDULE_OFFER,
+    WAITLIST_OFFER_TOUCH: MessageKind.WAITLIST_OFFER,
+    WAITLIST_CLOSED_TOUCH: MessageKind.WAITLIST_CLOSED,
+    REFERRAL_CONTACT_TOUCH: MessageKind.REFERRAL_CONTACT,
+    CAREGAP_OUTREACH_TOUCH: MessageKind.CHECKUP,
+}
+
+
 def message_kind(touch: str) -> MessageKind:
-    """The template kind of a message's touch."""
-    if touch == REFERRAL_CONTACT_TOUCH:
-        return MessageKind.REFERRAL_CONTACT
-    if touch == OFFER_TOUCH:
-        return MessageKind.RESCHEDULE_OFFER
-    if touch == WAITLIST_OFFER_TOUCH:
-        return MessageKind.WAITLIST_OFFER
-    if touch == WAITLIST_CLOSED_TOUCH:
-        return MessageKind.WAITLIST_CLOSED
-    return MessageKind.CONFIRMATION if touch == "confirmation" else MessageKind.REMINDER
+    """The template kind of a message's touch (scheduling names the reminder touches)."""
+    return _TOUCH_KINDS.get(touch, MessageKind.REMINDER)
 
 
 def shown_options(options: Sequence[datetime]) -> list[datetime]:

@@ -53,6 +53,9 @@ class MessageKind(StrEnum):
     """The offered time went to someone else (or the answer came too late)."""
     REFERRAL_CONTACT = "referral_contact"
     """A referral is waiting to be booked: call us, or ask us to call (secure link)."""
+    CHECKUP = "checkup"
+    """A check-up is due (a care-gap outreach step): call us to book (secure link). Names
+    no measure, test or condition."""
 
 
 class TemplatePart(StrEnum):

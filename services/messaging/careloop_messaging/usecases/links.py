@@ -34,7 +34,10 @@ from careloop_messaging.usecases.context import secure_links
 from careloop_messaging.usecases.replies import Reply, publish_reply
 
 WAITLIST_KINDS = frozenset({MessageKind.WAITLIST_OFFER, MessageKind.WAITLIST_CLOSED})
-UNBOOKED_KINDS = WAITLIST_KINDS | {MessageKind.REFERRAL_CONTACT}
+BOOK_BY_PHONE_KINDS = frozenset({MessageKind.REFERRAL_CONTACT, MessageKind.CHECKUP})
+"""Messages asking the patient to book a visit they cannot book online (a referral, a
+check-up that is due): nothing but the message's own row says what was done."""
+UNBOOKED_KINDS = WAITLIST_KINDS | BOOK_BY_PHONE_KINDS
 """Messages about something not (yet) an appointment: their link opens all the same."""
 
 
@@ -84,7 +87,7 @@ async def link_history(session: AsyncSession, stored: StoredMessage) -> LinkHist
         return LinkHistory(None, closed=await messages.touch_exists(gone))
     if kind is MessageKind.WAITLIST_CLOSED:
         return LinkHistory(None, closed=True)
-    if kind is MessageKind.REFERRAL_CONTACT:
+    if kind in BOOK_BY_PHONE_KINDS:
         return LinkHistory(None, closed=False)  # its own row says what was done
     if stored.appointment_id is None:
         raise ValueError(f"message {stored.id} opens no link: it names no appointment")

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,10 +67,19 @@ class Touch:
     time_zone: str
     offer_options: tuple[datetime, ...] | None = None
     offer_expires_at: datetime | None = None
+    requested_channel: Channel | None = None
+    """The channel the asking service wants (a campaign step's), if the patient allows it."""
 
     @property
     def unsolicited(self) -> bool:
         return self.touch not in UNSOLICITED_EXEMPT_TOUCHES
+
+    def message_fields(self) -> dict[str, Any]:
+        """The fields of the message row the touch becomes (the row keeps the channel
+        used, not the one asked for)."""
+        fields = asdict(self)
+        del fields["requested_channel"]
+        return fields
 
 
 async def read_ahead_contacts(
@@ -129,6 +139,7 @@ async def record_touch(scope: EventScope, touch: Touch) -> None:
             ),
             budget_per_week=settings.contact_budget_per_week,
             default_country_code=settings.default_country_code,
+            requested=touch.requested_channel,
         )
     message_id = str(uuid.uuid4())
     recipient = decision.recipient
@@ -142,7 +153,7 @@ async def record_touch(scope: EventScope, touch: Touch) -> None:
     )
     new = NewMessage(
         id=message_id,
-        **asdict(touch),
+        **touch.message_fields(),
         language=contact.language or "en",
         status=MessageStatus.QUEUED if recipient else MessageStatus.SKIPPED,
         channel=channel,

@@ -24,6 +24,7 @@ TEMPLATES: Mapping[str, str] = {
     "intake-review": "Review a completed intake form",
     "no-show-risk-call": "Call a patient with a high no-show risk",
     "care-gap-call": "Call a patient about an open care gap",
+    "caregap-outreach-unanswered": "Call a patient who did not answer check-up outreach",
     "follow-up": "Follow up with a patient",
     "general": "Staff task",
 }

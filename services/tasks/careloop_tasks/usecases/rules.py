@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 from careloop_contracts import Event
+from careloop_contracts.caregaps import OutreachUnanswered
 from careloop_contracts.messaging import CallbackRequested
 from careloop_contracts.referrals import (
     AuthorizationExpiring,
@@ -35,7 +36,9 @@ REFERRAL_RULE_EVENTS: tuple[type[Event], ...] = (
 """The referral events rules may react to (one consumer on `careloop.referrals`)."""
 MESSAGING_RULE_EVENTS: tuple[type[Event], ...] = (CallbackRequested,)
 """The messaging events rules may react to (one consumer on `careloop.messaging`)."""
-RULE_EVENTS = REFERRAL_RULE_EVENTS + MESSAGING_RULE_EVENTS
+CAREGAP_RULE_EVENTS: tuple[type[Event], ...] = (OutreachUnanswered,)
+"""The care-gap events rules may react to (one consumer on `careloop.caregaps`)."""
+RULE_EVENTS = REFERRAL_RULE_EVENTS + MESSAGING_RULE_EVENTS + CAREGAP_RULE_EVENTS
 """The events rules may react to: the ones the service consumes."""
 KNOWN_EVENTS = frozenset(kind.event_type for kind in RULE_EVENTS)
 DEFAULTS_KEY = "default_rules"
