@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
-
 from careloop_caregaps.domain.findings import Finding, Outcome
 from careloop_caregaps.domain.gap import (
     Attribution,
@@ -55,7 +54,8 @@ def _gap(
 
 def test_a_gap_finding_with_no_gap_opens_one_attributed_to_the_care_relationship() -> None:
     change = _apply(None, "gap", evidence=("fact-high",), reason="hba1c-over-9")
-    assert change is not None and change.opened
+    assert change is not None
+    assert change.opened
     gap = change.gap
     assert (gap.id, gap.status, gap.version, gap.opened_by) == ("gap-2", "open", 1, ("fact-high",))
     assert (gap.location_id, gap.provider_id, gap.reason) == ("loc-north", "prov-1", "hba1c-over-9")
@@ -70,7 +70,8 @@ def test_a_gap_finding_with_a_new_reason_refreshes_the_gap_without_a_status_chan
     change = _apply(_gap("scheduled"), "gap", reason="hba1c-over-9", evidence=("fact-9",))
     assert change is not None
     assert (change.previous, change.gap.status, change.cause) == ("scheduled", "scheduled", None)
-    assert not change.status_changed and change.gap.version == 2
+    assert not change.status_changed
+    assert change.gap.version == 2
 
 
 @pytest.mark.parametrize("status", ["open", "outreach-sent", "scheduled", "declined"])
@@ -80,7 +81,8 @@ def test_evidence_closes_an_active_or_declined_gap_and_keeps_what_closed_it(
     change = _apply(_gap(status, by_hand=status == "declined"), "met", evidence=("fact-a1c",))
     assert change is not None
     assert (change.previous, change.gap.status, change.cause) == (status, "closed", "evidence")
-    assert change.gap.closed_by == ("fact-a1c",) and not change.gap.by_hand
+    assert change.gap.closed_by == ("fact-a1c",)
+    assert not change.gap.by_hand
 
 
 @pytest.mark.parametrize("outcome", ["met", "excluded", "not-applicable"])
@@ -107,12 +109,15 @@ def test_leaving_the_population_makes_an_active_gap_not_applicable() -> None:
 @pytest.mark.parametrize("status", ["closed", "not-applicable"])
 def test_falling_due_after_a_finished_gap_starts_a_new_gap(status: GapStatus) -> None:
     change = _apply(_gap(status), "gap")
-    assert change is not None and change.opened and change.gap.id == "gap-2"
+    assert change is not None
+    assert change.opened
+    assert change.gap.id == "gap-2"
 
 
 def test_an_evaluated_exclusion_that_no_longer_holds_starts_a_new_gap() -> None:
     change = _apply(_gap("excluded"), "gap")
-    assert change is not None and change.opened
+    assert change is not None
+    assert change.opened
 
 
 @pytest.mark.parametrize("status", ["declined", "excluded"])
@@ -158,7 +163,8 @@ def test_cancelling_the_visit_that_scheduled_the_gap_opens_it_again() -> None:
 
 def test_outreach_moves_an_open_gap_only() -> None:
     change = outreach_sent(_gap("open"), NOW)
-    assert change is not None and (change.gap.status, change.cause) == ("outreach-sent", "outreach")
+    assert change is not None
+    assert (change.gap.status, change.cause) == ("outreach-sent", "outreach")
     assert outreach_sent(_gap("scheduled"), NOW) is None
 
 
@@ -186,7 +192,8 @@ def test_excluding_by_hand_from_active_or_declined() -> None:
 def test_reopen_undoes_a_decline_or_exclusion(status: GapStatus) -> None:
     change = reopen(_gap(status, by_hand=True), NOW)
     assert (change.previous, change.gap.status, change.cause) == (status, "open", "reopened")
-    assert not change.gap.by_hand and change.gap.version == 2
+    assert not change.gap.by_hand
+    assert change.gap.version == 2
 
 
 @pytest.mark.parametrize("status", ["open", "scheduled", "closed", "not-applicable"])
