@@ -97,7 +97,8 @@ class PopulationRead(BaseModel):
 
 class ValueSetRead(BaseModel):
     id: str
-    source: str
+    title: str
+    source: str = Field(description="Where the codes come from (VSAC OID, CDC CVX, ...).")
     version: str
 
 

@@ -19,6 +19,9 @@ LIBRARY_KEY = "caregaps_library"
 DEMOGRAPHICS_KEY = "caregaps_demographics"
 
 SERVICE_ACTOR = "caregaps"
+"""The actor of the service's own changes in the audit trail (a system principal)."""
+SERVICE_SUBJECT = "service:caregaps"
+"""Who made a change, as a gap's history shows it, when no one asked for it."""
 RESOURCE = "MeasureReport"
 """The FHIR resource a gap is filed under in the audit trail (the permission table's)."""
 

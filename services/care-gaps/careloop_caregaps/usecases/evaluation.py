@@ -22,6 +22,7 @@ from careloop_caregaps.usecases.changes import keep_change, opened_gap
 from careloop_caregaps.usecases.common import (
     RESOURCE,
     SERVICE_ACTOR,
+    SERVICE_SUBJECT,
     field_cipher,
     library_of,
 )
@@ -52,7 +53,7 @@ async def audit_change(runtime: Runtime, session: AsyncSession, gap: Gap, action
 
 async def keep_service_change(runtime: Runtime, session: AsyncSession, change: Change) -> None:
     """A change the service made from an event or an evaluation: kept and audited."""
-    await keep_change(runtime, session, change, actor_id=SERVICE_ACTOR)
+    await keep_change(runtime, session, change, actor_id=SERVICE_SUBJECT)
     await audit_change(runtime, session, change.gap, "create" if change.opened else "update")
 
 

@@ -25,7 +25,7 @@ from careloop_caregaps.domain.gap import Attribution, Change, Gap, booked, visit
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import Repositories, repositories
 from careloop_caregaps.usecases.changes import keep_change, opened_gap
-from careloop_caregaps.usecases.common import SERVICE_ACTOR, demographics_source, field_cipher
+from careloop_caregaps.usecases.common import SERVICE_SUBJECT, demographics_source, field_cipher
 from careloop_caregaps.usecases.evaluation import (
     audit_demographics,
     evaluate_patient,
@@ -207,7 +207,7 @@ async def _attribute(
                 updated_at=now,
             )
             await keep_change(
-                runtime, session, Change(moved, gap.status, None), actor_id=SERVICE_ACTOR
+                runtime, session, Change(moved, gap.status, None), actor_id=SERVICE_SUBJECT
             )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from careloop_caregaps.store.jobs import Job
 from careloop_caregaps.store.repository import Repositories, repositories
@@ -44,7 +45,7 @@ async def start_evaluation(ctx: Context, location_id: str | None) -> Job:
     )
     total = await ctx.repos.patients.count(principal.org_id, location_id)
     await ctx.repos.jobs.update(job.id, total=total)
-    return Job(**{**job.__dict__, "total": total})
+    return replace(job, total=total)
 
 
 async def read_evaluation(ctx: Context, job_id: str) -> Job:

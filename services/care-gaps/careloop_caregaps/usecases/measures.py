@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from careloop_caregaps.domain.library import Measure, MeasureLibrary
 from careloop_caregaps.store.repository import Repositories
 from careloop_caregaps.usecases.common import library_of
 from careloop_kit.context import RequestContext
@@ -18,6 +19,7 @@ Context = RequestContext[Repositories]
 @dataclass(frozen=True)
 class ValueSetView:
     id: str
+    title: str
     source: str
     version: str
 
@@ -31,19 +33,21 @@ class MeasureView:
     visit_type_ids: tuple[str, ...]
 
 
-def _value_sets(measure: object) -> tuple[ValueSetView, ...]:
-    found = getattr(measure, "value_sets", ()) or ()
+def _value_sets(library: MeasureLibrary, measure: Measure) -> tuple[ValueSetView, ...]:
     return tuple(
-        ValueSetView(str(v.id), str(getattr(v, "source", "")), str(getattr(v, "version", "")))
-        for v in found
+        ValueSetView(vs.id, vs.title, vs.source, vs.version)
+        for vs in (library.value_sets[i] for i in measure.value_set_ids)
     )
 
 
 async def list_measures(ctx: Context) -> list[MeasureView]:
     visit_types = await ctx.repos.measures.visit_types(ctx.principal.org_id)
+    library = library_of(ctx.runtime)
     return [
-        MeasureView(m.id, m.version, m.title, _value_sets(m), tuple(visit_types.get(m.id, ())))
-        for m in library_of(ctx.runtime).measures
+        MeasureView(
+            m.id, m.version, m.title, _value_sets(library, m), tuple(visit_types.get(m.id, ()))
+        )
+        for m in library.measures
     ]
 
 
