@@ -419,7 +419,9 @@ async def test_decisions_by_hand_and_the_walls(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await caregaps.get("/population", headers=front_desk)).status_code == 403
-    assert (await caregaps.post("/evaluations", json={}, headers=north)).status_code == 403
+    provider = mint(roles=["provider"], loc=["loc-north"])
+    assert (await caregaps.get(path, headers=provider)).status_code == 200
+    assert (await caregaps.post("/evaluations", json={}, headers=provider)).status_code == 403
 
     # A patient sees its own gaps only.
     own = mint(roles=["patient"], act="patient", pat="pat-1", loc=[], amr=["pwd"])

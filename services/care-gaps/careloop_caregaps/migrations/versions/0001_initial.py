@@ -153,5 +153,6 @@ def downgrade() -> None:
     op.drop_table("attribution")
     op.drop_index("ix_clinical_fact_patient", table_name="clinical_fact")
     op.drop_table("clinical_fact")
+    op.drop_table("patient_profile")
     drop_field_key_table_v1()
     drop_platform_tables_v1()
