@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from fastapi import FastAPI
-
 from careloop_caregaps.app import create_app
 from careloop_caregaps.settings import CaregapsSettings
+from fastapi import FastAPI
+
 from careloop_kit.auth import StaticJwksSource
 from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock

@@ -23,14 +23,19 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-
 from careloop_caregaps.domain.facts import Coding, Fact, Quantity
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import repositories
 from careloop_caregaps.usecases.common import field_cipher
+from fastapi import FastAPI
+
 from careloop_contracts import Envelope, Event, to_headers
-from careloop_contracts.patients import ClinicalFactRecorded, FactCoding, FactQuantity
+from careloop_contracts.patients import (
+    ClinicalFactRecorded,
+    FactCoding,
+    FactQuantity,
+    PatientMerged,
+)
 from careloop_contracts.scheduling import AppointmentBooked, AppointmentCancelled
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import read_topic
@@ -186,6 +191,12 @@ async def _gap_events(runtime: Runtime, gap_id: str) -> list[dict[str, Any]]:
     return [b for b in bodies if b.get("gap_id") == gap_id]
 
 
+async def _access_records(runtime: Runtime) -> list[dict[str, Any]]:
+    records = await read_topic(runtime.settings.kafka_bootstrap, runtime.topic("careloop.caregaps"))
+    bodies = [json.loads(r.value) for r in records if r.value]
+    return [b for b in bodies if "audit_id" in b]
+
+
 async def test_facts_open_one_gap_once_and_a_result_closes_it(
     caregaps: httpx.AsyncClient, caregaps_app: FastAPI, mint: Mint, unique_id: str
 ) -> None:
@@ -225,6 +236,16 @@ async def test_facts_open_one_gap_once_and_a_result_closes_it(
     events = await _gap_events(runtime, gap["id"])
     assert [e["status"] for e in events] == ["open", "closed"]
     assert "value" not in json.dumps(events)
+
+    # Every step is on the patient's trail: the service opening and closing the gap, the
+    # staff member reading it.
+    access = [e for e in await _access_records(runtime) if e.get("resource_id") == gap["id"]]
+    assert {(e["actor_id"], e["action"]) for e in access} >= {
+        ("caregaps", "create"),
+        ("caregaps", "update"),
+        (f"user-{unique_id}", "read"),
+    }
+    assert all(e["patient_id"] == "pat-1" for e in access)
 
 
 async def test_a_booked_visit_of_a_listed_type_schedules_the_gap_and_its_cancellation_opens_it(
@@ -437,3 +458,38 @@ async def test_decisions_by_hand_and_the_walls(
     assert (await caregaps.get(path, headers=north)).status_code == 200
     population = (await caregaps.get("/population", headers=mint())).json()
     assert population["items"] == []
+
+
+async def test_a_merge_moves_facts_and_gaps_to_the_surviving_record(
+    caregaps: httpx.AsyncClient, caregaps_app: FastAPI, mint: Mint, unique_id: str
+) -> None:
+    runtime = _runtime(caregaps_app)
+    org = f"org-{unique_id}"
+    await _seed_patient(runtime, org, "pat-dup")
+    await _seed_patient(runtime, org, "pat-1")
+    await _publish(runtime, _fact_event(org, "pat-dup", f"fact-dm-{unique_id}"))
+    duplicate = await _gap_of(caregaps, mint(), "pat-dup", lambda g: g["status"] == "open")
+    recent = Fact(
+        f"fact-a1c-{unique_id}",
+        "observation",
+        "final",
+        (Coding("loinc", "4548-4"),),
+        date(2026, 2, 1),
+        quantities=(Quantity(6.5, "%"),),
+    )
+    await _seed_fact(runtime, org, "pat-1", recent)
+
+    await _publish(
+        runtime,
+        PatientMerged(
+            surviving_patient_id="pat-1",
+            merged_patient_id="pat-dup",
+            org_id=org,
+            merged_at=datetime(2026, 3, 2, 8, 0, tzinfo=UTC),
+        ),
+    )
+    # The survivor now has the diabetes and the recent result: the moved gap closes.
+    moved = await _gap_of(caregaps, mint(), "pat-1", lambda g: g["status"] == "closed")
+    assert moved["id"] == duplicate["id"]
+    left = (await caregaps.get("/patients/pat-dup/gaps", headers=mint())).json()["items"]
+    assert left == []

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
-
 from careloop_caregaps.domain.findings import Finding, Outcome
 from careloop_caregaps.domain.gap import (
     Attribution,

@@ -12,10 +12,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from careloop_caregaps.store.tables import metadata
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from careloop_caregaps.store.tables import metadata
 from careloop_kit.db.migrate import alembic_config, upgrade_async
 from careloop_kit.testing.services import migrations_of
 
