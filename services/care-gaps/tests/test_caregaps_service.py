@@ -23,10 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
+from careloop_caregaps.app import create_app
 from careloop_caregaps.domain.facts import Coding, Fact, Quantity
+from careloop_caregaps.settings import CaregapsSettings
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import repositories
 from careloop_caregaps.usecases.common import field_cipher
+from careloop_caregaps.usecases.jobs import run_batch
 from fastapi import FastAPI
 
 from careloop_contracts import Envelope, Event, to_headers
@@ -37,7 +40,11 @@ from careloop_contracts.patients import (
     PatientMerged,
 )
 from careloop_contracts.scheduling import AppointmentBooked, AppointmentCancelled
+from careloop_kit.auth import StaticJwksSource
+from careloop_kit.auth.testing import TestTokenIssuer
+from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
+from careloop_kit.testing.apps import running_app
 from careloop_kit.testing.kafka import read_topic
 from careloop_kit.testing.services import Mint
 
@@ -493,3 +500,60 @@ async def test_a_merge_moves_facts_and_gaps_to_the_surviving_record(
     assert moved["id"] == duplicate["id"]
     left = (await caregaps.get("/patients/pat-dup/gaps", headers=mint())).json()["items"]
     assert left == []
+
+
+async def test_a_population_job_resumes_after_a_restart_from_its_committed_batch(
+    caregaps_settings: CaregapsSettings,
+    issuer: TestTokenIssuer,
+    clock: FrozenClock,
+    mint: Mint,
+    unique_id: str,
+) -> None:
+    # The worker looks for jobs once at start, then not for an hour: the test works the
+    # first batch itself, then "restarts" the service.
+    settings = caregaps_settings.model_copy(update={"evaluation_poll_interval_s": 3600})
+    org = f"org-{unique_id}"
+    patients = ["pat-a", "pat-b", "pat-c"]
+    first_app = create_app(settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document()))
+    async with running_app(first_app) as client:
+        runtime = _runtime(first_app)
+        for patient in patients:
+            await _seed_patient(runtime, org, patient)
+            diabetes = Fact(
+                f"fact-{patient}-{unique_id}",
+                "condition",
+                "active",
+                (Coding("icd-10-cm", "E11.9"),),
+                date(2020, 1, 1),
+            )
+            await _seed_fact(runtime, org, patient, diabetes)
+        await asyncio.sleep(0.5)  # the worker's look at start is over: it sleeps now
+        started = await client.post("/evaluations", json={}, headers=mint())
+        url = started.json()["status_url"]
+        assert await run_batch(runtime)
+        halfway = (await client.get(url, headers=mint())).json()
+        assert (halfway["status"], halfway["total"], halfway["done"]) == ("running", 3, 2)
+
+    second_app = create_app(settings, clock=clock, jwks=StaticJwksSource(issuer.jwks_document()))
+    async with running_app(second_app) as client:
+        runtime = _runtime(second_app)
+        deadline = time.monotonic() + 20
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = (await client.get(url, headers=mint())).json()
+            if body["status"] == "done":
+                break
+            await asyncio.sleep(0.1)
+        assert (body["status"], body["done"], body["percent"]) == ("done", 3, 100.0)
+        # Each patient was evaluated by one batch only: one HbA1c gap opened per patient.
+        await asyncio.sleep(1.0)
+        records = await read_topic(
+            runtime.settings.kafka_bootstrap, runtime.topic("careloop.caregaps")
+        )
+        opened = [
+            json.loads(r.value)
+            for r in records
+            if r.value and b"gap.opened" in dict(r.headers).get("ce_type", b"")
+        ]
+        hba1c = sorted(e["patient_id"] for e in opened if e["measure_id"] == MEASURE)
+        assert hba1c == patients
