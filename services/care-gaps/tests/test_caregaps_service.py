@@ -234,6 +234,8 @@ async def test_facts_open_one_gap_once_and_a_result_closes_it(
 
     detail = (await caregaps.get(f"/gaps/{gap['id']}", headers=mint())).json()
     assert detail["evidence"]["closed_by"] == [result.fact_id]
+    assert detail["evidence_fact_ids"] == [result.fact_id]
+    assert [h["status"] for h in detail["history"]] == ["open", "closed"]
     assert [(h["from_status"], h["to_status"], h["cause"]) for h in detail["history"]] == [
         (None, "open", None),
         ("open", "closed", "evidence"),

@@ -24,6 +24,7 @@ router = APIRouter(tags=["gaps"])
 
 def _transition(t: Transition) -> TransitionRead:
     return TransitionRead(
+        status=t.to_status,
         from_status=t.from_status,
         to_status=t.to_status,
         cause=t.cause,
@@ -49,6 +50,7 @@ def gap_read(gap: Gap, history: tuple[Transition, ...] = ()) -> GapRead:
         created_at=gap.created_at,
         updated_at=gap.updated_at,
         evidence=Evidence(opened_by=list(gap.opened_by), closed_by=list(gap.closed_by)),
+        evidence_fact_ids=list(dict.fromkeys((*gap.opened_by, *gap.closed_by))),
         history=[_transition(t) for t in history],
     )
 

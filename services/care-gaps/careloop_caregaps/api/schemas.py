@@ -55,6 +55,7 @@ class Evidence(BaseModel):
 
 
 class TransitionRead(BaseModel):
+    status: GapStatusName = Field(description="The status the gap took (`to_status`).")
     from_status: GapStatusName | None
     to_status: GapStatusName
     cause: str | None
@@ -66,6 +67,9 @@ class TransitionRead(BaseModel):
 class GapRead(GapSummary):
     org_id: str
     evidence: Evidence
+    evidence_fact_ids: list[str] = Field(
+        description="Every fact id of the evidence, opening first, then closing."
+    )
     history: list[TransitionRead]
 
 
