@@ -32,6 +32,15 @@ class PatientRepository(Repository):
             .on_conflict_do_nothing(index_elements=["org_id", "patient_id"])
         )
 
+    async def lock(self, org_id: str, patient_id: str) -> None:
+        """Hold the patient's row until the transaction ends: evaluations and event steps
+        of one patient take turns (two could otherwise both open a measure's first gap)."""
+        await self._session.execute(
+            select(patient_profile.c.version)
+            .where(patient_profile.c.org_id == org_id, patient_profile.c.patient_id == patient_id)
+            .with_for_update()
+        )
+
     async def set_demographics(
         self, org_id: str, patient_id: str, demographics_ct: bytes, now: datetime
     ) -> None:

@@ -142,7 +142,8 @@ async def merge_patients(runtime: Runtime, session: AsyncSession, event: Patient
     repos = repositories(session)
     org, merged, survivor = event.org_id, event.merged_patient_id, event.surviving_patient_id
     await repos.patients.ensure(org, survivor, runtime.clock.now())
-    await repos.gaps.current_of(org, survivor)  # lock the survivor's gaps first
+    await repos.patients.lock(org, survivor)
+    await repos.patients.lock(org, merged)
     await repos.patients.move_facts(org, merged, survivor)
     await repos.gaps.move(org, merged, survivor)
     await repos.patients.forget(org, merged)
@@ -219,6 +220,7 @@ async def on_appointment_event(
     repos = repositories(session)
     now = runtime.clock.now()
     await repos.patients.ensure(event.org_id, event.patient_id, now)
+    await repos.patients.lock(event.org_id, event.patient_id)
     if isinstance(event, AppointmentCheckedIn):
         await _attribute(runtime, session, repos, event)
         return 0
