@@ -38,6 +38,7 @@ from careloop_contracts import Envelope, Event, to_headers
 from careloop_contracts.patients import (
     ClinicalFactRecorded,
     FactCoding,
+    FactKindName,
     FactQuantity,
     PatientMerged,
     PatientRegistered,
@@ -135,7 +136,7 @@ def _fact_event(
     fact_id: str,
     *,
     code: FactCoding = DIABETES,
-    kind: str = "condition",
+    kind: FactKindName = "condition",
     status: str = "active",
     on: date = date(2020, 1, 1),
     quantities: tuple[FactQuantity, ...] = (),
@@ -144,7 +145,7 @@ def _fact_event(
         fact_id=fact_id,
         patient_id=patient_id,
         org_id=org_id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         version=1,
         status=status,
         codes=(code,),

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from careloop_caregaps.domain.gap import Attribution
@@ -78,7 +79,7 @@ class PatientRepository(Repository):
         )
         return found is not None
 
-    def _population(self, org_id: str, location_id: str | None):  # type: ignore[no-untyped-def]
+    def _population(self, org_id: str, location_id: str | None) -> Select[Any]:
         query = select(patient_profile.c.patient_id).where(patient_profile.c.org_id == org_id)
         if location_id is not None:
             query = query.join(
