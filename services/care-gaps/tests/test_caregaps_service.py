@@ -251,6 +251,30 @@ async def test_facts_open_one_gap_once_and_a_result_closes_it(
     assert [e["status"] for e in events] == ["open", "closed"]
     assert "value" not in json.dumps(events)
 
+    # The result withdrawn (a correction, version 2): the patient is due again, in a new
+    # gap; the first version arriving late changes nothing.
+    withdrawn = result.model_copy(update={"version": 2, "status": "entered-in-error"})
+    await _publish(runtime, withdrawn)
+    again = await _gap_of(caregaps, mint(), "pat-1", lambda g: g["status"] == "open")
+    assert again["id"] != gap["id"]
+    await _publish(runtime, result)
+    # A later, high result behind it on the patient's partition: once the gap shows it,
+    # the late version was handled (had it counted, it would have closed this gap too).
+    high = _fact_event(
+        org,
+        "pat-1",
+        f"fact-a1c-high-{unique_id}",
+        code=HBA1C,
+        kind="observation",
+        status="final",
+        on=date(2026, 2, 25),
+        quantities=(FactQuantity(value=9.5, unit="%"),),
+    )
+    await _publish(runtime, high)
+    await _gap_of(caregaps, mint(), "pat-1", lambda g: g["reason"] == "hba1c-8-or-over")
+    every = (await caregaps.get("/patients/pat-1/gaps", headers=mint())).json()["items"]
+    assert sorted(g["status"] for g in every if g["measure_id"] == MEASURE) == ["closed", "open"]
+
     # Every step is on the patient's trail: the service opening and closing the gap, the
     # staff member reading it.
     access = [e for e in await _access_records(runtime) if e.get("resource_id") == gap["id"]]
