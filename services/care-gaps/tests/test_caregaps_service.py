@@ -592,7 +592,7 @@ async def test_a_population_job_resumes_after_a_restart_from_its_committed_batch
 
 class PatientsRecords:
     """Stands in for the patients API's answer to care-gaps' demographics read (the read
-    itself, with a service token, is the kit's `PatientReader`); counts the reads."""
+    itself, with a service token, is the kit's `RecordReader`); counts the reads."""
 
     def __init__(self) -> None:
         self.birth_dates: dict[str, date] = {}
