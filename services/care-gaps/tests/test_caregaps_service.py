@@ -478,6 +478,12 @@ async def test_decisions_by_hand_and_the_walls(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await caregaps.get("/population", headers=front_desk)).status_code == 403
+    coordinator_job = await caregaps.post(
+        "/evaluations", json={"location_id": "loc-south"}, headers=north
+    )
+    assert coordinator_job.status_code == 403  # a location outside the caller's scope
+    job = (await caregaps.post("/evaluations", json={}, headers=mint())).json()
+    assert (await caregaps.get(job["status_url"], headers=mint(org="org-other"))).status_code == 404
     provider = mint(roles=["provider"], loc=["loc-north"])
     assert (await caregaps.get(path, headers=provider)).status_code == 200
     assert (await caregaps.post("/evaluations", json={}, headers=provider)).status_code == 403
