@@ -24,8 +24,8 @@ from careloop_caregaps.domain.facts import Coding, Fact, Quantity
 from careloop_caregaps.domain.gap import Attribution, Change, Gap, booked, visit_cancelled
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import Repositories, repositories
-from careloop_caregaps.usecases.changes import keep_change, opened_gap
-from careloop_caregaps.usecases.common import SERVICE_SUBJECT, demographics_source, field_cipher
+from careloop_caregaps.usecases.changes import opened_gap
+from careloop_caregaps.usecases.common import demographics_source, field_cipher
 from careloop_caregaps.usecases.evaluation import (
     audit_demographics,
     evaluate_patient,
@@ -207,9 +207,7 @@ async def _attribute(
                 version=gap.version + 1,
                 updated_at=now,
             )
-            await keep_change(
-                runtime, session, Change(moved, gap.status, None), actor_id=SERVICE_SUBJECT
-            )
+            await keep_service_change(runtime, session, Change(moved, gap.status, None))
 
 
 async def on_appointment_event(
