@@ -358,7 +358,7 @@ def test_every_manifest_carries_the_standard_labels(renders: Renders, value_set:
         assert labels["app.kubernetes.io/instance"] == "careloop"
         assert labels["app.kubernetes.io/part-of"] == "careloop"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
-        assert labels["helm.sh/chart"] == "careloop-0.1.0"
+        assert labels["helm.sh/chart"] == "careloop-0.2.0"
         assert labels["app.kubernetes.io/component"]
 
 
