@@ -146,6 +146,12 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/patients"): {"patients:search"},
             ("POST", "/patients/_search"): {"patients:search"},
             ("POST", "/patients/{patient_id}/merge"): {"patients:merge"},
+            ("POST", "/patients/{patient_id}/facts"): {"patients:update"},
+            ("GET", "/patients/{patient_id}/facts"): {"patients:read"},
+            ("GET", "/patients/{patient_id}/facts/{fact_id}"): {"patients:read"},
+            ("POST", "/patients/{patient_id}/facts/{fact_id}/entered-in-error"): {
+                "patients:update"
+            },
         },
         "audit": {
             ("GET", "/audit/patients/{patient_id}/trail"): {"audit:read"},

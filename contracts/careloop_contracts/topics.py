@@ -294,6 +294,15 @@ CONSUMER_GROUPS: dict[str, ConsumerGroupSpec] = {
             ),
         ),
         ConsumerGroupSpec(
+            service="caregaps",
+            name="locations",
+            topics=("careloop.identity",),
+            description=(
+                "Identity's location events: which locations are sensitive, so their gaps "
+                "stay visible only to staff scoped to them."
+            ),
+        ),
+        ConsumerGroupSpec(
             service="messaging",
             name="reminders",
             topics=("careloop.scheduling",),

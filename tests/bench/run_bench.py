@@ -44,6 +44,14 @@ Measurements:
    into one task each; timed from the first record produced until the worklist counts N
    tasks, reported as tasks/s, then checked to still be N. Baseline in the same run: the
    same records through plain aiokafka.
+8. ``caregaps``: the care-gaps evaluator in this process, no infrastructure (run first,
+   before any is started; ``--only caregaps`` starts none): N synthetic patients from a
+   seeded RNG (``--caregaps-patients``, default 100,000; ages 0-95, both sexes, diabetes
+   and hypertension rising with age, 3-25 facts each) evaluated over all 14 measures of
+   the shipped library, against a 30 s target. Baseline in the same process: one plain
+   pass over the same facts that only counts their codes. Memory: tracemalloc's peak
+   while a freshly loaded library (empty code cache) evaluates the first 10,000
+   patients, and the process's ru_maxrss.
 """
 
 from __future__ import annotations
@@ -57,22 +65,27 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from careloop_caregaps.domain.evaluator import evaluate as evaluate_caregaps
+from careloop_caregaps.domain.facts import Coding, Fact, PatientProfile, Quantity
+from careloop_caregaps.store.library_files import load_library as load_caregaps_library
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -1762,6 +1775,182 @@ async def reminder_figures(
     return figures
 
 
+# --------------------------------------------------------------------------- 8 caregaps
+
+CAREGAPS_AS_OF = date(2026, 6, 30)
+CAREGAPS_SEED = 20261208
+CAREGAPS_TARGET_S = 30.0
+CAREGAPS_TRACED = 10_000
+
+
+def _caregaps_events() -> list[tuple[float, str, Callable[[random.Random], Any]]]:
+    """(weight, kind, codings-and-values maker) for the facts a synthetic chart holds.
+
+    Synthetic only: codes come from the shipped value sets plus ordinary codes no measure
+    reads (office visits, a CBC, glucose), so the index sees misses as well as hits."""
+    coding = Coding
+
+    def fixed(*codes: Coding) -> Callable[[random.Random], Any]:
+        shared = (tuple(codes), ())
+        return lambda _rng: shared
+
+    def hba1c(rng: random.Random) -> Any:
+        return ((coding("loinc", "4548-4"),), (Quantity(round(rng.uniform(5.0, 11.0), 1), "%"),))
+
+    bp_panel = (coding("loinc", "85354-9"),)
+    systolic, diastolic = coding("loinc", "8480-6"), coding("loinc", "8462-4")
+
+    def blood_pressure(rng: random.Random) -> Any:
+        return (
+            bp_panel,
+            (
+                Quantity(float(rng.randint(105, 165)), "mm[Hg]", systolic),
+                Quantity(float(rng.randint(60, 100)), "mm[Hg]", diastolic),
+            ),
+        )
+
+    smoking = (coding("loinc", "72166-2"),)
+    pack_years = coding("loinc", "8664-5")
+
+    def smoking_history(rng: random.Random) -> Any:
+        return (smoking, (Quantity(float(rng.randint(0, 60)), "{pack-years}", pack_years),))
+
+    return [
+        (10, "encounter", fixed(coding("cpt", "99213"))),
+        (6, "observation", fixed(coding("loinc", "2345-7"))),
+        (5, "procedure", fixed(coding("cpt", "85025"))),
+        (3, "procedure", fixed(coding("cpt", "77067"))),
+        (2, "procedure", fixed(coding("cpt", "45378"))),
+        (2, "procedure", fixed(coding("cpt", "82274"))),
+        (1, "procedure", fixed(coding("cpt", "81528"))),
+        (2, "procedure", fixed(coding("cpt", "88175"))),
+        (1, "procedure", fixed(coding("cpt", "87624"))),
+        (4, "observation", hba1c),
+        (6, "observation", blood_pressure),
+        (2, "procedure", fixed(coding("cpt", "92014"))),
+        (3, "observation", fixed(coding("loinc", "33914-3"))),
+        (2, "observation", fixed(coding("loinc", "9318-7"))),
+        (3, "medication-statement", fixed(coding("rxnorm", "83367"))),
+        (3, "encounter", fixed(coding("hcpcs", "G0439"))),
+        (5, "immunization", fixed(coding("cvx", "150"))),
+        (1, "immunization", fixed(coding("cvx", "216"))),
+        (1, "immunization", fixed(coding("cvx", "215"))),
+        (1, "immunization", fixed(coding("cvx", "33"))),
+        (3, "observation", fixed(coding("loinc", "44261-6"))),
+        (1, "procedure", fixed(coding("cpt", "71271"))),
+        (1, "observation", smoking_history),
+        (0.5, "observation", fixed(coding("loinc", "74010-0"))),
+        (1, "procedure", fixed(coding("cpt", "77080"))),
+        (0.2, "encounter", fixed(coding("hcpcs", "T2042"))),
+        (0.1, "condition", fixed(coding("icd-10-cm", "Z90.13"))),
+        (0.3, "condition", fixed(coding("icd-10-cm", "N18.6"))),
+        (0.5, "condition", fixed(coding("icd-10-cm", "F32.9"))),
+    ]
+
+
+def synthetic_caregaps_patients(n: int, seed: int = CAREGAPS_SEED) -> list[PatientProfile]:
+    """N synthetic patients (seeded): ages 0-95, both sexes, diabetes and hypertension
+    rising with age as in US prevalence, 3-25 facts each dated within the last 12 years
+    (most in the last two)."""
+    rng = random.Random(seed)
+    events = _caregaps_events()
+    weights = [w for w, _, _ in events]
+    diabetes = (Coding("icd-10-cm", "E11.9"),)
+    hypertension = (Coding("icd-10-cm", "I10"),)
+    patients: list[PatientProfile] = []
+    for number in range(n):
+        age = rng.randint(0, 95)
+        birth = CAREGAPS_AS_OF - timedelta(days=age * 365 + rng.randint(0, 364))
+        sex = "female" if rng.random() < 0.51 else "male"
+        span = min(age * 365, 12 * 365) or 30
+        facts: list[Fact] = []
+        p_diabetes = 0.002 if age < 18 else 0.04 if age < 45 else 0.15 if age < 65 else 0.25
+        p_hypertension = 0.0 if age < 18 else 0.1 if age < 45 else 0.4 if age < 65 else 0.6
+        if rng.random() < p_diabetes:
+            onset = CAREGAPS_AS_OF - timedelta(days=rng.randint(0, span))
+            facts.append(Fact(f"s{number}-dm", "condition", "active", diabetes, onset))
+        if rng.random() < p_hypertension:
+            onset = CAREGAPS_AS_OF - timedelta(days=rng.randint(0, span))
+            facts.append(Fact(f"s{number}-htn", "condition", "active", hypertension, onset))
+        for index in range(rng.randint(3, 25) - len(facts)):
+            _, kind, make = rng.choices(events, weights)[0]
+            codes, quantities = make(rng)
+            status = (
+                "entered-in-error"
+                if rng.random() < 0.02
+                else ("active" if kind in ("condition", "medication-statement") else "final")
+            )
+            # Charts hold more recent care than old: about 600 days back on average.
+            back = min(span, int(rng.expovariate(1 / 600)))
+            on = CAREGAPS_AS_OF - timedelta(days=back)
+            facts.append(Fact(f"s{number}-{index}", kind, status, codes, on, None, quantities))
+        coverage = ("medicare",) if age >= 65 else ("commercial",)
+        patients.append(
+            PatientProfile(f"synthetic-{number:06d}", birth, sex, tuple(facts), coverage)
+        )
+    return patients
+
+
+def bench_caregaps(n: int) -> dict[str, Any]:
+    """Evaluate the whole measure library for N synthetic patients in this process."""
+    library = load_caregaps_library()
+    began = time.perf_counter()
+    patients = synthetic_caregaps_patients(n)
+    generated_s = time.perf_counter() - began
+    facts = sum(len(p.facts) for p in patients)
+    rss_data_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    # Baseline: touch the same facts and count their codes, nothing else.
+    began = time.perf_counter()
+    counts: dict[str, int] = {}
+    for patient in patients:
+        for fact in patient.facts:
+            for code in fact.codes:
+                counts[code.code] = counts.get(code.code, 0) + 1
+    baseline_s = time.perf_counter() - began
+
+    outcomes = dict.fromkeys(("met", "gap", "excluded", "not-applicable"), 0)
+    began = time.perf_counter()
+    for patient in patients:
+        for finding in evaluate_caregaps(library, patient, CAREGAPS_AS_OF):
+            outcomes[finding.outcome] += 1
+    evaluate_s = time.perf_counter() - began
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    # The evaluator's own allocations, traced over a slice (tracing slows every call).
+    traced = patients[:CAREGAPS_TRACED]
+    fresh = load_caregaps_library()
+    tracemalloc.start()
+    for patient in traced:
+        evaluate_caregaps(fresh, patient, CAREGAPS_AS_OF)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    measures = len(library.measures)
+    return {
+        "patients": n,
+        "measures": measures,
+        "facts": facts,
+        "as_of": CAREGAPS_AS_OF.isoformat(),
+        "seed": CAREGAPS_SEED,
+        "synthetic": True,
+        "generate_seconds": round(generated_s, 2),
+        "seconds": round(evaluate_s, 3),
+        "target_seconds": CAREGAPS_TARGET_S,
+        "within_target": evaluate_s < CAREGAPS_TARGET_S,
+        "patients_per_s": round(n / evaluate_s, 1),
+        "patient_measures_per_s": round(n * measures / evaluate_s, 1),
+        "outcomes": outcomes,
+        "baseline_seconds": round(baseline_s, 3),
+        "baseline_facts_per_s": round(facts / baseline_s, 1),
+        "ratio_to_baseline": round(evaluate_s / baseline_s, 1),
+        "tracemalloc_peak_kib": round(peak / 1024, 1),
+        "tracemalloc_patients": len(traced),
+        "ru_maxrss_mib_after_data": round(rss_data_kib / 1024, 1),
+        "ru_maxrss_mib": round(rss_kib / 1024, 1),
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -1829,6 +2018,19 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
         rows.append(("ratio transitions / reads", ref["ratio_to_reads"], "x"))
         if ref["errors"]:
             rows.append(("  referral errors", json.dumps(ref["errors"]), ""))
+    cg = results.get("caregaps")
+    if cg:
+        n = f"{cg['patients']:,}"
+        label = f"care gaps: {n} synthetic patients x {cg['measures']} measures"
+        rows.append((label, cg["seconds"], "s"))
+        rows.append(("  target for the same", cg["target_seconds"], "s"))
+        rows.append(("  patients evaluated", cg["patients_per_s"], "patients/s"))
+        rows.append(("  patient-measures evaluated", cg["patient_measures_per_s"], "findings/s"))
+        rows.append(("  baseline: count the same facts' codes", cg["baseline_seconds"], "s"))
+        rows.append(("ratio evaluation / baseline", cg["ratio_to_baseline"], "x"))
+        peak = f"  tracemalloc peak ({cg['tracemalloc_patients']:,} patients)"
+        rows.append((peak, cg["tracemalloc_peak_kib"], "KiB"))
+        rows.append(("  ru_maxrss (data set and evaluation)", cg["ru_maxrss_mib"], "MiB"))
     tsk = results.get("tasks")
     if tsk:
         n = f"{tsk['stalled_referrals']:,}"
@@ -1844,7 +2046,7 @@ def print_results(data: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]Machine:[/] {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
         f"{m['os']}; Python {m['python']}; Kafka {m['kafka']}; "
-        f"PostgreSQL {data.get('postgres_version', '?')}; "
+        f"PostgreSQL {data.get('postgres_version') or 'not started'}; "
         f"load average at start {m['load_average_at_start']}"
     )
     table = Table(title="Careloop benchmarks", show_lines=False)
@@ -2045,6 +2247,11 @@ def wait_for_idle(limit_s: float) -> None:
     console.print(f"[yellow]machine still busy (load average {os.getloadavg()[0]:.2f}); going on")
 
 
+SECTIONS = ("pipeline", "raw", "latency", "api", "reminders", "referrals", "tasks", "caregaps")
+INFRASTRUCTURE_FREE = frozenset({"caregaps"})
+"""Sections that run in this process alone: no broker, database or Vault is started for them."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events for 1 and 2")
@@ -2080,9 +2287,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tasks", type=int, default=5_000, help="stalled-referral events made into tasks for 7"
     )
     parser.add_argument(
+        "--caregaps-patients",
+        type=int,
+        default=100_000,
+        help="synthetic patients evaluated over the whole measure library for 8",
+    )
+    parser.add_argument(
         "--only",
-        default="pipeline,raw,latency,api,reminders,referrals,tasks",
-        help="comma-separated subset of pipeline,raw,latency,api,reminders,referrals,tasks",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke check")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON")
@@ -2110,8 +2323,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.appointments, args.reminder_patients = 2_000, 200
         args.referrals = 500
         args.tasks = 500
+        args.caregaps_patients = 10_000
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - {"pipeline", "raw", "latency", "api", "reminders", "referrals", "tasks"}
+    unknown = args.only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     return args
@@ -2135,11 +2349,24 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="careloop-bench-"))
     stack = Stack(base)
     failed = True
+    caregaps: dict[str, Any] | None = None
+    if "caregaps" in args.only:
+        # First, before the infrastructure is up: it is CPU-bound and would share the cores.
+        with console.status(f"8: care gaps for {args.caregaps_patients:,} synthetic patients ..."):
+            caregaps = with_load(bench_caregaps(args.caregaps_patients))
+        console.print(
+            f"caregaps: {caregaps['patients']:,} patients x {caregaps['measures']} measures in "
+            f"{caregaps['seconds']:.2f} s ({caregaps['patients_per_s']:,.0f} patients/s; "
+            f"target {caregaps['target_seconds']:.0f} s); baseline code count "
+            f"{caregaps['baseline_seconds']:.2f} s"
+        )
+    outcome: dict[str, Any] = {"postgres_version": None, "postgres_settings": None, "results": {}}
     try:
-        with console.status("starting Kafka, PostgreSQL and OpenBao ..."):
-            stack.start()
-        console.print(f"infrastructure ready: {stack.startup_s} (seconds)")
-        outcome = asyncio.run(run(args, stack, base))
+        if args.only - INFRASTRUCTURE_FREE:
+            with console.status("starting Kafka, PostgreSQL and OpenBao ..."):
+                stack.start()
+            console.print(f"infrastructure ready: {stack.startup_s} (seconds)")
+            outcome = asyncio.run(run(args, stack, base))
         failed = False
     except KeyboardInterrupt:
         console.print("[yellow]interrupted")
@@ -2165,9 +2392,10 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "appointments": args.appointments,
             "reminder_patients": min(args.reminder_patients, args.appointments),
+            "caregaps_patients": args.caregaps_patients,
             "benchmarks": sorted(args.only),
         },
-        "results": outcome["results"],
+        "results": outcome["results"] | ({"caregaps": caregaps} if caregaps else {}),
         "runtime_s": round(time.monotonic() - began, 1),
         "note": "broker, database, Vault, service and load generator share the same cores",
     }

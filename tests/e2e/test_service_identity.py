@@ -43,6 +43,7 @@ class Platform:
     patients: httpx.AsyncClient
     patients_settings: PatientsSettings
     messaging: ServiceTokenSource
+    caregaps: ServiceTokenSource
 
 
 @pytest.fixture
@@ -85,8 +86,17 @@ async def platform(
             "messaging",
             f"{identity_url}/oauth/token",
         )
-        async with running_app(create_patients(patients_settings)) as patients, messaging:
-            yield Platform(identity_url, patients, patients_settings, messaging)
+        caregaps = ServiceTokenSource(
+            Vault(vault_addr, vault_tokens["caregaps"]),
+            "caregaps",
+            f"{identity_url}/oauth/token",
+        )
+        async with (
+            running_app(create_patients(patients_settings)) as patients,
+            messaging,
+            caregaps,
+        ):
+            yield Platform(identity_url, patients, patients_settings, messaging, caregaps)
 
 
 async def admin_of_new_org(identity_url: str) -> tuple[str, dict[str, str]]:
@@ -193,6 +203,56 @@ async def test_a_messaging_token_reads_only_contact_and_preferences(
         patient_id,
     )
     assert sorted(audit["phi_categories"]) == ["contact", "preferences"]
+
+
+async def test_a_caregaps_token_reads_only_demographics_and_no_clinical_facts(
+    platform: Platform,
+) -> None:
+    org_id, admin = await admin_of_new_org(platform.identity_url)
+    created = await platform.patients.post(
+        "/patients",
+        json={
+            "name": {"family": "Lindqvist", "given": ["Mara"]},
+            "birth_date": "1961-09-12",
+            "sex": "female",
+            "phones": ["+1 555 0100 456"],
+            "preferred_language": "sv",
+        },
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    patient_id = created.json()["id"]
+    facts = f"/patients/{patient_id}/facts"
+    fact = await platform.patients.post(
+        facts,
+        json={
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "effectiveDateTime": "2026-01-15",
+            "valueQuantity": {"value": 6.4, "system": "http://unitsofmeasure.org", "code": "%"},
+        },
+        headers=admin,
+    )
+    assert fact.status_code == 201, fact.text
+
+    token = await platform.caregaps.token(org_id)
+    service = {"Authorization": f"Bearer {token}"}
+    read = await platform.patients.get(f"/patients/{patient_id}", headers=service)
+
+    assert read.status_code == 200, read.text
+    patient = read.json()
+    # A measure's population is set by age and sex; nothing else of the record.
+    assert (patient["birth_date"], patient["sex"]) == ("1961-09-12", "female")
+    assert patient["withheld_categories"] == ["contact", "preferences"]
+    assert (patient["phones"], patient["preferred_language"]) == ([], None)
+    # Facts reach care-gaps as events; the resources themselves are not its to read.
+    for response in (
+        await platform.patients.get(facts, headers=service),
+        await platform.patients.get(f"{facts}/{fact.json()['id']}", headers=service),
+    ):
+        assert response.status_code == 403, response.text
 
 
 async def test_a_service_token_stays_in_its_organization(platform: Platform) -> None:

@@ -23,14 +23,19 @@ from typing import Any, Protocol
 import httpx
 
 from careloop_kit.auth import ServiceTokenSource
+from careloop_kit.patients_reads import PatientReader, PatientsUnavailable
 from careloop_messaging.domain.outreach import ContactData
 from careloop_messaging.domain.templates import Channel
 
 log = logging.getLogger(__name__)
 
-
-class PatientsUnavailable(Exception):
-    """Patients (or identity, for the token) did not answer usefully: retry later."""
+__all__ = [
+    "BatchContacts",
+    "ContactSource",
+    "HttpContactSource",
+    "PatientsUnavailable",
+    "contact_from_patient",
+]
 
 
 class ContactSource(Protocol):
@@ -62,37 +67,16 @@ def contact_from_patient(body: dict[str, Any]) -> ContactData:
 
 
 class HttpContactSource:
-    """`GET {patients_url}/patients/{id}` with a service token for the patient's org."""
+    """Contact data from `GET {patients_url}/patients/{id}` (the kit's `PatientReader`)."""
 
     def __init__(
         self, http: httpx.AsyncClient, tokens: ServiceTokenSource, *, patients_url: str
     ) -> None:
-        self._http = http
-        self._tokens = tokens
-        self._base = patients_url.rstrip("/")
+        self._reader = PatientReader(http, tokens, patients_url=patients_url)
 
     async def contact(self, org_id: str, patient_id: str) -> ContactData | None:
-        for attempt in (1, 2):
-            try:
-                token = await self._tokens.token(org_id)
-                response = await self._http.get(
-                    f"{self._base}/patients/{patient_id}",
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except httpx.HTTPError as exc:
-                raise PatientsUnavailable(f"patients unreachable: {type(exc).__name__}") from exc
-            except Exception as exc:  # ServiceTokenError and Vault failures
-                raise PatientsUnavailable(f"no service token: {type(exc).__name__}") from exc
-            if response.status_code == 401 and attempt == 1:
-                # A token revoked or expired early: get a fresh one, once.
-                self._tokens.forget(org_id)
-                continue
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                raise PatientsUnavailable(f"patients answered {response.status_code}")
-            return contact_from_patient(response.json())
-        raise PatientsUnavailable("patients refused messaging's token twice")
+        body = await self._reader.patient(org_id, patient_id)
+        return None if body is None else contact_from_patient(body)
 
 
 class BatchContacts:

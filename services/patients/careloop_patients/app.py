@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from careloop_kit.crypto import BlindIndexer, KeyRing
 from careloop_kit.service import Runtime, ServiceAppFactory, ServiceSpec
+from careloop_patients.api.facts import router as facts_router
 from careloop_patients.api.routes import router
 from careloop_patients.handlers.appointments import CARE_RELATIONSHIPS_CONSUMER
 from careloop_patients.handlers.locations import LOCATIONS_CONSUMER
@@ -33,7 +34,7 @@ def build_spec(settings: PatientsSettings) -> ServiceSpec:
         description="The unified patient record across locations; PHI encrypted at rest.",
         metadata=metadata,
         tables=platform,
-        routers=[router],
+        routers=[router, facts_router],
         consumers=[
             CARE_RELATIONSHIPS_CONSUMER,
             REFERRAL_RELATIONSHIPS_CONSUMER,

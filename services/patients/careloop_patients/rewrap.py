@@ -24,8 +24,9 @@ from careloop_kit.db.batches import BatchRows, for_each_batch
 from careloop_kit.fields import REWRAP_BATCH, RewrapReport, rotate_fields
 from careloop_kit.vault import Vault
 from careloop_patients.settings import PatientsSettings
+from careloop_patients.store.facts import FactRepository
 from careloop_patients.store.repository import PatientRepository
-from careloop_patients.store.tables import patient, patient_key, patient_lookup
+from careloop_patients.store.tables import clinical_facts, patient, patient_key, patient_lookup
 
 __all__ = ["REWRAP_BATCH", "ReindexReport", "RewrapReport", "reindex", "rewrap"]
 
@@ -52,8 +53,9 @@ async def rewrap(
 class ReindexReport:
     version: int
     reindexed: int
+    """Patients and clinical facts moved to the current version."""
     left: int
-    """Lookup rows still under an older version (0: the old key can be retired)."""
+    """Lookup rows and facts still under an older version (0: the old key can be retired)."""
 
 
 async def reindex(
@@ -63,9 +65,10 @@ async def reindex(
     batch_size: int = REWRAP_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> ReindexReport:
-    """Recompute, in batches, the lookup tokens of every patient still indexed under an
-    older blind-index version. Each patient is decrypted through the port and re-indexed
-    in its own row lock, so it is safe while the service runs and safe to re-run."""
+    """Recompute, in batches, the lookup tokens of every patient, and the dedup and
+    content tokens of every clinical fact, still indexed under an older blind-index
+    version. Each row is decrypted through the port and re-indexed in its own row lock,
+    so it is safe while the service runs and safe to re-run."""
     vault = Vault.from_settings(settings)
     if indexer is None:
         indexer = BlindIndexer.from_secret(
@@ -106,12 +109,45 @@ async def reindex(
             batch_size=batch_size,
             after_batch=None if on_batch is None else lambda: on_batch(done, to_do),
         )
+
+        async def reindex_facts(session: AsyncSession, rows: BatchRows) -> None:
+            nonlocal done
+            repo = FactRepository(session, keys, indexer)
+            for row in rows:
+                stored = await repo.get(row.org_id, row.patient_id, row.id, for_update=True)
+                if stored is not None and stored.index_version != indexer.version:
+                    await repo.reindex(stored)
+                    done += 1
+
+        stale_facts = clinical_facts.c.index_version != indexer.version
+        async with sessions() as session:
+            to_do += int(
+                await session.scalar(
+                    select(func.count()).select_from(clinical_facts).where(stale_facts)
+                )
+                or 0
+            )
+        await for_each_batch(
+            sessions,
+            select(clinical_facts.c.id, clinical_facts.c.org_id, clinical_facts.c.patient_id).where(
+                stale_facts
+            ),
+            clinical_facts.c.id,
+            reindex_facts,
+            batch_size=batch_size,
+            after_batch=None if on_batch is None else lambda: on_batch(done, to_do),
+        )
         async with sessions() as session:
             left = int(
                 await session.scalar(
                     select(func.count())
                     .select_from(patient_lookup)
                     .where(patient_lookup.c.index_version != indexer.version)
+                )
+                or 0
+            ) + int(
+                await session.scalar(
+                    select(func.count()).select_from(clinical_facts).where(stale_facts)
                 )
                 or 0
             )

@@ -302,7 +302,8 @@ async def _call(client: httpx.AsyncClient, method: str, path: str, **kw: Any) ->
 
 async def test_no_token_is_401_with_www_authenticate_on_every_route(matrix: Matrix) -> None:
     routes = _patient_routes(matrix.app)
-    assert len(routes) == 6
+    # The record's six routes and the four of its clinical facts.
+    assert len(routes) == 10
     for method, path in routes:
         response = await _call(matrix.client, method, path)
         assert response.status_code == 401, (method, path)
@@ -837,6 +838,73 @@ async def test_no_relationship_opens_a_record_of_a_sensitive_location(matrix: Ma
         assert [r.status_code for r in refused] == [403, 403], role
     own = staff_headers(matrix, org_id, "provider", sensitive_home)
     assert (await matrix.client.get(f"/patients/{patient_id}", headers=own)).status_code == 200
+    # The clinical facts sit behind the same wall.
+    facts = f"/patients/{patient_id}/facts"
+    second = staff_headers(matrix, org_id, "provider", SECOND)
+    assert (await matrix.client.get(facts, headers=second)).status_code == 403
+    assert (await matrix.client.get(facts, headers=own)).status_code == 200
+
+
+def synthetic_observation(patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-01-15",
+        "valueQuantity": {"value": 6.9, "system": "http://unitsofmeasure.org", "code": "%"},
+    }
+
+
+async def test_a_care_relationship_opens_the_facts_as_it_opens_the_record(
+    matrix: Matrix,
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    patient_id = await matrix.register(org_id, HOME, uuid.uuid4().hex[:10])
+    facts = f"/patients/{patient_id}/facts"
+    provider = staff_headers(matrix, org_id, "provider", SECOND)
+    desk = staff_headers(matrix, org_id, "front_desk", SECOND)
+    fields: dict[str, Any] = {
+        "org_id": org_id,
+        "patient_id": patient_id,
+        "appointment_id": f"appt-{uuid.uuid4().hex[:10]}",
+        "location_id": SECOND,
+        "start_at": datetime.now(UTC) + timedelta(days=2),
+    }
+
+    async def reach() -> list[int]:
+        written = await matrix.client.post(
+            facts, json=synthetic_observation(patient_id), headers=provider
+        )
+        listed = await matrix.client.get(facts, headers=provider)
+        return [written.status_code, listed.status_code]
+
+    assert await reach() == [403, 403]
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentBooked, status="booked", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: len(rows) == 1)
+    assert await reach() == [201, 200]
+    # The relationship opens the record, not the clinical data a role may not see.
+    assert (await matrix.client.get(facts, headers=desk)).status_code == 403
+    await publish(
+        matrix,
+        appointment_event(
+            AppointmentCancelled, status="cancelled", occurred_at=datetime.now(UTC), **fields
+        ),
+    )
+    await wait_rows(matrix, org_id, lambda rows: rows[0]["ended_at"] is not None)
+    assert await reach() == [403, 403]
+    trail = await access_records(matrix, patient_id)
+    reads = [
+        r["purpose_of_use"]
+        for r in trail
+        if r["resource_type"] == "Bundle" and r["actor_id"] == f"provider-{SECOND}"
+    ]
+    assert reads == ["TREAT", RELATIONSHIP_PURPOSE, "TREAT"]
 
 
 def referral_event(kind: type[ReferralEvent], **fields: Any) -> ReferralEvent:

@@ -49,3 +49,6 @@ class PatientProfile:
     birth_date: date | None
     sex: Sex | None
     facts: tuple[Fact, ...] = field(default=())
+    coverage: tuple[str, ...] = ()
+    """Kinds of coverage the patient has (lower case, e.g. "medicare", "medicaid",
+    "commercial"); the annual wellness visit's population is "medicare"."""

@@ -111,3 +111,41 @@ location_view = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Clinical facts (`domain.facts`): one row per fact, corrected in place (`version`). The
+# FHIR resource and the normalized fact are sealed with the patient's data key; a source's
+# dedup key is a blind-index token and "same content" a keyed digest, so neither a code, a
+# date, a value nor a display is readable in the table.
+clinical_facts = Table(
+    "clinical_facts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), ForeignKey("patient.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("dedup_token", String(64), nullable=True),
+    Column("content_token", String(64), nullable=False),
+    Column("index_version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("resource_ct", LargeBinary, nullable=False),
+    Column("fact_ct", LargeBinary, nullable=False),
+    # The source's id, sealed: a blind-index re-index recomputes the dedup token from it.
+    Column("source_key_ct", LargeBinary, nullable=True),
+)
+Index(
+    "ix_clinical_facts_patient",
+    clinical_facts.c.org_id,
+    clinical_facts.c.patient_id,
+    clinical_facts.c.kind,
+)
+Index(
+    "uq_clinical_facts_dedup",
+    clinical_facts.c.org_id,
+    clinical_facts.c.patient_id,
+    clinical_facts.c.dedup_token,
+    unique=True,
+    postgresql_where=text("dedup_token IS NOT NULL"),
+)

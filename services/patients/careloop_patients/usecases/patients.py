@@ -124,7 +124,7 @@ def _missing(patient_id: str) -> str:
 
 
 @asynccontextmanager
-async def _opened(
+async def open_record(
     runtime: Runtime,
     session: AsyncSession,
     caller: Caller,
@@ -132,14 +132,19 @@ async def _opened(
     patient_id: str,
     *,
     for_update: bool = False,
+    needs: tuple[str, str] | None = None,
 ) -> AsyncIterator[StoredPatient]:
     """Inside one audited scope, with the purpose of use of this access: the record the
-    caller may open (locked when `for_update`), else 404 or 403, recorded against it."""
+    caller may open (locked when `for_update`), else 404 or 403, recorded against it.
+    With `needs` (permission, PHI category), a caller whose grant does not show that
+    category through that permission is refused (403) before the record is looked up."""
     principal = caller.principal
     basis = await access_basis(session, principal, patient_id)
     acting = principal.acting_for(patient_id, basis.location_id, relationships=basis.relationships)
     async with recorder_of(runtime).scope(session, acting, entry, **caller.meta):
         _only_own_record(principal, patient_id)
+        if needs is not None and needs[1] not in visible_categories(principal, needs[0]):
+            raise Forbidden(f"This needs {needs[0]} with access to {needs[1]} data.")
         yield await load_in_scope(
             entry,
             repository(runtime, session).get(principal.org_id, patient_id, for_update=for_update),
@@ -203,7 +208,7 @@ async def read_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    async with _opened(runtime, session, caller, entry, patient_id) as stored:
+    async with open_record(runtime, session, caller, entry, patient_id) as stored:
         return stored
 
 
@@ -227,7 +232,7 @@ async def update_patient(
         patient_id=patient_id,
         resource_id=patient_id,
     )
-    async with _opened(runtime, session, caller, entry, patient_id, for_update=True) as current:
+    async with open_record(runtime, session, caller, entry, patient_id, for_update=True) as current:
         if current.status is not PatientStatus.ACTIVE:
             raise Conflict(
                 f"Patient {patient_id} was merged into {current.merged_into_id}; "

@@ -1,0 +1,40 @@
+"""Birth date and sex from the patients service, read with care-gaps' own service
+identity (the kit's `PatientReader`).
+
+Demographics are PHI and do not travel in events, so care-gaps asks the record's owner
+when a registration or a change of birth date or sex says they changed. SERVICE_GRANTS
+gives care-gaps `patients:read` for demographics only: patients withholds every other
+field and audits the read under `service:caregaps`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import cast
+
+import httpx
+
+from careloop_caregaps.domain.facts import Sex
+from careloop_caregaps.store.codec import SEXES
+from careloop_kit.auth import ServiceTokenSource
+from careloop_kit.patients_reads import PatientReader
+
+
+class HttpDemographics:
+    def __init__(
+        self, http: httpx.AsyncClient, tokens: ServiceTokenSource, *, patients_url: str
+    ) -> None:
+        self._reader = PatientReader(http, tokens, patients_url=patients_url)
+
+    async def demographics(
+        self, org_id: str, patient_id: str
+    ) -> tuple[date | None, Sex | None] | None:
+        body = await self._reader.patient(org_id, patient_id)
+        if body is None:
+            return None
+        birth = body.get("birth_date")
+        sex = body.get("sex")
+        return (
+            date.fromisoformat(birth) if isinstance(birth, str) else None,
+            cast(Sex, sex) if sex in SEXES else None,
+        )

@@ -1,0 +1,1 @@
+"""Care-gaps persistence and the files the service reads."""

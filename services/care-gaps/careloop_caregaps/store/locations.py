@@ -1,0 +1,35 @@
+"""Care-gaps' view of identity's locations: which of them are sensitive."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from careloop_caregaps.store.tables import location_view
+from careloop_kit.locations import apply_location_state
+from careloop_kit.repository import Repository
+
+
+class LocationViewRepository(Repository):
+    async def apply(
+        self, org_id: str, location_id: str, *, sensitive: bool, changed_at: datetime, now: datetime
+    ) -> bool:
+        """Take identity's state of a location; False when a later one is held."""
+        return await apply_location_state(
+            self._session,
+            location_view,
+            org_id=org_id,
+            location_id=location_id,
+            values={"sensitive": sensitive},
+            changed_at=changed_at,
+            now=now,
+        )
+
+    async def sensitive_ids(self, org_id: str) -> frozenset[str]:
+        rows = await self._session.scalars(
+            select(location_view.c.id).where(
+                location_view.c.org_id == org_id, location_view.c.sensitive.is_(True)
+            )
+        )
+        return frozenset(rows)
