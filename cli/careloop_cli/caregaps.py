@@ -114,9 +114,9 @@ def follow_evaluation(
         on_status(status)
         if status.status == "failed":
             of = f" after {status.done} of {status.total} patients" if status.total else ""
-            raise EvaluationError(
-                f"evaluation {job_id} failed{of}; the service's logs name the cause"
-            )
+            error = status.body.get("error")
+            cause = f": {error}" if error else "; the service's logs name the cause"
+            raise EvaluationError(f"evaluation {job_id} failed{of}{cause}")
         if status.status in FINISHED:
             return status
         if clock() >= deadline:

@@ -90,6 +90,7 @@ def _handler(state: Gateway) -> type[BaseHTTPRequestHandler]:
                     "started_at": "2026-01-05T10:00:00Z",
                     "finished_at": "2026-01-05T10:00:04Z" if finished else None,
                     "changed": 3,
+                    "error": "synthetic failure in batch 2" if status == "failed" else None,
                 },
                 "application/json",
             )
@@ -149,7 +150,9 @@ def test_a_failed_job_exits_one_and_says_so(gateway: Gateway) -> None:
     result = evaluate(gateway)
 
     assert result.exit_code == 1
-    assert "evaluation job-1 failed after 2 of 4 patients" in said(result)
+    assert "evaluation job-1 failed after 2 of 4 patients: synthetic failure in batch 2" in said(
+        result
+    )
 
 
 def test_a_refused_token_is_explained(gateway: Gateway) -> None:
