@@ -60,7 +60,8 @@ typecheck: setup
 		services/patients/careloop_patients services/audit/careloop_audit \
 		services/identity/careloop_identity services/gateway/careloop_gateway \
 		services/scheduling/careloop_scheduling services/messaging/careloop_messaging \
-		services/referrals/careloop_referrals services/tasks/careloop_tasks
+		services/referrals/careloop_referrals services/tasks/careloop_tasks \
+		services/care-gaps/careloop_caregaps
 
 # Test processes (pytest-xdist), each with its own Kafka, PostgreSQL and OpenBao; a test
 # file stays in one process, so its module fixtures start once. Half the suite waits on

@@ -32,6 +32,7 @@ PUBLIC_BY_DESIGN: dict[str, frozenset[tuple[str, str]]] = {
     "scheduling": frozenset(),
     "referrals": frozenset(),
     "tasks": frozenset(),
+    "caregaps": frozenset(),
     "messaging": frozenset(
         {
             # Twilio's delivery status callbacks and incoming SMS (STOP / START): Twilio
@@ -190,6 +191,19 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("GET", "/tasks/queues/{role}/{location_id}/members"): {"tasks:manage"},
             ("PUT", "/tasks/queues/{role}/{location_id}/members/{user_id}"): {"tasks:manage"},
             ("DELETE", "/tasks/queues/{role}/{location_id}/members/{user_id}"): {"tasks:manage"},
+        },
+        "caregaps": {
+            ("GET", "/patients/{patient_id}/gaps"): {"caregaps:read"},
+            ("GET", "/gaps/{gap_id}"): {"caregaps:read"},
+            ("POST", "/gaps/{gap_id}/decline"): {"caregaps:update"},
+            ("POST", "/gaps/{gap_id}/exclude"): {"caregaps:update"},
+            ("POST", "/gaps/{gap_id}/reopen"): {"caregaps:update"},
+            ("GET", "/population"): {"caregaps:read"},
+            ("GET", "/population/export.csv"): {"caregaps:read"},
+            ("GET", "/measures"): {"caregaps:read"},
+            ("PUT", "/measures/{measure_id}/visit-types"): {"caregaps:manage"},
+            ("POST", "/evaluations"): {"caregaps:manage"},
+            ("GET", "/evaluations/{job_id}"): {"caregaps:manage"},
         },
     }
     for service, routes in expected.items():

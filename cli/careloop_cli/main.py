@@ -27,12 +27,14 @@ dlq = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_hel
 topics = typer.Typer(help="The Kafka topic catalogue.", no_args_is_help=True)
 keys = typer.Typer(help="Encryption keys: after a rotation in Vault.", no_args_is_help=True)
 vault = typer.Typer(help="Vault (OpenBao) set-up.", no_args_is_help=True)
+caregaps = typer.Typer(help="Care gaps, through the gateway.", no_args_is_help=True)
 app.add_typer(dev, name="dev")
 app.add_typer(audit, name="audit")
 app.add_typer(dlq, name="dlq")
 app.add_typer(topics, name="topics")
 app.add_typer(keys, name="keys")
 app.add_typer(vault, name="vault")
+app.add_typer(caregaps, name="caregaps")
 console = Console()
 
 ServiceName = Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")]
@@ -355,6 +357,71 @@ def vault_bootstrap(
     if token_dir is not None:
         for path in write_tokens(token_dir, tokens):
             console.print(f"wrote {path}")
+
+
+@caregaps.command("evaluate")
+def caregaps_evaluate(
+    location: Annotated[
+        str | None, typer.Option("--location", help="Only the patients of this location id.")
+    ] = None,
+    gateway: Annotated[
+        str, typer.Option(envvar="CARELOOP_GATEWAY_URL", help="The gateway's base URL.")
+    ] = "http://127.0.0.1:8100",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CARELOOP_ACCESS_TOKEN",
+            help="An access token with caregaps:manage (prefer the variable: a command "
+            "line is visible to other users of the machine).",
+            show_default=False,
+        ),
+    ] = None,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between two looks.")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow the job at most.")] = 3600,
+) -> None:
+    """Re-evaluate every patient's care gaps (or one location's) against the current
+    measure library, with a progress bar; exits 1 if the evaluation fails."""
+    import httpx
+    from rich.progress import Progress
+
+    from careloop_cli.caregaps import (
+        EvaluationError,
+        JobStatus,
+        follow_evaluation,
+        start_evaluation,
+    )
+
+    if not token:
+        raise typer.BadParameter(
+            "an access token is needed: set CARELOOP_ACCESS_TOKEN or pass --token",
+            param_hint="--token",
+        )
+    headers = {"Authorization": f"Bearer {token}"}
+    ca_file = os.environ.get("CARELOOP_INTERNAL_CA_FILE")
+    with httpx.Client(
+        base_url=gateway.rstrip("/"), headers=headers, timeout=30, verify=_verify(ca_file)
+    ) as client:
+        try:
+            job_id = start_evaluation(client, location)
+            with Progress(console=console) as progress:
+                bar = progress.add_task(f"care gaps: evaluation {job_id}", total=None)
+
+                def show(status: JobStatus) -> None:
+                    progress.update(
+                        bar,
+                        completed=status.done,
+                        total=status.total,
+                        description=f"care gaps: evaluation {job_id} {status.status}",
+                    )
+
+                final = follow_evaluation(
+                    client, job_id, on_status=show, poll_interval_s=poll_interval, timeout_s=timeout
+                )
+        except EvaluationError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    changed = f", {final.changed} gap(s) changed" if final.changed is not None else ""
+    console.print(f"evaluation {job_id} done: {final.done} of {final.total} patients{changed}")
 
 
 @dev.command("certs")

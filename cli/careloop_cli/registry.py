@@ -54,6 +54,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("messaging", "careloop_messaging", 8105),
         ServiceEntry("referrals", "careloop_referrals", 8106),
         ServiceEntry("tasks", "careloop_tasks", 8107),
+        ServiceEntry("caregaps", "careloop_caregaps", 8108),
         ServiceEntry("gateway", "careloop_gateway", 8100),
     )
 }

@@ -31,6 +31,7 @@ SERVICE_SETTINGS: dict[str, tuple[str, ...]] = {
         "CARELOOP_SECURE_LINK_BASE",
     ),
     "identity": ("CARELOOP_BOOTSTRAP_TOKEN",),
+    "caregaps": ("CARELOOP_PATIENTS_URL", "CARELOOP_IDENTITY_TOKEN_URL"),
 }
 """Set for one service only: where the services it calls live, and its own secrets."""
 
@@ -74,10 +75,12 @@ def service_urls(service: str, urls: Mapping[str, str], public_url: str) -> dict
         env["CARELOOP_ROUTES"] = json.dumps(
             {name: url for name, url in urls.items() if name != "gateway"}
         )
-    if service == "messaging":
-        # Contact data comes from patients, with messaging's own service identity.
+    if service in ("messaging", "caregaps"):
+        # Contact data (messaging) and demographics (caregaps) come from patients, each
+        # read with the service's own identity.
         env["CARELOOP_PATIENTS_URL"] = urls["patients"]
         env["CARELOOP_IDENTITY_TOKEN_URL"] = f"{urls['identity']}/oauth/token"
+    if service == "messaging":
         env["CARELOOP_SECURE_LINK_BASE"] = public_url.rstrip("/") + LINKS_PATH
         for name, path in TWILIO_CALLBACK_PATHS.items():
             env[name] = public_url.rstrip("/") + path

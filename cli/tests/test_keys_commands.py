@@ -18,6 +18,7 @@ def test_rewrap_all_reaches_every_service_that_seals_fields_and_only_those() -> 
         "messaging",
         "referrals",
         "tasks",
+        "caregaps",
     ]
 
 

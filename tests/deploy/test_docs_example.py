@@ -32,5 +32,5 @@ def test_the_documented_values_render_and_lint(tmp_path: Path) -> None:
     assert config["CARELOOP_SECURE_LINK_BASE"] == (
         "https://care.example-group.org/api/v1/messaging/links"
     )
-    assert len([d for d in docs if d["kind"] == "Certificate"]) == 8
+    assert len([d for d in docs if d["kind"] == "Certificate"]) == 9
     assert "careloop-scheduling" in by_name(docs, "HorizontalPodAutoscaler")

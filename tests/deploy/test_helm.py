@@ -358,7 +358,7 @@ def test_every_manifest_carries_the_standard_labels(renders: Renders, value_set:
         assert labels["app.kubernetes.io/instance"] == "careloop"
         assert labels["app.kubernetes.io/part-of"] == "careloop"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
-        assert labels["helm.sh/chart"] == "careloop-0.1.0"
+        assert labels["helm.sh/chart"] == "careloop-0.2.0"
         assert labels["app.kubernetes.io/component"]
 
 
@@ -481,7 +481,7 @@ def test_network_policies_allow_only_the_architectures_paths(
         if service == "identity":
             assert callers == enabled
         elif service == "patients":
-            assert callers == {"gateway", "messaging"} & enabled
+            assert callers == {"gateway", "messaging", "caregaps"} & enabled
         elif service == "gateway":
             assert callers == set()
             (rule,) = policy["spec"]["ingress"]
@@ -512,7 +512,7 @@ def test_network_policies_allow_only_the_architectures_paths(
         expected_targets = {"identity"}
         if service == "gateway":
             expected_targets = enabled - {"gateway"}
-        if service == "messaging":
+        if service in ("messaging", "caregaps"):
             expected_targets |= {"patients"}
         assert set(targets) == expected_targets, service
         for target, ports in targets.items():
@@ -602,6 +602,10 @@ def test_wiring_names_the_releases_own_services(renders: Renders, value_set: str
         assert by_name(docs, "Service")[f"careloop-{service}"]["spec"]["ports"][0]["port"] == (
             SERVICES[service].default_port
         )
+    if "caregaps" in enabled:
+        env = container_env(docs, by_service["caregaps"])
+        assert env["CARELOOP_PATIENTS_URL"] == url("patients")
+        assert env["CARELOOP_IDENTITY_TOKEN_URL"] == f"{url('identity')}/oauth/token"
     if "messaging" in enabled:
         env = container_env(docs, by_service["messaging"])
         assert env["CARELOOP_PATIENTS_URL"] == url("patients")
@@ -880,6 +884,14 @@ def test_defaults_are_production_and_tls(renders: Renders) -> None:
         ({"vault.secrets.mode": "inline"}, "mode"),
         ({"kafka.securityProtocol": "SASL_PLAINTEXT"}, "securityProtocol"),
         ({"services.messaging.enabled": "true", "services.patients.enabled": "false"}, "patients"),
+        (
+            {
+                "services.messaging.enabled": "false",
+                "services.caregaps.enabled": "true",
+                "services.patients.enabled": "false",
+            },
+            "caregaps reads demographics from patients",
+        ),
         ({"services.identity.enabled": "false"}, "identity"),
         ({"publicUrl": "http://careloop.example.com"}, "publicUrl"),
         ({"kafka.securityProtocol": "PLAINTEXT"}, "kafka.securityProtocol"),

@@ -1,4 +1,4 @@
-"""`GET /metrics` on each of the eight services, started as the other e2e tests start them
+"""`GET /metrics` on each of the nine services, started as the other e2e tests start them
 (one process, real Kafka, PostgreSQL and OpenBao): each page shows its own service only,
 requests by route template (never the identifier in the path), the outbox and timer
 backlogs, consumer lag where the service consumes, and messaging counts the SMS it sent
@@ -13,8 +13,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import careloop_caregaps
 import httpx
 import pytest
+from careloop_caregaps.app import create_app as create_caregaps
+from careloop_caregaps.settings import CaregapsSettings
 
 import careloop_audit
 import careloop_gateway
@@ -53,6 +56,7 @@ PROBES = {
     "gateway": (f"/api/v1/patients/patients/{IDENTIFIER}", "/api/v1/{service}/{path}"),
     "referrals": (f"/referrals/{IDENTIFIER}", "/referrals/{referral_id}"),
     "tasks": (f"/tasks/{IDENTIFIER}", "/tasks/{task_id}"),
+    "caregaps": (f"/gaps/{IDENTIFIER}", "/gaps/{gap_id}"),
 }
 
 
@@ -97,6 +101,7 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
         "gateway": careloop_gateway,
         "referrals": careloop_referrals,
         "tasks": careloop_tasks,
+        "caregaps": careloop_caregaps,
     }
     dsns = {name: await make_database(name) for name in packages}
     for name, package in packages.items():
@@ -130,6 +135,16 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
             **common,
         )
     )
+    caregaps_app = create_caregaps(
+        CaregapsSettings(
+            database_url=dsns["caregaps"],
+            vault_token=chain.vault_tokens["caregaps"],
+            auth_jwks_url=jwks_url,
+            patients_url=str(chain.patients.base_url),
+            identity_token_url=f"{chain.identity_url}/oauth/token",
+            **common,
+        )
+    )
     scheduling_app, _clock = await scheduling_beside(chain, make_database)
 
     org_id, admin = await admin_of_new_org(chain.identity_url)
@@ -141,6 +156,7 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
         running_app(gateway_app) as gateway,
         running_app(referrals_app) as referrals,
         running_app(tasks_app) as tasks,
+        running_app(caregaps_app) as caregaps,
     ):
         await publish(
             settings, reminder_due(org_id=org_id, patient_id=by_sms, appointment_id="appt-m")
@@ -156,6 +172,7 @@ async def test_every_service_shows_its_own_metrics_and_messaging_counts_the_sms(
             "gateway": gateway,
             "referrals": referrals,
             "tasks": tasks,
+            "caregaps": caregaps,
         }
         for service, client in clients.items():
             path, route = PROBES[service]

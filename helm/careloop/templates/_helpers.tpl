@@ -90,6 +90,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (has "messaging" $enabled) (not (has "patients" $enabled)) }}
 {{- fail "services.messaging.enabled needs services.patients.enabled (messaging reads contact data from patients)" }}
 {{- end }}
+{{- if and (has "caregaps" $enabled) (not (has "patients" $enabled)) }}
+{{- fail "services.caregaps.enabled needs services.patients.enabled (caregaps reads demographics from patients)" }}
+{{- end }}
 {{- if and (eq .Values.environment "production") (not (hasPrefix "https://" .Values.publicUrl)) }}
 {{- fail "publicUrl must use https:// in production (messaging's secure links are built from it)" }}
 {{- end }}
@@ -188,6 +191,10 @@ ConfigMap exists) gets the same values inline.
 {{- end }}
 {{- end }}
 {{- $_ = set $s "CARELOOP_ROUTES" ($routes | toJson) }}
+{{- end }}
+{{- if eq .service "caregaps" }}
+{{- $_ = set $s "CARELOOP_PATIENTS_URL" (include "careloop.serviceUrl" (dict "root" $root "service" "patients")) }}
+{{- $_ = set $s "CARELOOP_IDENTITY_TOKEN_URL" (printf "%s/oauth/token" $identity) }}
 {{- end }}
 {{- if eq .service "messaging" }}
 {{- $_ = set $s "CARELOOP_PATIENTS_URL" (include "careloop.serviceUrl" (dict "root" $root "service" "patients")) }}

@@ -14,6 +14,7 @@ DEFAULT_ROUTES = {
     "messaging": "http://127.0.0.1:8105",
     "referrals": "http://127.0.0.1:8106",
     "tasks": "http://127.0.0.1:8107",
+    "caregaps": "http://127.0.0.1:8108",
 }
 
 
