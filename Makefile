@@ -19,7 +19,7 @@ HELM := $(TOOLS)/bin/helm
 help:
 	@echo "make run    start the platform (Ctrl-C stops it)"
 	@echo "make test   install what is missing, then lint, type-check and run every test"
-	@echo "make bench  throughput and latency, reminders for 20,000 appointments, 10,000 referral loops (about 45 min)"
+	@echo "make bench  throughput and latency, reminders for 20,000 appointments, 10,000 referral loops, care gaps for 100,000 synthetic patients (about 45 min)"
 	@echo "make bench-100k  reminders for 100,000 appointments end to end (35-50 min on 2 cores)"
 
 $(UV):

@@ -1850,7 +1850,8 @@ def _caregaps_events() -> list[tuple[float, str, Callable[[random.Random], Any]]
 
 def synthetic_caregaps_patients(n: int, seed: int = CAREGAPS_SEED) -> list[PatientProfile]:
     """N synthetic patients (seeded): ages 0-95, both sexes, diabetes and hypertension
-    rising with age as in US prevalence, 3-25 facts each dated over the last 12 years."""
+    rising with age as in US prevalence, 3-25 facts each dated within the last 12 years
+    (most in the last two)."""
     rng = random.Random(seed)
     events = _caregaps_events()
     weights = [w for w, _, _ in events]
@@ -1879,7 +1880,9 @@ def synthetic_caregaps_patients(n: int, seed: int = CAREGAPS_SEED) -> list[Patie
                 if rng.random() < 0.02
                 else ("active" if kind in ("condition", "medication-statement") else "final")
             )
-            on = CAREGAPS_AS_OF - timedelta(days=rng.randint(0, span))
+            # Charts hold more recent care than old: about 600 days back on average.
+            back = min(span, int(rng.expovariate(1 / 600)))
+            on = CAREGAPS_AS_OF - timedelta(days=back)
             facts.append(Fact(f"s{number}-{index}", kind, status, codes, on, None, quantities))
         coverage = ("medicare",) if age >= 65 else ("commercial",)
         patients.append(
@@ -2043,7 +2046,7 @@ def print_results(data: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]Machine:[/] {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
         f"{m['os']}; Python {m['python']}; Kafka {m['kafka']}; "
-        f"PostgreSQL {data.get('postgres_version', '?')}; "
+        f"PostgreSQL {data.get('postgres_version') or 'not started'}; "
         f"load average at start {m['load_average_at_start']}"
     )
     table = Table(title="Careloop benchmarks", show_lines=False)

@@ -9,7 +9,7 @@ from functools import cache
 from itertools import count
 
 import pytest
-from careloop_caregaps.domain.dates import add_months
+from careloop_caregaps.domain.dates import add_months, age_in_months, season_start
 from careloop_caregaps.domain.evaluator import evaluate
 from careloop_caregaps.domain.facts import Coding, Fact, FactKind, PatientProfile, Quantity, Sex
 from careloop_caregaps.domain.findings import Finding
@@ -450,3 +450,54 @@ def test_hrhpv_counts_from_the_30th_birthday(days_from_30th_birthday: int, outco
     test = fact("cpt:87624", date.fromordinal(thirtieth.toordinal() + days_from_30th_birthday))
     found = finding("cervical-cancer-screening", patient(test, birth=birth), date(2026, 6, 15))
     assert found.outcome == outcome
+
+
+def test_a_reading_in_mmhg_is_read_as_mm_hg() -> None:
+    reading = fact(
+        "loinc:85354-9",
+        date(2026, 2, 1),
+        values=(value(150, "mmHg", "loinc:8480-6"), value(80, "mmHg", "loinc:8462-4")),
+    )
+    found = finding(
+        "blood-pressure-control", patient(fact(HYPERTENSION, LONG_AGO), reading, age=60)
+    )
+    assert found.reason == "bp-140-90-or-over"
+
+
+@pytest.mark.parametrize(
+    ("day", "months", "moved"),
+    [
+        (date(2024, 2, 29), 12, date(2025, 2, 28)),
+        (date(2024, 2, 29), 48, date(2028, 2, 29)),
+        (date(2026, 1, 31), 1, date(2026, 2, 28)),
+        (date(2026, 3, 31), -1, date(2026, 2, 28)),
+        (date(2026, 1, 15), -13, date(2024, 12, 15)),
+        (date(2026, 12, 15), 1, date(2027, 1, 15)),
+    ],
+)
+def test_adding_months_clamps_to_the_month_end(day: date, months: int, moved: date) -> None:
+    assert add_months(day, months) == moved
+
+
+@pytest.mark.parametrize(
+    ("birth", "on", "months"),
+    [
+        (date(2008, 2, 29), date(2026, 2, 28), 215),
+        (date(2008, 2, 29), date(2026, 3, 1), 216),
+        (date(2000, 1, 31), date(2000, 2, 29), 0),
+        (date(2000, 1, 31), date(2000, 3, 1), 1),
+        (date(2000, 5, 10), date(2000, 5, 9), -1),
+    ],
+)
+def test_age_in_whole_months(birth: date, on: date, months: int) -> None:
+    assert age_in_months(birth, on) == months
+
+
+def test_a_mammogram_on_29_february_is_due_on_28_february() -> None:
+    profile = patient(fact("cpt:77067", date(2024, 2, 29)), age=50)
+    assert finding("breast-cancer-screening", profile).due_on == date(2026, 2, 28)
+
+
+def test_the_season_holding_a_day() -> None:
+    assert season_start(date(2026, 6, 30), 7) == date(2025, 7, 1)
+    assert season_start(date(2026, 7, 1), 7) == date(2026, 7, 1)

@@ -128,6 +128,55 @@ def test_a_minimal_library_parses() -> None:
         (lambda m: m["population"]["any_of"][0].update(conditions=["diabetes"]), "conditions[0]"),
         (lambda m: m.update(exclusions=[{"value_set": "mammography"}]), "exclusions[0].reason"),
         (lambda m: m.pop("version"), "version"),
+        (
+            lambda m: m["numerator"]["all_of"][0]["any_of"][0].update(
+                interval=None, season={"start_month": 13}
+            ),
+            "numerator.all_of[0].any_of[0]",
+        ),
+        (
+            lambda m: m.update(
+                exclusions=[{"value_set": "mammography", "reason": "x", "min_count": 0}]
+            ),
+            "min_count",
+        ),
+        (
+            lambda m: m.update(
+                exclusions=[
+                    {
+                        "value_set": "mammography",
+                        "reason": "x",
+                        "lookback": {"years": 1},
+                        "latest_at_least_ago": {"years": 15},
+                    }
+                ]
+            ),
+            "exclusions[0]",
+        ),
+        (
+            lambda m: m["numerator"]["all_of"][0]["any_of"][0].update(
+                result={"components": [{"value_set": "mammography"}], "reason": "x"}
+            ),
+            "result.components[0]",
+        ),
+        (
+            lambda m: m["numerator"]["all_of"][0]["any_of"][0].update(
+                result={
+                    "components": [
+                        {"value_set": "mammography", "below": 1, "convert": {"g": {"scale": 2}}}
+                    ],
+                    "reason": "x",
+                }
+            ),
+            "result.components[0].unit",
+        ),
+        (lambda m: m["numerator"].update(all_of=[]), "numerator.all_of"),
+        (lambda m: m["population"].update(any_of=[]), "population.any_of"),
+        (lambda m: m.update(notes=3), "notes"),
+        (
+            lambda m: m["population"]["any_of"][0]["age"].update(min_months=6),
+            "population.any_of[0].age",
+        ),
         (lambda m: m.update(colour="blue"), "(document)"),
     ],
 )
@@ -200,3 +249,21 @@ def test_a_file_id_must_match_its_name(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(MeasureLibraryError, match="must match the file name"):
         load_library(base)
+
+
+def test_errors_name_a_listed_document_by_its_id() -> None:
+    with pytest.raises(MeasureLibraryError) as caught:
+        parse_library([_measure(title="")], [_value_set()])
+    assert caught.value.where == "measure breast-cancer-screening"
+    assert caught.value.field == "title"
+
+
+def test_a_season_must_name_a_month() -> None:
+    doc = _measure()
+    doc["numerator"]["all_of"][0]["any_of"][0] = {
+        "value_sets": ["mammography"],
+        "season": {"start_month": 13},
+    }
+    with pytest.raises(MeasureLibraryError) as caught:
+        parse_library([doc], [_value_set()])
+    assert caught.value.field.endswith("season.start_month")

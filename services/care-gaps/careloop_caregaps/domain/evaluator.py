@@ -90,14 +90,15 @@ def _index(lookup: _Lookup, profile: PatientProfile, as_of: date) -> _Index:
                 else:
                     bucket.append(entry)
             continue
-        # A fact with several codings (or component codes) joins each value set once.
+        # A fact with several codings (or component codes) joins each value set once; a
+        # bucket keeps the profile's fact order whatever order the set iterates in.
         ids: set[str] = set()
         for coding in codes:
             ids.update(lookup(coding))
         for quantity in fact.quantities:
             if quantity.code is not None:
                 ids.update(lookup(quantity.code))
-        for vs in sorted(ids):
+        for vs in ids:
             bucket = index.get(vs)
             if bucket is None:
                 index[vs] = [entry]

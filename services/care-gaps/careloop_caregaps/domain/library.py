@@ -258,8 +258,10 @@ def _text(where: str, field: str, value: Any) -> str:
 
 
 def _list(where: str, field: str, value: Any, *, allow_empty: bool = False) -> Sequence[Any]:
-    if not isinstance(value, list) or (not value and not allow_empty):
-        raise MeasureLibraryError(where, field, "must be a non-empty list")
+    if not isinstance(value, list):
+        raise MeasureLibraryError(where, field, "must be a list")
+    if not value and not allow_empty:
+        raise MeasureLibraryError(where, field, "must not be empty")
     return value
 
 
@@ -359,6 +361,8 @@ class _Measure:
             | {"met_reason", "notes"},
         )
         ident = _text(w, "id", doc.get("id"))
+        if "notes" in doc:
+            _text(w, "notes", doc["notes"])
         population = _object(w, "population", doc.get("population"))
         _keys(w, "population", population, {"any_of"})
         groups = _list(w, "population.any_of", population.get("any_of"))
