@@ -23,6 +23,8 @@ import pytest
 from careloop_caregaps.handlers.steps import step_worker
 from careloop_caregaps.store.codec import demographics_text
 from careloop_caregaps.store.repository import repositories
+from careloop_caregaps.usecases.answers import STEP_TIMER
+from careloop_caregaps.usecases.campaigns import fire_step
 from careloop_caregaps.usecases.common import field_cipher
 from fastapi import FastAPI
 
@@ -30,6 +32,7 @@ from careloop_contracts import Envelope, Event, to_headers
 from careloop_contracts.patients import ClinicalFactRecorded, FactCoding
 from careloop_contracts.scheduling import AppointmentBooked
 from careloop_kit.clock import FrozenClock
+from careloop_kit.db.timers import DueTimer
 from careloop_kit.service import Runtime
 from careloop_kit.testing.kafka import read_topic
 from careloop_kit.testing.services import Mint
@@ -251,6 +254,12 @@ async def test_a_launch_reaches_each_patient_once_then_step_two_then_the_coordin
     assert len(second) == 2
     assert {e["channel"] for e in second} == {"email"}
     assert await worker.fire_due() == 0  # the fired timers stay fired
+    # Step 1's timer delivered again (a replica that fired it late): the outreach moved
+    # on, so nothing is sent.
+    async with runtime.sessionmaker() as session, session.begin():
+        payload = {"org_id": org, "campaign_id": campaign["id"], "patient_id": "pat-1", "step": 1}
+        await fire_step(runtime, session, DueTimer(0, STEP_TIMER, clock.now(), payload, 0))
+    assert len(await _wait_events(runtime, "requested", campaign["id"], 4)) == 4
 
     clock.advance(timedelta(days=5, minutes=1))
     assert await worker.fire_due() == 2

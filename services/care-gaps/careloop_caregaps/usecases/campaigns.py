@@ -35,6 +35,7 @@ from careloop_caregaps.usecases.common import RESOURCE, InvalidGapRequest, libra
 from careloop_caregaps.usecases.evaluation import audit_change, keep_service_change
 from careloop_contracts.caregaps import OutreachRequested, OutreachUnanswered
 from careloop_kit.audit import AuditEntry, recorder_of
+from careloop_kit.auth import AuthenticatedPrincipal
 from careloop_kit.auth.permissions import CLINICAL
 from careloop_kit.context import RequestContext
 from careloop_kit.db.timers import DueTimer
@@ -182,7 +183,7 @@ async def _request_step(
     where: LocationInfo,
     gaps: Sequence[Gap],
     *,
-    actor: Any | None,
+    actor: AuthenticatedPrincipal | None,
 ) -> datetime:
     """Step `step` asked of messaging, its answer timer set, the patient's open gaps of
     the campaign marked outreach-sent; returns the step's `respond_by`."""
