@@ -204,6 +204,11 @@ def test_the_phi_services_need_the_expected_permissions() -> None:
             ("PUT", "/measures/{measure_id}/visit-types"): {"caregaps:manage"},
             ("POST", "/evaluations"): {"caregaps:manage"},
             ("GET", "/evaluations/{job_id}"): {"caregaps:manage"},
+            ("POST", "/campaigns"): {"caregaps:manage"},
+            ("GET", "/campaigns"): {"caregaps:read"},
+            ("GET", "/campaigns/{campaign_id}"): {"caregaps:read"},
+            ("POST", "/campaigns/{campaign_id}/launch"): {"caregaps:manage"},
+            ("POST", "/campaigns/{campaign_id}/stop"): {"caregaps:manage"},
         },
     }
     for service, routes in expected.items():

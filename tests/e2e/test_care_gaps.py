@@ -1,16 +1,20 @@
 """A diabetic patient's HbA1c gap through the gateway, every service real: open ->
-scheduled -> closed, and the audit trail holds each step.
+outreach sent -> scheduled -> closed, and the audit trail holds each step.
 
 A synthetic patient is registered through the gateway; a Condition (ICD-10-CM E11.9,
 type 2 diabetes) recorded as a clinical fact reaches care gaps on `careloop.patients`
-and opens the `diabetes-hba1c` gap. The measure is given the practice's visit type,
-and a visit of that type booked in scheduling marks the gap scheduled (scheduling's
-event on `careloop.scheduling`). An HbA1c result (LOINC 4548-4, 7.1 %) closes it. Every
-read and write on the way is in the patient's audit trail.
+and opens the `diabetes-hba1c` gap. A routine visit booked at the practice attributes
+the patient (and the gap) to its location. An outreach campaign for the measure at that
+location is launched: care gaps asks messaging (`OutreachRequested`), and messaging
+texts the patient through the Twilio double, naming the practice and nothing clinical.
+The measure is given the practice's visit type, and a visit of that type booked in
+scheduling marks the gap scheduled (scheduling's event on `careloop.scheduling`). An
+HbA1c result (LOINC 4548-4, 7.1 %) closes it. Every read and write on the way is in the
+patient's audit trail.
 
-Identity signs the staff token and owns the location (its event gives scheduling the
-location's view); patients, scheduling, care gaps, audit and the gateway trust
-identity's keys. Every name, date and code value here is synthetic.
+Identity signs the staff token and owns the location (its event gives scheduling and
+care gaps the location's view); patients, scheduling, care gaps, messaging, audit and
+the gateway trust identity's keys. Every name, date and code value here is synthetic.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from careloop_identity.settings import IdentitySettings
 from careloop_kit.infra.ports import free_port
 from careloop_kit.testing.apps import serve_in_task, serve_in_tasks
 from careloop_kit.testing.services import ServiceSettingsFactory
+from careloop_messaging.app import create_app as create_messaging
+from careloop_messaging.settings import MessagingSettings
+from careloop_messaging.testing.twilio_double import TwilioDouble
 from careloop_patients.app import create_app as create_patients
 from careloop_patients.settings import PatientsSettings
 from careloop_scheduling.app import create_app as create_scheduling
@@ -58,6 +65,18 @@ BIRTH_DATE = date(date.today().year - 58, 3, 14).isoformat()
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+# Nothing of these may reach the patient's phone: who they are, or what the gap is about.
+PHI_MARKERS = (
+    FAMILY,
+    GIVEN,
+    BIRTH_DATE,
+    "diabet",
+    "a1c",
+    "hba1c",
+    "hemoglobin",
+    "glucose",
+    MEASURE,
+)
 
 
 def condition(patient_id: str) -> dict[str, Any]:
@@ -130,6 +149,7 @@ class Practice:
     staff: dict[str, str]
     org_id: str
     location_id: str
+    double: TwilioDouble
 
     @property
     def staff_id(self) -> str:
@@ -181,7 +201,7 @@ async def practice(
     async def settings_of(kind: type[Any], service: str, **overrides: Any) -> Any:
         return await service_settings(kind, service, topic_prefix=topic_prefix, **overrides)
 
-    names = ("patients", "scheduling", "caregaps", "audit", "gateway")
+    names = ("patients", "scheduling", "caregaps", "messaging", "audit", "gateway")
     ports = {name: free_port() for name in names}
     local = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     identity_app = create_identity(
@@ -189,7 +209,8 @@ async def practice(
             IdentitySettings, "identity", bootstrap_token=BOOTSTRAP["X-Bootstrap-Token"]
         )
     )
-    async with serve_in_task(identity_app) as identity_url:
+    double = TwilioDouble("AC" + "5" * 32, "test-" + "6" * 32)
+    async with serve_in_task(identity_app) as identity_url, serve_in_task(double.app) as twilio:
         jwks = {"auth_jwks_url": f"{identity_url}/.well-known/jwks.json"}
         # Where care gaps reaches patients with its own service identity, if it does.
         caregaps_wiring = {
@@ -210,6 +231,22 @@ async def practice(
             "caregaps": create_caregaps(
                 await settings_of(CaregapsSettings, "caregaps", **caregaps_wiring, **jwks)
             ),
+            "messaging": create_messaging(
+                await settings_of(
+                    MessagingSettings,
+                    "messaging",
+                    delivery_mode="provider",
+                    patients_url=local["patients"],
+                    identity_token_url=f"{identity_url}/oauth/token",
+                    twilio_api_base=twilio,
+                    twilio_account_sid=double.account_sid,
+                    twilio_auth_token=double.auth_token,
+                    twilio_from_number="+15550009999",
+                    secure_link_base="https://portal.example.test/m",
+                    delivery_poll_interval_s=0.05,
+                    **jwks,
+                )
+            ),
             "audit": create_audit(
                 await settings_of(AuditSettings, "audit", checkpoint_interval_s=0.5, **jwks)
             ),
@@ -217,7 +254,9 @@ async def practice(
                 await settings_of(
                     GatewaySettings,
                     "gateway",
-                    routes={name: local[name] for name in names if name != "gateway"},
+                    routes={
+                        name: local[name] for name in names if name not in ("gateway", "messaging")
+                    },
                     **jwks,
                 )
             ),
@@ -235,13 +274,17 @@ async def practice(
             )
             assert location.status_code == 201, location.text
             yield Practice(
-                gateway=gateway, staff=admin, org_id=org_id, location_id=str(location.json()["id"])
+                gateway=gateway,
+                staff=admin,
+                org_id=org_id,
+                location_id=str(location.json()["id"]),
+                double=double,
             )
 
 
-async def open_for_visits(practice: Practice) -> tuple[str, str]:
-    """A provider with a day of availability two days on and a visit type, once
-    scheduling knows the location: (provider id, appointment type id)."""
+async def open_for_visits(practice: Practice) -> tuple[str, str, str]:
+    """A provider with a day of availability two days on and two visit types, once
+    scheduling knows the location: (provider id, routine type id, diabetes type id)."""
     await eventually_async(
         lambda: practice.gateway.get(
             f"{API}/scheduling/locations/{practice.location_id}", headers=practice.staff
@@ -253,6 +296,11 @@ async def open_for_visits(practice: Practice) -> tuple[str, str]:
         "POST",
         "/scheduling/providers",
         json={"display_name": "Dr. Synthetic Haverkamp", "location_ids": [practice.location_id]},
+    )
+    routine = await practice.call(
+        "POST",
+        "/scheduling/appointment-types",
+        json={"name": "Routine visit", "duration_minutes": 20, "patient_kind": "established"},
     )
     kind = await practice.call(
         "POST",
@@ -270,7 +318,7 @@ async def open_for_visits(practice: Practice) -> tuple[str, str]:
             "end": "17:00",
         },
     )
-    return str(provider["id"]), str(kind["id"])
+    return str(provider["id"]), str(routine["id"]), str(kind["id"])
 
 
 async def test_a_diabetic_patients_hba1c_gap_opens_is_scheduled_and_closes(
@@ -286,6 +334,7 @@ async def test_a_diabetic_patients_hba1c_gap_opens_is_scheduled_and_closes(
             "sex": "female",
             "phones": ["+1 555 0100 412"],
             "preferred_language": "en",
+            "preferences": {"allowed_channels": ["sms"], "preferred_channel": "sms"},
         },
     )
     patient_id = str(registered["id"])
@@ -297,24 +346,76 @@ async def test_a_diabetic_patients_hba1c_gap_opens_is_scheduled_and_closes(
     opened = await practice.gap_until(patient_id, "open")
     assert opened["measure_id"] == MEASURE
 
+    # A routine visit (not of the measure's type) is the patient's care relationship:
+    # the gap is attributed to the practice's location.
+    provider_id, routine_id, type_id = await open_for_visits(practice)
+    day = (datetime.now(UTC) + timedelta(days=2)).astimezone(PRACTICE_ZONE).date()
+
+    async def book(type_id: str, at: time) -> None:
+        await practice.call(
+            "POST",
+            "/scheduling/appointments",
+            json={
+                "patient_id": patient_id,
+                "provider_id": provider_id,
+                "appointment_type_id": type_id,
+                "location_id": practice.location_id,
+                "start_at": datetime.combine(day, at, PRACTICE_ZONE).astimezone(UTC).isoformat(),
+            },
+        )
+
+    await book(routine_id, time(9))
+    await eventually_async(
+        lambda: practice.gaps(patient_id),
+        lambda found: any(g["location_id"] == practice.location_id for g in found),
+        timeout_s=60,
+    )
+    # The booking's confirmation text, if the practice sends one, is not the outreach.
+    before = len(practice.double.messages)
+
+    # An outreach campaign for the measure: one SMS step, two weeks to answer.
+    campaign = await practice.call(
+        "POST",
+        "/caregaps/campaigns",
+        json={
+            "name": "HbA1c recall (synthetic)",
+            "measure_ids": [MEASURE],
+            "location_id": practice.location_id,
+            "steps": [{"channel": "sms", "wait_days": 14}],
+        },
+    )
+    launched = await eventually_async(
+        # 409 until identity's location event has reached care gaps' view.
+        lambda: practice.gateway.post(
+            f"{API}/caregaps/campaigns/{campaign['id']}/launch", headers=practice.staff
+        ),
+        lambda response: response.status_code == 200,
+        timeout_s=60,
+    )
+    assert launched.json()["counts"]["patients_targeted"] == 1
+    await practice.gap_until(patient_id, "outreach-sent")
+
+    def outreach_texts() -> list[str]:
+        return [
+            m.body
+            for m in practice.double.messages[before:]
+            if "check-up" in m.body.lower() or "checkup" in m.body.lower()
+        ]
+
+    async def read_texts() -> list[str]:
+        return outreach_texts()
+
+    [text] = await eventually_async(read_texts, lambda found: len(found) == 1, timeout_s=60)
+    assert PRACTICE_NAME in text
+    assert "https://portal.example.test/m/" in text
+    for marker in PHI_MARKERS:
+        assert marker.lower() not in text.lower(), (marker, text)
+
     # A visit of the measure's visit type, booked, schedules it.
-    provider_id, type_id = await open_for_visits(practice)
     await practice.call(
         "PUT", f"/caregaps/measures/{MEASURE}/visit-types", json={"appointment_type_ids": [type_id]}
     )
-    day = (datetime.now(UTC) + timedelta(days=2)).astimezone(PRACTICE_ZONE).date()
-    start = datetime.combine(day, time(10), PRACTICE_ZONE)
-    await practice.call(
-        "POST",
-        "/scheduling/appointments",
-        json={
-            "patient_id": patient_id,
-            "provider_id": provider_id,
-            "appointment_type_id": type_id,
-            "location_id": practice.location_id,
-            "start_at": start.astimezone(UTC).isoformat(),
-        },
-    )
+    await book(type_id, time(10))
     scheduled = await practice.gap_until(patient_id, "scheduled")
     assert scheduled["id"] == opened["id"]
 
@@ -327,7 +428,15 @@ async def test_a_diabetic_patients_hba1c_gap_opens_is_scheduled_and_closes(
     detail = await practice.call("GET", f"/caregaps/gaps/{closed['id']}")
     assert detail["status"] == "closed"
     assert detail["evidence"]["closed_by"] == [result["id"]], detail
-    assert [step["status"] for step in detail["history"]][-3:] == ["open", "scheduled", "closed"]
+    assert [step["status"] for step in detail["history"]][-4:] == [
+        "open",
+        "outreach-sent",
+        "scheduled",
+        "closed",
+    ]
+    read = await practice.call("GET", f"/caregaps/campaigns/{campaign['id']}")
+    assert (read["counts"]["steps_sent"], read["counts"]["scheduled"]) == (1, 1)
+    assert len(outreach_texts()) == 1
 
     # Every step is in the patient's trail: the registration and both facts in patients,
     # care gaps reading the demographics there with its own identity, the booking in
@@ -343,6 +452,8 @@ async def test_a_diabetic_patients_hba1c_gap_opens_is_scheduled_and_closes(
         ("patients", "service:caregaps", "read", "Patient"),
         ("patients", staff, "create", "Condition"),
         ("caregaps", "caregaps", "create", "MeasureReport"),
+        ("scheduling", staff, "create", "Appointment"),
+        ("caregaps", staff, "update", "MeasureReport"),
         ("scheduling", staff, "create", "Appointment"),
         ("caregaps", "caregaps", "update", "MeasureReport"),
         ("patients", staff, "create", "Observation"),

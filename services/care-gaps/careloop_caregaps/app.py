@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from careloop_caregaps.api.campaigns import router as campaigns_router
 from careloop_caregaps.api.evaluations import router as evaluations_router
 from careloop_caregaps.api.gaps import router as gaps_router
 from careloop_caregaps.api.measures import router as measures_router
@@ -16,10 +17,12 @@ from careloop_caregaps.handlers.events import (
     FACTS_CONSUMER,
     LOCATIONS_CONSUMER,
 )
+from careloop_caregaps.handlers.steps import WORKER_KEY, build_step_worker, campaign_steps
 from careloop_caregaps.patients_client import HttpDemographics
 from careloop_caregaps.settings import CaregapsSettings
 from careloop_caregaps.store.library_files import load_library
 from careloop_caregaps.store.tables import metadata, platform
+from careloop_caregaps.usecases.answers import TIMERS_KEY
 from careloop_caregaps.usecases.common import (
     DEMOGRAPHICS_KEY,
     LIBRARY_KEY,
@@ -29,6 +32,7 @@ from careloop_caregaps.usecases.common import (
 from careloop_caregaps.usecases.jobs import evaluation_jobs
 from careloop_kit.auth import JwksSource, ServiceTokenSource
 from careloop_kit.clock import Clock
+from careloop_kit.db.timers import Timers
 from careloop_kit.service import Runtime, ServiceSpec, create_service_app
 from careloop_kit.settings import internal_verify
 
@@ -40,6 +44,8 @@ def build_spec(
 ) -> ServiceSpec:
     async def on_startup(runtime: Runtime) -> None:
         runtime.state[SETTINGS_KEY] = settings
+        runtime.state[TIMERS_KEY] = Timers(platform, clock=runtime.clock)
+        runtime.state[WORKER_KEY] = build_step_worker(runtime, settings)
         # A library that does not validate stops the start: better no service than
         # gaps decided by a broken measure.
         directory = None if settings.measures_dir is None else Path(settings.measures_dir)
@@ -69,15 +75,22 @@ def build_spec(
         description=(
             "Care gaps: the measure library as versioned data, each patient's gaps kept "
             "current from clinical facts, demographics and visits, population evaluations "
-            "as durable jobs, and the population view for staff."
+            "as durable jobs, the population view for staff, and outreach campaigns whose "
+            "steps run on durable timers."
         ),
         metadata=metadata,
         tables=platform,
-        routers=[gaps_router, population_router, measures_router, evaluations_router],
+        routers=[
+            gaps_router,
+            population_router,
+            measures_router,
+            evaluations_router,
+            campaigns_router,
+        ],
         consumers=[FACTS_CONSUMER, APPOINTMENTS_CONSUMER, LOCATIONS_CONSUMER],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        background=[evaluation_jobs],
+        background=[evaluation_jobs, campaign_steps],
         verifies_tokens=True,
     )
 

@@ -55,6 +55,14 @@ class CaregapsSettings(KitSettings):
         gt=0,
         description="Seconds between two looks for queued or interrupted evaluation jobs.",
     )
+    campaign_poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Seconds between two looks for campaign steps whose answer time ran out (the "
+            "next step, or the coordinators' task, follows)."
+        ),
+    )
     max_page_size: int = Field(
         500, ge=1, le=5000, description="Rows one page of the population view lists at most."
     )

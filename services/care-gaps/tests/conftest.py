@@ -27,6 +27,9 @@ async def caregaps_settings(
         evaluation_poll_interval_s=0.1,
         # Small batches, so a population job of a few patients takes several.
         evaluation_batch_size=2,
+        # Campaign steps fire when a test calls the worker's `fire_due()` after moving the
+        # clock, not on the background poll (it looks once at start, then rarely).
+        campaign_poll_interval_s=3600,
     )
 
 

@@ -44,7 +44,7 @@ async def test_the_migration_builds_the_declared_tables_and_unwinds(
     await upgrade_async(migrations, database_url)
     diff, tables = await _schema(database_url)
     assert diff == []
-    assert {"care_gap", "clinical_fact", "evaluation_job", "outbox_message"} <= tables
+    assert {"care_gap", "clinical_fact", "evaluation_job", "campaign", "outbox_message"} <= tables
 
     await asyncio.to_thread(command.downgrade, alembic_config(migrations, database_url), "base")
     _, tables = await _schema(database_url)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -134,3 +134,52 @@ class EvaluationRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+
+
+class CampaignStepIn(_In):
+    channel: Literal["sms", "email", "portal"] | None = Field(
+        None, description="The step's channel; null: the patient's preferred one."
+    )
+    wait_days: int = Field(
+        ge=0, le=90, description="Days the step waits for a booking before the next one."
+    )
+
+
+class CampaignCreate(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    measure_ids: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        max_length=14, description="The measures whose open gaps the campaign reaches."
+    )
+    location_id: IdStr = Field(description="The patients' attributed location.")
+    steps: list[CampaignStepIn] = Field(
+        max_length=10, description="The channel sequence, one message per step."
+    )
+
+
+class CampaignCountsRead(BaseModel):
+    patients_targeted: int
+    steps_sent: int
+    waiting: int = Field(description="Patients whose latest step waits for an answer.")
+    scheduled: int = Field(description="Patients who booked.")
+    closed: int = Field(description="Patients whose gap closed on evidence.")
+    unanswered: int = Field(description="Patients handed to the care coordinators.")
+    stopped: int
+
+
+class CampaignRead(BaseModel):
+    id: str
+    name: str
+    location_id: str
+    measure_ids: list[str]
+    steps: list[CampaignStepIn]
+    status: Literal["draft", "launched", "stopped"]
+    created_by: str
+    created_at: datetime
+    launched_at: datetime | None
+    launched_by: str | None
+    stopped_at: datetime | None
+    counts: CampaignCountsRead
+
+
+class CampaignList(BaseModel):
+    items: list[CampaignRead]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careloop_caregaps.store.campaigns import CampaignRepository
 from careloop_caregaps.store.gaps import GapRepository
 from careloop_caregaps.store.jobs import JobRepository
 from careloop_caregaps.store.locations import LocationViewRepository
@@ -21,6 +22,7 @@ class Repositories:
     jobs: JobRepository
     measures: MeasureSettingsRepository
     locations: LocationViewRepository
+    campaigns: CampaignRepository
 
 
 def repositories(session: AsyncSession) -> Repositories:
@@ -31,4 +33,5 @@ def repositories(session: AsyncSession) -> Repositories:
         jobs=JobRepository(session),
         measures=MeasureSettingsRepository(session),
         locations=LocationViewRepository(session),
+        campaigns=CampaignRepository(session),
     )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from careloop_kit.db import add_platform_tables, service_metadata
 from careloop_kit.fields import add_field_key_table
@@ -165,13 +166,59 @@ evaluation_job = Table(
 Index("ix_evaluation_job_status", evaluation_job.c.status, evaluation_job.c.created_at)
 
 # Care-gaps' view of identity's locations: which are sensitive (only their own staff see
-# the gaps attributed there).
+# the gaps attributed there), and the name and zone an outreach message needs.
 location_view = Table(
     "location_view",
     metadata,
     Column("org_id", String(64), primary_key=True),
     Column("id", String(64), primary_key=True),
     Column("sensitive", Boolean, nullable=False),
+    # Null for a row kept before the view held them: the next location event fills them.
+    Column("name", String(200), nullable=True),
+    Column("time_zone", String(64), nullable=True),
     Column("changed_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Outreach campaigns: which measures at which location, and the channel sequence. No PHI:
+# the patients a campaign reaches are in `campaign_outreach`.
+campaign = Table(
+    "campaign",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("location_id", String(64), nullable=False),
+    Column("measure_ids", JSONB, nullable=False),
+    # [{"channel": "sms" | "email" | "portal" | null, "wait_days": int}, ...]
+    Column("steps", JSONB, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("launched_at", DateTime(timezone=True), nullable=True),
+    Column("launched_by", String(200), nullable=True),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_campaign_org", campaign.c.org_id, campaign.c.created_at)
+
+# One row per campaign x patient: the step last requested and whether the chain still
+# runs. The primary key is what makes a second launch send nothing twice.
+campaign_outreach = Table(
+    "campaign_outreach",
+    metadata,
+    Column("campaign_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("org_id", String(64), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("respond_by", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign_id", "patient_id", name="pk_campaign_outreach"),
+)
+Index(
+    "ix_campaign_outreach_patient",
+    campaign_outreach.c.org_id,
+    campaign_outreach.c.patient_id,
+    campaign_outreach.c.status,
 )

@@ -1,6 +1,7 @@
 """How a gap change is kept, whichever door made it: the row (its evidence sealed), a
 transition in its history, and `GapOpened` / `GapStatusChanged` in the outbox, all in the
-caller's transaction. A change of details only (due date, reason) writes the row alone."""
+caller's transaction. A change of details only (due date, reason) writes the row alone.
+A gap booked or closed also ends the patient's campaign outreach for it (`answers`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careloop_caregaps.domain.gap import Change, Gap
 from careloop_caregaps.store.codec import evidence_of, evidence_text
 from careloop_caregaps.store.gaps import GapRepository, StoredGap
+from careloop_caregaps.usecases.answers import end_outreach
 from careloop_caregaps.usecases.common import field_cipher
 from careloop_contracts.caregaps import GapOpened, GapStatusChanged
 from careloop_kit.service import Runtime
@@ -97,3 +99,4 @@ async def keep_change(
         ),
         **_routing(gap),
     )
+    await end_outreach(runtime, session, gap)

@@ -248,6 +248,8 @@ async def apply_location(
         event.org_id,
         event.location_id,
         sensitive=event.sensitive,
+        name=event.name,
+        time_zone=event.time_zone,
         changed_at=event.occurred_at,
         now=runtime.clock.now(),
     )
