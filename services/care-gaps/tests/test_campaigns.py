@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -28,13 +27,13 @@ from careloop_caregaps.usecases.campaigns import fire_step
 from careloop_caregaps.usecases.common import field_cipher
 from fastapi import FastAPI
 
-from careloop_contracts import Envelope, Event, to_headers
+from careloop_contracts import Event
 from careloop_contracts.patients import ClinicalFactRecorded, FactCoding
 from careloop_contracts.scheduling import AppointmentBooked
 from careloop_kit.clock import FrozenClock
 from careloop_kit.db.timers import DueTimer
 from careloop_kit.service import Runtime
-from careloop_kit.testing.kafka import read_topic
+from careloop_kit.testing.kafka import publish_event, read_topic
 from careloop_kit.testing.services import Mint
 
 pytestmark = pytest.mark.service
@@ -51,21 +50,7 @@ def _runtime(app: FastAPI) -> Runtime:
 
 
 async def _publish(runtime: Runtime, event: Event) -> None:
-    envelope = Envelope(
-        id=str(uuid.uuid4()),
-        type=event.event_type,
-        source="/careloop/test",
-        time=datetime.now(UTC),
-        subject=event.partition_key(),
-        org_id=getattr(event, "org_id", None),
-        location_id=getattr(event, "location_id", None),
-    )
-    await runtime.producer.send_and_wait(
-        runtime.topic(event.topic),
-        value=event.to_json(),
-        key=event.partition_key().encode(),
-        headers=to_headers(envelope),
-    )
+    await publish_event(runtime.producer, runtime.topic(event.topic), event)
 
 
 async def _seed(runtime: Runtime, org: str, *, sensitive_id: str = "loc-quiet") -> None:

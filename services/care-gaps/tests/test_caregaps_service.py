@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -34,7 +33,7 @@ from careloop_caregaps.usecases.common import field_cipher
 from careloop_caregaps.usecases.jobs import run_batch
 from fastapi import FastAPI
 
-from careloop_contracts import Envelope, Event, to_headers
+from careloop_contracts import Event
 from careloop_contracts.patients import (
     ClinicalFactRecorded,
     FactCoding,
@@ -50,7 +49,7 @@ from careloop_kit.auth.testing import TestTokenIssuer
 from careloop_kit.clock import FrozenClock
 from careloop_kit.service import Runtime
 from careloop_kit.testing.apps import running_app
-from careloop_kit.testing.kafka import read_topic
+from careloop_kit.testing.kafka import publish_event, read_topic
 from careloop_kit.testing.services import Mint
 
 pytestmark = pytest.mark.service
@@ -67,21 +66,7 @@ def _runtime(app: FastAPI) -> Runtime:
 
 async def _publish(runtime: Runtime, event: Event, event_id: str | None = None) -> None:
     """As the owning service's relay would: the same envelope headers, keyed by patient."""
-    envelope = Envelope(
-        id=event_id or str(uuid.uuid4()),
-        type=event.event_type,
-        source="/careloop/test",
-        time=datetime.now(UTC),
-        subject=event.partition_key(),
-        org_id=getattr(event, "org_id", None),
-        location_id=getattr(event, "location_id", None),
-    )
-    await runtime.producer.send_and_wait(
-        runtime.topic(event.topic),
-        value=event.to_json(),
-        key=event.partition_key().encode(),
-        headers=to_headers(envelope),
-    )
+    await publish_event(runtime.producer, runtime.topic(event.topic), event, event_id=event_id)
 
 
 async def _seed_patient(

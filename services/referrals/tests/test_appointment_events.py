@@ -16,7 +16,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from careloop_contracts import Envelope, to_headers
 from careloop_contracts.scheduling import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -25,6 +24,7 @@ from careloop_contracts.scheduling import (
     AppointmentNoShow,
 )
 from careloop_kit.service import Runtime
+from careloop_kit.testing.kafka import publish_event
 from careloop_kit.testing.services import Mint
 
 from .test_referrals_api import VALID_NPIS, _directory_entry, _move, _referral
@@ -51,21 +51,7 @@ def _snapshot(org_id: str, appointment_id: str, status: str) -> dict[str, Any]:
 
 async def _publish(runtime: Runtime, event: AppointmentEvent, event_id: str | None = None) -> None:
     """As scheduling's relay would: the same envelope headers, keyed by patient."""
-    envelope = Envelope(
-        id=event_id or str(uuid.uuid4()),
-        type=event.event_type,
-        source="/careloop/scheduling",
-        time=datetime.now(UTC),
-        subject=event.partition_key(),
-        org_id=event.org_id,
-        location_id=event.location_id,
-    )
-    await runtime.producer.send_and_wait(
-        runtime.topic(event.topic),
-        value=event.to_json(),
-        key=event.partition_key().encode(),
-        headers=to_headers(envelope),
-    )
+    await publish_event(runtime.producer, runtime.topic(event.topic), event, event_id=event_id)
 
 
 async def _until(

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from careloop_contracts import Envelope, to_headers
 from careloop_contracts.caregaps import OutreachUnanswered
 from careloop_kit.service import Runtime
+from careloop_kit.testing.kafka import publish_event
 from careloop_kit.testing.services import Mint
 
 from .test_referral_rules import _until
@@ -46,22 +46,9 @@ def _unanswered(
 
 async def _publish(runtime: Runtime, event: OutreachUnanswered, event_id: str | None = None) -> str:
     """As care-gaps' relay would: the same envelope headers, keyed by patient."""
-    envelope = Envelope(
-        id=event_id or str(uuid.uuid4()),
-        type=event.event_type,
-        source="/careloop/caregaps",
-        time=datetime.now(UTC),
-        subject=event.patient_id,
-        org_id=event.org_id,
-        location_id=event.location_id,
+    return await publish_event(
+        runtime.producer, runtime.topic(event.topic), event, event_id=event_id
     )
-    await runtime.producer.send_and_wait(
-        runtime.topic(event.topic),
-        value=event.to_json(),
-        key=event.partition_key().encode(),
-        headers=to_headers(envelope),
-    )
-    return envelope.id
 
 
 async def test_unanswered_outreach_makes_one_coordinator_task_per_outreach_key(

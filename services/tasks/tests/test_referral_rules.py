@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from careloop_contracts import Envelope, prefixed, to_headers
+from careloop_contracts import prefixed
 from careloop_contracts.referrals import (
     AuthorizationExpiring,
     ReferralEscalated,
@@ -26,7 +26,7 @@ from careloop_contracts.referrals import (
     ReferralStalled,
 )
 from careloop_kit.service import Runtime
-from careloop_kit.testing.kafka import header, read_topic, wait_for_records
+from careloop_kit.testing.kafka import header, publish_event, read_topic, wait_for_records
 from careloop_kit.testing.services import Mint
 from careloop_tasks.settings import TasksSettings
 
@@ -62,20 +62,12 @@ def _stalled(org_id: str, referral_id: str, **overrides: Any) -> ReferralStalled
 
 async def _publish(runtime: Runtime, event: ReferralEvent, event_id: str | None = None) -> None:
     """As referrals' relay would: the same envelope headers, keyed by patient."""
-    envelope = Envelope(
-        id=event_id or str(uuid.uuid4()),
-        type=event.event_type,
-        source="/careloop/referrals",
-        time=datetime.now(UTC),
-        subject=event.referral_id,
-        org_id=event.org_id,
-        location_id=event.location_id,
-    )
-    await runtime.producer.send_and_wait(
+    await publish_event(
+        runtime.producer,
         runtime.topic(event.topic),
-        value=event.to_json(),
-        key=event.partition_key().encode(),
-        headers=to_headers(envelope),
+        event,
+        event_id=event_id,
+        subject=event.referral_id,
     )
 
 

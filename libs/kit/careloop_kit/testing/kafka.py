@@ -1,18 +1,51 @@
-"""Read topics to the end, for tests that check what reached Kafka; the session timeout
-of the consumers that crash tests kill."""
+"""Read topics to the end, for tests that check what reached Kafka; publish an event as
+its owner's relay would; the session timeout of the consumers that crash tests kill."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from careloop_contracts import Envelope, Event, to_headers
 
 CRASH_TEST_SESSION_TIMEOUT_MS = 4_000
 """`kafka_session_timeout_ms` of the consumers crash tests SIGKILL: their partitions move
 after 4 s instead of the default 10 s, with four heartbeats (one a second) in that time.
 The test broker accepts it (`careloop_kit.infra.kafka.TEST_BROKER_OVERRIDES`)."""
+
+
+async def publish_event(
+    producer: AIOKafkaProducer,
+    topic: str,
+    event: Event,
+    *,
+    event_id: str | None = None,
+    subject: str | None = None,
+) -> str:
+    """Send `event` to `topic` with the CloudEvents headers and key its owner's outbox
+    relay gives it, so a consumer under test cannot tell the difference; returns the
+    event id (pass it again as `event_id` to redeliver the same event)."""
+    envelope = Envelope(
+        id=event_id or str(uuid.uuid4()),
+        type=event.event_type,
+        source=f"/careloop/{event.topic.removeprefix('careloop.')}",
+        time=datetime.now(UTC),
+        subject=subject or event.partition_key(),
+        org_id=getattr(event, "org_id", None),
+        location_id=getattr(event, "location_id", None),
+    )
+    await producer.send_and_wait(
+        topic,
+        value=event.to_json(),
+        key=event.partition_key().encode(),
+        headers=to_headers(envelope),
+    )
+    return envelope.id
 
 
 async def read_topic(
