@@ -41,6 +41,14 @@ router = APIRouter(prefix="/patients", tags=["clinical facts"])
 Context = RequestContext[None]
 FHIR_JSON = "application/fhir+json"
 
+
+class FhirResponse(JSONResponse):
+    """FHIR JSON, declared as such in the OpenAPI document so clients and the contract
+    tests know what comes back."""
+
+    media_type = FHIR_JSON
+
+
 MODELS: dict[FactKind, Any] = {
     FactKind.CONDITION: Condition,
     FactKind.OBSERVATION: Observation,
@@ -109,20 +117,21 @@ def as_resource(stored: StoredFact) -> dict[str, Any]:
     }
 
 
-def _fhir(content: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    return JSONResponse(content, status_code=status_code, media_type=FHIR_JSON)
+def _fhir(content: dict[str, Any], status_code: int = 200) -> FhirResponse:
+    return FhirResponse(content, status_code=status_code)
 
 
 @router.post(
     "/{patient_id}/facts",
     status_code=status.HTTP_201_CREATED,
+    response_class=FhirResponse,
     responses={200: {"description": "The fact was already held or is now its next version."}},
 )
 async def record_fact(
     patient_id: str,
     ctx: Updater,
     body: Annotated[dict[str, Any], Body(examples=[RESOURCE_EXAMPLE])],
-) -> JSONResponse:
+) -> FhirResponse:
     """Record one FHIR R4 resource (Condition, Observation, Procedure, Immunization,
     MedicationStatement, Encounter) as a clinical fact of the patient: 201 when new, 200
     when the source's id was already held (unchanged, or now its next version)."""
@@ -133,12 +142,12 @@ async def record_fact(
     return _fhir(as_resource(recorded.fact), 201 if recorded.created else 200)
 
 
-@router.get("/{patient_id}/facts")
+@router.get("/{patient_id}/facts", response_class=FhirResponse)
 async def list_facts(
     patient_id: str,
     ctx: Reader,
     kind: Annotated[FactKind | None, Query(description="Only facts of this kind.")] = None,
-) -> JSONResponse:
+) -> FhirResponse:
     """The patient's clinical facts as a FHIR searchset Bundle, oldest first."""
     found = await steps.list_facts(ctx.runtime, ctx.session, ctx.caller, patient_id, kind=kind)
     return _fhir(
@@ -158,15 +167,15 @@ async def list_facts(
     )
 
 
-@router.get("/{patient_id}/facts/{fact_id}")
-async def read_fact(patient_id: str, fact_id: str, ctx: Reader) -> JSONResponse:
+@router.get("/{patient_id}/facts/{fact_id}", response_class=FhirResponse)
+async def read_fact(patient_id: str, fact_id: str, ctx: Reader) -> FhirResponse:
     """One clinical fact, as its FHIR resource."""
     found = await steps.read_fact(ctx.runtime, ctx.session, ctx.caller, patient_id, fact_id)
     return _fhir(as_resource(found))
 
 
-@router.post("/{patient_id}/facts/{fact_id}/entered-in-error")
-async def mark_entered_in_error(patient_id: str, fact_id: str, ctx: Updater) -> JSONResponse:
+@router.post("/{patient_id}/facts/{fact_id}/entered-in-error", response_class=FhirResponse)
+async def mark_entered_in_error(patient_id: str, fact_id: str, ctx: Updater) -> FhirResponse:
     """Withdraw a fact recorded in error: its next version, status entered-in-error."""
     stored = await steps.mark_entered_in_error(
         ctx.runtime, ctx.session, ctx.caller, patient_id, fact_id
