@@ -6,7 +6,9 @@ second time; the population view and its CSV; decisions by hand; and the walls b
 tenants, locations, sensitive locations, patients and roles.
 
 Demographics are seeded straight into care-gaps' store (sealed, as the patients read
-would leave them) instead of starting the patients service; every patient is synthetic.
+would leave them) instead of starting the patients service; the registration and
+birth-date test answers the read in-process instead (as messaging's tests answer its
+contact reads). Every patient is synthetic.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from careloop_caregaps.app import create_app
-from careloop_caregaps.domain.facts import Coding, Fact, Quantity
+from careloop_caregaps.domain.facts import Coding, Fact, Quantity, Sex
 from careloop_caregaps.settings import CaregapsSettings
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import repositories
@@ -36,8 +38,11 @@ from careloop_contracts import Envelope, Event, to_headers
 from careloop_contracts.patients import (
     ClinicalFactRecorded,
     FactCoding,
+    FactKindName,
     FactQuantity,
     PatientMerged,
+    PatientRegistered,
+    PatientUpdated,
 )
 from careloop_contracts.scheduling import AppointmentBooked, AppointmentCancelled
 from careloop_kit.auth import StaticJwksSource
@@ -131,7 +136,7 @@ def _fact_event(
     fact_id: str,
     *,
     code: FactCoding = DIABETES,
-    kind: str = "condition",
+    kind: FactKindName = "condition",
     status: str = "active",
     on: date = date(2020, 1, 1),
     quantities: tuple[FactQuantity, ...] = (),
@@ -140,7 +145,7 @@ def _fact_event(
         fact_id=fact_id,
         patient_id=patient_id,
         org_id=org_id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         version=1,
         status=status,
         codes=(code,),
@@ -245,6 +250,30 @@ async def test_facts_open_one_gap_once_and_a_result_closes_it(
     events = await _gap_events(runtime, gap["id"])
     assert [e["status"] for e in events] == ["open", "closed"]
     assert "value" not in json.dumps(events)
+
+    # The result withdrawn (a correction, version 2): the patient is due again, in a new
+    # gap; the first version arriving late changes nothing.
+    withdrawn = result.model_copy(update={"version": 2, "status": "entered-in-error"})
+    await _publish(runtime, withdrawn)
+    again = await _gap_of(caregaps, mint(), "pat-1", lambda g: g["status"] == "open")
+    assert again["id"] != gap["id"]
+    await _publish(runtime, result)
+    # A later, high result behind it on the patient's partition: once the gap shows it,
+    # the late version was handled (had it counted, it would have closed this gap too).
+    high = _fact_event(
+        org,
+        "pat-1",
+        f"fact-a1c-high-{unique_id}",
+        code=HBA1C,
+        kind="observation",
+        status="final",
+        on=date(2026, 2, 25),
+        quantities=(FactQuantity(value=9.5, unit="%"),),
+    )
+    await _publish(runtime, high)
+    await _gap_of(caregaps, mint(), "pat-1", lambda g: g["reason"] == "hba1c-8-or-over")
+    every = (await caregaps.get("/patients/pat-1/gaps", headers=mint())).json()["items"]
+    assert sorted(g["status"] for g in every if g["measure_id"] == MEASURE) == ["closed", "open"]
 
     # Every step is on the patient's trail: the service opening and closing the gap, the
     # staff member reading it.
@@ -449,6 +478,12 @@ async def test_decisions_by_hand_and_the_walls(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await caregaps.get("/population", headers=front_desk)).status_code == 403
+    coordinator_job = await caregaps.post(
+        "/evaluations", json={"location_id": "loc-south"}, headers=north
+    )
+    assert coordinator_job.status_code == 403  # a location outside the caller's scope
+    job = (await caregaps.post("/evaluations", json={}, headers=mint())).json()
+    assert (await caregaps.get(job["status_url"], headers=mint(org="org-other"))).status_code == 404
     provider = mint(roles=["provider"], loc=["loc-north"])
     assert (await caregaps.get(path, headers=provider)).status_code == 200
     assert (await caregaps.post("/evaluations", json={}, headers=provider)).status_code == 403
@@ -559,3 +594,63 @@ async def test_a_population_job_resumes_after_a_restart_from_its_committed_batch
         ]
         hba1c = sorted(e["patient_id"] for e in opened if e["measure_id"] == MEASURE)
         assert hba1c == patients
+
+
+class PatientsRecords:
+    """Stands in for the patients API's answer to care-gaps' demographics read (the read
+    itself, with a service token, is the kit's `RecordReader`); counts the reads."""
+
+    def __init__(self) -> None:
+        self.birth_dates: dict[str, date] = {}
+        self.reads: list[str] = []
+
+    async def demographics(
+        self, org_id: str, patient_id: str
+    ) -> tuple[date | None, Sex | None] | None:
+        self.reads.append(patient_id)
+        birth = self.birth_dates.get(patient_id)
+        return None if birth is None else (birth, "male")
+
+
+async def test_registration_and_a_change_of_birth_date_read_the_demographics_again(
+    caregaps_settings: CaregapsSettings,
+    issuer: TestTokenIssuer,
+    clock: FrozenClock,
+    mint: Mint,
+    unique_id: str,
+) -> None:
+    records = PatientsRecords()
+    records.birth_dates["pat-1"] = date(1970, 5, 1)
+    app = create_app(
+        caregaps_settings,
+        clock=clock,
+        jwks=StaticJwksSource(issuer.jwks_document()),
+        demographics=records,
+    )
+    org = f"org-{unique_id}"
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    async with running_app(app) as client:
+        runtime = _runtime(app)
+        await _publish(
+            runtime, PatientRegistered(patient_id="pat-1", org_id=org, registered_at=now)
+        )
+        await _publish(runtime, _fact_event(org, "pat-1", f"fact-dm-{unique_id}"))
+        await _gap_of(client, mint(), "pat-1", lambda g: g["status"] == "open")
+
+        def update(*fields: str, version: int) -> PatientUpdated:
+            return PatientUpdated(
+                patient_id="pat-1",
+                org_id=org,
+                changed_fields=fields,
+                version=version,
+                updated_at=now,
+            )
+
+        await _publish(runtime, update("telecom.email", version=2))
+        # A corrected birth date puts the patient past the measure's 75 years.
+        records.birth_dates["pat-1"] = date(1940, 5, 1)
+        await _publish(runtime, update("birth_date", version=3))
+        left = await _gap_of(client, mint(), "pat-1", lambda g: g["status"] == "not-applicable")
+        assert records.reads == ["pat-1", "pat-1"]
+        detail = (await client.get(f"/gaps/{left['id']}", headers=mint())).json()
+        assert detail["history"][-1]["cause"] == "left-population"

@@ -10,6 +10,7 @@ import pytest
 from careloop_caregaps.domain.findings import Finding, Outcome
 from careloop_caregaps.domain.gap import (
     Attribution,
+    Change,
     Gap,
     GapNotChangeable,
     GapStatus,
@@ -30,10 +31,12 @@ def _finding(outcome: Outcome, *, evidence: tuple[str, ...] = (), reason: str = 
     return Finding("diabetes-hba1c", "1", outcome, date(2026, 1, 1), evidence, reason)
 
 
-def _apply(current: Gap | None, outcome: Outcome, **kwargs: object):  # type: ignore[no-untyped-def]
+def _apply(
+    current: Gap | None, outcome: Outcome, *, evidence: tuple[str, ...] = (), reason: str = "r"
+) -> Change | None:
     return apply_finding(
         current,
-        _finding(outcome, **kwargs),  # type: ignore[arg-type]
+        _finding(outcome, evidence=evidence, reason=reason),
         gap_id="gap-2",
         org_id="org-1",
         patient_id="pat-1",
@@ -181,8 +184,9 @@ def test_only_an_active_gap_is_declined(status: GapStatus) -> None:
 
 
 def test_excluding_by_hand_from_active_or_declined() -> None:
-    for status in ("open", "declined"):
-        change = exclude(_gap(status), NOW)  # type: ignore[arg-type]
+    statuses: tuple[GapStatus, ...] = ("open", "declined")
+    for status in statuses:
+        change = exclude(_gap(status), NOW)
         assert (change.gap.status, change.gap.by_hand) == ("excluded", True)
     with pytest.raises(GapNotChangeable):
         exclude(_gap("closed"), NOW)

@@ -23,11 +23,14 @@ from typing import Any, Protocol
 import httpx
 
 from careloop_kit.auth import ServiceTokenSource
-from careloop_kit.patients_reads import PatientReader, PatientsUnavailable
+from careloop_kit.record_reads import RecordReader, RecordUnavailable
 from careloop_messaging.domain.outreach import ContactData
 from careloop_messaging.domain.templates import Channel
 
 log = logging.getLogger(__name__)
+
+PatientsUnavailable = RecordUnavailable
+"""Patients (or identity, for the token) did not answer usefully: retry later."""
 
 __all__ = [
     "BatchContacts",
@@ -67,15 +70,17 @@ def contact_from_patient(body: dict[str, Any]) -> ContactData:
 
 
 class HttpContactSource:
-    """Contact data from `GET {patients_url}/patients/{id}` (the kit's `PatientReader`)."""
+    """Contact data from `GET {patients_url}/patients/{id}` (the kit's `RecordReader`)."""
 
     def __init__(
         self, http: httpx.AsyncClient, tokens: ServiceTokenSource, *, patients_url: str
     ) -> None:
-        self._reader = PatientReader(http, tokens, patients_url=patients_url)
+        self._reader = RecordReader(
+            http, tokens, url_template=f"{patients_url.rstrip('/')}/patients/{{id}}"
+        )
 
     async def contact(self, org_id: str, patient_id: str) -> ContactData | None:
-        body = await self._reader.patient(org_id, patient_id)
+        body = await self._reader.read(org_id, patient_id)
         return None if body is None else contact_from_patient(body)
 
 

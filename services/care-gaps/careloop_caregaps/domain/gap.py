@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from careloop_caregaps.domain.findings import Finding
 
@@ -107,13 +107,13 @@ class Attribution:
     provider_id: str | None
 
 
-def _moved(gap: Gap, status: GapStatus, cause: Cause, now: datetime, **fields: object) -> Change:
+def _moved(gap: Gap, status: GapStatus, cause: Cause, now: datetime, **fields: Any) -> Change:
     changed = replace(
         gap,
         status=status,
         version=gap.version + 1,
         updated_at=now,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
     return Change(changed, gap.status, cause)
 

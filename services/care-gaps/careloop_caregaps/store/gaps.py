@@ -157,11 +157,17 @@ class GapRepository(Repository):
         return None if row is None else StoredGap(_gap(row), row["evidence_ct"])
 
     async def of_patient(self, org_id: str, patient_id: str) -> list[StoredGap]:
-        """Every gap of the patient (earlier care cycles too), newest first."""
+        """Every gap of the patient (earlier care cycles too): per measure the current
+        one first, then the earlier ones newest first."""
         rows = await self._session.execute(
             select(care_gap)
             .where(care_gap.c.org_id == org_id, care_gap.c.patient_id == patient_id)
-            .order_by(care_gap.c.measure_id, care_gap.c.created_at.desc(), care_gap.c.id)
+            .order_by(
+                care_gap.c.measure_id,
+                care_gap.c.is_current.desc(),
+                care_gap.c.created_at.desc(),
+                care_gap.c.id,
+            )
         )
         return [StoredGap(_gap(row), row.evidence_ct) for row in rows]
 

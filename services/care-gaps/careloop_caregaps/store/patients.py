@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from careloop_caregaps.domain.gap import Attribution
@@ -30,6 +31,15 @@ class PatientRepository(Repository):
             insert(patient_profile)
             .values(org_id=org_id, patient_id=patient_id, version=0, updated_at=now)
             .on_conflict_do_nothing(index_elements=["org_id", "patient_id"])
+        )
+
+    async def lock(self, org_id: str, patient_id: str) -> None:
+        """Hold the patient's row until the transaction ends: evaluations and event steps
+        of one patient take turns (two could otherwise both open a measure's first gap)."""
+        await self._session.execute(
+            select(patient_profile.c.version)
+            .where(patient_profile.c.org_id == org_id, patient_profile.c.patient_id == patient_id)
+            .with_for_update()
         )
 
     async def set_demographics(
@@ -69,7 +79,7 @@ class PatientRepository(Repository):
         )
         return found is not None
 
-    def _population(self, org_id: str, location_id: str | None):  # type: ignore[no-untyped-def]
+    def _population(self, org_id: str, location_id: str | None) -> Select[Any]:
         query = select(patient_profile.c.patient_id).where(patient_profile.c.org_id == org_id)
         if location_id is not None:
             query = query.join(

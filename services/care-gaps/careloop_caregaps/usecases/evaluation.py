@@ -102,7 +102,7 @@ async def evaluate_patient(
     finds; the number of gaps that changed."""
     repos = repositories(session)
     now = runtime.clock.now()
-    # Locking the current gaps first makes two evaluations of one patient take turns.
+    await repos.patients.lock(org_id, patient_id)
     current_rows = await repos.gaps.current_of(org_id, patient_id)
     profile = await load_profile(runtime, session, repos, org_id, patient_id)
     findings = evaluate(library_of(runtime), profile, as_of or now.date())

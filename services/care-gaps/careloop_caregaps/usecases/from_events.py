@@ -24,8 +24,8 @@ from careloop_caregaps.domain.facts import Coding, Fact, Quantity
 from careloop_caregaps.domain.gap import Attribution, Change, Gap, booked, visit_cancelled
 from careloop_caregaps.store.codec import demographics_text, fact_text
 from careloop_caregaps.store.repository import Repositories, repositories
-from careloop_caregaps.usecases.changes import keep_change, opened_gap
-from careloop_caregaps.usecases.common import SERVICE_SUBJECT, demographics_source, field_cipher
+from careloop_caregaps.usecases.changes import opened_gap
+from careloop_caregaps.usecases.common import demographics_source, field_cipher
 from careloop_caregaps.usecases.evaluation import (
     audit_demographics,
     evaluate_patient,
@@ -142,7 +142,8 @@ async def merge_patients(runtime: Runtime, session: AsyncSession, event: Patient
     repos = repositories(session)
     org, merged, survivor = event.org_id, event.merged_patient_id, event.surviving_patient_id
     await repos.patients.ensure(org, survivor, runtime.clock.now())
-    await repos.gaps.current_of(org, survivor)  # lock the survivor's gaps first
+    await repos.patients.lock(org, survivor)
+    await repos.patients.lock(org, merged)
     await repos.patients.move_facts(org, merged, survivor)
     await repos.gaps.move(org, merged, survivor)
     await repos.patients.forget(org, merged)
@@ -206,9 +207,7 @@ async def _attribute(
                 version=gap.version + 1,
                 updated_at=now,
             )
-            await keep_change(
-                runtime, session, Change(moved, gap.status, None), actor_id=SERVICE_SUBJECT
-            )
+            await keep_service_change(runtime, session, Change(moved, gap.status, None))
 
 
 async def on_appointment_event(
@@ -219,6 +218,7 @@ async def on_appointment_event(
     repos = repositories(session)
     now = runtime.clock.now()
     await repos.patients.ensure(event.org_id, event.patient_id, now)
+    await repos.patients.lock(event.org_id, event.patient_id)
     if isinstance(event, AppointmentCheckedIn):
         await _attribute(runtime, session, repos, event)
         return 0
