@@ -52,6 +52,15 @@ Measurements:
    pass over the same facts that only counts their codes. Memory: tracemalloc's peak
    while a freshly loaded library (empty code cache) evaluates the first 10,000
    patients, and the process's ru_maxrss.
+9. ``caregaps-job``: the care-gaps population evaluation job end to end. N synthetic
+   patients (``--caregaps-job-patients``, default 10,000; section 8's generator) sealed
+   into care-gaps' store through its own codec, field port and repositories (untimed),
+   then the service under uvicorn in its own process: POST /evaluations, then
+   GET /evaluations/{id} until done (each patient's row locked, demographics and facts
+   read and opened, evaluated, changed gaps written with outbox events and audit, progress
+   committed per batch). Run twice: the second must change nothing. Baseline in the same
+   run: the pure evaluator over the same patients. The 100,000 figure is a linear
+   extrapolation, labelled so.
 """
 
 from __future__ import annotations
@@ -81,11 +90,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import careloop_caregaps
 import httpx
 from aiokafka import AIOKafkaConsumer
 from careloop_caregaps.domain.evaluator import evaluate as evaluate_caregaps
 from careloop_caregaps.domain.facts import Coding, Fact, PatientProfile, Quantity
+from careloop_caregaps.store.codec import demographics_text as caregaps_demographics_text
+from careloop_caregaps.store.codec import fact_text as caregaps_fact_text
 from careloop_caregaps.store.library_files import load_library as load_caregaps_library
+from careloop_caregaps.store.repository import repositories as caregaps_repositories
+from careloop_caregaps.store.tables import field_key as caregaps_field_key
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -110,6 +124,7 @@ import careloop_referrals
 import careloop_scheduling
 import careloop_tasks
 from careloop_contracts import Envelope, Event, PatientRegistered, ReminderDue, to_headers
+from careloop_contracts.platform import CAREGAPS_FIELDS_KEY
 from careloop_contracts.referrals import ReferralStalled
 from careloop_kit.auth import totp
 from careloop_kit.auth.testing import TestTokenIssuer
@@ -117,8 +132,10 @@ from careloop_kit.bus.consumer import EventConsumer
 from careloop_kit.bus.kafka import ensure_topics, make_consumer, make_producer
 from careloop_kit.bus.outbox import Outbox, OutboxRelay
 from careloop_kit.clock import SystemClock
+from careloop_kit.crypto import KeyRing
 from careloop_kit.db import PlatformTables, add_platform_tables, make_engine, make_sessionmaker
 from careloop_kit.db.migrate import upgrade_async
+from careloop_kit.fields import FieldCipher
 from careloop_kit.infra.kafka import KafkaServer, ensure_kafka_jars
 from careloop_kit.infra.openbao import OpenBaoServer, bootstrap_vault
 from careloop_kit.infra.ports import free_port
@@ -126,6 +143,7 @@ from careloop_kit.infra.postgres import PostgresServer
 from careloop_kit.settings import KitSettings
 from careloop_kit.testing.apps import serve_in_task
 from careloop_kit.testing.processes import serve_jwks
+from careloop_kit.vault import Vault
 from careloop_messaging.store.tables import message as message_table
 from careloop_messaging.testing.twilio_double import TwilioDouble
 from careloop_referrals.store.tables import location_view as referral_location_view
@@ -149,6 +167,7 @@ IDENTITY_MIGRATIONS = Path(careloop_identity.__file__).parent / "migrations"
 SCHEDULING_MIGRATIONS = Path(careloop_scheduling.__file__).parent / "migrations"
 MESSAGING_MIGRATIONS = Path(careloop_messaging.__file__).parent / "migrations"
 TASKS_MIGRATIONS = Path(careloop_tasks.__file__).parent / "migrations"
+CAREGAPS_MIGRATIONS = Path(careloop_caregaps.__file__).parent / "migrations"
 DEFAULT_OUTPUT = ROOT / ".careloop" / "bench" / "results.json"
 DEFAULT_SVG = ROOT / ".careloop" / "bench" / "throughput.svg"
 ORG = "org-bench"
@@ -1951,6 +1970,172 @@ def bench_caregaps(n: int) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- care-gaps job
+
+
+async def _seed_caregaps(
+    dsn: str, vault_addr: str, token: str, patients: list[PatientProfile]
+) -> None:
+    """Seal and store the synthetic patients the way care-gaps keeps them (its codec,
+    its field port and its repositories); untimed."""
+    cipher = FieldCipher(KeyRing(Vault(vault_addr, token), CAREGAPS_FIELDS_KEY), caregaps_field_key)
+    engine = make_engine(dsn)
+    now = datetime.now(UTC)
+    try:
+        for start in range(0, len(patients), 500):
+            async with make_sessionmaker(engine)() as session, session.begin():
+                store = caregaps_repositories(session).patients
+                for patient in patients[start : start + 500]:
+                    sealed = await cipher.seal_field(
+                        session,
+                        caregaps_demographics_text(patient.birth_date, patient.sex),
+                        org_id=ORG,
+                        table="patient_profile",
+                        column="demographics",
+                        row_id=patient.patient_id,
+                    )
+                    await store.set_demographics(ORG, patient.patient_id, sealed, now)
+                    for fact in patient.facts:
+                        sealed = await cipher.seal_field(
+                            session,
+                            caregaps_fact_text(fact),
+                            org_id=ORG,
+                            table="clinical_fact",
+                            column="fact",
+                            row_id=fact.fact_id,
+                        )
+                        await store.record_fact(
+                            ORG,
+                            patient.patient_id,
+                            fact.fact_id,
+                            version=1,
+                            fact_ct=sealed,
+                            now=now,
+                        )
+    finally:
+        await engine.dispose()
+
+
+async def _run_evaluation(
+    client: httpx.AsyncClient, n: int, progress: Progress, label: str
+) -> dict[str, Any]:
+    """POST /evaluations, then GET its status until done; timed from the POST."""
+    running = progress.add_task(label, total=n)
+    t0 = time.perf_counter()
+    started = await client.post("/evaluations", json={})
+    if started.status_code != 202:
+        raise RuntimeError(f"caregaps-job: POST /evaluations {started.status_code} {started.text}")
+    job_id = started.json()["job_id"]
+    deadline = time.monotonic() + 3600
+    while True:
+        job = (await client.get(f"/evaluations/{job_id}")).raise_for_status().json()
+        progress.update(running, completed=job["done"])
+        if job["status"] in ("done", "failed"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"caregaps-job: job {job_id} not done within 3600 s: {job}")
+        await asyncio.sleep(0.2)
+    elapsed = time.perf_counter() - t0
+    progress.remove_task(running)
+    if job["status"] != "done" or job["done"] != n:
+        raise RuntimeError(f"caregaps-job: job ended {job['status']}: {job}")
+    return {
+        "seconds": round(elapsed, 2),
+        "patients_per_s": round(n / elapsed, 1),
+        "changed": job["changed"],
+        "total": job["total"],
+    }
+
+
+async def bench_caregaps_job(
+    stack: Stack, n: int, progress: Progress, log_file: Path
+) -> dict[str, Any]:
+    """`n` synthetic patients (section 8's generator) seeded sealed into care-gaps' store,
+    then one population evaluation job over HTTP, twice (the second changes nothing);
+    baseline in the same run: the pure evaluator over the same patients."""
+    assert stack.openbao is not None
+    patients = synthetic_caregaps_patients(n)
+    facts = sum(len(p.facts) for p in patients)
+    library = load_caregaps_library()
+    began = time.perf_counter()
+    for patient in patients:
+        evaluate_caregaps(library, patient, CAREGAPS_AS_OF)
+    pure_s = time.perf_counter() - began
+
+    dsn = await stack.database("bench_caregaps")
+    await upgrade_async(CAREGAPS_MIGRATIONS, dsn)
+    tokens = await asyncio.to_thread(
+        bootstrap_vault, stack.openbao.addr, stack.openbao.root_token, ["caregaps"]
+    )
+    seeding = progress.add_task(f"caregaps-job: sealing {n:,} patients into the store", total=None)
+    began = time.perf_counter()
+    await _seed_caregaps(dsn, stack.openbao.addr, tokens["caregaps"], patients)
+    seed_s = time.perf_counter() - began
+    progress.remove_task(seeding)
+    del patients
+
+    issuer = TestTokenIssuer(SystemClock())
+    access = issuer.mint(
+        org=ORG,
+        sub="user-bench",
+        roles=["org_admin"],
+        loc=["*"],
+        amr=["pwd", "otp"],
+        exp=int(time.time()) + 3000,
+    )
+    settings = kit_settings(stack, "bench-api.")
+    await ensure_topics(settings, [f"{settings.topic_prefix}careloop.caregaps"])
+    setup = progress.add_task("caregaps-job: starting the care-gaps service", total=None)
+    async with serve_jwks(issuer) as jwks_url:
+        with service_server(
+            "careloop_caregaps",
+            stack,
+            dsn,
+            tokens["caregaps"],
+            log_file,
+            # Nothing in a population job calls patients or identity; unreachable on purpose.
+            {
+                "CARELOOP_AUTH_JWKS_URL": jwks_url,
+                "CARELOOP_PATIENTS_URL": "http://127.0.0.1:9",
+                "CARELOOP_IDENTITY_TOKEN_URL": "http://127.0.0.1:9/oauth/token",
+            },
+        ) as url:
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {access}"}, timeout=60
+            ) as client:
+                await wait_ready(client)
+                progress.remove_task(setup)
+                first = await _run_evaluation(
+                    client, n, progress, f"caregaps-job: evaluating {n:,} patients"
+                )
+                first["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+                second = await _run_evaluation(
+                    client, n, progress, f"caregaps-job: again, {n:,} patients (idempotent)"
+                )
+    if second["changed"] != 0:
+        raise RuntimeError(f"caregaps-job: the second run changed {second['changed']} gaps")
+    extrapolated = first["seconds"] * 100_000 / n
+    return {
+        "patients": n,
+        "facts": facts,
+        "synthetic": True,
+        "seed": CAREGAPS_SEED,
+        "seed_seconds_untimed": round(seed_s, 1),
+        "first": first,
+        "second": second,
+        "seconds": first["seconds"],
+        "patients_per_s": first["patients_per_s"],
+        "changed": first["changed"],
+        "pure_seconds": round(pure_s, 3),
+        "pure_patients_per_s": round(n / pure_s, 1),
+        "ratio_job_to_pure": round(first["seconds"] / pure_s, 1),
+        "extrapolated_100k_seconds": round(extrapolated, 1),
+        "extrapolation_note": "linear extrapolation from this run's rate, not measured",
+        "target_seconds": CAREGAPS_TARGET_S,
+        "extrapolated_within_target": extrapolated < CAREGAPS_TARGET_S,
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -2031,6 +2216,19 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float | str, str]]:
         peak = f"  tracemalloc peak ({cg['tracemalloc_patients']:,} patients)"
         rows.append((peak, cg["tracemalloc_peak_kib"], "KiB"))
         rows.append(("  ru_maxrss (data set and evaluation)", cg["ru_maxrss_mib"], "MiB"))
+    job = results.get("caregaps-job")
+    if job:
+        n = f"{job['patients']:,}"
+        rows.append((f"care-gaps population job ({n} patients)", job["seconds"], "s"))
+        rows.append(("  patients evaluated by the job", job["patients_per_s"], "patients/s"))
+        rows.append(("  gaps changed", job["changed"], "gaps"))
+        rows.append(("  second run (idempotent)", job["second"]["seconds"], "s"))
+        rows.append(("  second run: gaps changed", job["second"]["changed"], "gaps"))
+        rows.append(("  baseline: pure evaluator, same patients", job["pure_seconds"], "s"))
+        rows.append(("ratio job / pure evaluator", job["ratio_job_to_pure"], "x"))
+        extrapolated = job["extrapolated_100k_seconds"]
+        rows.append(("  100,000 patients, EXTRAPOLATED (not measured)", extrapolated, "s"))
+        rows.append(("  target for 100,000", job["target_seconds"], "s"))
     tsk = results.get("tasks")
     if tsk:
         n = f"{tsk['stalled_referrals']:,}"
@@ -2221,6 +2419,21 @@ async def run(args: argparse.Namespace, stack: Stack, base: Path) -> dict[str, A
                 f"tasks in {tsk['seconds']:.1f} s ({tsk['tasks_per_s']:,.0f} tasks/s); raw "
                 f"aiokafka {tsk['baseline_raw']['events_per_s']:,.0f} records/s"
             )
+        if "caregaps-job" in args.only:
+            results["caregaps-job"] = with_load(
+                await bench_caregaps_job(
+                    stack, args.caregaps_job_patients, progress, base / "caregaps-service.log"
+                )
+            )
+            job = results["caregaps-job"]
+            console.print(
+                f"caregaps-job: {job['patients']:,} patients in {job['seconds']:.1f} s "
+                f"({job['patients_per_s']:,.0f} patients/s, {job['changed']:,} gaps changed); "
+                f"again {job['second']['seconds']:.1f} s, {job['second']['changed']} changed; "
+                f"pure evaluator {job['pure_seconds']:.2f} s (x{job['ratio_job_to_pure']}); "
+                f"100,000 extrapolated: {job['extrapolated_100k_seconds']:.0f} s "
+                f"(target {job['target_seconds']:.0f} s)"
+            )
     return {
         "postgres_version": postgres_version,
         "postgres_settings": postgres_settings,
@@ -2247,7 +2460,17 @@ def wait_for_idle(limit_s: float) -> None:
     console.print(f"[yellow]machine still busy (load average {os.getloadavg()[0]:.2f}); going on")
 
 
-SECTIONS = ("pipeline", "raw", "latency", "api", "reminders", "referrals", "tasks", "caregaps")
+SECTIONS = (
+    "pipeline",
+    "raw",
+    "latency",
+    "api",
+    "reminders",
+    "referrals",
+    "tasks",
+    "caregaps",
+    "caregaps-job",
+)
 INFRASTRUCTURE_FREE = frozenset({"caregaps"})
 """Sections that run in this process alone: no broker, database or Vault is started for them."""
 
@@ -2293,6 +2516,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="synthetic patients evaluated over the whole measure library for 8",
     )
     parser.add_argument(
+        "--caregaps-job-patients",
+        type=int,
+        default=10_000,
+        help="synthetic patients seeded for the care-gaps population job (caregaps-job)",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)}",
@@ -2324,6 +2553,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.referrals = 500
         args.tasks = 500
         args.caregaps_patients = 10_000
+        args.caregaps_job_patients = 1_000
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
     unknown = args.only - set(SECTIONS)
     if unknown:
@@ -2393,6 +2623,7 @@ def main(argv: list[str] | None = None) -> int:
             "appointments": args.appointments,
             "reminder_patients": min(args.reminder_patients, args.appointments),
             "caregaps_patients": args.caregaps_patients,
+            "caregaps_job_patients": args.caregaps_job_patients,
             "benchmarks": sorted(args.only),
         },
         "results": outcome["results"] | ({"caregaps": caregaps} if caregaps else {}),
